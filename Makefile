@@ -1,0 +1,46 @@
+# duckgrid -- the two commands that matter: `make run` and `make test`.
+# Both install what is missing first (scripts/deps.sh), so they work on a
+# fresh Debian 12 machine with only git and make.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build asan run test unit-test api-test bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/Makefile: CMakeLists.txt | deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+
+build: deps $(BUILD)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD) -j$(JOBS)
+
+$(BUILD_ASAN)/Makefile: CMakeLists.txt | deps
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DDG_ASAN=ON $(CMAKE_FLAGS) >/dev/null
+
+asan: deps $(BUILD_ASAN)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD_ASAN) -j$(JOBS)
+
+# Starts a private redis-server (loopback, password, AOF under data/) and
+# duckgrid with the demo data; Ctrl-C stops both.
+run: build
+	@bash scripts/run.sh
+
+# Every test: unit tests (release and ASan+UBSan builds), then the API and
+# property tests against a real redis-server and duckgrid.
+test: build asan
+	@bash scripts/test.sh
+
+unit-test: build
+	@cd $(BUILD) && ctest --output-on-failure
+
+bench: build
+	@bash scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) .pytest_cache

@@ -1,0 +1,33 @@
+/*
+ * app.h -- the process: configuration, the database, the key checker, the
+ * Redis connection pool and the manager's state, created at start-up by
+ * main.c and passed explicitly to every request handler.
+ */
+#ifndef DG_APP_H
+#define DG_APP_H
+
+#include <stdatomic.h>
+
+#include "dg/auth.h"
+#include "dg/config.h"
+#include "dg/db.h"
+
+struct dg_redis_pool_s;
+
+typedef enum {
+  DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
+  DG_MANAGER_STANDBY = 1, /* waiting for the lease               */
+  DG_MANAGER_LEADER = 2,  /* holds the lease and applies writes  */
+} dg_manager_state_t;
+
+typedef struct dg_app_s {
+  const dg_config_t *cfg;           /* immutable after start-up          */
+  dg_db_t *db;                      /* DuckDB                           */
+  dg_auth_t *auth;                  /* API key checker                  */
+  struct dg_redis_pool_s *redis;    /* connections for API threads       */
+  atomic_int manager_state;         /* dg_manager_state_t                */
+  atomic_long lag;                  /* requests waiting for the manager  */
+  atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
+} dg_app_t;
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * auth.h -- API keys: generation, hashing, bootstrap of the first admin key,
+ * and the per-request check with a short-lived cache.
+ *
+ * A key is "dg_" followed by 43 base64url characters (256 random bits). Only
+ * its SHA-256 is stored (dg.api_keys.hash); a key is high-entropy, so a fast
+ * hash is enough, and the plain key never touches the disk except in the
+ * 0600 bootstrap file the operator asked for by not setting one.
+ */
+#ifndef DG_AUTH_H
+#define DG_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dg/db.h"
+
+typedef enum {
+  DG_ROLE_NONE = 0,
+  DG_ROLE_READ = 1,
+  DG_ROLE_WRITE = 2,
+  DG_ROLE_ADMIN = 3,
+} dg_role_t;
+
+/** Who is calling, after a successful check. */
+typedef struct dg_principal_s {
+  int64_t key_id;   /* dg.api_keys.id                     */
+  dg_role_t role;   /* the key's role                      */
+  char user[64];    /* the key's name, recorded as "user"  */
+} dg_principal_t;
+
+typedef struct dg_auth_s dg_auth_t;
+
+/** Length of a generated key, without the terminator. */
+#define DG_KEY_LEN 46
+
+/** Creates the key checker on top of db (borrowed; must outlive it). */
+int dg_auth_create(dg_db_t *db, dg_auth_t **out);
+void dg_auth_destroy(dg_auth_t *a);
+
+/**
+ * Makes sure an admin key exists. With admin_key set: registers it (once) as
+ * "bootstrap-admin". Without: if the database has no admin key, generates
+ * one, stores its hash, writes it to key_file with mode 0600 and returns it
+ * in *generated (free with dg_free) so the caller can print it once;
+ * otherwise *generated is NULL. Fails with DG_EIO (database, file) with a
+ * reason in err.
+ */
+int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file, char **generated,
+                      char *err, size_t errcap);
+
+/**
+ * Checks a presented key. 0 and *out filled when it is known; DG_EAUTH when
+ * unknown (or deleted more than a second ago); DG_EUNAVAIL when the
+ * database cannot answer.
+ */
+int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out);
+
+/**
+ * Creates a key: writes the secret (DG_KEY_LEN chars + NUL) into key_out and
+ * its id into *id_out. DG_EINVAL for a bad name, DG_EIO on database errors.
+ */
+int dg_auth_key_create(dg_auth_t *a, const char *name, dg_role_t role, char key_out[DG_KEY_LEN + 1],
+                       int64_t *id_out);
+
+/** Forgets cached entries so a deleted key is refused at once in this process. */
+void dg_auth_invalidate(dg_auth_t *a);
+
+/** SHA-256 of key as 64 lowercase hex characters plus NUL. */
+void dg_auth_hash(const char *key, size_t len, char hex[65]);
+
+const char *dg_role_name(dg_role_t r);
+/** "read", "write", "admin" -> role; DG_EINVAL otherwise. */
+int dg_role_parse(const char *s, dg_role_t *out);
+
+#endif

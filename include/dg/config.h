@@ -1,0 +1,40 @@
+/*
+ * config.h -- duckgrid's configuration: read once at start-up from the
+ * environment (DUCKGRID_*), overridden by command-line flags, then immutable
+ * and passed explicitly to every module that needs it.
+ */
+#ifndef DG_CONFIG_H
+#define DG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dg_config_s {
+  char *listen_host;         /* address to bind, e.g. "127.0.0.1"                */
+  int listen_port;           /* TCP port, 1..65535                               */
+  char *db_path;             /* DuckDB file                                      */
+  char *redis_url;           /* redis://, rediss:// or unix:// URL (has secrets)   */
+  char *admin_key;           /* bootstrap admin key, or NULL                     */
+  char *admin_key_file;      /* where a generated admin key is written (0600)    */
+  char *stream_prefix;       /* prefix for stream keys, e.g. "{dg}" for Cluster  */
+  int demo;                  /* load the demo data into an empty database        */
+  size_t body_limit;         /* bytes; larger request bodies get 413             */
+  int sync_timeout_ms;       /* how long a synchronous write waits for its outcome */
+  int redis_timeout_ms;      /* connect and command timeout for Redis            */
+  long response_maxlen;      /* entries kept in response_duck                    */
+  int batch_max;             /* requests the manager applies per transaction     */
+  int log_json;              /* 1: one JSON object per log line                  */
+  int log_level;             /* dg_log_level_t                                   */
+} dg_config_t;
+
+/**
+ * Fills cfg from the environment, then from argv (flags after the
+ * subcommand). On failure writes a one-line reason into err and returns
+ * DG_EINVAL; cfg is then disposed already.
+ */
+int dg_config_load(dg_config_t *cfg, int argc, char **argv, char *err, size_t errcap);
+void dg_config_dispose(dg_config_t *cfg);
+/** Prints the flags and environment variables (for --help). */
+void dg_config_usage(void *file);
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * http.h -- the HTTP layer on ulfius: our own router (so 404 and 405 are
+ * told apart), the auth check, body limits, JSON parsing, problem+json
+ * errors and one access-log line per request.
+ *
+ * Each resource file (src/http/<resource>.c) exports a route table; the
+ * server concatenates them. A handler gets a dg_req_t with the caller, the
+ * path parameters and the parsed JSON body, and answers with dg_reply_json
+ * or dg_problem.
+ */
+#ifndef DG_HTTP_H
+#define DG_HTTP_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "dg/app.h"
+#include "dg/auth.h"
+
+struct _u_request;
+struct _u_response;
+
+#define DG_HTTP_MAX_PARAMS 4
+
+typedef struct dg_req_s {
+  const struct _u_request *u;  /* ulfius's request (borrowed)             */
+  struct _u_response *resp;    /* ulfius's response (borrowed)            */
+  dg_app_t *app;               /* the process (borrowed)                  */
+  dg_principal_t who;          /* the caller, when the route needs a key  */
+  const char *params[DG_HTTP_MAX_PARAMS]; /* path parameters, in order    */
+  size_t nparams;
+  json_t *body;                /* parsed JSON body or NULL (owned here)   */
+  int status;                  /* status answered, for the access log    */
+} dg_req_t;
+
+typedef int (*dg_handler_fn)(dg_req_t *r);
+
+typedef struct dg_route_s {
+  const char *method;          /* "GET", "POST", ...                      */
+  const char *pattern;         /* "/tables/:table/rows/:id"               */
+  dg_role_t role;              /* DG_ROLE_NONE: open without a key        */
+  dg_handler_fn fn;
+  int json_body;               /* 1: the body must be a JSON object        */
+} dg_route_t;
+
+typedef struct dg_http_s dg_http_t;
+
+/**
+ * Starts serving cfg->listen_host:port with every route. DG_EIO with a
+ * reason in err when the address cannot be bound.
+ */
+int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap);
+/** Stops accepting, waits for requests in flight, frees everything. */
+void dg_http_stop(dg_http_t *h);
+
+/** Answers status with a JSON body (steals body). */
+void dg_reply_json(dg_req_t *r, int status, json_t *body);
+/** Answers 204 No Content. */
+void dg_reply_empty(dg_req_t *r, int status);
+/**
+ * Answers an RFC 9457 problem: {"status","code","title","detail"} plus the
+ * fields of extra (stolen, may be NULL), as application/problem+json.
+ */
+void dg_problem(dg_req_t *r, int status, json_t *extra, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** Maps a DG_E* code to its HTTP status. */
+int dg_http_status_of(int err);
+
+/** Query-string parameter or NULL (borrowed). */
+const char *dg_query(const dg_req_t *r, const char *name);
+/** Request header or NULL (borrowed). */
+const char *dg_header(const dg_req_t *r, const char *name);
+
+/* Route tables, one per resource file, each ending with a {NULL} row. */
+extern const dg_route_t dg_routes_health[];
+
+#endif

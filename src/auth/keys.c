@@ -1,0 +1,327 @@
+/*
+ * keys.c -- API keys, hashed at rest, checked on every request.
+ *
+ * The check path: SHA-256 the presented key, look the digest up in a small
+ * in-process cache (constant-time comparison of digests), and on a miss or an
+ * entry older than CACHE_TTL_MS ask DuckDB. So a key deleted by another
+ * process is refused within a second, and a key deleted in this process at
+ * once (dg_auth_invalidate).
+ */
+#include "dg/auth.h"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dg/common.h"
+#include "dg/log.h"
+
+/* A deleted key must stop working within a second across processes. */
+#define CACHE_TTL_MS 1000
+/* Deployments hold a handful of keys; past this the oldest entry is evicted. */
+#define CACHE_SLOTS 256
+
+typedef struct {
+  unsigned char digest[32]; /* SHA-256 of the key                  */
+  int64_t key_id;           /* 0 = empty slot                       */
+  dg_role_t role;
+  char user[64];
+  int64_t fetched_ms;       /* monotonic time of the database read  */
+} cache_entry_t;
+
+struct dg_auth_s {
+  dg_db_t *db;              /* borrowed                             */
+  pthread_mutex_t lock;     /* guards cache                         */
+  cache_entry_t cache[CACHE_SLOTS];
+};
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sha256(const char *key, size_t len, unsigned char out[32]) {
+  unsigned int n = 32;
+  EVP_Digest(key, len, out, &n, EVP_sha256(), NULL);
+}
+
+void dg_auth_hash(const char *key, size_t len, char hex[65]) {
+  static const char digits[] = "0123456789abcdef";
+  unsigned char d[32];
+  sha256(key, len, d);
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[d[i] >> 4];
+    hex[2 * i + 1] = digits[d[i] & 15];
+  }
+  hex[64] = '\0';
+}
+
+const char *dg_role_name(dg_role_t r) {
+  switch (r) {
+    case DG_ROLE_READ: return "read";
+    case DG_ROLE_WRITE: return "write";
+    case DG_ROLE_ADMIN: return "admin";
+    default: return "none";
+  }
+}
+
+int dg_role_parse(const char *s, dg_role_t *out) {
+  if (s == NULL) return DG_EINVAL;
+  if (strcmp(s, "read") == 0) *out = DG_ROLE_READ;
+  else if (strcmp(s, "write") == 0) *out = DG_ROLE_WRITE;
+  else if (strcmp(s, "admin") == 0) *out = DG_ROLE_ADMIN;
+  else return DG_EINVAL;
+  return 0;
+}
+
+int dg_auth_create(dg_db_t *db, dg_auth_t **out) {
+  dg_auth_t *a = dg_calloc(1, sizeof *a);
+  a->db = db;
+  pthread_mutex_init(&a->lock, NULL);
+  *out = a;
+  return 0;
+}
+
+void dg_auth_destroy(dg_auth_t *a) {
+  if (a == NULL) return;
+  pthread_mutex_destroy(&a->lock);
+  OPENSSL_cleanse(a->cache, sizeof a->cache);
+  dg_free(a);
+}
+
+void dg_auth_invalidate(dg_auth_t *a) {
+  pthread_mutex_lock(&a->lock);
+  memset(a->cache, 0, sizeof a->cache);
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* 256 random bits as "dg_" + 43 base64url characters. */
+static int generate_key(char out[DG_KEY_LEN + 1]) {
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char raw[33];
+  if (RAND_bytes(raw, 32) != 1) return DG_EIO;
+  raw[32] = 0;
+  memcpy(out, "dg_", 3);
+  int o = 3;
+  for (int i = 0; i < 33; i += 3) {
+    uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+    for (int k = 3; k >= 0 && o < DG_KEY_LEN; k--) out[o++] = alphabet[(v >> (6 * k)) & 63];
+  }
+  out[DG_KEY_LEN] = '\0';
+  OPENSSL_cleanse(raw, sizeof raw);
+  return 0;
+}
+
+/* Inserts a key row; the key's first characters become its visible prefix. */
+static int insert_key(dg_auth_t *a, const char *name, dg_role_t role, const char *key, size_t len,
+                      int64_t *id_out) {
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_prepared_statement st;
+  if (duckdb_prepare(c,
+                     "INSERT INTO dg.api_keys(id, name, role, prefix, hash) "
+                     "VALUES (nextval('dg.api_keys_seq'), $1, $2, $3, $4) RETURNING id",
+                     &st) == DuckDBError) {
+    dg_log_error("prepare insert key: %s", duckdb_prepare_error(st));
+    duckdb_destroy_prepare(&st);
+    return DG_EIO;
+  }
+  char hex[65];
+  dg_auth_hash(key, len, hex);
+  char prefix[12];
+  snprintf(prefix, sizeof prefix, "%.*s", (int)(len < 8 ? len : 8), key);
+  duckdb_bind_varchar(st, 1, name);
+  duckdb_bind_varchar(st, 2, dg_role_name(role));
+  duckdb_bind_varchar(st, 3, prefix);
+  duckdb_bind_varchar(st, 4, hex);
+  duckdb_result res;
+  int rc = 0;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    dg_log_error("insert key: %s", duckdb_result_error(&res));
+    rc = DG_EIO;
+  } else if (id_out) {
+    *id_out = duckdb_value_int64(&res, 0, 0);
+  }
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  return rc;
+}
+
+int dg_auth_key_create(dg_auth_t *a, const char *name, dg_role_t role, char key_out[DG_KEY_LEN + 1],
+                       int64_t *id_out) {
+  if (name == NULL || name[0] == '\0' || strlen(name) > 63 || role == DG_ROLE_NONE) return DG_EINVAL;
+  char key[DG_KEY_LEN + 1];
+  if (generate_key(key) != 0) return DG_EIO;
+  int rc = insert_key(a, name, role, key, DG_KEY_LEN, id_out);
+  if (rc == 0) memcpy(key_out, key, sizeof key);
+  OPENSSL_cleanse(key, sizeof key);
+  return rc;
+}
+
+/* Looks the digest up in DuckDB: 0 found, DG_EAUTH absent, DG_EUNAVAIL. */
+static int lookup(dg_auth_t *a, const char *hex, cache_entry_t *e) {
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_prepared_statement st;
+  if (duckdb_prepare(c, "SELECT id, role, name FROM dg.api_keys WHERE hash = $1", &st) ==
+      DuckDBError) {
+    duckdb_destroy_prepare(&st);
+    return DG_EUNAVAIL;
+  }
+  duckdb_bind_varchar(st, 1, hex);
+  duckdb_result res;
+  int rc = DG_EAUTH;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    rc = DG_EUNAVAIL;
+  } else if (duckdb_row_count(&res) == 1) {
+    e->key_id = duckdb_value_int64(&res, 0, 0);
+    char *role = duckdb_value_varchar(&res, 1, 0);
+    char *name = duckdb_value_varchar(&res, 2, 0);
+    if (dg_role_parse(role, &e->role) != 0) e->role = DG_ROLE_NONE;
+    snprintf(e->user, sizeof e->user, "%s", name ? name : "");
+    duckdb_free(role);
+    duckdb_free(name);
+    rc = 0;
+  }
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  return rc;
+}
+
+static void touch_last_used(dg_auth_t *a, int64_t id) {
+  duckdb_connection c = dg_db_conn(a->db);
+  duckdb_prepared_statement st;
+  if (c == NULL) return;
+  if (duckdb_prepare(c, "UPDATE dg.api_keys SET last_used_at = current_timestamp WHERE id = $1",
+                     &st) == DuckDBSuccess) {
+    duckdb_bind_int64(st, 1, id);
+    duckdb_result res;
+    /* Two threads touching one key may conflict; the stamp is advisory. */
+    duckdb_execute_prepared(st, &res);
+    duckdb_destroy_result(&res);
+  }
+  duckdb_destroy_prepare(&st);
+}
+
+int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out) {
+  if (key == NULL || len == 0 || len > 512) return DG_EAUTH;
+  unsigned char d[32];
+  sha256(key, len, d);
+  int64_t now = now_ms();
+  int found = -1;
+  pthread_mutex_lock(&a->lock);
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    /* Every slot is compared, in constant time, whatever matches. */
+    int hit = a->cache[i].key_id != 0 && CRYPTO_memcmp(a->cache[i].digest, d, 32) == 0;
+    if (hit && now - a->cache[i].fetched_ms < CACHE_TTL_MS) found = i;
+  }
+  if (found >= 0) {
+    out->key_id = a->cache[found].key_id;
+    out->role = a->cache[found].role;
+    memcpy(out->user, a->cache[found].user, sizeof out->user);
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (found >= 0) return out->role == DG_ROLE_NONE ? DG_EAUTH : 0;
+
+  static const char digits[] = "0123456789abcdef";
+  char hex[65];
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[d[i] >> 4];
+    hex[2 * i + 1] = digits[d[i] & 15];
+  }
+  hex[64] = '\0';
+  cache_entry_t e;
+  memset(&e, 0, sizeof e);
+  int rc = lookup(a, hex, &e);
+  pthread_mutex_lock(&a->lock);
+  int slot = 0;
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    if (a->cache[i].key_id != 0 && CRYPTO_memcmp(a->cache[i].digest, d, 32) == 0) {
+      slot = i;
+      break;
+    }
+    if (a->cache[i].fetched_ms < a->cache[slot].fetched_ms) slot = i;
+  }
+  if (rc == 0) {
+    memcpy(e.digest, d, 32);
+    e.fetched_ms = now;
+    a->cache[slot] = e;
+  } else if (a->cache[slot].key_id != 0 && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0) {
+    memset(&a->cache[slot], 0, sizeof a->cache[slot]); /* deleted elsewhere */
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (rc != 0) return rc;
+  touch_last_used(a, e.key_id);
+  if (e.role == DG_ROLE_NONE) return DG_EAUTH;
+  out->key_id = e.key_id;
+  out->role = e.role;
+  memcpy(out->user, e.user, sizeof out->user);
+  return 0;
+}
+
+static int has_admin(dg_auth_t *a, int *yes) {
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_result res;
+  if (duckdb_query(c, "SELECT count(*) FROM dg.api_keys WHERE role = 'admin'", &res) ==
+      DuckDBError) {
+    duckdb_destroy_result(&res);
+    return DG_EIO;
+  }
+  *yes = duckdb_value_int64(&res, 0, 0) > 0;
+  duckdb_destroy_result(&res);
+  return 0;
+}
+
+int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file, char **generated,
+                      char *err, size_t errcap) {
+  *generated = NULL;
+  if (admin_key != NULL) {
+    dg_principal_t p;
+    if (dg_auth_check(a, admin_key, strlen(admin_key), &p) == 0) return 0;
+    if (insert_key(a, "bootstrap-admin", DG_ROLE_ADMIN, admin_key, strlen(admin_key), NULL) != 0) {
+      snprintf(err, errcap, "cannot store the bootstrap admin key in the database");
+      return DG_EIO;
+    }
+    return 0;
+  }
+  int yes = 0;
+  if (has_admin(a, &yes) != 0) {
+    snprintf(err, errcap, "cannot read the key table");
+    return DG_EIO;
+  }
+  if (yes) return 0;
+  char key[DG_KEY_LEN + 1];
+  if (generate_key(key) != 0) {
+    snprintf(err, errcap, "no randomness for a key");
+    return DG_EIO;
+  }
+  /* The file first: a key we could not hand over must not be stored. */
+  int fd = open(key_file, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 || fchmod(fd, 0600) != 0 || write(fd, key, DG_KEY_LEN) != DG_KEY_LEN ||
+      write(fd, "\n", 1) != 1) {
+    snprintf(err, errcap, "cannot write the admin key file '%s'", key_file);
+    if (fd >= 0) close(fd);
+    OPENSSL_cleanse(key, sizeof key);
+    return DG_EIO;
+  }
+  close(fd);
+  if (insert_key(a, "admin", DG_ROLE_ADMIN, key, DG_KEY_LEN, NULL) != 0) {
+    unlink(key_file);
+    OPENSSL_cleanse(key, sizeof key);
+    snprintf(err, errcap, "cannot store the admin key in the database");
+    return DG_EIO;
+  }
+  *generated = dg_strdup(key);
+  OPENSSL_cleanse(key, sizeof key);
+  return 0;
+}

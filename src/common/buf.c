@@ -1,0 +1,98 @@
+/*
+ * buf.c -- growable byte buffers. Capacity doubles, so appending n bytes one
+ * at a time costs O(n) overall.
+ */
+#include "dg/buf.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "dg/common.h"
+
+void dg_buf_init(dg_buf_t *b) { *b = (dg_buf_t){NULL, 0, 0}; }
+
+void dg_buf_dispose(dg_buf_t *b) {
+  dg_free(b->data);
+  dg_buf_init(b);
+}
+
+void dg_buf_reset(dg_buf_t *b) {
+  b->len = 0;
+  if (b->data) b->data[0] = '\0';
+}
+
+void dg_buf_reserve(dg_buf_t *b, size_t n) {
+  size_t need = b->len + n + 1;
+  if (need <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < need) cap *= 2;
+  b->data = dg_realloc(b->data, cap);
+  b->cap = cap;
+}
+
+void dg_buf_append(dg_buf_t *b, const void *p, size_t n) {
+  dg_buf_reserve(b, n);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+}
+
+void dg_buf_puts(dg_buf_t *b, const char *s) { dg_buf_append(b, s, strlen(s)); }
+
+void dg_buf_putc(dg_buf_t *b, char c) { dg_buf_append(b, &c, 1); }
+
+void dg_buf_vprintf(dg_buf_t *b, const char *fmt, va_list ap) {
+  va_list cp;
+  va_copy(cp, ap);
+  char small[256];
+  int n = vsnprintf(small, sizeof small, fmt, cp);
+  va_end(cp);
+  if (n < 0) return;
+  if ((size_t)n < sizeof small) {
+    dg_buf_append(b, small, (size_t)n);
+    return;
+  }
+  dg_buf_reserve(b, (size_t)n);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  b->len += (size_t)n;
+}
+
+void dg_buf_printf(dg_buf_t *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  dg_buf_vprintf(b, fmt, ap);
+  va_end(ap);
+}
+
+void dg_buf_json_str(dg_buf_t *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  dg_buf_reserve(b, n + 2);
+  dg_buf_putc(b, '"');
+  size_t run = 0; /* start of the current run of bytes that need no escape */
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    dg_buf_append(b, s + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': dg_buf_append(b, "\\\"", 2); break;
+      case '\\': dg_buf_append(b, "\\\\", 2); break;
+      case '\n': dg_buf_append(b, "\\n", 2); break;
+      case '\r': dg_buf_append(b, "\\r", 2); break;
+      case '\t': dg_buf_append(b, "\\t", 2); break;
+      default: {
+        char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        dg_buf_append(b, e, 6);
+      }
+    }
+  }
+  dg_buf_append(b, s + run, n - run);
+  dg_buf_putc(b, '"');
+}
+
+char *dg_buf_steal(dg_buf_t *b) {
+  if (b->data == NULL) dg_buf_reserve(b, 0), b->data[0] = '\0';
+  char *p = b->data;
+  dg_buf_init(b);
+  return p;
+}

@@ -1,0 +1,356 @@
+/*
+ * server.c -- the HTTP front door.
+ *
+ * ulfius (on libmicrohttpd, one thread per connection) hands every request
+ * to one default endpoint, dispatch(), which does in order:
+ *
+ *   body size   ──▶ 413 (over the limit, whatever the route)
+ *   route match ──▶ 404 (no pattern matches) / 405 (pattern, not method)
+ *   auth        ──▶ 401 (no or unknown key) / 403 (role too low)
+ *   body        ──▶ 400 (not a JSON object)
+ *   handler     ──▶ its answer
+ *   access log  ──▶ method, path, status, duration (never a key)
+ *
+ * Owning the router keeps 404 and 405 apart, which ulfius's own routing
+ * cannot, and puts the middleware steps in one readable place.
+ */
+#include "dg/http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <ulfius.h>
+
+#include "dg/buf.h"
+#include "dg/common.h"
+#include "dg/log.h"
+
+/* Every route table the server serves, in matching order. */
+static const dg_route_t *const route_tables[] = {
+    dg_routes_health,
+};
+
+/* A path with more segments than this matches no route (longest is 5). */
+#define MAX_SEGMENTS 8
+/* Longest path we try to route; longer ones are 404 (a name is ≤ 63). */
+#define MAX_PATH 1024
+
+struct dg_http_s {
+  struct _u_instance inst;
+  dg_app_t *app;
+};
+
+/* ---- replies --------------------------------------------------------------- */
+
+static const char *reason(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Internal Server Error";
+  }
+}
+
+static const char *code_of(int status) {
+  switch (status) {
+    case 400: return "bad_request";
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 405: return "method_not_allowed";
+    case 409: return "conflict";
+    case 410: return "gone";
+    case 413: return "payload_too_large";
+    case 429: return "too_many_requests";
+    case 503: return "unavailable";
+    case 504: return "timeout";
+    default: return "internal";
+  }
+}
+
+int dg_http_status_of(int err) {
+  switch (err) {
+    case DG_EINVAL: return 400;
+    case DG_EAUTH: return 401;
+    case DG_ENOTFOUND: return 404;
+    case DG_ECONFLICT:
+    case DG_EEXIST: return 409;
+    case DG_EOVERFLOW: return 400;
+    case DG_EGONE: return 410;
+    case DG_ETOOBIG:
+    case DG_ENOMEM: return 413;
+    case DG_EUNAVAIL: return 503;
+    case DG_ETIMEOUT: return 504;
+    default: return 500;
+  }
+}
+
+static void set_body(dg_req_t *r, int status, const char *type, char *text) {
+  ulfius_set_string_body_response(r->resp, (unsigned)status, text);
+  u_map_put(r->resp->map_header, "Content-Type", type);
+  r->status = status;
+}
+
+void dg_reply_json(dg_req_t *r, int status, json_t *body) {
+  char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17));
+  json_decref(body);
+  set_body(r, status, "application/json", text ? text : "null");
+  free(text); /* json_dumps uses jansson's allocator: plain malloc */
+}
+
+void dg_reply_empty(dg_req_t *r, int status) {
+  ulfius_set_empty_body_response(r->resp, (unsigned)status);
+  r->status = status;
+}
+
+void dg_problem(dg_req_t *r, int status, json_t *extra, const char *fmt, ...) {
+  char detail[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+  json_t *p = json_pack("{s:i,s:s,s:s,s:s}", "status", status, "code", code_of(status), "title",
+                        reason(status), "detail", detail);
+  if (extra) {
+    json_object_update_missing(p, extra);
+    json_decref(extra);
+  }
+  char *text = json_dumps(p, JSON_COMPACT);
+  json_decref(p);
+  set_body(r, status, "application/problem+json", text);
+  free(text);
+}
+
+const char *dg_query(const dg_req_t *r, const char *name) {
+  return u_map_get(r->u->map_url, name);
+}
+
+const char *dg_header(const dg_req_t *r, const char *name) {
+  return u_map_get_case(r->u->map_header, name);
+}
+
+/* ---- routing ------------------------------------------------------------- */
+
+typedef struct {
+  const char *seg[MAX_SEGMENTS];
+  size_t len[MAX_SEGMENTS];
+  size_t n;
+} path_t;
+
+/* Splits "/a/b/c" into segments; a trailing slash is ignored. */
+static int split_path(const char *p, path_t *out) {
+  out->n = 0;
+  if (p == NULL || p[0] != '/') return -1;
+  while (*p == '/') {
+    p++;
+    const char *end = strchr(p, '/');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len == 0 && end == NULL) break; /* trailing slash */
+    if (len == 0 || out->n == MAX_SEGMENTS) return -1;
+    out->seg[out->n] = p;
+    out->len[out->n] = len;
+    out->n++;
+    p += len;
+  }
+  return 0;
+}
+
+/* Matches a pattern; on success fills the parameter slots (as copies). */
+static int match(const char *pattern, const path_t *path, char params[][128], size_t *nparams) {
+  path_t pat;
+  if (split_path(pattern, &pat) != 0 || pat.n != path->n) return 0;
+  size_t np = 0;
+  for (size_t i = 0; i < pat.n; i++) {
+    if (pat.seg[0 + i][0] == ':') {
+      if (np == DG_HTTP_MAX_PARAMS || path->len[i] >= 128) return 0;
+      if (params) {
+        memcpy(params[np], path->seg[i], path->len[i]);
+        params[np][path->len[i]] = '\0';
+      }
+      np++;
+    } else if (pat.len[i] != path->len[i] || memcmp(pat.seg[i], path->seg[i], pat.len[i]) != 0) {
+      return 0;
+    }
+  }
+  *nparams = np;
+  return 1;
+}
+
+/* "Bearer <key>" or X-API-Key; NULL when neither is present. */
+static const char *presented_key(const dg_req_t *r) {
+  const char *h = dg_header(r, "Authorization");
+  if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+    h += 7;
+    while (*h == ' ') h++;
+    return h;
+  }
+  return dg_header(r, "X-API-Key");
+}
+
+static int64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void run_route(dg_req_t *r, const dg_route_t *route) {
+  dg_app_t *app = r->app;
+  if (route->role != DG_ROLE_NONE) {
+    const char *key = presented_key(r);
+    if (key == NULL || *key == '\0') {
+      u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer");
+      dg_problem(r, 401, NULL, "an API key is required (Authorization: Bearer <key> or X-API-Key)");
+      return;
+    }
+    int rc = dg_auth_check(app->auth, key, strlen(key), &r->who);
+    if (rc == DG_EUNAVAIL) {
+      dg_problem(r, 503, NULL, "the key store is unavailable");
+      return;
+    }
+    if (rc != 0) {
+      u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      dg_problem(r, 401, NULL, "the API key is not valid");
+      return;
+    }
+    if (r->who.role < route->role) {
+      dg_problem(r, 403, NULL, "this needs the '%s' role; the key has '%s'",
+                 dg_role_name(route->role), dg_role_name(r->who.role));
+      return;
+    }
+  }
+  if (route->json_body) {
+    json_error_t jerr;
+    if (r->u->binary_body_length == 0) {
+      dg_problem(r, 400, NULL, "a JSON object body is required");
+      return;
+    }
+    r->body = json_loadb(r->u->binary_body, r->u->binary_body_length,
+                         JSON_REJECT_DUPLICATES, &jerr);
+    if (r->body == NULL) {
+      dg_problem(r, 400, NULL, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+      return;
+    }
+    if (!json_is_object(r->body)) {
+      dg_problem(r, 400, NULL, "the body must be a JSON object");
+      return;
+    }
+  }
+  route->fn(r);
+}
+
+static int dispatch(const struct _u_request *u, struct _u_response *resp, void *user) {
+  dg_app_t *app = user;
+  int64_t t0 = mono_us();
+  dg_req_t r;
+  memset(&r, 0, sizeof r);
+  r.u = u;
+  r.resp = resp;
+  r.app = app;
+
+  char params[DG_HTTP_MAX_PARAMS][128];
+  path_t path;
+  const dg_route_t *hit = NULL;
+  int path_known = 0;
+  dg_buf_t allow;
+  dg_buf_init(&allow);
+  if (strlen(u->url_path) <= MAX_PATH && split_path(u->url_path, &path) == 0) {
+    for (size_t t = 0; t < DG_ARRAY_SIZE(route_tables) && hit == NULL; t++) {
+      for (const dg_route_t *rt = route_tables[t]; rt->method; rt++) {
+        size_t np = 0;
+        if (!match(rt->pattern, &path, NULL, &np)) continue;
+        path_known = 1;
+        if (strcmp(rt->method, u->http_verb) == 0) {
+          match(rt->pattern, &path, params, &r.nparams);
+          hit = rt;
+          break;
+        }
+        if (allow.len) dg_buf_puts(&allow, ", ");
+        dg_buf_puts(&allow, rt->method);
+      }
+    }
+  }
+  for (size_t i = 0; i < r.nparams; i++) r.params[i] = params[i];
+  if (u->binary_body_length > app->cfg->body_limit) {
+    /* Checked first, for every route: the limit protects the whole server. */
+    dg_problem(&r, 413, NULL, "the request body is larger than %zu bytes", app->cfg->body_limit);
+  } else if (hit) {
+    run_route(&r, hit);
+  } else if (path_known) {
+    u_map_put(resp->map_header, "Allow", allow.data);
+    dg_problem(&r, 405, NULL, "%s is not allowed here; allowed: %s", u->http_verb, allow.data);
+  } else {
+    dg_problem(&r, 404, NULL, "no such route");
+  }
+  dg_buf_dispose(&allow);
+  json_decref(r.body);
+  int64_t us = mono_us() - t0;
+  /* The query string is left out: it is where a careless client puts a key. */
+  dg_log_info("%s %.200s %d %.3fms", u->http_verb, u->url_path, r.status, (double)us / 1000.0);
+  return U_CALLBACK_COMPLETE;
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
+  const dg_config_t *cfg = app->cfg;
+  dg_http_t *h = dg_calloc(1, sizeof *h);
+  h->app = app;
+  int rc;
+  struct sockaddr_in a4;
+  struct sockaddr_in6 a6;
+  memset(&a4, 0, sizeof a4);
+  memset(&a6, 0, sizeof a6);
+  if (inet_pton(AF_INET, cfg->listen_host, &a4.sin_addr) == 1) {
+    a4.sin_family = AF_INET;
+    a4.sin_port = htons((uint16_t)cfg->listen_port);
+    rc = ulfius_init_instance(&h->inst, (unsigned)cfg->listen_port, &a4, NULL);
+  } else if (inet_pton(AF_INET6, cfg->listen_host, &a6.sin6_addr) == 1) {
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons((uint16_t)cfg->listen_port);
+    rc = ulfius_init_instance_ipv6(&h->inst, (unsigned)cfg->listen_port, &a6, U_USE_IPV6, NULL);
+  } else {
+    snprintf(err, errcap, "listen address '%s' is not an IPv4 or IPv6 address", cfg->listen_host);
+    dg_free(h);
+    return DG_EINVAL;
+  }
+  if (rc != U_OK) {
+    snprintf(err, errcap, "cannot set up the HTTP server");
+    dg_free(h);
+    return DG_EIO;
+  }
+  /* One byte over the limit lets dispatch() tell "at the limit" from "over". */
+  h->inst.max_post_body_size = cfg->body_limit + 1;
+  ulfius_set_default_endpoint(&h->inst, dispatch, app);
+  /* ulfius refuses to start with an empty endpoint list, and every request
+   * must reach dispatch(): register one under a method no client sends. */
+  ulfius_add_endpoint_by_val(&h->inst, "X-DUCKGRID-NONE", "/", NULL, 0, dispatch, app);
+  if (ulfius_start_framework(&h->inst) != U_OK) {
+    snprintf(err, errcap, "cannot listen on %s:%d (in use, or not an address of this machine)",
+             cfg->listen_host, cfg->listen_port);
+    ulfius_clean_instance(&h->inst);
+    dg_free(h);
+    return DG_EIO;
+  }
+  *out = h;
+  return 0;
+}
+
+void dg_http_stop(dg_http_t *h) {
+  if (h == NULL) return;
+  ulfius_stop_framework(&h->inst);
+  ulfius_clean_instance(&h->inst);
+  dg_free(h);
+}

@@ -1,0 +1,177 @@
+/*
+ * main.c -- the duckgrid command: `serve`, `--help`, `--version`.
+ *
+ * serve wires the process together in dependency order -- configuration,
+ * DuckDB (migrated), API keys (bootstrapped), the Redis pool, the HTTP
+ * server -- then waits for SIGINT/SIGTERM and takes it apart in reverse:
+ * stop accepting and finish requests in flight, then close DuckDB cleanly.
+ * Signals are blocked in every thread and taken synchronously here with
+ * sigwait, so no handler runs in the middle of library code.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dg/app.h"
+#include "dg/auth.h"
+#include "dg/common.h"
+#include "dg/config.h"
+#include "dg/db.h"
+#include "dg/http.h"
+#include "dg/log.h"
+#include "dg/redis.h"
+#include "dg/redis_pool.h"
+
+/* Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or configuration. */
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "duckgrid %s -- real-time shared planning spreadsheet backend\n\n"
+          "Usage:\n"
+          "  duckgrid serve [options]   run the HTTP API and the manager\n"
+          "  duckgrid --version         print the versions of duckgrid, DuckDB and Redis\n"
+          "  duckgrid --help            this text\n\n",
+          DG_VERSION);
+  dg_config_usage(f);
+}
+
+static int redis_opts_from(const dg_config_t *cfg, dg_redis_url_t *url, dg_redis_opts_t *opts,
+                           char *err, size_t errcap) {
+  memset(opts, 0, sizeof *opts);
+  opts->connect_timeout_ms = cfg->redis_timeout_ms;
+  opts->command_timeout_ms = cfg->redis_timeout_ms;
+  return dg_redis_url_parse(cfg->redis_url, url, err, errcap);
+}
+
+static int cmd_version(int argc, char **argv) {
+  dg_config_t cfg;
+  char err[512];
+  printf("duckgrid %s\nduckdb %s\n", DG_VERSION, duckdb_library_version());
+  if (dg_config_load(&cfg, argc, argv, err, sizeof err) != 0) {
+    printf("redis: not checked (%s)\n", err);
+    return EXIT_OK;
+  }
+  dg_redis_url_t url;
+  dg_redis_opts_t opts;
+  if (redis_opts_from(&cfg, &url, &opts, err, sizeof err) == 0) {
+    char where[256];
+    dg_redis_url_describe(&url, where, sizeof where);
+    dg_redis_t *r;
+    char ver[64];
+    if (dg_redis_connect(&url, &opts, &r, err, sizeof err) == 0 &&
+        dg_redis_server_version(r, ver, sizeof ver) == 0) {
+      printf("redis %s (%s)\n", ver, where);
+      dg_redis_destroy(r);
+    } else {
+      printf("redis: unreachable at %s (%s)\n", where, err);
+    }
+    dg_redis_url_dispose(&url);
+  }
+  dg_config_dispose(&cfg);
+  return EXIT_OK;
+}
+
+static int cmd_serve(int argc, char **argv) {
+  dg_config_t cfg;
+  char err[512];
+  if (dg_config_load(&cfg, argc, argv, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    return EXIT_USAGE;
+  }
+  dg_log_setup((dg_log_level_t)cfg.log_level, cfg.log_json);
+
+  /* Block the stop signals before any thread starts, so all inherit it. */
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  int code = EXIT_FAIL;
+  dg_app_t app;
+  memset(&app, 0, sizeof app);
+  app.cfg = &cfg;
+  dg_http_t *http = NULL;
+  dg_redis_url_t url;
+  dg_redis_opts_t opts;
+  int have_url = 0;
+
+  if (dg_db_open(cfg.db_path, 0, &app.db, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  dg_auth_create(app.db, &app.auth);
+  char *generated = NULL;
+  if (dg_auth_bootstrap(app.auth, cfg.admin_key, cfg.admin_key_file, &generated, err,
+                        sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    goto done;
+  }
+  if (generated) {
+    printf("duckgrid: generated the admin key (shown once; also in %s, mode 0600):\n%s\n",
+           cfg.admin_key_file, generated);
+    fflush(stdout);
+    dg_free(generated);
+  }
+  if (redis_opts_from(&cfg, &url, &opts, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  have_url = 1;
+  if (dg_redis_pool_create(&url, &opts, 64, &app.redis, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  {
+    /* Not fatal: requests answer 503 and /health says degraded until it is up. */
+    dg_redis_t *r = dg_redis_pool_get(app.redis);
+    char where[256];
+    dg_redis_url_describe(&url, where, sizeof where);
+    if (dg_redis_ping(r) != 0)
+      dg_log_warn("redis at %s is unreachable (%s); retrying with backoff", where,
+                  dg_redis_last_error(r));
+    else
+      dg_log_info("connected to redis at %s", where);
+    dg_redis_pool_put(app.redis, r);
+  }
+  if (dg_http_start(&app, &http, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    goto done;
+  }
+  dg_log_info("duckgrid %s serving http://%s:%d (database %s, duckdb %s)", DG_VERSION,
+              cfg.listen_host, cfg.listen_port, cfg.db_path, duckdb_library_version());
+
+  int sig = 0;
+  sigwait(&stop, &sig);
+  dg_log_info("received %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  atomic_store(&app.stopping, 1);
+  code = EXIT_OK;
+
+done:
+  dg_http_stop(http);
+  dg_redis_pool_destroy(app.redis);
+  if (have_url) dg_redis_url_dispose(&url);
+  dg_auth_destroy(app.auth);
+  dg_db_close(app.db);
+  if (code == EXIT_OK) dg_log_info("stopped cleanly");
+  dg_config_dispose(&cfg);
+  return code;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? EXIT_USAGE : EXIT_OK;
+  }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)
+    return cmd_version(argc - 2, argv + 2);
+  if (strcmp(argv[1], "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+  fprintf(stderr, "duckgrid: unknown command '%s' (see duckgrid --help)\n", argv[1]);
+  return EXIT_USAGE;
+}
