@@ -14,13 +14,17 @@
 
 #include "dg/app.h"
 #include "dg/auth.h"
+#include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/config.h"
 #include "dg/db.h"
 #include "dg/http.h"
 #include "dg/log.h"
+#include "dg/manager.h"
+#include "dg/reader.h"
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
+#include "dg/waiters.h"
 
 /* Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or configuration. */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -98,7 +102,13 @@ static int cmd_serve(int argc, char **argv) {
   dg_redis_opts_t opts;
   int have_url = 0;
 
-  if (dg_db_open(cfg.db_path, 0, &app.db, err, sizeof err) != 0) {
+  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
+  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
+  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
+  dg_reader_t *reader = NULL;
+  dg_manager_t *manager = NULL;
+  /* One DuckDB thread: see DESIGN.md on the double-applied point update. */
+  if (dg_db_open(cfg.db_path, 1, &app.db, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     code = EXIT_USAGE;
     goto done;
@@ -127,6 +137,17 @@ static int cmd_serve(int argc, char **argv) {
     code = EXIT_USAGE;
     goto done;
   }
+  app.catalog = dg_catalog_create();
+  app.waiters = dg_waiters_create();
+  if (dg_catalog_load(app.catalog, dg_db_conn(app.db), err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    goto done;
+  }
+  if (dg_reader_start(&app, &url, &opts, &reader) != 0 ||
+      dg_manager_start(&app, &url, &opts, &manager) != 0) {
+    fprintf(stderr, "duckgrid: cannot start the response reader or the manager\n");
+    goto done;
+  }
   {
     /* Not fatal: requests answer 503 and /health says degraded until it is up. */
     dg_redis_t *r = dg_redis_pool_get(app.redis);
@@ -146,6 +167,8 @@ static int cmd_serve(int argc, char **argv) {
   dg_log_info("duckgrid %s serving http://%s:%d (database %s, duckdb %s)", DG_VERSION,
               cfg.listen_host, cfg.listen_port, cfg.db_path, duckdb_library_version());
 
+  if (cfg.demo) dg_demo_enqueue(&app);
+
   int sig = 0;
   sigwait(&stop, &sig);
   dg_log_info("received %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -153,7 +176,13 @@ static int cmd_serve(int argc, char **argv) {
   code = EXIT_OK;
 
 done:
+  /* Stop accepting and finish requests in flight (they may wait for
+   * outcomes, so the reader and the manager still run), then the writer. */
   dg_http_stop(http);
+  dg_manager_stop(manager);
+  dg_reader_stop(reader);
+  dg_waiters_destroy(app.waiters);
+  dg_catalog_destroy(app.catalog);
   dg_redis_pool_destroy(app.redis);
   if (have_url) dg_redis_url_dispose(&url);
   dg_auth_destroy(app.auth);

@@ -13,6 +13,8 @@
 #include "dg/db.h"
 
 struct dg_redis_pool_s;
+struct dg_catalog_s;
+struct dg_waiters_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -25,9 +27,22 @@ typedef struct dg_app_s {
   dg_db_t *db;                      /* DuckDB                           */
   dg_auth_t *auth;                  /* API key checker                  */
   struct dg_redis_pool_s *redis;    /* connections for API threads       */
+  struct dg_catalog_s *catalog;     /* tables/rows/views, for validation */
+  struct dg_waiters_s *waiters;     /* synchronous writes awaiting outcomes */
+  char req_stream[128];             /* "<prefix>request_duck"            */
+  char res_stream[128];             /* "<prefix>response_duck"           */
+  char lease_key[128];              /* "<prefix>duckgrid:manager"        */
   atomic_int manager_state;         /* dg_manager_state_t                */
   atomic_long lag;                  /* requests waiting for the manager  */
   atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
 } dg_app_t;
+
+/**
+ * Queues the demo data (table `sales`, a Brand X hierarchy, and the view
+ * `sales_summary_by_product_family`) as ordinary requests on request_duck,
+ * when the database has no table yet. Fixed request ids make a repeat a
+ * no-op. Logs and gives up when Redis is unreachable.
+ */
+void dg_demo_enqueue(dg_app_t *app);
 
 #endif

@@ -72,6 +72,14 @@ const char *dg_query(const dg_req_t *r, const char *name);
 const char *dg_header(const dg_req_t *r, const char *name);
 
 /* Route tables, one per resource file, each ending with a {NULL} row. */
-extern const dg_route_t dg_routes_health[];
+extern const dg_route_t dg_routes_health[];  /* health.c                     */
+extern const dg_route_t dg_routes_read[];    /* read.c: GET tables, rows     */
+extern const dg_route_t dg_routes_views[];   /* views.c                      */
+extern const dg_route_t dg_routes_updates[]; /* updates.c: GET /get_updates  */
+extern const dg_route_t dg_routes_write[];   /* write.c: every write          */
+
+/** Writes the body of a buffer as the reply (application/json). */
+struct dg_buf_s;
+void dg_reply_buf(dg_req_t *r, int status, const struct dg_buf_s *body);
 
 #endif

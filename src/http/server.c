@@ -31,7 +31,7 @@
 
 /* Every route table the server serves, in matching order. */
 static const dg_route_t *const route_tables[] = {
-    dg_routes_health,
+    dg_routes_health, dg_routes_read, dg_routes_views, dg_routes_updates, dg_routes_write,
 };
 
 /* A path with more segments than this matches no route (longest is 5). */
@@ -108,6 +108,13 @@ void dg_reply_json(dg_req_t *r, int status, json_t *body) {
   json_decref(body);
   set_body(r, status, "application/json", text ? text : "null");
   free(text); /* json_dumps uses jansson's allocator: plain malloc */
+}
+
+void dg_reply_buf(dg_req_t *r, int status, const dg_buf_t *body) {
+  ulfius_set_binary_body_response(r->resp, (unsigned)status, body->data ? body->data : "",
+                                  body->len);
+  u_map_put(r->resp->map_header, "Content-Type", "application/json");
+  r->status = status;
 }
 
 void dg_reply_empty(dg_req_t *r, int status) {

@@ -50,6 +50,44 @@ static const char *const migrations[] = {
     "  created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,"
     "  last_used_at TIMESTAMP);"
     "CREATE SEQUENCE dg.api_keys_seq START 1;",
+    /* 2: the catalog, holds, the audit log, outcomes and the manager's mark.
+     * dg.outcomes keeps each request's outcome in the same transaction as
+     * its effects, so a crash between COMMIT and publishing loses nothing;
+     * dg.applied holds the id of the last request applied (one row). */
+    "CREATE TABLE dg.tables ("
+    "  name VARCHAR PRIMARY KEY,"
+    "  created_at TIMESTAMP NOT NULL DEFAULT current_timestamp);"
+    "CREATE TABLE dg.columns ("
+    "  table_name VARCHAR NOT NULL,"
+    "  name VARCHAR NOT NULL,"
+    "  position INTEGER NOT NULL,"
+    "  type VARCHAR NOT NULL CHECK (type IN ('text','number')),"
+    "  scale INTEGER NOT NULL,"
+    "  PRIMARY KEY (table_name, name));"
+    "CREATE TABLE dg.holds ("
+    "  table_name VARCHAR NOT NULL,"
+    "  row_id BIGINT NOT NULL,"
+    "  column_name VARCHAR NOT NULL);"
+    "CREATE TABLE dg.views ("
+    "  name VARCHAR PRIMARY KEY,"
+    "  sql VARCHAR NOT NULL);"
+    "CREATE TABLE dg.cell_history ("
+    "  stream_id VARCHAR NOT NULL,"
+    "  request_id VARCHAR NOT NULL,"
+    "  \"user\" VARCHAR,"
+    "  ts TIMESTAMP NOT NULL,"
+    "  table_name VARCHAR NOT NULL,"
+    "  row_id BIGINT NOT NULL,"
+    "  column_name VARCHAR,"
+    "  old VARCHAR,"
+    "  new VARCHAR);"
+    "CREATE TABLE dg.outcomes ("
+    "  stream_id VARCHAR NOT NULL,"
+    "  request_id VARCHAR NOT NULL,"
+    "  res VARCHAR NOT NULL);"
+    "CREATE INDEX outcomes_request ON dg.outcomes(request_id);"
+    "CREATE TABLE dg.applied (last_id VARCHAR NOT NULL);"
+    "INSERT INTO dg.applied VALUES ('0-0');",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

@@ -1,0 +1,40 @@
+/*
+ * waiters.h -- synchronous writes waiting for their outcome.
+ *
+ * A request thread registers its request_id *before* it XADDs the request,
+ * then sleeps; the response reader delivers each outcome it reads from
+ * response_duck to every waiter registered under that request_id (a repeated
+ * request_id in flight gets the same, first, outcome). Registering first
+ * closes the race where the outcome arrives before the wait starts.
+ */
+#ifndef DG_WAITERS_H
+#define DG_WAITERS_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+typedef struct dg_waiter_s {
+  char request_id[160];       /* what it waits for                          */
+  pthread_cond_t cond;        /* signalled on delivery                      */
+  char *res;                  /* the outcome JSON once delivered (owned)     */
+  size_t res_len;
+  int done;                   /* 1 once delivered                           */
+  struct dg_waiter_s *next;   /* private: bucket chain                       */
+} dg_waiter_t;
+
+typedef struct dg_waiters_s dg_waiters_t;
+
+dg_waiters_t *dg_waiters_create(void);
+void dg_waiters_destroy(dg_waiters_t *ws);
+/** Registers w (caller-owned, e.g. on its stack) for request_id. */
+void dg_waiters_add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id);
+/** Waits until delivered or timeout_ms passes: 0 or DG_ETIMEOUT. */
+int dg_waiters_wait(dg_waiters_t *ws, dg_waiter_t *w, int timeout_ms);
+/** Unregisters w and frees what was delivered to it. Always call once. */
+void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w);
+/** Hands a copy of res to every waiter of request_id; returns how many. */
+int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res, size_t len);
+/** Wakes every waiter with no outcome (shutdown): they time out at once. */
+void dg_waiters_wake_all(dg_waiters_t *ws);
+
+#endif

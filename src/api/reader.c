@@ -1,0 +1,191 @@
+/*
+ * reader.c -- follows response_duck for this process (see reader.h).
+ *
+ * Start position: on its first connection the reader takes the stream's
+ * newest id, *then* reloads the catalog from DuckDB. The manager commits
+ * before it publishes, so every outcome at or before that id is already in
+ * the snapshot, and outcomes after it are replayed on top in order; replaying
+ * one the snapshot already holds is harmless (adding a row twice, dropping a
+ * table already gone).
+ */
+#include "dg/reader.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dg/catalog.h"
+#include "dg/common.h"
+#include "dg/log.h"
+#include "dg/waiters.h"
+
+/* How long one XREAD blocks: bounds how long dg_reader_stop waits. */
+#define BLOCK_MS 500
+/* Entries per XREAD: enough to drain a burst in a few round trips. */
+#define READ_COUNT 1000
+
+struct dg_reader_s {
+  dg_app_t *app;
+  dg_redis_t *conn;
+  pthread_t thread;
+  atomic_int stop;
+  char last_id[DG_REDIS_XID_BUFSZ];
+  int positioned;
+};
+
+struct dg_tabledef_s *dg_tabledef_from_json(const void *obj) {
+  const json_t *j = obj;
+  const char *name = json_string_value(json_object_get(j, "name"));
+  json_t *cols = json_object_get(j, "columns");
+  if (name == NULL || !json_is_array(cols)) return NULL;
+  dg_tabledef_t *t = dg_tabledef_new(name, (int)json_array_size(cols));
+  for (size_t i = 0; i < json_array_size(cols); i++) {
+    json_t *c = json_array_get(cols, i);
+    const char *cn = json_string_value(json_object_get(c, "name"));
+    const char *ty = json_string_value(json_object_get(c, "type"));
+    snprintf(t->cols[i].name, sizeof t->cols[i].name, "%s", cn ? cn : "");
+    t->cols[i].type = ty && strcmp(ty, "number") == 0 ? DG_COL_NUMBER : DG_COL_TEXT;
+    t->cols[i].scale = (int)json_integer_value(json_object_get(c, "scale"));
+  }
+  dg_tabledef_finish(t);
+  return t;
+}
+
+static void ids_of(json_t *arr, int64_t **ids, size_t *n) {
+  *n = json_array_size(arr);
+  *ids = dg_malloc((*n ? *n : 1) * sizeof **ids);
+  for (size_t i = 0; i < *n; i++) {
+    json_t *v = json_array_get(arr, i);
+    (*ids)[i] = json_is_string(v) ? strtoll(json_string_value(v), NULL, 10) : json_integer_value(v);
+  }
+}
+
+/* Applies one outcome to the catalog, then wakes its waiters. */
+static void handle(dg_reader_t *rd, const char *res, size_t len) {
+  dg_app_t *app = rd->app;
+  json_error_t jerr;
+  json_t *o = json_loadb(res, len, 0, &jerr);
+  if (o == NULL) {
+    dg_log_warn("response reader: an outcome is not JSON (%s); skipped", jerr.text);
+    return;
+  }
+  const char *op = json_string_value(json_object_get(o, "op"));
+  const char *status = json_string_value(json_object_get(o, "status"));
+  const char *table = json_string_value(json_object_get(o, "table"));
+  if (op && status && strcmp(status, "applied") == 0) {
+    if (strcmp(op, "create_table") == 0) {
+      dg_tabledef_t *t = dg_tabledef_from_json(json_object_get(o, "table_def"));
+      if (t) dg_catalog_put_table(app->catalog, t);
+    } else if (strcmp(op, "delete_table") == 0 && table) {
+      dg_catalog_drop_table(app->catalog, table);
+    } else if (strcmp(op, "create_view") == 0) {
+      const char *v = json_string_value(json_object_get(o, "view"));
+      if (v) dg_catalog_put_view(app->catalog, v);
+    } else if (strcmp(op, "delete_view") == 0) {
+      const char *v = json_string_value(json_object_get(o, "view"));
+      if (v) dg_catalog_drop_view(app->catalog, v);
+    }
+    if (table) {
+      int64_t *ids;
+      size_t n;
+      json_t *ins = json_object_get(o, "inserted");
+      if (json_array_size(ins)) {
+        ids_of(ins, &ids, &n);
+        dg_catalog_rows_add(app->catalog, table, ids, n);
+        dg_free(ids);
+      }
+      json_t *del = json_object_get(o, "deleted");
+      if (json_array_size(del)) {
+        ids_of(del, &ids, &n);
+        dg_catalog_rows_remove(app->catalog, table, ids, n);
+        dg_free(ids);
+      }
+    }
+  }
+  const char *rid = json_string_value(json_object_get(o, "request_id"));
+  if (rid) dg_waiters_deliver(app->waiters, rid, res, len);
+  json_decref(o);
+}
+
+static int position(dg_reader_t *rd) {
+  const char *argv[] = {"XREVRANGE", rd->app->res_stream, "+", "-", "COUNT", "1"};
+  redisReply *rep;
+  int rc = dg_redis_command(rd->conn, 6, argv, NULL, &rep);
+  if (rc != 0) return rc;
+  dg_redis_xiter_t it;
+  dg_redis_xentry_t e;
+  snprintf(rd->last_id, sizeof rd->last_id, "0-0");
+  if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e))
+    snprintf(rd->last_id, sizeof rd->last_id, "%.*s", (int)e.id.len, e.id.ptr);
+  freeReplyObject(rep);
+  char err[256];
+  duckdb_connection c = dg_db_conn(rd->app->db);
+  if (c == NULL || dg_catalog_load(rd->app->catalog, c, err, sizeof err) != 0) {
+    dg_log_error("response reader: cannot reload the catalog");
+    return DG_EIO;
+  }
+  rd->positioned = 1;
+  return 0;
+}
+
+static void *run(void *arg) {
+  dg_reader_t *rd = arg;
+  while (!atomic_load(&rd->stop)) {
+    if (!rd->positioned && position(rd) != 0) {
+      usleep(100 * 1000);
+      continue;
+    }
+    const char *argv[] = {"XREAD", "COUNT", "1000", "BLOCK", "500", "STREAMS",
+                          rd->app->res_stream, rd->last_id};
+    redisReply *rep;
+    int rc = dg_redis_command_timeout(rd->conn, BLOCK_MS + 2000, 8, argv, NULL, &rep);
+    if (rc != 0) {
+      usleep(50 * 1000); /* the connection's own backoff paces reconnects */
+      continue;
+    }
+    dg_redis_xiter_t it;
+    if (dg_redis_xiter_init_xread(&it, rep) == 0) {
+      dg_redis_xentry_t e;
+      while (dg_redis_xiter_next(&it, &e)) {
+        dg_redis_str_t v;
+        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) handle(rd, v.ptr, v.len);
+        snprintf(rd->last_id, sizeof rd->last_id, "%.*s", (int)e.id.len, e.id.ptr);
+      }
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+      dg_log_warn("response reader: %s", rep->str);
+      usleep(100 * 1000);
+    }
+    freeReplyObject(rep);
+  }
+  return NULL;
+}
+
+int dg_reader_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
+                    dg_reader_t **out) {
+  dg_reader_t *rd = dg_calloc(1, sizeof *rd);
+  rd->app = app;
+  char err[200];
+  int rc = dg_redis_create(url, opts, &rd->conn, err, sizeof err);
+  if (rc != 0) {
+    dg_free(rd);
+    return rc;
+  }
+  (void)READ_COUNT;
+  if (pthread_create(&rd->thread, NULL, run, rd) != 0) {
+    dg_redis_destroy(rd->conn);
+    dg_free(rd);
+    return DG_EIO;
+  }
+  *out = rd;
+  return 0;
+}
+
+void dg_reader_stop(dg_reader_t *rd) {
+  if (rd == NULL) return;
+  atomic_store(&rd->stop, 1);
+  pthread_join(rd->thread, NULL);
+  dg_redis_destroy(rd->conn);
+  dg_free(rd);
+}

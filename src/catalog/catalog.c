@@ -1,0 +1,323 @@
+/*
+ * catalog.c -- tables, columns, row ids and views known to this process.
+ *
+ * One reader-writer lock guards the whole catalog: validation (readers) is
+ * the hot path and never waits for another reader; updates come from one
+ * thread (the response reader) and are short.
+ */
+#include "dg/catalog.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dg/common.h"
+#include "dg/idset.h"
+
+typedef struct {
+  dg_tabledef_t *def;  /* counted reference                */
+  dg_idset_t rows;     /* ids of the table's rows           */
+} entry_t;
+
+struct dg_catalog_s {
+  pthread_rwlock_t lock;
+  entry_t *tables;     /* unordered; a grid has few tables */
+  size_t ntables, cap;
+  char **views;
+  size_t nviews, vcap;
+};
+
+int dg_name_valid(const char *s) {
+  if (s == NULL) return 0;
+  size_t n = 0;
+  for (const char *p = s; *p; p++, n++) {
+    char c = *p;
+    int ok = (c >= 'a' && c <= 'z') || c == '_' || (n > 0 && c >= '0' && c <= '9');
+    if (!ok || n >= DG_NAME_MAX) return 0;
+  }
+  return n > 0 && strcmp(s, "id") != 0 && strcmp(s, "parent_id") != 0;
+}
+
+dg_tabledef_t *dg_tabledef_new(const char *name, int ncols) {
+  dg_tabledef_t *t = dg_calloc(1, sizeof *t);
+  snprintf(t->name, sizeof t->name, "%s", name);
+  t->ncols = ncols;
+  t->cols = dg_calloc((size_t)(ncols > 0 ? ncols : 1), sizeof *t->cols);
+  atomic_init(&t->_refs, 1);
+  return t;
+}
+
+void dg_tabledef_finish(dg_tabledef_t *t) {
+  t->nnum = t->ntext = 0;
+  for (int i = 0; i < t->ncols; i++)
+    t->cols[i].slot = t->cols[i].type == DG_COL_NUMBER ? t->nnum++ : t->ntext++;
+}
+
+dg_tabledef_t *dg_tabledef_ref(dg_tabledef_t *t) {
+  atomic_fetch_add(&t->_refs, 1);
+  return t;
+}
+
+void dg_tabledef_unref(dg_tabledef_t *t) {
+  if (t == NULL || atomic_fetch_sub(&t->_refs, 1) != 1) return;
+  dg_free(t->cols);
+  dg_free(t);
+}
+
+const dg_coldef_t *dg_tabledef_col(const dg_tabledef_t *t, const char *name) {
+  for (int i = 0; i < t->ncols; i++)
+    if (strcmp(t->cols[i].name, name) == 0) return &t->cols[i];
+  return NULL;
+}
+
+dg_catalog_t *dg_catalog_create(void) {
+  dg_catalog_t *c = dg_calloc(1, sizeof *c);
+  pthread_rwlock_init(&c->lock, NULL);
+  return c;
+}
+
+static void clear(dg_catalog_t *c) {
+  for (size_t i = 0; i < c->ntables; i++) {
+    dg_tabledef_unref(c->tables[i].def);
+    dg_idset_dispose(&c->tables[i].rows);
+  }
+  c->ntables = 0;
+  for (size_t i = 0; i < c->nviews; i++) dg_free(c->views[i]);
+  c->nviews = 0;
+}
+
+void dg_catalog_destroy(dg_catalog_t *c) {
+  if (c == NULL) return;
+  clear(c);
+  dg_free(c->tables);
+  dg_free(c->views);
+  pthread_rwlock_destroy(&c->lock);
+  dg_free(c);
+}
+
+/* Callers hold the lock. */
+static entry_t *find(dg_catalog_t *c, const char *name) {
+  for (size_t i = 0; i < c->ntables; i++)
+    if (strcmp(c->tables[i].def->name, name) == 0) return &c->tables[i];
+  return NULL;
+}
+
+dg_tabledef_t *dg_catalog_table(dg_catalog_t *c, const char *name) {
+  pthread_rwlock_rdlock(&c->lock);
+  entry_t *e = find(c, name);
+  dg_tabledef_t *t = e ? dg_tabledef_ref(e->def) : NULL;
+  pthread_rwlock_unlock(&c->lock);
+  return t;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **dg_catalog_table_names(dg_catalog_t *c, size_t *n) {
+  pthread_rwlock_rdlock(&c->lock);
+  char **names = dg_calloc(c->ntables + 1, sizeof *names);
+  for (size_t i = 0; i < c->ntables; i++) names[i] = dg_strdup(c->tables[i].def->name);
+  *n = c->ntables;
+  pthread_rwlock_unlock(&c->lock);
+  qsort(names, *n, sizeof *names, cmp_str);
+  return names;
+}
+
+void dg_catalog_names_free(char **names, size_t n) {
+  for (size_t i = 0; i < n; i++) dg_free(names[i]);
+  dg_free(names);
+}
+
+static void put_locked(dg_catalog_t *c, dg_tabledef_t *def) {
+  entry_t *e = find(c, def->name);
+  if (e) {
+    dg_tabledef_unref(e->def);
+    dg_idset_dispose(&e->rows);
+  } else {
+    if (c->ntables == c->cap) {
+      c->cap = c->cap ? c->cap * 2 : 8;
+      c->tables = dg_realloc(c->tables, c->cap * sizeof *c->tables);
+    }
+    e = &c->tables[c->ntables++];
+  }
+  e->def = def;
+  dg_idset_init(&e->rows);
+}
+
+void dg_catalog_put_table(dg_catalog_t *c, dg_tabledef_t *def) {
+  pthread_rwlock_wrlock(&c->lock);
+  put_locked(c, def);
+  pthread_rwlock_unlock(&c->lock);
+}
+
+void dg_catalog_drop_table(dg_catalog_t *c, const char *name) {
+  pthread_rwlock_wrlock(&c->lock);
+  entry_t *e = find(c, name);
+  if (e) {
+    dg_tabledef_unref(e->def);
+    dg_idset_dispose(&e->rows);
+    *e = c->tables[--c->ntables];
+  }
+  pthread_rwlock_unlock(&c->lock);
+}
+
+int dg_catalog_has_row(dg_catalog_t *c, const char *table, int64_t id) {
+  pthread_rwlock_rdlock(&c->lock);
+  entry_t *e = find(c, table);
+  int yes = e && dg_idset_has(&e->rows, id);
+  pthread_rwlock_unlock(&c->lock);
+  return yes;
+}
+
+size_t dg_catalog_row_count(dg_catalog_t *c, const char *table) {
+  pthread_rwlock_rdlock(&c->lock);
+  entry_t *e = find(c, table);
+  size_t n = e ? e->rows.count : 0;
+  pthread_rwlock_unlock(&c->lock);
+  return n;
+}
+
+void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n) {
+  pthread_rwlock_wrlock(&c->lock);
+  entry_t *e = find(c, table);
+  for (size_t i = 0; e && i < n; i++) dg_idset_add(&e->rows, ids[i]);
+  pthread_rwlock_unlock(&c->lock);
+}
+
+void dg_catalog_rows_remove(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n) {
+  pthread_rwlock_wrlock(&c->lock);
+  entry_t *e = find(c, table);
+  for (size_t i = 0; e && i < n; i++) dg_idset_remove(&e->rows, ids[i]);
+  pthread_rwlock_unlock(&c->lock);
+}
+
+int dg_catalog_has_view(dg_catalog_t *c, const char *name) {
+  pthread_rwlock_rdlock(&c->lock);
+  int yes = 0;
+  for (size_t i = 0; i < c->nviews && !yes; i++) yes = strcmp(c->views[i], name) == 0;
+  pthread_rwlock_unlock(&c->lock);
+  return yes;
+}
+
+void dg_catalog_put_view(dg_catalog_t *c, const char *name) {
+  if (dg_catalog_has_view(c, name)) return;
+  pthread_rwlock_wrlock(&c->lock);
+  if (c->nviews == c->vcap) {
+    c->vcap = c->vcap ? c->vcap * 2 : 8;
+    c->views = dg_realloc(c->views, c->vcap * sizeof *c->views);
+  }
+  c->views[c->nviews++] = dg_strdup(name);
+  pthread_rwlock_unlock(&c->lock);
+}
+
+void dg_catalog_drop_view(dg_catalog_t *c, const char *name) {
+  pthread_rwlock_wrlock(&c->lock);
+  for (size_t i = 0; i < c->nviews; i++) {
+    if (strcmp(c->views[i], name) != 0) continue;
+    dg_free(c->views[i]);
+    c->views[i] = c->views[--c->nviews];
+    break;
+  }
+  pthread_rwlock_unlock(&c->lock);
+}
+
+/* ---- loading from DuckDB ---------------------------------------------------- */
+
+int dg_catalog_read_def(duckdb_connection conn, const char *name, dg_tabledef_t **out) {
+  duckdb_prepared_statement st;
+  if (duckdb_prepare(conn,
+                     "SELECT name, type, scale FROM dg.columns WHERE table_name = $1 "
+                     "ORDER BY position",
+                     &st) == DuckDBError) {
+    duckdb_destroy_prepare(&st);
+    return DG_EIO;
+  }
+  duckdb_bind_varchar(st, 1, name);
+  duckdb_result res;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&st);
+    return DG_EIO;
+  }
+  idx_t n = duckdb_row_count(&res);
+  dg_tabledef_t *t = dg_tabledef_new(name, (int)n);
+  for (idx_t i = 0; i < n; i++) {
+    char *cn = duckdb_value_varchar(&res, 0, i);
+    char *ty = duckdb_value_varchar(&res, 1, i);
+    snprintf(t->cols[i].name, sizeof t->cols[i].name, "%s", cn ? cn : "");
+    t->cols[i].type = ty && strcmp(ty, "number") == 0 ? DG_COL_NUMBER : DG_COL_TEXT;
+    t->cols[i].scale = (int)duckdb_value_int32(&res, 2, i);
+    duckdb_free(cn);
+    duckdb_free(ty);
+  }
+  dg_tabledef_finish(t);
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  *out = t;
+  return 0;
+}
+
+static int load_rows(duckdb_connection conn, const char *table, dg_idset_t *rows) {
+  char sql[160];
+  /* The name passed the whitelist when the table was made; quote it anyway. */
+  snprintf(sql, sizeof sql, "SELECT id FROM main.\"%s\"", table);
+  duckdb_result res;
+  if (duckdb_query(conn, sql, &res) == DuckDBError) {
+    duckdb_destroy_result(&res);
+    return DG_EIO;
+  }
+  for (;;) {
+    duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
+    if (chunk == NULL) break;
+    idx_t n = duckdb_data_chunk_get_size(chunk);
+    const int64_t *ids = duckdb_vector_get_data(duckdb_data_chunk_get_vector(chunk, 0));
+    for (idx_t i = 0; i < n; i++) dg_idset_add(rows, ids[i]);
+    duckdb_destroy_data_chunk(&chunk);
+  }
+  duckdb_destroy_result(&res);
+  return 0;
+}
+
+int dg_catalog_load(dg_catalog_t *c, duckdb_connection conn, char *err, size_t errcap) {
+  duckdb_result res;
+  if (duckdb_query(conn, "SELECT name FROM dg.tables ORDER BY name", &res) == DuckDBError) {
+    snprintf(err, errcap, "cannot read the table catalog: %s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    return DG_EIO;
+  }
+  idx_t n = duckdb_row_count(&res);
+  pthread_rwlock_wrlock(&c->lock);
+  clear(c);
+  int rc = 0;
+  for (idx_t i = 0; i < n && rc == 0; i++) {
+    char *name = duckdb_value_varchar(&res, 0, i);
+    dg_tabledef_t *t;
+    rc = dg_catalog_read_def(conn, name, &t);
+    if (rc == 0) {
+      put_locked(c, t);
+      rc = load_rows(conn, name, &find(c, name)->rows);
+    }
+    if (rc != 0) snprintf(err, errcap, "cannot load table '%s'", name);
+    duckdb_free(name);
+  }
+  duckdb_destroy_result(&res);
+  if (rc == 0 && duckdb_query(conn, "SELECT name FROM dg.views", &res) == DuckDBSuccess) {
+    for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
+      char *name = duckdb_value_varchar(&res, 0, i);
+      if (c->nviews == c->vcap) {
+        c->vcap = c->vcap ? c->vcap * 2 : 8;
+        c->views = dg_realloc(c->views, c->vcap * sizeof *c->views);
+      }
+      c->views[c->nviews++] = dg_strdup(name);
+      duckdb_free(name);
+    }
+    duckdb_destroy_result(&res);
+  } else if (rc == 0) {
+    duckdb_destroy_result(&res);
+    snprintf(err, errcap, "cannot read the view catalog");
+    rc = DG_EIO;
+  }
+  pthread_rwlock_unlock(&c->lock);
+  return rc;
+}

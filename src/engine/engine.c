@@ -1,0 +1,747 @@
+/*
+ * engine.c -- the exact hierarchical rebalancing engine: writes that spread
+ * down and roll up, holds, and the structural operations. Storage is in
+ * table.c, the savepoint journal in journal.c, rounding in lr.c.
+ *
+ * ======================================================================
+ *  DESIGN
+ * ======================================================================
+ *
+ * 1. The invariant
+ * ----------------
+ * Number cells are scaled integers ("units": 1 unit = 10^-scale), |v| <
+ * 10^18. For every row with children and every number column:
+ *
+ *        value(row) == Σ value(child)          (exactly, in units)
+ *
+ * dg_etable_verify() checks it with the structural invariants; tables
+ * created with DG_ETABLE_CHECK (and every table in builds without NDEBUG or
+ * with -DDG_ENGINE_CHECK) run it after every operation and abort on failure.
+ * A leaf's value is free; a parent's value is always derived.
+ *
+ * 2. Plan, then apply: no partial change, ever
+ * --------------------------------------------
+ * Each operation runs in two phases:
+ *
+ *   plan   read the current state, compute every new value with exact
+ *          __int128 arithmetic, check it (range, holds, CAS), and append
+ *          the change records to the caller's buffer. Nothing is written.
+ *          Any failure rewinds the buffer to where it was and returns.
+ *   apply  walk the records just appended and write them (journaling the
+ *          old values when a savepoint is open), plus the structural edits.
+ *          Nothing in apply can fail (allocation failure aborts, as for
+ *          every small internal allocation).
+ *
+ * Because every cell is planned exactly once per operation, a cell appears
+ * at most once in an operation's records (its first old, last new value).
+ *
+ * 3. Spreading a value over children
+ * ----------------------------------
+ * Writing parent P to V spreads V over P's children, each child's new value
+ * over its own children, and so on to the leaves (pre-order, one explicit
+ * stack: no recursion, so any depth works). At one node with target T:
+ *
+ *        P  (T)
+ *        |
+ *   +----+-----+-----+-----+
+ *   c1   c2(H)  c3    c4    c5           H = held, R = rigid (every path
+ *        keeps        (R)                 below it ends in a held cell)
+ *
+ *   - rigid children (held, or everything below them pinned by holds) keep
+ *     their value: T_free = T - Σ rigid;
+ *   - the free children share T_free by the mode's quotas q_i (exact
+ *     rationals with Σ q_i = T_free):
+ *        proportional / add:  q_i = T_free * w_i / W     (w = current values,
+ *                             W = Σ free w; W = 0: q_i = w_i + T_free / n,
+ *                             i.e. the *delta* spread equally)
+ *        equal:               q_i = T_free / n
+ *        by:<col>:            q_i = T_free * r_i / R     (r = reference column;
+ *                             R = 0: equal)
+ *        percent p:           V = round_half_away(old * (1 + p/100)); then as
+ *                             proportional, except W = 0 where q_i =
+ *                             w_i * (1 + p/100) + T_free / n, so cancelling
+ *                             children (+5, -5) scale too instead of staying
+ *        repeat_leaves v:     not a quota rule: every free leaf takes v and
+ *                             every row on the way is the sum of its children
+ *   - the quotas are rounded by largest remainder (lr.c): floors, then one
+ *     unit each to the largest remainders, ties to the lower id; mirrored
+ *     for T_free < 0 so that spreading -x is the negation of spreading x.
+ *     Hence Σ children == parent to the last unit, and every child lies
+ *     within one unit of its exact quota. 10.00 over 0, 0, 0 -> 3.34, 3.33,
+ *     3.33; 1.00 over 1, 1, 1 -> 0.34, 0.33, 0.33.
+ *   Then each free child recurses with the same mode (add continues as
+ *   proportional). Proportional/add skip a child whose value did not change
+ *   (its subtree would not change either); equal, by, percent descend
+ *   anyway, since they redistribute even at an unchanged total.
+ *   If no child is free and T_free != 0 the write has nowhere to go:
+ *   DG_ECONFLICT.
+ *
+ * 4. Rolling up, and writes below a held ancestor
+ * -----------------------------------------------
+ * After the written row X changed by d, its ancestors change by d -- unless
+ * one of them is held. Then the nearest held ancestor H keeps its value, and
+ * -d is absorbed by the free siblings of every row on the path from X up to
+ * H (TM1's consolidation hold, Anaplan's hold):
+ *
+ *                    H (held: stays)
+ *                  /   \
+ *                 A     s3  <- candidate
+ *               / | \
+ *      cand -> s1 X  s2 <- candidate           X += d
+ *                                               s1, s2, s3 absorb -d
+ *                                               A = old + d + (s1, s2 offsets)
+ *
+ * All candidates share -d in one proportional round (by their current
+ * values; all zero: equally), largest remainder, ties to the lower id; each
+ * candidate's new value is then spread proportionally into its own subtree
+ * (respecting the holds there). The rows between X and H are recomputed,
+ * H and everything above it are unchanged. No free candidate and d != 0:
+ * DG_ECONFLICT. Since sibling subtree sums are leaf sums, this equals
+ * offsetting -d over all free leaves under H outside X's subtree,
+ * proportionally.
+ *
+ * 5. What holds do not do
+ * -----------------------
+ * A held cell cannot be written directly (DG_ECONFLICT): release it first.
+ * Holds bind value writes only. Insert, delete and move re-aggregate the
+ * ancestors even when they are held: structure is the user's explicit
+ * choice, and refusing it, or silently rescaling siblings, would surprise
+ * more than a held total that follows its rows.
+ *
+ * 6. Structure
+ * ------------
+ * A new row adds its values to every ancestor; a parent that was a leaf
+ * instead takes the child's values (its own give way). Deleting a row (or a
+ * subtree) subtracts its values from every ancestor; a parent losing its
+ * last child keeps what remains (0). A move does both, and a common
+ * ancestor gets the net change once. A move under the row itself or one of
+ * its descendants is a cycle: DG_ECONFLICT.
+ *
+ * 7. Recovery
+ * -----------
+ * Savepoints (journal.c) make any sequence of operations undoable exactly:
+ * the manager opens one per batch; if DuckDB refuses the batch, rollback
+ * restores values, texts, holds, rows and child order as they were, and it
+ * retries the requests one by one. update_cells opens an inner one so that
+ * several writes are all-or-none.
+ */
+#include <string.h>
+
+#include "engine/internal.h"
+
+#define PCT_ONE ((__int128)100 * DG_PERCENT_SCALE) /* 100 % = 10^8 */
+
+/* ======================================================================
+ * Records
+ * ====================================================================== */
+
+static inline void rec_num(dg_etable_t *t, dg_changes_t *c, uint32_t slot, uint32_t col,
+                           int64_t old, int64_t nv) {
+  dg_change_t *ch = dg__ch_push(c);
+  ch->row_id = ROW(t, slot)->id;
+  ch->old_value = old;
+  ch->new_value = nv;
+  ch->col = col;
+  ch->table_tag = t->tag;
+  ch->kind = DG_CHANGE_NUMBER;
+  ch->_slot = slot;
+}
+
+static inline dg_change_t *rec_other(dg_etable_t *t, dg_changes_t *c, uint8_t kind, uint32_t slot,
+                                     uint32_t col, int64_t old, int64_t nv) {
+  dg_change_t *ch = dg__ch_push(c);
+  ch->row_id = ROW(t, slot)->id;
+  ch->old_value = old;
+  ch->new_value = nv;
+  ch->col = col;
+  ch->table_tag = t->tag;
+  ch->kind = kind;
+  ch->_slot = slot;
+  return ch;
+}
+
+static inline int64_t parent_id_of(const dg_etable_t *t, uint32_t p) {
+  return p == SENTINEL ? DG_ROW_NONE : ROW(t, p)->id;
+}
+
+/* The buffer an operation appends to: the caller's, or the table's own. */
+static dg_changes_t *out_buf(dg_etable_t *t, dg_changes_t *out) {
+  if (out) return out;
+  dg_changes_clear(t->tmp);
+  return t->tmp;
+}
+
+/* ======================================================================
+ * Holds: rigid subtrees
+ * ====================================================================== */
+
+/* True when nothing in k's subtree can move in column col: k is held, or
+ * every path down from k meets a held cell before a free leaf. Iterative
+ * DFS that stops at the first free leaf (or hold-free subtree). */
+static bool is_rigid(dg_etable_t *t, uint32_t k, uint32_t col) {
+  if (dg__et_is_held(t, k, col)) return true;
+  const erow_t *r = ROW(t, k);
+  if (r->nkids == 0 || r->holds_below == 0) return false;
+  size_t n = 0;
+  t->stack = dg__et_grow(t->stack, &t->capstack, r->nkids, sizeof(uint32_t));
+  for (uint32_t i = 0; i < r->nkids; i++) t->stack[n++] = r->u.kids[i];
+  while (n > 0) {
+    uint32_t s = t->stack[--n];
+    if (dg__et_is_held(t, s, col)) continue;
+    const erow_t *q = ROW(t, s);
+    if (q->nkids == 0 || q->holds_below == 0) return false;
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + q->nkids, sizeof(uint32_t));
+    for (uint32_t i = 0; i < q->nkids; i++) t->stack[n++] = q->u.kids[i];
+  }
+  return true;
+}
+
+/* ======================================================================
+ * Spreading down
+ * ====================================================================== */
+
+typedef struct spread_s {
+  dg_spread_mode_t mode; /* never ADD here: ADD spreads as PROPORTIONAL */
+  uint32_t col;
+  uint32_t by_col;
+  int64_t pct; /* PERCENT: percentage * DG_PERCENT_SCALE */
+} spread_t;
+
+static inline bool mul_ok(__int128 a, __int128 b, __int128 *r) {
+  return !__builtin_mul_overflow(a, b, r);
+}
+
+static inline void work_push(dg_etable_t *t, uint32_t slot, int64_t value) {
+  if (t->nwork == t->capwork) t->work = dg__et_grow(t->work, &t->capwork, t->nwork + 1, sizeof(work_t));
+  t->work[t->nwork].slot = slot;
+  t->work[t->nwork].value = value;
+  t->nwork++;
+}
+
+/* Shares the new value v of row s (which has children) among its children
+ * and pushes the children to visit on the work stack, highest id first so
+ * that they pop in id order. */
+static int expand(dg_etable_t *t, uint32_t s, int64_t v, const spread_t *m) {
+  const erow_t *r = ROW(t, s);
+  const uint32_t n = r->nkids, col = m->col;
+  const uint32_t *kids = r->u.kids;
+  dg__lr_reserve(t, n);
+  uint32_t *fp = t->lr_pos;
+  __int128 *num = t->lr_num, *out = t->lr_out;
+  const bool holds = t->nheld[col] > 0 && r->holds_below > 0;
+  __int128 rigid = 0, W = 0;
+  uint32_t nf = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    int64_t w = NUMS(t, kids[i])[col];
+    if (holds && is_rigid(t, kids[i], col)) {
+      rigid += w;
+    } else {
+      fp[nf++] = i;
+      W += w;
+    }
+  }
+  const __int128 T = (__int128)v - rigid;
+  if (nf == 0) return T == 0 ? 0 : DG_ECONFLICT;
+
+  __int128 den = nf;
+  dg_spread_mode_t mode = m->mode;
+  if (mode == DG_SPREAD_BY) {
+    __int128 R = 0;
+    for (uint32_t j = 0; j < nf; j++) R += NUMS(t, kids[fp[j]])[m->by_col];
+    if (R == 0) {
+      mode = DG_SPREAD_EQUAL;
+    } else {
+      den = R < 0 ? -R : R;
+      for (uint32_t j = 0; j < nf; j++) {
+        if (!mul_ok(T, NUMS(t, kids[fp[j]])[m->by_col], &num[j])) return DG_EOVERFLOW;
+        if (R < 0) num[j] = -num[j];
+      }
+    }
+  }
+  if (mode == DG_SPREAD_EQUAL) {
+    den = nf;
+    for (uint32_t j = 0; j < nf; j++) num[j] = T;
+  } else if (mode != DG_SPREAD_BY) { /* proportional, percent */
+    if (W != 0) {
+      den = W < 0 ? -W : W;
+      for (uint32_t j = 0; j < nf; j++) {
+        if (!mul_ok(T, NUMS(t, kids[fp[j]])[col], &num[j])) return DG_EOVERFLOW;
+        if (W < 0) num[j] = -num[j];
+      }
+    } else if (mode == DG_SPREAD_PERCENT) {
+      /* q_j = w_j * (10^8 + p) / 10^8 + T / nf over the denominator 10^8 * nf */
+      den = PCT_ONE * nf;
+      __int128 tail;
+      if (!mul_ok(T, PCT_ONE, &tail)) return DG_EOVERFLOW;
+      for (uint32_t j = 0; j < nf; j++) {
+        __int128 a;
+        if (!mul_ok((__int128)NUMS(t, kids[fp[j]])[col] * (PCT_ONE + m->pct), nf, &a) ||
+            __builtin_add_overflow(a, tail, &num[j]))
+          return DG_EOVERFLOW;
+      }
+    } else {
+      den = nf; /* Σ = 0: the delta T - 0 equally on top of each value */
+      for (uint32_t j = 0; j < nf; j++) num[j] = (__int128)NUMS(t, kids[fp[j]])[col] * nf + T;
+    }
+  }
+  dg__lr_round(t, num, den, T, nf, out);
+
+  const bool skip_same = m->mode == DG_SPREAD_PROPORTIONAL;
+  for (uint32_t j = nf; j-- > 0;) {
+    uint32_t k = kids[fp[j]];
+    if (!in_range(out[j])) return DG_EOVERFLOW;
+    int64_t nv = (int64_t)out[j];
+    if (nv == NUMS(t, k)[col] && (skip_same || ROW(t, k)->nkids == 0)) continue;
+    work_push(t, k, nv);
+  }
+  return 0;
+}
+
+/* Plans row x taking value v (in range) and the spread below it: records
+ * x, then its subtree in pre-order. */
+static int plan_spread(dg_etable_t *t, dg_changes_t *c, uint32_t x, int64_t v, const spread_t *m) {
+  t->nwork = 0;
+  work_push(t, x, v);
+  while (t->nwork > 0) {
+    work_t w = t->work[--t->nwork];
+    int64_t old = NUMS(t, w.slot)[m->col];
+    if (w.value != old) rec_num(t, c, w.slot, m->col, old, w.value);
+    if (ROW(t, w.slot)->nkids > 0) {
+      int rc = expand(t, w.slot, w.value, m);
+      if (rc) return rc;
+    }
+  }
+  return 0;
+}
+
+/* REPEAT_LEAVES below x (which has children): every free leaf takes v.
+ * Visits free rows in pre-order, sums the leaf deltas up, then records in
+ * pre-order. *newx receives x's new value. */
+static int plan_repeat(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col, int64_t v,
+                       int64_t *newx) {
+  size_t nrep = 0, n = 0, nleaves = 0;
+  /* the DFS stack holds (slot, parent entry) pairs, two uint32_t each */
+  t->stack = dg__et_grow(t->stack, &t->capstack, 2, sizeof(uint32_t));
+  t->stack[n++] = x;
+  t->stack[n++] = NIL;
+  while (n > 0) {
+    uint32_t up = t->stack[--n];
+    uint32_t s = t->stack[--n];
+    if (nrep == t->caprep) t->rep = dg__et_grow(t->rep, &t->caprep, nrep + 1, sizeof(rep_t));
+    uint32_t e = (uint32_t)nrep++;
+    t->rep[e].slot = s;
+    t->rep[e].up = up;
+    t->rep[e].delta = 0;
+    const erow_t *r = ROW(t, s);
+    if (r->nkids == 0) {
+      t->rep[e].delta = (__int128)v - NUMS(t, s)[col];
+      nleaves++;
+      continue;
+    }
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + 2 * (size_t)r->nkids, sizeof(uint32_t));
+    for (uint32_t i = r->nkids; i-- > 0;) {
+      uint32_t k = r->u.kids[i];
+      if (t->nheld[col] > 0 && dg__et_is_held(t, k, col)) continue;
+      t->stack[n++] = k;
+      t->stack[n++] = e;
+    }
+  }
+  if (nleaves == 0) return DG_ECONFLICT;
+  for (size_t e = nrep; e-- > 1;) t->rep[t->rep[e].up].delta += t->rep[e].delta;
+  for (size_t e = 0; e < nrep; e++) {
+    if (t->rep[e].delta == 0) continue;
+    uint32_t s = t->rep[e].slot;
+    int64_t old = NUMS(t, s)[col];
+    __int128 nv = old + t->rep[e].delta;
+    if (!in_range(nv)) return DG_EOVERFLOW;
+    rec_num(t, c, s, col, old, (int64_t)nv);
+  }
+  *newx = (int64_t)(NUMS(t, x)[col] + t->rep[0].delta);
+  return 0;
+}
+
+/* ======================================================================
+ * Rolling up (and offsetting below a held ancestor)
+ * ====================================================================== */
+
+static int cmp_cand_by_id(const void *a, const void *b, void *arg) {
+  const dg_etable_t *t = arg;
+  int64_t x = ROW(t, ((const cand_t *)a)->slot)->id, y = ROW(t, ((const cand_t *)b)->slot)->id;
+  return x < y ? -1 : x > y;
+}
+
+/* Row x changed by d (already planned). Plans the ancestors. */
+static int plan_up(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col, __int128 d) {
+  if (d == 0) return 0;
+  uint32_t h = NIL;
+  if (t->nheld[col] > 0)
+    for (uint32_t a = ROW(t, x)->parent; a != SENTINEL; a = ROW(t, a)->parent)
+      if (dg__et_is_held(t, a, col)) {
+        h = a;
+        break;
+      }
+  if (h == NIL) {
+    for (uint32_t a = ROW(t, x)->parent; a != SENTINEL; a = ROW(t, a)->parent) {
+      int64_t old = NUMS(t, a)[col];
+      __int128 nv = old + d;
+      if (!in_range(nv)) return DG_EOVERFLOW;
+      rec_num(t, c, a, col, old, (int64_t)nv);
+    }
+    return 0;
+  }
+
+  /* The free siblings of every row on the path x .. (child of h). */
+  size_t nc = 0;
+  uint32_t levels = 0;
+  for (uint32_t node = x; node != h; node = ROW(t, node)->parent, levels++) {
+    const erow_t *p = ROW(t, ROW(t, node)->parent);
+    for (uint32_t i = 0; i < p->nkids; i++) {
+      uint32_t k = p->u.kids[i];
+      if (k == node || is_rigid(t, k, col)) continue;
+      if (nc == t->capcand) t->cand = dg__et_grow(t->cand, &t->capcand, nc + 1, sizeof(cand_t));
+      t->cand[nc].slot = k;
+      t->cand[nc].level = levels;
+      t->cand[nc].value = 0;
+      nc++;
+    }
+  }
+  if (nc == 0) return DG_ECONFLICT;
+  qsort_r(t->cand, nc, sizeof(cand_t), cmp_cand_by_id, t);
+
+  /* One proportional round over all candidates: Σ new = Σ old - d. */
+  dg__lr_reserve(t, nc);
+  __int128 W = 0;
+  for (size_t j = 0; j < nc; j++) W += NUMS(t, t->cand[j].slot)[col];
+  const __int128 T = W - d;
+  __int128 den;
+  if (W != 0) {
+    den = W < 0 ? -W : W;
+    for (size_t j = 0; j < nc; j++) {
+      if (!mul_ok(T, NUMS(t, t->cand[j].slot)[col], &t->lr_num[j])) return DG_EOVERFLOW;
+      if (W < 0) t->lr_num[j] = -t->lr_num[j];
+    }
+  } else {
+    den = (__int128)nc;
+    for (size_t j = 0; j < nc; j++) t->lr_num[j] = (__int128)NUMS(t, t->cand[j].slot)[col] * (__int128)nc + T;
+  }
+  dg__lr_round(t, t->lr_num, den, T, (uint32_t)nc, t->lr_out);
+  for (size_t j = 0; j < nc; j++) {
+    if (!in_range(t->lr_out[j])) return DG_EOVERFLOW;
+    t->cand[j].value = (int64_t)t->lr_out[j];
+  }
+  if (levels > t->caplvl) t->lvl = dg__et_grow(t->lvl, &t->caplvl, levels, sizeof(__int128));
+  memset(t->lvl, 0, (size_t)levels * sizeof(__int128));
+  spread_t prop = {.mode = DG_SPREAD_PROPORTIONAL, .col = col};
+  for (size_t j = 0; j < nc; j++) {
+    uint32_t k = t->cand[j].slot;
+    int64_t old = NUMS(t, k)[col], nv = t->cand[j].value;
+    if (nv == old) continue;
+    t->lvl[t->cand[j].level] += (__int128)nv - old;
+    int rc = plan_spread(t, c, k, nv, &prop);
+    if (rc) return rc;
+  }
+  /* The rows between x and h; h itself must come out unchanged. */
+  __int128 cum = d;
+  uint32_t a = ROW(t, x)->parent;
+  for (uint32_t lv = 0; lv < levels; lv++, a = ROW(t, a)->parent) {
+    cum += t->lvl[lv];
+    if (a == h) break;
+    int64_t old = NUMS(t, a)[col];
+    __int128 nv = old + cum;
+    if (!in_range(nv)) return DG_EOVERFLOW;
+    if (nv != old) rec_num(t, c, a, col, old, (int64_t)nv);
+  }
+  DG_ASSERT(a == h && cum == 0);
+  return 0;
+}
+
+/* ======================================================================
+ * dg_etable_set
+ * ====================================================================== */
+
+static __int128 percent_of(int64_t old, int64_t pct) {
+  __int128 x = (__int128)old * (PCT_ONE + pct); /* |x| < 10^18 * 9.3 * 10^18: fits */
+  __int128 a = x < 0 ? -x : x, q = a / PCT_ONE, r = a % PCT_ONE;
+  if (r * 2 >= PCT_ONE) q++; /* half away from zero */
+  return x < 0 ? -q : q;
+}
+
+int dg_etable_set(dg_etable_t *t, int64_t id, uint32_t col, int64_t value, const dg_eset_t *how,
+                  dg_changes_t *out) {
+  dg_eset_t def = {.mode = DG_SPREAD_PROPORTIONAL};
+  if (how == NULL) how = &def;
+  if (t->loading || col >= t->nnum || (unsigned)how->mode > DG_SPREAD_BY) return DG_EINVAL;
+  if (how->mode == DG_SPREAD_BY && how->by_col >= t->nnum) return DG_EINVAL;
+  uint32_t s = dg__et_lookup(t, id);
+  if (s == 0) return DG_ENOTFOUND;
+  const int64_t old = NUMS(t, s)[col];
+  if (how->has_expected && how->expected != old) return DG_ECONFLICT;
+  if (dg__et_is_held(t, s, col)) return DG_ECONFLICT;
+
+  __int128 target;
+  switch (how->mode) {
+    case DG_SPREAD_ADD: target = (__int128)old + value; break;
+    case DG_SPREAD_PERCENT: target = percent_of(old, value); break;
+    default: target = value; break;
+  }
+  if (!in_range(target)) return DG_EOVERFLOW;
+  const int64_t v = (int64_t)target;
+  const bool leaf = ROW(t, s)->nkids == 0;
+  if (v == old && (leaf || how->mode == DG_SPREAD_PROPORTIONAL || how->mode == DG_SPREAD_ADD)) {
+    dg__et_after_op(t);
+    return 0; /* nothing moves */
+  }
+
+  dg_changes_t *c = out_buf(t, out);
+  const size_t base = c->n, abase = c->alen;
+  int64_t newx = v;
+  int rc = 0;
+  if (leaf) {
+    rec_num(t, c, s, col, old, v);
+  } else if (how->mode == DG_SPREAD_REPEAT_LEAVES) {
+    rc = plan_repeat(t, c, s, col, v, &newx);
+  } else {
+    spread_t m = {.mode = how->mode == DG_SPREAD_ADD ? DG_SPREAD_PROPORTIONAL : how->mode,
+                  .col = col,
+                  .by_col = how->by_col,
+                  .pct = how->mode == DG_SPREAD_PERCENT ? value : 0};
+    rc = plan_spread(t, c, s, v, &m);
+  }
+  if (rc == 0) rc = plan_up(t, c, s, col, (__int128)newx - old);
+  if (rc) {
+    dg__ch_rewind(c, base, abase);
+    dg__et_after_op(t);
+    return rc;
+  }
+  dg__et_apply(t, c, base);
+  dg__et_after_op(t);
+  return 0;
+}
+
+/* ======================================================================
+ * Insert, delete, move
+ * ====================================================================== */
+
+int dg_etable_insert(dg_etable_t *t, int64_t id, int64_t parent_id, const int64_t *nums,
+                     const dg_etext_t *texts, dg_changes_t *out) {
+  if (t->loading || id == DG_ROW_NONE || t->nlive >= DG_ENGINE_MAX_ROWS) return DG_EINVAL;
+  if (texts)
+    for (uint32_t k = 0; k < t->ntext; k++)
+      if (texts[k].ptr && texts[k].len > DG_ENGINE_MAX_TEXT) return DG_EINVAL;
+  if (dg__et_lookup(t, id) != 0) return DG_EEXIST;
+  uint32_t p = SENTINEL;
+  if (parent_id != DG_ROW_NONE && (p = dg__et_lookup(t, parent_id)) == 0) return DG_ENOTFOUND;
+  if (nums)
+    for (uint32_t k = 0; k < t->nnum; k++)
+      if (!in_range(nums[k])) return DG_EOVERFLOW;
+
+  /* Plan: what every ancestor becomes (a leaf parent gives way). */
+  dg__lr_reserve(t, t->nnum);
+  __int128 *delta = t->lr_num;
+  const bool gives_way = p != SENTINEL && ROW(t, p)->nkids == 0;
+  for (uint32_t k = 0; k < t->nnum; k++) {
+    int64_t v = nums ? nums[k] : 0;
+    delta[k] = gives_way ? (__int128)v - NUMS(t, p)[k] : v;
+  }
+  for (uint32_t a = p; a != SENTINEL; a = ROW(t, a)->parent)
+    for (uint32_t k = 0; k < t->nnum; k++)
+      if (!in_range(NUMS(t, a)[k] + delta[k])) return DG_EOVERFLOW;
+
+  /* Apply: nothing below can fail. */
+  dg_changes_t *c = out_buf(t, out);
+  const size_t base = c->n;
+  uint32_t s = dg__et_slot_alloc(t); /* may move the rows */
+  erow_t *r = ROW(t, s);
+  r->id = id;
+  r->flags = ROW_LIVE;
+  dg__et_index_put(t, s);
+  dg__et_kid_link(t, p, s);
+  t->nlive++;
+  if (journaling(t)) dg__j_push(t, J_INSERT, s, 0, 0);
+  rec_other(t, c, DG_CHANGE_ROW_INSERT, s, 0, 0, parent_id_of(t, p));
+  for (uint32_t k = 0; nums && k < t->nnum; k++)
+    if (nums[k] != 0) rec_num(t, c, s, k, 0, nums[k]);
+  for (uint32_t k = 0; texts && k < t->ntext; k++) {
+    if (texts[k].ptr == NULL) continue;
+    dg_change_t *ch = rec_other(t, c, DG_CHANGE_TEXT, s, k, -1, 0);
+    ch->new_value = dg__ch_text(c, texts[k].ptr, texts[k].len);
+  }
+  for (uint32_t a = p; a != SENTINEL; a = ROW(t, a)->parent)
+    for (uint32_t k = 0; k < t->nnum; k++)
+      if (delta[k] != 0) rec_num(t, c, a, k, NUMS(t, a)[k], (int64_t)(NUMS(t, a)[k] + delta[k]));
+  dg__et_apply(t, c, base);
+  dg__et_after_op(t);
+  return 0;
+}
+
+int dg_etable_delete(dg_etable_t *t, int64_t id, bool cascade, dg_changes_t *out) {
+  if (t->loading) return DG_EINVAL;
+  uint32_t s = dg__et_lookup(t, id);
+  if (s == 0) return DG_ENOTFOUND;
+  if (ROW(t, s)->nkids > 0 && !cascade) return DG_ECONFLICT;
+  const uint32_t p = ROW(t, s)->parent;
+  const int64_t *v = NUMS(t, s);
+  for (uint32_t a = p; a != SENTINEL; a = ROW(t, a)->parent)
+    for (uint32_t k = 0; k < t->nnum; k++)
+      if (!in_range((__int128)NUMS(t, a)[k] - v[k])) return DG_EOVERFLOW;
+
+  /* The subtree in pre-order (children in id order) into t->work. */
+  t->nwork = 0;
+  size_t n = 0;
+  t->stack = dg__et_grow(t->stack, &t->capstack, 1, sizeof(uint32_t));
+  t->stack[n++] = s;
+  while (n > 0) {
+    uint32_t q = t->stack[--n];
+    work_push(t, q, 0);
+    const erow_t *r = ROW(t, q);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + r->nkids, sizeof(uint32_t));
+    for (uint32_t i = r->nkids; i-- > 0;) t->stack[n++] = r->u.kids[i];
+  }
+  dg_changes_t *c = out_buf(t, out);
+  const size_t base = c->n;
+  for (size_t i = t->nwork; i-- > 0;) {
+    uint32_t q = t->work[i].slot;
+    rec_other(t, c, DG_CHANGE_ROW_DELETE, q, 0, parent_id_of(t, ROW(t, q)->parent), 0);
+  }
+  for (uint32_t a = p; a != SENTINEL; a = ROW(t, a)->parent)
+    for (uint32_t k = 0; k < t->nnum; k++)
+      if (v[k] != 0) rec_num(t, c, a, k, NUMS(t, a)[k], NUMS(t, a)[k] - v[k]);
+
+  /* Apply: release the subtree's holds (journaled), unlink, unindex. */
+  const bool j = journaling(t);
+  for (size_t i = 0; i < t->nwork && ROW(t, s)->holds_below > 0; i++) {
+    uint32_t q = t->work[i].slot;
+    if (!(ROW(t, q)->flags & ROW_HELD)) continue;
+    for (uint32_t k = 0; k < t->nnum; k++) {
+      if (!dg__et_is_held(t, q, k)) continue;
+      if (j) dg__j_push(t, J_HOLD, q, k, 1);
+      dg__et_hold_set(t, q, k, false);
+    }
+  }
+  dg__et_kid_unlink(t, p, s);
+  for (size_t i = 0; i < t->nwork; i++) {
+    uint32_t q = t->work[i].slot;
+    dg__et_index_del(t, ROW(t, q)->id);
+    ROW(t, q)->flags &= ~ROW_LIVE;
+  }
+  t->nlive -= (uint32_t)t->nwork;
+  if (j)
+    dg__j_push(t, J_DELETE, s, p, 0); /* the rows stay intact until release */
+  else
+    dg__et_free_subtree(t, s);
+  dg__et_apply(t, c, base);
+  dg__et_after_op(t);
+  return 0;
+}
+
+int dg_etable_move(dg_etable_t *t, int64_t id, int64_t new_parent_id, dg_changes_t *out) {
+  if (t->loading) return DG_EINVAL;
+  uint32_t s = dg__et_lookup(t, id);
+  if (s == 0) return DG_ENOTFOUND;
+  uint32_t np = SENTINEL;
+  if (new_parent_id != DG_ROW_NONE && (np = dg__et_lookup(t, new_parent_id)) == 0)
+    return DG_ENOTFOUND;
+  const uint32_t op = ROW(t, s)->parent;
+  if (np == op) {
+    dg__et_after_op(t);
+    return 0;
+  }
+  for (uint32_t a = np; a != SENTINEL; a = ROW(t, a)->parent)
+    if (a == s) return DG_ECONFLICT;
+
+  const int64_t *v = NUMS(t, s);
+  dg__lr_reserve(t, t->nnum);
+  __int128 *dnew = t->lr_num; /* what the new chain gains */
+  const bool gives_way = np != SENTINEL && ROW(t, np)->nkids == 0;
+  for (uint32_t k = 0; k < t->nnum; k++) dnew[k] = gives_way ? (__int128)v[k] - NUMS(t, np)[k] : v[k];
+
+  /* Mark the old chain; the new chain's first marked row is the lowest
+   * common ancestor, from which both chains coincide. */
+  for (uint32_t a = op; a != SENTINEL; a = ROW(t, a)->parent) ROW(t, a)->flags |= ROW_MARK;
+  uint32_t lca = SENTINEL;
+  for (uint32_t a = np; a != SENTINEL; a = ROW(t, a)->parent)
+    if (ROW(t, a)->flags & ROW_MARK) {
+      lca = a;
+      break;
+    }
+  for (uint32_t a = op; a != SENTINEL; a = ROW(t, a)->parent) ROW(t, a)->flags &= ~ROW_MARK;
+
+  dg_changes_t *c = out_buf(t, out);
+  const size_t base = c->n, abase = c->alen;
+  rec_other(t, c, DG_CHANGE_ROW_MOVE, s, 0, parent_id_of(t, op), parent_id_of(t, np));
+  bool common = false;
+  for (uint32_t a = op; a != SENTINEL; a = ROW(t, a)->parent) {
+    if (a == lca) common = true;
+    for (uint32_t k = 0; k < t->nnum; k++) {
+      __int128 d = -(__int128)v[k] + (common ? dnew[k] : 0);
+      __int128 nv = NUMS(t, a)[k] + d;
+      if (!in_range(nv)) goto overflow;
+      if (d != 0) rec_num(t, c, a, k, NUMS(t, a)[k], (int64_t)nv);
+    }
+  }
+  for (uint32_t a = np; a != lca; a = ROW(t, a)->parent) {
+    for (uint32_t k = 0; k < t->nnum; k++) {
+      __int128 nv = NUMS(t, a)[k] + dnew[k];
+      if (!in_range(nv)) goto overflow;
+      if (dnew[k] != 0) rec_num(t, c, a, k, NUMS(t, a)[k], (int64_t)nv);
+    }
+  }
+
+  {
+    int64_t hb = ROW(t, s)->holds_below;
+    dg__et_holds_below_add(t, op, -hb);
+    dg__et_kid_unlink(t, op, s);
+    dg__et_kid_link(t, np, s);
+    dg__et_holds_below_add(t, np, hb);
+    if (journaling(t)) dg__j_push(t, J_MOVE, s, op, 0);
+  }
+  dg__et_apply(t, c, base);
+  dg__et_after_op(t);
+  return 0;
+overflow:
+  dg__ch_rewind(c, base, abase);
+  dg__et_after_op(t);
+  return DG_EOVERFLOW;
+}
+
+/* ======================================================================
+ * Text cells and holds
+ * ====================================================================== */
+
+int dg_etable_text_set(dg_etable_t *t, int64_t id, uint32_t col, const char *s, size_t len,
+                       dg_changes_t *out) {
+  if (t->loading || col >= t->ntext || (s && len > DG_ENGINE_MAX_TEXT)) return DG_EINVAL;
+  uint32_t slot = dg__et_lookup(t, id);
+  if (slot == 0) return DG_ENOTFOUND;
+  const etext_t *cur = TEXTS(t, slot)[col];
+  bool same = (cur == NULL && s == NULL) ||
+              (cur && s && cur->len == len && (len == 0 || memcmp(cur->data, s, len) == 0));
+  if (!same) {
+    dg_changes_t *c = out_buf(t, out);
+    const size_t base = c->n;
+    dg_change_t *ch = rec_other(t, c, DG_CHANGE_TEXT, slot, col, 0, 0);
+    int64_t oh = cur ? dg__ch_text(c, cur->data, cur->len) : -1;
+    int64_t nh = dg__ch_text(c, s, len);
+    ch = &c->v[base]; /* (the arena grew, the records did not move; be explicit) */
+    ch->old_value = oh;
+    ch->new_value = nh;
+    dg__et_apply(t, c, base);
+  }
+  dg__et_after_op(t);
+  return 0;
+}
+
+int dg_etable_hold(dg_etable_t *t, int64_t id, uint32_t col, bool held, dg_changes_t *out) {
+  if (t->loading || col >= t->nnum) return DG_EINVAL;
+  uint32_t s = dg__et_lookup(t, id);
+  if (s == 0) return DG_ENOTFOUND;
+  bool cur = dg__et_is_held(t, s, col);
+  if (cur != held) {
+    dg_changes_t *c = out_buf(t, out);
+    const size_t base = c->n;
+    rec_other(t, c, DG_CHANGE_HOLD, s, col, cur, held);
+    dg__et_apply(t, c, base);
+  }
+  dg__et_after_op(t);
+  return 0;
+}

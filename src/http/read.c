@@ -1,0 +1,495 @@
+/*
+ * read.c -- the read side of tables and rows:
+ *
+ *   GET /tables                          {"tables":[table…]} in name order
+ *   GET /tables/{table}                  {"name","columns":[…],"row_count"}
+ *   GET /tables/{table}/rows             {"rows":[row…],"next":id|null}
+ *       ?parent_id=null|N&limit=&after=
+ *   GET /tables/{table}/rows/{id}        the row plus "children"
+ *
+ * Which tables exist and what their columns are comes from the catalog (the
+ * API's validated copy); the rows themselves come straight from DuckDB, the
+ * system of record, on this thread's own connection. Each response is one
+ * statement, so it reads one consistent snapshot.
+ *
+ * Number cells are DECIMAL(18,scale). They are read from the result chunks as
+ * the raw scaled integers DuckDB stores and printed with exactly `scale`
+ * decimals by the JSON writer, so no double ever touches a value. Names reach
+ * SQL only after dg_name_valid() and always double-quoted; every client value
+ * is a bound parameter.
+ *
+ * Paging is by id (keyset): a page asks for limit+1 rows after the cursor, so
+ * "next" is set exactly when another row follows, and a row inserted or
+ * deleted between pages never shifts the ones the client has yet to see.
+ */
+#include <duckdb.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dg/buf.h"
+#include "dg/catalog.h"
+#include "dg/common.h"
+#include "dg/http.h"
+#include "dg/jsonw.h"
+#include "dg/log.h"
+
+/* Rows per page unless the client asks otherwise. */
+#define ROWS_LIMIT_DEFAULT 100
+/* Most rows per page: ~1-2 MB of JSON for a grid of a dozen columns, which
+ * one response can carry without a client or proxy choking on it. */
+#define ROWS_LIMIT_MAX 10000
+
+/* ======================================================================= */
+/* Parameters                                                                */
+/* ======================================================================= */
+
+/* Parses a strict decimal int64: optional '-', digits, no leading zeros, no
+ * spaces or '+', overflow checked. 0 or DG_EINVAL (*out untouched). */
+static int parse_i64(const char *s, int64_t *out) {
+  if (s == NULL) return DG_EINVAL;
+  int neg = *s == '-';
+  const char *p = s + neg;
+  if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] != '\0') || (neg && p[0] == '0'))
+    return DG_EINVAL;
+  uint64_t v = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9') return DG_EINVAL;
+    unsigned d = (unsigned)(*p - '0');
+    if (v > (lim - d) / 10) return DG_EINVAL;
+    v = v * 10 + d;
+  }
+  *out = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
+  return 0;
+}
+
+/* ?limit= in 1..ROWS_LIMIT_MAX (default when absent); answers 400 otherwise. */
+static int limit_or_problem(dg_req_t *r, int64_t *out) {
+  const char *s = dg_query(r, "limit");
+  int64_t v = ROWS_LIMIT_DEFAULT;
+  if (s && (parse_i64(s, &v) != 0 || v < 1 || v > ROWS_LIMIT_MAX)) {
+    dg_problem(r, 400, NULL, "limit must be an integer from 1 to %d", ROWS_LIMIT_MAX);
+    return DG_EINVAL;
+  }
+  *out = v;
+  return 0;
+}
+
+/* The table named by path parameter 0: a counted reference, or NULL after
+ * answering 400 (not a valid name) or 404 (no such table). */
+static dg_tabledef_t *table_or_problem(dg_req_t *r) {
+  const char *name = r->params[0];
+  if (!dg_name_valid(name)) {
+    dg_problem(r, 400, NULL, "'%.80s' is not a valid table name", name ? name : "");
+    return NULL;
+  }
+  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
+  if (t == NULL) dg_problem(r, 404, NULL, "table '%s' does not exist", name);
+  return t;
+}
+
+/* This thread's DuckDB connection, or NULL after answering 503. */
+static duckdb_connection conn_or_problem(dg_req_t *r) {
+  duckdb_connection c = dg_db_conn(r->app->db);
+  if (c == NULL) dg_problem(r, 503, NULL, "the database is unavailable");
+  return c;
+}
+
+/* Answers a failed statement: 404 if the table vanished meanwhile (dropped
+ * between the catalog lookup and the query), else 500 with the cause logged. */
+static void db_failed(dg_req_t *r, const char *table, const char *what, const char *why) {
+  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, table);
+  if (t == NULL) {
+    dg_problem(r, 404, NULL, "table '%s' does not exist", table);
+    return;
+  }
+  dg_tabledef_unref(t);
+  dg_log_error("%s of table '%s' failed: %s", what, table, why ? why : "?");
+  dg_problem(r, 500, NULL, "reading table '%s' failed", table);
+}
+
+/* ======================================================================= */
+/* Tables                                                                    */
+/* ======================================================================= */
+
+/* SELECT count(*) of a table. DG_EIO when DuckDB fails (e.g. the table was
+ * dropped meanwhile), with DuckDB's message in err. */
+static int count_rows(duckdb_connection c, const char *table, int64_t *out, char *err,
+                      size_t errcap) {
+  char sql[DG_NAME_MAX + 64];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM main.\"%s\"", table);
+  duckdb_result res;
+  int rc = DG_EIO;
+  if (duckdb_query(c, sql, &res) == DuckDBError) {
+    snprintf(err, errcap, "%s", duckdb_result_error(&res));
+  } else if (duckdb_row_count(&res) == 1) {
+    *out = duckdb_value_int64(&res, 0, 0);
+    rc = 0;
+  } else {
+    snprintf(err, errcap, "count(*) gave no row");
+  }
+  duckdb_destroy_result(&res);
+  return rc;
+}
+
+/* {"name","columns":[{"name","type"[,"scale"]}…],"row_count"} */
+static void write_table(dg_jsonw_t *w, const dg_tabledef_t *t, int64_t row_count) {
+  dg_jsonw_obj(w);
+  dg_jsonw_key(w, "name");
+  dg_jsonw_str(w, t->name);
+  dg_jsonw_key(w, "columns");
+  dg_jsonw_arr(w);
+  for (int i = 0; i < t->ncols; i++) {
+    const dg_coldef_t *col = &t->cols[i];
+    dg_jsonw_obj(w);
+    dg_jsonw_key(w, "name");
+    dg_jsonw_str(w, col->name);
+    dg_jsonw_key(w, "type");
+    dg_jsonw_str(w, col->type == DG_COL_NUMBER ? "number" : "text");
+    if (col->type == DG_COL_NUMBER) {
+      dg_jsonw_key(w, "scale");
+      dg_jsonw_int(w, col->scale);
+    }
+    dg_jsonw_end(w);
+  }
+  dg_jsonw_end(w);
+  dg_jsonw_key(w, "row_count");
+  dg_jsonw_int(w, row_count);
+  dg_jsonw_end(w);
+}
+
+static int tables_list(dg_req_t *r) {
+  duckdb_connection c = conn_or_problem(r);
+  if (c == NULL) return 0;
+  size_t n = 0;
+  char **names = dg_catalog_table_names(r->app->catalog, &n);
+  dg_buf_t buf;
+  dg_buf_init(&buf);
+  dg_jsonw_t w;
+  dg_jsonw_init(&w, &buf);
+  dg_jsonw_obj(&w);
+  dg_jsonw_key(&w, "tables");
+  dg_jsonw_arr(&w);
+  for (size_t i = 0; i < n; i++) {
+    dg_tabledef_t *t = dg_catalog_table(r->app->catalog, names[i]);
+    int64_t count;
+    char why[256];
+    /* A table dropped since the names were taken is simply left out. */
+    if (t && count_rows(c, t->name, &count, why, sizeof why) == 0) write_table(&w, t, count);
+    dg_tabledef_unref(t);
+  }
+  dg_jsonw_end(&w);
+  dg_jsonw_end(&w);
+  dg_catalog_names_free(names, n);
+  dg_reply_buf(r, 200, &buf);
+  dg_buf_dispose(&buf);
+  return 0;
+}
+
+static int table_get(dg_req_t *r) {
+  dg_tabledef_t *t = table_or_problem(r);
+  if (t == NULL) return 0;
+  duckdb_connection c = conn_or_problem(r);
+  int64_t count;
+  char why[256];
+  if (c == NULL) {
+    /* answered */
+  } else if (count_rows(c, t->name, &count, why, sizeof why) != 0) {
+    db_failed(r, t->name, "counting rows", why);
+  } else {
+    dg_buf_t buf;
+    dg_buf_init(&buf);
+    dg_jsonw_t w;
+    dg_jsonw_init(&w, &buf);
+    write_table(&w, t, count);
+    dg_reply_buf(r, 200, &buf);
+    dg_buf_dispose(&buf);
+  }
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+/* ======================================================================= */
+/* Rows                                                                      */
+/* ======================================================================= */
+
+/*
+ * Result layout of every row query:
+ *
+ *   col 0   id         BIGINT
+ *   col 1   parent_id  BIGINT, NULL for roots
+ *   col 2+i the table's column i, in declared order:
+ *           text   -> VARCHAR
+ *           number -> DECIMAL(18,scale), stored as int64 (int16/int32 for
+ *                     narrower widths, which we accept too)
+ *   [last]  children   BIGINT (single-row query only)
+ */
+#define FIRST_CELL 2
+
+/* One result column of the current chunk. */
+typedef struct {
+  const void *data;       /* the vector's values                         */
+  uint64_t *valid;        /* validity mask or NULL when all are valid    */
+  duckdb_type internal;   /* storage type of a DECIMAL, else its type    */
+  int scale;              /* DECIMAL scale                               */
+} colv_t;
+
+/* "SELECT id, parent_id, "c1", … " for t (names are whitelisted and quoted). */
+static void select_list(dg_buf_t *sql, const dg_tabledef_t *t) {
+  dg_buf_puts(sql, "SELECT id, parent_id");
+  for (int i = 0; i < t->ncols; i++) dg_buf_printf(sql, ", \"%s\"", t->cols[i].name);
+}
+
+/* Checks the result's columns against the table definition and records each
+ * DECIMAL's storage type and scale. 0, or DG_EINTERNAL on a mismatch. */
+static int describe_result(duckdb_result *res, const dg_tabledef_t *t, idx_t ncols,
+                           colv_t *cols) {
+  if (duckdb_column_count(res) != ncols) return DG_EINTERNAL;
+  for (idx_t k = 0; k < ncols; k++) {
+    duckdb_logical_type lt = duckdb_column_logical_type(res, k);
+    duckdb_type ty = duckdb_get_type_id(lt);
+    cols[k].internal = ty;
+    cols[k].scale = 0;
+    int ok;
+    int cell = (int)k - FIRST_CELL;
+    if (cell < 0 || cell >= t->ncols) {
+      ok = ty == DUCKDB_TYPE_BIGINT;
+    } else if (t->cols[cell].type == DG_COL_TEXT) {
+      ok = ty == DUCKDB_TYPE_VARCHAR;
+    } else {
+      ok = ty == DUCKDB_TYPE_DECIMAL;
+      if (ok) {
+        cols[k].internal = duckdb_decimal_internal_type(lt);
+        cols[k].scale = duckdb_decimal_scale(lt);
+        ok = cols[k].internal == DUCKDB_TYPE_SMALLINT ||
+             cols[k].internal == DUCKDB_TYPE_INTEGER || cols[k].internal == DUCKDB_TYPE_BIGINT;
+      }
+    }
+    duckdb_destroy_logical_type(&lt);
+    if (!ok) return DG_EINTERNAL;
+  }
+  return 0;
+}
+
+static void bind_chunk(duckdb_data_chunk chunk, idx_t ncols, colv_t *cols) {
+  for (idx_t k = 0; k < ncols; k++) {
+    duckdb_vector v = duckdb_data_chunk_get_vector(chunk, k);
+    cols[k].data = duckdb_vector_get_data(v);
+    cols[k].valid = duckdb_vector_get_validity(v);
+  }
+}
+
+static int is_valid(const colv_t *c, idx_t i) {
+  return c->valid == NULL || duckdb_validity_row_is_valid(c->valid, i);
+}
+
+/* The raw scaled integer of a DECIMAL cell. */
+static int64_t decimal_at(const colv_t *c, idx_t i) {
+  switch (c->internal) {
+    case DUCKDB_TYPE_SMALLINT: return ((const int16_t *)c->data)[i];
+    case DUCKDB_TYPE_INTEGER: return ((const int32_t *)c->data)[i];
+    default: return ((const int64_t *)c->data)[i];
+  }
+}
+
+static int64_t bigint_at(const colv_t *c, idx_t i) { return ((const int64_t *)c->data)[i]; }
+
+/* {"id","parent_id",<cells>[,"children"]} for row i of the current chunk. */
+static void write_row(dg_jsonw_t *w, const dg_tabledef_t *t, const colv_t *cols, idx_t i,
+                      int with_children) {
+  dg_jsonw_obj(w);
+  dg_jsonw_key(w, "id");
+  dg_jsonw_id(w, bigint_at(&cols[0], i));
+  dg_jsonw_key(w, "parent_id");
+  if (is_valid(&cols[1], i)) dg_jsonw_id(w, bigint_at(&cols[1], i));
+  else dg_jsonw_null(w);
+  for (int c = 0; c < t->ncols; c++) {
+    const colv_t *cv = &cols[FIRST_CELL + c];
+    dg_jsonw_key(w, t->cols[c].name);
+    if (!is_valid(cv, i)) {
+      dg_jsonw_null(w);
+    } else if (t->cols[c].type == DG_COL_NUMBER) {
+      dg_jsonw_dec(w, decimal_at(cv, i), cv->scale);
+    } else {
+      duckdb_string_t *s = &((duckdb_string_t *)cv->data)[i];
+      dg_jsonw_strn(w, duckdb_string_t_data(s), duckdb_string_t_length(*s));
+    }
+  }
+  if (with_children) {
+    dg_jsonw_key(w, "children");
+    dg_jsonw_int(w, bigint_at(&cols[FIRST_CELL + t->ncols], i));
+  }
+  dg_jsonw_end(w);
+}
+
+/* Prepares sql; on failure answers (404 if the table is gone, else 500). */
+static int prepare_or_problem(dg_req_t *r, duckdb_connection c, const dg_tabledef_t *t,
+                              const char *sql, duckdb_prepared_statement *st) {
+  if (duckdb_prepare(c, sql, st) == DuckDBSuccess) return 0;
+  db_failed(r, t->name, "preparing a read", duckdb_prepare_error(*st));
+  duckdb_destroy_prepare(st);
+  return DG_EIO;
+}
+
+static int rows_list(dg_req_t *r) {
+  const char *parent_s = dg_query(r, "parent_id");
+  const char *after_s = dg_query(r, "after");
+  int64_t limit, parent = 0, after = 0;
+  int roots = 0;
+  /* Parameters first: a malformed request is 400 whatever the table. */
+  if (limit_or_problem(r, &limit) != 0) return 0;
+  if (parent_s) {
+    roots = strcmp(parent_s, "null") == 0;
+    if (!roots && parse_i64(parent_s, &parent) != 0) {
+      dg_problem(r, 400, NULL, "parent_id must be a 64-bit integer or null");
+      return 0;
+    }
+  }
+  if (after_s && parse_i64(after_s, &after) != 0) {
+    dg_problem(r, 400, NULL, "after must be a 64-bit integer row id");
+    return 0;
+  }
+  dg_tabledef_t *t = table_or_problem(r);
+  if (t == NULL) return 0;
+  duckdb_connection c = conn_or_problem(r);
+  if (c == NULL) {
+    dg_tabledef_unref(t);
+    return 0;
+  }
+
+  dg_buf_t sql;
+  dg_buf_init(&sql);
+  select_list(&sql, t);
+  dg_buf_printf(&sql, " FROM main.\"%s\" WHERE true", t->name);
+  idx_t np = 0;
+  if (roots) dg_buf_puts(&sql, " AND parent_id IS NULL");
+  else if (parent_s) dg_buf_printf(&sql, " AND parent_id = $%llu", (unsigned long long)++np);
+  if (after_s) dg_buf_printf(&sql, " AND id > $%llu", (unsigned long long)++np);
+  dg_buf_printf(&sql, " ORDER BY id LIMIT $%llu", (unsigned long long)++np);
+
+  duckdb_prepared_statement st = NULL;
+  if (prepare_or_problem(r, c, t, sql.data, &st) != 0) goto out;
+  idx_t p = 1;
+  if (parent_s && !roots) duckdb_bind_int64(st, p++, parent);
+  if (after_s) duckdb_bind_int64(st, p++, after);
+  duckdb_bind_int64(st, p, limit + 1); /* one more tells whether "next" is due */
+
+  duckdb_result res;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    db_failed(r, t->name, "listing rows", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&st);
+    goto out;
+  }
+  idx_t ncols = FIRST_CELL + (idx_t)t->ncols;
+  colv_t *cols = dg_calloc(ncols, sizeof *cols);
+  if (describe_result(&res, t, ncols, cols) != 0) {
+    db_failed(r, t->name, "listing rows", "the columns differ from the catalog");
+  } else {
+    dg_buf_t body;
+    dg_buf_init(&body);
+    dg_jsonw_t w;
+    dg_jsonw_init(&w, &body);
+    dg_jsonw_obj(&w);
+    dg_jsonw_key(&w, "rows");
+    dg_jsonw_arr(&w);
+    int64_t written = 0, last = 0;
+    int more = 0;
+    duckdb_data_chunk chunk;
+    while (!more && (chunk = duckdb_fetch_chunk(res)) != NULL) {
+      idx_t n = duckdb_data_chunk_get_size(chunk);
+      bind_chunk(chunk, ncols, cols);
+      for (idx_t i = 0; i < n; i++) {
+        if (written == limit) {
+          more = 1;
+          break;
+        }
+        write_row(&w, t, cols, i, 0);
+        last = bigint_at(&cols[0], i);
+        written++;
+      }
+      duckdb_destroy_data_chunk(&chunk);
+    }
+    dg_jsonw_end(&w);
+    dg_jsonw_key(&w, "next");
+    if (more) dg_jsonw_id(&w, last);
+    else dg_jsonw_null(&w);
+    dg_jsonw_end(&w);
+    dg_reply_buf(r, 200, &body);
+    dg_buf_dispose(&body);
+  }
+  dg_free(cols);
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+out:
+  dg_buf_dispose(&sql);
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+static int row_get(dg_req_t *r) {
+  int64_t id;
+  dg_tabledef_t *t = table_or_problem(r);
+  if (t == NULL) return 0;
+  if (parse_i64(r->params[1], &id) != 0) {
+    dg_problem(r, 400, NULL, "'%.40s' is not a 64-bit integer row id", r->params[1]);
+    dg_tabledef_unref(t);
+    return 0;
+  }
+  duckdb_connection c = conn_or_problem(r);
+  if (c == NULL) {
+    dg_tabledef_unref(t);
+    return 0;
+  }
+  /* One statement, so the row and its child count come from one snapshot. */
+  dg_buf_t sql;
+  dg_buf_init(&sql);
+  select_list(&sql, t);
+  dg_buf_printf(&sql,
+                ", (SELECT count(*) FROM main.\"%s\" WHERE parent_id = $1)::BIGINT"
+                " FROM main.\"%s\" WHERE id = $1",
+                t->name, t->name);
+  duckdb_prepared_statement st = NULL;
+  if (prepare_or_problem(r, c, t, sql.data, &st) != 0) goto out;
+  duckdb_bind_int64(st, 1, id);
+  duckdb_result res;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    db_failed(r, t->name, "reading a row", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&st);
+    goto out;
+  }
+  idx_t ncols = FIRST_CELL + (idx_t)t->ncols + 1;
+  colv_t *cols = dg_calloc(ncols, sizeof *cols);
+  duckdb_data_chunk chunk = NULL;
+  if (describe_result(&res, t, ncols, cols) != 0) {
+    db_failed(r, t->name, "reading a row", "the columns differ from the catalog");
+  } else if ((chunk = duckdb_fetch_chunk(res)) == NULL || duckdb_data_chunk_get_size(chunk) == 0) {
+    dg_problem(r, 404, NULL, "row %" PRId64 " does not exist in table '%s'", id, t->name);
+  } else {
+    dg_buf_t body;
+    dg_buf_init(&body);
+    dg_jsonw_t w;
+    dg_jsonw_init(&w, &body);
+    bind_chunk(chunk, ncols, cols);
+    write_row(&w, t, cols, 0, 1);
+    dg_reply_buf(r, 200, &body);
+    dg_buf_dispose(&body);
+  }
+  if (chunk) duckdb_destroy_data_chunk(&chunk);
+  dg_free(cols);
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+out:
+  dg_buf_dispose(&sql);
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+const dg_route_t dg_routes_read[] = {
+    {"GET", "/tables", DG_ROLE_READ, tables_list, 0},
+    {"GET", "/tables/:table", DG_ROLE_READ, table_get, 0},
+    {"GET", "/tables/:table/rows", DG_ROLE_READ, rows_list, 0},
+    {"GET", "/tables/:table/rows/:id", DG_ROLE_READ, row_get, 0},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+};

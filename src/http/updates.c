@@ -1,0 +1,439 @@
+/*
+ * updates.c -- GET /get_updates: the seed's notification flow, read from the
+ * response stream (app->res_stream, "response_duck").
+ *
+ *   GET /get_updates?since=<update id>|0|$&limit=100&wait_ms=0&table=
+ *     -> {"updates":[update…],"next":"<update id>"}
+ *
+ * Every entry of the stream has one field, `res`, holding a complete update
+ * object as JSON text. It is passed through byte for byte (never decoded and
+ * re-encoded), so a client sees exactly what the manager published.
+ *
+ * Cursor. `since` names the last update the client has; it gets the ones
+ * strictly after it, and `next` is the id to pass as `since` next time:
+ *
+ *   since omitted or 0   from the oldest retained entry
+ *   since $              only entries newer than now: resolved first to the
+ *                        stream's last-generated-id (XINFO STREAM), then read
+ *                        after that
+ *   since ms-seq         entries after that id
+ *
+ *   next = id of the last entry returned or scanned, or the resolved `since`
+ *          when there was nothing.
+ *
+ * Gone (410). The stream is capped (XADD MAXLEN ~), so an old cursor may point
+ * before what is retained, and the client must reload instead of silently
+ * missing updates. Redis 7.0 does not record trimmed entries in
+ * max-deleted-entry-id (DESIGN.md), so we decide from XINFO STREAM, read right
+ * AFTER the XREAD in the same pipeline (trimming only moves the head forward,
+ * so reading the head late can only err towards 410, never hide a gap):
+ *
+ *   gone  iff  since is an explicit id > 0-0
+ *         and  something was trimmed: entries-added > length
+ *              (or entries-added is unknown, on a Redis before 7.0)
+ *         and  since < first retained id        (stream not empty)
+ *              since < last-generated-id        (stream empty)
+ *
+ * The one imprecision: a cursor equal to the id just before the first
+ * retained entry has missed nothing but is told 410; with only the head's id
+ * we cannot prove it was the predecessor. Reloading is always correct.
+ *
+ * Long poll. With wait_ms > 0 and nothing to return, the request blocks in
+ * XREAD BLOCK (server-side, no polling loop) until an entry arrives or the
+ * time is up. The block is taken in slices of BLOCK_SLICE_MS so a server
+ * shutting down is not held up by idle long polls for 30 s.
+ *
+ * Table filter. With table=<name>, an update is kept when its top-level
+ * "table" is that name or any of its "changes" has that "table" (jansson
+ * parses each entry, for the decision only; the text sent is the original).
+ * The read continues past non-matching entries until `limit` matches, the
+ * end of the stream, or SCAN_MAX entries scanned; `next` then still advances
+ * past everything scanned, so the client never scans the same entries twice.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "dg/buf.h"
+#include "dg/catalog.h"
+#include "dg/common.h"
+#include "dg/http.h"
+#include "dg/jsonw.h"
+#include "dg/log.h"
+#include "dg/redis.h"
+#include "dg/redis_pool.h"
+
+/* Updates per response unless the client asks otherwise. */
+#define LIMIT_DEFAULT 100
+/* Most updates per response: bounds the reply held in memory. */
+#define LIMIT_MAX 10000
+/* Longest long poll; proxies commonly cut idle requests at 60 s. */
+#define WAIT_MAX_MS 30000
+/* One XREAD BLOCK at most this long, so shutdown waits at most this for a
+ * long poll; 30 round trips per idle 30 s poll cost Redis nothing. */
+#define BLOCK_SLICE_MS 1000
+/* Socket timeout beyond the BLOCK time, for the reply's trip back. */
+#define BLOCK_MARGIN_MS 2000
+/* Entries read per XREAD when filtering by table. */
+#define FILTER_BATCH 1000
+/* Entries one filtered request scans at most; the client continues from
+ * `next`. Parsing ~20k small updates takes a few ms. */
+#define SCAN_MAX 20000
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ======================================================================= */
+/* Parameters                                                                */
+/* ======================================================================= */
+
+/* Plain decimal in 0..max (no sign, no leading zeros). 0 or DG_EINVAL. */
+static int parse_bounded(const char *s, int64_t max, int64_t *out) {
+  if (s == NULL || *s < '0' || *s > '9' || (s[0] == '0' && s[1] != '\0')) return DG_EINVAL;
+  int64_t v = 0;
+  for (const char *p = s; *p; p++) {
+    if (*p < '0' || *p > '9') return DG_EINVAL;
+    v = v * 10 + (*p - '0');
+    if (v > max) return DG_EINVAL;
+  }
+  *out = v;
+  return 0;
+}
+
+typedef enum { SINCE_OLDEST, SINCE_NOW, SINCE_ID } since_kind_t;
+
+typedef struct {
+  since_kind_t since_kind;
+  dg_redis_xid_t since; /* SINCE_ID: the cursor                     */
+  int64_t limit;        /* 1..LIMIT_MAX                             */
+  int64_t wait_ms;      /* 0..WAIT_MAX_MS                           */
+  const char *table;    /* filter, or NULL (borrowed from the query) */
+} params_t;
+
+static int params_or_problem(dg_req_t *r, params_t *p) {
+  memset(p, 0, sizeof *p);
+  const char *s = dg_query(r, "limit");
+  p->limit = LIMIT_DEFAULT;
+  if (s && (parse_bounded(s, LIMIT_MAX, &p->limit) != 0 || p->limit < 1)) {
+    dg_problem(r, 400, NULL, "limit must be an integer from 1 to %d", LIMIT_MAX);
+    return DG_EINVAL;
+  }
+  s = dg_query(r, "wait_ms");
+  if (s && parse_bounded(s, WAIT_MAX_MS, &p->wait_ms) != 0) {
+    dg_problem(r, 400, NULL, "wait_ms must be an integer from 0 to %d", WAIT_MAX_MS);
+    return DG_EINVAL;
+  }
+  p->table = dg_query(r, "table");
+  if (p->table && *p->table == '\0') p->table = NULL; /* table= means no filter */
+  if (p->table && !dg_name_valid(p->table)) {
+    dg_problem(r, 400, NULL, "'%.80s' is not a valid table name", p->table);
+    return DG_EINVAL;
+  }
+  s = dg_query(r, "since");
+  if (s == NULL || *s == '\0' || strcmp(s, "0") == 0) {
+    p->since_kind = SINCE_OLDEST;
+  } else if (strcmp(s, "$") == 0) {
+    p->since_kind = SINCE_NOW;
+  } else if (dg_redis_xid_parse(s, strlen(s), &p->since) == 0) {
+    p->since_kind = p->since.ms == 0 && p->since.seq == 0 ? SINCE_OLDEST : SINCE_ID;
+  } else {
+    dg_problem(r, 400, NULL,
+               "since must be an update id like \"1732870000000-0\", 0 or $; got '%.60s'", s);
+    return DG_EINVAL;
+  }
+  return 0;
+}
+
+/* ======================================================================= */
+/* Stream state                                                              */
+/* ======================================================================= */
+
+typedef struct {
+  long long length;         /* entries retained                          */
+  long long entries_added;  /* ever added; -1 when Redis does not say    */
+  dg_redis_xid_t first;     /* first retained entry (length > 0)          */
+  dg_redis_xid_t last;      /* last-generated-id                          */
+} xinfo_t;
+
+static int reply_xid(const redisReply *v, dg_redis_xid_t *out) {
+  if (v == NULL || (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_STATUS))
+    return DG_EIO;
+  return dg_redis_xid_parse(v->str, v->len, out) == 0 ? 0 : DG_EIO;
+}
+
+/* Reads an XINFO STREAM reply (RESP2: a flat array of name/value pairs). A
+ * missing key is an empty stream. DG_EIO on any other error or shape. */
+static int parse_xinfo(const redisReply *rep, xinfo_t *out) {
+  xinfo_t x = {0, -1, {0, 0}, {0, 0}};
+  if (rep->type == REDIS_REPLY_ERROR) {
+    if (strstr(rep->str, "no such key") == NULL) return DG_EIO;
+    x.entries_added = 0;
+    *out = x;
+    return 0;
+  }
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2 != 0) return DG_EIO;
+  int have_len = 0, have_last = 0, have_first = 0;
+  for (size_t i = 0; i < rep->elements; i += 2) {
+    const redisReply *k = rep->element[i], *v = rep->element[i + 1];
+    if (k->type != REDIS_REPLY_STRING && k->type != REDIS_REPLY_STATUS) return DG_EIO;
+    if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER) {
+      x.length = v->integer;
+      have_len = 1;
+    } else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER) {
+      x.entries_added = v->integer;
+    } else if (strcmp(k->str, "last-generated-id") == 0) {
+      if (reply_xid(v, &x.last) != 0) return DG_EIO;
+      have_last = 1;
+    } else if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY &&
+               v->elements >= 1) {
+      if (reply_xid(v->element[0], &x.first) != 0) return DG_EIO;
+      have_first = 1;
+    }
+  }
+  if (!have_len || !have_last || (x.length > 0 && !have_first)) return DG_EIO;
+  *out = x;
+  return 0;
+}
+
+/* The rule in the header comment. */
+static int is_gone(const params_t *p, const xinfo_t *x) {
+  if (p->since_kind != SINCE_ID) return 0;
+  int trimmed = x->entries_added < 0 || x->entries_added > x->length;
+  if (!trimmed) return 0;
+  if (x->length > 0) return dg_redis_xid_cmp(p->since, x->first) < 0;
+  return dg_redis_xid_cmp(p->since, x->last) < 0;
+}
+
+/* ======================================================================= */
+/* Reading                                                                   */
+/* ======================================================================= */
+
+typedef struct {
+  dg_req_t *r;
+  const params_t *p;
+  dg_redis_t *conn;
+  dg_redis_xid_t cursor;  /* last entry consumed (or the resolved since) */
+  dg_jsonw_t w;           /* writes into body                            */
+  dg_buf_t body;
+  int64_t matched;        /* updates written                             */
+  int64_t scanned;        /* entries consumed                            */
+  int stop;               /* limit reached                               */
+} scan_t;
+
+/* Is the text a JSON object, at a glance? (A full parse is left to the
+ * filter; the manager writes these, this only keeps a damaged entry from
+ * breaking the whole response.) */
+static int looks_like_object(const char *s, size_t n) {
+  while (n && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')) s++, n--;
+  while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == '\t')) n--;
+  return n >= 2 && s[0] == '{' && s[n - 1] == '}';
+}
+
+/* Does the update concern table? Its own "table" or any change's "table". */
+static int matches_table(const char *text, size_t n, const char *table) {
+  json_t *u = json_loadb(text, n, 0, NULL);
+  if (u == NULL) return 0;
+  const char *t = json_string_value(json_object_get(u, "table"));
+  int yes = t && strcmp(t, table) == 0;
+  json_t *changes = json_object_get(u, "changes");
+  size_t i;
+  json_t *c;
+  json_array_foreach(changes, i, c) {
+    if (yes) break;
+    const char *ct = json_string_value(json_object_get(c, "table"));
+    yes = ct && strcmp(ct, table) == 0;
+  }
+  json_decref(u);
+  return yes;
+}
+
+/* Consumes the entries of an XREAD reply; returns how many it saw. */
+static size_t consume(scan_t *s, const redisReply *rep) {
+  dg_redis_xiter_t it;
+  dg_redis_xentry_t e;
+  size_t seen = 0;
+  if (dg_redis_xiter_init_xread(&it, rep) != 0) return 0;
+  while (!s->stop && dg_redis_xiter_next(&it, &e)) {
+    dg_redis_xid_t id;
+    if (dg_redis_xid_parse(e.id.ptr, e.id.len, &id) != 0) continue;
+    s->cursor = id;
+    s->scanned++;
+    seen++;
+    dg_redis_str_t res;
+    if (dg_redis_xentry_get(&e, "res", 3, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
+      dg_log_warn("get_updates: entry %.*s of %s has no valid 'res'; skipped", (int)e.id.len,
+                  e.id.ptr, s->r->app->res_stream);
+      continue;
+    }
+    if (s->p->table && !matches_table(res.ptr, res.len, s->p->table)) continue;
+    dg_jsonw_raw(&s->w, res.ptr, res.len);
+    if (++s->matched == s->p->limit) s->stop = 1;
+  }
+  return seen;
+}
+
+/* XREAD [BLOCK block_ms] COUNT count STREAMS key <cursor>. */
+static int xread(scan_t *s, int64_t count, int64_t block_ms, redisReply **rep) {
+  char idbuf[DG_REDIS_XID_BUFSZ], cnt[24], blk[24];
+  dg_redis_xid_format(s->cursor, idbuf, sizeof idbuf);
+  snprintf(cnt, sizeof cnt, "%lld", (long long)count);
+  const char *key = s->r->app->res_stream;
+  if (block_ms <= 0) {
+    const char *argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};
+    return dg_redis_command(s->conn, 6, argv, NULL, rep);
+  }
+  snprintf(blk, sizeof blk, "%lld", (long long)block_ms);
+  const char *argv[] = {"XREAD", "BLOCK", blk, "COUNT", cnt, "STREAMS", key, idbuf};
+  return dg_redis_command_timeout(s->conn, (int)block_ms + BLOCK_MARGIN_MS, 8, argv, NULL, rep);
+}
+
+/* An error reply to XREAD is a bug or a misconfiguration (wrong key type). */
+static int check_reply(const redisReply *rep) {
+  return rep->type == REDIS_REPLY_ERROR ? DG_EINTERNAL : 0;
+}
+
+/*
+ * The read loop, starting with the first batch when the caller already has
+ * it (first, may be NULL; freed here):
+ *
+ *   XREAD (non-blocking) ──▶ consume ──▶ limit reached, or SCAN_MAX ──▶ done
+ *        ▲                     │ unfiltered and got some ─────────────▶ done
+ *        │ full batch          │ filtered: full batch ──▶ read on
+ *        └─────────────────────┤ fewer than a batch or none:
+ *                              ▼
+ *             matched > 0, wait_ms = 0, time up, or stopping ──▶ done
+ *                              │ else
+ *                              ▼
+ *             XREAD BLOCK min(time left, slice) ──▶ consume ──▶ (as above)
+ *
+ * Returns 0 (the body holds what was consumed) or a DG_E* code when Redis
+ * fails before anything was consumed.
+ */
+static int scan(scan_t *s, redisReply *first) {
+  const params_t *p = s->p;
+  int64_t deadline = now_ms() + p->wait_ms;
+  int64_t batch = p->table ? FILTER_BATCH : p->limit;
+  redisReply *rep = first;
+  int may_block = 0; /* the stream had nothing more: the next read blocks */
+  for (;;) {
+    if (rep == NULL) {
+      int64_t block = 0;
+      if (may_block) {
+        int64_t left = deadline - now_ms();
+        block = left < BLOCK_SLICE_MS ? left : BLOCK_SLICE_MS;
+        if (block < 1) return 0;
+      }
+      int rc = xread(s, batch, block, &rep);
+      if (rc == 0 && check_reply(rep) != 0) {
+        dg_log_error("get_updates: XREAD %s: %s", s->r->app->res_stream, rep->str);
+        freeReplyObject(rep);
+        rep = NULL;
+        rc = DG_EINTERNAL;
+      }
+      if (rc != 0) return s->scanned > 0 ? 0 : rc; /* keep what was consumed */
+    }
+    size_t seen = consume(s, rep);
+    freeReplyObject(rep);
+    rep = NULL;
+    if (s->stop || s->scanned >= SCAN_MAX) return 0;
+    if (seen > 0 && !p->table) return 0; /* one batch of `limit` is the answer */
+    if ((int64_t)seen == batch) {
+      may_block = 0; /* filtered: there may be more right behind */
+      continue;
+    }
+    /* The stream has nothing more now. Wait only for the first update. */
+    if (s->matched > 0 || p->wait_ms == 0 || now_ms() >= deadline ||
+        atomic_load(&s->r->app->stopping))
+      return 0;
+    may_block = 1;
+  }
+}
+
+static int get_updates(dg_req_t *r) {
+  params_t p;
+  if (params_or_problem(r, &p) != 0) return 0;
+  dg_app_t *app = r->app;
+  scan_t s;
+  memset(&s, 0, sizeof s);
+  s.r = r;
+  s.p = &p;
+  s.conn = dg_redis_pool_get(app->redis);
+  dg_buf_init(&s.body);
+
+  /* First round trip: resolve `$` / check 410, and read the first batch. */
+  char idbuf[DG_REDIS_XID_BUFSZ], cnt[24];
+  const char *key = app->res_stream;
+  const char *xinfo[] = {"XINFO", "STREAM", key};
+  redisReply *first = NULL;
+  int rc = 0;
+  xinfo_t x;
+  if (p.since_kind == SINCE_NOW) {
+    redisReply *rep = NULL;
+    rc = dg_redis_command(s.conn, 3, xinfo, NULL, &rep);
+    if (rc == 0 && parse_xinfo(rep, &x) != 0) rc = DG_EINTERNAL;
+    if (rc == 0) s.cursor = x.last;
+    if (rep) freeReplyObject(rep);
+  } else if (p.since_kind == SINCE_ID) {
+    s.cursor = p.since;
+    int64_t batch = p.table ? FILTER_BATCH : p.limit;
+    dg_redis_xid_format(p.since, idbuf, sizeof idbuf);
+    snprintf(cnt, sizeof cnt, "%lld", (long long)batch);
+    const char *xread_argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};
+    /* XREAD first, XINFO second: see "Gone" above for why this order. */
+    dg_redis_cmd_t cmds[2] = {{6, xread_argv, NULL}, {3, xinfo, NULL}};
+    redisReply *reps[2] = {NULL, NULL};
+    rc = dg_redis_pipeline(s.conn, 2, cmds, reps);
+    if (rc == 0 && (check_reply(reps[0]) != 0 || parse_xinfo(reps[1], &x) != 0)) {
+      dg_log_error("get_updates: unexpected reply from %s: %s", key,
+                   reps[0]->type == REDIS_REPLY_ERROR ? reps[0]->str
+                   : reps[1]->type == REDIS_REPLY_ERROR ? reps[1]->str : "bad shape");
+      rc = DG_EINTERNAL;
+    }
+    if (rc == 0 && is_gone(&p, &x)) {
+      char firstbuf[DG_REDIS_XID_BUFSZ];
+      dg_redis_xid_format(x.length > 0 ? x.first : x.last, firstbuf, sizeof firstbuf);
+      json_t *extra = json_pack("{s:s}", "oldest", x.length > 0 ? firstbuf : "");
+      dg_problem(r, 410, extra,
+                 "updates after %s are no longer retained (oldest is %s); reload the tables "
+                 "and continue from since=$",
+                 idbuf, x.length > 0 ? firstbuf : "none");
+      rc = DG_EGONE;
+    }
+    if (rc == 0) first = reps[0];
+    else if (reps[0]) freeReplyObject(reps[0]);
+    if (reps[1]) freeReplyObject(reps[1]);
+  }
+
+  if (rc == 0) {
+    dg_jsonw_init(&s.w, &s.body);
+    dg_jsonw_obj(&s.w);
+    dg_jsonw_key(&s.w, "updates");
+    dg_jsonw_arr(&s.w);
+    rc = scan(&s, first);
+  }
+  dg_redis_pool_put(app->redis, s.conn);
+
+  if (rc == 0) {
+    dg_jsonw_end(&s.w);
+    dg_jsonw_key(&s.w, "next");
+    dg_redis_xid_format(s.cursor, idbuf, sizeof idbuf);
+    dg_jsonw_str(&s.w, idbuf);
+    dg_jsonw_end(&s.w);
+    dg_reply_buf(r, 200, &s.body);
+  } else if (rc == DG_EINTERNAL) {
+    dg_problem(r, 500, NULL, "reading the update stream failed");
+  } else if (rc != DG_EGONE) {
+    dg_problem(r, 503, NULL, "the update stream is unavailable (redis: %s)", dg_strerror(rc));
+  }
+  dg_buf_dispose(&s.body);
+  return 0;
+}
+
+const dg_route_t dg_routes_updates[] = {
+    {"GET", "/get_updates", DG_ROLE_READ, get_updates, 0},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+};

@@ -1,0 +1,812 @@
+/*
+ * write.c -- every write route: validate at once, queue on request_duck,
+ * and (unless async) wait for the outcome.
+ *
+ *   client JSON ──validate (names, types, catalog)──▶ 400/404/409 at once
+ *               └─normalise──▶ {"op",…,"request_id","user"} ──XADD──▶ request_duck
+ *                                     sync: wait for the outcome by request_id
+ *                                     async: 202 {"request_id","stream_id","status":"queued"}
+ *
+ * Normalised requests carry number values as exact decimal strings at the
+ * column's scale ("1000.00"), so nothing on the way to the manager is a
+ * double. The API never writes DuckDB: the manager does.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dg/buf.h"
+#include "dg/catalog.h"
+#include "dg/common.h"
+#include "dg/decimal.h"
+#include "dg/http.h"
+#include "dg/jsonw.h"
+#include "dg/log.h"
+#include "dg/redis_pool.h"
+#include "dg/views.h"
+#include "dg/waiters.h"
+
+/* A request_id is an opaque client token; 128 bytes hold any UUID or ULID
+ * with room for a prefix, and keep the waiter table's keys small. */
+#define MAX_REQUEST_ID 128
+/* Rows in one insert: the 100,000-row bulk load with room to spare; the body
+ * limit is the real bound. */
+#define MAX_ROWS 1000000
+/* Updates in one update_cells: a pasted block of a sheet. */
+#define MAX_UPDATES 100000
+/* View SQL: a long analytical query fits easily. */
+#define MAX_VIEW_SQL 65536
+
+/* ---- value parsing --------------------------------------------------------- */
+
+/* A JSON number or decimal string -> scaled int64 at `scale`.
+ * Reals are read back through their shortest round-trip text, which is
+ * what the client wrote ("120.505" stays 120.505, not 120.50499…). */
+static int number_of(const json_t *v, int scale, int64_t *out) {
+  char text[64];
+  if (json_is_integer(v)) {
+    snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+  } else if (json_is_real(v)) {
+    double d = json_real_value(v);
+    if (!isfinite(d)) return DG_EINVAL;
+    for (int p = 1; p <= 17; p++) {
+      snprintf(text, sizeof text, "%.*g", p, d);
+      if (strtod(text, NULL) == d) break;
+    }
+  } else if (json_is_string(v)) {
+    return dg_decimal_parse(json_string_value(v), json_string_length(v), scale, out);
+  } else {
+    return DG_EINVAL;
+  }
+  return dg_decimal_parse(text, strlen(text), scale, out);
+}
+
+static json_t *dec_json(int64_t v, int scale) {
+  char buf[DG_DECIMAL_FORMAT_MAX + 8];
+  size_t n = dg_decimal_format(v, scale, buf, sizeof buf);
+  return json_stringn(buf, n);
+}
+
+/* A row id: a JSON integer or a string of one (ids beyond 2^53). */
+static int row_id_of(const json_t *v, int64_t *out) {
+  if (json_is_integer(v)) {
+    *out = json_integer_value(v);
+    return *out == INT64_MIN ? DG_EINVAL : 0;
+  }
+  if (!json_is_string(v)) return DG_EINVAL;
+  const char *s = json_string_value(v);
+  size_t n = json_string_length(v);
+  if (n == 0 || n > 20) return DG_EINVAL;
+  int neg = s[0] == '-';
+  if (neg && n == 1) return DG_EINVAL;
+  uint64_t acc = 0;
+  for (size_t i = neg; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return DG_EINVAL;
+    uint64_t d = (uint64_t)(s[i] - '0');
+    if (acc > (UINT64_MAX - d) / 10) return DG_EINVAL;
+    acc = acc * 10 + d;
+  }
+  if (acc > (uint64_t)INT64_MAX) return DG_EINVAL;
+  *out = neg ? -(int64_t)acc : (int64_t)acc;
+  return 0;
+}
+
+static int row_id_str(const char *s, int64_t *out) {
+  json_t *j = json_string(s);
+  int rc = j ? row_id_of(j, out) : DG_EINVAL;
+  json_decref(j);
+  return rc;
+}
+
+/* ---- request building ------------------------------------------------------ */
+
+static json_t *base_request(dg_req_t *r, const char *op) {
+  return json_pack("{s:s,s:s}", "op", op, "user", r->who.user);
+}
+
+/* Finds or makes the request_id; DG_EINVAL when the client's is unusable. */
+static int request_id_of(dg_req_t *r, char out[MAX_REQUEST_ID + 1], int *client_given) {
+  json_t *v = r->body ? json_object_get(r->body, "request_id") : NULL;
+  *client_given = 0;
+  if (v && !json_is_null(v)) {
+    if (!json_is_string(v)) return DG_EINVAL;
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n == 0 || n > MAX_REQUEST_ID) return DG_EINVAL;
+    for (size_t i = 0; i < n; i++)
+      if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) return DG_EINVAL;
+    memcpy(out, s, n + 1);
+    *client_given = 1;
+    return 0;
+  }
+  unsigned char raw[12];
+  if (RAND_bytes(raw, sizeof raw) != 1) return DG_EIO;
+  static const char hex[] = "0123456789abcdef";
+  memcpy(out, "r-", 2);
+  for (size_t i = 0; i < sizeof raw; i++) {
+    out[2 + 2 * i] = hex[raw[i] >> 4];
+    out[3 + 2 * i] = hex[raw[i] & 15];
+  }
+  out[2 + 2 * sizeof raw] = '\0';
+  return 0;
+}
+
+static int is_async(const dg_req_t *r) {
+  const char *a = dg_query(r, "async");
+  if (a && (strcmp(a, "true") == 0 || strcmp(a, "1") == 0)) return 1;
+  const char *p = dg_header(r, "Prefer");
+  return p && strstr(p, "respond-async") != NULL;
+}
+
+/* The stored outcome of an earlier request with this id, if any (owned). */
+static char *stored_outcome(dg_app_t *app, const char *request_id) {
+  duckdb_connection c = dg_db_conn(app->db);
+  duckdb_prepared_statement st;
+  char *res = NULL;
+  if (c == NULL) return NULL;
+  if (duckdb_prepare(c, "SELECT res FROM dg.outcomes WHERE request_id = $1 LIMIT 1", &st) ==
+      DuckDBSuccess) {
+    duckdb_bind_varchar(st, 1, request_id);
+    duckdb_result q;
+    if (duckdb_execute_prepared(st, &q) == DuckDBSuccess && duckdb_row_count(&q) == 1) {
+      char *v = duckdb_value_varchar(&q, 0, 0);
+      if (v) res = dg_strdup(v);
+      duckdb_free(v);
+    }
+    duckdb_destroy_result(&q);
+  }
+  duckdb_destroy_prepare(&st);
+  return res;
+}
+
+/* How a successful outcome becomes the HTTP answer. */
+typedef enum {
+  REPLY_UPDATE,  /* 200, the update object                   */
+  REPLY_TABLE,   /* 201, its "table_def"                      */
+  REPLY_ROWS,    /* 201, {"rows": its "rows"}                 */
+  REPLY_ROW,     /* 200, its "row"                            */
+  REPLY_VIEW,    /* 201, {"name","sql"}: its "view_def"       */
+  REPLY_EMPTY,   /* 204                                        */
+} reply_kind_t;
+
+static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t kind) {
+  json_error_t jerr;
+  json_t *o = json_loadb(res, len, 0, &jerr);
+  if (o == NULL) {
+    dg_problem(r, 500, NULL, "the outcome could not be read");
+    return;
+  }
+  const char *status = json_string_value(json_object_get(o, "status"));
+  if (status == NULL || strcmp(status, "applied") != 0) {
+    json_t *err = json_object_get(o, "error");
+    int code = (int)json_integer_value(json_object_get(err, "status"));
+    const char *detail = json_string_value(json_object_get(err, "detail"));
+    json_t *extra = json_pack("{s:O?,s:O?,s:O?}", "request_id", json_object_get(o, "request_id"),
+                              "stream_id", json_object_get(o, "stream_id"), "update_id",
+                              json_object_get(o, "update_id"));
+    dg_problem(r, code >= 400 && code < 600 ? code : 500, extra, "%s",
+               detail ? detail : "the request was rejected");
+    json_decref(o);
+    return;
+  }
+  json_decref(o);
+  const char *key = kind == REPLY_TABLE ? "table_def"
+                    : kind == REPLY_ROWS ? "rows"
+                    : kind == REPLY_ROW  ? "row"
+                    : kind == REPLY_VIEW ? "view_def"
+                                         : NULL;
+  dg_buf_t out;
+  dg_buf_init(&out);
+  const char *v;
+  size_t vn;
+  switch (kind) {
+    case REPLY_EMPTY: dg_reply_empty(r, 204); break;
+    case REPLY_UPDATE:
+      dg_buf_append(&out, res, len);
+      dg_reply_buf(r, 200, &out);
+      break;
+    default:
+      if (dg_json_raw_member(res, len, key, &v, &vn) != 0) {
+        dg_problem(r, 500, NULL, "the outcome lacks '%s'", key);
+        break;
+      }
+      if (kind == REPLY_ROWS) dg_buf_puts(&out, "{\"rows\":");
+      dg_buf_append(&out, v, vn);
+      if (kind == REPLY_ROWS) dg_buf_putc(&out, '}');
+      dg_reply_buf(r, kind == REPLY_ROW ? 200 : 201, &out);
+  }
+  dg_buf_dispose(&out);
+}
+
+/*
+ * Queues req (stolen) and answers. The waiter is registered before XADD, so
+ * an outcome that arrives before we start waiting is not missed.
+ */
+static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
+  dg_app_t *app = r->app;
+  char rid[MAX_REQUEST_ID + 1];
+  int given = 0;
+  if (request_id_of(r, rid, &given) != 0) {
+    json_decref(req);
+    dg_problem(r, 400, NULL, "request_id must be 1..%d printable ASCII characters", MAX_REQUEST_ID);
+    return;
+  }
+  json_object_set_new(req, "request_id", json_string(rid));
+  int async = is_async(r);
+  dg_waiter_t w;
+  if (!async) dg_waiters_add(app->waiters, &w, rid);
+  if (given) {
+    char *prior = stored_outcome(app, rid);
+    if (prior) {
+      json_decref(req);
+      if (!async) dg_waiters_remove(app->waiters, &w);
+      if (async) {
+        json_t *body = json_loadb(prior, strlen(prior), 0, NULL);
+        json_t *q = json_pack("{s:s,s:O?,s:s}", "request_id", rid, "stream_id",
+                              json_object_get(body, "stream_id"), "status", "duplicate");
+        json_decref(body);
+        dg_reply_json(r, 202, q);
+      } else {
+        reply_outcome(r, prior, strlen(prior), kind);
+      }
+      dg_free(prior);
+      return;
+    }
+  }
+  char *text = json_dumps(req, JSON_COMPACT);
+  json_decref(req);
+  const char *argv[] = {"XADD", app->req_stream, "*", "req", text};
+  size_t argvlen[] = {4, strlen(app->req_stream), 1, 3, strlen(text)};
+  dg_redis_t *c = dg_redis_pool_get(app->redis);
+  redisReply *rep = NULL;
+  int rc = dg_redis_command(c, 5, argv, argvlen, &rep);
+  dg_redis_pool_put(app->redis, c);
+  free(text);
+  char sid[DG_REDIS_XID_BUFSZ] = "";
+  if (rc == 0 && rep->type == REDIS_REPLY_STRING && rep->len < sizeof sid) {
+    memcpy(sid, rep->str, rep->len);
+    sid[rep->len] = '\0';
+  } else {
+    if (rc == 0) dg_log_error("XADD %s: %s", app->req_stream, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+    rc = DG_EUNAVAIL;
+  }
+  if (rep) freeReplyObject(rep);
+  if (rc != 0) {
+    if (!async) dg_waiters_remove(app->waiters, &w);
+    dg_problem(r, 503, json_pack("{s:s}", "request_id", rid),
+               "the request queue (Redis) is unavailable; nothing was queued");
+    return;
+  }
+  if (async) {
+    dg_reply_json(r, 202, json_pack("{s:s,s:s,s:s}", "request_id", rid, "stream_id", sid,
+                                    "status", "queued"));
+    return;
+  }
+  rc = dg_waiters_wait(app->waiters, &w, app->cfg->sync_timeout_ms);
+  if (rc == 0) {
+    reply_outcome(r, w.res, w.res_len, kind);
+  } else {
+    dg_problem(r, 504, json_pack("{s:s,s:s}", "request_id", rid, "stream_id", sid),
+               "no outcome within %d ms; the request is queued: look for request_id '%s' in "
+               "get_updates",
+               app->cfg->sync_timeout_ms, rid);
+  }
+  dg_waiters_remove(app->waiters, &w);
+}
+
+/* ---- shared validation ------------------------------------------------------ */
+
+/* Looks up a table named by the client: 400 bad name, 404 absent. */
+static dg_tabledef_t *table_or_problem(dg_req_t *r, const char *name) {
+  if (!dg_name_valid(name)) {
+    dg_problem(r, 400, NULL, "'%.80s' is not a valid table name (^[a-z_][a-z0-9_]{0,62}$)",
+               name ? name : "");
+    return NULL;
+  }
+  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
+  if (t == NULL) dg_problem(r, 404, NULL, "table '%s' does not exist", name);
+  return t;
+}
+
+/* Checks a mode string for a number column of t; 0 or problem answered. */
+static int mode_ok_or_problem(dg_req_t *r, const dg_tabledef_t *t, const char *mode) {
+  static const char *const modes[] = {"proportional", "equal", "add", "percent", "repeat_leaves"};
+  for (size_t i = 0; i < DG_ARRAY_SIZE(modes); i++)
+    if (strcmp(mode, modes[i]) == 0) return 0;
+  if (strncmp(mode, "by:", 3) == 0) {
+    const dg_coldef_t *c = dg_name_valid(mode + 3) ? dg_tabledef_col(t, mode + 3) : NULL;
+    if (c && c->type == DG_COL_NUMBER) return 0;
+    dg_problem(r, 400, NULL, "mode '%.80s': '%.70s' is not a number column of table '%s'", mode,
+               mode + 3, t->name);
+    return -1;
+  }
+  dg_problem(r, 400, NULL,
+             "mode '%.80s' is not one of proportional, equal, add, percent, repeat_leaves, "
+             "by:<column>",
+             mode);
+  return -1;
+}
+
+/* A cell value for column c -> normalised JSON (decimal string, text, null). */
+static json_t *cell_or_problem(dg_req_t *r, const dg_coldef_t *c, const json_t *v, int scale_override,
+                               const char *what) {
+  if (c->type == DG_COL_TEXT) {
+    if (json_is_string(v)) return json_stringn(json_string_value(v), json_string_length(v));
+    if (json_is_null(v)) return json_null();
+    dg_problem(r, 400, NULL, "%s: column '%s' is text; give a string or null", what, c->name);
+    return NULL;
+  }
+  int scale = scale_override >= 0 ? scale_override : c->scale;
+  int64_t x;
+  int rc = v ? number_of(v, scale, &x) : DG_EINVAL;
+  if (rc == 0) return dec_json(x, scale);
+  if (rc == DG_EOVERFLOW)
+    dg_problem(r, 400, NULL, "%s: value out of range for column '%s' (|v| < 10^%d)", what, c->name,
+               18 - scale);
+  else
+    dg_problem(r, 400, NULL, "%s: column '%s' is a number (scale %d); give a JSON number or a "
+               "decimal string",
+               what, c->name, scale);
+  return NULL;
+}
+
+/*
+ * Validates one update_cell body against the catalog and returns the
+ * normalised update (without op/user/request_id), or NULL with the problem
+ * answered. `where` prefixes messages for update_cells ("updates[3]").
+ */
+static json_t *cell_update_or_problem(dg_req_t *r, const json_t *u, const char *where) {
+  if (!json_is_object(u)) {
+    dg_problem(r, 400, NULL, "%s must be an object", where);
+    return NULL;
+  }
+  const char *tname = json_string_value(json_object_get(u, "table"));
+  const char *cname = json_string_value(json_object_get(u, "column"));
+  json_t *rid = json_object_get(u, "row_id");
+  json_t *value = json_object_get(u, "value");
+  if (tname == NULL || cname == NULL || rid == NULL || value == NULL) {
+    dg_problem(r, 400, NULL, "%s needs table, row_id, column and value", where);
+    return NULL;
+  }
+  int64_t row;
+  if (row_id_of(rid, &row) != 0) {
+    dg_problem(r, 400, NULL, "%s: row_id must be a 64-bit integer", where);
+    return NULL;
+  }
+  if (!dg_name_valid(cname)) {
+    dg_problem(r, 400, NULL, "%s: '%.80s' is not a valid column name", where, cname);
+    return NULL;
+  }
+  dg_tabledef_t *t = table_or_problem(r, tname);
+  if (t == NULL) return NULL;
+  json_t *out = NULL;
+  const dg_coldef_t *c = dg_tabledef_col(t, cname);
+  const char *mode = json_string_value(json_object_get(u, "mode"));
+  json_t *mode_j = json_object_get(u, "mode");
+  json_t *expected = json_object_get(u, "expected");
+  if (c == NULL) {
+    dg_problem(r, 404, NULL, "%s: table '%s' has no column '%s'", where, t->name, cname);
+  } else if (!dg_catalog_has_row(r->app->catalog, t->name, row)) {
+    dg_problem(r, 404, NULL, "%s: table '%s' has no row %" PRId64, where, t->name, row);
+  } else if (mode_j && !json_is_null(mode_j) && mode == NULL) {
+    dg_problem(r, 400, NULL, "%s: mode must be a string", where);
+  } else if (mode && c->type == DG_COL_TEXT) {
+    dg_problem(r, 400, NULL, "%s: mode applies to number columns only", where);
+  } else if (mode == NULL || mode_ok_or_problem(r, t, mode) == 0) {
+    /* percent takes a percentage with up to 6 decimals, whatever the column. */
+    int vscale = mode && strcmp(mode, "percent") == 0 ? 6 : -1;
+    json_t *v = cell_or_problem(r, c, value, vscale, where);
+    json_t *e = NULL;
+    int ok = v != NULL;
+    if (ok && expected && !json_is_null(expected)) {
+      e = cell_or_problem(r, c, expected, -1, where);
+      ok = e != NULL;
+    }
+    if (ok) {
+      out = json_pack("{s:s,s:I,s:s,s:o,s:s}", "table", t->name, "row_id", (json_int_t)row,
+                      "column", c->name, "value", v, "mode", mode ? mode : "proportional");
+      if (e) json_object_set_new(out, "expected", e);
+    } else {
+      json_decref(v);
+    }
+  }
+  dg_tabledef_unref(t);
+  return out;
+}
+
+/* ---- routes: cells ------------------------------------------------------------- */
+
+static int update_cell(dg_req_t *r) {
+  json_t *u = cell_update_or_problem(r, r->body, "update_cell");
+  if (u == NULL) return 0;
+  json_t *req = base_request(r, "update_cell");
+  json_object_update(req, u);
+  json_decref(u);
+  submit(r, req, REPLY_UPDATE);
+  return 0;
+}
+
+static int update_cells(dg_req_t *r) {
+  json_t *ups = json_object_get(r->body, "updates");
+  if (!json_is_array(ups) || json_array_size(ups) == 0 || json_array_size(ups) > MAX_UPDATES) {
+    dg_problem(r, 400, NULL, "updates must be an array of 1..%d update_cell bodies", MAX_UPDATES);
+    return 0;
+  }
+  json_t *list = json_array();
+  for (size_t i = 0; i < json_array_size(ups); i++) {
+    char where[32];
+    snprintf(where, sizeof where, "updates[%zu]", i);
+    json_t *u = cell_update_or_problem(r, json_array_get(ups, i), where);
+    if (u == NULL) {
+      json_decref(list);
+      return 0;
+    }
+    json_array_append_new(list, u);
+  }
+  json_t *req = base_request(r, "update_cells");
+  json_object_set_new(req, "updates", list);
+  submit(r, req, REPLY_UPDATE);
+  return 0;
+}
+
+/* ---- routes: tables ------------------------------------------------------------- */
+
+static int create_table(dg_req_t *r) {
+  const char *name = json_string_value(json_object_get(r->body, "name"));
+  json_t *cols = json_object_get(r->body, "columns");
+  if (!dg_name_valid(name)) {
+    dg_problem(r, 400, NULL, "name must match ^[a-z_][a-z0-9_]{0,62}$ and not be id or parent_id");
+    return 0;
+  }
+  if (!json_is_array(cols) || json_array_size(cols) > DG_MAX_COLUMNS) {
+    dg_problem(r, 400, NULL, "columns must be an array of at most %d columns", DG_MAX_COLUMNS);
+    return 0;
+  }
+  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
+  if (t || dg_catalog_has_view(r->app->catalog, name)) {
+    dg_tabledef_unref(t);
+    dg_problem(r, 409, NULL, "'%s' exists already", name);
+    return 0;
+  }
+  json_t *norm = json_array();
+  for (size_t i = 0; i < json_array_size(cols); i++) {
+    json_t *c = json_array_get(cols, i);
+    const char *cn = json_string_value(json_object_get(c, "name"));
+    const char *ty = json_string_value(json_object_get(c, "type"));
+    json_t *sc = json_object_get(c, "scale");
+    const char *bad = NULL;
+    if (!json_is_object(c)) bad = "must be an object";
+    else if (!dg_name_valid(cn)) bad = "has an invalid name (^[a-z_][a-z0-9_]{0,62}$, not id or parent_id)";
+    else if (ty == NULL || (strcmp(ty, "text") != 0 && strcmp(ty, "number") != 0))
+      bad = "needs type \"text\" or \"number\"";
+    else if (sc && !json_is_null(sc) && (strcmp(ty, "text") == 0 || !json_is_integer(sc) ||
+                                         json_integer_value(sc) < 0 || json_integer_value(sc) > 6))
+      bad = "scale must be an integer 0..6, on number columns only";
+    for (size_t k = 0; bad == NULL && k < i; k++)
+      if (strcmp(cn, json_string_value(json_object_get(json_array_get(cols, k), "name"))) == 0)
+        bad = "repeats a name";
+    if (bad) {
+      json_decref(norm);
+      dg_problem(r, 400, NULL, "columns[%zu] %s", i, bad);
+      return 0;
+    }
+    int scale = strcmp(ty, "number") == 0 ? (sc && json_is_integer(sc) ? (int)json_integer_value(sc) : 2) : 0;
+    json_array_append_new(norm, json_pack("{s:s,s:s,s:i}", "name", cn, "type", ty, "scale", scale));
+  }
+  json_t *req = base_request(r, "create_table");
+  json_object_set_new(req, "table", json_string(name));
+  json_object_set_new(req, "columns", norm);
+  submit(r, req, REPLY_TABLE);
+  return 0;
+}
+
+static int delete_table(dg_req_t *r) {
+  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  if (t == NULL) return 0;
+  json_t *req = base_request(r, "delete_table");
+  json_object_set_new(req, "table", json_string(t->name));
+  dg_tabledef_unref(t);
+  submit(r, req, REPLY_EMPTY);
+  return 0;
+}
+
+/* ---- routes: rows ----------------------------------------------------------------- */
+
+/* Normalises the cells of a row body (every key but id/parent_id/mode/request_id). */
+static json_t *cells_or_problem(dg_req_t *r, const dg_tabledef_t *t, const json_t *row,
+                                const char *where) {
+  json_t *cells = json_object();
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)row, k, v) {
+    if (strcmp(k, "id") == 0 || strcmp(k, "parent_id") == 0 || strcmp(k, "mode") == 0 ||
+        strcmp(k, "request_id") == 0 || strcmp(k, "children") == 0)
+      continue;
+    const dg_coldef_t *c = dg_name_valid(k) ? dg_tabledef_col(t, k) : NULL;
+    if (c == NULL) {
+      dg_problem(r, 400, NULL, "%s: table '%s' has no column '%.80s'", where, t->name, k);
+      json_decref(cells);
+      return NULL;
+    }
+    if (c->type == DG_COL_NUMBER && json_is_null(v)) {
+      dg_problem(r, 400, NULL, "%s: number cell '%s' cannot be null", where, k);
+      json_decref(cells);
+      return NULL;
+    }
+    json_t *n = cell_or_problem(r, c, v, -1, where);
+    if (n == NULL) {
+      json_decref(cells);
+      return NULL;
+    }
+    json_object_set_new(cells, k, n);
+  }
+  return cells;
+}
+
+static int insert_rows(dg_req_t *r) {
+  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  if (t == NULL) return 0;
+  json_t *rows = json_object_get(r->body, "rows");
+  json_t *single = NULL;
+  if (rows == NULL) {
+    single = json_array();
+    json_array_append(single, r->body);
+    rows = single;
+  }
+  json_t *norm = NULL;
+  int64_t *seen = NULL;
+  if (!json_is_array(rows) || json_array_size(rows) == 0 || json_array_size(rows) > MAX_ROWS) {
+    dg_problem(r, 400, NULL, "rows must be an array of 1..%d row objects", MAX_ROWS);
+    goto done;
+  }
+  norm = json_array();
+  /* Ids given in this request, to catch duplicates and parents defined earlier. */
+  size_t n = json_array_size(rows);
+  seen = dg_malloc(n * sizeof *seen);
+  size_t nseen = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_t *row = json_array_get(rows, i);
+    char where[32];
+    snprintf(where, sizeof where, "rows[%zu]", i);
+    if (!json_is_object(row)) {
+      dg_problem(r, 400, NULL, "%s must be an object", where);
+      goto done;
+    }
+    json_t *o = json_object();
+    json_t *idj = json_object_get(row, "id");
+    json_t *pj = json_object_get(row, "parent_id");
+    int64_t id = 0, parent = 0;
+    if (idj && !json_is_null(idj)) {
+      if (row_id_of(idj, &id) != 0) {
+        json_decref(o);
+        dg_problem(r, 400, NULL, "%s: id must be a 64-bit integer", where);
+        goto done;
+      }
+      int dup = dg_catalog_has_row(r->app->catalog, t->name, id);
+      for (size_t k = 0; k < nseen && !dup; k++) dup = seen[k] == id;
+      if (dup) {
+        json_decref(o);
+        dg_problem(r, 409, NULL, "%s: row %" PRId64 " exists already", where, id);
+        goto done;
+      }
+      json_object_set_new(o, "id", json_integer(id));
+    }
+    if (pj && !json_is_null(pj)) {
+      if (row_id_of(pj, &parent) != 0) {
+        json_decref(o);
+        dg_problem(r, 400, NULL, "%s: parent_id must be a 64-bit integer or null", where);
+        goto done;
+      }
+      /* A parent may be a row made earlier in this same request. */
+      int known = dg_catalog_has_row(r->app->catalog, t->name, parent);
+      for (size_t k = 0; k < nseen && !known; k++) known = seen[k] == parent;
+      if (!known) {
+        json_decref(o);
+        dg_problem(r, 404, NULL, "%s: parent %" PRId64 " does not exist in table '%s'", where,
+                   parent, t->name);
+        goto done;
+      }
+      json_object_set_new(o, "parent_id", json_integer(parent));
+    }
+    if (idj && !json_is_null(idj)) seen[nseen++] = id;
+    json_t *cells = cells_or_problem(r, t, row, where);
+    if (cells == NULL) {
+      json_decref(o);
+      goto done;
+    }
+    json_object_set_new(o, "cells", cells);
+    json_array_append_new(norm, o);
+  }
+  {
+    json_t *req = base_request(r, "insert_rows");
+    json_object_set_new(req, "table", json_string(t->name));
+    json_object_set_new(req, "rows", norm);
+    norm = NULL;
+    submit(r, req, REPLY_ROWS);
+  }
+done:
+  dg_free(seen);
+  json_decref(norm);
+  json_decref(single);
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+static int row_param_or_problem(dg_req_t *r, const dg_tabledef_t *t, int64_t *id) {
+  if (row_id_str(r->params[1], id) != 0) {
+    dg_problem(r, 400, NULL, "row id '%.40s' is not a 64-bit integer", r->params[1]);
+    return -1;
+  }
+  if (!dg_catalog_has_row(r->app->catalog, t->name, *id)) {
+    dg_problem(r, 404, NULL, "table '%s' has no row %" PRId64, t->name, *id);
+    return -1;
+  }
+  return 0;
+}
+
+static int update_row(dg_req_t *r) {
+  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  if (t == NULL) return 0;
+  int64_t id;
+  if (row_param_or_problem(r, t, &id) == 0) {
+    json_t *cells = cells_or_problem(r, t, r->body, "row");
+    json_t *pj = json_object_get(r->body, "parent_id");
+    const char *mode = json_string_value(json_object_get(r->body, "mode"));
+    int64_t parent = 0;
+    int ok = cells != NULL;
+    if (ok && pj && !json_is_null(pj)) {
+      if (row_id_of(pj, &parent) != 0) {
+        dg_problem(r, 400, NULL, "parent_id must be a 64-bit integer or null");
+        ok = 0;
+      } else if (!dg_catalog_has_row(r->app->catalog, t->name, parent)) {
+        dg_problem(r, 404, NULL, "parent %" PRId64 " does not exist in table '%s'", parent, t->name);
+        ok = 0;
+      }
+    }
+    if (ok && mode && mode_ok_or_problem(r, t, mode) != 0) ok = 0;
+    if (ok) {
+      json_t *req = base_request(r, "update_row");
+      json_object_set_new(req, "table", json_string(t->name));
+      json_object_set_new(req, "row_id", json_integer(id));
+      json_object_set_new(req, "cells", cells);
+      cells = NULL;
+      if (pj) json_object_set_new(req, "parent_id", json_is_null(pj) ? json_null() : json_integer(parent));
+      json_object_set_new(req, "mode", json_string(mode ? mode : "proportional"));
+      submit(r, req, REPLY_ROW);
+    }
+    json_decref(cells);
+  }
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+static int delete_row(dg_req_t *r) {
+  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  if (t == NULL) return 0;
+  int64_t id;
+  const char *cascade = dg_query(r, "cascade");
+  if (cascade && strcmp(cascade, "true") != 0 && strcmp(cascade, "false") != 0) {
+    dg_problem(r, 400, NULL, "cascade must be true or false");
+  } else if (row_param_or_problem(r, t, &id) == 0) {
+    json_t *req = base_request(r, "delete_row");
+    json_object_set_new(req, "table", json_string(t->name));
+    json_object_set_new(req, "row_id", json_integer(id));
+    json_object_set_new(req, "cascade", json_boolean(cascade && strcmp(cascade, "true") == 0));
+    submit(r, req, REPLY_EMPTY);
+  }
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+static int holds(dg_req_t *r, const char *op) {
+  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  if (t == NULL) return 0;
+  json_t *list = json_object_get(r->body, "holds");
+  json_t *norm = json_array();
+  if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > MAX_UPDATES) {
+    dg_problem(r, 400, NULL, "holds must be an array of 1..%d {row_id, column}", MAX_UPDATES);
+    goto done;
+  }
+  for (size_t i = 0; i < json_array_size(list); i++) {
+    json_t *h = json_array_get(list, i);
+    const char *cn = json_string_value(json_object_get(h, "column"));
+    int64_t id;
+    if (row_id_of(json_object_get(h, "row_id"), &id) != 0 || !dg_name_valid(cn)) {
+      dg_problem(r, 400, NULL, "holds[%zu] needs an integer row_id and a valid column name", i);
+      goto done;
+    }
+    const dg_coldef_t *c = dg_tabledef_col(t, cn);
+    if (c == NULL || !dg_catalog_has_row(r->app->catalog, t->name, id)) {
+      dg_problem(r, 404, NULL, "holds[%zu]: table '%s' has no %s", i, t->name,
+                 c == NULL ? "such column" : "such row");
+      goto done;
+    }
+    if (c->type != DG_COL_NUMBER) {
+      dg_problem(r, 400, NULL, "holds[%zu]: only number cells can be held", i);
+      goto done;
+    }
+    json_array_append_new(norm, json_pack("{s:I,s:s}", "row_id", (json_int_t)id, "column", cn));
+  }
+  json_t *req = base_request(r, op);
+  json_object_set_new(req, "table", json_string(t->name));
+  json_object_set_new(req, "holds", norm);
+  norm = NULL;
+  submit(r, req, REPLY_UPDATE);
+done:
+  json_decref(norm);
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+static int hold_put(dg_req_t *r) { return holds(r, "hold"); }
+static int hold_delete(dg_req_t *r) { return holds(r, "release"); }
+
+/* ---- routes: views ------------------------------------------------------------------ */
+
+static int create_view(dg_req_t *r) {
+  const char *name = json_string_value(json_object_get(r->body, "name"));
+  const char *sql = json_string_value(json_object_get(r->body, "sql"));
+  if (!dg_name_valid(name)) {
+    dg_problem(r, 400, NULL, "name must match ^[a-z_][a-z0-9_]{0,62}$");
+    return 0;
+  }
+  if (sql == NULL || strlen(sql) == 0 || strlen(sql) > MAX_VIEW_SQL) {
+    dg_problem(r, 400, NULL, "sql must be a non-empty string of at most %d bytes", MAX_VIEW_SQL);
+    return 0;
+  }
+  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
+  if (t || dg_catalog_has_view(r->app->catalog, name)) {
+    dg_tabledef_unref(t);
+    dg_problem(r, 409, NULL, "'%s' exists already", name);
+    return 0;
+  }
+  char err[512];
+  duckdb_connection c = dg_db_conn(r->app->db);
+  if (c == NULL) {
+    dg_problem(r, 503, NULL, "the database is unavailable");
+    return 0;
+  }
+  if (dg_view_sql_check(c, sql, err, sizeof err) != 0) {
+    dg_problem(r, 400, NULL, "%s", err);
+    return 0;
+  }
+  json_t *req = base_request(r, "create_view");
+  json_object_set_new(req, "view", json_string(name));
+  json_object_set_new(req, "sql", json_string(sql));
+  submit(r, req, REPLY_VIEW);
+  return 0;
+}
+
+static int delete_view(dg_req_t *r) {
+  const char *name = r->params[0];
+  if (!dg_name_valid(name)) {
+    dg_problem(r, 400, NULL, "'%.80s' is not a valid view name", name);
+    return 0;
+  }
+  if (!dg_catalog_has_view(r->app->catalog, name)) {
+    dg_problem(r, 404, NULL, "view '%s' does not exist", name);
+    return 0;
+  }
+  json_t *req = base_request(r, "delete_view");
+  json_object_set_new(req, "view", json_string(name));
+  submit(r, req, REPLY_EMPTY);
+  return 0;
+}
+
+const dg_route_t dg_routes_write[] = {
+    {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1},
+    {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1},
+    {"POST", "/tables", DG_ROLE_ADMIN, create_table, 1},
+    {"DELETE", "/tables/:table", DG_ROLE_ADMIN, delete_table, 0},
+    {"POST", "/tables/:table/rows", DG_ROLE_WRITE, insert_rows, 1},
+    {"PATCH", "/tables/:table/rows/:id", DG_ROLE_WRITE, update_row, 1},
+    {"DELETE", "/tables/:table/rows/:id", DG_ROLE_WRITE, delete_row, 0},
+    {"PUT", "/tables/:table/holds", DG_ROLE_WRITE, hold_put, 1},
+    {"DELETE", "/tables/:table/holds", DG_ROLE_WRITE, hold_delete, 1},
+    {"POST", "/views", DG_ROLE_ADMIN, create_view, 1},
+    {"DELETE", "/views/:name", DG_ROLE_ADMIN, delete_view, 0},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+};

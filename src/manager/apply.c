@@ -1,0 +1,870 @@
+/*
+ * apply.c -- one request at a time: JSON in, engine operations, outcome out.
+ *
+ * Each request runs under its own engine savepoint (inside the batch's), so a
+ * request that fails halfway -- the third update of an update_cells, the
+ * 500th row of an insert -- is undone completely and becomes a "rejected"
+ * outcome, while the rest of the batch stands. The outcome is written here,
+ * as JSON text, in the exact shape clients read from get_updates; the audit
+ * rows and the set of touched rows are collected for persist.c.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "dg/common.h"
+#include "dg/decimal.h"
+#include "dg/jsonw.h"
+#include "dg/log.h"
+#include "dg/reader.h"
+#include "dg/views.h"
+#include "internal.h"
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+uint64_t dg__mgr_hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a finaliser */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h;
+}
+
+mtable_t *dg__mgr_table(dg_manager_t *m, const char *name) {
+  if (name == NULL) return NULL;
+  for (uint32_t i = 0; i < m->ntables; i++)
+    if (m->tables[i] && strcmp(m->tables[i]->def->name, name) == 0) return m->tables[i];
+  return NULL;
+}
+
+void dg__mgr_table_free(mtable_t *t) {
+  if (t == NULL) return;
+  dg_etable_destroy(t->et);
+  dg_tabledef_unref(t->def);
+  dg_idset_dispose(&t->touched);
+  dg_idset_dispose(&t->fresh);
+  dg_free(t);
+}
+
+/* Column of the definition behind an engine number/text slot. */
+static const dg_coldef_t *col_of_slot(const mtable_t *t, dg_coltype_t type, uint32_t slot) {
+  for (int i = 0; i < t->def->ncols; i++)
+    if (t->def->cols[i].type == type && (uint32_t)t->def->cols[i].slot == slot)
+      return &t->def->cols[i];
+  return NULL;
+}
+
+static int col_index(const mtable_t *t, const dg_coldef_t *c) { return (int)(c - t->def->cols); }
+
+/* Opens the batch savepoint on first touch, then a request savepoint. */
+static dg_emark_t begin(mtable_t *t) {
+  if (t->batch_mark == 0) t->batch_mark = dg_etable_savepoint(t->et);
+  return dg_etable_savepoint(t->et);
+}
+
+void dg__mgr_batch_end(dg_manager_t *m, int keep) {
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    mtable_t *t = m->tables[i];
+    if (t == NULL || t->batch_mark == 0) continue;
+    if (keep) dg_etable_release(t->et, t->batch_mark);
+    else dg_etable_rollback(t->et, t->batch_mark);
+    t->batch_mark = 0;
+  }
+}
+
+/* An error while applying: its HTTP status and message. */
+typedef struct {
+  int status;
+  char detail[400];
+} failure_t;
+
+static int fail(failure_t *f, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(failure_t *f, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(f->detail, sizeof f->detail, fmt, ap);
+  va_end(ap);
+  f->status = status;
+  return -1;
+}
+
+/* Maps an engine error to an outcome failure. */
+static int engine_fail(failure_t *f, int rc, const char *table, int64_t row, const char *col) {
+  switch (rc) {
+    case DG_ENOTFOUND:
+      return fail(f, 404, "table '%s': row %" PRId64 " or its parent does not exist", table, row);
+    case DG_ECONFLICT:
+      return fail(f, 409,
+                  "table '%s' row %" PRId64 "%s%s: conflict (held cells, compare-and-set "
+                  "mismatch, children without cascade, or a cycle)",
+                  table, row, col ? " column " : "", col ? col : "");
+    case DG_EEXIST: return fail(f, 409, "table '%s': row %" PRId64 " exists already", table, row);
+    case DG_EOVERFLOW:
+      return fail(f, 400, "table '%s' row %" PRId64 ": a resulting value is out of range", table, row);
+    default: return fail(f, 400, "table '%s' row %" PRId64 ": %s", table, row, dg_strerror(rc));
+  }
+}
+
+/* ---- collecting effects ------------------------------------------------------- */
+
+typedef struct {
+  dg_manager_t *m;
+  uint32_t req;         /* index of the request in the batch */
+  dg_jsonw_t *w;        /* positioned inside the "changes" array */
+  json_t *inserted;     /* {table: [ids]} */
+  json_t *deleted;
+  json_t *moved;        /* [{"table","row_id","from","to"}] */
+} effects_t;
+
+static char *dec_text(int64_t v, int scale) {
+  char buf[DG_DECIMAL_FORMAT_MAX + 8];
+  dg_decimal_format(v, scale, buf, sizeof buf);
+  return dg_strdup(buf);
+}
+
+static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
+                          int32_t col, char *old_text, char *new_text) {
+  if (m->nhist == m->hist_cap) {
+    m->hist_cap = m->hist_cap ? m->hist_cap * 2 : 256;
+    m->hist = dg_realloc(m->hist, m->hist_cap * sizeof *m->hist);
+  }
+  m->hist[m->nhist++] = (mhist_t){req, tag, row, col, kind, old_text, new_text};
+}
+
+static void hist_add(dg_manager_t *m, uint32_t req, uint32_t tag, int64_t row, int32_t col,
+                     char *old_text, char *new_text) {
+  hist_add_kind(m, col < 0 ? MHIST_ROW : MHIST_CELL, req, tag, row, col, old_text, new_text);
+}
+
+static void id_list_add(json_t *map, const char *table, int64_t id) {
+  json_t *a = json_object_get(map, table);
+  if (a == NULL) {
+    a = json_array();
+    json_object_set_new(map, table, a);
+  }
+  json_array_append_new(a, json_integer(id));
+}
+
+/* Renders and records the changes an engine call appended from index `from`.
+ * `inserted_row` is the row the call inserted (its cells were null before). */
+static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row) {
+  dg_manager_t *m = e->m;
+  size_t n = dg_changes_count(m->changes);
+  const dg_change_t *ch = dg_changes_items(m->changes);
+  for (size_t i = from; i < n; i++) {
+    const dg_change_t *c = &ch[i];
+    if (!dg_idset_has(&t->touched, c->row_id)) {
+      dg_idset_add(&t->touched, c->row_id);
+      if (c->kind == DG_CHANGE_ROW_INSERT) dg_idset_add(&t->fresh, c->row_id);
+    }
+    switch (c->kind) {
+      case DG_CHANGE_NUMBER: {
+        const dg_coldef_t *cd = col_of_slot(t, DG_COL_NUMBER, c->col);
+        int is_new = c->row_id == inserted_row;
+        dg_jsonw_obj(e->w);
+        dg_jsonw_key(e->w, "table");
+        dg_jsonw_str(e->w, t->def->name);
+        dg_jsonw_key(e->w, "row_id");
+        dg_jsonw_id(e->w, c->row_id);
+        dg_jsonw_key(e->w, "column");
+        dg_jsonw_str(e->w, cd->name);
+        dg_jsonw_key(e->w, "old");
+        if (is_new) dg_jsonw_null(e->w);
+        else dg_jsonw_dec(e->w, c->old_value, cd->scale);
+        dg_jsonw_key(e->w, "new");
+        dg_jsonw_dec(e->w, c->new_value, cd->scale);
+        dg_jsonw_end(e->w);
+        hist_add(m, e->req, t->tag, c->row_id, col_index(t, cd),
+                 is_new ? NULL : dec_text(c->old_value, cd->scale), dec_text(c->new_value, cd->scale));
+        break;
+      }
+      case DG_CHANGE_TEXT: {
+        const dg_coldef_t *cd = col_of_slot(t, DG_COL_TEXT, c->col);
+        const char *os, *ns;
+        size_t ol, nl;
+        dg_changes_text(m->changes, c, false, &os, &ol);
+        dg_changes_text(m->changes, c, true, &ns, &nl);
+        dg_jsonw_obj(e->w);
+        dg_jsonw_key(e->w, "table");
+        dg_jsonw_str(e->w, t->def->name);
+        dg_jsonw_key(e->w, "row_id");
+        dg_jsonw_id(e->w, c->row_id);
+        dg_jsonw_key(e->w, "column");
+        dg_jsonw_str(e->w, cd->name);
+        dg_jsonw_key(e->w, "old");
+        if (os) dg_jsonw_strn(e->w, os, ol);
+        else dg_jsonw_null(e->w);
+        dg_jsonw_key(e->w, "new");
+        if (ns) dg_jsonw_strn(e->w, ns, nl);
+        else dg_jsonw_null(e->w);
+        dg_jsonw_end(e->w);
+        hist_add(m, e->req, t->tag, c->row_id, col_index(t, cd), os ? dg_strndup(os, ol) : NULL,
+                 ns ? dg_strndup(ns, nl) : NULL);
+        break;
+      }
+      case DG_CHANGE_ROW_INSERT:
+        id_list_add(e->inserted, t->def->name, c->row_id);
+        hist_add(m, e->req, t->tag, c->row_id, -1, NULL, dg_strdup("inserted"));
+        break;
+      case DG_CHANGE_ROW_DELETE:
+        id_list_add(e->deleted, t->def->name, c->row_id);
+        hist_add(m, e->req, t->tag, c->row_id, -1, dg_strdup("deleted"), NULL);
+        break;
+      case DG_CHANGE_ROW_MOVE: {
+        json_t *mv = json_pack("{s:s,s:I}", "table", t->def->name, "row_id", (json_int_t)c->row_id);
+        json_object_set_new(mv, "from", c->old_value == DG_ROW_NONE ? json_null() : json_integer(c->old_value));
+        json_object_set_new(mv, "to", c->new_value == DG_ROW_NONE ? json_null() : json_integer(c->new_value));
+        json_array_append_new(e->moved, mv);
+        char from[48], to[48];
+        snprintf(from, sizeof from, "parent %" PRId64, c->old_value);
+        snprintf(to, sizeof to, "parent %" PRId64, c->new_value);
+        hist_add(m, e->req, t->tag, c->row_id, -1,
+                 dg_strdup(c->old_value == DG_ROW_NONE ? "root" : from),
+                 dg_strdup(c->new_value == DG_ROW_NONE ? "root" : to));
+        break;
+      }
+      case DG_CHANGE_HOLD: {
+        const dg_coldef_t *cd = col_of_slot(t, DG_COL_NUMBER, c->col);
+        hist_add_kind(m, MHIST_HOLD, e->req, t->tag, c->row_id, col_index(t, cd),
+                      dg_strdup(c->old_value ? "held" : "free"), dg_strdup(c->new_value ? "held" : "free"));
+        break;
+      }
+    }
+  }
+}
+
+/* Writes a row object from the engine's state. */
+static void render_row(dg_jsonw_t *w, mtable_t *t, int64_t id) {
+  dg_erow_t row;
+  if (dg_etable_row_get(t->et, id, &row) != 0) {
+    dg_jsonw_null(w);
+    return;
+  }
+  dg_jsonw_obj(w);
+  dg_jsonw_key(w, "id");
+  dg_jsonw_id(w, id);
+  dg_jsonw_key(w, "parent_id");
+  if (row.parent_id == DG_ROW_NONE) dg_jsonw_null(w);
+  else dg_jsonw_id(w, row.parent_id);
+  for (int i = 0; i < t->def->ncols; i++) {
+    const dg_coldef_t *c = &t->def->cols[i];
+    dg_jsonw_key(w, c->name);
+    if (c->type == DG_COL_NUMBER) {
+      int64_t v = 0;
+      dg_etable_number_get(t->et, id, (uint32_t)c->slot, &v);
+      dg_jsonw_dec(w, v, c->scale);
+    } else {
+      const char *s;
+      size_t n;
+      if (dg_etable_text_get(t->et, id, (uint32_t)c->slot, &s, &n) == 0 && s) dg_jsonw_strn(w, s, n);
+      else dg_jsonw_null(w);
+    }
+  }
+  dg_jsonw_end(w);
+}
+
+/* ---- operations ------------------------------------------------------------------ */
+
+static int parse_mode(const mtable_t *t, const char *mode, dg_eset_t *how, failure_t *f) {
+  memset(how, 0, sizeof *how);
+  if (mode == NULL || strcmp(mode, "proportional") == 0) how->mode = DG_SPREAD_PROPORTIONAL;
+  else if (strcmp(mode, "equal") == 0) how->mode = DG_SPREAD_EQUAL;
+  else if (strcmp(mode, "add") == 0) how->mode = DG_SPREAD_ADD;
+  else if (strcmp(mode, "percent") == 0) how->mode = DG_SPREAD_PERCENT;
+  else if (strcmp(mode, "repeat_leaves") == 0) how->mode = DG_SPREAD_REPEAT_LEAVES;
+  else if (strncmp(mode, "by:", 3) == 0) {
+    const dg_coldef_t *c = dg_tabledef_col(t->def, mode + 3);
+    if (c == NULL || c->type != DG_COL_NUMBER)
+      return fail(f, 400, "mode '%s': no such number column", mode);
+    how->mode = DG_SPREAD_BY;
+    how->by_col = (uint32_t)c->slot;
+  } else {
+    return fail(f, 400, "unknown mode '%.60s'", mode);
+  }
+  return 0;
+}
+
+/* A decimal string (or number) from a normalised request at `scale`. */
+static int dec_of(const json_t *v, int scale, int64_t *out) {
+  if (json_is_string(v)) return dg_decimal_parse(json_string_value(v), json_string_length(v), scale, out);
+  if (json_is_integer(v)) {
+    char b[32];
+    snprintf(b, sizeof b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    return dg_decimal_parse(b, strlen(b), scale, out);
+  }
+  return DG_EINVAL;
+}
+
+/* One cell write (update_cell, an element of update_cells, a PATCH cell). */
+static int write_cell(effects_t *e, mtable_t *t, int64_t row, const dg_coldef_t *c, const json_t *value,
+                      const char *mode, const json_t *expected, failure_t *f) {
+  dg_manager_t *m = e->m;
+  size_t from = dg_changes_count(m->changes);
+  int rc;
+  if (c->type == DG_COL_TEXT) {
+    if (expected && !json_is_null(expected)) {
+      const char *s;
+      size_t n;
+      rc = dg_etable_text_get(t->et, row, (uint32_t)c->slot, &s, &n);
+      if (rc != 0) return engine_fail(f, rc, t->def->name, row, c->name);
+      const char *want = json_string_value(expected);
+      if (s == NULL || want == NULL || n != strlen(want) || memcmp(s, want, n) != 0)
+        return fail(f, 409, "compare-and-set: row %" PRId64 " column '%s' is not the expected value",
+                    row, c->name);
+    }
+    const char *s = json_string_value(value);
+    rc = dg_etable_text_set(t->et, row, (uint32_t)c->slot, s, s ? json_string_length(value) : 0,
+                            m->changes);
+  } else {
+    dg_eset_t how;
+    if (parse_mode(t, mode, &how, f) != 0) return -1;
+    int64_t v;
+    int vscale = how.mode == DG_SPREAD_PERCENT ? 6 : c->scale;
+    if (dec_of(value, vscale, &v) != 0) return fail(f, 400, "value is not a valid decimal");
+    if (expected && !json_is_null(expected)) {
+      if (dec_of(expected, c->scale, &how.expected) != 0) return fail(f, 400, "expected is not a valid decimal");
+      how.has_expected = true;
+      int64_t cur;
+      if (dg_etable_number_get(t->et, row, (uint32_t)c->slot, &cur) == 0 && cur != how.expected) {
+        char a[32], b[32];
+        dg_decimal_format(cur, c->scale, a, sizeof a);
+        dg_decimal_format(how.expected, c->scale, b, sizeof b);
+        return fail(f, 409, "compare-and-set: row %" PRId64 " column '%s' is %s, not the expected %s",
+                    row, c->name, a, b);
+      }
+    }
+    rc = dg_etable_set(t->et, row, (uint32_t)c->slot, v, &how, m->changes);
+  }
+  if (rc != 0) return engine_fail(f, rc, t->def->name, row, c->name);
+  collect(e, t, from, INT64_MIN);
+  return 0;
+}
+
+static int resolve_cell(dg_manager_t *m, const json_t *u, mtable_t **t, int64_t *row,
+                        const dg_coldef_t **c, failure_t *f) {
+  const char *tname = json_string_value(json_object_get(u, "table"));
+  *t = dg__mgr_table(m, tname);
+  if (*t == NULL) return fail(f, 404, "table '%s' does not exist", tname ? tname : "");
+  *row = json_integer_value(json_object_get(u, "row_id"));
+  const char *cname = json_string_value(json_object_get(u, "column"));
+  *c = cname ? dg_tabledef_col((*t)->def, cname) : NULL;
+  if (*c == NULL) return fail(f, 404, "table '%s' has no column '%s'", (*t)->def->name, cname ? cname : "");
+  dg_erow_t r;
+  if (dg_etable_row_get((*t)->et, *row, &r) != 0)
+    return fail(f, 404, "table '%s' has no row %" PRId64, (*t)->def->name, *row);
+  return 0;
+}
+
+/* Savepoints a request opened, to release or roll back together. */
+typedef struct {
+  mtable_t *t[16];
+  dg_emark_t mark[16];
+  int n;
+  int overflow; /* more tables than slots: fall back to the batch */
+} marks_t;
+
+static void mark_table(marks_t *mk, mtable_t *t) {
+  for (int i = 0; i < mk->n; i++)
+    if (mk->t[i] == t) return;
+  if (mk->n == 16) {
+    mk->overflow = 1;
+    return;
+  }
+  mk->t[mk->n] = t;
+  mk->mark[mk->n++] = begin(t);
+}
+
+static void marks_end(marks_t *mk, int keep) {
+  for (int i = mk->n - 1; i >= 0; i--) {
+    if (keep) dg_etable_release(mk->t[i]->et, mk->mark[i]);
+    else dg_etable_rollback(mk->t[i]->et, mk->mark[i]);
+  }
+}
+
+static int op_update_cells(effects_t *e, json_t *list, marks_t *mk, failure_t *f) {
+  for (size_t i = 0; i < json_array_size(list); i++) {
+    json_t *u = json_array_get(list, i);
+    mtable_t *t = NULL;
+    int64_t row = 0;
+    const dg_coldef_t *c = NULL;
+    if (resolve_cell(e->m, u, &t, &row, &c, f) != 0) goto bad;
+    mark_table(mk, t);
+    if (mk->overflow) {
+      fail(f, 400, "one update_cells may touch at most 16 tables");
+      goto bad;
+    }
+    if (write_cell(e, t, row, c, json_object_get(u, "value"), json_string_value(json_object_get(u, "mode")),
+                   json_object_get(u, "expected"), f) != 0)
+      goto bad;
+    continue;
+  bad:
+    if (json_array_size(list) > 1) {
+      char d[sizeof f->detail + 32];
+      snprintf(d, sizeof d, "updates[%zu]: %s", i, f->detail);
+      size_t dn = strlen(d);
+      if (dn >= sizeof f->detail) dn = sizeof f->detail - 1;
+      memcpy(f->detail, d, dn);
+      f->detail[dn] = '\0';
+    }
+    return -1;
+  }
+  return 0;
+}
+
+/* Cells of an insert/patch, as engine arrays. */
+static int row_values(mtable_t *t, json_t *cells, int64_t *nums, dg_etext_t *texts, failure_t *f) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(cells, k, v) {
+    const dg_coldef_t *c = dg_tabledef_col(t->def, k);
+    if (c == NULL) return fail(f, 400, "table '%s' has no column '%s'", t->def->name, k);
+    if (c->type == DG_COL_NUMBER) {
+      if (dec_of(v, c->scale, &nums[c->slot]) != 0) return fail(f, 400, "column '%s': not a decimal", k);
+    } else {
+      texts[c->slot].ptr = json_string_value(v);
+      texts[c->slot].len = texts[c->slot].ptr ? json_string_length(v) : 0;
+    }
+  }
+  return 0;
+}
+
+static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *rw, int64_t *next_id,
+                          failure_t *f) {
+  uint32_t nnum = dg_etable_num_columns(t->et), ntext = dg_etable_text_columns(t->et);
+  int64_t *nums = dg_calloc(nnum + 1, sizeof *nums);
+  dg_etext_t *texts = dg_calloc(ntext + 1, sizeof *texts);
+  int rc = 0;
+  for (size_t i = 0; i < json_array_size(rows) && rc == 0; i++) {
+    json_t *row = json_array_get(rows, i);
+    memset(nums, 0, (nnum + 1) * sizeof *nums);
+    memset(texts, 0, (ntext + 1) * sizeof *texts);
+    json_t *idj = json_object_get(row, "id");
+    int64_t id = idj ? json_integer_value(idj) : (*next_id)++;
+    if (idj && id >= *next_id) *next_id = id + 1;
+    json_t *pj = json_object_get(row, "parent_id");
+    int64_t parent = pj && !json_is_null(pj) ? json_integer_value(pj) : DG_ROW_NONE;
+    if (row_values(t, json_object_get(row, "cells"), nums, texts, f) != 0) {
+      rc = -1;
+      break;
+    }
+    size_t from = dg_changes_count(e->m->changes);
+    int erc = dg_etable_insert(t->et, id, parent, nums, texts, e->m->changes);
+    if (erc != 0) {
+      engine_fail(f, erc, t->def->name, id, NULL);
+      if (erc == DG_ENOTFOUND)
+        fail(f, 404, "rows[%zu]: parent %" PRId64 " does not exist in table '%s'", i, parent, t->def->name);
+      else if (erc == DG_EEXIST)
+        fail(f, 409, "rows[%zu]: row %" PRId64 " exists already", i, id);
+      rc = -1;
+      break;
+    }
+    collect(e, t, from, id);
+    render_row(rw, t, id);
+  }
+  dg_free(nums);
+  dg_free(texts);
+  return rc;
+}
+
+/* ---- the entry point ------------------------------------------------------------- */
+
+static const char *const ddl_ops[] = {"create_table", "delete_table", "create_view", "delete_view"};
+
+int dg__mgr_is_ddl(const char *json, size_t len) {
+  const char *v;
+  size_t n;
+  if (dg_json_raw_member(json, len, "op", &v, &n) != 0) return 0;
+  for (size_t i = 0; i < DG_ARRAY_SIZE(ddl_ops); i++)
+    if (n == strlen(ddl_ops[i]) + 2 && memcmp(v + 1, ddl_ops[i], n - 2) == 0) return 1;
+  return 0;
+}
+
+static void ddl_add(dg_manager_t *m, char *sql) {
+  if (m->nddl == m->ddl_cap) {
+    m->ddl_cap = m->ddl_cap ? m->ddl_cap * 2 : 8;
+    m->ddl = dg_realloc(m->ddl, m->ddl_cap * sizeof *m->ddl);
+  }
+  m->ddl[m->nddl++] = sql;
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...) {
+  dg_buf_t b;
+  dg_buf_init(&b);
+  va_list ap;
+  va_start(ap, f);
+  dg_buf_vprintf(&b, f, ap);
+  va_end(ap);
+  return dg_buf_steal(&b);
+}
+
+/* A SQL string literal of a whitelisted name (no quote can occur in it). */
+static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t *f) {
+  const char *name = json_string_value(json_object_get(o, "table"));
+  json_t *cols = json_object_get(o, "columns");
+  if (!dg_name_valid(name)) return fail(f, 400, "invalid table name");
+  if (dg__mgr_table(m, name)) return fail(f, 409, "table '%s' exists already", name);
+  for (size_t i = 0; i < m->nviews; i++)
+    if (strcmp(m->views[i], name) == 0) return fail(f, 409, "a view named '%s' exists already", name);
+  json_t *dj = json_pack("{s:s,s:O}", "name", name, "columns", cols);
+  dg_tabledef_t *def = dj ? dg_tabledef_from_json(dj) : NULL;
+  json_decref(dj);
+  if (def == NULL) return fail(f, 400, "invalid columns");
+  dg_buf_t sql;
+  dg_buf_init(&sql);
+  dg_buf_printf(&sql, "CREATE TABLE main.\"%s\" (id BIGINT PRIMARY KEY, parent_id BIGINT", name);
+  for (int i = 0; i < def->ncols; i++) {
+    const dg_coldef_t *c = &def->cols[i];
+    if (c->type == DG_COL_NUMBER)
+      dg_buf_printf(&sql, ", \"%s\" DECIMAL(18,%d) NOT NULL DEFAULT 0", c->name, c->scale);
+    else
+      dg_buf_printf(&sql, ", \"%s\" VARCHAR", c->name);
+  }
+  dg_buf_puts(&sql, ")");
+  ddl_add(m, dg_buf_steal(&sql));
+  ddl_add(m, fmt("INSERT INTO dg.tables(name) VALUES ('%s')", name));
+  for (int i = 0; i < def->ncols; i++)
+    ddl_add(m, fmt("INSERT INTO dg.columns VALUES ('%s', '%s', %d, '%s', %d)", name, def->cols[i].name, i,
+                   def->cols[i].type == DG_COL_NUMBER ? "number" : "text", def->cols[i].scale));
+  /* The engine table. */
+  uint8_t *scales = dg_calloc((size_t)def->nnum + 1, 1);
+  for (int i = 0; i < def->ncols; i++)
+    if (def->cols[i].type == DG_COL_NUMBER) scales[def->cols[i].slot] = (uint8_t)def->cols[i].scale;
+  mtable_t *t = dg_calloc(1, sizeof *t);
+  t->def = def;
+  t->tag = m->ntables;
+  dg_etable_opts_t eo = {scales, (uint32_t)def->nnum, (uint32_t)def->ntext, t->tag, 0};
+  int rc = dg_etable_create(&eo, &t->et);
+  dg_free(scales);
+  if (rc != 0) {
+    dg__mgr_table_free(t);
+    return fail(f, 400, "the table cannot be created: %s", dg_strerror(rc));
+  }
+  dg_idset_init(&t->touched);
+  dg_idset_init(&t->fresh);
+  m->tables = dg_realloc(m->tables, (m->ntables + 1) * sizeof *m->tables);
+  m->tables[m->ntables++] = t;
+  dg_jsonw_key(w, "table_def");
+  dg_jsonw_obj(w);
+  dg_jsonw_key(w, "name");
+  dg_jsonw_str(w, name);
+  dg_jsonw_key(w, "columns");
+  dg_jsonw_arr(w);
+  for (int i = 0; i < def->ncols; i++) {
+    dg_jsonw_obj(w);
+    dg_jsonw_key(w, "name");
+    dg_jsonw_str(w, def->cols[i].name);
+    dg_jsonw_key(w, "type");
+    dg_jsonw_str(w, def->cols[i].type == DG_COL_NUMBER ? "number" : "text");
+    if (def->cols[i].type == DG_COL_NUMBER) {
+      dg_jsonw_key(w, "scale");
+      dg_jsonw_int(w, def->cols[i].scale);
+    }
+    dg_jsonw_end(w);
+  }
+  dg_jsonw_end(w);
+  dg_jsonw_key(w, "row_count");
+  dg_jsonw_int(w, 0);
+  dg_jsonw_end(w);
+  return 0;
+}
+
+static int op_delete_table(dg_manager_t *m, const char *name, failure_t *f) {
+  mtable_t *t = dg__mgr_table(m, name);
+  if (t == NULL) return fail(f, 404, "table '%s' does not exist", name ? name : "");
+  ddl_add(m, fmt("DROP TABLE main.\"%s\"", name));
+  ddl_add(m, fmt("DELETE FROM dg.tables WHERE name = '%s'", name));
+  ddl_add(m, fmt("DELETE FROM dg.columns WHERE table_name = '%s'", name));
+  ddl_add(m, fmt("DELETE FROM dg.holds WHERE table_name = '%s'", name));
+  if (t->staged) {
+    ddl_add(m, fmt("DROP TABLE IF EXISTS temp.\"dg_upd_%s\"", name));
+    ddl_add(m, fmt("DROP TABLE IF EXISTS temp.\"dg_ins_%s\"", name));
+  }
+  m->tables[t->tag] = NULL;
+  dg__mgr_table_free(t);
+  return 0;
+}
+
+static int op_create_view(dg_manager_t *m, const char *name, const char *sql, dg_jsonw_t *w,
+                          failure_t *f) {
+  if (!dg_name_valid(name) || sql == NULL) return fail(f, 400, "invalid view");
+  if (dg__mgr_table(m, name)) return fail(f, 409, "a table named '%s' exists already", name);
+  for (size_t i = 0; i < m->nviews; i++)
+    if (strcmp(m->views[i], name) == 0) return fail(f, 409, "view '%s' exists already", name);
+  char err[400];
+  if (dg_view_sql_check(m->conn, sql, err, sizeof err) != 0) return fail(f, 400, "%s", err);
+  /* sql passed DuckDB's own parser as exactly one read-only SELECT. */
+  ddl_add(m, fmt("CREATE VIEW main.\"%s\" AS %s", name, sql));
+  /* The text goes into dg.views through a bound parameter (persist.c). */
+  ddl_add(m, fmt("\x01%s", name));
+  ddl_add(m, dg_strdup(sql));
+  m->views = dg_realloc(m->views, (m->nviews + 1) * sizeof *m->views);
+  m->views[m->nviews++] = dg_strdup(name);
+  dg_jsonw_key(w, "view");
+  dg_jsonw_str(w, name);
+  dg_jsonw_key(w, "view_def");
+  dg_jsonw_obj(w);
+  dg_jsonw_key(w, "name");
+  dg_jsonw_str(w, name);
+  dg_jsonw_key(w, "sql");
+  dg_jsonw_str(w, sql);
+  dg_jsonw_end(w);
+  return 0;
+}
+
+static int op_delete_view(dg_manager_t *m, const char *name, dg_jsonw_t *w, failure_t *f) {
+  size_t i;
+  for (i = 0; i < m->nviews; i++)
+    if (name && strcmp(m->views[i], name) == 0) break;
+  if (i == m->nviews) return fail(f, 404, "view '%s' does not exist", name ? name : "");
+  ddl_add(m, fmt("DROP VIEW main.\"%s\"", name));
+  ddl_add(m, fmt("DELETE FROM dg.views WHERE name = '%s'", name));
+  dg_jsonw_key(w, "view");
+  dg_jsonw_str(w, name);
+  dg_free(m->views[i]);
+  m->views[i] = m->views[--m->nviews];
+  return 0;
+}
+
+static void now_iso(char out[64]) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+static const char *code_of(int status) {
+  switch (status) {
+    case 400: return "bad_request";
+    case 404: return "not_found";
+    case 409: return "conflict";
+    case 410: return "gone";
+    default: return "internal";
+  }
+}
+
+static const char *title_of(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    default: return "Internal Server Error";
+  }
+}
+
+static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char *table) {
+  json_t *a = table ? json_object_get(map, table) : NULL;
+  if (a == NULL) return;
+  dg_jsonw_key(w, key);
+  dg_jsonw_arr(w);
+  for (size_t i = 0; i < json_array_size(a); i++) dg_jsonw_id(w, json_integer_value(json_array_get(a, i)));
+  dg_jsonw_end(w);
+}
+
+void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
+  uint32_t ri = (uint32_t)(req - m->reqs);
+  json_error_t jerr;
+  json_t *o = json_loadb(text, len, 0, &jerr);
+  const char *op = o ? json_string_value(json_object_get(o, "op")) : NULL;
+  const char *rid = o ? json_string_value(json_object_get(o, "request_id")) : NULL;
+  const char *user = o ? json_string_value(json_object_get(o, "user")) : NULL;
+  const char *table = o ? json_string_value(json_object_get(o, "table")) : NULL;
+  snprintf(req->request_id, sizeof req->request_id, "%s", rid ? rid : req->stream_id);
+  snprintf(req->user, sizeof req->user, "%s", user ? user : "");
+  snprintf(req->table_name, sizeof req->table_name, "%s", table ? table : "");
+
+  uint64_t h = dg__mgr_hash(req->request_id);
+  if (rid && dg_idset_has(&m->seen_requests, (int64_t)h)) {
+    req->duplicate = 1; /* the first outcome stands; nothing is applied again */
+    json_decref(o);
+    return;
+  }
+  dg_idset_add(&m->seen_requests, (int64_t)h);
+  dg_idset_add(&m->batch_seen, (int64_t)h);
+
+  size_t hist_mark = m->nhist;
+  size_t ddl_mark = m->nddl;
+  dg_buf_reset(&m->json);
+  dg_jsonw_t w;
+  dg_jsonw_init(&w, &m->json);
+  dg_jsonw_obj(&w);
+  dg_jsonw_key(&w, "update_id");
+  dg_jsonw_str(&w, req->stream_id);
+  dg_jsonw_key(&w, "stream_id");
+  dg_jsonw_str(&w, req->stream_id);
+  dg_jsonw_key(&w, "request_id");
+  dg_jsonw_str(&w, req->request_id);
+  dg_jsonw_key(&w, "user");
+  dg_jsonw_str(&w, user);
+  dg_jsonw_key(&w, "op");
+  dg_jsonw_str(&w, op ? op : "unknown");
+  dg_jsonw_key(&w, "table");
+  dg_jsonw_str(&w, table);
+  size_t status_at = m->json.len;
+  dg_jsonw_key(&w, "changes");
+  dg_jsonw_arr(&w);
+
+  effects_t e = {m, ri, &w, json_object(), json_object(), json_array()};
+  failure_t f = {0, ""};
+  marks_t mk;
+  memset(&mk, 0, sizeof mk);
+  dg_changes_clear(m->changes);
+  /* Output that follows the changes array (rows, row, table_def ...). */
+  dg_buf_t extra;
+  dg_buf_init(&extra);
+  dg_jsonw_t xw;
+  dg_jsonw_init(&xw, &extra);
+  xw.depth = 1; /* members of the outcome object */
+  xw.first[1] = 0;
+  int rc = 0;
+  mtable_t *t = table ? dg__mgr_table(m, table) : NULL;
+
+  if (o == NULL || op == NULL) {
+    rc = fail(&f, 400, "the request is not valid JSON");
+  } else if (strcmp(op, "update_cell") == 0) {
+    json_t *list = json_array();
+    json_array_append(list, o);
+    rc = op_update_cells(&e, list, &mk, &f);
+    json_decref(list);
+  } else if (strcmp(op, "update_cells") == 0) {
+    rc = op_update_cells(&e, json_object_get(o, "updates"), &mk, &f);
+  } else if (strcmp(op, "create_table") == 0) {
+    rc = op_create_table(m, o, &xw, &f);
+  } else if (strcmp(op, "delete_table") == 0) {
+    rc = op_delete_table(m, table, &f);
+  } else if (strcmp(op, "create_view") == 0) {
+    rc = op_create_view(m, json_string_value(json_object_get(o, "view")),
+                        json_string_value(json_object_get(o, "sql")), &xw, &f);
+  } else if (strcmp(op, "delete_view") == 0) {
+    rc = op_delete_view(m, json_string_value(json_object_get(o, "view")), &xw, &f);
+  } else if (t == NULL) {
+    rc = fail(&f, 404, "table '%s' does not exist", table ? table : "");
+  } else if (strcmp(op, "insert_rows") == 0) {
+    mark_table(&mk, t);
+    int64_t next = m->next_row_id;
+    dg_jsonw_key(&xw, "rows");
+    dg_jsonw_arr(&xw);
+    rc = op_insert_rows(&e, t, json_object_get(o, "rows"), &xw, &next, &f);
+    dg_jsonw_end(&xw);
+    if (rc == 0) m->next_row_id = next;
+  } else if (strcmp(op, "update_row") == 0) {
+    mark_table(&mk, t);
+    int64_t id = json_integer_value(json_object_get(o, "row_id"));
+    json_t *pj = json_object_get(o, "parent_id");
+    dg_erow_t row;
+    if (dg_etable_row_get(t->et, id, &row) != 0) {
+      rc = fail(&f, 404, "table '%s' has no row %" PRId64, t->def->name, id);
+    } else if (pj) {
+      size_t from = dg_changes_count(m->changes);
+      int64_t np = json_is_null(pj) ? DG_ROW_NONE : json_integer_value(pj);
+      int erc = dg_etable_move(t->et, id, np, m->changes);
+      if (erc == DG_ECONFLICT) rc = fail(&f, 409, "moving row %" PRId64 " under %" PRId64 " would make a cycle", id, np);
+      else if (erc != 0) rc = engine_fail(&f, erc, t->def->name, id, NULL);
+      else collect(&e, t, from, INT64_MIN);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(o, "cells"), k, v) {
+      if (rc != 0) break;
+      const dg_coldef_t *c = dg_tabledef_col(t->def, k);
+      if (c == NULL) rc = fail(&f, 400, "no column '%s'", k);
+      else rc = write_cell(&e, t, id, c, v, json_string_value(json_object_get(o, "mode")), NULL, &f);
+    }
+    if (rc == 0) {
+      dg_jsonw_key(&xw, "row");
+      render_row(&xw, t, id);
+    }
+  } else if (strcmp(op, "delete_row") == 0) {
+    mark_table(&mk, t);
+    int64_t id = json_integer_value(json_object_get(o, "row_id"));
+    size_t from = dg_changes_count(m->changes);
+    int erc = dg_etable_delete(t->et, id, json_is_true(json_object_get(o, "cascade")), m->changes);
+    if (erc == DG_ECONFLICT) rc = fail(&f, 409, "row %" PRId64 " has children: delete with cascade=true", id);
+    else if (erc != 0) rc = engine_fail(&f, erc, t->def->name, id, NULL);
+    else collect(&e, t, from, INT64_MIN);
+  } else if (strcmp(op, "hold") == 0 || strcmp(op, "release") == 0) {
+    mark_table(&mk, t);
+    json_t *list = json_object_get(o, "holds");
+    for (size_t i = 0; i < json_array_size(list) && rc == 0; i++) {
+      json_t *hj = json_array_get(list, i);
+      int64_t id = json_integer_value(json_object_get(hj, "row_id"));
+      const dg_coldef_t *c = dg_tabledef_col(t->def, json_string_value(json_object_get(hj, "column")));
+      size_t from = dg_changes_count(m->changes);
+      if (c == NULL || c->type != DG_COL_NUMBER) {
+        rc = fail(&f, 400, "holds[%zu]: not a number column", i);
+        break;
+      }
+      int erc = dg_etable_hold(t->et, id, (uint32_t)c->slot, strcmp(op, "hold") == 0, m->changes);
+      if (erc != 0) rc = engine_fail(&f, erc, t->def->name, id, c->name);
+      else collect(&e, t, from, INT64_MIN);
+    }
+  } else {
+    rc = fail(&f, 400, "unknown op '%.40s'", op);
+  }
+
+  marks_end(&mk, rc == 0);
+  if (rc != 0) {
+    /* Nothing of a rejected request stays: audit rows, DDL, output. */
+    for (size_t i = hist_mark; i < m->nhist; i++) {
+      dg_free(m->hist[i].old_text);
+      dg_free(m->hist[i].new_text);
+    }
+    m->nhist = hist_mark;
+    for (size_t i = ddl_mark; i < m->nddl; i++) dg_free(m->ddl[i]);
+    m->nddl = ddl_mark;
+    m->json.len = status_at;
+    m->json.data[m->json.len] = '\0';
+    w.first[1] = 0;
+    dg_jsonw_key(&w, "changes");
+    dg_jsonw_arr(&w);
+    dg_jsonw_end(&w);
+    dg_jsonw_key(&w, "status");
+    dg_jsonw_str(&w, "rejected");
+    dg_jsonw_key(&w, "error");
+    dg_jsonw_obj(&w);
+    dg_jsonw_key(&w, "status");
+    dg_jsonw_int(&w, f.status);
+    dg_jsonw_key(&w, "code");
+    dg_jsonw_str(&w, code_of(f.status));
+    dg_jsonw_key(&w, "title");
+    dg_jsonw_str(&w, title_of(f.status));
+    dg_jsonw_key(&w, "detail");
+    dg_jsonw_str(&w, f.detail);
+    dg_jsonw_end(&w);
+  } else {
+    dg_jsonw_end(&w); /* changes */
+    dg_jsonw_key(&w, "status");
+    dg_jsonw_str(&w, "applied");
+    dg_jsonw_key(&w, "error");
+    dg_jsonw_null(&w);
+    write_id_map(&w, "inserted", e.inserted, table);
+    write_id_map(&w, "deleted", e.deleted, table);
+    if (json_array_size(e.moved)) {
+      char *mv = json_dumps(e.moved, JSON_COMPACT);
+      dg_jsonw_key(&w, "moved");
+      dg_jsonw_raw(&w, mv, strlen(mv));
+      free(mv);
+    }
+    if (extra.len) {
+      dg_buf_putc(&m->json, ',');
+      dg_buf_append(&m->json, extra.data + (extra.data[0] == ',' ? 1 : 0),
+                    extra.len - (extra.data[0] == ',' ? 1 : 0));
+    }
+  }
+  char ts[64];
+  now_iso(ts);
+  dg_jsonw_key(&w, "ts");
+  dg_jsonw_str(&w, ts);
+  dg_jsonw_end(&w);
+  req->res = dg_strndup(m->json.data, m->json.len);
+  req->res_len = m->json.len;
+  dg_buf_dispose(&extra);
+  json_decref(e.inserted);
+  json_decref(e.deleted);
+  json_decref(e.moved);
+  json_decref(o);
+}

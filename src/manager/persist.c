@@ -1,0 +1,570 @@
+/*
+ * persist.c -- the manager and DuckDB: loading everything at start, and
+ * writing each batch in one transaction of set-based statements.
+ *
+ * A batch's effects are net effects per row: a row is written once however
+ * many requests touched it, as its final state taken from the engine.
+ *
+ *   touched row   existed before the batch   exists now   statement
+ *   ───────────   ────────────────────────   ──────────   ──────────────────────────
+ *                 yes                        no           DELETE … WHERE id IN (stage)
+ *                 yes                        yes          UPDATE … FROM stage (whole row)
+ *                 no                         yes          INSERT … SELECT FROM stage
+ *
+ * Rows go into connection-local temp staging tables through the appender,
+ * as data chunks whose DECIMAL vectors are filled with the engine's scaled
+ * int64 values directly (no text, no doubles). Every statement's row count
+ * is checked against what was staged. The audit rows, the outcomes and the
+ * id of the last request applied go into the same transaction, so after a
+ * crash DuckDB says exactly which requests are applied and what their
+ * outcomes were.
+ *
+ * Values are always absolute (SET v = staged value), never increments: see
+ * DESIGN.md on DuckDB 1.4.4 applying a point increment twice.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "dg/common.h"
+#include "dg/db.h"
+#include "dg/log.h"
+#include "internal.h"
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static int exec(dg_manager_t *m, const char *sql, char *err, size_t errcap) {
+  return dg_db_exec(m->conn, sql, err, errcap);
+}
+
+/* Runs sql and checks it changed exactly `want` rows. */
+static int exec_count(dg_manager_t *m, const char *sql, idx_t want, char *err, size_t errcap) {
+  duckdb_result res;
+  if (duckdb_query(m->conn, sql, &res) == DuckDBError) {
+    snprintf(err, errcap, "%s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    return DG_EIO;
+  }
+  idx_t got = duckdb_rows_changed(&res);
+  duckdb_destroy_result(&res);
+  if (got != want) {
+    snprintf(err, errcap, "statement changed %llu rows, expected %llu: %.80s", (unsigned long long)got,
+             (unsigned long long)want, sql);
+    return DG_EIO;
+  }
+  return 0;
+}
+
+/* ---- loading -------------------------------------------------------------------- */
+
+static int load_table(dg_manager_t *m, const char *name, char *err, size_t errcap) {
+  dg_tabledef_t *def;
+  if (dg_catalog_read_def(m->conn, name, &def) != 0) {
+    snprintf(err, errcap, "cannot read the columns of table '%s'", name);
+    return DG_EIO;
+  }
+  uint8_t *scales = dg_calloc((size_t)def->nnum + 1, 1);
+  for (int i = 0; i < def->ncols; i++)
+    if (def->cols[i].type == DG_COL_NUMBER) scales[def->cols[i].slot] = (uint8_t)def->cols[i].scale;
+  mtable_t *t = dg_calloc(1, sizeof *t);
+  t->def = def;
+  t->tag = m->ntables;
+  dg_idset_init(&t->touched);
+  dg_idset_init(&t->fresh);
+  dg_etable_opts_t eo = {scales, (uint32_t)def->nnum, (uint32_t)def->ntext, t->tag, 0};
+  int rc = dg_etable_create(&eo, &t->et);
+  dg_free(scales);
+  if (rc != 0) {
+    snprintf(err, errcap, "table '%s': %s", name, dg_strerror(rc));
+    dg__mgr_table_free(t);
+    return rc;
+  }
+  /* Columns in declared order; the engine wants numbers and texts apart. */
+  dg_buf_t sql;
+  dg_buf_init(&sql);
+  dg_buf_puts(&sql, "SELECT id, parent_id");
+  for (int i = 0; i < def->ncols; i++) dg_buf_printf(&sql, ", \"%s\"", def->cols[i].name);
+  dg_buf_printf(&sql, " FROM main.\"%s\"", name);
+  duckdb_result res;
+  if (duckdb_query(m->conn, sql.data, &res) == DuckDBError) {
+    snprintf(err, errcap, "cannot read table '%s': %s", name, duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    dg_buf_dispose(&sql);
+    dg__mgr_table_free(t);
+    return DG_EIO;
+  }
+  dg_buf_dispose(&sql);
+  dg_etable_load_begin(t->et, duckdb_row_count(&res));
+  int64_t *nums = dg_calloc((size_t)def->nnum + 1, sizeof *nums);
+  dg_etext_t *texts = dg_calloc((size_t)def->ntext + 1, sizeof *texts);
+  rc = 0;
+  for (;;) {
+    duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
+    if (chunk == NULL) break;
+    idx_t n = duckdb_data_chunk_get_size(chunk);
+    duckdb_vector idv = duckdb_data_chunk_get_vector(chunk, 0);
+    duckdb_vector pv = duckdb_data_chunk_get_vector(chunk, 1);
+    const int64_t *ids = duckdb_vector_get_data(idv);
+    const int64_t *parents = duckdb_vector_get_data(pv);
+    uint64_t *pvalid = duckdb_vector_get_validity(pv);
+    for (idx_t r = 0; r < n && rc == 0; r++) {
+      for (int c = 0; c < def->ncols; c++) {
+        duckdb_vector v = duckdb_data_chunk_get_vector(chunk, (idx_t)c + 2);
+        uint64_t *valid = duckdb_vector_get_validity(v);
+        int ok = valid == NULL || duckdb_validity_row_is_valid(valid, r);
+        if (def->cols[c].type == DG_COL_NUMBER) {
+          nums[def->cols[c].slot] = ok ? ((const int64_t *)duckdb_vector_get_data(v))[r] : 0;
+        } else {
+          duckdb_string_t *s = &((duckdb_string_t *)duckdb_vector_get_data(v))[r];
+          if (!ok) {
+            texts[def->cols[c].slot] = (dg_etext_t){NULL, 0};
+          } else {
+            uint32_t len = duckdb_string_t_length(*s);
+            texts[def->cols[c].slot] = (dg_etext_t){duckdb_string_t_data(s), len};
+          }
+        }
+      }
+      int64_t parent = pvalid == NULL || duckdb_validity_row_is_valid(pvalid, r) ? parents[r] : DG_ROW_NONE;
+      rc = dg_etable_load_row(t->et, ids[r], parent, nums, texts);
+      if (ids[r] >= m->next_row_id) m->next_row_id = ids[r] + 1;
+    }
+    duckdb_destroy_data_chunk(&chunk);
+    if (rc != 0) break;
+  }
+  duckdb_destroy_result(&res);
+  dg_free(nums);
+  dg_free(texts);
+  if (rc == 0) rc = dg_etable_load_finish(t->et, 0);
+  if (rc != 0) {
+    snprintf(err, errcap, "table '%s' does not load: %s", name, dg_strerror(rc));
+    dg__mgr_table_free(t);
+    return rc;
+  }
+  m->tables = dg_realloc(m->tables, (m->ntables + 1) * sizeof *m->tables);
+  m->tables[m->ntables++] = t;
+  return 0;
+}
+
+static void free_state(dg_manager_t *m) {
+  for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
+  dg_free(m->tables);
+  m->tables = NULL;
+  m->ntables = 0;
+  for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);
+  dg_free(m->views);
+  m->views = NULL;
+  m->nviews = 0;
+  dg_idset_dispose(&m->seen_requests);
+}
+
+int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
+  free_state(m);
+  m->next_row_id = 1;
+  duckdb_result res;
+  if (duckdb_query(m->conn, "SELECT last_id FROM dg.applied", &res) == DuckDBError ||
+      duckdb_row_count(&res) != 1) {
+    snprintf(err, errcap, "cannot read dg.applied");
+    duckdb_destroy_result(&res);
+    return DG_EIO;
+  }
+  char *last = duckdb_value_varchar(&res, 0, 0);
+  snprintf(m->last_applied, sizeof m->last_applied, "%s", last ? last : "0-0");
+  duckdb_free(last);
+  duckdb_destroy_result(&res);
+
+  if (duckdb_query(m->conn, "SELECT name FROM dg.tables ORDER BY name", &res) == DuckDBError) {
+    snprintf(err, errcap, "cannot read dg.tables");
+    duckdb_destroy_result(&res);
+    return DG_EIO;
+  }
+  int rc = 0;
+  for (idx_t i = 0; i < duckdb_row_count(&res) && rc == 0; i++) {
+    char *name = duckdb_value_varchar(&res, 0, i);
+    rc = load_table(m, name, err, errcap);
+    duckdb_free(name);
+  }
+  duckdb_destroy_result(&res);
+  if (rc != 0) return rc;
+
+  if (duckdb_query(m->conn, "SELECT table_name, row_id, column_name FROM dg.holds", &res) == DuckDBSuccess) {
+    for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
+      char *tn = duckdb_value_varchar(&res, 0, i);
+      char *cn = duckdb_value_varchar(&res, 2, i);
+      mtable_t *t = dg__mgr_table(m, tn);
+      const dg_coldef_t *c = t && cn ? dg_tabledef_col(t->def, cn) : NULL;
+      if (c && c->type == DG_COL_NUMBER)
+        dg_etable_hold(t->et, duckdb_value_int64(&res, 1, i), (uint32_t)c->slot, true, NULL);
+      duckdb_free(tn);
+      duckdb_free(cn);
+    }
+  }
+  duckdb_destroy_result(&res);
+
+  if (duckdb_query(m->conn, "SELECT name FROM dg.views", &res) == DuckDBSuccess) {
+    m->nviews = duckdb_row_count(&res);
+    m->views = dg_calloc(m->nviews + 1, sizeof *m->views);
+    for (idx_t i = 0; i < m->nviews; i++) {
+      char *v = duckdb_value_varchar(&res, 0, i);
+      m->views[i] = dg_strdup(v ? v : "");
+      duckdb_free(v);
+    }
+  }
+  duckdb_destroy_result(&res);
+
+  dg_idset_init(&m->seen_requests);
+  if (duckdb_query(m->conn, "SELECT request_id FROM dg.outcomes", &res) == DuckDBSuccess) {
+    for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
+      char *rid = duckdb_value_varchar(&res, 0, i);
+      if (rid) dg_idset_add(&m->seen_requests, (int64_t)dg__mgr_hash(rid));
+      duckdb_free(rid);
+    }
+  }
+  duckdb_destroy_result(&res);
+  return 0;
+}
+
+char *dg__mgr_stored_outcome(dg_manager_t *m, const char *stream_id) {
+  duckdb_prepared_statement st;
+  char *out = NULL;
+  if (duckdb_prepare(m->conn, "SELECT res FROM dg.outcomes WHERE stream_id = $1", &st) == DuckDBSuccess) {
+    duckdb_bind_varchar(st, 1, stream_id);
+    duckdb_result res;
+    if (duckdb_execute_prepared(st, &res) == DuckDBSuccess && duckdb_row_count(&res) == 1) {
+      char *v = duckdb_value_varchar(&res, 0, 0);
+      out = v ? dg_strdup(v) : NULL;
+      duckdb_free(v);
+    }
+    duckdb_destroy_result(&res);
+  }
+  duckdb_destroy_prepare(&st);
+  return out;
+}
+
+/* ---- writing a batch ---------------------------------------------------------------- */
+
+/* Staging tables live on the manager's connection, made outside any batch
+ * transaction so a rollback cannot take them away. */
+static int ensure_staging(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
+  if (t->staged) return 0;
+  char sql[256];
+  const char *kinds[] = {"upd", "ins"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(sql, sizeof sql,
+             "CREATE OR REPLACE TEMP TABLE \"dg_%s_%s\" AS SELECT * FROM main.\"%s\" LIMIT 0",
+             kinds[k], t->def->name, t->def->name);
+    if (exec(m, sql, err, errcap) != 0) return DG_EIO;
+  }
+  if (exec(m, "CREATE TEMP TABLE IF NOT EXISTS dg_del (id BIGINT)", err, errcap) != 0) return DG_EIO;
+  t->staged = 1;
+  return 0;
+}
+
+/* Appends whole rows (from the engine) to a staging table via data chunks. */
+static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int64_t *ids, size_t n,
+                      char *err, size_t errcap) {
+  duckdb_appender app;
+  if (duckdb_appender_create_ext(m->conn, "temp", "main", stage, &app) == DuckDBError) {
+    snprintf(err, errcap, "appender on %s: %s", stage, duckdb_appender_error(app));
+    duckdb_appender_destroy(&app);
+    return DG_EIO;
+  }
+  idx_t ncols = duckdb_appender_column_count(app);
+  duckdb_logical_type *types = dg_calloc(ncols, sizeof *types);
+  for (idx_t c = 0; c < ncols; c++) types[c] = duckdb_appender_column_type(app, c);
+  duckdb_data_chunk chunk = duckdb_create_data_chunk(types, ncols);
+  idx_t cap = duckdb_vector_size();
+  const dg_tabledef_t *def = t->def;
+  int rc = 0;
+  idx_t fill = 0;
+  for (size_t i = 0; i <= n && rc == 0; i++) {
+    if (fill == cap || (i == n && fill > 0)) {
+      duckdb_data_chunk_set_size(chunk, fill);
+      if (duckdb_append_data_chunk(app, chunk) == DuckDBError) {
+        snprintf(err, errcap, "append to %s: %s", stage, duckdb_appender_error(app));
+        rc = DG_EIO;
+      }
+      duckdb_data_chunk_reset(chunk);
+      fill = 0;
+    }
+    if (i == n || rc != 0) break;
+    dg_erow_t row;
+    if (dg_etable_row_get(t->et, ids[i], &row) != 0) continue;
+    ((int64_t *)duckdb_vector_get_data(duckdb_data_chunk_get_vector(chunk, 0)))[fill] = ids[i];
+    duckdb_vector pv = duckdb_data_chunk_get_vector(chunk, 1);
+    if (row.parent_id == DG_ROW_NONE) {
+      duckdb_vector_ensure_validity_writable(pv);
+      duckdb_validity_set_row_invalid(duckdb_vector_get_validity(pv), fill);
+    } else {
+      uint64_t *valid = duckdb_vector_get_validity(pv);
+      if (valid) duckdb_validity_set_row_valid(valid, fill);
+      ((int64_t *)duckdb_vector_get_data(pv))[fill] = row.parent_id;
+    }
+    for (int c = 0; c < def->ncols; c++) {
+      duckdb_vector v = duckdb_data_chunk_get_vector(chunk, (idx_t)c + 2);
+      if (def->cols[c].type == DG_COL_NUMBER) {
+        int64_t x = 0;
+        dg_etable_number_get(t->et, ids[i], (uint32_t)def->cols[c].slot, &x);
+        ((int64_t *)duckdb_vector_get_data(v))[fill] = x;
+      } else {
+        const char *s;
+        size_t len;
+        dg_etable_text_get(t->et, ids[i], (uint32_t)def->cols[c].slot, &s, &len);
+        if (s == NULL) {
+          duckdb_vector_ensure_validity_writable(v);
+          duckdb_validity_set_row_invalid(duckdb_vector_get_validity(v), fill);
+        } else {
+          uint64_t *valid = duckdb_vector_get_validity(v);
+          if (valid) duckdb_validity_set_row_valid(valid, fill);
+          duckdb_vector_assign_string_element_len(v, fill, s, len);
+        }
+      }
+    }
+    fill++;
+  }
+  if (rc == 0 && duckdb_appender_close(app) == DuckDBError) {
+    snprintf(err, errcap, "flush %s: %s", stage, duckdb_appender_error(app));
+    rc = DG_EIO;
+  }
+  duckdb_destroy_data_chunk(&chunk);
+  for (idx_t c = 0; c < ncols; c++) duckdb_destroy_logical_type(&types[c]);
+  dg_free(types);
+  duckdb_appender_destroy(&app);
+  return rc;
+}
+
+static int stage_ids(dg_manager_t *m, const int64_t *ids, size_t n, char *err, size_t errcap) {
+  if (exec(m, "DELETE FROM temp.dg_del", err, errcap) != 0) return DG_EIO;
+  duckdb_appender app;
+  if (duckdb_appender_create_ext(m->conn, "temp", "main", "dg_del", &app) == DuckDBError) {
+    snprintf(err, errcap, "appender on dg_del");
+    duckdb_appender_destroy(&app);
+    return DG_EIO;
+  }
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++)
+    if (duckdb_append_int64(app, ids[i]) == DuckDBError || duckdb_appender_end_row(app) == DuckDBError)
+      rc = DG_EIO;
+  if (rc == 0 && duckdb_appender_close(app) == DuckDBError) rc = DG_EIO;
+  if (rc) snprintf(err, errcap, "staging ids: %s", duckdb_appender_error(app));
+  duckdb_appender_destroy(&app);
+  return rc;
+}
+
+typedef struct {
+  int64_t *v;
+  size_t n, cap;
+} idvec_t;
+
+static void idvec_push(idvec_t *a, int64_t x) {
+  if (a->n == a->cap) {
+    a->cap = a->cap ? a->cap * 2 : 64;
+    a->v = dg_realloc(a->v, a->cap * sizeof *a->v);
+  }
+  a->v[a->n++] = x;
+}
+
+static int write_table(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
+  idvec_t del = {0}, upd = {0}, ins = {0};
+  for (size_t i = 0; i < t->touched.cap; i++) {
+    if (t->touched.state[i] != 1) continue;
+    int64_t id = t->touched.keys[i];
+    dg_erow_t row;
+    int exists = dg_etable_row_get(t->et, id, &row) == 0;
+    int fresh = dg_idset_has(&t->fresh, id);
+    if (!fresh && !exists) idvec_push(&del, id);
+    else if (!fresh && exists) idvec_push(&upd, id);
+    else if (fresh && exists) idvec_push(&ins, id);
+  }
+  const char *name = t->def->name;
+  char sql[4096];
+  int rc = 0;
+  if (del.n) {
+    rc = stage_ids(m, del.v, del.n, err, errcap);
+    snprintf(sql, sizeof sql, "DELETE FROM main.\"%s\" WHERE id IN (SELECT id FROM temp.dg_del)", name);
+    if (rc == 0) rc = exec_count(m, sql, del.n, err, errcap);
+    snprintf(sql, sizeof sql,
+             "DELETE FROM dg.holds WHERE table_name = '%s' AND row_id IN (SELECT id FROM temp.dg_del)", name);
+    if (rc == 0) rc = exec(m, sql, err, errcap);
+  }
+  if (rc == 0 && upd.n) {
+    char stage[96];
+    snprintf(stage, sizeof stage, "dg_upd_%s", name);
+    rc = stage_rows(m, t, stage, upd.v, upd.n, err, errcap);
+    dg_buf_t b;
+    dg_buf_init(&b);
+    dg_buf_printf(&b, "UPDATE main.\"%s\" AS x SET parent_id = s.parent_id", name);
+    for (int c = 0; c < t->def->ncols; c++)
+      dg_buf_printf(&b, ", \"%s\" = s.\"%s\"", t->def->cols[c].name, t->def->cols[c].name);
+    dg_buf_printf(&b, " FROM temp.\"%s\" AS s WHERE x.id = s.id", stage);
+    if (rc == 0) rc = exec_count(m, b.data, upd.n, err, errcap);
+    dg_buf_dispose(&b);
+    snprintf(sql, sizeof sql, "DELETE FROM temp.\"%s\"", stage);
+    if (rc == 0) rc = exec(m, sql, err, errcap);
+  }
+  if (rc == 0 && ins.n) {
+    char stage[96];
+    snprintf(stage, sizeof stage, "dg_ins_%s", name);
+    rc = stage_rows(m, t, stage, ins.v, ins.n, err, errcap);
+    snprintf(sql, sizeof sql, "INSERT INTO main.\"%s\" SELECT * FROM temp.\"%s\"", name, stage);
+    if (rc == 0) rc = exec_count(m, sql, ins.n, err, errcap);
+    snprintf(sql, sizeof sql, "DELETE FROM temp.\"%s\"", stage);
+    if (rc == 0) rc = exec(m, sql, err, errcap);
+  }
+  dg_free(del.v);
+  dg_free(upd.v);
+  dg_free(ins.v);
+  return rc;
+}
+
+static int write_holds(dg_manager_t *m, char *err, size_t errcap) {
+  duckdb_prepared_statement del = NULL, add = NULL;
+  int rc = 0;
+  for (size_t i = 0; i < m->nhist && rc == 0; i++) {
+    mhist_t *h = &m->hist[i];
+    if (h->kind != MHIST_HOLD || m->reqs[h->req].duplicate || m->tables[h->tag] == NULL) continue;
+    if (del == NULL &&
+        (duckdb_prepare(m->conn,
+                        "DELETE FROM dg.holds WHERE table_name = $1 AND row_id = $2 AND column_name = $3",
+                        &del) == DuckDBError ||
+         duckdb_prepare(m->conn, "INSERT INTO dg.holds VALUES ($1, $2, $3)", &add) == DuckDBError)) {
+      snprintf(err, errcap, "prepare holds");
+      rc = DG_EIO;
+      break;
+    }
+    mtable_t *t = m->tables[h->tag];
+    duckdb_prepared_statement sts[2] = {del, add};
+    for (int k = 0; k < (strcmp(h->new_text, "held") == 0 ? 2 : 1); k++) {
+      duckdb_bind_varchar(sts[k], 1, t->def->name);
+      duckdb_bind_int64(sts[k], 2, h->row);
+      duckdb_bind_varchar(sts[k], 3, t->def->cols[h->col].name);
+      duckdb_result res;
+      if (duckdb_execute_prepared(sts[k], &res) == DuckDBError) {
+        snprintf(err, errcap, "holds: %s", duckdb_result_error(&res));
+        rc = DG_EIO;
+      }
+      duckdb_destroy_result(&res);
+    }
+  }
+  if (del) duckdb_destroy_prepare(&del);
+  if (add) duckdb_destroy_prepare(&add);
+  return rc;
+}
+
+static int write_log(dg_manager_t *m, char *err, size_t errcap) {
+  duckdb_appender app;
+  if (duckdb_appender_create(m->conn, "dg", "cell_history", &app) == DuckDBError) {
+    snprintf(err, errcap, "appender on dg.cell_history");
+    duckdb_appender_destroy(&app);
+    return DG_EIO;
+  }
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  duckdb_timestamp ts = {(int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000};
+  int rc = 0;
+  /* Request fields come from the outcome of the request (request_id, user). */
+  for (size_t i = 0; i < m->nhist && rc == 0; i++) {
+    mhist_t *h = &m->hist[i];
+    mreq_t *r = &m->reqs[h->req];
+    mtable_t *t = m->tables[h->tag];
+    duckdb_append_varchar(app, r->stream_id);
+    duckdb_append_varchar(app, r->request_id);
+    duckdb_append_varchar(app, r->user);
+    duckdb_append_timestamp(app, ts);
+    duckdb_append_varchar(app, t ? t->def->name : r->table_name);
+    duckdb_append_int64(app, h->row);
+    if (h->col >= 0 && t) duckdb_append_varchar(app, t->def->cols[h->col].name);
+    else duckdb_append_null(app);
+    if (h->old_text) duckdb_append_varchar(app, h->old_text);
+    else duckdb_append_null(app);
+    if (h->new_text) duckdb_append_varchar(app, h->new_text);
+    else duckdb_append_null(app);
+    if (duckdb_appender_end_row(app) == DuckDBError) rc = DG_EIO;
+  }
+  if (rc == 0 && duckdb_appender_close(app) == DuckDBError) rc = DG_EIO;
+  if (rc) snprintf(err, errcap, "audit log: %s", duckdb_appender_error(app));
+  duckdb_appender_destroy(&app);
+  if (rc) return rc;
+
+  duckdb_appender out;
+  if (duckdb_appender_create(m->conn, "dg", "outcomes", &out) == DuckDBError) {
+    snprintf(err, errcap, "appender on dg.outcomes");
+    duckdb_appender_destroy(&out);
+    return DG_EIO;
+  }
+  for (size_t i = 0; i < m->nreqs && rc == 0; i++) {
+    mreq_t *r = &m->reqs[i];
+    if (r->duplicate || r->res == NULL) continue;
+    duckdb_append_varchar(out, r->stream_id);
+    duckdb_append_varchar(out, r->request_id);
+    duckdb_append_varchar_length(out, r->res, r->res_len);
+    if (duckdb_appender_end_row(out) == DuckDBError) rc = DG_EIO;
+  }
+  if (rc == 0 && duckdb_appender_close(out) == DuckDBError) rc = DG_EIO;
+  if (rc) snprintf(err, errcap, "outcomes: %s", duckdb_appender_error(out));
+  duckdb_appender_destroy(&out);
+  return rc;
+}
+
+static int run_ddl(dg_manager_t *m, char *err, size_t errcap) {
+  for (size_t i = 0; i < m->nddl; i++) {
+    if (m->ddl[i][0] == '\x01' && i + 1 < m->nddl) {
+      duckdb_prepared_statement st;
+      int rc = 0;
+      if (duckdb_prepare(m->conn, "INSERT INTO dg.views VALUES ($1, $2)", &st) == DuckDBError) {
+        rc = DG_EIO;
+      } else {
+        duckdb_bind_varchar(st, 1, m->ddl[i] + 1);
+        duckdb_bind_varchar(st, 2, m->ddl[i + 1]);
+        duckdb_result res;
+        if (duckdb_execute_prepared(st, &res) == DuckDBError) rc = DG_EIO;
+        duckdb_destroy_result(&res);
+      }
+      duckdb_destroy_prepare(&st);
+      if (rc) {
+        snprintf(err, errcap, "cannot record the view");
+        return rc;
+      }
+      i++;
+      continue;
+    }
+    if (exec(m, m->ddl[i], err, errcap) != 0) return DG_EIO;
+  }
+  return 0;
+}
+
+static int batch_tx(duckdb_connection c, void *arg, char *err, size_t errcap) {
+  dg_manager_t *m = arg;
+  (void)c;
+  int rc = run_ddl(m, err, errcap);
+  for (uint32_t i = 0; i < m->ntables && rc == 0; i++) {
+    mtable_t *t = m->tables[i];
+    if (t && t->touched.count) rc = write_table(m, t, err, errcap);
+  }
+  if (rc == 0) rc = write_holds(m, err, errcap);
+  if (rc == 0) rc = write_log(m, err, errcap);
+  if (rc == 0 && m->nreqs) {
+    duckdb_prepared_statement st;
+    if (duckdb_prepare(m->conn, "UPDATE dg.applied SET last_id = $1", &st) == DuckDBError) {
+      rc = DG_EIO;
+    } else {
+      duckdb_bind_varchar(st, 1, m->reqs[m->nreqs - 1].stream_id);
+      duckdb_result res;
+      if (duckdb_execute_prepared(st, &res) == DuckDBError || duckdb_rows_changed(&res) != 1) rc = DG_EIO;
+      duckdb_destroy_result(&res);
+    }
+    duckdb_destroy_prepare(&st);
+    if (rc) snprintf(err, errcap, "cannot record the last applied request");
+  }
+  return rc;
+}
+
+int dg__mgr_persist(dg_manager_t *m, char *err, size_t errcap) {
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    mtable_t *t = m->tables[i];
+    if (t && t->touched.count && ensure_staging(m, t, err, errcap) != 0) return DG_EIO;
+  }
+  int rc = dg_db_transaction(m->conn, batch_tx, m, err, errcap);
+  if (rc == 0) snprintf(m->last_applied, sizeof m->last_applied, "%s", m->nreqs ? m->reqs[m->nreqs - 1].stream_id : m->last_applied);
+  return rc;
+}

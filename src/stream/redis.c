@@ -1,0 +1,745 @@
+/*
+ * redis.c -- the Redis connection: handshake (AUTH, SELECT, CLIENT SETNAME,
+ * PING), argv commands, pipelining, timeouts, and reconnect with backoff.
+ *
+ * Why this shape. Every write in duckgrid is an XADD to request_duck, and the
+ * manager, the response readers and the API threads each hold their own
+ * connection, so a connection is a plain blocking object owned by one thread:
+ * no locks, no callbacks, no event loop. What it must get right is failure:
+ *
+ * - Every call is bounded. Each exchange gets an absolute deadline
+ *   (command_timeout_ms, or the per-call override for XREAD BLOCK), and the
+ *   transport never waits past it. Connect plus handshake share one
+ *   deadline (connect_timeout_ms).
+ * - A reply of type error is data, not a failure. Only I/O errors, EOF,
+ *   protocol errors and timeouts break the connection. After a timeout the
+ *   reply may still arrive, so the stream is no longer in step with our
+ *   requests and the connection must be dropped, too.
+ * - Nothing is re-sent. When a connection fails with replies outstanding we
+ *   cannot know which commands ran (an XADD may have been applied), so the
+ *   caller gets DG_EIO for each of them and decides.
+ * - Reconnects are paced. A broken connection is retried on the next
+ *   command at once (the server may just have restarted); each failed attempt
+ *   doubles the delay from backoff_min_ms up to backoff_max_ms, with "equal
+ *   jitter" (half fixed, half random) so that many clients of a restarted
+ *   server do not reconnect in lock step. Inside the delay commands fail
+ *   immediately with DG_EUNAVAIL instead of sleeping; dg_redis_reconnect()
+ *   is the call that sleeps out the delay, for loops that want to wait.
+ *
+ * State of a dg_redis_t:
+ *
+ *             connect ok                 I/O error / timeout / EOF
+ *   BROKEN -------------> CONNECTED ----------------------------> BROKEN
+ *   (tp == NULL)          (tp != NULL)   (unread replies become "lost")
+ *     ^   |
+ *     +---+  attempt fails: failures++, next_attempt = now + backoff
+ *
+ * A BROKEN connection is retried by the next command (once next_attempt
+ * has passed) or by dg_redis_reconnect(); a probe before each new exchange
+ * turns a CONNECTED one the server closed while idle into BROKEN first.
+ *
+ * Bytes: commands are formatted by hiredis (redisFormatCommandArgv) into
+ * obuf, written by the transport, and the bytes read are fed to a hiredis
+ * redisReader, which hands back complete redisReply trees.
+ */
+#include "dg/redis.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/read.h>
+
+#include "stream/redis_internal.h"
+#include "stream/redis_transport.h"
+
+/* Defaults when an option is 0. A command on loopback takes ~55 us, so 5 s
+   only trips on a hung or overloaded server; 2 s to connect covers a SYN
+   retransmit (1 s) on a lossy network. */
+#define DEFAULT_CONNECT_TIMEOUT_MS 2000
+#define DEFAULT_COMMAND_TIMEOUT_MS 5000
+#define DEFAULT_BACKOFF_MIN_MS 50
+#define DEFAULT_BACKOFF_MAX_MS 2000
+/* A pipeline buffer grown past this is released after it is written, so one
+   large batch does not pin memory for the life of the connection. */
+#define OBUF_KEEP_BYTES (256 * 1024)
+/* Handshake commands: AUTH, SELECT, CLIENT SETNAME, PING. */
+#define HANDSHAKE_MAX 4
+
+struct dg_redis_s {
+  dg_redis_url_t url;            /* deep copy of the caller's URL */
+  int connect_timeout_ms;        /* ms, connect + handshake */
+  int command_timeout_ms;        /* ms, one exchange */
+  int backoff_min_ms;            /* ms */
+  int backoff_max_ms;            /* ms */
+  int auto_reconnect;            /* 1: commands reconnect a broken connection */
+  char *client_name;             /* CLIENT SETNAME argument or NULL */
+  dg__redis_transport_t *tp;     /* NULL while broken / not yet connected */
+  redisReader *reader;           /* reply parser; NULL while broken */
+  char *obuf;                    /* formatted commands not yet written */
+  size_t olen;                   /* bytes used in obuf */
+  size_t ocap;                   /* bytes allocated for obuf */
+  size_t pending;                /* commands queued or sent whose reply is unread */
+  size_t lost;                   /* replies lost with the last connection, still to report */
+  unsigned failures;             /* consecutive failed connect attempts */
+  int64_t next_attempt_ms;       /* monotonic ms before which no attempt is made */
+  uint64_t connects;             /* successful connects */
+  uint64_t rng;                  /* splitmix64 state for backoff jitter */
+  int proto_error;               /* 1: the last read failed on a protocol error */
+  char err[256];                 /* last failure, redacted */
+  char conn_err[256];            /* reason of the last failed connect attempt */
+  char rbuf[16 * 1024];          /* read buffer; 16 KiB = hiredis's reader default */
+};
+
+/* ======================================================================= */
+/* Errors                                                                    */
+/* ======================================================================= */
+
+/*
+ * Replaces every occurrence of the password in s by "***", in place. Our own
+ * messages never include the password; this guards against a server or OS
+ * message that might echo it. Passwords under 4 bytes are skipped: they
+ * would match ordinary words (and are not worth protecting anyway).
+ */
+static void redact(char *s, const char *password) {
+  if (password == NULL) return;
+  size_t plen = strlen(password);
+  if (plen < 4) return;
+  char *hit;
+  while ((hit = strstr(s, password)) != NULL) {
+    memcpy(hit, "***", 3);
+    memmove(hit + 3, hit + plen, strlen(hit + plen) + 1);
+  }
+}
+
+static void set_error(dg_redis_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(dg_redis_t *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->err, sizeof r->err, fmt, ap);
+  va_end(ap);
+  redact(r->err, r->url.password);
+}
+
+/* Copies at most the first line of a server error, for messages. */
+static void first_line(const redisReply *rep, char *buf, size_t cap) {
+  size_t n = rep->len;
+  const char *nl = memchr(rep->str, '\n', n);
+  if (nl) n = (size_t)(nl - rep->str);
+  if (n >= cap) n = cap - 1;
+  memcpy(buf, rep->str, n);
+  buf[n] = '\0';
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)buf[i] < 0x20) buf[i] = ' ';
+}
+
+static int reply_is_error_prefix(const redisReply *rep, const char *prefix) {
+  size_t n = strlen(prefix);
+  return rep->type == REDIS_REPLY_ERROR && rep->len >= n && memcmp(rep->str, prefix, n) == 0;
+}
+
+/* ======================================================================= */
+/* Connection state                                                          */
+/* ======================================================================= */
+
+static uint64_t splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* Closes the transport. keep_lost: count unread replies as lost (to report). */
+static void drop_conn(dg_redis_t *r, int keep_lost) {
+  if (r->tp != NULL) r->tp->ops->destroy(r->tp);
+  r->tp = NULL;
+  if (r->reader != NULL) redisReaderFree(r->reader);
+  r->reader = NULL;
+  if (keep_lost) r->lost = r->pending;
+  r->pending = 0;
+  if (r->olen > 0) explicit_bzero(r->obuf, r->olen); /* may hold AUTH */
+  r->olen = 0;
+}
+
+/* The transport failed with rc during an exchange: record why, break. */
+static int fail_conn(dg_redis_t *r, int rc, const char *what) {
+  set_error(r, "redis %s: %s", what, r->tp ? r->tp->err : "not connected");
+  drop_conn(r, 1);
+  return rc;
+}
+
+static void schedule_backoff(dg_redis_t *r) {
+  r->failures++;
+  int64_t d = r->backoff_min_ms;
+  for (unsigned i = 1; i < r->failures && d < r->backoff_max_ms; i++) d *= 2;
+  if (d > r->backoff_max_ms) d = r->backoff_max_ms;
+  int64_t half = d / 2;
+  int64_t jitter = half > 0 ? (int64_t)(splitmix64(&r->rng) % (uint64_t)(half + 1)) : 0;
+  r->next_attempt_ms = dg__redis_now_ms() + (d - half) + jitter;
+}
+
+/* ---- writing and reading ----------------------------------------------- */
+
+/* Formats one command into obuf. DG_ETOOBIG / DG_ENOMEM. */
+static int queue_command(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen) {
+  if (argvlen != NULL) {
+    size_t total = 0;
+    for (int i = 0; i < argc; i++) {
+      if (argvlen[i] > DG_REDIS_MAX_COMMAND_BYTES - total) {
+        set_error(r, "redis: command larger than %d bytes", DG_REDIS_MAX_COMMAND_BYTES);
+        return DG_ETOOBIG;
+      }
+      total += argvlen[i];
+    }
+  }
+  char *cmd = NULL;
+  int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+  if (len < 0) {
+    set_error(r, "redis: formatting a command of %d arguments failed (out of memory)", argc);
+    return DG_ENOMEM;
+  }
+  if (r->ocap - r->olen < (size_t)len) {
+    size_t ncap = r->ocap ? r->ocap : 4096;
+    while (ncap - r->olen < (size_t)len) ncap *= 2;
+    char *nbuf = dg_try_realloc(r->obuf, ncap);
+    if (nbuf == NULL) {
+      redisFreeCommand(cmd);
+      set_error(r, "redis: out of memory queueing a command of %d bytes", len);
+      return DG_ENOMEM;
+    }
+    r->obuf = nbuf;
+    r->ocap = ncap;
+  }
+  memcpy(r->obuf + r->olen, cmd, (size_t)len);
+  r->olen += (size_t)len;
+  r->pending++;
+  redisFreeCommand(cmd);
+  return 0;
+}
+
+static int flush_by(dg_redis_t *r, int64_t deadline_ms) {
+  size_t off = 0;
+  while (off < r->olen) {
+    ssize_t n = r->tp->ops->write(r->tp, r->obuf + off, r->olen - off, deadline_ms);
+    if (n < 0) return fail_conn(r, (int)n, "write");
+    off += (size_t)n;
+  }
+  r->olen = 0;
+  if (r->ocap > OBUF_KEEP_BYTES) {
+    dg_free(r->obuf);
+    r->obuf = NULL;
+    r->ocap = 0;
+  }
+  return 0;
+}
+
+static int read_reply(dg_redis_t *r, int64_t deadline_ms, redisReply **out) {
+  r->proto_error = 0;
+  for (;;) {
+    void *obj = NULL;
+    if (redisReaderGetReply(r->reader, &obj) != REDIS_OK) {
+      set_error(r, "redis protocol error: %s", r->reader->errstr);
+      r->proto_error = 1;
+      drop_conn(r, 1);
+      return DG_EIO;
+    }
+    if (obj != NULL) {
+      r->pending--;
+      *out = obj;
+      return 0;
+    }
+    ssize_t n = r->tp->ops->read(r->tp, r->rbuf, sizeof r->rbuf, deadline_ms);
+    if (n < 0) return fail_conn(r, (int)n, "read");
+    if (redisReaderFeed(r->reader, r->rbuf, (size_t)n) != REDIS_OK) {
+      set_error(r, "redis protocol error: %s", r->reader->errstr);
+      r->proto_error = 1;
+      drop_conn(r, 1);
+      return DG_EIO;
+    }
+  }
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+/* Classifies the reply to handshake command `what`; 0 when it is fine. */
+static int check_handshake_reply(dg_redis_t *r, const char *what, const redisReply *rep) {
+  char line[160];
+  if (rep->type != REDIS_REPLY_ERROR) return 0;
+  first_line(rep, line, sizeof line);
+  if (reply_is_error_prefix(rep, "NOAUTH")) {
+    set_error(r, "redis %s: the server requires a password (NOAUTH); add one to the URL", what);
+    return DG_EAUTH;
+  }
+  if (strcmp(what, "AUTH") == 0) {
+    set_error(r, "redis AUTH%s%s refused: %s", r->url.user ? " as " : "",
+              r->url.user ? r->url.user : "", line);
+    return DG_EAUTH;
+  }
+  if (reply_is_error_prefix(rep, "LOADING") || reply_is_error_prefix(rep, "BUSY") ||
+      reply_is_error_prefix(rep, "MASTERDOWN") || reply_is_error_prefix(rep, "TRYAGAIN")) {
+    set_error(r, "redis %s: server not ready: %s", what, line);
+    return DG_EUNAVAIL;
+  }
+  if (reply_is_error_prefix(rep, "NOPERM")) {
+    set_error(r, "redis %s: not permitted for this user: %s", what, line);
+    return DG_EAUTH;
+  }
+  set_error(r, "redis %s refused: %s", what, line);
+  return DG_EINVAL;
+}
+
+/* One connection attempt: transport, then the pipelined handshake. */
+static int connect_once(dg_redis_t *r) {
+  DG_ASSERT(r->tp == NULL && r->pending == 0 && r->olen == 0);
+  int64_t deadline = dg__redis_now_ms() + r->connect_timeout_ms;
+  char where[DG_REDIS_URL_MAX + 64];
+  if (dg_redis_url_describe(&r->url, where, sizeof where) != 0) snprintf(where, sizeof where, "?");
+
+  char why[sizeof r->tp->err];
+  dg__redis_transport_t *tp = NULL;
+  int rc = dg__redis_transport_open(&r->url, deadline, &tp, why, sizeof why);
+  if (rc != 0) {
+    set_error(r, "redis connect %s: %s", where, why);
+    return rc;
+  }
+  r->tp = tp;
+  r->reader = redisReaderCreate();
+  if (r->reader == NULL) {
+    set_error(r, "redis: out of memory creating the reply reader");
+    drop_conn(r, 0);
+    return DG_ENOMEM;
+  }
+
+  /* Pipelined: one round trip for the whole handshake. */
+  const char *what[HANDSHAKE_MAX];
+  int n = 0;
+  char dbstr[16];
+  if (r->url.password != NULL) {
+    const char *a[3] = {"AUTH"};
+    int ac = 1;
+    if (r->url.user != NULL) a[ac++] = r->url.user;
+    a[ac++] = r->url.password;
+    if ((rc = queue_command(r, ac, a, NULL)) != 0) goto fail;
+    what[n++] = "AUTH";
+  }
+  if (r->url.db != 0) {
+    snprintf(dbstr, sizeof dbstr, "%d", r->url.db);
+    const char *a[2] = {"SELECT", dbstr};
+    if ((rc = queue_command(r, 2, a, NULL)) != 0) goto fail;
+    what[n++] = "SELECT";
+  }
+  if (r->client_name != NULL) {
+    const char *a[3] = {"CLIENT", "SETNAME", r->client_name};
+    if ((rc = queue_command(r, 3, a, NULL)) != 0) goto fail;
+    what[n++] = "CLIENT SETNAME";
+  }
+  {
+    const char *a[1] = {"PING"};
+    if ((rc = queue_command(r, 1, a, NULL)) != 0) goto fail;
+    what[n++] = "PING";
+  }
+  rc = flush_by(r, deadline);
+  if (rc != 0) {
+    char inner[sizeof r->err];
+    memcpy(inner, r->err, sizeof inner);
+    set_error(r, "redis connect %s: handshake: %s", where, inner);
+    r->lost = 0;
+    return DG_EUNAVAIL; /* flush_by dropped the connection */
+  }
+
+  int first_rc = 0;
+  for (int i = 0; i < n; i++) {
+    redisReply *rep = NULL;
+    rc = read_reply(r, deadline, &rep);
+    if (rc != 0) {
+      /* read_reply dropped the connection and set r->err. A peer that is
+         not Redis gives a protocol error (DG_EIO); EOF or silence means
+         the server is not available to us. */
+      char inner[sizeof r->err];
+      memcpy(inner, r->err, sizeof inner);
+      if (!r->proto_error) rc = DG_EUNAVAIL;
+      set_error(r, "redis connect %s: handshake: %s", where, inner);
+      r->lost = 0;
+      return rc;
+    }
+    if (first_rc == 0) first_rc = check_handshake_reply(r, what[i], rep);
+    if (first_rc == 0 && strcmp(what[i], "PING") == 0 &&
+        !(rep->type == REDIS_REPLY_STATUS && rep->len == 4 && memcmp(rep->str, "PONG", 4) == 0)) {
+      set_error(r, "redis connect %s: unexpected answer to PING", where);
+      first_rc = DG_EIO;
+    }
+    freeReplyObject(rep);
+  }
+  if (first_rc != 0) {
+    rc = first_rc;
+    goto fail;
+  }
+  r->failures = 0;
+  r->next_attempt_ms = 0;
+  r->connects++;
+  r->lost = 0;
+  r->conn_err[0] = '\0';
+  return 0;
+
+fail:
+  drop_conn(r, 0);
+  r->lost = 0;
+  return rc;
+}
+
+/* connect_once plus the backoff bookkeeping of a failed attempt. */
+static int attempt(dg_redis_t *r) {
+  int rc = connect_once(r);
+  if (rc != 0) {
+    schedule_backoff(r);
+    snprintf(r->conn_err, sizeof r->conn_err, "%s", r->err);
+  }
+  return rc;
+}
+
+/*
+ * Makes sure a connection is up at the start of a new exchange (nothing
+ * queued or pending): notices a connection the server closed while idle,
+ * and reconnects when allowed.
+ */
+static int ensure_connected(dg_redis_t *r) {
+  if (r->tp != NULL) {
+    if (r->tp->ops->probe(r->tp) == 0) return 0;
+    /* Nothing was sent on it, so reconnecting cannot duplicate a command. */
+    set_error(r, "redis: %s", r->tp->err);
+    snprintf(r->conn_err, sizeof r->conn_err, "%s", r->err);
+    drop_conn(r, 0);
+  }
+  if (!r->auto_reconnect) {
+    set_error(r, "redis: not connected (auto-reconnect off; call dg_redis_reconnect)%s%s",
+              r->conn_err[0] ? ": " : "", r->conn_err);
+    return DG_EUNAVAIL;
+  }
+  int64_t wait = r->next_attempt_ms - dg__redis_now_ms();
+  if (wait > 0) {
+    set_error(r, "redis: not connected, next attempt in %lld ms%s%s", (long long)wait,
+              r->conn_err[0] ? "; last: " : "", r->conn_err);
+    return DG_EUNAVAIL;
+  }
+  return attempt(r);
+}
+
+/* ======================================================================= */
+/* Public: lifecycle                                                          */
+/* ======================================================================= */
+
+static int valid_client_name(const char *s) {
+  if (s[0] == '\0' || strlen(s) > 128) return 0;
+  for (; *s; s++)
+    if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f) return 0;
+  return 1;
+}
+
+int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_redis_t **out,
+                    char *err, size_t errcap) {
+  static const dg_redis_opts_t defaults;
+  if (opts == NULL) opts = &defaults;
+  if (url == NULL || out == NULL || (url->is_unix ? url->path == NULL : url->host == NULL)) {
+    dg__redis_seterr(err, errcap, "redis: no URL");
+    return DG_EINVAL;
+  }
+  if (url->tls) {
+    dg__redis_seterr(err, errcap, "redis: rediss:// (TLS) is not supported yet");
+    return DG_EINVAL;
+  }
+  if (opts->connect_timeout_ms < 0 || opts->command_timeout_ms < 0 || opts->backoff_min_ms < 0 ||
+      opts->backoff_max_ms < 0) {
+    dg__redis_seterr(err, errcap, "redis: negative timeout or backoff");
+    return DG_EINVAL;
+  }
+  int bmin = opts->backoff_min_ms ? opts->backoff_min_ms : DEFAULT_BACKOFF_MIN_MS;
+  int bmax = opts->backoff_max_ms ? opts->backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
+  if (bmin > bmax) {
+    dg__redis_seterr(err, errcap, "redis: backoff_min_ms > backoff_max_ms");
+    return DG_EINVAL;
+  }
+  if (opts->client_name != NULL && !valid_client_name(opts->client_name)) {
+    dg__redis_seterr(err, errcap, "redis: client_name must be 1-128 printable non-space bytes");
+    return DG_EINVAL;
+  }
+
+  dg_redis_t *r = dg_calloc(1, sizeof *r);
+  r->url.tls = url->tls;
+  r->url.is_unix = url->is_unix;
+  r->url.host = url->host ? dg_strdup(url->host) : NULL;
+  r->url.port = url->port;
+  r->url.path = url->path ? dg_strdup(url->path) : NULL;
+  r->url.user = url->user ? dg_strdup(url->user) : NULL;
+  r->url.password = url->password ? dg_strdup(url->password) : NULL;
+  r->url.db = url->db;
+  r->connect_timeout_ms =
+      opts->connect_timeout_ms ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+  r->command_timeout_ms =
+      opts->command_timeout_ms ? opts->command_timeout_ms : DEFAULT_COMMAND_TIMEOUT_MS;
+  r->backoff_min_ms = bmin;
+  r->backoff_max_ms = bmax;
+  r->auto_reconnect = !opts->no_auto_reconnect;
+  r->client_name = opts->client_name ? dg_strdup(opts->client_name) : NULL;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  r->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)r ^
+           ((uint64_t)getpid() << 16);
+  *out = r;
+  return 0;
+}
+
+int dg_redis_connect(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_redis_t **out,
+                     char *err, size_t errcap) {
+  dg_redis_t *r = NULL;
+  int rc = dg_redis_create(url, opts, &r, err, errcap);
+  if (rc != 0) return rc;
+  rc = attempt(r);
+  if (rc != 0) {
+    dg__redis_seterr(err, errcap, "%s", r->err);
+    dg_redis_destroy(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+void dg_redis_destroy(dg_redis_t *r) {
+  if (r == NULL) return;
+  drop_conn(r, 0);
+  dg_free(r->obuf);
+  dg_free(r->client_name);
+  dg_redis_url_dispose(&r->url);
+  dg_free(r);
+}
+
+int dg_redis_reconnect(dg_redis_t *r) {
+  drop_conn(r, 0);
+  r->lost = 0;
+  int64_t wait = r->next_attempt_ms - dg__redis_now_ms();
+  if (wait > r->backoff_max_ms) wait = r->backoff_max_ms;
+  if (wait > 0) {
+    struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (long)(wait % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+  }
+  return attempt(r);
+}
+
+int dg_redis_is_connected(const dg_redis_t *r) { return r->tp != NULL; }
+
+void dg_redis_status(const dg_redis_t *r, dg_redis_status_t *st) {
+  int64_t wait = r->tp ? 0 : r->next_attempt_ms - dg__redis_now_ms();
+  st->connected = r->tp != NULL;
+  st->failures = r->failures;
+  st->retry_in_ms = wait > 0 ? wait : 0;
+  st->connects = r->connects;
+}
+
+const char *dg_redis_last_error(const dg_redis_t *r) { return r->err; }
+
+/* ======================================================================= */
+/* Public: commands and pipelining                                           */
+/* ======================================================================= */
+
+static int check_argv(dg_redis_t *r, int argc, const char **argv) {
+  if (argc < 1 || argv == NULL) {
+    set_error(r, "redis: a command needs at least one argument");
+    return DG_EINVAL;
+  }
+  for (int i = 0; i < argc; i++) {
+    if (argv[i] == NULL) {
+      set_error(r, "redis: argument %d is NULL", i);
+      return DG_EINVAL;
+    }
+  }
+  return 0;
+}
+
+int dg_redis_command_timeout(dg_redis_t *r, int timeout_ms, int argc, const char **argv,
+                             const size_t *argvlen, redisReply **reply) {
+  int rc = check_argv(r, argc, argv);
+  if (rc != 0) return rc;
+  if (reply == NULL || timeout_ms < 1) {
+    set_error(r, "redis: command needs a reply pointer and a timeout >= 1 ms");
+    return DG_EINVAL;
+  }
+  if (r->pending > 0 || r->olen > 0) {
+    set_error(r, "redis: %zu pipelined replies are still unread", r->pending);
+    return DG_EINVAL;
+  }
+  r->lost = 0;
+  if ((rc = ensure_connected(r)) != 0) return rc;
+  if ((rc = queue_command(r, argc, argv, argvlen)) != 0) return rc;
+  int64_t deadline = dg__redis_now_ms() + timeout_ms;
+  if ((rc = flush_by(r, deadline)) != 0) {
+    r->lost = 0;
+    return rc;
+  }
+  redisReply *rep = NULL;
+  if ((rc = read_reply(r, deadline, &rep)) != 0) {
+    r->lost = 0;
+    return rc;
+  }
+  *reply = rep;
+  return 0;
+}
+
+int dg_redis_command(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen,
+                     redisReply **reply) {
+  return dg_redis_command_timeout(r, r->command_timeout_ms, argc, argv, argvlen, reply);
+}
+
+int dg_redis_append(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen) {
+  int rc = check_argv(r, argc, argv);
+  if (rc != 0) return rc;
+  if (r->pending == 0 && r->olen == 0) {
+    /* A new exchange: forget replies lost to an earlier failure. */
+    r->lost = 0;
+    if ((rc = ensure_connected(r)) != 0) return rc;
+  }
+  if ((rc = queue_command(r, argc, argv, argvlen)) != 0) return rc;
+  if (r->olen > DG_REDIS_AUTOFLUSH_BYTES)
+    return flush_by(r, dg__redis_now_ms() + r->command_timeout_ms);
+  return 0;
+}
+
+int dg_redis_flush(dg_redis_t *r) {
+  if (r->olen == 0) return 0;
+  return flush_by(r, dg__redis_now_ms() + r->command_timeout_ms);
+}
+
+int dg_redis_get_reply(dg_redis_t *r, redisReply **reply) {
+  if (reply == NULL) {
+    set_error(r, "redis: get_reply needs a reply pointer");
+    return DG_EINVAL;
+  }
+  if (r->lost > 0) {
+    r->lost--;
+    /* r->err still says why the connection failed. */
+    return DG_EIO;
+  }
+  if (r->pending == 0) {
+    set_error(r, "redis: no reply pending");
+    return DG_EINVAL;
+  }
+  int64_t deadline = dg__redis_now_ms() + r->command_timeout_ms;
+  int rc = 0;
+  if (r->olen > 0) rc = flush_by(r, deadline);
+  redisReply *rep = NULL;
+  if (rc == 0) rc = read_reply(r, deadline, &rep);
+  if (rc != 0) {
+    if (r->lost > 0) r->lost--; /* this call reports one of them */
+    return rc;
+  }
+  *reply = rep;
+  return 0;
+}
+
+size_t dg_redis_pending(const dg_redis_t *r) { return r->pending + r->lost; }
+
+/* Reads and frees every reply still pending (after a failed append). */
+static void drain(dg_redis_t *r) {
+  while (r->pending > 0) {
+    redisReply *rep = NULL;
+    if (dg_redis_get_reply(r, &rep) != 0) break;
+    freeReplyObject(rep);
+  }
+  r->lost = 0;
+}
+
+int dg_redis_pipeline(dg_redis_t *r, size_t n, const dg_redis_cmd_t *cmds, redisReply **replies) {
+  if (n == 0) return 0;
+  if (cmds == NULL || replies == NULL) {
+    set_error(r, "redis: pipeline needs commands and a reply array");
+    return DG_EINVAL;
+  }
+  if (r->pending > 0 || r->olen > 0) {
+    set_error(r, "redis: %zu pipelined replies are still unread", r->pending);
+    return DG_EINVAL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    int rc = check_argv(r, cmds[i].argc, cmds[i].argv);
+    if (rc != 0) return rc;
+  }
+  for (size_t i = 0; i < n; i++) {
+    int rc = dg_redis_append(r, cmds[i].argc, cmds[i].argv, cmds[i].argvlen);
+    if (rc != 0) {
+      char why[sizeof r->err];
+      memcpy(why, r->err, sizeof why);
+      drain(r);
+      set_error(r, "%s", why);
+      return rc;
+    }
+  }
+  redisReply **tmp = dg_malloc(n * sizeof *tmp);
+  for (size_t i = 0; i < n; i++) {
+    int rc = dg_redis_get_reply(r, &tmp[i]);
+    if (rc != 0) {
+      for (size_t j = 0; j < i; j++) freeReplyObject(tmp[j]);
+      dg_free(tmp);
+      r->lost = 0;
+      return rc;
+    }
+  }
+  memcpy(replies, tmp, n * sizeof *tmp);
+  dg_free(tmp);
+  return 0;
+}
+
+/* ======================================================================= */
+/* Public: small commands                                                    */
+/* ======================================================================= */
+
+int dg_redis_ping(dg_redis_t *r) {
+  const char *argv[1] = {"PING"};
+  redisReply *rep = NULL;
+  int rc = dg_redis_command(r, 1, argv, NULL, &rep);
+  if (rc != 0) return rc;
+  int ok = rep->type == REDIS_REPLY_STATUS && rep->len == 4 && memcmp(rep->str, "PONG", 4) == 0;
+  if (!ok) {
+    char line[128] = "";
+    if (rep->type == REDIS_REPLY_ERROR) first_line(rep, line, sizeof line);
+    set_error(r, "redis: PING answered %s", line[0] ? line : "something other than PONG");
+  }
+  freeReplyObject(rep);
+  return ok ? 0 : DG_EIO;
+}
+
+int dg_redis_server_version(dg_redis_t *r, char *buf, size_t cap) {
+  const char *argv[2] = {"INFO", "server"};
+  redisReply *rep = NULL;
+  int rc = dg_redis_command(r, 2, argv, NULL, &rep);
+  if (rc != 0) return rc;
+  rc = DG_EIO;
+  if (rep->type == REDIS_REPLY_STRING) {
+    static const char key[] = "redis_version:";
+    const char *s = rep->str, *end = rep->str + rep->len;
+    while (s < end) {
+      const char *eol = memchr(s, '\n', (size_t)(end - s));
+      const char *le = eol ? eol : end;
+      if ((size_t)(le - s) >= sizeof key - 1 && memcmp(s, key, sizeof key - 1) == 0) {
+        const char *v = s + sizeof key - 1;
+        const char *ve = le;
+        if (ve > v && ve[-1] == '\r') ve--;
+        size_t vlen = (size_t)(ve - v);
+        if (vlen == 0) break;
+        if (vlen >= cap) {
+          set_error(r, "redis: version string of %zu bytes does not fit", vlen);
+          rc = DG_ETOOBIG;
+        } else {
+          memcpy(buf, v, vlen);
+          buf[vlen] = '\0';
+          rc = 0;
+        }
+        break;
+      }
+      s = le + 1;
+    }
+  }
+  if (rc == DG_EIO) set_error(r, "redis: INFO server has no redis_version");
+  freeReplyObject(rep);
+  return rc;
+}
