@@ -34,7 +34,7 @@ run: build
 # Every test: unit tests (release and ASan+UBSan builds), then the API and
 # property tests against a real redis-server and duckgrid.
 test: build asan
-	@bash scripts/test.sh
+	@BUILD=$(BUILD) BUILD_ASAN=$(BUILD_ASAN) bash scripts/test.sh
 
 unit-test: build
 	@cd $(BUILD) && ctest --output-on-failure

@@ -6,17 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3   # Debian's python3 has pytest and requests
+BUILD=${BUILD:-build}
+BUILD_ASAN=${BUILD_ASAN:-build-asan}
 
 echo "== unit tests (release build)"
-(cd build && ctest --output-on-failure --timeout 300)
+(cd "$BUILD" && ctest --output-on-failure --timeout 300)
 
 echo "== unit tests (ASan + UBSan build)"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-(cd build-asan && ctest --output-on-failure --timeout 600)
+(cd "$BUILD_ASAN" && ctest --output-on-failure --timeout 600)
 
 echo "== API and property tests (release build)"
-DG_BUILD_DIR=$PWD/build $PY -m pytest -q -p no:cacheprovider tests/api tests/prop
+DG_BUILD_DIR=$PWD/$BUILD $PY -m pytest -q -p no:cacheprovider tests/api tests/prop
 
 echo "== API tests (ASan + UBSan build of the server)"
-DG_BUILD_DIR=$PWD/build-asan DG_SANITIZED=1 $PY -m pytest -q -p no:cacheprovider tests/api
+DG_BUILD_DIR=$PWD/$BUILD_ASAN DG_SANITIZED=1 $PY -m pytest -q -p no:cacheprovider tests/api

@@ -135,29 +135,24 @@
  * Records
  * ====================================================================== */
 
+/* Appends one record (every field written: no memset needed). */
+static inline dg_change_t *rec(dg_etable_t *t, dg_changes_t *c, uint8_t kind, uint32_t slot,
+                               uint32_t col, int64_t old, int64_t nv) {
+  if (c->n == c->cap) c->v = dg__et_grow(c->v, &c->cap, c->n + 1, sizeof(dg_change_t));
+  dg_change_t *ch = &c->v[c->n++];
+  *ch = (dg_change_t){.row_id = ROW(t, slot)->id, .old_value = old, .new_value = nv, .col = col,
+                      .table_tag = t->tag, .kind = kind, ._slot = slot};
+  return ch;
+}
+
 static inline void rec_num(dg_etable_t *t, dg_changes_t *c, uint32_t slot, uint32_t col,
                            int64_t old, int64_t nv) {
-  dg_change_t *ch = dg__ch_push(c);
-  ch->row_id = ROW(t, slot)->id;
-  ch->old_value = old;
-  ch->new_value = nv;
-  ch->col = col;
-  ch->table_tag = t->tag;
-  ch->kind = DG_CHANGE_NUMBER;
-  ch->_slot = slot;
+  rec(t, c, DG_CHANGE_NUMBER, slot, col, old, nv);
 }
 
 static inline dg_change_t *rec_other(dg_etable_t *t, dg_changes_t *c, uint8_t kind, uint32_t slot,
                                      uint32_t col, int64_t old, int64_t nv) {
-  dg_change_t *ch = dg__ch_push(c);
-  ch->row_id = ROW(t, slot)->id;
-  ch->old_value = old;
-  ch->new_value = nv;
-  ch->col = col;
-  ch->table_tag = t->tag;
-  ch->kind = kind;
-  ch->_slot = slot;
-  return ch;
+  return rec(t, c, kind, slot, col, old, nv);
 }
 
 static inline int64_t parent_id_of(const dg_etable_t *t, uint32_t p) {
@@ -218,81 +213,135 @@ static inline void work_push(dg_etable_t *t, uint32_t slot, int64_t value) {
   t->nwork++;
 }
 
-/* Shares the new value v of row s (which has children) among its children
- * and pushes the children to visit on the work stack, highest id first so
- * that they pop in id order. */
-static int expand(dg_etable_t *t, uint32_t s, int64_t v, const spread_t *m) {
+/* How the free children's quotas are formed at one node. */
+enum quota_kind {
+  Q_WEIGHTED,    /* T * w_j / S (proportional, percent with S != 0, by) */
+  Q_EQUAL,       /* T / nf */
+  Q_DELTA_EQUAL, /* w_j + T / nf (proportional with S = 0: the delta equally) */
+  Q_PERCENT0,    /* w_j * (1 + p) + T / nf (percent with S = 0) */
+};
+
+/* Shares the new value v of row s (which has children) among its children.
+ * Children that are leaves only: recorded at once, in id order. Otherwise
+ * the children to visit go on the work stack, highest id first so that
+ * they pop in id order (pre-order overall). */
+static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const spread_t *m) {
   const erow_t *r = ROW(t, s);
   const uint32_t n = r->nkids, col = m->col;
   const uint32_t *kids = r->u.kids;
   dg__lr_reserve(t, n);
   uint32_t *fp = t->lr_pos;
-  __int128 *num = t->lr_num, *out = t->lr_out;
   const bool holds = t->nheld[col] > 0 && r->holds_below > 0;
   __int128 rigid = 0, W = 0;
   uint32_t nf = 0;
+  bool inner = false; /* a free child has children of its own */
   for (uint32_t i = 0; i < n; i++) {
-    int64_t w = NUMS(t, kids[i])[col];
-    if (holds && is_rigid(t, kids[i], col)) {
+    const uint32_t k = kids[i];
+    if (i + 8 < n) __builtin_prefetch(NUMS(t, kids[i + 8]) + col); /* rows of a wide node */
+    const int64_t w = NUMS(t, k)[col];
+    if (holds && is_rigid(t, k, col)) {
       rigid += w;
     } else {
       fp[nf++] = i;
       W += w;
+      inner |= ROW(t, k)->nkids > 0;
     }
   }
   const __int128 T = (__int128)v - rigid;
   if (nf == 0) return T == 0 ? 0 : DG_ECONFLICT;
 
-  __int128 den = nf;
-  dg_spread_mode_t mode = m->mode;
-  if (mode == DG_SPREAD_BY) {
-    __int128 R = 0;
-    for (uint32_t j = 0; j < nf; j++) R += NUMS(t, kids[fp[j]])[m->by_col];
-    if (R == 0) {
-      mode = DG_SPREAD_EQUAL;
-    } else {
-      den = R < 0 ? -R : R;
-      for (uint32_t j = 0; j < nf; j++) {
-        if (!mul_ok(T, NUMS(t, kids[fp[j]])[m->by_col], &num[j])) return DG_EOVERFLOW;
-        if (R < 0) num[j] = -num[j];
-      }
-    }
+  /* The quota rule and its weights. */
+  enum quota_kind kind;
+  uint32_t wcol = col;
+  __int128 S = W;
+  switch (m->mode) {
+    case DG_SPREAD_EQUAL: kind = Q_EQUAL; break;
+    case DG_SPREAD_BY:
+      S = 0;
+      for (uint32_t j = 0; j < nf; j++) S += NUMS(t, kids[fp[j]])[m->by_col];
+      wcol = m->by_col;
+      kind = S != 0 ? Q_WEIGHTED : Q_EQUAL;
+      break;
+    case DG_SPREAD_PERCENT: kind = W != 0 ? Q_WEIGHTED : Q_PERCENT0; break;
+    default: kind = W != 0 ? Q_WEIGHTED : Q_DELTA_EQUAL; break;
   }
-  if (mode == DG_SPREAD_EQUAL) {
-    den = nf;
-    for (uint32_t j = 0; j < nf; j++) num[j] = T;
-  } else if (mode != DG_SPREAD_BY) { /* proportional, percent */
-    if (W != 0) {
-      den = W < 0 ? -W : W;
-      for (uint32_t j = 0; j < nf; j++) {
-        if (!mul_ok(T, NUMS(t, kids[fp[j]])[col], &num[j])) return DG_EOVERFLOW;
-        if (W < 0) num[j] = -num[j];
-      }
-    } else if (mode == DG_SPREAD_PERCENT) {
-      /* q_j = w_j * (10^8 + p) / 10^8 + T / nf over the denominator 10^8 * nf */
-      den = PCT_ONE * nf;
-      __int128 tail;
-      if (!mul_ok(T, PCT_ONE, &tail)) return DG_EOVERFLOW;
-      for (uint32_t j = 0; j < nf; j++) {
-        __int128 a;
-        if (!mul_ok((__int128)NUMS(t, kids[fp[j]])[col] * (PCT_ONE + m->pct), nf, &a) ||
-            __builtin_add_overflow(a, tail, &num[j]))
-          return DG_EOVERFLOW;
-      }
-    } else {
-      den = nf; /* Σ = 0: the delta T - 0 equally on top of each value */
-      for (uint32_t j = 0; j < nf; j++) num[j] = (__int128)NUMS(t, kids[fp[j]])[col] * nf + T;
-    }
-  }
-  dg__lr_round(t, num, den, T, nf, out);
 
+  /* 64-bit path when every quota numerator fits (nearly always). */
+  int64_t *out = t->lr_out64;
+  bool fast = kind != Q_PERCENT0 && T >= -INT64_MAX && T <= INT64_MAX && S >= -INT64_MAX &&
+              S <= INT64_MAX;
+  if (fast) {
+    const int64_t T64 = (int64_t)T;
+    int64_t *num = t->lr_num64, den = (int64_t)nf;
+    for (uint32_t j = 0; j < nf && fast; j++) {
+      const int64_t w = NUMS(t, kids[fp[j]])[wcol];
+      int64_t x;
+      switch (kind) {
+        case Q_WEIGHTED:
+          fast = !__builtin_mul_overflow(T64, w, &x) && x != INT64_MIN;
+          num[j] = S < 0 ? -x : x;
+          break;
+        case Q_EQUAL: num[j] = T64; break;
+        default: /* Q_DELTA_EQUAL */
+          fast = !__builtin_mul_overflow(w, (int64_t)nf, &x) && !__builtin_add_overflow(x, T64, &num[j]) &&
+                 num[j] != INT64_MIN;
+          break;
+      }
+    }
+    if (fast) {
+      if (kind == Q_WEIGHTED) den = (int64_t)(S < 0 ? -S : S);
+      dg__lr_round64(t, num, den, T64, nf, out);
+    }
+  }
+  if (!fast) {
+    __int128 *num = t->lr_num, *o128 = t->lr_out, den = nf;
+    __int128 tail = 0;
+    if (kind == Q_PERCENT0) {
+      den = PCT_ONE * nf;
+      if (!mul_ok(T, PCT_ONE, &tail)) return DG_EOVERFLOW;
+    } else if (kind == Q_WEIGHTED) {
+      den = S < 0 ? -S : S;
+    }
+    for (uint32_t j = 0; j < nf; j++) {
+      const int64_t w = NUMS(t, kids[fp[j]])[wcol];
+      switch (kind) {
+        case Q_WEIGHTED:
+          if (!mul_ok(T, w, &num[j])) return DG_EOVERFLOW;
+          if (S < 0) num[j] = -num[j];
+          break;
+        case Q_EQUAL: num[j] = T; break;
+        case Q_DELTA_EQUAL: num[j] = (__int128)w * nf + T; break;
+        case Q_PERCENT0: {
+          __int128 a; /* |w * (10^8 + p)| < 10^18 * 9.3 * 10^18 fits */
+          if (!mul_ok((__int128)w * (PCT_ONE + m->pct), nf, &a) || __builtin_add_overflow(a, tail, &num[j]))
+            return DG_EOVERFLOW;
+          break;
+        }
+      }
+    }
+    dg__lr_round(t, num, den, T, nf, o128);
+    for (uint32_t j = 0; j < nf; j++) {
+      if (!in_range(o128[j])) return DG_EOVERFLOW;
+      out[j] = (int64_t)o128[j];
+    }
+  }
+  for (uint32_t j = 0; j < nf; j++)
+    if (!in_range(out[j])) return DG_EOVERFLOW;
+
+  if (!inner) { /* only leaves: record them now, in id order (still pre-order) */
+    if (c->cap - c->n < nf) c->v = dg__et_grow(c->v, &c->cap, c->n + nf, sizeof(dg_change_t));
+    for (uint32_t j = 0; j < nf; j++) {
+      const uint32_t k = kids[fp[j]];
+      const int64_t old = NUMS(t, k)[col];
+      if (out[j] != old) rec_num(t, c, k, col, old, out[j]);
+    }
+    return 0;
+  }
   const bool skip_same = m->mode == DG_SPREAD_PROPORTIONAL;
   for (uint32_t j = nf; j-- > 0;) {
-    uint32_t k = kids[fp[j]];
-    if (!in_range(out[j])) return DG_EOVERFLOW;
-    int64_t nv = (int64_t)out[j];
-    if (nv == NUMS(t, k)[col] && (skip_same || ROW(t, k)->nkids == 0)) continue;
-    work_push(t, k, nv);
+    const uint32_t k = kids[fp[j]];
+    if (out[j] == NUMS(t, k)[col] && (skip_same || ROW(t, k)->nkids == 0)) continue;
+    work_push(t, k, out[j]);
   }
   return 0;
 }
@@ -307,7 +356,7 @@ static int plan_spread(dg_etable_t *t, dg_changes_t *c, uint32_t x, int64_t v, c
     int64_t old = NUMS(t, w.slot)[m->col];
     if (w.value != old) rec_num(t, c, w.slot, m->col, old, w.value);
     if (ROW(t, w.slot)->nkids > 0) {
-      int rc = expand(t, w.slot, w.value, m);
+      int rc = expand(t, c, w.slot, w.value, m);
       if (rc) return rc;
     }
   }

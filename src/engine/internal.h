@@ -11,8 +11,11 @@
  *   slot k>0  a live row, a free slot (on t->free_slots), or -- while a
  *             savepoint is open -- a deleted row kept intact for rollback.
  *
- * The id index is an open-addressing table of uint32_t slots (0 = empty);
- * the key is read from the row itself, so an entry costs 4 bytes. Children
+ * The id index is an open-addressing table of 64-bit entries: the slot in
+ * the low 32 bits, 32 more bits of the id's hash in the high ones (0 =
+ * empty; slot 0 is never indexed). The tag rejects almost every wrong probe
+ * without touching its row, so a lookup costs about two cache misses (the
+ * entry and the row it finds), and the id itself is stored once. Children
  * are a per-row array of slots sorted by id.
  */
 #ifndef DG_ENGINE_INTERNAL_H
@@ -106,7 +109,7 @@ struct dg_etable_s {
   uint32_t *free_slots;
   uint32_t nfree, capfree;
   /* id index */
-  uint32_t *index;     /* slot, 0 = empty; capacity index_mask + 1 (a power of two) */
+  uint64_t *index;     /* tag << 32 | slot, 0 = empty; index_mask + 1 entries (a power of two) */
   uint32_t index_mask;
   uint32_t index_count;
   /* columns */
@@ -133,6 +136,9 @@ struct dg_etable_s {
   __int128 *lr_num, *lr_out;
   lr_item_t *lr_items;
   uint32_t *lr_pos;    /* positions of free children */
+  uint64_t *lr_rem, *lr_sel; /* 64-bit remainders and a copy to select in */
+  int64_t *lr_num64, *lr_out64; /* the 64-bit path's quotas and results */
+  uint32_t lr_hist[4096]; /* remainder histogram (lr.c) */
   size_t caplr;
   cand_t *cand;
   size_t capcand;
@@ -191,5 +197,9 @@ void dg__et_free_subtree(dg_etable_t *t, uint32_t root);
 void dg__lr_round(dg_etable_t *t, const __int128 *num, __int128 den, __int128 total, uint32_t n,
                   __int128 *out);
 void dg__lr_reserve(dg_etable_t *t, size_t n);
+/* The same with 64-bit operands: |num[i]| <= INT64_MAX, 0 < den <= INT64_MAX,
+ * |total| <= INT64_MAX. Divides by multiplying with den's reciprocal. */
+void dg__lr_round64(dg_etable_t *t, const int64_t *num, int64_t den, int64_t total, uint32_t n,
+                    int64_t *out);
 
 #endif

@@ -5,8 +5,9 @@
  * engine.c, the savepoint journal in journal.c.
  *
  * Memory per row (see internal.h): a 40-byte header, 8 bytes per number and
- * text column, 4 bytes in its parent's children array, and ~5.3 bytes of id
- * index (4-byte entries kept at most 3/4 full, rounded to a power of two).
+ * text column, 4 bytes in its parent's children array, and 10.7 to 21.3
+ * bytes of id index (8-byte entries kept at most 3/4 full, rounded to a
+ * power of two).
  */
 #include <stdio.h>
 #include <string.h>
@@ -45,33 +46,44 @@ etext_t *dg__et_text_new(const char *s, size_t len) {
 }
 
 /* ======================================================================
- * Id index: linear probing over uint32_t slots, 0 = empty, at most 3/4 full.
+ * Id index: linear probing over (tag << 32 | slot) entries, 0 = empty, at
+ * most 3/4 full. The home position comes from the hash's low bits, the tag
+ * from its high 32 bits.
  * ====================================================================== */
+
+#define ENTRY_SLOT(e) ((uint32_t)(e))
+#define ENTRY_TAG(e) ((uint32_t)((e) >> 32))
 
 uint32_t dg__et_lookup(const dg_etable_t *t, int64_t id) {
   if (t->index == NULL) return 0;
-  uint32_t i = (uint32_t)mix64((uint64_t)id) & t->index_mask;
+  uint64_t h = mix64((uint64_t)id);
+  uint32_t i = (uint32_t)h & t->index_mask, tag = (uint32_t)(h >> 32);
   for (;;) {
-    uint32_t s = t->index[i];
-    if (s == 0 || ROW(t, s)->id == id) return s;
+    uint64_t e = t->index[i];
+    if (e == 0) return 0;
+    if (ENTRY_TAG(e) == tag && ROW(t, ENTRY_SLOT(e))->id == id) return ENTRY_SLOT(e);
     i = (i + 1) & t->index_mask;
   }
+}
+
+static inline void index_insert_entry(dg_etable_t *t, uint64_t h, uint32_t slot) {
+  uint32_t i = (uint32_t)h & t->index_mask;
+  while (t->index[i] != 0) i = (i + 1) & t->index_mask;
+  t->index[i] = (h & 0xffffffff00000000ull) | slot;
 }
 
 static void index_resize(dg_etable_t *t, size_t want_entries) {
   size_t cap = 16;
   while (cap * 3 < want_entries * 4 + 4) cap *= 2;
   DG_ASSERT(cap <= ((size_t)1 << 32));
-  uint32_t *old = t->index;
+  uint64_t *old = t->index;
   size_t oldcap = old ? (size_t)t->index_mask + 1 : 0;
-  t->index = dg_calloc(cap, sizeof(uint32_t));
+  t->index = dg_calloc(cap, sizeof(uint64_t));
   t->index_mask = (uint32_t)(cap - 1);
   for (size_t k = 0; k < oldcap; k++) {
-    uint32_t s = old[k];
-    if (s == 0) continue;
-    uint32_t i = (uint32_t)mix64((uint64_t)ROW(t, s)->id) & t->index_mask;
-    while (t->index[i] != 0) i = (i + 1) & t->index_mask;
-    t->index[i] = s;
+    uint64_t e = old[k];
+    if (e == 0) continue;
+    index_insert_entry(t, mix64((uint64_t)ROW(t, ENTRY_SLOT(e))->id), ENTRY_SLOT(e));
   }
   dg_free(old);
 }
@@ -79,28 +91,30 @@ static void index_resize(dg_etable_t *t, size_t want_entries) {
 void dg__et_index_put(dg_etable_t *t, uint32_t slot) {
   if (t->index == NULL || ((size_t)t->index_count + 1) * 4 > ((size_t)t->index_mask + 1) * 3)
     index_resize(t, (size_t)t->index_count * 2 + 16);
-  uint32_t i = (uint32_t)mix64((uint64_t)ROW(t, slot)->id) & t->index_mask;
-  while (t->index[i] != 0) i = (i + 1) & t->index_mask;
-  t->index[i] = slot;
+  index_insert_entry(t, mix64((uint64_t)ROW(t, slot)->id), slot);
   t->index_count++;
 }
 
 void dg__et_index_del(dg_etable_t *t, int64_t id) {
   uint32_t m = t->index_mask;
-  uint32_t i = (uint32_t)mix64((uint64_t)id) & m;
-  while (t->index[i] != 0 && ROW(t, t->index[i])->id != id) i = (i + 1) & m;
-  DG_ASSERT(t->index[i] != 0);
+  uint64_t h = mix64((uint64_t)id);
+  uint32_t i = (uint32_t)h & m, tag = (uint32_t)(h >> 32);
+  for (;; i = (i + 1) & m) {
+    uint64_t e = t->index[i];
+    DG_ASSERT(e != 0);
+    if (ENTRY_TAG(e) == tag && ROW(t, ENTRY_SLOT(e))->id == id) break;
+  }
   /* Backward-shift deletion: pull later entries of the run into the hole
    * unless their home position lies cyclically in (hole, j]. */
   uint32_t j = i;
   for (;;) {
     j = (j + 1) & m;
-    uint32_t s = t->index[j];
-    if (s == 0) break;
-    uint32_t k = (uint32_t)mix64((uint64_t)ROW(t, s)->id) & m;
+    uint64_t e = t->index[j];
+    if (e == 0) break;
+    uint32_t k = (uint32_t)mix64((uint64_t)ROW(t, ENTRY_SLOT(e))->id) & m;
     bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
     if (stays) continue;
-    t->index[i] = s;
+    t->index[i] = e;
     i = j;
   }
   t->index[i] = 0;
@@ -115,7 +129,10 @@ static int rows_reserve(dg_etable_t *t, size_t want, bool try_only) {
   if (want <= t->capslots) return 0;
   if (want > (size_t)DG_ENGINE_MAX_ROWS + 1) return DG_EINVAL;
   size_t cap = t->capslots ? t->capslots : 16;
-  while (cap < want) cap = cap + cap / 2 + 16; /* x1.5: 10M-row tables matter */
+  if (try_only)
+    cap = want; /* an explicit reservation (bulk load) is taken at its word */
+  else
+    while (cap < want) cap = cap + cap / 2 + 16; /* x1.5: 10M-row tables matter */
   if (cap > (size_t)DG_ENGINE_MAX_ROWS + 1) cap = (size_t)DG_ENGINE_MAX_ROWS + 1;
   void *p = try_only ? dg_try_realloc(t->rows, cap * t->stride) : dg_realloc(t->rows, cap * t->stride);
   if (p == NULL) return DG_ENOMEM;
@@ -346,6 +363,10 @@ void dg_etable_destroy(dg_etable_t *t) {
   dg_free(t->lr_out);
   dg_free(t->lr_items);
   dg_free(t->lr_pos);
+  dg_free(t->lr_rem);
+  dg_free(t->lr_sel);
+  dg_free(t->lr_num64);
+  dg_free(t->lr_out64);
   dg_free(t->cand);
   dg_free(t->rep);
   dg_free(t->lvl);
@@ -362,11 +383,11 @@ size_t dg_etable_row_count(const dg_etable_t *t) { return t->nlive; }
 
 size_t dg_etable_memory(const dg_etable_t *t) {
   size_t m = sizeof *t + (size_t)t->capslots * t->stride + (size_t)t->capfree * 4 +
-             (t->index ? ((size_t)t->index_mask + 1) * 4 : 0) +
+             (t->index ? ((size_t)t->index_mask + 1) * 8 : 0) +
              (t->held ? ((size_t)t->held_mask + 1) * 8 : 0) + (size_t)t->nnum * 5 +
              t->capjournal * sizeof(jentry_t) + (size_t)t->capmarks * sizeof(size_t) +
              t->capwork * sizeof(work_t) + t->capstack * 4 +
-             t->caplr * (2 * sizeof(__int128) + sizeof(lr_item_t) + 4) +
+             t->caplr * (2 * sizeof(__int128) + sizeof(lr_item_t) + 4 + 32) +
              t->capcand * sizeof(cand_t) + t->caprep * sizeof(rep_t) + t->caplvl * sizeof(__int128);
   for (uint32_t s = 0; s < t->nslots; s++) {
     const erow_t *r = ROW(t, s);

@@ -251,7 +251,8 @@ static int matches_table(const char *text, size_t n, const char *table) {
   return yes;
 }
 
-/* Consumes the entries of an XREAD reply; returns how many it saw. */
+/* Consumes the entries of an XREAD reply (checked by check_reply); returns
+ * how many it saw. */
 static size_t consume(scan_t *s, const redisReply *rep) {
   dg_redis_xiter_t it;
   dg_redis_xentry_t e;
@@ -291,9 +292,16 @@ static int xread(scan_t *s, int64_t count, int64_t block_ms, redisReply **rep) {
   return dg_redis_command_timeout(s->conn, (int)block_ms + BLOCK_MARGIN_MS, 8, argv, NULL, rep);
 }
 
-/* An error reply to XREAD is a bug or a misconfiguration (wrong key type). */
+/* An XREAD reply that is an error (wrong key type) or not shaped like one is a
+ * bug or a misconfiguration: DG_EINTERNAL. consume() relies on this check. */
 static int check_reply(const redisReply *rep) {
-  return rep->type == REDIS_REPLY_ERROR ? DG_EINTERNAL : 0;
+  dg_redis_xiter_t it;
+  return dg_redis_xiter_init_xread(&it, rep) == 0 ? 0 : DG_EINTERNAL;
+}
+
+/* The text of an error reply, for the log. */
+static const char *reply_error(const redisReply *rep) {
+  return rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply shape";
 }
 
 /*
@@ -329,7 +337,7 @@ static int scan(scan_t *s, redisReply *first) {
       }
       int rc = xread(s, batch, block, &rep);
       if (rc == 0 && check_reply(rep) != 0) {
-        dg_log_error("get_updates: XREAD %s: %s", s->r->app->res_stream, rep->str);
+        dg_log_error("get_updates: XREAD %s: %s", s->r->app->res_stream, reply_error(rep));
         freeReplyObject(rep);
         rep = NULL;
         rc = DG_EINTERNAL;
@@ -388,15 +396,14 @@ static int get_updates(dg_req_t *r) {
     redisReply *reps[2] = {NULL, NULL};
     rc = dg_redis_pipeline(s.conn, 2, cmds, reps);
     if (rc == 0 && (check_reply(reps[0]) != 0 || parse_xinfo(reps[1], &x) != 0)) {
-      dg_log_error("get_updates: unexpected reply from %s: %s", key,
-                   reps[0]->type == REDIS_REPLY_ERROR ? reps[0]->str
-                   : reps[1]->type == REDIS_REPLY_ERROR ? reps[1]->str : "bad shape");
+      dg_log_error("get_updates: unexpected reply from %s: %s / %s", key, reply_error(reps[0]),
+                   reply_error(reps[1]));
       rc = DG_EINTERNAL;
     }
     if (rc == 0 && is_gone(&p, &x)) {
       char firstbuf[DG_REDIS_XID_BUFSZ];
       dg_redis_xid_format(x.length > 0 ? x.first : x.last, firstbuf, sizeof firstbuf);
-      json_t *extra = json_pack("{s:s}", "oldest", x.length > 0 ? firstbuf : "");
+      json_t *extra = json_pack("{s:s?}", "oldest", x.length > 0 ? firstbuf : NULL);
       dg_problem(r, 410, extra,
                  "updates after %s are no longer retained (oldest is %s); reload the tables "
                  "and continue from since=$",

@@ -93,8 +93,8 @@ static const char *first_line(const char *msg, char *buf, size_t cap) {
 /* Values                                                                    */
 /* ======================================================================= */
 
-typedef __int128 i128;
-typedef unsigned __int128 u128;
+__extension__ typedef __int128 i128;
+__extension__ typedef unsigned __int128 u128;
 
 /* Writes v / 10^scale with exactly `scale` decimals: 123456, 2 -> 1234.56. */
 static void put_scaled(dg_buf_t *b, i128 v, int scale) {

@@ -111,13 +111,17 @@ static const char *const allowed_types[] = {
     "ORDER_DEFAULT", "ASCENDING", "DESCENDING", NULL,
 };
 
-/* Scalar functions that change state or read the session rather than the
- * grid. Table functions never get here: they are TABLE_FUNCTION refs. */
+/* Scalar functions and macros that change state, read the session, or read
+ * DuckDB's catalog (the pg_* compatibility macros and *_description expand,
+ * at bind time, into queries over duckdb_views(), duckdb_constraints() ...,
+ * which would show duckgrid's own schema). Table functions never get here:
+ * they are TABLE_FUNCTION refs. */
 static const char *const denied_functions[] = {
     "nextval", "currval", "setseed", "current_setting", "getvariable", "getenv",
-    "json_execute_serialized_sql", "query", "query_table", "sql_auto_complete", NULL,
+    "json_execute_serialized_sql", "query", "query_table", "sql_auto_complete",
+    "col_description", "obj_description", "shobj_description", NULL,
 };
-static const char *const denied_prefixes[] = {"duckdb_", "pragma_", "read_", NULL};
+static const char *const denied_prefixes[] = {"duckdb_", "pragma_", "read_", "pg_", NULL};
 
 static int function_denied(const char *name) {
   char low[128];

@@ -441,8 +441,10 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
     memset(nums, 0, (nnum + 1) * sizeof *nums);
     memset(texts, 0, (ntext + 1) * sizeof *texts);
     json_t *idj = json_object_get(row, "id");
-    int64_t id = idj ? json_integer_value(idj) : (*next_id)++;
-    if (idj && id >= *next_id) *next_id = id + 1;
+    /* Ids without one come from above the largest id in use; at INT64_MAX
+     * the counter saturates and an insert there fails as a duplicate. */
+    int64_t id = idj ? json_integer_value(idj) : *next_id;
+    if (id >= *next_id) *next_id = id == INT64_MAX ? INT64_MAX : id + 1;
     json_t *pj = json_object_get(row, "parent_id");
     int64_t parent = pj && !json_is_null(pj) ? json_integer_value(pj) : DG_ROW_NONE;
     if (row_values(t, json_object_get(row, "cells"), nums, texts, f) != 0) {

@@ -127,7 +127,7 @@ static int load_table(dg_manager_t *m, const char *name, char *err, size_t errca
       }
       int64_t parent = pvalid == NULL || duckdb_validity_row_is_valid(pvalid, r) ? parents[r] : DG_ROW_NONE;
       rc = dg_etable_load_row(t->et, ids[r], parent, nums, texts);
-      if (ids[r] >= m->next_row_id) m->next_row_id = ids[r] + 1;
+      if (ids[r] >= m->next_row_id) m->next_row_id = ids[r] == INT64_MAX ? INT64_MAX : ids[r] + 1;
     }
     duckdb_destroy_data_chunk(&chunk);
     if (rc != 0) break;

@@ -188,6 +188,9 @@ static void test_rejects_outside_reads(void **state) {
   want_no(f, "SELECT nextval('dg.api_keys_seq')", "nextval");
   want_no(f, "SELECT current_setting('threads')", "current_setting");
   want_no(f, "SELECT setseed(0.5)", "setseed");
+  want_no(f, "SELECT pg_get_viewdef(1)", "pg_get_viewdef");
+  want_no(f, "SELECT col_description(1, 1)", "col_description");
+  want_no(f, "SELECT NEXTVAL('dg.api_keys_seq')", "nextval");
   want_no(f, "SELECT dg.abs(1)", "qualified");
   want_no(f, "SELECT system.main.abs(1)", "qualified");
   want_no(f, "SELECT nosuchcol FROM sales", "nosuchcol");
