@@ -150,6 +150,14 @@ static inline void rec_num(dg_etable_t *t, dg_changes_t *c, uint32_t slot, uint3
   rec(t, c, DG_CHANGE_NUMBER, slot, col, old, nv);
 }
 
+/* The set path writes through: record and write at once (undone from the
+ * records if the operation fails later, see dg_etable_set). */
+static inline void rec_set(dg_etable_t *t, dg_changes_t *c, uint32_t slot, uint32_t col,
+                           int64_t old, int64_t nv) {
+  rec(t, c, DG_CHANGE_NUMBER, slot, col, old, nv);
+  NUMS(t, slot)[col] = nv;
+}
+
 static inline dg_change_t *rec_other(dg_etable_t *t, dg_changes_t *c, uint8_t kind, uint32_t slot,
                                      uint32_t col, int64_t old, int64_t nv) {
   return rec(t, c, kind, slot, col, old, nv);
@@ -237,7 +245,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
   bool inner = false; /* a free child has children of its own */
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t k = kids[i];
-    if (i + 8 < n) __builtin_prefetch(NUMS(t, kids[i + 8]) + col); /* rows of a wide node */
+    if (i + 4 < n) __builtin_prefetch(ROW(t, kids[i + 4])); /* the rows of a wide node */
     const int64_t w = NUMS(t, k)[col];
     if (holds && is_rigid(t, k, col)) {
       rigid += w;
@@ -333,7 +341,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
     for (uint32_t j = 0; j < nf; j++) {
       const uint32_t k = kids[fp[j]];
       const int64_t old = NUMS(t, k)[col];
-      if (out[j] != old) rec_num(t, c, k, col, old, out[j]);
+      if (out[j] != old) rec_set(t, c, k, col, old, out[j]);
     }
     return 0;
   }
@@ -354,7 +362,7 @@ static int plan_spread(dg_etable_t *t, dg_changes_t *c, uint32_t x, int64_t v, c
   while (t->nwork > 0) {
     work_t w = t->work[--t->nwork];
     int64_t old = NUMS(t, w.slot)[m->col];
-    if (w.value != old) rec_num(t, c, w.slot, m->col, old, w.value);
+    if (w.value != old) rec_set(t, c, w.slot, m->col, old, w.value);
     if (ROW(t, w.slot)->nkids > 0) {
       int rc = expand(t, c, w.slot, w.value, m);
       if (rc) return rc;
@@ -397,15 +405,16 @@ static int plan_repeat(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col
   }
   if (nleaves == 0) return DG_ECONFLICT;
   for (size_t e = nrep; e-- > 1;) t->rep[t->rep[e].up].delta += t->rep[e].delta;
+  const int64_t oldx = NUMS(t, x)[col];
   for (size_t e = 0; e < nrep; e++) {
     if (t->rep[e].delta == 0) continue;
     uint32_t s = t->rep[e].slot;
     int64_t old = NUMS(t, s)[col];
     __int128 nv = old + t->rep[e].delta;
     if (!in_range(nv)) return DG_EOVERFLOW;
-    rec_num(t, c, s, col, old, (int64_t)nv);
+    rec_set(t, c, s, col, old, (int64_t)nv);
   }
-  *newx = (int64_t)(NUMS(t, x)[col] + t->rep[0].delta);
+  *newx = (int64_t)(oldx + t->rep[0].delta);
   return 0;
 }
 
@@ -434,7 +443,7 @@ static int plan_up(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col, __
       int64_t old = NUMS(t, a)[col];
       __int128 nv = old + d;
       if (!in_range(nv)) return DG_EOVERFLOW;
-      rec_num(t, c, a, col, old, (int64_t)nv);
+      rec_set(t, c, a, col, old, (int64_t)nv);
     }
     return 0;
   }
@@ -498,7 +507,7 @@ static int plan_up(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col, __
     int64_t old = NUMS(t, a)[col];
     __int128 nv = old + cum;
     if (!in_range(nv)) return DG_EOVERFLOW;
-    if (nv != old) rec_num(t, c, a, col, old, (int64_t)nv);
+    if (nv != old) rec_set(t, c, a, col, old, (int64_t)nv);
   }
   DG_ASSERT(a == h && cum == 0);
   return 0;
@@ -546,7 +555,7 @@ int dg_etable_set(dg_etable_t *t, int64_t id, uint32_t col, int64_t value, const
   int64_t newx = v;
   int rc = 0;
   if (leaf) {
-    rec_num(t, c, s, col, old, v);
+    rec_set(t, c, s, col, old, v);
   } else if (how->mode == DG_SPREAD_REPEAT_LEAVES) {
     rc = plan_repeat(t, c, s, col, v, &newx);
   } else {
@@ -557,12 +566,14 @@ int dg_etable_set(dg_etable_t *t, int64_t id, uint32_t col, int64_t value, const
     rc = plan_spread(t, c, s, v, &m);
   }
   if (rc == 0) rc = plan_up(t, c, s, col, (__int128)newx - old);
-  if (rc) {
+  if (rc) { /* undo what was written through, newest first */
+    for (size_t i = c->n; i-- > base;) NUMS(t, c->v[i]._slot)[c->v[i].col] = c->v[i].old_value;
     dg__ch_rewind(c, base, abase);
     dg__et_after_op(t);
     return rc;
   }
-  dg__et_apply(t, c, base);
+  if (journaling(t))
+    for (size_t i = base; i < c->n; i++) dg__j_push(t, J_NUM, c->v[i]._slot, c->v[i].col, c->v[i].old_value);
   dg__et_after_op(t);
   return 0;
 }

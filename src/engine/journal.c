@@ -45,7 +45,6 @@ void dg__et_apply(dg_etable_t *t, const dg_changes_t *c, size_t from) {
   for (size_t i = from; i < c->n; i++) {
     const dg_change_t *ch = &c->v[i];
     uint32_t s = ch->_slot;
-    if (i + 8 < c->n) __builtin_prefetch(NUMS(t, c->v[i + 8]._slot) + c->v[i + 8].col, 1);
     switch (ch->kind) {
       case DG_CHANGE_NUMBER: {
         int64_t *v = &NUMS(t, s)[ch->col];

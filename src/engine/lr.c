@@ -210,12 +210,11 @@ static void give_units(dg_etable_t *t, const uint64_t *rem, uint64_t den, uint32
   const uint32_t bb = b - 1; /* the boundary bucket */
   uint32_t m = 0;
   uint64_t *sel = t->lr_sel;
-  for (uint32_t i = 0; i < n; i++) {
-    uint64_t x = rem[i] >> sh;
-    if (x > bb)
-      out[i] += 1;
-    else if (x == bb)
-      sel[m++] = rem[i];
+  for (uint32_t i = 0; i < n; i++) { /* branch-free: the comparisons are coin flips */
+    const uint64_t x = rem[i] >> sh;
+    out[i] += x > bb;
+    sel[m] = rem[i];
+    m += x == bb;
   }
   const uint32_t need = k - above; /* 1..m units inside the boundary bucket */
   const uint64_t thr = nth_smallest(sel, m, m - need);

@@ -72,6 +72,28 @@ static inline void index_insert_entry(dg_etable_t *t, uint64_t h, uint32_t slot)
   t->index[i] = (h & 0xffffffff00000000ull) | slot;
 }
 
+/* Inserts slot unless its id is indexed already (then returns false): one
+ * probe sequence instead of a lookup plus an insert. No resize. */
+static bool index_insert_new(dg_etable_t *t, uint32_t slot) {
+  const int64_t id = ROW(t, slot)->id;
+  const uint64_t h = mix64((uint64_t)id);
+  const uint32_t tag = (uint32_t)(h >> 32);
+  uint32_t i = (uint32_t)h & t->index_mask;
+  for (;;) {
+    uint64_t e = t->index[i];
+    if (e == 0) break;
+    if (ENTRY_TAG(e) == tag && ROW(t, ENTRY_SLOT(e))->id == id) return false;
+    i = (i + 1) & t->index_mask;
+  }
+  t->index[i] = (h & 0xffffffff00000000ull) | slot;
+  t->index_count++;
+  return true;
+}
+
+static inline void index_prefetch(const dg_etable_t *t, int64_t id) {
+  __builtin_prefetch(&t->index[(uint32_t)mix64((uint64_t)id) & t->index_mask]);
+}
+
 static void index_resize(dg_etable_t *t, size_t want_entries) {
   size_t cap = 16;
   while (cap * 3 < want_entries * 4 + 4) cap *= 2;
@@ -602,10 +624,34 @@ int dg_etable_load_row(dg_etable_t *t, int64_t id, int64_t parent_id, const int6
   return 0;
 }
 
-static int cmp_slot_by_id(const void *a, const void *b, void *arg) {
-  const dg_etable_t *t = arg;
-  int64_t x = ROW(t, *(const uint32_t *)a)->id, y = ROW(t, *(const uint32_t *)b)->id;
+typedef struct idslot_s {
+  int64_t id;
+  uint32_t slot;
+} idslot_t;
+
+static int cmp_idslot(const void *a, const void *b) {
+  int64_t x = ((const idslot_t *)a)->id, y = ((const idslot_t *)b)->id;
   return x < y ? -1 : x > y;
+}
+
+/* Sorts a children array by id: the ids are fetched once into (id, slot)
+ * pairs (one random access per child), then insertion sort for short lists
+ * and qsort for long ones. buf and cap hold a reusable pair buffer. */
+static void sort_kids(const dg_etable_t *t, uint32_t *kids, uint32_t n, idslot_t **buf, size_t *cap) {
+  *buf = dg__et_grow(*buf, cap, n, sizeof(idslot_t));
+  idslot_t *p = *buf;
+  for (uint32_t i = 0; i < n; i++) p[i] = (idslot_t){ROW(t, kids[i])->id, kids[i]};
+  if (n <= 32) {
+    for (uint32_t i = 1; i < n; i++) {
+      idslot_t x = p[i];
+      uint32_t j = i;
+      while (j > 0 && p[j - 1].id > x.id) p[j] = p[j - 1], j--;
+      p[j] = x;
+    }
+  } else {
+    qsort(p, n, sizeof(idslot_t), cmp_idslot);
+  }
+  for (uint32_t i = 0; i < n; i++) kids[i] = p[i].slot;
 }
 
 /* Drops every loaded row: the table is empty again. */
@@ -636,16 +682,20 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
   uint32_t n = t->nslots - 1;
   uint32_t *order = NULL;
   /* 1. the id index (duplicates fail) */
+  /* Random accesses dominate a large load: prefetch the index position of
+   * the row 16 ahead while inserting this one. */
   index_resize(t, n);
   for (uint32_t s = 1; s <= n; s++) {
-    if (dg__et_lookup(t, ROW(t, s)->id) != 0) {
+    if (s + 16 <= n) index_prefetch(t, ROW(t, s + 16)->id);
+    if (!index_insert_new(t, s)) {
       rc = DG_EEXIST;
       goto fail;
     }
-    dg__et_index_put(t, s);
   }
   /* 2. parents, counting children in capkids */
   for (uint32_t s = 1; s <= n; s++) {
+    if (s + 16 <= n && ROW(t, s + 16)->u.load_parent != DG_ROW_NONE)
+      index_prefetch(t, ROW(t, s + 16)->u.load_parent);
     erow_t *r = ROW(t, s);
     int64_t pid = r->u.load_parent;
     uint32_t p = SENTINEL;
@@ -667,14 +717,24 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
     erow_t *p = ROW(t, ROW(t, s)->parent);
     p->u.kids[p->nkids++] = s;
   }
-  for (uint32_t s = 0; s <= n; s++) {
-    erow_t *r = ROW(t, s);
-    for (uint32_t i = 1; i < r->nkids; i++) {
-      if (ROW(t, r->u.kids[i - 1])->id > ROW(t, r->u.kids[i])->id) {
-        qsort_r(r->u.kids, r->nkids, sizeof(uint32_t), cmp_slot_by_id, t);
-        break;
+  {
+    /* Rows fed in id order give sorted lists already: only sort when a
+     * list is out of order (the check costs what the sort's fetch would). */
+    idslot_t *pairs = NULL;
+    size_t cap = 0;
+    for (uint32_t s = 0; s <= n; s++) {
+      erow_t *r = ROW(t, s);
+      int64_t prev = INT64_MIN;
+      for (uint32_t i = 0; i < r->nkids; i++) {
+        int64_t id = ROW(t, r->u.kids[i])->id;
+        if (id < prev) {
+          sort_kids(t, r->u.kids, r->nkids, &pairs, &cap);
+          break;
+        }
+        prev = id;
       }
     }
+    dg_free(pairs);
   }
   /* 4. breadth-first order from the roots; rows not reached sit on a cycle */
   order = dg_malloc(((size_t)n + 1) * sizeof(uint32_t));

@@ -107,18 +107,26 @@ static json_t *base_request(dg_req_t *r, const char *op) {
   return json_pack("{s:s,s:s}", "op", op, "user", r->who.user);
 }
 
-/* Finds or makes the request_id; DG_EINVAL when the client's is unusable. */
+/* Finds or makes the request_id: the body's "request_id", else the query's
+ * ?request_id=, else an Idempotency-Key header (routes without a body). */
 static int request_id_of(dg_req_t *r, char out[MAX_REQUEST_ID + 1], int *client_given) {
   json_t *v = r->body ? json_object_get(r->body, "request_id") : NULL;
+  const char *s = NULL;
+  size_t n = 0;
   *client_given = 0;
   if (v && !json_is_null(v)) {
     if (!json_is_string(v)) return DG_EINVAL;
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
+    s = json_string_value(v);
+    n = json_string_length(v);
+  } else if ((s = dg_query(r, "request_id")) != NULL || (s = dg_header(r, "Idempotency-Key")) != NULL) {
+    n = strlen(s);
+  }
+  if (s) {
     if (n == 0 || n > MAX_REQUEST_ID) return DG_EINVAL;
     for (size_t i = 0; i < n; i++)
       if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) return DG_EINVAL;
-    memcpy(out, s, n + 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
     *client_given = 1;
     return 0;
   }
@@ -221,6 +229,37 @@ static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t
   dg_buf_dispose(&out);
 }
 
+/* Answers from the stored outcome when the client's request_id is known:
+ * a retry gets the first outcome, before any validation against the state
+ * its own first attempt made. Returns 1 when it answered. */
+static int replay_known(dg_req_t *r, const char *rid, reply_kind_t kind) {
+  char *prior = stored_outcome(r->app, rid);
+  if (prior == NULL) return 0;
+  if (is_async(r)) {
+    json_t *body = json_loadb(prior, strlen(prior), 0, NULL);
+    json_t *q = json_pack("{s:s,s:O?,s:s}", "request_id", rid, "stream_id",
+                          json_object_get(body, "stream_id"), "status", "duplicate");
+    json_decref(body);
+    dg_reply_json(r, 202, q);
+  } else {
+    reply_outcome(r, prior, strlen(prior), kind);
+  }
+  dg_free(prior);
+  return 1;
+}
+
+/* At the top of every write handler: 1 when the request was answered
+ * (a known request_id replayed, or a malformed one refused). */
+static int replayed(dg_req_t *r, reply_kind_t kind) {
+  char rid[MAX_REQUEST_ID + 1];
+  int given = 0;
+  if (request_id_of(r, rid, &given) != 0) {
+    dg_problem(r, 400, NULL, "request_id must be 1..%d printable ASCII characters", MAX_REQUEST_ID);
+    return 1;
+  }
+  return given && replay_known(r, rid, kind);
+}
+
 /*
  * Queues req (stolen) and answers. The waiter is registered before XADD, so
  * an outcome that arrives before we start waiting is not missed.
@@ -238,23 +277,12 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
   int async = is_async(r);
   dg_waiter_t w;
   if (!async) dg_waiters_add(app->waiters, &w, rid);
-  if (given) {
-    char *prior = stored_outcome(app, rid);
-    if (prior) {
-      json_decref(req);
-      if (!async) dg_waiters_remove(app->waiters, &w);
-      if (async) {
-        json_t *body = json_loadb(prior, strlen(prior), 0, NULL);
-        json_t *q = json_pack("{s:s,s:O?,s:s}", "request_id", rid, "stream_id",
-                              json_object_get(body, "stream_id"), "status", "duplicate");
-        json_decref(body);
-        dg_reply_json(r, 202, q);
-      } else {
-        reply_outcome(r, prior, strlen(prior), kind);
-      }
-      dg_free(prior);
-      return;
-    }
+  /* Again after registering: an outcome stored since the handler's first
+   * look is found here, and one published after this wakes the waiter. */
+  if (given && replay_known(r, rid, kind)) {
+    json_decref(req);
+    if (!async) dg_waiters_remove(app->waiters, &w);
+    return;
   }
   char *text = json_dumps(req, JSON_COMPACT);
   json_decref(req);
@@ -420,6 +448,7 @@ static json_t *cell_update_or_problem(dg_req_t *r, const json_t *u, const char *
 /* ---- routes: cells ------------------------------------------------------------- */
 
 static int update_cell(dg_req_t *r) {
+  if (replayed(r, REPLY_UPDATE)) return 0;
   json_t *u = cell_update_or_problem(r, r->body, "update_cell");
   if (u == NULL) return 0;
   json_t *req = base_request(r, "update_cell");
@@ -430,6 +459,7 @@ static int update_cell(dg_req_t *r) {
 }
 
 static int update_cells(dg_req_t *r) {
+  if (replayed(r, REPLY_UPDATE)) return 0;
   json_t *ups = json_object_get(r->body, "updates");
   if (!json_is_array(ups) || json_array_size(ups) == 0 || json_array_size(ups) > MAX_UPDATES) {
     dg_problem(r, 400, NULL, "updates must be an array of 1..%d update_cell bodies", MAX_UPDATES);
@@ -455,6 +485,7 @@ static int update_cells(dg_req_t *r) {
 /* ---- routes: tables ------------------------------------------------------------- */
 
 static int create_table(dg_req_t *r) {
+  if (replayed(r, REPLY_TABLE)) return 0;
   const char *name = json_string_value(json_object_get(r->body, "name"));
   json_t *cols = json_object_get(r->body, "columns");
   if (!dg_name_valid(name)) {
@@ -504,6 +535,7 @@ static int create_table(dg_req_t *r) {
 }
 
 static int delete_table(dg_req_t *r) {
+  if (replayed(r, REPLY_EMPTY)) return 0;
   dg_tabledef_t *t = table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   json_t *req = base_request(r, "delete_table");
@@ -547,6 +579,7 @@ static json_t *cells_or_problem(dg_req_t *r, const dg_tabledef_t *t, const json_
 }
 
 static int insert_rows(dg_req_t *r) {
+  if (replayed(r, REPLY_ROWS)) return 0;
   dg_tabledef_t *t = table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   json_t *rows = json_object_get(r->body, "rows");
@@ -648,6 +681,7 @@ static int row_param_or_problem(dg_req_t *r, const dg_tabledef_t *t, int64_t *id
 }
 
 static int update_row(dg_req_t *r) {
+  if (replayed(r, REPLY_ROW)) return 0;
   dg_tabledef_t *t = table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   int64_t id;
@@ -684,6 +718,7 @@ static int update_row(dg_req_t *r) {
 }
 
 static int delete_row(dg_req_t *r) {
+  if (replayed(r, REPLY_EMPTY)) return 0;
   dg_tabledef_t *t = table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   int64_t id;
@@ -702,6 +737,7 @@ static int delete_row(dg_req_t *r) {
 }
 
 static int holds(dg_req_t *r, const char *op) {
+  if (replayed(r, REPLY_UPDATE)) return 0;
   dg_tabledef_t *t = table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   json_t *list = json_object_get(r->body, "holds");
@@ -747,6 +783,7 @@ static int hold_delete(dg_req_t *r) { return holds(r, "release"); }
 /* ---- routes: views ------------------------------------------------------------------ */
 
 static int create_view(dg_req_t *r) {
+  if (replayed(r, REPLY_VIEW)) return 0;
   const char *name = json_string_value(json_object_get(r->body, "name"));
   const char *sql = json_string_value(json_object_get(r->body, "sql"));
   if (!dg_name_valid(name)) {
@@ -769,8 +806,13 @@ static int create_view(dg_req_t *r) {
     dg_problem(r, 503, NULL, "the database is unavailable");
     return 0;
   }
-  if (dg_view_sql_check(c, sql, err, sizeof err) != 0) {
+  int rc = dg_view_sql_check(c, sql, err, sizeof err);
+  if (rc == DG_EINVAL) {
     dg_problem(r, 400, NULL, "%s", err);
+    return 0;
+  }
+  if (rc != 0) {
+    dg_problem(r, 503, NULL, "the database could not check the view: %s", err);
     return 0;
   }
   json_t *req = base_request(r, "create_view");
@@ -781,6 +823,7 @@ static int create_view(dg_req_t *r) {
 }
 
 static int delete_view(dg_req_t *r) {
+  if (replayed(r, REPLY_EMPTY)) return 0;
   const char *name = r->params[0];
   if (!dg_name_valid(name)) {
     dg_problem(r, 400, NULL, "'%.80s' is not a valid view name", name);

@@ -435,6 +435,7 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
   uint32_t nnum = dg_etable_num_columns(t->et), ntext = dg_etable_text_columns(t->et);
   int64_t *nums = dg_calloc(nnum + 1, sizeof *nums);
   dg_etext_t *texts = dg_calloc(ntext + 1, sizeof *texts);
+  int64_t *ids_made = dg_calloc(json_array_size(rows) + 1, sizeof *ids_made);
   int rc = 0;
   for (size_t i = 0; i < json_array_size(rows) && rc == 0; i++) {
     json_t *row = json_array_get(rows, i);
@@ -445,6 +446,7 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
      * the counter saturates and an insert there fails as a duplicate. */
     int64_t id = idj ? json_integer_value(idj) : *next_id;
     if (id >= *next_id) *next_id = id == INT64_MAX ? INT64_MAX : id + 1;
+    ids_made[i] = id;
     json_t *pj = json_object_get(row, "parent_id");
     int64_t parent = pj && !json_is_null(pj) ? json_integer_value(pj) : DG_ROW_NONE;
     if (row_values(t, json_object_get(row, "cells"), nums, texts, f) != 0) {
@@ -463,10 +465,16 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
       break;
     }
     collect(e, t, from, id);
-    render_row(rw, t, id);
+  }
+  /* The answer shows the rows as the whole insert left them (a parent
+   * inserted first has rolled up its children by now). */
+  for (size_t i = 0; i < json_array_size(rows) && rc == 0; i++) {
+    json_t *idj = json_object_get(json_array_get(rows, i), "id");
+    render_row(rw, t, idj ? json_integer_value(idj) : ids_made[i]);
   }
   dg_free(nums);
   dg_free(texts);
+  dg_free(ids_made);
   return rc;
 }
 
@@ -820,7 +828,9 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     m->nddl = ddl_mark;
     m->json.len = status_at;
     m->json.data[m->json.len] = '\0';
+    w.depth = 1; /* back among the outcome's members, after "table" */
     w.first[1] = 0;
+    w.after_key = 0;
     dg_jsonw_key(&w, "changes");
     dg_jsonw_arr(&w);
     dg_jsonw_end(&w);

@@ -236,6 +236,11 @@ int dg_db_open(const char *path, int threads, dg_db_t **out, char *err, size_t e
     snprintf(err, errcap, "duckdb: cannot create a configuration");
     return DG_EIO;
   }
+  /* duckgrid reads and writes only its own file: no extension downloads,
+   * no file or network access from SQL (a view is user-written SQL). */
+  duckdb_set_config(config, "autoinstall_known_extensions", "false");
+  duckdb_set_config(config, "autoload_known_extensions", "false");
+  duckdb_set_config(config, "enable_external_access", "false");
   if (threads > 0) {
     char t[16];
     snprintf(t, sizeof t, "%d", threads);

@@ -90,17 +90,6 @@ def test_reads_need_a_key(grid):
         problem(r, 401, "unauthorized")
 
 
-def test_read_role_is_enough(grid):
-    r = grid.post("/admin/keys", {"name": "reader", "role": "read"})
-    if r.status_code in (404, 405):
-        pytest.skip("POST /admin/keys is not there yet")
-    assert r.status_code == 201, r.text
-    key = r.json()["key"]
-    for path in ("/tables", "/tables/sales", "/tables/sales/rows", "/tables/sales/rows/1",
-                 "/views", "/views/sales_summary_by_product_family"):
-        assert grid.get(path, key=key).status_code == 200, path
-
-
 # ---- rows -----------------------------------------------------------------------
 
 def test_rows_all_in_id_order_with_exact_decimals(grid):

@@ -22,6 +22,7 @@ from decimal import Decimal
 import pytest
 import requests
 
+from conftest import Server
 from helpers import (Resp, all_rows, cell, check_invariant, jloads, outcomes_in, problem,
                      requests_in, row, updates_since, xlen)
 
@@ -55,6 +56,15 @@ TREE = [
 ]
 
 _names = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def server(redis_server):
+    """This module's duckgrid. A 5 s sync timeout (default 10 s) bounds the
+    time a lost outcome costs a test (504 instead of a hang)."""
+    s = Server(redis_server.url, env={"DUCKGRID_SYNC_TIMEOUT_MS": "5000"}).start()
+    yield s
+    s.cleanup()
 
 
 def new_table(s, rows=TREE, columns=PLAN_COLUMNS):
@@ -352,6 +362,29 @@ def test_write_without_or_with_bad_key_is_401(val, redis_server, method, path, b
     assert V(val, "val", 101) == Decimal("10.00")
 
 
+def test_rejected_outcome_is_a_valid_update_object(server, redis_server):
+    """A request the manager rejects (CAS mismatch) still publishes exactly
+    one well-formed update object with status "rejected" and the problem."""
+    t = new_table(server)
+    # async, so this test does not depend on the sync waiter
+    r = server.post("/update_cell?async=true", {"table": t, "row_id": 102, "column": "v", "value": "1",
+                                                "expected": "9.99", "request_id": "wp-reject-json-a"})
+    assert r.status_code == 202, r.text
+    sid = r.json()["stream_id"]
+    mine = []
+    end = time.monotonic() + 10
+    while not mine and time.monotonic() < end:
+        mine = [(i, o) for i, o in outcomes_in(redis_server, server) if o["request_id"] == "wp-reject-json-a"]
+        time.sleep(0.05)
+    assert len(mine) == 1
+    uid, o = mine[0]
+    assert "_invalid_json" not in o, "the outcome in response_duck is not JSON: " + o["_invalid_json"]
+    assert o["update_id"] == uid and o["stream_id"] == sid and o["op"] == "update_cell"
+    assert o["status"] == "rejected" and o["changes"] == []
+    assert o["error"]["status"] == 409 and o["error"]["code"] == "conflict" and o["error"]["detail"]
+    assert V(server, t, 102) == Decimal("20.00")
+
+
 def test_manager_side_rejection_carries_request_and_stream_id(server):
     """A request rejected by the manager (CAS mismatch) answers its problem
     status with request_id and stream_id, and the update says 'rejected'."""
@@ -360,7 +393,7 @@ def test_manager_side_rejection_carries_request_and_stream_id(server):
     body = problem(r, 409)
     assert body["request_id"] == "wp-cas-reject-1"
     assert re.fullmatch(r"\d+-\d+", body["stream_id"]), body
-    ups = [u for u in updates_since(server) if u["request_id"] == "wp-cas-reject-1"]
+    ups = [u for u in updates_since(server, table=t) if u["request_id"] == "wp-cas-reject-1"]
     assert len(ups) == 1
     assert ups[0]["status"] == "rejected" and ups[0]["changes"] == []
     assert ups[0]["error"]["status"] == 409 and ups[0]["error"]["code"] == "conflict"
@@ -621,7 +654,7 @@ def test_update_cells_applies_in_order_as_one_update(server):
     assert values(server, t, [101, 10, 201, 20, 1]) == [Decimal(x) for x in ("12.00", "62.00", "6.00", "6.00", "68.00")]
     assert row(server, t, 101)["name"] == "Apple"
     # exactly one update for the whole request
-    assert len([u for u in updates_since(server) if u["request_id"] == "wp-cells-ok"]) == 1
+    assert len([u for u in updates_since(server, table=t) if u["request_id"] == "wp-cells-ok"]) == 1
     check_invariant(server, t, NUMS)
 
 
@@ -735,12 +768,27 @@ def test_same_request_id_twice_applies_once(server, redis_server):
     r3 = ok(server.post("/update_cell", dict(body, value=50)))
     assert r3.json()["update_id"] == r1.json()["update_id"]
     assert V(server, t, 101) == Decimal("11.00")
-    # other routes too: a repeated insert answers 201 with the first rows, no 409
+    check_invariant(server, t, NUMS)
+
+
+def test_same_request_id_twice_on_insert_and_patch_returns_the_first_outcome(server, redis_server):
+    """A client retrying an insert or a delete (after a timeout or a dropped
+    connection) with the same request_id gets the first outcome -- not 409
+    "exists already" or 404 "no such row" from validating against the state
+    its own first attempt produced."""
+    t = new_table(server)
     rows = {"rows": [{"id": 900, "parent_id": 20, "v": "1.00"}], "request_id": "wp-idem-ins"}
     a = ok(server.post(f"/tables/{t}/rows", rows), 201)
     b = ok(server.post(f"/tables/{t}/rows", rows), 201)
     assert a.json() == b.json()
     assert V(server, t, 20) == Decimal("6.00")
+    # a PATCH retried
+    p = {"name": "renamed", "v": "2.00", "request_id": "wp-idem-patch"}
+    p1 = ok(send(server, "PATCH", f"/tables/{t}/rows/201", p))
+    p2 = ok(send(server, "PATCH", f"/tables/{t}/rows/201", p))
+    assert p1.json() == p2.json()
+    outs = [o for _, o in outcomes_in(redis_server, server) if o["request_id"] in ("wp-idem-ins", "wp-idem-patch")]
+    assert len(outs) == 2
     check_invariant(server, t, NUMS)
 
 
@@ -794,10 +842,11 @@ def test_same_request_id_concurrently_applies_once(server, redis_server):
 # Async and the long poll
 # =============================================================================
 
-def find_update(s, request_id, deadline=15.0):
+def find_update(s, table, request_id, deadline=15.0):
+    """The updates with this request_id, via get_updates?table= (polled)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        found = [u for u in updates_since(s) if u["request_id"] == request_id]
+        found = [u for u in updates_since(s, table=table) if u["request_id"] == request_id]
         if found:
             return found
         time.sleep(0.1)
@@ -823,7 +872,7 @@ def test_async_answers_202_then_the_outcome_is_in_get_updates(server, redis_serv
     assert xlen(redis_server, key) == before + 1
     queued = [q for sid, q in requests_in(redis_server, server) if sid == a["stream_id"]]
     assert len(queued) == 1 and queued[0]["request_id"] == rid and queued[0]["user"]
-    ups = find_update(server, rid)
+    ups = find_update(server, t, rid)
     assert len(ups) == 1, ups
     u = ups[0]
     assert u["status"] == "applied" and u["stream_id"] == a["stream_id"] and u["op"] == "update_cell"
@@ -837,7 +886,7 @@ def test_async_without_request_id_gets_one_and_other_routes_take_async(server):
              headers={"Prefer": "respond-async"})
     assert r.status_code == 202, r.text
     rid = r.json()["request_id"]
-    assert rid and find_update(server, rid)[0]["status"] == "applied"
+    assert rid and find_update(server, t, rid)[0]["status"] == "applied"
     # update_cells, insert, patch, delete, holds all answer 202 with ?async=true
     calls = [
         ("POST", "/update_cells", {"updates": [{"table": t, "row_id": 101, "column": "v", "value": 2}]}),
@@ -852,14 +901,14 @@ def test_async_without_request_id_gets_one_and_other_routes_take_async(server):
         assert r.json()["status"] == "queued"
         rids.append(r.json()["request_id"])
     for rid in rids:
-        ups = find_update(server, rid)
+        ups = find_update(server, t, rid)
         assert len(ups) == 1 and ups[0]["status"] == "applied", ups
     # after everything: D 5.00 + E 1.00 + new 300 1.00 = Q 7.00; A 2.00 -> P 52.00
     assert values(server, t, [20, 10, 1]) == [Decimal("7.00"), Decimal("52.00"), Decimal("59.00")]
     assert row(server, t, 103)["name"] == "Cee"
     r = send(server, "DELETE", f"/tables/{t}/rows/300?async=true")
     assert r.status_code == 202, r.text
-    assert find_update(server, r.json()["request_id"])[0]["op"] == "delete_row"
+    assert find_update(server, t, r.json()["request_id"])[0]["op"] == "delete_row"
     check_invariant(server, t, NUMS)
 
 
