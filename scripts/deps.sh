@@ -19,8 +19,9 @@ DEST=third_party/duckdb
 # already on PATH (a machine may bring its own compiler, CMake or Node.js).
 PKGS=(
   build-essential:gcc cmake:cmake pkg-config:pkg-config git:git npm:npm
-  libulfius-dev libjansson-dev libhiredis-dev libcmocka-dev libssl-dev
+  libulfius-dev libjansson-dev libhiredis-dev libcmocka-dev libssl-dev libjwt-dev
   redis-server redis-tools python3:/usr/bin/python3 python3-pytest python3-requests
+  python3-jwt python3-cryptography openssl
   ca-certificates curl:curl
 )
 

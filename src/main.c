@@ -19,6 +19,8 @@
 #include "dg/config.h"
 #include "dg/db.h"
 #include "dg/http.h"
+#include "dg/jwt.h"
+#include "dg/ratelimit.h"
 #include "dg/log.h"
 #include "dg/manager.h"
 #include "dg/reader.h"
@@ -45,6 +47,10 @@ static int redis_opts_from(const dg_config_t *cfg, dg_redis_url_t *url, dg_redis
   memset(opts, 0, sizeof *opts);
   opts->connect_timeout_ms = cfg->redis_timeout_ms;
   opts->command_timeout_ms = cfg->redis_timeout_ms;
+  /* Borrowed from cfg, which outlives every user of opts (the pool keeps them). */
+  opts->tls_ca_file = cfg->redis_ca;
+  opts->tls_cert_file = cfg->redis_cert;
+  opts->tls_key_file = cfg->redis_key;
   return dg_redis_url_parse(cfg->redis_url, url, err, errcap);
 }
 
@@ -137,6 +143,14 @@ static int cmd_serve(int argc, char **argv) {
     code = EXIT_USAGE;
     goto done;
   }
+  dg_jwt_config_t jc = {cfg.jwt_secret, cfg.jwt_public_key, cfg.jwt_jwks,
+                        cfg.jwt_issuer, cfg.jwt_audience, cfg.jwt_role_claim};
+  if (dg_jwt_create(&jc, &app.jwt, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  app.ratelimit = dg_ratelimit_create(cfg.rate_limit, cfg.rate_burst);
   app.catalog = dg_catalog_create();
   app.waiters = dg_waiters_create();
   if (dg_catalog_load(app.catalog, dg_db_conn(app.db), err, sizeof err) != 0) {
@@ -183,6 +197,8 @@ done:
   dg_reader_stop(reader);
   dg_waiters_destroy(app.waiters);
   dg_catalog_destroy(app.catalog);
+  dg_ratelimit_destroy(app.ratelimit);
+  dg_jwt_destroy(app.jwt);
   dg_redis_pool_destroy(app.redis);
   if (have_url) dg_redis_url_dispose(&url);
   dg_auth_destroy(app.auth);

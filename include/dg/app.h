@@ -15,6 +15,8 @@
 struct dg_redis_pool_s;
 struct dg_catalog_s;
 struct dg_waiters_s;
+struct dg_jwt_s;
+struct dg_ratelimit_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -29,6 +31,8 @@ typedef struct dg_app_s {
   struct dg_redis_pool_s *redis;    /* connections for API threads       */
   struct dg_catalog_s *catalog;     /* tables/rows/views, for validation */
   struct dg_waiters_s *waiters;     /* synchronous writes awaiting outcomes */
+  struct dg_jwt_s *jwt;             /* bearer JWT verifier, or NULL      */
+  struct dg_ratelimit_s *ratelimit; /* per-caller token buckets          */
   char req_stream[128];             /* "<prefix>request_duck"            */
   char res_stream[128];             /* "<prefix>response_duck"           */
   char lease_key[128];              /* "<prefix>duckgrid:manager"        */

@@ -63,6 +63,13 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
 int dg_auth_key_create(dg_auth_t *a, const char *name, dg_role_t role, char key_out[DG_KEY_LEN + 1],
                        int64_t *id_out);
 
+/**
+ * Deletes key id. Refuses (DG_ECONFLICT) to delete the last admin key, so
+ * the service cannot lock its operators out. DG_ENOTFOUND, DG_EIO.
+ * The in-process cache is cleared, so the key fails on the next request.
+ */
+int dg_auth_key_delete(dg_auth_t *a, int64_t id);
+
 /** Forgets cached entries so a deleted key is refused at once in this process. */
 void dg_auth_invalidate(dg_auth_t *a);
 

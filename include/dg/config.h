@@ -25,6 +25,20 @@ typedef struct dg_config_s {
   int batch_max;             /* requests the manager applies per transaction     */
   int log_json;              /* 1: one JSON object per log line                  */
   int log_level;             /* dg_log_level_t                                   */
+  char *jwt_secret;          /* HS256 secret for bearer JWTs, or NULL (secret)   */
+  char *jwt_public_key;      /* PEM file for RS256/ES256, or NULL               */
+  char *jwt_jwks;            /* JWKS file, or NULL                              */
+  char *jwt_issuer;          /* required iss, or NULL                           */
+  char *jwt_audience;        /* required aud, or NULL                           */
+  char *jwt_role_claim;      /* claim with the role, NULL = "role"              */
+  char *tls_cert;            /* HTTPS certificate file, or NULL (plain HTTP)     */
+  char *tls_key;             /* HTTPS key file                                  */
+  double rate_limit;         /* requests/s per caller, 0 = no limit             */
+  double rate_burst;         /* bucket size, 0 = the rate                       */
+  int http_timeout_s;        /* idle/slow client connection timeout, seconds    */
+  char *redis_ca;            /* rediss://: CA bundle (PEM) to trust; NULL = system store */
+  char *redis_cert;          /* rediss://: client certificate (PEM), or NULL    */
+  char *redis_key;           /* rediss://: its unencrypted PEM key, or NULL     */
 } dg_config_t;
 
 /**

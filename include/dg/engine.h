@@ -340,6 +340,18 @@ typedef struct dg_erow_s {
 /** Fills *out. Failure: DG_ENOTFOUND. */
 int dg_etable_row_get(const dg_etable_t *t, int64_t id, dg_erow_t *out);
 
+/**
+ * A performance hint, for a caller that knows the rows its next operations
+ * will touch (the manager walking a batch of requests). A random row costs
+ * two dependent cache misses (its index entry, then the row); calling
+ * dg_etable_prefetch(t, id, 0) about 16 operations ahead and
+ * dg_etable_prefetch(t, id, 1) about 8 ahead overlaps them with useful work
+ * (about 2x for random leaf writes on 1M rows). Stage 0 starts loading the
+ * index entry, stage 1 the row (it reads the entry, cheap once stage 0 has
+ * run). Changes nothing, cannot fail; any id is fine.
+ */
+void dg_etable_prefetch(const dg_etable_t *t, int64_t id, int stage);
+
 /** Reads one number cell. Failure: DG_ENOTFOUND, DG_EINVAL (col). */
 int dg_etable_number_get(const dg_etable_t *t, int64_t id, uint32_t col, int64_t *out);
 

@@ -77,6 +77,13 @@ extern const dg_route_t dg_routes_read[];    /* read.c: GET tables, rows     */
 extern const dg_route_t dg_routes_views[];   /* views.c                      */
 extern const dg_route_t dg_routes_updates[]; /* updates.c: GET /get_updates  */
 extern const dg_route_t dg_routes_write[];   /* write.c: every write          */
+extern const dg_route_t dg_routes_keys[];    /* keys.c: /admin/keys          */
+extern const dg_route_t dg_routes_docs[];    /* docs.c: /openapi.json, /docs  */
+
+/** Every route table the server serves, in matching order; *n = their count. */
+const dg_route_t *const *dg_http_route_tables(size_t *n);
+/** Reads the OpenAPI document and Swagger UI files into memory, once (docs.c). */
+void dg_docs_load(void);
 
 /** Writes the body of a buffer as the reply (application/json). */
 struct dg_buf_s;

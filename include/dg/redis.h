@@ -12,8 +12,9 @@
  * Commands are built from argv arrays, never by formatting user data into a
  * command string, so any byte (spaces, CRLF, NUL) is safe in keys and values.
  * hiredis 0.14 formats commands and parses replies; the bytes travel over our
- * own transport (src/stream/redis_transport.h), which is replaceable so TLS
- * can be added without touching callers. The protocol is RESP2.
+ * own transport (src/stream/redis_transport.h): a plain socket, or TLS on
+ * OpenSSL for rediss:// URLs (certificate and host always verified). The
+ * protocol is RESP2.
  *
  * Reply objects are hiredis's redisReply; the caller frees each one it gets
  * with freeReplyObject() (include <hiredis/hiredis.h>).
@@ -36,7 +37,7 @@
  * Accepted forms (scheme case-insensitive):
  *
  *   redis://[[user]:password@]host[:port][/db]
- *   rediss://[[user]:password@]host[:port][/db]      TLS (parsed; see connect)
+ *   rediss://[[user]:password@]host[:port][/db]      TLS (see dg_redis_opts_t)
  *   unix://[[user]:password@]/abs/path/to.sock[?db=N]
  *
  * For unix sockets only the unix:// form (as redis-py writes it) is
@@ -108,6 +109,18 @@ typedef struct dg_redis_opts_s {
                              dg_redis_reconnect(); 0: they reconnect themselves */
   const char *client_name; /* sent as CLIENT SETNAME when not NULL; copied;
                               must be a non-empty token without spaces */
+  /* TLS, for rediss:// URLs only (a redis:// or unix:// URL with any of these
+     set is refused, so a TLS setting never silently goes unused). Paths are
+     copied by dg_redis_create and read at the first connect attempt, and
+     again after a failed attempt (so replaced files are picked up). The
+     server certificate is always verified; there is no option to skip it. */
+  const char *tls_ca_file;     /* PEM bundle or hashed directory of trusted CAs;
+                                  NULL: the system store */
+  const char *tls_cert_file;   /* client certificate chain (PEM), for servers with
+                                  tls-auth-clients; needs tls_key_file */
+  const char *tls_key_file;    /* its private key, unencrypted PEM */
+  const char *tls_server_name; /* name (or IP) the certificate must match and the
+                                  SNI sent; NULL: the URL's host */
 } dg_redis_opts_t;
 
 /** What dg_redis_status() reports, for health checks and logs. */
@@ -120,22 +133,28 @@ typedef struct dg_redis_status_s {
 
 /**
  * Creates a connection object without doing any I/O; the first command (or
- * dg_redis_reconnect) connects. url is deep-copied.
- * Fails with DG_EINVAL on bad options or a rediss:// URL (TLS is not built
- * yet); the reason goes to err/errcap (err may be NULL). *out untouched on
- * failure. Free with dg_redis_destroy().
+ * dg_redis_reconnect) connects. url and the option strings are deep-copied.
+ * Fails with DG_EINVAL on bad options (TLS options without rediss://, a
+ * client certificate without its key or the reverse, an empty path, a
+ * malformed tls_server_name); the reason goes to err/errcap (err may be
+ * NULL). Files are not read here. *out untouched on failure. Free with
+ * dg_redis_destroy().
  */
 int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_redis_t **out,
                     char *err, size_t errcap);
 
 /**
- * dg_redis_create() and one connection attempt: connect, AUTH (user+password
- * or password alone), SELECT db when not 0, CLIENT SETNAME when asked, PING.
- * Bounded by opts->connect_timeout_ms. Fails with
- *   DG_EINVAL   bad options, rediss:// before TLS exists, SELECT refused;
- *   DG_EUNAVAIL cannot connect (refused, unreachable, timed out, LOADING);
+ * dg_redis_create() and one connection attempt: connect, TLS handshake for
+ * rediss://, AUTH (user+password or password alone), SELECT db when not 0,
+ * CLIENT SETNAME when asked, PING. Bounded by opts->connect_timeout_ms.
+ * Fails with
+ *   DG_EINVAL   bad options, SELECT refused, a TLS file unreadable or
+ *               unusable (bad PEM, key not matching the certificate);
+ *   DG_EUNAVAIL cannot connect (refused, unreachable, timed out, LOADING),
+ *               TLS handshake failed (certificate not trusted or not for
+ *               this host, client certificate required or rejected);
  *   DG_EAUTH    AUTH refused (WRONGPASS) or a password is required (NOAUTH);
- *   DG_EIO      the peer does not speak RESP.
+ *   DG_EIO      the peer does not speak RESP, or (rediss://) not TLS.
  * The reason goes to err/errcap (err may be NULL); it never contains the
  * password. *out untouched on failure. Free with dg_redis_destroy().
  */

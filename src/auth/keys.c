@@ -325,3 +325,38 @@ int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file,
   OPENSSL_cleanse(key, sizeof key);
   return 0;
 }
+
+int dg_auth_key_delete(dg_auth_t *a, int64_t id) {
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_prepared_statement st;
+  /* One statement decides: it deletes only when the key exists and is not
+   * the last admin key, so two concurrent deletes cannot both pass. */
+  if (duckdb_prepare(c,
+                     "DELETE FROM dg.api_keys WHERE id = $1 AND (role <> 'admin' OR "
+                     "(SELECT count(*) FROM dg.api_keys WHERE role = 'admin') > 1) RETURNING id",
+                     &st) == DuckDBError) {
+    duckdb_destroy_prepare(&st);
+    return DG_EIO;
+  }
+  duckdb_bind_int64(st, 1, id);
+  duckdb_result res;
+  int rc = 0;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) rc = DG_EIO;
+  else if (duckdb_row_count(&res) == 0) rc = DG_ENOTFOUND;
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  if (rc == DG_ENOTFOUND) {
+    /* Absent, or the last admin? Tell them apart for a clear answer. */
+    duckdb_prepared_statement q;
+    if (duckdb_prepare(c, "SELECT role FROM dg.api_keys WHERE id = $1", &q) == DuckDBSuccess) {
+      duckdb_bind_int64(q, 1, id);
+      duckdb_result r2;
+      if (duckdb_execute_prepared(q, &r2) == DuckDBSuccess && duckdb_row_count(&r2) == 1) rc = DG_ECONFLICT;
+      duckdb_destroy_result(&r2);
+    }
+    duckdb_destroy_prepare(&q);
+  }
+  dg_auth_invalidate(a);
+  return rc;
+}

@@ -9,37 +9,66 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dg/common.h"
 #include "dg/log.h"
 #include "dg/redis.h"
 
-/* One row per setting: the flag, the environment variable and its help. */
+/* Every setting has an id; set_value() switches on it. */
+enum {
+  OPT_LISTEN, OPT_DB, OPT_REDIS_URL, OPT_ADMIN_KEY, OPT_ADMIN_KEY_FILE, OPT_STREAM_PREFIX,
+  OPT_DEMO, OPT_BODY_LIMIT, OPT_SYNC_TIMEOUT, OPT_REDIS_TIMEOUT, OPT_RESPONSE_MAXLEN,
+  OPT_BATCH_MAX, OPT_LOG_FORMAT, OPT_LOG_LEVEL,
+  OPT_JWT_SECRET, OPT_JWT_PUBLIC_KEY, OPT_JWT_JWKS, OPT_JWT_ISSUER, OPT_JWT_AUDIENCE,
+  OPT_JWT_ROLE_CLAIM, OPT_TLS_CERT, OPT_TLS_KEY, OPT_RATE_LIMIT, OPT_RATE_BURST,
+  OPT_HTTP_TIMEOUT,
+  OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
+};
+
+/* One row per setting: its id, the flag, the environment variable, its help. */
 typedef struct {
+  int id;
   const char *flag;
   const char *env;
   const char *help;
 } option_t;
 
 static const option_t options[] = {
-    {"--listen", "DUCKGRID_LISTEN", "HOST:PORT to serve HTTP on (default 127.0.0.1:8080)"},
-    {"--db", "DUCKGRID_DB", "DuckDB database file (default data/duckgrid.duckdb)"},
-    {"--redis-url", "DUCKGRID_REDIS_URL",
+    {OPT_LISTEN, "--listen", "DUCKGRID_LISTEN", "HOST:PORT to serve HTTP on (default 127.0.0.1:8080)"},
+    {OPT_DB, "--db", "DUCKGRID_DB", "DuckDB database file (default data/duckgrid.duckdb)"},
+    {OPT_REDIS_URL, "--redis-url", "DUCKGRID_REDIS_URL",
      "redis://[user:pass@]host:port/db, rediss://..., or unix:///path (default "
      "redis://127.0.0.1:6379/0)"},
-    {"--admin-key", "DUCKGRID_ADMIN_KEY", "bootstrap admin key (prefer the environment variable)"},
-    {"--admin-key-file", "DUCKGRID_ADMIN_KEY_FILE",
+    {OPT_ADMIN_KEY, "--admin-key", "DUCKGRID_ADMIN_KEY", "bootstrap admin key (prefer the environment variable)"},
+    {OPT_ADMIN_KEY_FILE, "--admin-key-file", "DUCKGRID_ADMIN_KEY_FILE",
      "where a generated admin key is written, mode 0600 (default <db>.admin-key)"},
-    {"--stream-prefix", "DUCKGRID_STREAM_PREFIX", "prefix for Redis keys, e.g. {dg}: (default none)"},
-    {"--demo", "DUCKGRID_DEMO", "1: load the demo data into an empty database"},
-    {"--body-limit", "DUCKGRID_BODY_LIMIT", "largest request body in bytes (default 1048576)"},
-    {"--sync-timeout-ms", "DUCKGRID_SYNC_TIMEOUT_MS",
+    {OPT_STREAM_PREFIX, "--stream-prefix", "DUCKGRID_STREAM_PREFIX", "prefix for Redis keys, e.g. {dg}: (default none)"},
+    {OPT_DEMO, "--demo", "DUCKGRID_DEMO", "1: load the demo data into an empty database"},
+    {OPT_BODY_LIMIT, "--body-limit", "DUCKGRID_BODY_LIMIT", "largest request body in bytes (default 1048576)"},
+    {OPT_SYNC_TIMEOUT, "--sync-timeout-ms", "DUCKGRID_SYNC_TIMEOUT_MS",
      "how long a synchronous write waits for its outcome (default 10000)"},
-    {"--redis-timeout-ms", "DUCKGRID_REDIS_TIMEOUT_MS", "Redis connect/command timeout (default 2000)"},
-    {"--response-maxlen", "DUCKGRID_RESPONSE_MAXLEN", "entries kept in response_duck (default 1000000)"},
-    {"--batch-max", "DUCKGRID_BATCH_MAX", "requests per manager transaction (default 1024)"},
-    {"--log-format", "DUCKGRID_LOG_FORMAT", "text or json (default text)"},
-    {"--log-level", "DUCKGRID_LOG_LEVEL", "debug, info, warn or error (default info)"},
+    {OPT_REDIS_TIMEOUT, "--redis-timeout-ms", "DUCKGRID_REDIS_TIMEOUT_MS", "Redis connect/command timeout (default 2000)"},
+    {OPT_RESPONSE_MAXLEN, "--response-maxlen", "DUCKGRID_RESPONSE_MAXLEN", "entries kept in response_duck (default 1000000)"},
+    {OPT_BATCH_MAX, "--batch-max", "DUCKGRID_BATCH_MAX", "requests per manager transaction (default 1024)"},
+    {OPT_LOG_FORMAT, "--log-format", "DUCKGRID_LOG_FORMAT", "text or json (default text)"},
+    {OPT_LOG_LEVEL, "--log-level", "DUCKGRID_LOG_LEVEL", "debug, info, warn or error (default info)"},
+    {OPT_JWT_SECRET, "--jwt-secret", "DUCKGRID_JWT_SECRET", "HS256 secret for bearer JWTs (32+ bytes)"},
+    {OPT_JWT_PUBLIC_KEY, "--jwt-public-key", "DUCKGRID_JWT_PUBLIC_KEY", "PEM public key for RS256/ES256 JWTs"},
+    {OPT_JWT_JWKS, "--jwt-jwks", "DUCKGRID_JWT_JWKS", "JSON Web Key Set file for JWTs"},
+    {OPT_JWT_ISSUER, "--jwt-issuer", "DUCKGRID_JWT_ISSUER", "required JWT iss (default: not checked)"},
+    {OPT_JWT_AUDIENCE, "--jwt-audience", "DUCKGRID_JWT_AUDIENCE", "required JWT aud (default: not checked)"},
+    {OPT_JWT_ROLE_CLAIM, "--jwt-role-claim", "DUCKGRID_JWT_ROLE_CLAIM", "JWT claim holding the role (default role)"},
+    {OPT_TLS_CERT, "--tls-cert", "DUCKGRID_TLS_CERT", "PEM certificate (chain) to serve HTTPS"},
+    {OPT_TLS_KEY, "--tls-key", "DUCKGRID_TLS_KEY", "PEM private key to serve HTTPS"},
+    {OPT_RATE_LIMIT, "--rate-limit", "DUCKGRID_RATE_LIMIT", "requests/s per key or token, 0 = off (default 0)"},
+    {OPT_RATE_BURST, "--rate-burst", "DUCKGRID_RATE_BURST", "burst size per key (default: the rate)"},
+    {OPT_HTTP_TIMEOUT, "--http-timeout", "DUCKGRID_HTTP_TIMEOUT", "seconds an idle or slow client may hold a connection (default 60)"},
+    {OPT_REDIS_CA, "--redis-ca", "DUCKGRID_REDIS_CA",
+     "CA bundle (PEM) for the rediss:// server's certificate (default: the system store)"},
+    {OPT_REDIS_CERT, "--redis-cert", "DUCKGRID_REDIS_CERT",
+     "client certificate (PEM) for rediss:// servers that require one"},
+    {OPT_REDIS_KEY, "--redis-key", "DUCKGRID_REDIS_KEY", "unencrypted PEM key of --redis-cert"},
 };
 
 void dg_config_usage(void *file) {
@@ -86,11 +115,58 @@ static int parse_listen(const char *s, char **host, int *port) {
   return 0;
 }
 
+static int set_str(char **field, const char *v) {
+  dg_free(*field);
+  *field = dg_strdup(v);
+  return 0;
+}
+
+/* A file that must be readable at start, so a typo fails now, not later. */
+static int set_file(char **field, const char *v, const char *name, char *err, size_t errcap) {
+  FILE *f = fopen(v, "rb");
+  if (f == NULL) {
+    snprintf(err, errcap, "%s: cannot read '%.200s'", name, v);
+    return DG_EINVAL;
+  }
+  fclose(f);
+  return set_str(field, v);
+}
+
 static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_t errcap) {
   long n;
   const char *name = options[opt].flag;
-  switch (opt) {
-    case 0:
+  switch (options[opt].id) {
+    case OPT_JWT_SECRET:
+      if (strlen(v) < 32) {
+        snprintf(err, errcap, "%s: an HS256 secret needs at least 32 bytes", name);
+        return DG_EINVAL;
+      }
+      return set_str(&c->jwt_secret, v);
+    case OPT_JWT_PUBLIC_KEY: return set_file(&c->jwt_public_key, v, name, err, errcap);
+    case OPT_JWT_JWKS: return set_file(&c->jwt_jwks, v, name, err, errcap);
+    case OPT_JWT_ISSUER: return set_str(&c->jwt_issuer, v);
+    case OPT_JWT_AUDIENCE: return set_str(&c->jwt_audience, v);
+    case OPT_JWT_ROLE_CLAIM:
+      if (*v == '\0' || strlen(v) > 64) break;
+      return set_str(&c->jwt_role_claim, v);
+    case OPT_TLS_CERT: return set_file(&c->tls_cert, v, name, err, errcap);
+    case OPT_TLS_KEY: return set_file(&c->tls_key, v, name, err, errcap);
+    case OPT_RATE_LIMIT:
+      if (parse_long(v, 0, 1000000, &n) != 0) break;
+      c->rate_limit = (double)n;
+      return 0;
+    case OPT_RATE_BURST:
+      if (parse_long(v, 1, 10000000, &n) != 0) break;
+      c->rate_burst = (double)n;
+      return 0;
+    case OPT_HTTP_TIMEOUT:
+      if (parse_long(v, 1, 3600, &n) != 0) break;
+      c->http_timeout_s = (int)n;
+      return 0;
+    case OPT_REDIS_CA: return set_file(&c->redis_ca, v, name, err, errcap);
+    case OPT_REDIS_CERT: return set_file(&c->redis_cert, v, name, err, errcap);
+    case OPT_REDIS_KEY: return set_file(&c->redis_key, v, name, err, errcap);
+    case OPT_LISTEN:
       dg_free(c->listen_host);
       c->listen_host = NULL;
       if (parse_listen(v, &c->listen_host, &c->listen_port) != 0) {
@@ -98,12 +174,12 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
         return DG_EINVAL;
       }
       return 0;
-    case 1:
+    case OPT_DB:
       if (*v == '\0') break;
       dg_free(c->db_path);
       c->db_path = dg_strdup(v);
       return 0;
-    case 2: {
+    case OPT_REDIS_URL: {
       dg_redis_url_t url;
       char why[160] = "";
       if (dg_redis_url_parse(v, &url, why, sizeof why) != 0) {
@@ -116,7 +192,7 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       c->redis_url = dg_strdup(v);
       return 0;
     }
-    case 3:
+    case OPT_ADMIN_KEY:
       if (strlen(v) < 16) {
         snprintf(err, errcap, "%s: an admin key needs at least 16 characters", name);
         return DG_EINVAL;
@@ -124,47 +200,47 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       dg_free(c->admin_key);
       c->admin_key = dg_strdup(v);
       return 0;
-    case 4:
+    case OPT_ADMIN_KEY_FILE:
       if (*v == '\0') break;
       dg_free(c->admin_key_file);
       c->admin_key_file = dg_strdup(v);
       return 0;
-    case 5:
+    case OPT_STREAM_PREFIX:
       if (strlen(v) > 64) break;
       dg_free(c->stream_prefix);
       c->stream_prefix = dg_strdup(v);
       return 0;
-    case 6:
+    case OPT_DEMO:
       if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) c->demo = 1;
       else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || *v == '\0') c->demo = 0;
       else break;
       return 0;
-    case 7:
+    case OPT_BODY_LIMIT:
       if (parse_long(v, 1024, 1L << 30, &n) != 0) break;
       c->body_limit = (size_t)n;
       return 0;
-    case 8:
+    case OPT_SYNC_TIMEOUT:
       if (parse_long(v, 1, 600000, &n) != 0) break;
       c->sync_timeout_ms = (int)n;
       return 0;
-    case 9:
+    case OPT_REDIS_TIMEOUT:
       if (parse_long(v, 10, 600000, &n) != 0) break;
       c->redis_timeout_ms = (int)n;
       return 0;
-    case 10:
+    case OPT_RESPONSE_MAXLEN:
       if (parse_long(v, 1000, 1000000000L, &n) != 0) break;
       c->response_maxlen = n;
       return 0;
-    case 11:
+    case OPT_BATCH_MAX:
       if (parse_long(v, 1, 100000, &n) != 0) break;
       c->batch_max = (int)n;
       return 0;
-    case 12:
+    case OPT_LOG_FORMAT:
       if (strcmp(v, "json") == 0) c->log_json = 1;
       else if (strcmp(v, "text") == 0) c->log_json = 0;
       else break;
       return 0;
-    case 13:
+    case OPT_LOG_LEVEL:
       if (strcmp(v, "debug") == 0) c->log_level = DG_LOG_DEBUG;
       else if (strcmp(v, "info") == 0) c->log_level = DG_LOG_INFO;
       else if (strcmp(v, "warn") == 0) c->log_level = DG_LOG_WARN;
@@ -173,7 +249,8 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       return 0;
   }
   /* Secrets are never echoed back. */
-  if (opt == 3 || opt == 2)
+  if (options[opt].id == OPT_ADMIN_KEY || options[opt].id == OPT_REDIS_URL ||
+      options[opt].id == OPT_JWT_SECRET)
     snprintf(err, errcap, "%s / %s: invalid value", name, options[opt].env);
   else
     snprintf(err, errcap, "%s / %s: invalid value '%.100s'", name, options[opt].env, v);
@@ -187,6 +264,17 @@ void dg_config_dispose(dg_config_t *c) {
   dg_free(c->admin_key);
   dg_free(c->admin_key_file);
   dg_free(c->stream_prefix);
+  dg_free(c->jwt_secret);
+  dg_free(c->jwt_public_key);
+  dg_free(c->jwt_jwks);
+  dg_free(c->jwt_issuer);
+  dg_free(c->jwt_audience);
+  dg_free(c->jwt_role_claim);
+  dg_free(c->tls_cert);
+  dg_free(c->tls_key);
+  dg_free(c->redis_ca);
+  dg_free(c->redis_cert);
+  dg_free(c->redis_key);
   memset(c, 0, sizeof *c);
 }
 
@@ -203,6 +291,7 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->response_maxlen = 1000000;
   c->batch_max = 1024;
   c->log_level = DG_LOG_INFO;
+  c->http_timeout_s = 60;
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);
@@ -217,7 +306,7 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
       if (strncmp(arg, options[i].flag, fl) != 0) continue;
       if (arg[fl] == '=') v = arg + fl + 1;
       else if (arg[fl] == '\0') {
-        if (i == 6) v = "1"; /* --demo takes no value */
+        if (options[i].id == OPT_DEMO) v = "1"; /* --demo takes no value */
         else if (a + 1 < argc) v = argv[++a];
         else {
           snprintf(err, errcap, "%s needs a value", options[i].flag);
@@ -231,6 +320,24 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
       goto fail;
     }
     if (set_value(c, i, v, err, errcap) != 0) goto fail;
+  }
+  if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+    snprintf(err, errcap, "HTTPS needs both DUCKGRID_TLS_CERT and DUCKGRID_TLS_KEY");
+    goto fail;
+  }
+  /* Redis TLS files: only with rediss:// (so a typo in the scheme cannot
+     silently turn TLS off), and a client certificate needs its key. */
+  if ((c->redis_ca || c->redis_cert || c->redis_key) &&
+      strncasecmp(c->redis_url, "rediss://", 9) != 0) {
+    snprintf(err, errcap, "%s is set but the Redis URL is not rediss:// (TLS)",
+             c->redis_ca ? "DUCKGRID_REDIS_CA" : c->redis_cert ? "DUCKGRID_REDIS_CERT"
+                                                             : "DUCKGRID_REDIS_KEY");
+    goto fail;
+  }
+  if ((c->redis_cert == NULL) != (c->redis_key == NULL)) {
+    snprintf(err, errcap, "a Redis client certificate needs both DUCKGRID_REDIS_CERT and "
+             "DUCKGRID_REDIS_KEY");
+    goto fail;
   }
   if (c->admin_key_file == NULL) {
     size_t n = strlen(c->db_path) + sizeof ".admin-key";

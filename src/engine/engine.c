@@ -19,20 +19,28 @@
  * with -DDG_ENGINE_CHECK) run it after every operation and abort on failure.
  * A leaf's value is free; a parent's value is always derived.
  *
- * 2. Plan, then apply: no partial change, ever
- * --------------------------------------------
- * Each operation runs in two phases:
+ * 2. No partial change, ever
+ * ---------------------------
+ * Every operation appends its change records to the caller's buffer while
+ * it computes them, with exact __int128 arithmetic, checking every new
+ * value (range, holds, CAS). Two disciplines make failure leave nothing:
  *
- *   plan   read the current state, compute every new value with exact
- *          __int128 arithmetic, check it (range, holds, CAS), and append
- *          the change records to the caller's buffer. Nothing is written.
- *          Any failure rewinds the buffer to where it was and returns.
- *   apply  walk the records just appended and write them (journaling the
- *          old values when a savepoint is open), plus the structural edits.
- *          Nothing in apply can fail (allocation failure aborts, as for
- *          every small internal allocation).
+ *   structure (insert, delete, move, text, hold): plan, then apply. All
+ *          checks run before the first write; the records are then applied
+ *          (dg__et_apply) and the structure edited. Nothing in apply can
+ *          fail (allocation failure aborts, like every small internal
+ *          allocation).
+ *   values (dg_etable_set): write through. Each cell is written the moment
+ *          its record is appended -- a spread over a million leaves touches
+ *          each row once instead of twice. The planner never reads a cell it
+ *          has already written (children are read before they are recorded,
+ *          absorbing siblings are disjoint subtrees, the path rows come
+ *          last), so the result equals plan-then-apply. If a later check
+ *          fails, the records appended so far hold every old value: they are
+ *          written back, newest first, and the buffer is rewound.
  *
- * Because every cell is planned exactly once per operation, a cell appears
+ * With a savepoint open, the old values are journaled too (journal.c).
+ * Because every cell is computed exactly once per operation, a cell appears
  * at most once in an operation's records (its first old, last new value).
  *
  * 3. Spreading a value over children
@@ -245,7 +253,6 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
   bool inner = false; /* a free child has children of its own */
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t k = kids[i];
-    if (i + 4 < n) __builtin_prefetch(ROW(t, kids[i + 4])); /* the rows of a wide node */
     const int64_t w = NUMS(t, k)[col];
     if (holds && is_rigid(t, k, col)) {
       rigid += w;

@@ -2,12 +2,14 @@
  * journal.c -- applying planned changes, and the savepoint journal that can
  * undo them.
  *
- * Every operation in engine.c first *plans*: it appends the change records
- * it would make to the caller's buffer, reading only the current state and
- * checking every new value, so every failure is found before anything is
- * written. Only then does dg__et_apply() write the planned values (and the
- * operation its structural edits). With a savepoint open, each write first
- * journals what it overwrites:
+ * The structural operations in engine.c first *plan*: they append the
+ * change records they would make to the caller's buffer, reading only the
+ * current state and checking every new value, so every failure is found
+ * before anything is written. Only then does dg__et_apply() write the
+ * planned values (and the operation its structural edits). Value writes
+ * (dg_etable_set) write through and journal from their records on success
+ * (see engine.c, section 2). With a savepoint open, each write journals
+ * what it overwrites:
  *
  *   J_NUM    (slot, col, old value)      undo: write it back
  *   J_TEXT   (slot, col, old text)       undo: put the old text back (the

@@ -440,6 +440,17 @@ int dg_etable_row_get(const dg_etable_t *t, int64_t id, dg_erow_t *out) {
   return 0;
 }
 
+void dg_etable_prefetch(const dg_etable_t *t, int64_t id, int stage) {
+  if (t->index == NULL) return;
+  const uint64_t h = mix64((uint64_t)id);
+  const uint64_t *e = &t->index[(uint32_t)h & t->index_mask];
+  if (stage == 0) {
+    __builtin_prefetch(e);
+  } else if (*e != 0 && ENTRY_TAG(*e) == (uint32_t)(h >> 32) && ENTRY_SLOT(*e) < t->nslots) {
+    __builtin_prefetch(ROW(t, ENTRY_SLOT(*e)));
+  }
+}
+
 int dg_etable_number_get(const dg_etable_t *t, int64_t id, uint32_t col, int64_t *out) {
   if (t->loading || col >= t->nnum) return DG_EINVAL;
   uint32_t s = dg__et_lookup(t, id);

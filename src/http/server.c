@@ -27,17 +27,34 @@
 
 #include "dg/buf.h"
 #include "dg/common.h"
+#include "dg/jwt.h"
 #include "dg/log.h"
+#include "dg/ratelimit.h"
 
 /* Every route table the server serves, in matching order. */
 static const dg_route_t *const route_tables[] = {
     dg_routes_health, dg_routes_read, dg_routes_views, dg_routes_updates, dg_routes_write,
+    dg_routes_keys,
+    dg_routes_docs,
 };
+
+const dg_route_t *const *dg_http_route_tables(size_t *n) {
+  *n = DG_ARRAY_SIZE(route_tables);
+  return route_tables;
+}
 
 /* A path with more segments than this matches no route (longest is 5). */
 #define MAX_SEGMENTS 8
-/* Longest path we try to route; longer ones are 404 (a name is ≤ 63). */
+/* Longest path we try to route (a name is ≤ 63 bytes, an id ≤ 20): longer
+ * ones are refused with 400 before any work. */
 #define MAX_PATH 1024
+/* JSON nesting accepted in a body: our deepest shape is 4 levels
+ * ({"updates":[{"value":…}]}); jansson's own cap (2048) is far too deep to
+ * be a useful bound on work. */
+#define MAX_JSON_DEPTH 32
+/* Bytes of headers + URL a connection may use (libmicrohttpd's memory pool):
+ * larger requests get 431/414 from libmicrohttpd itself. */
+#define CONNECTION_MEMORY 65536
 
 struct dg_http_s {
   struct _u_instance inst;
@@ -57,6 +74,7 @@ static const char *reason(int status) {
     case 410: return "Gone";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
     default: return "Internal Server Error";
@@ -206,6 +224,56 @@ static const char *presented_key(const dg_req_t *r) {
   return dg_header(r, "X-API-Key");
 }
 
+/* Deepest nesting of [ and { outside strings; stops counting past limit. */
+static int json_depth_over(const char *p, size_t n, int limit) {
+  int depth = 0, in_str = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = p[i];
+    if (in_str) {
+      if (c == '\\') i++;
+      else if (c == '"') in_str = 0;
+    } else if (c == '"') {
+      in_str = 1;
+    } else if (c == '{' || c == '[') {
+      if (++depth > limit) return 1;
+    } else if (c == '}' || c == ']') {
+      depth--;
+    }
+  }
+  return 0;
+}
+
+/* Who is calling: a JWT when one is configured and the token has its shape,
+ * else an API key. 0, or a problem has been answered. */
+static int authenticate(dg_req_t *r) {
+  const char *key = presented_key(r);
+  if (key == NULL || *key == '\0') {
+    u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer");
+    dg_problem(r, 401, NULL, "an API key or token is required (Authorization: Bearer <key> or X-API-Key)");
+    return -1;
+  }
+  if (r->app->jwt && dg_jwt_looks_like(key)) {
+    char why[160];
+    if (dg_jwt_check(r->app->jwt, key, &r->who, why, sizeof why) != 0) {
+      u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      dg_problem(r, 401, NULL, "the bearer token is not valid: %s", why);
+      return -1;
+    }
+    return 0;
+  }
+  int rc = dg_auth_check(r->app->auth, key, strlen(key), &r->who);
+  if (rc == DG_EUNAVAIL) {
+    dg_problem(r, 503, NULL, "the key store is unavailable");
+    return -1;
+  }
+  if (rc != 0) {
+    u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+    dg_problem(r, 401, NULL, "the API key is not valid");
+    return -1;
+  }
+  return 0;
+}
+
 static int64_t mono_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -215,25 +283,22 @@ static int64_t mono_us(void) {
 static void run_route(dg_req_t *r, const dg_route_t *route) {
   dg_app_t *app = r->app;
   if (route->role != DG_ROLE_NONE) {
-    const char *key = presented_key(r);
-    if (key == NULL || *key == '\0') {
-      u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer");
-      dg_problem(r, 401, NULL, "an API key is required (Authorization: Bearer <key> or X-API-Key)");
-      return;
-    }
-    int rc = dg_auth_check(app->auth, key, strlen(key), &r->who);
-    if (rc == DG_EUNAVAIL) {
-      dg_problem(r, 503, NULL, "the key store is unavailable");
-      return;
-    }
-    if (rc != 0) {
-      u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
-      dg_problem(r, 401, NULL, "the API key is not valid");
-      return;
-    }
+    if (authenticate(r) != 0) return;
     if (r->who.role < route->role) {
-      dg_problem(r, 403, NULL, "this needs the '%s' role; the key has '%s'",
+      dg_problem(r, 403, NULL, "this needs the '%s' role; the caller has '%s'",
                  dg_role_name(route->role), dg_role_name(r->who.role));
+      return;
+    }
+    char caller[80];
+    if (r->who.key_id > 0) snprintf(caller, sizeof caller, "key:%lld", (long long)r->who.key_id);
+    else snprintf(caller, sizeof caller, "jwt:%s", r->who.user);
+    int wait = dg_ratelimit_take(app->ratelimit, caller);
+    if (wait > 0) {
+      char ra[16];
+      snprintf(ra, sizeof ra, "%d", wait);
+      u_map_put(r->resp->map_header, "Retry-After", ra);
+      dg_problem(r, 429, NULL, "rate limit of %.0f requests/s exceeded; retry in %d s",
+                 app->cfg->rate_limit, wait);
       return;
     }
   }
@@ -241,6 +306,10 @@ static void run_route(dg_req_t *r, const dg_route_t *route) {
     json_error_t jerr;
     if (r->u->binary_body_length == 0) {
       dg_problem(r, 400, NULL, "a JSON object body is required");
+      return;
+    }
+    if (json_depth_over(r->u->binary_body, r->u->binary_body_length, MAX_JSON_DEPTH)) {
+      dg_problem(r, 400, NULL, "the JSON body nests deeper than %d levels", MAX_JSON_DEPTH);
       return;
     }
     r->body = json_loadb(r->u->binary_body, r->u->binary_body_length,
@@ -273,7 +342,8 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
   int path_known = 0;
   dg_buf_t allow;
   dg_buf_init(&allow);
-  if (strlen(u->url_path) <= MAX_PATH && split_path(u->url_path, &path) == 0) {
+  int path_ok = strlen(u->url_path) <= MAX_PATH;
+  if (path_ok && split_path(u->url_path, &path) == 0) {
     for (size_t t = 0; t < DG_ARRAY_SIZE(route_tables) && hit == NULL; t++) {
       for (const dg_route_t *rt = route_tables[t]; rt->method; rt++) {
         size_t np = 0;
@@ -295,6 +365,8 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
     dg_problem(&r, 413, NULL, "the request body is larger than %zu bytes", app->cfg->body_limit);
   } else if (hit) {
     run_route(&r, hit);
+  } else if (!path_ok) {
+    dg_problem(&r, 400, NULL, "the path is longer than %d bytes", MAX_PATH);
   } else if (path_known) {
     u_map_put(resp->map_header, "Allow", allow.data);
     dg_problem(&r, 405, NULL, "%s is not allowed here; allowed: %s", u->http_verb, allow.data);
@@ -311,10 +383,24 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
 
 /* ---- life cycle ---------------------------------------------------------- */
 
+static char *read_small_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return NULL;
+  dg_buf_t b;
+  dg_buf_init(&b);
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20)) dg_buf_append(&b, chunk, n);
+  fclose(f);
+  *len = b.len;
+  return dg_buf_steal(&b);
+}
+
 int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   const dg_config_t *cfg = app->cfg;
   dg_http_t *h = dg_calloc(1, sizeof *h);
   h->app = app;
+  dg_docs_load(); /* read /openapi.json and /docs files now, not per request */
   int rc;
   struct sockaddr_in a4;
   struct sockaddr_in6 a6;
@@ -344,9 +430,51 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   /* ulfius refuses to start with an empty endpoint list, and every request
    * must reach dispatch(): register one under a method no client sends. */
   ulfius_add_endpoint_by_val(&h->inst, "X-DUCKGRID-NONE", "/", NULL, 0, dispatch, app);
-  if (ulfius_start_framework(&h->inst) != U_OK) {
-    snprintf(err, errcap, "cannot listen on %s:%d (in use, or not an address of this machine)",
-             cfg->listen_host, cfg->listen_port);
+  h->inst.timeout = (unsigned)cfg->http_timeout_s;
+  /* Our own libmicrohttpd options (ulfius's defaults plus limits): poll()
+   * instead of select() so more than 1024 connections work, a memory cap
+   * per connection (headers + URL), an idle timeout for slow clients, and
+   * smaller thread stacks for thousands of long polls. */
+  unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                       MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
+  struct MHD_OptionItem ops[12];
+  int k = 0;
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL};
+  if (a4.sin_family == AF_INET) {
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &a4};
+  } else {
+    flags |= MHD_USE_IPv6;
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &a6};
+  }
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_timeout_s, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, 512 * 1024, NULL};
+  char *key = NULL, *cert = NULL;
+  size_t kl = 0, cl = 0;
+  if (cfg->tls_cert) {
+    key = read_small_file(cfg->tls_key, &kl);
+    cert = read_small_file(cfg->tls_cert, &cl);
+    if (key == NULL || cert == NULL) {
+      snprintf(err, errcap, "cannot read the HTTPS certificate or key");
+      dg_free(key);
+      dg_free(cert);
+      ulfius_clean_instance(&h->inst);
+      dg_free(h);
+      return DG_EINVAL;
+    }
+    flags |= MHD_USE_TLS;
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
+  }
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+  int started = ulfius_start_framework_with_mhd_options(&h->inst, flags, ops) == U_OK;
+  if (key) memset(key, 0, kl);
+  dg_free(key);
+  dg_free(cert);
+  if (!started) {
+    snprintf(err, errcap, "cannot listen on %s:%d (in use, not an address of this machine%s)",
+             cfg->listen_host, cfg->listen_port, cfg->tls_cert ? ", or the certificate and key do not match" : "");
     ulfius_clean_instance(&h->inst);
     dg_free(h);
     return DG_EIO;

@@ -41,9 +41,16 @@
  * Bytes: commands are formatted by hiredis (redisFormatCommandArgv) into
  * obuf, written by the transport, and the bytes read are fed to a hiredis
  * redisReader, which hands back complete redisReply trees.
+ *
+ * TLS: a rediss:// URL opens the TLS transport (redis_transport_tls.c)
+ * instead of the plain one; everything above the transport is the same. The
+ * loaded TLS context (CAs, client certificate) is kept across reconnects and
+ * dropped after a failed attempt, so a replaced CA or certificate file is
+ * read again on the next one.
  */
 #include "dg/redis.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,6 +84,11 @@ struct dg_redis_s {
   int backoff_max_ms;            /* ms */
   int auto_reconnect;            /* 1: commands reconnect a broken connection */
   char *client_name;             /* CLIENT SETNAME argument or NULL */
+  char *tls_ca_file;             /* rediss://: trusted CAs, NULL = system store */
+  char *tls_cert_file;           /* rediss://: client certificate or NULL */
+  char *tls_key_file;            /* rediss://: its key or NULL */
+  char *tls_server_name;         /* rediss://: name to verify, NULL = URL host */
+  dg__redis_tls_ctx_t *tls_ctx;  /* loaded lazily; NULL until then / after a failure */
   dg__redis_transport_t *tp;     /* NULL while broken / not yet connected */
   redisReader *reader;           /* reply parser; NULL while broken */
   char *obuf;                    /* formatted commands not yet written */
@@ -89,8 +101,10 @@ struct dg_redis_s {
   uint64_t connects;             /* successful connects */
   uint64_t rng;                  /* splitmix64 state for backoff jitter */
   int proto_error;               /* 1: the last read failed on a protocol error */
-  char err[256];                 /* last failure, redacted */
-  char conn_err[256];            /* reason of the last failed connect attempt */
+  uint64_t rx_bytes;             /* bytes read on this connection */
+  unsigned char first_byte;      /* the first of them (valid when rx_bytes > 0) */
+  char err[512];                 /* last failure, redacted */
+  char conn_err[512];            /* reason of the last failed connect attempt */
   char rbuf[16 * 1024];          /* read buffer; 16 KiB = hiredis's reader default */
 };
 
@@ -253,6 +267,8 @@ static int read_reply(dg_redis_t *r, int64_t deadline_ms, redisReply **out) {
     }
     ssize_t n = r->tp->ops->read(r->tp, r->rbuf, sizeof r->rbuf, deadline_ms);
     if (n < 0) return fail_conn(r, (int)n, "read");
+    if (r->rx_bytes == 0) r->first_byte = (unsigned char)r->rbuf[0];
+    r->rx_bytes += (uint64_t)n;
     if (redisReaderFeed(r->reader, r->rbuf, (size_t)n) != REDIS_OK) {
       set_error(r, "redis protocol error: %s", r->reader->errstr);
       r->proto_error = 1;
@@ -300,12 +316,27 @@ static int connect_once(dg_redis_t *r) {
 
   char why[sizeof r->tp->err];
   dg__redis_transport_t *tp = NULL;
-  int rc = dg__redis_transport_open(&r->url, deadline, &tp, why, sizeof why);
+  int rc;
+  if (r->url.tls) {
+    if (r->tls_ctx == NULL) {
+      dg__redis_tls_opts_t to = {r->tls_ca_file, r->tls_cert_file, r->tls_key_file};
+      rc = dg__redis_tls_ctx_create(&to, &r->tls_ctx, why, sizeof why);
+      if (rc != 0) {
+        set_error(r, "redis connect %s: %s", where, why);
+        return rc;
+      }
+    }
+    rc = dg__redis_tls_open(&r->url, r->tls_ctx, r->tls_server_name, deadline, &tp, why,
+                            sizeof why);
+  } else {
+    rc = dg__redis_transport_open(&r->url, deadline, &tp, why, sizeof why);
+  }
   if (rc != 0) {
     set_error(r, "redis connect %s: %s", where, why);
     return rc;
   }
   r->tp = tp;
+  r->rx_bytes = 0;
   r->reader = redisReaderCreate();
   if (r->reader == NULL) {
     set_error(r, "redis: out of memory creating the reply reader");
@@ -360,8 +391,20 @@ static int connect_once(dg_redis_t *r) {
          the server is not available to us. */
       char inner[sizeof r->err];
       memcpy(inner, r->err, sizeof inner);
+      int hung_up = rc == DG_EIO && !r->proto_error && r->rx_bytes == 0;
       if (!r->proto_error) rc = DG_EUNAVAIL;
-      set_error(r, "redis connect %s: handshake: %s", where, inner);
+      if (!r->url.tls && r->rx_bytes > 0 && (r->first_byte == 0x15 || r->first_byte == 0x16)) {
+        /* A TLS record (alert or handshake) where a RESP reply belongs. */
+        set_error(r, "redis connect %s: the server answered with TLS; use a rediss:// URL", where);
+        rc = DG_EIO;
+      } else if (!r->url.tls && hung_up) {
+        /* Redis answers every handshake command, even to refuse it; a server
+           that hangs up without a byte is often a TLS port we spoke plain to. */
+        set_error(r, "redis connect %s: handshake: %s (is it a TLS port? use rediss://)", where,
+                  inner);
+      } else {
+        set_error(r, "redis connect %s: handshake: %s", where, inner);
+      }
       r->lost = 0;
       return rc;
     }
@@ -396,6 +439,9 @@ static int attempt(dg_redis_t *r) {
   if (rc != 0) {
     schedule_backoff(r);
     snprintf(r->conn_err, sizeof r->conn_err, "%s", r->err);
+    /* Read the TLS files again next time: the fix may be a new CA or cert. */
+    dg__redis_tls_ctx_destroy(r->tls_ctx);
+    r->tls_ctx = NULL;
   }
   return rc;
 }
@@ -438,6 +484,51 @@ static int valid_client_name(const char *s) {
   return 1;
 }
 
+/* A DNS name (the URL's host alphabet, at most 253 bytes) or an IP literal. */
+static int valid_server_name(const char *s) {
+  unsigned char a[sizeof(struct in6_addr)];
+  if (inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1) return 1;
+  size_t n = strlen(s);
+  if (n == 0 || n > 253) return 0;
+  for (; *s; s++) {
+    char c = *s;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '-' || c == '.' || c == '_'))
+      return 0;
+  }
+  return 1;
+}
+
+/* Checks the TLS options against the URL; 0 or DG_EINVAL with err set. */
+static int check_tls_opts(const dg_redis_url_t *url, const dg_redis_opts_t *o, char *err,
+                          size_t errcap) {
+  const char *given = o->tls_ca_file ? "tls_ca_file"
+                      : o->tls_cert_file ? "tls_cert_file"
+                      : o->tls_key_file ? "tls_key_file"
+                      : o->tls_server_name ? "tls_server_name"
+                                            : NULL;
+  if (given == NULL) return 0;
+  if (!url->tls) {
+    dg__redis_seterr(err, errcap, "redis: %s is set but the URL is not rediss:// (TLS)", given);
+    return DG_EINVAL;
+  }
+  if ((o->tls_cert_file == NULL) != (o->tls_key_file == NULL)) {
+    dg__redis_seterr(err, errcap,
+                     "redis: a TLS client certificate needs its key, and a key its certificate");
+    return DG_EINVAL;
+  }
+  if ((o->tls_ca_file && !o->tls_ca_file[0]) || (o->tls_cert_file && !o->tls_cert_file[0]) ||
+      (o->tls_key_file && !o->tls_key_file[0])) {
+    dg__redis_seterr(err, errcap, "redis: empty TLS file path");
+    return DG_EINVAL;
+  }
+  if (o->tls_server_name != NULL && !valid_server_name(o->tls_server_name)) {
+    dg__redis_seterr(err, errcap, "redis: tls_server_name must be a host name or an IP address");
+    return DG_EINVAL;
+  }
+  return 0;
+}
+
 int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_redis_t **out,
                     char *err, size_t errcap) {
   static const dg_redis_opts_t defaults;
@@ -446,10 +537,7 @@ int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_r
     dg__redis_seterr(err, errcap, "redis: no URL");
     return DG_EINVAL;
   }
-  if (url->tls) {
-    dg__redis_seterr(err, errcap, "redis: rediss:// (TLS) is not supported yet");
-    return DG_EINVAL;
-  }
+  if (check_tls_opts(url, opts, err, errcap) != 0) return DG_EINVAL;
   if (opts->connect_timeout_ms < 0 || opts->command_timeout_ms < 0 || opts->backoff_min_ms < 0 ||
       opts->backoff_max_ms < 0) {
     dg__redis_seterr(err, errcap, "redis: negative timeout or backoff");
@@ -483,6 +571,10 @@ int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_r
   r->backoff_max_ms = bmax;
   r->auto_reconnect = !opts->no_auto_reconnect;
   r->client_name = opts->client_name ? dg_strdup(opts->client_name) : NULL;
+  r->tls_ca_file = opts->tls_ca_file ? dg_strdup(opts->tls_ca_file) : NULL;
+  r->tls_cert_file = opts->tls_cert_file ? dg_strdup(opts->tls_cert_file) : NULL;
+  r->tls_key_file = opts->tls_key_file ? dg_strdup(opts->tls_key_file) : NULL;
+  r->tls_server_name = opts->tls_server_name ? dg_strdup(opts->tls_server_name) : NULL;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   r->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)r ^
@@ -511,6 +603,11 @@ void dg_redis_destroy(dg_redis_t *r) {
   drop_conn(r, 0);
   dg_free(r->obuf);
   dg_free(r->client_name);
+  dg_free(r->tls_ca_file);
+  dg_free(r->tls_cert_file);
+  dg_free(r->tls_key_file);
+  dg_free(r->tls_server_name);
+  dg__redis_tls_ctx_destroy(r->tls_ctx);
   dg_redis_url_dispose(&r->url);
   dg_free(r);
 }

@@ -386,6 +386,26 @@ static void test_bulk_load(void **s) {
 #undef LOAD
 }
 
+static void test_prefetch_is_harmless(void **s) {
+  (void)s;
+  dg_etable_t *t = mk1(2);
+  dg_etable_prefetch(t, 1, 0); /* empty table */
+  dg_etable_prefetch(t, 1, 1);
+  ins1(t, 1, NONE, 5);
+  char *before = snapshot(t);
+  for (int64_t id = -3; id < 5; id++) {
+    dg_etable_prefetch(t, id, 0);
+    dg_etable_prefetch(t, id, 1);
+    dg_etable_prefetch(t, id, 7);
+  }
+  dg_etable_prefetch(t, NONE, 1);
+  char *after = snapshot(t);
+  assert_string_equal(before, after);
+  free(before);
+  free(after);
+  dg_etable_destroy(t);
+}
+
 static void test_change_buffer(void **s) {
   (void)s;
   dg_changes_t *c = dg_changes_create();
@@ -418,6 +438,7 @@ int main(void) {
       cmocka_unit_test(test_savepoint_rollback_everything),
       cmocka_unit_test(test_savepoint_nesting),
       cmocka_unit_test(test_bulk_load),
+      cmocka_unit_test(test_prefetch_is_harmless),
       cmocka_unit_test(test_change_buffer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# node-deps.sh -- the pinned Node.js tools, from the npm registry:
+#
+#   swagger-ui-dist   the assets duckgrid serves at /docs (copied, a fixed
+#                     whitelist, into third_party/swagger-ui/)
+#   newman            runs postman/duckgrid.postman_collection.json
+#   @redocly/cli      lints docs/openapi.json
+#
+# Exact versions and integrity hashes come from tools/package.json and
+# tools/package-lock.json (the lock records no download addresses:
+# tools/.npmrc). `npm ci` installs them into third_party/node (ignored by
+# git) without running any package's install scripts. Idempotent and quiet
+# when everything is present: a stamp holds the lock file's checksum.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NODE_DIR=third_party/node
+UI_DIR=third_party/swagger-ui
+# The only files of swagger-ui-dist duckgrid serves (src/http/docs.c).
+UI_FILES=(swagger-ui.css swagger-ui-bundle.js swagger-ui-standalone-preset.js favicon-32x32.png)
+
+say() { echo "node-deps: $*" >&2; }
+
+for tool in node npm; do
+  command -v "$tool" >/dev/null 2>&1 || { say "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
+done
+
+want=$(cat tools/package.json tools/package-lock.json | sha256sum | cut -d' ' -f1)
+
+have_all() {
+  [ "$(cat "$NODE_DIR/.stamp" 2>/dev/null)" = "$want" ] || return 1
+  [ -x "$NODE_DIR/node_modules/.bin/newman" ] && [ -x "$NODE_DIR/node_modules/.bin/redocly" ] || return 1
+  for f in "${UI_FILES[@]}"; do [ -s "$UI_DIR/$f" ] || return 1; done
+  [ "$(cat "$UI_DIR/.stamp" 2>/dev/null)" = "$want" ]
+}
+
+have_all && exit 0
+
+say "installing swagger-ui-dist, newman and @redocly/cli (pinned) into $NODE_DIR"
+mkdir -p "$NODE_DIR"
+cp tools/package.json tools/package-lock.json tools/.npmrc "$NODE_DIR/"
+rm -f "$NODE_DIR/.stamp"
+(cd "$NODE_DIR" &&
+  npm ci --ignore-scripts --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null)
+echo "$want" >"$NODE_DIR/.stamp"
+
+src="$NODE_DIR/node_modules/swagger-ui-dist"
+tmp="$UI_DIR.tmp.$$"
+rm -rf "$tmp"
+mkdir -p "$tmp"
+for f in "${UI_FILES[@]}"; do cp "$src/$f" "$tmp/$f"; done
+sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$src/package.json" | head -1 >"$tmp/VERSION"
+echo "$want" >"$tmp/.stamp"
+rm -rf "$UI_DIR"
+mv "$tmp" "$UI_DIR"
+say "done: $(cat "$UI_DIR/VERSION" | sed 's/^/swagger-ui-dist /') in $UI_DIR"

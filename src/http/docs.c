@@ -1,0 +1,316 @@
+/*
+ * docs.c -- the API describes itself, served by duckgrid with no CDN:
+ *
+ *   GET /openapi.json     docs/openapi.json, byte for byte (OpenAPI 3.1)
+ *   GET /docs             Swagger UI: our own page, pointing at /openapi.json
+ *   GET /docs/{file}      the page's assets, a fixed whitelist (below)
+ *
+ * All three are open without a key, as the contract says.
+ *
+ * Where the files are. The document and the Swagger UI assets are files, not
+ * compiled in, so the hand-written docs/openapi.json stays the one source of
+ * truth and swagger-ui-dist (pinned in tools/package-lock.json, copied by
+ * scripts/node-deps.sh) is never vendored into git:
+ *
+ *   DUCKGRID_DOCS_DIR set    $DUCKGRID_DOCS_DIR/openapi.json
+ *                            $DUCKGRID_DOCS_DIR/swagger-ui/<asset>
+ *   otherwise                <exe dir>/../docs/openapi.json
+ *                            <exe dir>/../third_party/swagger-ui/<asset>
+ *
+ * (<exe dir> is the directory of /proc/self/exe, so build/duckgrid finds the
+ * source tree's files whatever the working directory.)
+ *
+ * When. Every file is read once, at start-up (dg_docs_load from
+ * dg_http_start, or from the first docs request, whichever comes first:
+ * pthread_once), into memory that lives as long as the process. Requests do
+ * no file I/O, and the set of files cannot change under a running server.
+ * This is the one piece of process-wide state in the HTTP layer; it is
+ * written once before any reader can see it and read-only after, like a
+ * constant table.
+ *
+ * What. A request names a file only by matching one of the whitelist's names
+ * exactly, so no path a client sends ever reaches the file system: there is
+ * nothing to traverse. index.html and swagger-initializer.js are ours,
+ * compiled in below; the rest are swagger-ui-dist's. A file that could not
+ * be read is 404 with the reason, and start-up logs a warning once.
+ *
+ * Caching. Each file carries a strong ETag (FNV-1a of its bytes); a matching
+ * If-None-Match gets 304. The document and the page say no-cache (always
+ * revalidate: they change with the server); the assets may be cached for a
+ * day (they change only with the pinned swagger-ui-dist version).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <ulfius.h>
+#include <unistd.h>
+
+#include "dg/common.h"
+#include "dg/http.h"
+#include "dg/log.h"
+
+/* Largest file we load: swagger-ui-bundle.js is ~1.7 MB; anything near this
+ * is not one of ours. */
+#define DOC_FILE_MAX (16u << 20)
+
+/* ======================================================================= */
+/* Our own page                                                              */
+/* ======================================================================= */
+
+/* Swagger UI's page, with every asset from /docs/ and the script in a file of
+ * its own, so the Content-Security-Policy can forbid inline scripts. */
+static const char INDEX_HTML[] =
+    "<!DOCTYPE html>\n"
+    "<html lang=\"en\">\n"
+    "<head>\n"
+    "  <meta charset=\"utf-8\">\n"
+    "  <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    "  <title>duckgrid API</title>\n"
+    "  <link rel=\"stylesheet\" href=\"/docs/swagger-ui.css\">\n"
+    "  <link rel=\"icon\" type=\"image/png\" href=\"/docs/favicon-32x32.png\" sizes=\"32x32\">\n"
+    "</head>\n"
+    "<body>\n"
+    "  <div id=\"swagger-ui\"></div>\n"
+    "  <script src=\"/docs/swagger-ui-bundle.js\"></script>\n"
+    "  <script src=\"/docs/swagger-ui-standalone-preset.js\"></script>\n"
+    "  <script src=\"/docs/swagger-initializer.js\"></script>\n"
+    "</body>\n"
+    "</html>\n";
+
+/* validatorUrl null: Swagger UI would otherwise send the document to an
+ * outside validator for its badge. Keys typed into "Authorize" stay in the
+ * page (persistAuthorization off), and ?url= is ignored (queryConfigEnabled
+ * off), so the page shows only this server's document. */
+static const char INITIALIZER_JS[] =
+    "window.onload = function () {\n"
+    "  window.ui = SwaggerUIBundle({\n"
+    "    url: \"/openapi.json\",\n"
+    "    dom_id: \"#swagger-ui\",\n"
+    "    deepLinking: true,\n"
+    "    validatorUrl: null,\n"
+    "    queryConfigEnabled: false,\n"
+    "    persistAuthorization: false,\n"
+    "    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],\n"
+    "    plugins: [SwaggerUIBundle.plugins.DownloadUrl],\n"
+    "    layout: \"StandaloneLayout\"\n"
+    "  });\n"
+    "};\n";
+
+/* Swagger UI styles elements inline and draws icons from data: URIs; it
+ * needs nothing else, and "Try it out" calls this same origin. */
+#define DOCS_CSP                                                                              \
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "               \
+  "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "   \
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+#define CACHE_REVALIDATE "no-cache"
+#define CACHE_ASSET "public, max-age=86400"
+
+/* ======================================================================= */
+/* The files                                                                 */
+/* ======================================================================= */
+
+typedef enum {
+  FROM_DOCS,     /* <docs dir>/<name>                 */
+  FROM_UI,       /* <swagger-ui dir>/<name>            */
+  BUILT_IN,      /* the text compiled in above         */
+} origin_t;
+
+typedef struct {
+  const char *name;       /* as requested, and as on disk             */
+  origin_t origin;
+  const char *type;       /* Content-Type                             */
+  const char *cache;      /* Cache-Control                            */
+  const char *builtin;    /* BUILT_IN: the text                       */
+  /* Filled once by load_all(), read-only after: */
+  char *data;             /* the bytes (owned; NULL when missing)     */
+  size_t len;             /* bytes                                    */
+  char etag[20];          /* "\"%016llx\""                            */
+  char why[160];          /* why data is NULL, for the 404            */
+} doc_file_t;
+
+enum { F_OPENAPI, F_INDEX, F_INIT, F_CSS, F_BUNDLE, F_PRESET, F_FAVICON, F_COUNT };
+
+static doc_file_t files[F_COUNT] = {
+    [F_OPENAPI] = {"openapi.json", FROM_DOCS, "application/json", CACHE_REVALIDATE, NULL},
+    [F_INDEX] = {"index.html", BUILT_IN, "text/html; charset=utf-8", CACHE_REVALIDATE, INDEX_HTML},
+    [F_INIT] = {"swagger-initializer.js", BUILT_IN, "text/javascript; charset=utf-8",
+                CACHE_REVALIDATE, INITIALIZER_JS},
+    [F_CSS] = {"swagger-ui.css", FROM_UI, "text/css; charset=utf-8", CACHE_ASSET, NULL},
+    [F_BUNDLE] = {"swagger-ui-bundle.js", FROM_UI, "text/javascript; charset=utf-8", CACHE_ASSET,
+                  NULL},
+    [F_PRESET] = {"swagger-ui-standalone-preset.js", FROM_UI, "text/javascript; charset=utf-8",
+                  CACHE_ASSET, NULL},
+    [F_FAVICON] = {"favicon-32x32.png", FROM_UI, "image/png", CACHE_ASSET, NULL},
+};
+
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+
+/* FNV-1a, 64 bits: a cheap content hash for the ETag (not a security check). */
+static uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* Reads a whole regular file of at most DOC_FILE_MAX bytes into f. 0, or
+ * DG_EIO / DG_ETOOBIG / DG_ENOMEM with the reason in f->why. */
+static int read_file(doc_file_t *f, const char *path) {
+  FILE *fp = fopen(path, "rb");
+  if (fp == NULL) {
+    snprintf(f->why, sizeof f->why, "cannot open %.100s: %s", path, strerror(errno));
+    return DG_EIO;
+  }
+  struct stat st;
+  int rc = 0;
+  if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+    snprintf(f->why, sizeof f->why, "%.120s is not a regular file", path);
+    rc = DG_EIO;
+  } else if ((unsigned long long)st.st_size > DOC_FILE_MAX) {
+    snprintf(f->why, sizeof f->why, "%.100s is larger than %u bytes", path, DOC_FILE_MAX);
+    rc = DG_ETOOBIG;
+  } else {
+    size_t n = (size_t)st.st_size;
+    char *buf = dg_try_malloc(n + 1);
+    if (buf == NULL) {
+      snprintf(f->why, sizeof f->why, "out of memory reading %.100s", path);
+      rc = DG_ENOMEM;
+    } else if (fread(buf, 1, n, fp) != n) {
+      snprintf(f->why, sizeof f->why, "cannot read %.100s", path);
+      dg_free(buf);
+      rc = DG_EIO;
+    } else {
+      buf[n] = '\0';
+      f->data = buf;
+      f->len = n;
+    }
+  }
+  fclose(fp);
+  return rc;
+}
+
+/* "<exe dir>/.." into out; 0 or DG_EIO. */
+static int exe_parent(char *out, size_t cap) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return DG_EIO;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash == NULL) return DG_EIO;
+  *slash = '\0';
+  int w = snprintf(out, cap, "%s/..", exe);
+  return w > 0 && (size_t)w < cap ? 0 : DG_EIO;
+}
+
+static void load_all(void) {
+  char docs_dir[PATH_MAX], ui_dir[PATH_MAX], root[PATH_MAX];
+  const char *env = getenv("DUCKGRID_DOCS_DIR");
+  int ok_dirs = 1;
+  if (env && *env) {
+    ok_dirs = snprintf(docs_dir, sizeof docs_dir, "%s", env) < (int)sizeof docs_dir &&
+              snprintf(ui_dir, sizeof ui_dir, "%s/swagger-ui", env) < (int)sizeof ui_dir;
+  } else if (exe_parent(root, sizeof root) == 0) {
+    ok_dirs = snprintf(docs_dir, sizeof docs_dir, "%s/docs", root) < (int)sizeof docs_dir &&
+              snprintf(ui_dir, sizeof ui_dir, "%s/third_party/swagger-ui", root) < (int)sizeof ui_dir;
+  } else {
+    ok_dirs = 0;
+  }
+  for (size_t i = 0; i < F_COUNT; i++) {
+    doc_file_t *f = &files[i];
+    int rc = 0;
+    if (f->origin == BUILT_IN) {
+      f->data = (char *)f->builtin; /* never freed: the files live as long as the process */
+      f->len = strlen(f->builtin);
+    } else if (!ok_dirs) {
+      snprintf(f->why, sizeof f->why, "the docs directory is unknown or too long: set DUCKGRID_DOCS_DIR");
+      rc = DG_EINVAL;
+    } else {
+      char path[PATH_MAX + 64];
+      if (snprintf(path, sizeof path, "%s/%s", f->origin == FROM_DOCS ? docs_dir : ui_dir,
+                   f->name) < (int)sizeof path) {
+        rc = read_file(f, path);
+      } else {
+        snprintf(f->why, sizeof f->why, "the docs directory's path is too long");
+        rc = DG_EINVAL;
+      }
+    }
+    if (rc == 0) {
+      snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long)fnv1a(f->data, f->len));
+    } else {
+      dg_log_warn("docs: %s is not served: %s%s", f->name, f->why,
+                  f->origin == FROM_UI ? " (scripts/node-deps.sh installs Swagger UI)" : "");
+    }
+  }
+}
+
+void dg_docs_load(void) { pthread_once(&load_once, load_all); }
+
+/* ======================================================================= */
+/* Routes                                                                    */
+/* ======================================================================= */
+
+static void serve(dg_req_t *r, const doc_file_t *f) {
+  if (f->data == NULL) {
+    dg_problem(r, 404, NULL, "%s is not available on this server: %s", f->name, f->why);
+    return;
+  }
+  u_map_put(r->resp->map_header, "ETag", f->etag);
+  u_map_put(r->resp->map_header, "Cache-Control", f->cache);
+  u_map_put(r->resp->map_header, "X-Content-Type-Options", "nosniff");
+  if (f == &files[F_INDEX]) u_map_put(r->resp->map_header, "Content-Security-Policy", DOCS_CSP);
+  const char *inm = dg_header(r, "If-None-Match");
+  if (inm && (strstr(inm, f->etag) != NULL || strcmp(inm, "*") == 0)) {
+    ulfius_set_empty_body_response(r->resp, 304);
+    r->status = 304;
+    return;
+  }
+  ulfius_set_binary_body_response(r->resp, 200, f->data, f->len);
+  u_map_put(r->resp->map_header, "Content-Type", f->type);
+  r->status = 200;
+}
+
+static int openapi_get(dg_req_t *r) {
+  dg_docs_load();
+  serve(r, &files[F_OPENAPI]);
+  return 0;
+}
+
+static int docs_page(dg_req_t *r) {
+  dg_docs_load();
+  /* The page is useless without the assets or the document: say which. */
+  for (size_t i = 0; i < F_COUNT; i++) {
+    if (files[i].data == NULL) {
+      dg_problem(r, 404, NULL, "the interactive docs are not available: %s is missing (%s)",
+                 files[i].name, files[i].why);
+      return 0;
+    }
+  }
+  serve(r, &files[F_INDEX]);
+  return 0;
+}
+
+static int docs_file(dg_req_t *r) {
+  dg_docs_load();
+  const char *name = r->params[0];
+  for (size_t i = 0; i < F_COUNT; i++) {
+    if (i != F_OPENAPI && strcmp(name, files[i].name) == 0) {
+      serve(r, &files[i]);
+      return 0;
+    }
+  }
+  dg_problem(r, 404, NULL, "no such docs file: '%.80s'", name);
+  return 0;
+}
+
+const dg_route_t dg_routes_docs[] = {
+    {"GET", "/openapi.json", DG_ROLE_NONE, openapi_get, 0},
+    {"GET", "/docs", DG_ROLE_NONE, docs_page, 0},
+    {"GET", "/docs/:file", DG_ROLE_NONE, docs_file, 0},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+};
