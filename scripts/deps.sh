@@ -74,3 +74,6 @@ if ! have_duckdb; then
   echo "$DUCKDB_VERSION" >"$DEST/VERSION"
   say "DuckDB $DUCKDB_VERSION installed in $DEST"
 fi
+
+# Pinned Node.js tools (swagger-ui assets for /docs, newman, the OpenAPI linter).
+bash scripts/node-deps.sh

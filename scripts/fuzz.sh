@@ -7,6 +7,8 @@
 # Environment:
 #   FUZZ_BUILD  build and work directory (default build-fuzz)
 #   FUZZ_JOBS   targets fuzzed at the same time (default: number of CPUs)
+#   FUZZ_FRESH=1  start from the committed corpus only (drop what earlier
+#               runs added to the work corpus): the bounded run of make test
 #   FUZZ_ONLY_BUILD=1  build the harnesses, run nothing
 #
 # Each target fuzzes its work corpus FUZZ_BUILD/corpus/<target> (new inputs
@@ -35,9 +37,11 @@ done
 bash scripts/fuzz-deps.sh
 
 # ---- build ------------------------------------------------------------------
-# The project's sources that need neither a server nor DuckDB at run time,
-# instrumented for coverage and sanitizers, in one archive: each harness
-# pulls in only the objects it references.
+# The project's sources the harnesses need (no server, no database at run
+# time), instrumented for coverage and sanitizers, in one archive: each
+# harness pulls in only the objects it references. catalog.c and reader.c
+# reference DuckDB and Redis functions that are never called here: libduckdb
+# is linked for the former, fuzz_mgr_apply.c stubs the rest.
 LIB_SRCS=(
   src/common/alloc.c src/common/buf.c src/common/decimal.c src/common/idset.c
   src/common/jsonw.c src/common/log.c
@@ -51,8 +55,9 @@ CFLAGS=(-std=gnu11 -g -O1 -D_GNU_SOURCE -DDG_VERSION='"fuzz"' -DDG_ENGINE_CHECK
         -fno-omit-frame-pointer -fno-sanitize-recover=all
         -Wall -Wextra -Wno-unused-parameter
         -Iinclude -Isrc -I"$DUCKDB/include")
-LIBS=(-ljansson -lhiredis -L"$DUCKDB/lib" -Wl,-rpath,"$PWD/$DUCKDB/lib" -lduckdb -lpthread -lm)
+LIBS=(-Wl,--as-needed -ljansson -lhiredis -L"$DUCKDB/lib" -Wl,-rpath,"$PWD/$DUCKDB/lib" -lduckdb -lpthread -lm)
 
+rm -rf "$OUT/obj"
 mkdir -p "$OUT/obj"
 echo "fuzz: building ${#LIB_SRCS[@]} project sources and ${#TARGETS[@]} harnesses with $("$CC" --version | head -n1)" >&2
 build_obj() {
@@ -94,6 +99,14 @@ max_len() {
   esac
 }
 
+# Dictionaries of tokens (tests/fuzz/corpus/*.dict).
+dict_of() {
+  case $1 in
+    json_member | json_request | mgr_apply) echo tests/fuzz/corpus/json.dict ;;
+    stream_reply | redis_url) echo "tests/fuzz/corpus/$1.dict" ;;
+  esac
+}
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
@@ -102,10 +115,14 @@ run_target() {
   mkdir -p "$work" "$art" "$OUT/logs"
   local dirs=("$work" "tests/fuzz/corpus/$t")
   [ -d "tests/fuzz/regressions/$t" ] && dirs+=("tests/fuzz/regressions/$t")
+  local opts=(-max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len="$(max_len "$t")"
+              -print_final_stats=1 -artifact_prefix="$art")
+  local dict
+  dict=$(dict_of "$t")
+  [ -n "$dict" ] && opts+=(-dict="$dict")
+  [ "${FUZZ_FRESH:-0}" = 1 ] && rm -rf "$work" && mkdir -p "$work"
   local rc=0
-  "$OUT/fuzz_$t" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
-    -max_len="$(max_len "$t")" -print_final_stats=1 -artifact_prefix="$art" \
-    "${dirs[@]}" >"$log" 2>&1 || rc=$?
+  "$OUT/fuzz_$t" "${opts[@]}" "${dirs[@]}" >"$log" 2>&1 || rc=$?
   echo "$rc" >"$OUT/logs/$t.rc"
 }
 
@@ -131,7 +148,7 @@ for t in "${TARGETS[@]}"; do
     result=ok
   else
     crashed=1
-    what=$(grep -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [^ ]+( [^ ]+)?|runtime error: .*|duckgrid: assertion failed.*|fuzz: invariant .*' "$log" || true)
+    what=$(grep -a -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [^ ]+( [^ ]+)?|runtime error: .*|duckgrid: assertion failed.*|fuzz: invariant .*' "$log" || true)
     art=$(ls -t "$OUT/artifacts/$t/" 2>/dev/null | head -n1)
     result="CRASHED (exit $rc) ${what:-see $log}${art:+ -- input $OUT/artifacts/$t/$art}"
   fi

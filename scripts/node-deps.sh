@@ -21,19 +21,35 @@ UI_FILES=(swagger-ui.css swagger-ui-bundle.js swagger-ui-standalone-preset.js fa
 
 say() { echo "node-deps: $*" >&2; }
 
-for tool in node npm; do
-  command -v "$tool" >/dev/null 2>&1 || { say "$tool is missing (scripts/deps.sh installs it)"; exit 1; }
-done
-
 want=$(cat tools/package.json tools/package-lock.json | sha256sum | cut -d' ' -f1)
 
 have_all() {
   [ "$(cat "$NODE_DIR/.stamp" 2>/dev/null)" = "$want" ] || return 1
-  [ -x "$NODE_DIR/node_modules/.bin/newman" ] && [ -x "$NODE_DIR/node_modules/.bin/redocly" ] || return 1
+  for bin in newman redocly; do [ -x "$NODE_DIR/node_modules/.bin/$bin" ] || return 1; done
   for f in "${UI_FILES[@]}"; do [ -s "$UI_DIR/$f" ] || return 1; done
   [ "$(cat "$UI_DIR/.stamp" 2>/dev/null)" = "$want" ]
 }
 
+have_all && exit 0
+
+for tool in node npm; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    say "$tool is missing (scripts/deps.sh installs it)"
+    exit 1
+  fi
+done
+# @redocly/cli 1.34 runs on Node.js >= 18.17 (Debian 12 ships 18.20).
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+              process.exit(a > 18 || (a === 18 && b >= 17) ? 0 : 1)'; then
+  say "Node.js $(node --version) is too old: @redocly/cli needs 18.17 or later"
+  exit 1
+fi
+
+# One installer at a time (test runs in parallel may all call this); the
+# second one finds the work done.
+mkdir -p third_party
+exec 9>third_party/.node-deps.lock
+flock 9
 have_all && exit 0
 
 say "installing swagger-ui-dist, newman and @redocly/cli (pinned) into $NODE_DIR"
@@ -53,4 +69,4 @@ sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$src/package.json" | head -1 >"$tm
 echo "$want" >"$tmp/.stamp"
 rm -rf "$UI_DIR"
 mv "$tmp" "$UI_DIR"
-say "done: $(cat "$UI_DIR/VERSION" | sed 's/^/swagger-ui-dist /') in $UI_DIR"
+say "done: swagger-ui-dist $(cat "$UI_DIR/VERSION") in $UI_DIR"

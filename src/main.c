@@ -19,6 +19,7 @@
 #include "dg/config.h"
 #include "dg/db.h"
 #include "dg/http.h"
+#include "dg/hub.h"
 #include "dg/jwt.h"
 #include "dg/ratelimit.h"
 #include "dg/log.h"
@@ -151,6 +152,7 @@ static int cmd_serve(int argc, char **argv) {
     goto done;
   }
   app.ratelimit = dg_ratelimit_create(cfg.rate_limit, cfg.rate_burst);
+  app.hub = dg_hub_create();
   app.catalog = dg_catalog_create();
   app.waiters = dg_waiters_create();
   if (dg_catalog_load(app.catalog, dg_db_conn(app.db), err, sizeof err) != 0) {
@@ -192,12 +194,14 @@ static int cmd_serve(int argc, char **argv) {
 done:
   /* Stop accepting and finish requests in flight (they may wait for
    * outcomes, so the reader and the manager still run), then the writer. */
+  dg_hub_close(app.hub); /* live streams end, so the server can stop */
   dg_http_stop(http);
   dg_manager_stop(manager);
   dg_reader_stop(reader);
   dg_waiters_destroy(app.waiters);
   dg_catalog_destroy(app.catalog);
   dg_ratelimit_destroy(app.ratelimit);
+  dg_hub_destroy(app.hub);
   dg_jwt_destroy(app.jwt);
   dg_redis_pool_destroy(app.redis);
   if (have_url) dg_redis_url_dispose(&url);

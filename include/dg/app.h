@@ -17,6 +17,7 @@ struct dg_catalog_s;
 struct dg_waiters_s;
 struct dg_jwt_s;
 struct dg_ratelimit_s;
+struct dg_hub_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -33,6 +34,7 @@ typedef struct dg_app_s {
   struct dg_waiters_s *waiters;     /* synchronous writes awaiting outcomes */
   struct dg_jwt_s *jwt;             /* bearer JWT verifier, or NULL      */
   struct dg_ratelimit_s *ratelimit; /* per-caller token buckets          */
+  struct dg_hub_s *hub;             /* live clients (SSE, WebSocket)     */
   char req_stream[128];             /* "<prefix>request_duck"            */
   char res_stream[128];             /* "<prefix>response_duck"           */
   char lease_key[128];              /* "<prefix>duckgrid:manager"        */

@@ -36,6 +36,8 @@ typedef struct dg_config_s {
   double rate_limit;         /* requests/s per caller, 0 = no limit             */
   double rate_burst;         /* bucket size, 0 = the rate                       */
   int http_timeout_s;        /* idle/slow client connection timeout, seconds    */
+  int heartbeat_ms;          /* keep-alive comment period of /events            */
+  size_t client_buffer;      /* bytes a live client may lag before it is dropped */
   char *redis_ca;            /* rediss://: CA bundle (PEM) to trust; NULL = system store */
   char *redis_cert;          /* rediss://: client certificate (PEM), or NULL    */
   char *redis_key;           /* rediss://: its unencrypted PEM key, or NULL     */

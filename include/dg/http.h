@@ -78,6 +78,7 @@ extern const dg_route_t dg_routes_views[];   /* views.c                      */
 extern const dg_route_t dg_routes_updates[]; /* updates.c: GET /get_updates  */
 extern const dg_route_t dg_routes_write[];   /* write.c: every write          */
 extern const dg_route_t dg_routes_keys[];    /* keys.c: /admin/keys          */
+extern const dg_route_t dg_routes_events[];  /* events.c: GET /events (SSE)  */
 extern const dg_route_t dg_routes_docs[];    /* docs.c: /openapi.json, /docs  */
 
 /** Every route table the server serves, in matching order; *n = their count. */

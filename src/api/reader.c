@@ -18,6 +18,7 @@
 
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/hub.h"
 #include "dg/log.h"
 #include "dg/waiters.h"
 
@@ -62,8 +63,24 @@ static void ids_of(json_t *arr, int64_t **ids, size_t *n) {
   }
 }
 
+/* Hands an outcome to the live clients, with the tables it concerns. */
+static void fan_out(dg_app_t *app, const char *id, const char *res, size_t len, json_t *o) {
+  const char *tables[16];
+  size_t n = 0;
+  const char *top = json_string_value(json_object_get(o, "table"));
+  if (top) tables[n++] = top;
+  json_t *changes = json_object_get(o, "changes");
+  for (size_t i = 0; i < json_array_size(changes) && n < DG_ARRAY_SIZE(tables); i++) {
+    const char *t = json_string_value(json_object_get(json_array_get(changes, i), "table"));
+    int seen = t == NULL;
+    for (size_t k = 0; k < n && !seen; k++) seen = strcmp(tables[k], t) == 0;
+    if (!seen) tables[n++] = t;
+  }
+  dg_hub_publish(app->hub, id, res, len, tables, n);
+}
+
 /* Applies one outcome to the catalog, then wakes its waiters. */
-static void handle(dg_reader_t *rd, const char *res, size_t len) {
+static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len) {
   dg_app_t *app = rd->app;
   json_error_t jerr;
   json_t *o = json_loadb(res, len, 0, &jerr);
@@ -106,6 +123,7 @@ static void handle(dg_reader_t *rd, const char *res, size_t len) {
   }
   const char *rid = json_string_value(json_object_get(o, "request_id"));
   if (rid) dg_waiters_deliver(app->waiters, rid, res, len);
+  if (app->hub) fan_out(app, id, res, len, o);
   json_decref(o);
 }
 
@@ -150,8 +168,8 @@ static void *run(void *arg) {
       dg_redis_xentry_t e;
       while (dg_redis_xiter_next(&it, &e)) {
         dg_redis_str_t v;
-        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) handle(rd, v.ptr, v.len);
         snprintf(rd->last_id, sizeof rd->last_id, "%.*s", (int)e.id.len, e.id.ptr);
+        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) handle(rd, rd->last_id, v.ptr, v.len);
       }
     } else if (rep->type == REDIS_REPLY_ERROR) {
       dg_log_warn("response reader: %s", rep->str);

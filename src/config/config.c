@@ -24,6 +24,7 @@ enum {
   OPT_JWT_ROLE_CLAIM, OPT_TLS_CERT, OPT_TLS_KEY, OPT_RATE_LIMIT, OPT_RATE_BURST,
   OPT_HTTP_TIMEOUT,
   OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
+  OPT_HEARTBEAT, OPT_CLIENT_BUFFER,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -64,6 +65,8 @@ static const option_t options[] = {
     {OPT_RATE_LIMIT, "--rate-limit", "DUCKGRID_RATE_LIMIT", "requests/s per key or token, 0 = off (default 0)"},
     {OPT_RATE_BURST, "--rate-burst", "DUCKGRID_RATE_BURST", "burst size per key (default: the rate)"},
     {OPT_HTTP_TIMEOUT, "--http-timeout", "DUCKGRID_HTTP_TIMEOUT", "seconds an idle or slow client may hold a connection (default 60)"},
+    {OPT_HEARTBEAT, "--heartbeat-ms", "DUCKGRID_HEARTBEAT_MS", "keep-alive comment period of /events streams (default 15000)"},
+    {OPT_CLIENT_BUFFER, "--client-buffer", "DUCKGRID_CLIENT_BUFFER", "bytes a live client may fall behind before it is dropped (default 8388608)"},
     {OPT_REDIS_CA, "--redis-ca", "DUCKGRID_REDIS_CA",
      "CA bundle (PEM) for the rediss:// server's certificate (default: the system store)"},
     {OPT_REDIS_CERT, "--redis-cert", "DUCKGRID_REDIS_CERT",
@@ -158,6 +161,14 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
     case OPT_RATE_BURST:
       if (parse_long(v, 1, 10000000, &n) != 0) break;
       c->rate_burst = (double)n;
+      return 0;
+    case OPT_HEARTBEAT:
+      if (parse_long(v, 100, 600000, &n) != 0) break;
+      c->heartbeat_ms = (int)n;
+      return 0;
+    case OPT_CLIENT_BUFFER:
+      if (parse_long(v, 1024, 1L << 30, &n) != 0) break;
+      c->client_buffer = (size_t)n;
       return 0;
     case OPT_HTTP_TIMEOUT:
       if (parse_long(v, 1, 3600, &n) != 0) break;
@@ -292,6 +303,8 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->batch_max = 1024;
   c->log_level = DG_LOG_INFO;
   c->http_timeout_s = 60;
+  c->heartbeat_ms = 15000;
+  c->client_buffer = 8u << 20;
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);

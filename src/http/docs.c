@@ -195,50 +195,50 @@ static int read_file(doc_file_t *f, const char *path) {
   return rc;
 }
 
-/* "<exe dir>/.." into out; 0 or DG_EIO. */
-static int exe_parent(char *out, size_t cap) {
+/* dir + "/" + name into out; 0, or DG_EINVAL when it does not fit. */
+static int join(char *out, size_t cap, const char *dir, const char *name) {
+  int n = snprintf(out, cap, "%s/%s", dir, name);
+  return n >= 0 && (size_t)n < cap ? 0 : DG_EINVAL;
+}
+
+/* The directories of the document and of the Swagger UI assets (see the top
+ * of this file); 0, or DG_EINVAL when they cannot be told. */
+static int find_dirs(char docs_dir[PATH_MAX], char ui_dir[PATH_MAX]) {
+  const char *env = getenv("DUCKGRID_DOCS_DIR");
+  if (env && *env) {
+    if (strlen(env) >= PATH_MAX) return DG_EINVAL;
+    memcpy(docs_dir, env, strlen(env) + 1);
+    return join(ui_dir, PATH_MAX, env, "swagger-ui");
+  }
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return DG_EIO;
+  if (n <= 0) return DG_EINVAL;
   exe[n] = '\0';
   char *slash = strrchr(exe, '/');
-  if (slash == NULL) return DG_EIO;
+  if (slash == NULL) return DG_EINVAL;
   *slash = '\0';
-  int w = snprintf(out, cap, "%s/..", exe);
-  return w > 0 && (size_t)w < cap ? 0 : DG_EIO;
+  if (join(docs_dir, PATH_MAX, exe, "../docs") != 0) return DG_EINVAL;
+  return join(ui_dir, PATH_MAX, exe, "../third_party/swagger-ui");
 }
 
 static void load_all(void) {
-  char docs_dir[PATH_MAX], ui_dir[PATH_MAX], root[PATH_MAX];
-  const char *env = getenv("DUCKGRID_DOCS_DIR");
-  int ok_dirs = 1;
-  if (env && *env) {
-    ok_dirs = snprintf(docs_dir, sizeof docs_dir, "%s", env) < (int)sizeof docs_dir &&
-              snprintf(ui_dir, sizeof ui_dir, "%s/swagger-ui", env) < (int)sizeof ui_dir;
-  } else if (exe_parent(root, sizeof root) == 0) {
-    ok_dirs = snprintf(docs_dir, sizeof docs_dir, "%s/docs", root) < (int)sizeof docs_dir &&
-              snprintf(ui_dir, sizeof ui_dir, "%s/third_party/swagger-ui", root) < (int)sizeof ui_dir;
-  } else {
-    ok_dirs = 0;
-  }
+  char docs_dir[PATH_MAX], ui_dir[PATH_MAX];
+  int dirs_rc = find_dirs(docs_dir, ui_dir);
   for (size_t i = 0; i < F_COUNT; i++) {
     doc_file_t *f = &files[i];
+    char path[PATH_MAX];
     int rc = 0;
     if (f->origin == BUILT_IN) {
       f->data = (char *)f->builtin; /* never freed: the files live as long as the process */
       f->len = strlen(f->builtin);
-    } else if (!ok_dirs) {
-      snprintf(f->why, sizeof f->why, "the docs directory is unknown or too long: set DUCKGRID_DOCS_DIR");
+    } else if (dirs_rc != 0) {
+      snprintf(f->why, sizeof f->why, "the docs directory is unknown: set DUCKGRID_DOCS_DIR");
+      rc = DG_EINVAL;
+    } else if (join(path, sizeof path, f->origin == FROM_DOCS ? docs_dir : ui_dir, f->name) != 0) {
+      snprintf(f->why, sizeof f->why, "the docs directory's path is too long");
       rc = DG_EINVAL;
     } else {
-      char path[PATH_MAX + 64];
-      if (snprintf(path, sizeof path, "%s/%s", f->origin == FROM_DOCS ? docs_dir : ui_dir,
-                   f->name) < (int)sizeof path) {
-        rc = read_file(f, path);
-      } else {
-        snprintf(f->why, sizeof f->why, "the docs directory's path is too long");
-        rc = DG_EINVAL;
-      }
+      rc = read_file(f, path);
     }
     if (rc == 0) {
       snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long)fnv1a(f->data, f->len));

@@ -1,6 +1,7 @@
 /*
  * redis_internal.h -- private helpers shared by the files of the Redis layer
- * (redis.c, redis_url.c, redis_xstream.c, redis_transport_sock.c).
+ * (redis.c, redis_url.c, redis_xstream.c, redis_transport_sock.c,
+ * redis_transport_tls.c).
  */
 #ifndef DG_STREAM_REDIS_INTERNAL_H
 #define DG_STREAM_REDIS_INTERNAL_H

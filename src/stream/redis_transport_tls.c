@@ -146,6 +146,11 @@ static int is_unexpected_eof(unsigned long e) {
   return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
 }
 
+/* OpenSSL reports an alert the peer sent as reason SSL_AD_REASON_OFFSET + code. */
+static int is_peer_alert(unsigned long e) {
+  return ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) > SSL_AD_REASON_OFFSET;
+}
+
 /* ======================================================================= */
 /* A socket BIO that cannot raise SIGPIPE                                    */
 /* ======================================================================= */
@@ -370,12 +375,39 @@ static ssize_t io_failed(tls_transport_t *t, int e, const char *op) {
     dg__redis_seterr(t->base.err, sizeof t->base.err, "connection closed by server");
   } else if (e == SSL_ERROR_SYSCALL) {
     dg__redis_seterr(t->base.err, sizeof t->base.err, "%s: %s", op, ERRSTR(t->sys_errno));
+  } else if (is_peer_alert(first)) {
+    dg__redis_seterr(t->base.err, sizeof t->base.err, "TLS alert from server: %s%s",
+                     ssl_reason(why, sizeof why, "unknown alert"), alert_hint(first));
   } else {
     dg__redis_seterr(t->base.err, sizeof t->base.err, "TLS %s failed: %s%s", op,
                      ssl_reason(why, sizeof why, "unknown error"), alert_hint(first));
   }
   ERR_clear_error();
   return DG_EIO;
+}
+
+/*
+ * A write failed because the server hung up (EPIPE, ECONNRESET). A server
+ * that refuses a TLS 1.3 client certificate does so after our side of the
+ * handshake is complete: it sends an alert and closes, and the reset can
+ * beat our first read. The alert is then most likely still in the receive
+ * queue (data queued before a reset stays readable), so read it without
+ * blocking and report it instead of the bare reset. 1 when it explained the
+ * failure (t->base.err set), else 0.
+ */
+static int salvage_alert(tls_transport_t *t) {
+  char scratch[256];
+  size_t n = 0;
+  ERR_clear_error();
+  t->sys_errno = 0;
+  int ok = SSL_read_ex(t->ssl, scratch, sizeof scratch, &n);
+  unsigned long first = ERR_peek_error();
+  if (ok == 1 || SSL_get_error(t->ssl, 0) != SSL_ERROR_SSL || !is_peer_alert(first)) {
+    ERR_clear_error();
+    return 0;
+  }
+  io_failed(t, SSL_ERROR_SSL, "read");
+  return 1;
 }
 
 static ssize_t tls_read(dg__redis_transport_t *tp, char *buf, size_t cap, int64_t deadline_ms) {
@@ -417,7 +449,12 @@ static ssize_t tls_write(dg__redis_transport_t *tp, const char *buf, size_t len,
     short ev;
     if (e == SSL_ERROR_WANT_WRITE) ev = POLLOUT;
     else if (e == SSL_ERROR_WANT_READ) ev = POLLIN;
-    else return io_failed(t, e, "write");
+    else {
+      int hung_up = e == SSL_ERROR_SYSCALL && (t->sys_errno == EPIPE || t->sys_errno == ECONNRESET);
+      ssize_t rc = io_failed(t, e, "write");
+      if (hung_up) (void)salvage_alert(t);
+      return rc;
+    }
     int w = wait_fd(t->fd, ev, deadline_ms);
     if (w == 0) {
       t->broken = 1;
@@ -530,6 +567,9 @@ static int handshake_failed(tls_transport_t *t, int e, char *err, size_t errcap)
     }
     dg__redis_seterr(err, errcap, "TLS handshake with %s failed: certificate verify failed (%s)",
                      t->peer, detail);
+  } else if (is_peer_alert(first)) {
+    dg__redis_seterr(err, errcap, "TLS handshake with %s failed: alert from server: %s%s", t->peer,
+                     ssl_reason(why, sizeof why, "unknown alert"), alert_hint(first));
   } else {
     dg__redis_seterr(err, errcap, "TLS handshake with %s failed: %s%s", t->peer,
                      ssl_reason(why, sizeof why, "unknown error"), alert_hint(first));
@@ -609,7 +649,7 @@ int dg__redis_tls_open(const dg_redis_url_t *url, dg__redis_tls_ctx_t *ctx,
       if (t->rx == 0)
         dg__redis_seterr(err, errcap,
                          "server at %s did not answer TLS before the connect timeout (is it a "
-                         "plaintext port?)", t->peer);
+                         "plaintext port, or a hung server?)", t->peer);
       else
         dg__redis_seterr(err, errcap, "TLS handshake with %s timed out", t->peer);
       rc = DG_EUNAVAIL;

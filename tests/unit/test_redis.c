@@ -10,6 +10,14 @@
  * watchdog kill them by PID otherwise. Only PIDs this process forked are ever
  * signalled. The reconnect test kills the TCP server and starts it again on
  * the same port, so it runs last.
+ *
+ * TLS: the group setup also makes a throw-away PKI with the openssl command
+ * (a CA, a server certificate for localhost and 127.0.0.1, a client
+ * certificate, and a second CA with its own client certificate that nobody
+ * trusts) and starts a TLS-only server (--port 0 --tls-port N, password,
+ * client certificates optional). The client-certificate test starts a second
+ * one that requires them. A small in-process TLS server (mini_*) exercises
+ * the transport itself: SNI, the idle probe, deadlines, SIGPIPE.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,7 +29,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,8 +47,10 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
+#include <openssl/ssl.h>
 
 #include "dg/redis.h"
+#include "stream/redis_transport.h"
 
 #define REDIS_SERVER "/usr/bin/redis-server"
 #define PW "secret"
@@ -52,13 +64,26 @@
 
 typedef struct srv_s {
   volatile pid_t pid; /* 0 when not running; read by the signal handler */
-  int port;           /* TCP port, 0 for the unix server */
+  int tls;            /* 0 plain; 1 TLS-only, client certs optional; 2 required */
+  int port;           /* TCP port (the TLS port when tls), 0 for the unix server */
   char sock[200];     /* unix socket path, "" for the TCP server */
   char log[300];      /* server stdout/stderr */
 } srv_t;
 
 static char g_dir[128];
-static srv_t g_tcp, g_unix;
+static srv_t g_tcp, g_unix, g_tls, g_tls2;
+
+/* The throw-away PKI, files in g_dir/pki (see make_pki). */
+static char g_ca[200];        /* the CA the servers' certificates chain to */
+static char g_ca_other[200];  /* an unrelated CA */
+static char g_srv_crt[200];   /* server: DNS:localhost, IP:127.0.0.1 */
+static char g_srv_key[200];
+static char g_cli_crt[200];   /* client, signed by g_ca */
+static char g_cli_key[200];
+static char g_rogue_crt[200]; /* client, signed by g_ca_other */
+static char g_rogue_key[200];
+static char g_enc_key[200];   /* g_cli_key encrypted with a passphrase */
+static char g_not_pem[200];   /* a file that is no PEM at all */
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -140,7 +165,13 @@ static int srv_start(srv_t *s) {
   const char *unix_argv[] = {REDIS_SERVER, "--port", "0", "--unixsocket", s->sock,
                              "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
                              "--daemonize", "no", "--dir", g_dir, NULL};
-  const char **argv = s->sock[0] ? unix_argv : tcp_argv;
+  const char *tls_argv[] = {REDIS_SERVER, "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+                            "--tls-cert-file", g_srv_crt, "--tls-key-file", g_srv_key,
+                            "--tls-ca-cert-file", g_ca, "--tls-auth-clients",
+                            s->tls == 2 ? "yes" : "optional", "--save", "", "--appendonly", "no",
+                            "--requirepass", PW, "--user", "alice", "on", ">" ALICE_PW, "~*", "&*",
+                            "+@all", "--daemonize", "no", "--dir", g_dir, NULL};
+  const char **argv = s->tls ? tls_argv : s->sock[0] ? unix_argv : tcp_argv;
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return -1;
@@ -166,14 +197,20 @@ static int srv_start(srv_t *s) {
   return 0;
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)ftw;
+  return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
 static void cleanup_all(void) {
   srv_kill(&g_tcp);
   srv_kill(&g_unix);
+  srv_kill(&g_tls);
+  srv_kill(&g_tls2);
   if (g_dir[0]) {
-    unlink(g_tcp.log);
-    unlink(g_unix.log);
-    unlink(g_unix.sock);
-    rmdir(g_dir);
+    /* Only our own temp dir: logs, the unix socket, the PKI. */
+    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     g_dir[0] = '\0';
   }
 }
@@ -183,8 +220,109 @@ static void on_alarm(int sig) {
   static const char msg[] = "test_redis: watchdog fired, killing servers\n";
   if (g_tcp.pid > 0) kill(g_tcp.pid, SIGKILL);
   if (g_unix.pid > 0) kill(g_unix.pid, SIGKILL);
+  if (g_tls.pid > 0) kill(g_tls.pid, SIGKILL);
+  if (g_tls2.pid > 0) kill(g_tls2.pid, SIGKILL);
   (void)!write(2, msg, sizeof msg - 1);
   _exit(1);
+}
+
+/* Runs argv (openssl) with its output in g_dir/openssl.log; 0 on exit status 0. */
+static int run_quiet(const char *const *argv) {
+  char log[300];
+  snprintf(log, sizeof log, "%s/openssl.log", g_dir);
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int nul = open("/dev/null", O_RDONLY);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    if (nul >= 0) dup2(nul, 0);
+    execvp(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
+  fprintf(stderr, "failed: %s %s %s ... (see %s)\n", argv[0], argv[1], argv[2], log);
+  return -1;
+}
+
+/*
+ * The PKI for the TLS tests, made fresh for every run so no key is ever
+ * checked in: P-256 keys (fast to make), certificates valid for two days.
+ */
+static int make_pki(void) {
+  char pki[160], cnf[200], ca_key[200], other_key[200], csr[200];
+  snprintf(pki, sizeof pki, "%s/pki", g_dir);
+  if (mkdir(pki, 0700) != 0) return -1;
+#define PKI(var, name) snprintf(var, sizeof var, "%s/" name, pki)
+  PKI(cnf, "openssl.cnf");
+  PKI(ca_key, "ca.key");
+  PKI(other_key, "other-ca.key");
+  PKI(csr, "req.csr");
+  PKI(g_ca, "ca.crt");
+  PKI(g_ca_other, "other-ca.crt");
+  PKI(g_srv_crt, "server.crt");
+  PKI(g_srv_key, "server.key");
+  PKI(g_cli_crt, "client.crt");
+  PKI(g_cli_key, "client.key");
+  PKI(g_rogue_crt, "rogue.crt");
+  PKI(g_rogue_key, "rogue.key");
+  PKI(g_enc_key, "client-enc.key");
+  PKI(g_not_pem, "not-pem.crt");
+#undef PKI
+  FILE *f = fopen(cnf, "w");
+  if (f == NULL) return -1;
+  fputs("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n"
+        "[ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
+        "subjectKeyIdentifier = hash\n"
+        "[server]\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n"
+        "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n"
+        "[client]\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n"
+        "extendedKeyUsage = clientAuth\n", f);
+  fclose(f);
+  f = fopen(g_not_pem, "w");
+  if (f == NULL) return -1;
+  fputs("this is not a certificate\n", f);
+  fclose(f);
+
+  static const char *const ec[] = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                   "-nodes"};
+  const struct {
+    const char *crt, *key, *cn, *ext, *signer_crt, *signer_key;
+  } certs[] = {
+      {g_ca, ca_key, "/CN=dg-test-ca", "ca", NULL, NULL},
+      {g_ca_other, other_key, "/CN=dg-other-ca", "ca", NULL, NULL},
+      {g_srv_crt, g_srv_key, "/CN=localhost", "server", g_ca, ca_key},
+      {g_cli_crt, g_cli_key, "/CN=dg-client", "client", g_ca, ca_key},
+      {g_rogue_crt, g_rogue_key, "/CN=dg-rogue", "client", g_ca_other, other_key},
+  };
+  for (size_t i = 0; i < sizeof certs / sizeof certs[0]; i++) {
+    if (certs[i].signer_crt == NULL) { /* self-signed CA */
+      const char *argv[] = {"openssl", "req", "-x509", "-config", cnf, "-extensions",
+                            certs[i].ext, ec[0], ec[1], ec[2], ec[3], ec[4], "-keyout",
+                            certs[i].key, "-out", certs[i].crt, "-days", "2", "-subj",
+                            certs[i].cn, NULL};
+      if (run_quiet(argv) != 0) return -1;
+      continue;
+    }
+    const char *req[] = {"openssl", "req", "-new", "-config", cnf, ec[0], ec[1], ec[2], ec[3],
+                         ec[4], "-keyout", certs[i].key, "-out", csr, "-subj", certs[i].cn, NULL};
+    char serial[8];
+    snprintf(serial, sizeof serial, "%zu", i + 1);
+    const char *sign[] = {"openssl", "x509", "-req", "-in", csr, "-CA", certs[i].signer_crt,
+                          "-CAkey", certs[i].signer_key, "-set_serial", serial, "-days", "2",
+                          "-extfile", cnf, "-extensions", certs[i].ext, "-out", certs[i].crt,
+                          NULL};
+    if (run_quiet(req) != 0 || run_quiet(sign) != 0) return -1;
+  }
+  const char *enc[] = {"openssl", "pkey", "-in", g_cli_key, "-aes256", "-passout", "pass:dg-pass",
+                       "-out", g_enc_key, NULL};
+  return run_quiet(enc);
 }
 
 static int group_setup(void **state) {
@@ -202,7 +340,11 @@ static int group_setup(void **state) {
   snprintf(g_tcp.log, sizeof g_tcp.log, "%s/tcp.log", g_dir);
   snprintf(g_unix.sock, sizeof g_unix.sock, "%s/redis.sock", g_dir);
   snprintf(g_unix.log, sizeof g_unix.log, "%s/unix.log", g_dir);
-  if (srv_start(&g_tcp) != 0 || srv_start(&g_unix) != 0) {
+  g_tls.tls = 1;
+  g_tls.port = free_port();
+  snprintf(g_tls.log, sizeof g_tls.log, "%s/tls.log", g_dir);
+  if (make_pki() != 0 || srv_start(&g_tcp) != 0 || srv_start(&g_unix) != 0 ||
+      srv_start(&g_tls) != 0) {
     cleanup_all();
     return -1;
   }
@@ -630,9 +772,31 @@ static void test_create_rejects(void **state) {
   dg_redis_url_t u;
   char err[200];
   dg_redis_t *r = (dg_redis_t *)&u; /* must stay untouched */
+
+  /* TLS options: only with rediss://, a certificate with its key, sane names. */
   assert_int_equal(dg_redis_url_parse("rediss://:pw@127.0.0.1:1", &u, NULL, 0), 0);
-  assert_int_equal(dg_redis_connect(&u, NULL, &r, err, sizeof err), DG_EINVAL);
-  assert_non_null(strstr(err, "TLS"));
+  dg_redis_opts_t t = {.tls_cert_file = "/x.crt"};
+  assert_int_equal(dg_redis_create(&u, &t, &r, err, sizeof err), DG_EINVAL);
+  assert_non_null(strstr(err, "key"));
+  t = (dg_redis_opts_t){.tls_key_file = "/x.key"};
+  assert_int_equal(dg_redis_create(&u, &t, &r, err, sizeof err), DG_EINVAL);
+  t = (dg_redis_opts_t){.tls_ca_file = ""};
+  assert_int_equal(dg_redis_create(&u, &t, &r, err, sizeof err), DG_EINVAL);
+  t = (dg_redis_opts_t){.tls_server_name = "bad name"};
+  assert_int_equal(dg_redis_create(&u, &t, &r, err, sizeof err), DG_EINVAL);
+  t = (dg_redis_opts_t){.tls_server_name = ""};
+  assert_int_equal(dg_redis_create(&u, &t, &r, err, sizeof err), DG_EINVAL);
+  assert_ptr_equal(r, (dg_redis_t *)&u);
+  /* Files are not read by create: a missing one is a connect-time error. */
+  t = (dg_redis_opts_t){.tls_ca_file = "/nonexistent/ca.crt", .tls_server_name = "::1"};
+  assert_int_equal(dg_redis_create(&u, &t, &r, err, sizeof err), 0);
+  dg_redis_destroy(r);
+  r = (dg_redis_t *)&u;
+  dg_redis_url_dispose(&u);
+  assert_int_equal(dg_redis_url_parse("redis://127.0.0.1:1", &u, NULL, 0), 0);
+  t = (dg_redis_opts_t){.tls_ca_file = "/x.crt"};
+  assert_int_equal(dg_redis_create(&u, &t, &r, err, sizeof err), DG_EINVAL);
+  assert_non_null(strstr(err, "rediss://"));
   assert_ptr_equal(r, (dg_redis_t *)&u);
   dg_redis_url_dispose(&u);
 
@@ -1331,6 +1495,624 @@ static void test_reconnect_after_restart(void **state) {
   dg_redis_destroy(p);
 }
 
+/* ======================================================================= */
+/* TLS against redis-server                                                  */
+/* ======================================================================= */
+
+static void url_tls(char *buf, size_t cap, const char *userinfo, const char *host, int port,
+                    int db) {
+  snprintf(buf, cap, "rediss://%s%s:%d/%d", userinfo, host, port, db);
+}
+
+/* One connect attempt; returns its code, err holds the reason. */
+static int try_connect(const char *url_s, const dg_redis_opts_t *o, dg_redis_t **out, char *err,
+                       size_t cap) {
+  dg_redis_url_t url;
+  int rc = dg_redis_url_parse(url_s, &url, err, cap);
+  if (rc != 0) fail_msg("parse %s: %s", url_s, err);
+  rc = dg_redis_connect(&url, o, out, err, cap);
+  dg_redis_url_dispose(&url);
+  return rc;
+}
+
+/* Expects a failed connect with code want whose message holds each needle. */
+static void expect_connect_fail(const char *url_s, const dg_redis_opts_t *o, int want,
+                                int max_ms, const char *needle1, const char *needle2) {
+  char err[512] = "";
+  dg_redis_t *r = NULL;
+  int64_t t0 = now_ms();
+  int rc = try_connect(url_s, o, &r, err, sizeof err);
+  int64_t took = now_ms() - t0;
+  if (rc != want) fail_msg("%s: got %d (%s), want %d", url_s, rc, err, want);
+  assert_null(r);
+  if (took > max_ms) fail_msg("%s: took %lld ms (%s)", url_s, (long long)took, err);
+  if (needle1 && !strstr(err, needle1)) fail_msg("'%s' not in: %s", needle1, err);
+  if (needle2 && !strstr(err, needle2)) fail_msg("'%s' not in: %s", needle2, err);
+  assert_null(strchr(err, '\n'));
+  assert_null(strstr(err, PW));
+}
+
+static void test_tls_roundtrip(void **state) {
+  (void)state;
+  char u[200];
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tls.port, 0);
+  dg_redis_opts_t o = {.tls_ca_file = g_ca};
+  dg_redis_t *r = connect_ok(u, &o);
+  assert_int_equal(dg_redis_ping(r), 0);
+  char ver[32];
+  assert_int_equal(dg_redis_server_version(r, ver, sizeof ver), 0);
+  redisReply *rep = CMD(r, "ACL", "WHOAMI");
+  assert_string_equal(rep->str, "default");
+  freeReplyObject(rep);
+
+  /* Binary-safe values, one of 1 MiB: many TLS records each way. */
+  static const char bin[] = "a\r\nb\0c $3\r\n";
+  const char *set_argv[] = {"SET", "tls:bin", bin};
+  size_t set_len[] = {3, 7, sizeof bin - 1};
+  assert_int_equal(dg_redis_command(r, 3, set_argv, set_len, &rep), 0);
+  expect_status(rep, "OK");
+  rep = CMD(r, "GET", "tls:bin");
+  assert_int_equal(rep->len, sizeof bin - 1);
+  assert_memory_equal(rep->str, bin, sizeof bin - 1);
+  freeReplyObject(rep);
+  size_t big_n = 1 << 20;
+  char *big = malloc(big_n);
+  for (size_t i = 0; i < big_n; i++) big[i] = (char)('a' + i % 26);
+  const char *big_argv[] = {"SET", "tls:big", big};
+  size_t big_len[] = {3, 7, big_n};
+  assert_int_equal(dg_redis_command(r, 3, big_argv, big_len, &rep), 0);
+  expect_status(rep, "OK");
+  rep = CMD(r, "GET", "tls:big");
+  assert_int_equal(rep->len, big_n);
+  assert_memory_equal(rep->str, big, big_n);
+  freeReplyObject(rep);
+  free(big);
+
+  /* Pipelining: 5000 INCRs in one flush, replies in order. */
+  enum { N = 5000 };
+  const char *incr[] = {"INCR", "tls:ctr"};
+  rep = CMD(r, "DEL", "tls:ctr");
+  freeReplyObject(rep);
+  for (int i = 0; i < N; i++) assert_int_equal(dg_redis_append(r, 2, incr, NULL), 0);
+  assert_int_equal(dg_redis_flush(r), 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(dg_redis_get_reply(r, &rep), 0);
+    assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(rep->integer, i + 1);
+    freeReplyObject(rep);
+  }
+  /* The batch form too. */
+  const char *a1[] = {"SET", "tls:p", "1"}, *a2[] = {"GET", "tls:p"};
+  dg_redis_cmd_t cmds[2] = {{3, a1, NULL}, {2, a2, NULL}};
+  redisReply *reps[2];
+  assert_int_equal(dg_redis_pipeline(r, 2, cmds, reps), 0);
+  expect_status(reps[0], "OK");
+  assert_string_equal(reps[1]->str, "1");
+  freeReplyObject(reps[1]);
+  dg_redis_destroy(r);
+
+  /* By name (SNI + DNS name check), an ACL user from the URL, db and name. */
+  url_tls(u, sizeof u, "alice:" ALICE_PW_ENC "@", "localhost", g_tls.port, 3);
+  o.client_name = "dg-tls";
+  r = connect_ok(u, &o);
+  rep = CMD(r, "ACL", "WHOAMI");
+  assert_string_equal(rep->str, "alice");
+  freeReplyObject(rep);
+  rep = CMD(r, "CLIENT", "INFO");
+  assert_non_null(strstr(rep->str, " db=3 "));
+  assert_non_null(strstr(rep->str, " name=dg-tls "));
+  freeReplyObject(rep);
+  /* Reconnect reuses the loaded context. */
+  assert_int_equal(dg_redis_reconnect(r), 0);
+  assert_int_equal(dg_redis_ping(r), 0);
+  dg_redis_destroy(r);
+
+  /* A wrong password over TLS is still an AUTH failure, without the password. */
+  url_tls(u, sizeof u, ":wrongpass-hunter2@", "127.0.0.1", g_tls.port, 0);
+  o.client_name = NULL;
+  expect_connect_fail(u, &o, DG_EAUTH, 2000, "AUTH", NULL);
+  char err[512];
+  assert_int_equal(try_connect(u, &o, &r, err, sizeof err), DG_EAUTH);
+  assert_null(strstr(err, "hunter2"));
+}
+
+static void test_tls_verify(void **state) {
+  (void)state;
+  char u[200], want[200];
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tls.port, 0);
+  snprintf(want, sizeof want, "TLS handshake with 127.0.0.1:%d failed: certificate verify failed (",
+           g_tls.port);
+
+  /* A CA that did not sign the server certificate. redis-server sends its
+     CA along, so OpenSSL names the untrusted root it saw ("self-signed
+     certificate in certificate chain"); a server sending only its own
+     certificate gets "unable to get local issuer certificate". */
+  dg_redis_opts_t o = {.tls_ca_file = g_ca_other};
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1000, want, "certificate chain)");
+  /* No CA given: the system store does not know the test CA either. */
+  o = (dg_redis_opts_t){0};
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1000, want, "certificate chain)");
+
+  /* The right CA, but a name or IP the certificate is not for. */
+  o = (dg_redis_opts_t){.tls_ca_file = g_ca, .tls_server_name = "wrong.example"};
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1000, "certificate verify failed (hostname mismatch",
+                      "'wrong.example'");
+  o.tls_server_name = "127.0.0.2";
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1000, "certificate verify failed (IP address mismatch",
+                      "'127.0.0.2'");
+  /* A name override the certificate does have, on an IP URL. */
+  o.tls_server_name = "localhost";
+  dg_redis_t *r = connect_ok(u, &o);
+  dg_redis_destroy(r);
+
+  /* On a live object: unavailable, with backoff, and the reason kept. */
+  o = (dg_redis_opts_t){.tls_ca_file = g_ca_other, .backoff_min_ms = 10, .backoff_max_ms = 20};
+  dg_redis_url_t url;
+  char err[256];
+  assert_int_equal(dg_redis_url_parse(u, &url, NULL, 0), 0);
+  assert_int_equal(dg_redis_create(&url, &o, &r, err, sizeof err), 0);
+  dg_redis_url_dispose(&url);
+  assert_int_equal(dg_redis_ping(r), DG_EUNAVAIL);
+  assert_non_null(strstr(dg_redis_last_error(r), "certificate verify failed"));
+  dg_redis_status_t st;
+  dg_redis_status(r, &st);
+  assert_int_equal(st.failures, 1);
+  assert_int_equal(st.connected, 0);
+  sleep_ms(30);
+  assert_int_equal(dg_redis_reconnect(r), DG_EUNAVAIL); /* reloads the CA: still wrong */
+  assert_non_null(strstr(dg_redis_last_error(r), "certificate verify failed"));
+  dg_redis_destroy(r);
+}
+
+/* TLS spoken to a plaintext port, and plaintext to a TLS port. */
+static void test_tls_wrong_port_kind(void **state) {
+  (void)state;
+  char u[200];
+  /* redis-server's plaintext port waits for a line the ClientHello never
+     ends (it stops at the first NUL), so this ends at the connect timeout. */
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tcp.port, 0);
+  dg_redis_opts_t o = {.tls_ca_file = g_ca, .connect_timeout_ms = 400};
+  char want[160];
+  snprintf(want, sizeof want, "server at 127.0.0.1:%d did not answer TLS", g_tcp.port);
+  int64_t t0 = now_ms();
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1500, want, "plaintext port");
+  assert_true(now_ms() - t0 >= 350);
+
+  /* A plaintext peer that does answer: recognised at once. */
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(lfd, 16), 0);
+  assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, garbage_server, &lfd), 0);
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", ntohs(sa.sin_port), 0);
+  snprintf(want, sizeof want, "server at 127.0.0.1:%d did not answer TLS (is it a plaintext port?)",
+           ntohs(sa.sin_port));
+  o.connect_timeout_ms = 2000;
+  expect_connect_fail(u, &o, DG_EIO, 1000, want, NULL);
+  pthread_join(th, NULL);
+  close(lfd);
+
+  /* Plaintext to the TLS port: the server hangs up (or alerts) at once. */
+  snprintf(u, sizeof u, "redis://:" PW "@127.0.0.1:%d/0", g_tls.port);
+  char err[512];
+  dg_redis_t *r = NULL;
+  t0 = now_ms();
+  int rc = try_connect(u, NULL, &r, err, sizeof err);
+  assert_true(rc == DG_EUNAVAIL || rc == DG_EIO);
+  assert_true(now_ms() - t0 < 1000);
+  if (!strstr(err, "use a rediss:// URL") && !strstr(err, "is it a TLS port? use rediss://"))
+    fail_msg("unclear: %s", err);
+  assert_null(strstr(err, PW));
+}
+
+static void test_tls_client_cert(void **state) {
+  (void)state;
+  g_tls2.tls = 2;
+  g_tls2.port = free_port();
+  snprintf(g_tls2.log, sizeof g_tls2.log, "%s/tls2.log", g_dir);
+  assert_int_equal(srv_start(&g_tls2), 0);
+  char u[200];
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tls2.port, 0);
+
+  dg_redis_opts_t o = {.tls_ca_file = g_ca, .tls_cert_file = g_cli_crt, .tls_key_file = g_cli_key};
+  dg_redis_t *r = connect_ok(u, &o);
+  assert_int_equal(dg_redis_ping(r), 0);
+  dg_redis_destroy(r);
+
+  /* Without one: with TLS 1.3 the refusal is an alert after the handshake,
+     so it surfaces while reading the AUTH reply -- still a clear line. */
+  o = (dg_redis_opts_t){.tls_ca_file = g_ca};
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1000, "the server requires a client certificate", NULL);
+  /* One the server does not trust. */
+  o = (dg_redis_opts_t){.tls_ca_file = g_ca, .tls_cert_file = g_rogue_crt,
+                        .tls_key_file = g_rogue_key};
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1000, "the server rejected our client certificate",
+                      NULL);
+  /* The optional server takes a client certificate too. */
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tls.port, 0);
+  o = (dg_redis_opts_t){.tls_ca_file = g_ca, .tls_cert_file = g_cli_crt, .tls_key_file = g_cli_key};
+  r = connect_ok(u, &o);
+  dg_redis_destroy(r);
+  srv_kill(&g_tls2);
+}
+
+/* Unusable TLS files fail the attempt with DG_EINVAL naming the file. */
+static void test_tls_bad_files(void **state) {
+  (void)state;
+  char u[200];
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tls.port, 0);
+  dg_redis_opts_t o = {.tls_ca_file = "/nonexistent/ca.crt"};
+  expect_connect_fail(u, &o, DG_EINVAL, 1000, "/nonexistent/ca.crt", "No such file");
+  o.tls_ca_file = g_not_pem;
+  expect_connect_fail(u, &o, DG_EINVAL, 1000, "TLS CA file", g_not_pem);
+  o.tls_ca_file = g_dir; /* a directory of hashed CAs: loads, but trusts nothing here */
+  expect_connect_fail(u, &o, DG_EUNAVAIL, 1000, "certificate verify failed", NULL);
+  /* An encrypted key fails instead of prompting on the terminal. */
+  o = (dg_redis_opts_t){.tls_ca_file = g_ca, .tls_cert_file = g_cli_crt, .tls_key_file = g_enc_key};
+  expect_connect_fail(u, &o, DG_EINVAL, 1000, "TLS client key", "unencrypted");
+  /* A key of another certificate. */
+  o.tls_key_file = g_srv_key;
+  expect_connect_fail(u, &o, DG_EINVAL, 1000, "TLS client key", g_srv_key);
+  o.tls_key_file = g_cli_key;
+  o.tls_cert_file = g_not_pem;
+  expect_connect_fail(u, &o, DG_EINVAL, 1000, "TLS client certificate", g_not_pem);
+}
+
+/* The server closes an idle TLS connection: the probe notices, no resend. */
+static void test_tls_idle_close(void **state) {
+  (void)state;
+  char u[200];
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tls.port, 0);
+  dg_redis_opts_t o = {.tls_ca_file = g_ca};
+  dg_redis_t *a = connect_ok(u, &o);
+  dg_redis_t *b = connect_ok(u, &o);
+  redisReply *rep = CMD(a, "CLIENT", "ID");
+  char id[32];
+  snprintf(id, sizeof id, "%lld", rep->integer);
+  freeReplyObject(rep);
+  rep = CMD(b, "CLIENT", "KILL", "ID", id);
+  assert_int_equal(rep->integer, 1);
+  freeReplyObject(rep);
+  sleep_ms(50);
+  assert_int_equal(dg_redis_ping(a), 0);
+  dg_redis_status_t st;
+  dg_redis_status(a, &st);
+  assert_int_equal(st.connects, 2);
+
+  /* Killed with replies outstanding: each owed reply fails, nothing hangs. */
+  rep = CMD(a, "CLIENT", "ID");
+  snprintf(id, sizeof id, "%lld", rep->integer);
+  freeReplyObject(rep);
+  const char *blk[] = {"BLPOP", "t:nolist", "5"};
+  const char *ping[] = {"PING"};
+  assert_int_equal(dg_redis_append(a, 3, blk, NULL), 0);
+  assert_int_equal(dg_redis_append(a, 1, ping, NULL), 0);
+  assert_int_equal(dg_redis_flush(a), 0);
+  sleep_ms(50);
+  rep = CMD(b, "CLIENT", "KILL", "ID", id);
+  freeReplyObject(rep);
+  int64_t t0 = now_ms();
+  assert_int_equal(dg_redis_get_reply(a, &rep), DG_EIO);
+  assert_int_equal(dg_redis_get_reply(a, &rep), DG_EIO);
+  assert_true(now_ms() - t0 < 1000);
+  assert_int_equal(dg_redis_ping(a), 0);
+  dg_redis_destroy(a);
+  dg_redis_destroy(b);
+}
+
+/* A hung TLS server: command and handshake time out on schedule, then recover. */
+static void test_tls_hung_server(void **state) {
+  (void)state;
+  dg_redis_opts_t o = {.tls_ca_file = g_ca, .command_timeout_ms = 300, .connect_timeout_ms = 300,
+                       .backoff_min_ms = 10, .backoff_max_ms = 40};
+  char u[200];
+  url_tls(u, sizeof u, ":" PW "@", "127.0.0.1", g_tls.port, 0);
+  dg_redis_t *r = connect_ok(u, &o);
+  assert_int_equal(kill(g_tls.pid, SIGSTOP), 0);
+  int64_t t0 = now_ms();
+  assert_int_equal(dg_redis_ping(r), DG_ETIMEOUT);
+  int64_t took = now_ms() - t0;
+  assert_true(took >= 250 && took < 1500);
+  t0 = now_ms();
+  assert_int_equal(dg_redis_ping(r), DG_EUNAVAIL); /* TCP accepted, no handshake */
+  took = now_ms() - t0;
+  assert_true(took >= 250 && took < 1500);
+  assert_non_null(strstr(dg_redis_last_error(r), "did not answer TLS before the connect timeout"));
+  assert_int_equal(kill(g_tls.pid, SIGCONT), 0);
+  int64_t deadline = now_ms() + 5000;
+  int rc;
+  while ((rc = dg_redis_ping(r)) != 0 && now_ms() < deadline) sleep_ms(20);
+  assert_int_equal(rc, 0);
+  dg_redis_destroy(r);
+}
+
+/* Kill the TLS server, fail fast, restart it on the same port, recover. */
+static void test_tls_reconnect_after_restart(void **state) {
+  (void)state;
+  dg_redis_opts_t o = {.tls_ca_file = g_ca, .command_timeout_ms = 1000, .connect_timeout_ms = 500,
+                       .backoff_min_ms = 20, .backoff_max_ms = 200};
+  char u[200];
+  url_tls(u, sizeof u, ":" PW "@", "localhost", g_tls.port, 0);
+  dg_redis_t *r = connect_ok(u, &o);
+  expect_status(CMD(r, "SET", "tls:survives", "no"), "OK");
+  srv_kill(&g_tls);
+  for (int i = 0; i < 10; i++) {
+    int64_t t0 = now_ms();
+    int rc = dg_redis_ping(r);
+    if (rc != DG_EIO && rc != DG_EUNAVAIL) fail_msg("ping while down: %d", rc);
+    assert_true(now_ms() - t0 < 700);
+    sleep_ms(10);
+  }
+  assert_int_equal(srv_start(&g_tls), 0);
+  int64_t deadline = now_ms() + 5000;
+  int rc;
+  while ((rc = dg_redis_ping(r)) != 0 && now_ms() < deadline) sleep_ms(10);
+  if (rc != 0) fail_msg("no recovery: %s", dg_redis_last_error(r));
+  dg_redis_status_t st;
+  dg_redis_status(r, &st);
+  assert_int_equal(st.connects, 2);
+  assert_int_equal(st.failures, 0);
+  redisReply *rep = CMD(r, "GET", "tls:survives");
+  assert_int_equal(rep->type, REDIS_REPLY_NIL);
+  freeReplyObject(rep);
+  dg_redis_destroy(r);
+}
+
+/* ======================================================================= */
+/* The TLS transport against an in-process server                            */
+/* ======================================================================= */
+
+/*
+ * mini: one TLS connection served by a thread with OpenSSL on a blocking
+ * socket. The test drives it over a socketpair, one command byte at a time,
+ * and waits for the echo: 'p' send "+PONG\r\n", 'n' send close_notify,
+ * 'c' close the socket without one, 'q' quit. After the handshake the
+ * thread sends 'k' (or 'f' if it failed) and records the SNI it saw.
+ */
+typedef struct mini_s {
+  int lfd;             /* listening socket */
+  int port;            /* its port */
+  int ctl[2];          /* [0] test side, [1] thread side */
+  SSL_CTX *ctx;        /* server context: g_srv_crt */
+  pthread_t th;
+  char sni[256];       /* server name the client sent, "" if none */
+} mini_t;
+
+static void *mini_run(void *arg) {
+  mini_t *m = arg;
+  int fd = accept(m->lfd, NULL, NULL);
+  SSL *ssl = NULL;
+  char c = 'f';
+  if (fd >= 0) {
+    /* As redis-server does: without it, Nagle holds a small reply back
+       until the client's delayed ACK of the session tickets (~40 ms). */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ssl = SSL_new(m->ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+      const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+      snprintf(m->sni, sizeof m->sni, "%s", sni ? sni : "");
+      c = 'k';
+    }
+  }
+  (void)!write(m->ctl[1], &c, 1);
+  while (read(m->ctl[1], &c, 1) == 1 && c != 'q') {
+    if (c == 'p' && ssl) (void)SSL_write(ssl, "+PONG\r\n", 7);
+    if (c == 'n' && ssl) (void)SSL_shutdown(ssl);
+    if (c == 'c') {
+      SSL_free(ssl);
+      ssl = NULL;
+      close(fd);
+      fd = -1;
+    }
+    (void)!write(m->ctl[1], &c, 1);
+  }
+  SSL_free(ssl);
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
+static void mini_start(mini_t *m) {
+  memset(m, 0, sizeof *m);
+  m->lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  assert_int_equal(bind(m->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(m->lfd, 4), 0);
+  assert_int_equal(getsockname(m->lfd, (struct sockaddr *)&sa, &sl), 0);
+  m->port = ntohs(sa.sin_port);
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, m->ctl), 0);
+  m->ctx = SSL_CTX_new(TLS_server_method());
+  assert_non_null(m->ctx);
+  assert_int_equal(SSL_CTX_use_certificate_chain_file(m->ctx, g_srv_crt), 1);
+  assert_int_equal(SSL_CTX_use_PrivateKey_file(m->ctx, g_srv_key, SSL_FILETYPE_PEM), 1);
+  assert_int_equal(pthread_create(&m->th, NULL, mini_run, m), 0);
+}
+
+/* Sends command c to the thread and waits for its echo. */
+static void mini_cmd(mini_t *m, char c) {
+  char e = 0;
+  assert_int_equal(write(m->ctl[0], &c, 1), 1);
+  assert_int_equal(read(m->ctl[0], &e, 1), 1);
+  assert_int_equal(e, c);
+  sleep_ms(30); /* let the bytes cross loopback */
+}
+
+static void mini_stop(mini_t *m) {
+  char q = 'q';
+  (void)!write(m->ctl[0], &q, 1);
+  pthread_join(m->th, NULL);
+  close(m->ctl[0]);
+  close(m->ctl[1]);
+  close(m->lfd);
+  SSL_CTX_free(m->ctx);
+}
+
+/* Opens the TLS transport to the mini server by host (and server_name). */
+static dg__redis_transport_t *mini_open(mini_t *m, dg__redis_tls_ctx_t *ctx, const char *host,
+                                        const char *server_name) {
+  char u_s[128], err[256] = "";
+  snprintf(u_s, sizeof u_s, "rediss://%s:%d", host, m->port);
+  dg_redis_url_t url;
+  assert_int_equal(dg_redis_url_parse(u_s, &url, NULL, 0), 0);
+  dg__redis_transport_t *tp = NULL;
+  int rc = dg__redis_tls_open(&url, ctx, server_name, now_ms() + 2000, &tp, err, sizeof err);
+  dg_redis_url_dispose(&url);
+  if (rc != 0) fail_msg("tls open %s: %s", u_s, err);
+  char ok = 0;
+  assert_int_equal(read(m->ctl[0], &ok, 1), 1);
+  assert_int_equal(ok, 'k');
+  assert_string_equal(tp->ops->name, "tls");
+  return tp;
+}
+
+static void test_tls_transport(void **state) {
+  (void)state;
+  /* Nothing here may raise SIGPIPE: with the default action it would kill us. */
+  void (*old_pipe)(int) = signal(SIGPIPE, SIG_DFL);
+  dg__redis_tls_ctx_t *ctx = NULL;
+  char err[256];
+  dg__redis_tls_opts_t to = {g_ca, NULL, NULL};
+  assert_int_equal(dg__redis_tls_ctx_create(&to, &ctx, err, sizeof err), 0);
+  mini_t m;
+  char buf[64];
+
+  /* SNI for a name. TLS 1.3 session tickets arrive after the handshake:
+     the idle probe consumes them and says the connection is fine. */
+  mini_start(&m);
+  dg__redis_transport_t *tp = mini_open(&m, ctx, "localhost", NULL);
+  assert_string_equal(m.sni, "localhost");
+  sleep_ms(30);
+  assert_int_equal(tp->ops->probe(tp), 0);
+  assert_int_equal(tp->ops->probe(tp), 0);
+  /* A reply read only in part: the rest waits inside OpenSSL (SSL_pending),
+     invisible to the socket, and the probe must count it. */
+  mini_cmd(&m, 'p');
+  assert_int_equal(tp->ops->read(tp, buf, 2, now_ms() + 1000), 2);
+  assert_memory_equal(buf, "+P", 2);
+  assert_int_equal(tp->ops->probe(tp), DG_EIO);
+  assert_non_null(strstr(tp->err, "unexpected data"));
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+
+  /* No SNI for an IP literal; the override name is sent instead. */
+  mini_start(&m);
+  tp = mini_open(&m, ctx, "127.0.0.1", NULL);
+  assert_string_equal(m.sni, "");
+  /* Write and read round trip. */
+  assert_int_equal(tp->ops->write(tp, "PING\r\n", 6, now_ms() + 1000), 6);
+  mini_cmd(&m, 'p');
+  ssize_t n = tp->ops->read(tp, buf, sizeof buf, now_ms() + 1000);
+  assert_int_equal(n, 7);
+  assert_memory_equal(buf, "+PONG\r\n", 7);
+  assert_int_equal(tp->ops->probe(tp), 0);
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+  mini_start(&m);
+  tp = mini_open(&m, ctx, "127.0.0.1", "localhost");
+  assert_string_equal(m.sni, "localhost");
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+
+  /* A silent server: read returns DG_ETIMEOUT at its deadline. */
+  mini_start(&m);
+  tp = mini_open(&m, ctx, "127.0.0.1", NULL);
+  int64_t t0 = now_ms();
+  assert_int_equal(tp->ops->read(tp, buf, sizeof buf, t0 + 200), DG_ETIMEOUT);
+  int64_t took = now_ms() - t0;
+  assert_true(took >= 190 && took < 1000);
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+
+  /* Data the client did not ask for, still on the socket. */
+  mini_start(&m);
+  tp = mini_open(&m, ctx, "127.0.0.1", NULL);
+  mini_cmd(&m, 'p');
+  assert_int_equal(tp->ops->probe(tp), DG_EIO);
+  assert_non_null(strstr(tp->err, "unexpected data"));
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+
+  /* close_notify, then a plain close: both read as closed while idle. */
+  mini_start(&m);
+  tp = mini_open(&m, ctx, "127.0.0.1", NULL);
+  mini_cmd(&m, 'n');
+  assert_int_equal(tp->ops->probe(tp), DG_EIO);
+  assert_non_null(strstr(tp->err, "closed by server while idle"));
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+  mini_start(&m);
+  tp = mini_open(&m, ctx, "127.0.0.1", NULL);
+  mini_cmd(&m, 'c');
+  assert_int_equal(tp->ops->probe(tp), DG_EIO);
+  assert_non_null(strstr(tp->err, "closed by server while idle"));
+  /* Writing on: the peer's RST turns into DG_EIO, not SIGPIPE. */
+  n = 0;
+  for (int i = 0; i < 50 && n >= 0; i++) {
+    n = tp->ops->write(tp, "PING\r\n", 6, now_ms() + 1000);
+    sleep_ms(5);
+  }
+  assert_int_equal(n, DG_EIO);
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+
+  /* A server that does not read: writes stop at the deadline. */
+  mini_start(&m);
+  tp = mini_open(&m, ctx, "127.0.0.1", NULL);
+  size_t chunk = 256 * 1024, total = 0;
+  char *big = calloc(1, chunk);
+  t0 = now_ms();
+  int64_t deadline = t0 + 300;
+  while ((n = tp->ops->write(tp, big, chunk, deadline)) > 0) total += (size_t)n;
+  took = now_ms() - t0;
+  assert_int_equal(n, DG_ETIMEOUT);
+  assert_true(total > 0);
+  assert_true(took >= 290 && took < 2000);
+  assert_non_null(strstr(tp->err, "timed out"));
+  free(big);
+  tp->ops->destroy(tp);
+  mini_stop(&m);
+
+  /* A server that sends only its own certificate, checked against the
+     wrong CA: the issuer is simply unknown. */
+  dg__redis_tls_ctx_t *other = NULL;
+  to.ca_file = g_ca_other;
+  assert_int_equal(dg__redis_tls_ctx_create(&to, &other, err, sizeof err), 0);
+  mini_start(&m);
+  char u_s[64], want[160];
+  snprintf(u_s, sizeof u_s, "rediss://127.0.0.1:%d", m.port);
+  dg_redis_url_t url;
+  assert_int_equal(dg_redis_url_parse(u_s, &url, NULL, 0), 0);
+  tp = NULL;
+  assert_int_equal(dg__redis_tls_open(&url, other, NULL, now_ms() + 2000, &tp, err, sizeof err),
+                   DG_EUNAVAIL);
+  assert_null(tp);
+  snprintf(want, sizeof want,
+           "TLS handshake with 127.0.0.1:%d failed: certificate verify failed (unable to get "
+           "local issuer certificate)", m.port);
+  assert_string_equal(err, want);
+  char c = 0;
+  assert_int_equal(read(m.ctl[0], &c, 1), 1);
+  assert_int_equal(c, 'f'); /* the server saw the handshake fail too */
+  dg_redis_url_dispose(&url);
+  mini_stop(&m);
+  dg__redis_tls_ctx_destroy(other);
+
+  /* Context errors name the file. */
+  to = (dg__redis_tls_opts_t){g_ca, g_cli_crt, NULL};
+  assert_int_equal(dg__redis_tls_ctx_create(&to, &other, err, sizeof err), DG_EINVAL);
+  to = (dg__redis_tls_opts_t){g_dir, g_cli_crt, g_cli_crt}; /* the cert is no key */
+  assert_int_equal(dg__redis_tls_ctx_create(&to, &other, err, sizeof err), DG_EINVAL);
+  assert_non_null(strstr(err, "TLS client key"));
+
+  dg__redis_tls_ctx_destroy(ctx);
+  signal(SIGPIPE, old_pipe);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_url_good),
@@ -1352,6 +2134,15 @@ int main(void) {
       cmocka_unit_test(test_idle_close),
       cmocka_unit_test(test_hung_server),
       cmocka_unit_test(test_unix_socket),
+      cmocka_unit_test(test_tls_transport),
+      cmocka_unit_test(test_tls_roundtrip),
+      cmocka_unit_test(test_tls_verify),
+      cmocka_unit_test(test_tls_wrong_port_kind),
+      cmocka_unit_test(test_tls_client_cert),
+      cmocka_unit_test(test_tls_bad_files),
+      cmocka_unit_test(test_tls_idle_close),
+      cmocka_unit_test(test_tls_hung_server),
+      cmocka_unit_test(test_tls_reconnect_after_restart),
       cmocka_unit_test(test_reconnect_after_restart),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1,0 +1,251 @@
+/*
+ * events.c -- GET /events: the update objects of get_updates as
+ * Server-Sent Events.
+ *
+ *   id: <update id>
+ *   event: update
+ *   data: <update object>
+ *
+ * Resume with Last-Event-ID (or ?since=): the stream first replays what
+ * response_duck holds after that id (XRANGE), then follows live outcomes
+ * from the hub. The subscription is made *before* the replay is read, and
+ * live events at or below the last replayed id are skipped, so nothing falls
+ * in the gap and nothing comes twice. A comment line every 15 s keeps
+ * proxies and clients from timing out (DUCKGRID_HEARTBEAT_MS). When the resume point is older than
+ * what is retained: `event: gone` and the stream ends (the client reloads).
+ * A client that falls more than DUCKGRID_CLIENT_BUFFER bytes behind gets `event: dropped`
+ * with the reason and the stream ends; it can resume with Last-Event-ID.
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <ulfius.h>
+
+#include "dg/buf.h"
+#include "dg/catalog.h"
+#include "dg/common.h"
+#include "dg/http.h"
+#include "dg/hub.h"
+#include "dg/redis_pool.h"
+
+/* Entries replayed per XRANGE round trip. */
+#define REPLAY_PAGE "1000"
+/* Entries replayed at most; a client further behind gets `gone`. */
+#define REPLAY_MAX 200000
+
+typedef struct {
+  dg_app_t *app;
+  dg_sub_t *sub;
+  char table[DG_NAME_MAX + 1];   /* "" = every table */
+  dg_buf_t out;                  /* bytes ready to send */
+  size_t sent;                   /* of out */
+  dg_redis_xid_t last;           /* last id sent (replay or live) */
+  int ended;
+} sse_t;
+
+static void sse_event(sse_t *s, const char *id, const char *res, size_t len) {
+  dg_buf_printf(&s->out, "id: %s\nevent: update\ndata: ", id);
+  dg_buf_append(&s->out, res, len);
+  dg_buf_puts(&s->out, "\n\n");
+}
+
+static int table_matches(const char *table, const char *res, size_t len) {
+  if (table[0] == '\0') return 1;
+  json_t *o = json_loadb(res, len, 0, NULL);
+  int yes = 0;
+  const char *t = json_string_value(json_object_get(o, "table"));
+  if (t && strcmp(t, table) == 0) yes = 1;
+  json_t *ch = json_object_get(o, "changes");
+  for (size_t i = 0; !yes && i < json_array_size(ch); i++) {
+    const char *ct = json_string_value(json_object_get(json_array_get(ch, i), "table"));
+    yes = ct && strcmp(ct, table) == 0;
+  }
+  json_decref(o);
+  return yes;
+}
+
+static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
+  sse_t *s = arg;
+  (void)offset;
+  for (;;) {
+    if (s->sent < s->out.len) {
+      size_t n = s->out.len - s->sent;
+      if (n > max) n = max;
+      memcpy(buf, s->out.data + s->sent, n);
+      s->sent += n;
+      if (s->sent == s->out.len) {
+        dg_buf_reset(&s->out);
+        s->sent = 0;
+      }
+      return (ssize_t)n;
+    }
+    if (s->ended) return U_STREAM_END;
+    dg_event_t *ev = NULL;
+    int rc = dg_sub_next(s->app->hub, s->sub, s->app->cfg->heartbeat_ms, &ev);
+    if (rc == DG_HUB_EVENT) {
+      dg_redis_xid_t id;
+      if (dg_redis_xid_parse(ev->id, strlen(ev->id), &id) == 0 && dg_redis_xid_cmp(id, s->last) > 0) {
+        sse_event(s, ev->id, ev->res, ev->len);
+        s->last = id;
+      }
+      dg_event_release(s->app->hub, ev);
+    } else if (rc == DG_HUB_TIMEOUT) {
+      dg_buf_puts(&s->out, ": keepalive\n\n");
+    } else if (rc == DG_HUB_DROPPED) {
+      dg_buf_printf(&s->out,
+                    "event: dropped\ndata: {\"reason\":\"the client fell more than %zu bytes behind; "
+                    "resume with Last-Event-ID\"}\n\n",
+                    s->app->cfg->client_buffer);
+      s->ended = 1;
+    } else {
+      dg_buf_puts(&s->out, "event: shutdown\ndata: {\"reason\":\"the server is stopping\"}\n\n");
+      s->ended = 1;
+    }
+  }
+}
+
+static void sse_free(void *arg) {
+  sse_t *s = arg;
+  dg_hub_unsubscribe(s->app->hub, s->sub);
+  dg_buf_dispose(&s->out);
+  dg_free(s);
+}
+
+/* Replays response_duck after `since` into s->out. 0, DG_EGONE, DG_EUNAVAIL. */
+static int replay(sse_t *s, const char *since_text) {
+  dg_app_t *app = s->app;
+  dg_redis_t *c = dg_redis_pool_get(app->redis);
+  int rc = 0;
+  /* Gone: something was trimmed and the resume point is before what is left. */
+  if (s->last.ms || s->last.seq) {
+    const char *argv[] = {"XINFO", "STREAM", app->res_stream};
+    redisReply *rep;
+    if (dg_redis_command(c, 3, argv, NULL, &rep) != 0) {
+      dg_redis_pool_put(app->redis, c);
+      return DG_EUNAVAIL;
+    }
+    long long added = -1, length = -1;
+    dg_redis_xid_t first = {0, 0};
+    int have_first = 0;
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
+      redisReply *k = rep->element[i], *v = rep->element[i + 1];
+      if (k->type != REDIS_REPLY_STRING) continue;
+      if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER) added = v->integer;
+      if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER) length = v->integer;
+      if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY && v->elements >= 1 &&
+          v->element[0]->type == REDIS_REPLY_STRING)
+        have_first = dg_redis_xid_parse(v->element[0]->str, v->element[0]->len, &first) == 0;
+    }
+    freeReplyObject(rep);
+    if (added > length && have_first && dg_redis_xid_cmp(s->last, first) < 0) rc = DG_EGONE;
+  }
+  char cursor[DG_REDIS_XID_BUFSZ + 1];
+  snprintf(cursor, sizeof cursor, "(%s", since_text);
+  size_t total = 0;
+  while (rc == 0 && total < REPLAY_MAX) {
+    const char *argv[] = {"XRANGE", app->res_stream, cursor, "+", "COUNT", REPLAY_PAGE};
+    redisReply *rep;
+    if (dg_redis_command(c, 6, argv, NULL, &rep) != 0) {
+      rc = DG_EUNAVAIL;
+      break;
+    }
+    dg_redis_xiter_t it;
+    dg_redis_xentry_t e;
+    size_t n = 0;
+    if (dg_redis_xiter_init_xrange(&it, rep) == 0) {
+      while (dg_redis_xiter_next(&it, &e)) {
+        n++;
+        dg_redis_str_t v;
+        char id[DG_REDIS_XID_BUFSZ];
+        snprintf(id, sizeof id, "%.*s", (int)e.id.len, e.id.ptr);
+        dg_redis_xid_parse(id, strlen(id), &s->last);
+        snprintf(cursor, sizeof cursor, "(%s", id);
+        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0 && table_matches(s->table, v.ptr, v.len))
+          sse_event(s, id, v.ptr, v.len);
+      }
+    }
+    freeReplyObject(rep);
+    total += n;
+    if (n == 0) break;
+  }
+  if (rc == 0 && total >= REPLAY_MAX) rc = DG_EGONE;
+  dg_redis_pool_put(app->redis, c);
+  return rc;
+}
+
+static int events_get(dg_req_t *r) {
+  dg_app_t *app = r->app;
+  const char *table = dg_query(r, "table");
+  const char *since = dg_header(r, "Last-Event-ID");
+  if (since == NULL) since = dg_query(r, "since");
+  if (table && *table && !dg_name_valid(table)) {
+    dg_problem(r, 400, NULL, "'%.80s' is not a valid table name", table);
+    return 0;
+  }
+  dg_redis_xid_t last = {0, 0};
+  int do_replay = 0;
+  if (since && *since && strcmp(since, "$") != 0) {
+    if (strcmp(since, "0") == 0) {
+      do_replay = 1;
+    } else if (dg_redis_xid_parse(since, strlen(since), &last) == 0) {
+      do_replay = 1;
+    } else {
+      dg_problem(r, 400, NULL, "since / Last-Event-ID must be an update id (ms-seq), 0 or $");
+      return 0;
+    }
+  }
+  sse_t *s = dg_calloc(1, sizeof *s);
+  s->app = app;
+  snprintf(s->table, sizeof s->table, "%s", table && *table ? table : "");
+  const char *filter[1] = {s->table};
+  s->sub = dg_hub_subscribe(app->hub, s->table[0] ? filter : NULL, s->table[0] ? 1 : 0, app->cfg->client_buffer);
+  dg_buf_init(&s->out);
+  dg_buf_puts(&s->out, "retry: 2000\n\n");
+  if (do_replay) {
+    char text[DG_REDIS_XID_BUFSZ];
+    dg_redis_xid_format(last, text, sizeof text);
+    s->last = last;
+    int rc = replay(s, text);
+    if (rc == DG_EUNAVAIL) {
+      sse_free(s);
+      dg_problem(r, 503, NULL, "the update stream (Redis) is unavailable");
+      return 0;
+    }
+    if (rc == DG_EGONE) {
+      dg_buf_reset(&s->out);
+      dg_buf_puts(&s->out, "retry: 2000\n\nevent: gone\ndata: {\"status\":410,\"code\":\"gone\",\"title\":\"Gone\","
+                           "\"detail\":\"the resume point is older than what is retained; reload the tables\"}\n\n");
+      s->ended = 1;
+    }
+  } else {
+    /* Live only: start after the newest retained entry. */
+    dg_redis_t *c = dg_redis_pool_get(app->redis);
+    const char *argv[] = {"XREVRANGE", app->res_stream, "+", "-", "COUNT", "1"};
+    redisReply *rep;
+    if (dg_redis_command(c, 6, argv, NULL, &rep) != 0) {
+      dg_redis_pool_put(app->redis, c);
+      sse_free(s);
+      dg_problem(r, 503, NULL, "the update stream (Redis) is unavailable");
+      return 0;
+    }
+    dg_redis_xiter_t it;
+    dg_redis_xentry_t e;
+    if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e))
+      dg_redis_xid_parse(e.id.ptr, e.id.len, &s->last);
+    freeReplyObject(rep);
+    dg_redis_pool_put(app->redis, c);
+  }
+  ulfius_set_stream_response(r->resp, 200, sse_read, sse_free, U_STREAM_SIZE_UNKNOWN, 16384, s);
+  u_map_put(r->resp->map_header, "Content-Type", "text/event-stream");
+  u_map_put(r->resp->map_header, "Cache-Control", "no-cache");
+  u_map_put(r->resp->map_header, "X-Accel-Buffering", "no");
+  r->status = 200;
+  return 0;
+}
+
+const dg_route_t dg_routes_events[] = {
+    {"GET", "/events", DG_ROLE_READ, events_get, 0},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+};

@@ -1,0 +1,338 @@
+/*
+ * fuzz_mgr_apply.c -- libFuzzer harness for the manager's request decoder:
+ * dg__mgr_apply() and dg__mgr_is_ddl() (src/manager/apply.c), i.e. JSON
+ * taken from request_duck -> engine operations -> the outcome JSON.
+ *
+ * apply.c is compiled into this file (its helpers are static) against an
+ * in-memory manager: no Redis, no DuckDB. Every input starts from the same
+ * state -- tables `sales` (name text, sales number(2), qty number(0), note
+ * text) with a 6-row tree and `t2` (v number(6)) with 2 rows -- set up
+ * through dg__mgr_apply itself.
+ *
+ * Input: byte 0 is a bit pattern deciding, batch by batch, whether the batch
+ * "commits" or is undone as after a failed DuckDB transaction; the rest is
+ * up to 16 requests separated by NUL bytes (an empty one stands for an entry
+ * without a `req` field). Requests are batched as manager.c's run_entries
+ * does: every DDL request (dg__mgr_is_ddl) alone.
+ * Checks, after every request:
+ *   - every table passes dg_etable_verify();
+ *   - the outcome is a JSON object with the request's stream_id, its
+ *     request_id, and status "applied" or "rejected" (with an error object
+ *     whose status is 400/404/409); a duplicate request_id has no outcome;
+ *   - a rejected or duplicate request changed nothing: all tables, their
+ *     rows, numbers, holds and texts equal the snapshot before it, and its
+ *     audit rows and DDL are gone;
+ * and after a batch without DDL that is undone, everything equals the
+ * snapshot taken before the batch.
+ */
+#include "../../src/manager/apply.c"
+
+#include <stdlib.h>
+
+#include "dg/waiters.h"
+
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      fprintf(stderr, "fuzz: invariant failed: %s (%s:%d): ", #cond,       \
+              __FILE__, __LINE__);                                         \
+      fprintf(stderr, __VA_ARGS__);                                        \
+      fputc('\n', stderr);                                                 \
+      abort();                                                             \
+    }                                                                      \
+  } while (0)
+
+/* ---- what the harness does not link ------------------------------------------ */
+
+/* A view's SQL is checked by DuckDB in production; here a SELECT passes. */
+int dg_view_sql_check(duckdb_connection c, const char *sql, char *err, size_t errcap) {
+  (void)c;
+  if (strncmp(sql, "SELECT ", 7) == 0) return 0;
+  snprintf(err, errcap, "only a single read-only SELECT is accepted");
+  return DG_EINVAL;
+}
+
+/* reader.c, linked for dg_tabledef_from_json, references these; none is
+ * called. A new dependency of reader.c needs one more stub here. */
+struct dg_hub_s;
+void dg_hub_publish(struct dg_hub_s *h, const char *id, const char *res, size_t len,
+                    const char *const *tables, size_t ntables);
+void dg_hub_publish(struct dg_hub_s *h, const char *id, const char *res, size_t len,
+                    const char *const *tables, size_t ntables) {
+  (void)h, (void)id, (void)res, (void)len, (void)tables, (void)ntables;
+  abort();
+}
+duckdb_connection dg_db_conn(dg_db_t *db) { (void)db; abort(); }
+int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res, size_t len) {
+  (void)ws, (void)request_id, (void)res, (void)len;
+  abort();
+}
+int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_redis_t **out,
+                    char *err, size_t errcap) {
+  (void)url, (void)opts, (void)out, (void)err, (void)errcap;
+  abort();
+}
+void dg_redis_destroy(dg_redis_t *r) { (void)r; }
+int dg_redis_command(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen,
+                     redisReply **reply) {
+  (void)r, (void)argc, (void)argv, (void)argvlen, (void)reply;
+  abort();
+}
+int dg_redis_command_timeout(dg_redis_t *r, int timeout_ms, int argc, const char **argv,
+                             const size_t *argvlen, redisReply **reply) {
+  (void)r, (void)timeout_ms, (void)argc, (void)argv, (void)argvlen, (void)reply;
+  abort();
+}
+
+/* ---- the manager ---------------------------------------------------------------- */
+
+#define MAXREQS 16
+
+static mreq_t *req_add(dg_manager_t *m, int seq) {
+  if (m->nreqs == m->reqs_cap) {
+    m->reqs_cap = m->reqs_cap ? m->reqs_cap * 2 : 8;
+    m->reqs = dg_realloc(m->reqs, m->reqs_cap * sizeof *m->reqs);
+  }
+  mreq_t *r = &m->reqs[m->nreqs++];
+  memset(r, 0, sizeof *r);
+  snprintf(r->stream_id, sizeof r->stream_id, "1700000000000-%d", seq);
+  return r;
+}
+
+/* manager.c's batch_clear. */
+static void batch_clear(dg_manager_t *m) {
+  for (size_t i = 0; i < m->nreqs; i++) dg_free(m->reqs[i].res);
+  m->nreqs = 0;
+  for (size_t i = 0; i < m->nhist; i++) {
+    dg_free(m->hist[i].old_text);
+    dg_free(m->hist[i].new_text);
+  }
+  m->nhist = 0;
+  for (size_t i = 0; i < m->nddl; i++) dg_free(m->ddl[i]);
+  m->nddl = 0;
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    mtable_t *t = m->tables[i];
+    if (t == NULL) continue;
+    if (t->touched.count) {
+      dg_idset_dispose(&t->touched);
+      dg_idset_dispose(&t->fresh);
+    }
+  }
+  dg_idset_dispose(&m->batch_seen);
+}
+
+/* manager.c's batch_undo, without the reload from DuckDB after DDL. */
+static void batch_undo(dg_manager_t *m) {
+  dg__mgr_batch_end(m, 0);
+  for (size_t i = 0; i < m->batch_seen.cap; i++)
+    if (m->batch_seen.state[i] == 1) dg_idset_remove(&m->seen_requests, m->batch_seen.keys[i]);
+  batch_clear(m);
+}
+
+static void mgr_free(dg_manager_t *m) {
+  batch_clear(m);
+  for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
+  dg_free(m->tables);
+  for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);
+  dg_free(m->views);
+  dg_free(m->reqs);
+  dg_free(m->hist);
+  dg_free(m->ddl);
+  dg_changes_destroy(m->changes);
+  dg_buf_dispose(&m->json);
+  dg_idset_dispose(&m->seen_requests);
+  dg_idset_dispose(&m->batch_seen);
+  dg_free(m);
+}
+
+/* Everything a request may change, as text: tables, rows in pre-order with
+ * numbers, holds and texts; views; the next row id. */
+static void render_rows(dg_buf_t *b, const mtable_t *t, int64_t parent, int depth) {
+  CHECK(depth < 10000, "table '%s' nests deeper than its rows", t->def->name);
+  int64_t after = DG_ROW_NONE;
+  uint32_t nnum = dg_etable_num_columns(t->et), ntext = dg_etable_text_columns(t->et);
+  for (;;) {
+    int64_t ids[32];
+    size_t n = 0;
+    CHECK(dg_etable_children_get(t->et, parent, after, ids, 32, &n) == 0, "children_get");
+    for (size_t k = 0; k < n; k++) {
+      dg_buf_printf(b, " %" PRId64 "<%" PRId64 ":", ids[k], parent);
+      for (uint32_t c = 0; c < nnum; c++) {
+        int64_t v;
+        bool held;
+        CHECK(dg_etable_number_get(t->et, ids[k], c, &v) == 0, "number_get");
+        CHECK(dg_etable_is_held(t->et, ids[k], c, &held) == 0, "is_held");
+        dg_buf_printf(b, "%" PRId64 "%s,", v, held ? "H" : "");
+      }
+      for (uint32_t c = 0; c < ntext; c++) {
+        const char *s;
+        size_t len;
+        CHECK(dg_etable_text_get(t->et, ids[k], c, &s, &len) == 0, "text_get");
+        if (s) dg_buf_json_str(b, s, len);
+        else dg_buf_puts(b, "null");
+        dg_buf_putc(b, ',');
+      }
+      render_rows(b, t, ids[k], depth + 1);
+    }
+    if (n < 32) break;
+    after = ids[n - 1];
+  }
+}
+
+static char *render(const dg_manager_t *m) {
+  dg_buf_t b;
+  dg_buf_init(&b);
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    const mtable_t *t = m->tables[i];
+    if (t == NULL) continue;
+    dg_buf_printf(&b, "table %s (%zu rows):", t->def->name, dg_etable_row_count(t->et));
+    render_rows(&b, t, DG_ROW_NONE, 0);
+    dg_buf_putc(&b, '\n');
+  }
+  for (size_t i = 0; i < m->nviews; i++) dg_buf_printf(&b, "view %s\n", m->views[i]);
+  return dg_buf_steal(&b);
+}
+
+static void verify_all(const dg_manager_t *m, const char *after) {
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    if (m->tables[i] == NULL) continue;
+    int rc = dg_etable_verify(m->tables[i]->et);
+    CHECK(rc == 0, "table '%s' fails verify after %s", m->tables[i]->def->name, after);
+  }
+}
+
+/* Checks one outcome and, for a rejection, that nothing changed. */
+static void check_outcome(const dg_manager_t *m, const mreq_t *r, const char *before,
+                          size_t nhist, size_t nddl, const char *text, size_t len) {
+  char *now = render(m);
+  if (r->duplicate) {
+    CHECK(r->res == NULL, "a duplicate has an outcome");
+    CHECK(strcmp(before, now) == 0, "a duplicate request changed the state: %.*s", (int)len, text);
+    dg_free(now);
+    return;
+  }
+  CHECK(r->res != NULL && strlen(r->res) == r->res_len, "no outcome for %.*s", (int)len, text);
+  json_error_t jerr;
+  json_t *o = json_loadb(r->res, r->res_len, 0, &jerr);
+  CHECK(json_is_object(o), "outcome is not a JSON object (%s): %s\nrequest: %.*s", jerr.text,
+        r->res, (int)len, text);
+  const char *status = json_string_value(json_object_get(o, "status"));
+  const char *sid = json_string_value(json_object_get(o, "stream_id"));
+  const char *rid = json_string_value(json_object_get(o, "request_id"));
+  CHECK(status && (strcmp(status, "applied") == 0 || strcmp(status, "rejected") == 0),
+        "outcome status: %s", r->res);
+  CHECK(sid && strcmp(sid, r->stream_id) == 0, "outcome stream_id: %s", r->res);
+  CHECK(rid && strcmp(rid, r->request_id) == 0, "outcome request_id: %s", r->res);
+  CHECK(json_is_array(json_object_get(o, "changes")) && json_is_string(json_object_get(o, "ts")),
+        "outcome shape: %s", r->res);
+  if (strcmp(status, "rejected") == 0) {
+    json_t *e = json_object_get(o, "error");
+    int st = (int)json_integer_value(json_object_get(e, "status"));
+    CHECK(st == 400 || st == 404 || st == 409, "rejection status %d: %s", st, r->res);
+    CHECK(json_is_string(json_object_get(e, "detail")), "rejection without detail");
+    CHECK(json_array_size(json_object_get(o, "changes")) == 0, "rejection with changes");
+    CHECK(strcmp(before, now) == 0,
+          "a rejected request changed the state\nrequest: %.*s\noutcome: %s\nbefore:\n%s\nafter:\n%s",
+          (int)len, text, r->res, before, now);
+    CHECK(m->nhist == nhist && m->nddl == nddl, "a rejected request left audit rows or DDL");
+  } else {
+    CHECK(json_is_null(json_object_get(o, "error")), "applied with an error: %s", r->res);
+  }
+  json_decref(o);
+  dg_free(now);
+}
+
+static void apply_one(dg_manager_t *m, int seq, const char *text, size_t len) {
+  char *before = render(m);
+  size_t nhist = m->nhist, nddl = m->nddl;
+  mreq_t *r = req_add(m, seq);
+  if (text == NULL) dg__mgr_apply(m, r, "{}", 2); /* an entry without `req` */
+  else dg__mgr_apply(m, r, text, len);
+  verify_all(m, "a request");
+  check_outcome(m, r, before, nhist, nddl, text ? text : "{}", text ? len : 2);
+  dg_free(before);
+}
+
+static const char *const setup[] = {
+    "{\"op\":\"create_table\",\"table\":\"sales\",\"user\":\"admin\",\"request_id\":\"s-1\","
+    "\"columns\":[{\"name\":\"name\",\"type\":\"text\",\"scale\":0},"
+    "{\"name\":\"sales\",\"type\":\"number\",\"scale\":2},"
+    "{\"name\":\"qty\",\"type\":\"number\",\"scale\":0},"
+    "{\"name\":\"note\",\"type\":\"text\",\"scale\":0}]}",
+    "{\"op\":\"create_table\",\"table\":\"t2\",\"user\":\"admin\",\"request_id\":\"s-2\","
+    "\"columns\":[{\"name\":\"v\",\"type\":\"number\",\"scale\":6}]}",
+    "{\"op\":\"insert_rows\",\"table\":\"sales\",\"user\":\"alice\",\"request_id\":\"s-3\",\"rows\":["
+    "{\"id\":1,\"cells\":{\"name\":\"Brand X\"}},"
+    "{\"id\":2,\"parent_id\":1,\"cells\":{\"name\":\"Snacks\"}},"
+    "{\"id\":3,\"parent_id\":1,\"cells\":{\"name\":\"Drinks\",\"note\":\"\"}},"
+    "{\"id\":4,\"parent_id\":2,\"cells\":{\"name\":\"Chips\",\"sales\":\"100.00\",\"qty\":\"10\"}},"
+    "{\"id\":5,\"parent_id\":2,\"cells\":{\"name\":\"Nuts\",\"sales\":\"50.50\",\"qty\":\"5\"}},"
+    "{\"id\":6,\"parent_id\":3,\"cells\":{\"name\":\"Cola\",\"sales\":\"-20.25\",\"qty\":\"0\"}}]}",
+    "{\"op\":\"insert_rows\",\"table\":\"t2\",\"user\":\"alice\",\"request_id\":\"s-4\",\"rows\":["
+    "{\"id\":1,\"cells\":{}},{\"id\":2,\"parent_id\":1,\"cells\":{\"v\":\"0.000001\"}}]}",
+};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  dg_manager_t *m = dg_calloc(1, sizeof *m);
+  m->changes = dg_changes_create();
+  dg_buf_init(&m->json);
+  dg_idset_init(&m->seen_requests);
+  dg_idset_init(&m->batch_seen);
+  m->next_row_id = 1;
+  int seq = 0;
+  for (size_t i = 0; i < DG_ARRAY_SIZE(setup); i++) {
+    apply_one(m, ++seq, setup[i], strlen(setup[i]));
+    CHECK(strstr(m->reqs[m->nreqs - 1].res, "\"applied\"") != NULL, "setup %zu: %s", i,
+          m->reqs[m->nreqs - 1].res);
+    dg__mgr_batch_end(m, 1);
+    batch_clear(m);
+  }
+
+  uint8_t commit_bits = size ? data[0] : 0xff;
+  const char *p = size ? (const char *)data + 1 : "";
+  const char *end = (const char *)data + size;
+  /* The entries: NUL-separated. */
+  const char *req[MAXREQS];
+  size_t len[MAXREQS];
+  size_t n = 0;
+  while (p <= end && n < MAXREQS && size > 1) {
+    const char *z = memchr(p, '\0', (size_t)(end - p));
+    const char *e = z ? z : end;
+    req[n] = e > p ? p : NULL;
+    len[n] = (size_t)(e - p);
+    n++;
+    if (z == NULL) break;
+    p = z + 1;
+  }
+  /* Batches as run_entries() makes them: every DDL request alone. */
+  size_t i = 0;
+  int batch = 0;
+  while (i < n) {
+    size_t j = i + 1;
+    if (!(req[i] && dg__mgr_is_ddl(req[i], len[i])))
+      while (j < n && !(req[j] && dg__mgr_is_ddl(req[j], len[j]))) j++;
+    int had_ddl = 0;
+    char *start = render(m);
+    for (size_t k = i; k < j; k++) {
+      had_ddl |= req[k] && dg__mgr_is_ddl(req[k], len[k]);
+      apply_one(m, ++seq, req[k], len[k]);
+    }
+    int commit = had_ddl || (commit_bits >> (batch % 8) & 1);
+    if (commit) {
+      dg__mgr_batch_end(m, 1);
+      batch_clear(m);
+    } else {
+      batch_undo(m);
+      char *now = render(m);
+      CHECK(strcmp(start, now) == 0, "an undone batch left changes\nbefore:\n%s\nafter:\n%s", start,
+            now);
+      dg_free(now);
+    }
+    verify_all(m, "the batch");
+    dg_free(start);
+    batch++;
+    i = j;
+  }
+  mgr_free(m);
+  return 0;
+}
