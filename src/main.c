@@ -24,6 +24,7 @@
 #include "dg/ratelimit.h"
 #include "dg/log.h"
 #include "dg/manager.h"
+#include "dg/metrics.h"
 #include "dg/reader.h"
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
@@ -153,6 +154,11 @@ static int cmd_serve(int argc, char **argv) {
   }
   app.ratelimit = dg_ratelimit_create(cfg.rate_limit, cfg.rate_burst);
   app.hub = dg_hub_create();
+  {
+    static const dg_route_t *routes[256];
+    size_t n = dg_http_routes_flat(routes, DG_ARRAY_SIZE(routes));
+    app.metrics = dg_metrics_create(routes, n < DG_ARRAY_SIZE(routes) ? n : DG_ARRAY_SIZE(routes));
+  }
   app.catalog = dg_catalog_create();
   app.waiters = dg_waiters_create();
   if (dg_catalog_load(app.catalog, dg_db_conn(app.db), err, sizeof err) != 0) {
@@ -202,6 +208,7 @@ done:
   dg_catalog_destroy(app.catalog);
   dg_ratelimit_destroy(app.ratelimit);
   dg_hub_destroy(app.hub);
+  dg_metrics_destroy(app.metrics);
   dg_jwt_destroy(app.jwt);
   dg_redis_pool_destroy(app.redis);
   if (have_url) dg_redis_url_dispose(&url);

@@ -79,6 +79,15 @@ extern const dg_route_t dg_routes_updates[]; /* updates.c: GET /get_updates  */
 extern const dg_route_t dg_routes_write[];   /* write.c: every write          */
 extern const dg_route_t dg_routes_keys[];    /* keys.c: /admin/keys          */
 extern const dg_route_t dg_routes_events[];  /* events.c: GET /events (SSE)  */
+extern const dg_route_t dg_routes_metrics[]; /* metrics_route.c: /metrics    */
+extern const dg_route_t dg_routes_ws[];      /* ws.c: GET /ws (WebSocket)     */
+
+/** POST /update_cell's handler, for the WebSocket front end: the same
+ *  validation, queueing and answers. r->body must be set. */
+int dg_write_update_cell(dg_req_t *r);
+
+/** Every route, flattened in dispatch order, into out[0..cap); returns the count. */
+size_t dg_http_routes_flat(const dg_route_t **out, size_t cap);
 extern const dg_route_t dg_routes_docs[];    /* docs.c: /openapi.json, /docs  */
 
 /** Every route table the server serves, in matching order; *n = their count. */

@@ -34,6 +34,7 @@ struct dg_reader_s {
   atomic_int stop;
   char last_id[DG_REDIS_XID_BUFSZ];
   int positioned;
+  uint64_t connects_seen; /* Redis connects already counted in metrics */
 };
 
 struct dg_tabledef_s *dg_tabledef_from_json(const void *obj) {
@@ -159,6 +160,11 @@ static void *run(void *arg) {
                           rd->app->res_stream, rd->last_id};
     redisReply *rep;
     int rc = dg_redis_command_timeout(rd->conn, BLOCK_MS + 2000, 8, argv, NULL, &rep);
+    dg_redis_status_t st;
+    dg_redis_status(rd->conn, &st);
+    if (rd->connects_seen > 0 && st.connects > rd->connects_seen)
+      atomic_fetch_add(&rd->app->redis_reconnects, (long)(st.connects - rd->connects_seen));
+    if (st.connects > rd->connects_seen) rd->connects_seen = st.connects;
     if (rc != 0) {
       usleep(50 * 1000); /* the connection's own backoff paces reconnects */
       continue;

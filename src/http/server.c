@@ -29,14 +29,26 @@
 #include "dg/common.h"
 #include "dg/jwt.h"
 #include "dg/log.h"
+#include "dg/metrics.h"
 #include "dg/ratelimit.h"
 
 /* Every route table the server serves, in matching order. */
 static const dg_route_t *const route_tables[] = {
     dg_routes_health, dg_routes_read, dg_routes_views, dg_routes_updates, dg_routes_write,
-    dg_routes_keys, dg_routes_events,
+    dg_routes_keys, dg_routes_events, dg_routes_metrics,
+    dg_routes_ws,
     dg_routes_docs,
 };
+
+size_t dg_http_routes_flat(const dg_route_t **out, size_t cap) {
+  size_t n = 0;
+  for (size_t t = 0; t < DG_ARRAY_SIZE(route_tables); t++)
+    for (const dg_route_t *rt = route_tables[t]; rt->method; rt++) {
+      if (n < cap) out[n] = rt;
+      n++;
+    }
+  return n;
+}
 
 const dg_route_t *const *dg_http_route_tables(size_t *n) {
   *n = DG_ARRAY_SIZE(route_tables);
@@ -339,19 +351,21 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
   char params[DG_HTTP_MAX_PARAMS][128];
   path_t path;
   const dg_route_t *hit = NULL;
+  int hit_index = -1, index = 0;
   int path_known = 0;
   dg_buf_t allow;
   dg_buf_init(&allow);
   int path_ok = strlen(u->url_path) <= MAX_PATH;
   if (path_ok && split_path(u->url_path, &path) == 0) {
     for (size_t t = 0; t < DG_ARRAY_SIZE(route_tables) && hit == NULL; t++) {
-      for (const dg_route_t *rt = route_tables[t]; rt->method; rt++) {
+      for (const dg_route_t *rt = route_tables[t]; rt->method; rt++, index++) {
         size_t np = 0;
         if (!match(rt->pattern, &path, NULL, &np)) continue;
         path_known = 1;
         if (strcmp(rt->method, u->http_verb) == 0) {
           match(rt->pattern, &path, params, &r.nparams);
           hit = rt;
+          hit_index = index;
           break;
         }
         if (allow.len) dg_buf_puts(&allow, ", ");
@@ -376,6 +390,7 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
   dg_buf_dispose(&allow);
   json_decref(r.body);
   int64_t us = mono_us() - t0;
+  dg_metrics_http(app->metrics, hit_index, r.status, us);
   /* The query string is left out: it is where a careless client puts a key. */
   dg_log_info("%s %.200s %d %.3fms", u->http_verb, u->url_path, r.status, (double)us / 1000.0);
   return U_CALLBACK_COMPLETE;

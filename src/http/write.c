@@ -853,3 +853,7 @@ const dg_route_t dg_routes_write[] = {
     {"DELETE", "/views/:name", DG_ROLE_ADMIN, delete_view, 0},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0},
 };
+
+/* ---- for other front ends ------------------------------------------------------ */
+
+int dg_write_update_cell(dg_req_t *r) { return update_cell(r); }

@@ -817,6 +817,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   }
 
   marks_end(&mk, rc == 0);
+  req->rejected = rc != 0;
   if (rc != 0) {
     /* Nothing of a rejected request stays: audit rows, DDL, output. */
     for (size_t i = hist_mark; i < m->nhist; i++) {

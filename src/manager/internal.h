@@ -41,6 +41,7 @@ typedef struct mreq_s {
   char *res;               /* the outcome JSON (owned), NULL for a duplicate */
   size_t res_len;
   int duplicate;           /* a repeated request_id: no outcome, nothing applied */
+  int rejected;            /* the outcome is "rejected"                        */
 } mreq_t;
 
 /* What an audit row records. */
@@ -69,6 +70,7 @@ struct dg_manager_s {
   int64_t lease_renewed_ms;      /* when the lease was last set or renewed    */
   int64_t lag_checked_ms;
   int64_t trimmed_ms;
+  uint64_t connects_seen;        /* Redis connects already counted in metrics  */
   char last_applied[DG_REDIS_XID_BUFSZ]; /* newest request applied in DuckDB */
 
   mtable_t **tables;             /* by tag; NULL where a table was dropped    */

@@ -53,6 +53,7 @@
 #include "dg/db.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
+#include "dg/metrics.h"
 #include "internal.h"
 
 /* The lease outlives a renewal gap of several missed renewals. */
@@ -301,7 +302,20 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
     dg__mgr_apply(m, r, e[i].req, e[i].req_len);
   }
   char err[512];
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   int rc = dg__mgr_persist(m, err, sizeof err);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (rc == 0) {
+    size_t rejected = 0, published = 0;
+    for (size_t i = 0; i < m->nreqs; i++) {
+      rejected += !m->reqs[i].duplicate && m->reqs[i].rejected;
+      published += !m->reqs[i].duplicate;
+    }
+    dg_metrics_batch(m->app->metrics, m->nreqs,
+                     (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    dg_metrics_outcomes(m->app->metrics, published - rejected, rejected);
+  }
   if (rc != 0) {
     dg_log_error("manager: batch of %zu failed to commit (%s); retrying one by one", n, err);
     batch_undo(m, had_ddl);
@@ -443,6 +457,12 @@ static int become_leader(dg_manager_t *m) {
 /* ---- housekeeping ------------------------------------------------------------------- */
 
 static void update_lag(dg_manager_t *m) {
+  dg_redis_status_t st;
+  dg_redis_status(m->redis, &st);
+  /* Every connect after the first is a reconnect. */
+  if (m->connects_seen > 0 && st.connects > m->connects_seen)
+    atomic_fetch_add(&m->app->redis_reconnects, (long)(st.connects - m->connects_seen));
+  if (st.connects > m->connects_seen) m->connects_seen = st.connects;
   const char *argv[] = {"XINFO", "GROUPS", m->app->req_stream};
   redisReply *rep = cmd(m, 3, argv);
   if (rep == NULL) return;

@@ -1,0 +1,24 @@
+/*
+ * metrics_route.c -- GET /metrics (read role): Prometheus text format.
+ */
+#include <ulfius.h>
+
+#include "dg/buf.h"
+#include "dg/http.h"
+#include "dg/metrics.h"
+
+static int metrics_get(dg_req_t *r) {
+  dg_buf_t out;
+  dg_buf_init(&out);
+  dg_metrics_render(r->app->metrics, r->app, &out);
+  ulfius_set_binary_body_response(r->resp, 200, out.data, out.len);
+  u_map_put(r->resp->map_header, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+  r->status = 200;
+  dg_buf_dispose(&out);
+  return 0;
+}
+
+const dg_route_t dg_routes_metrics[] = {
+    {"GET", "/metrics", DG_ROLE_READ, metrics_get, 0},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+};
