@@ -121,7 +121,10 @@ static int cmd_serve(int argc, char **argv) {
     code = EXIT_USAGE;
     goto done;
   }
-  dg_auth_create(app.db, &app.auth);
+  if (dg_auth_create(app.db, cfg.pepper_file, &app.auth, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    goto done;
+  }
   char *generated = NULL;
   if (dg_auth_bootstrap(app.auth, cfg.admin_key, cfg.admin_key_file, &generated, err,
                         sizeof err) != 0) {

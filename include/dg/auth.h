@@ -3,9 +3,10 @@
  * and the per-request check with a short-lived cache.
  *
  * A key is "dg_" followed by 43 base64url characters (256 random bits). Only
- * its SHA-256 is stored (dg.api_keys.hash); a key is high-entropy, so a fast
- * hash is enough, and the plain key never touches the disk except in the
- * 0600 bootstrap file the operator asked for by not setting one.
+ * a keyed hash, HMAC-SHA256 with a secret pepper kept in a 0600 file beside
+ * the database, is stored (dg.api_keys.hash); a key is high-entropy, so a
+ * fast hash is enough, and the plain key never touches the disk except in
+ * the 0600 bootstrap file the operator asked for by not setting one.
  */
 #ifndef DG_AUTH_H
 #define DG_AUTH_H
@@ -34,8 +35,12 @@ typedef struct dg_auth_s dg_auth_t;
 /** Length of a generated key, without the terminator. */
 #define DG_KEY_LEN 46
 
-/** Creates the key checker on top of db (borrowed; must outlive it). */
-int dg_auth_create(dg_db_t *db, dg_auth_t **out);
+/**
+ * Creates the key checker on top of db (borrowed; must outlive it), with the
+ * hashing pepper read from pepper_file, or made there (0600) on first start.
+ * DG_EIO with a reason in err when the file cannot be read or written.
+ */
+int dg_auth_create(dg_db_t *db, const char *pepper_file, dg_auth_t **out, char *err, size_t errcap);
 void dg_auth_destroy(dg_auth_t *a);
 
 /**
@@ -73,8 +78,8 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id);
 /** Forgets cached entries so a deleted key is refused at once in this process. */
 void dg_auth_invalidate(dg_auth_t *a);
 
-/** SHA-256 of key as 64 lowercase hex characters plus NUL. */
-void dg_auth_hash(const char *key, size_t len, char hex[65]);
+/** HMAC-SHA256(pepper, key) as 64 lowercase hex characters plus NUL. */
+void dg_auth_hash(const dg_auth_t *a, const char *key, size_t len, char hex[65]);
 
 const char *dg_role_name(dg_role_t r);
 /** "read", "write", "admin" -> role; DG_EINVAL otherwise. */

@@ -16,6 +16,7 @@ typedef struct dg_config_s {
   char *redis_url;           /* redis://, rediss:// or unix:// URL (has secrets)   */
   char *admin_key;           /* bootstrap admin key, or NULL                     */
   char *admin_key_file;      /* where a generated admin key is written (0600)    */
+  char *pepper_file;         /* HMAC key for API key hashes at rest (0600)       */
   char *stream_prefix;       /* prefix for stream keys, e.g. "{dg}" for Cluster  */
   int demo;                  /* load the demo data into an empty database        */
   size_t body_limit;         /* bytes; larger request bodies get 413             */

@@ -1,7 +1,11 @@
 /*
  * keys.c -- API keys, hashed at rest, checked on every request.
  *
- * The check path: SHA-256 the presented key, look the digest up in a small
+ * At rest a key is HMAC-SHA256(pepper, key): the pepper is 32 random bytes
+ * in a 0600 file beside the database (DUCKGRID_KEY_PEPPER_FILE), so a
+ * stolen database file alone does not let anyone test candidate keys.
+ *
+ * The check path: HMAC the presented key, look the digest up in a small
  * in-process cache (constant-time comparison of digests), and on a miss or an
  * entry older than CACHE_TTL_MS ask DuckDB. So a key deleted by another
  * process is refused within a second, and a key deleted in this process at
@@ -12,6 +16,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <sys/stat.h>
@@ -38,6 +43,7 @@ typedef struct {
 
 struct dg_auth_s {
   dg_db_t *db;              /* borrowed                             */
+  unsigned char pepper[32]; /* HMAC key for hashes at rest (secret) */
   pthread_mutex_t lock;     /* guards cache                         */
   cache_entry_t cache[CACHE_SLOTS];
 };
@@ -48,15 +54,15 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sha256(const char *key, size_t len, unsigned char out[32]) {
+static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned char out[32]) {
   unsigned int n = 32;
-  EVP_Digest(key, len, out, &n, EVP_sha256(), NULL);
+  HMAC(EVP_sha256(), a->pepper, sizeof a->pepper, (const unsigned char *)key, len, out, &n);
 }
 
-void dg_auth_hash(const char *key, size_t len, char hex[65]) {
+void dg_auth_hash(const dg_auth_t *a, const char *key, size_t len, char hex[65]) {
   static const char digits[] = "0123456789abcdef";
   unsigned char d[32];
-  sha256(key, len, d);
+  keyed_hash(a, key, len, d);
   for (int i = 0; i < 32; i++) {
     hex[2 * i] = digits[d[i] >> 4];
     hex[2 * i + 1] = digits[d[i] & 15];
@@ -82,8 +88,38 @@ int dg_role_parse(const char *s, dg_role_t *out) {
   return 0;
 }
 
-int dg_auth_create(dg_db_t *db, dg_auth_t **out) {
+/* Reads the pepper, or makes one (first start). 0 or DG_EIO with a reason. */
+static int load_pepper(unsigned char pepper[32], const char *path, char *err, size_t errcap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd >= 0) {
+    ssize_t n = read(fd, pepper, 32);
+    close(fd);
+    if (n != 32) {
+      snprintf(err, errcap, "the key pepper file '%s' is damaged (want 32 bytes)", path);
+      return DG_EIO;
+    }
+    return 0;
+  }
+  if (RAND_bytes(pepper, 32) != 1) {
+    snprintf(err, errcap, "no randomness for the key pepper");
+    return DG_EIO;
+  }
+  fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 || write(fd, pepper, 32) != 32 || fsync(fd) != 0) {
+    snprintf(err, errcap, "cannot write the key pepper file '%s'", path);
+    if (fd >= 0) close(fd);
+    return DG_EIO;
+  }
+  close(fd);
+  return 0;
+}
+
+int dg_auth_create(dg_db_t *db, const char *pepper_file, dg_auth_t **out, char *err, size_t errcap) {
   dg_auth_t *a = dg_calloc(1, sizeof *a);
+  if (load_pepper(a->pepper, pepper_file, err, errcap) != 0) {
+    dg_free(a);
+    return DG_EIO;
+  }
   a->db = db;
   pthread_mutex_init(&a->lock, NULL);
   *out = a;
@@ -94,6 +130,7 @@ void dg_auth_destroy(dg_auth_t *a) {
   if (a == NULL) return;
   pthread_mutex_destroy(&a->lock);
   OPENSSL_cleanse(a->cache, sizeof a->cache);
+  OPENSSL_cleanse(a->pepper, sizeof a->pepper);
   dg_free(a);
 }
 
@@ -136,7 +173,7 @@ static int insert_key(dg_auth_t *a, const char *name, dg_role_t role, const char
     return DG_EIO;
   }
   char hex[65];
-  dg_auth_hash(key, len, hex);
+  dg_auth_hash(a, key, len, hex);
   char prefix[12];
   snprintf(prefix, sizeof prefix, "%.*s", (int)(len < 8 ? len : 8), key);
   duckdb_bind_varchar(st, 1, name);
@@ -215,7 +252,7 @@ static void touch_last_used(dg_auth_t *a, int64_t id) {
 int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out) {
   if (key == NULL || len == 0 || len > 512) return DG_EAUTH;
   unsigned char d[32];
-  sha256(key, len, d);
+  keyed_hash(a, key, len, d);
   int64_t now = now_ms();
   int found = -1;
   pthread_mutex_lock(&a->lock);

@@ -24,7 +24,7 @@ enum {
   OPT_JWT_ROLE_CLAIM, OPT_TLS_CERT, OPT_TLS_KEY, OPT_RATE_LIMIT, OPT_RATE_BURST,
   OPT_HTTP_TIMEOUT,
   OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
-  OPT_HEARTBEAT, OPT_CLIENT_BUFFER,
+  OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -65,6 +65,7 @@ static const option_t options[] = {
     {OPT_RATE_LIMIT, "--rate-limit", "DUCKGRID_RATE_LIMIT", "requests/s per key or token, 0 = off (default 0)"},
     {OPT_RATE_BURST, "--rate-burst", "DUCKGRID_RATE_BURST", "burst size per key (default: the rate)"},
     {OPT_HTTP_TIMEOUT, "--http-timeout", "DUCKGRID_HTTP_TIMEOUT", "seconds an idle or slow client may hold a connection (default 60)"},
+    {OPT_PEPPER_FILE, "--key-pepper-file", "DUCKGRID_KEY_PEPPER_FILE", "secret for hashing API keys at rest, made on first start, 0600 (default <db>.pepper)"},
     {OPT_HEARTBEAT, "--heartbeat-ms", "DUCKGRID_HEARTBEAT_MS", "keep-alive comment period of /events streams (default 15000)"},
     {OPT_CLIENT_BUFFER, "--client-buffer", "DUCKGRID_CLIENT_BUFFER", "bytes a live client may fall behind before it is dropped (default 8388608)"},
     {OPT_REDIS_CA, "--redis-ca", "DUCKGRID_REDIS_CA",
@@ -162,6 +163,9 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       if (parse_long(v, 1, 10000000, &n) != 0) break;
       c->rate_burst = (double)n;
       return 0;
+    case OPT_PEPPER_FILE:
+      if (*v == '\0') break;
+      return set_str(&c->pepper_file, v);
     case OPT_HEARTBEAT:
       if (parse_long(v, 100, 600000, &n) != 0) break;
       c->heartbeat_ms = (int)n;
@@ -351,6 +355,11 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
     snprintf(err, errcap, "a Redis client certificate needs both DUCKGRID_REDIS_CERT and "
              "DUCKGRID_REDIS_KEY");
     goto fail;
+  }
+  if (c->pepper_file == NULL) {
+    size_t n = strlen(c->db_path) + sizeof ".pepper";
+    c->pepper_file = dg_malloc(n);
+    snprintf(c->pepper_file, n, "%s.pepper", c->db_path);
   }
   if (c->admin_key_file == NULL) {
     size_t n = strlen(c->db_path) + sizeof ".admin-key";

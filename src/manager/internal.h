@@ -71,6 +71,7 @@ struct dg_manager_s {
   int64_t lag_checked_ms;
   int64_t trimmed_ms;
   uint64_t connects_seen;        /* Redis connects already counted in metrics  */
+  int64_t outcomes_trimmed_ms;   /* when dg.outcomes was last trimmed          */
   char last_applied[DG_REDIS_XID_BUFSZ]; /* newest request applied in DuckDB */
 
   mtable_t **tables;             /* by tag; NULL where a table was dropped    */
@@ -115,6 +116,8 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap);
 /** Writes the batch in hand (effects, audit, outcomes, last id) in one
  *  transaction. 0 or DG_EIO with the reason in err. */
 int dg__mgr_persist(dg_manager_t *m, char *err, size_t errcap);
+/** (Re)builds the set of applied request ids from dg.outcomes. */
+int dg__mgr_load_seen(dg_manager_t *m);
 /** The stored outcome of an applied request (owned) or NULL. */
 char *dg__mgr_stored_outcome(dg_manager_t *m, const char *stream_id);
 

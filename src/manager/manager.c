@@ -497,6 +497,38 @@ static void trim_requests(dg_manager_t *m) {
   if (rep) freeReplyObject(rep);
 }
 
+/* Idempotency holds "within retention": outcomes older than the oldest entry
+ * response_duck still holds are dropped from dg.outcomes, and the set of
+ * applied request ids is rebuilt to match. */
+static void trim_outcomes(dg_manager_t *m) {
+  const char *argv[] = {"XRANGE", m->app->res_stream, "-", "+", "COUNT", "1"};
+  redisReply *rep = cmd(m, 6, argv);
+  if (rep == NULL) return;
+  dg_redis_xiter_t it;
+  dg_redis_xentry_t e;
+  dg_redis_xid_t first;
+  int have = dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e) &&
+             dg_redis_xid_parse(e.id.ptr, e.id.len, &first) == 0;
+  freeReplyObject(rep);
+  if (!have) return;
+  duckdb_prepared_statement st;
+  if (duckdb_prepare(m->conn, "DELETE FROM dg.outcomes WHERE ms < $1", &st) == DuckDBError) {
+    duckdb_destroy_prepare(&st);
+    return;
+  }
+  duckdb_bind_int64(st, 1, (int64_t)first.ms);
+  duckdb_result res;
+  idx_t gone = 0;
+  if (duckdb_execute_prepared(st, &res) == DuckDBSuccess) gone = duckdb_rows_changed(&res);
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  if (gone) {
+    dg__mgr_load_seen(m);
+    dg_log_info("manager: dropped %llu outcomes no longer retained in %s", (unsigned long long)gone,
+                m->app->res_stream);
+  }
+}
+
 /* ---- the thread ------------------------------------------------------------------------- */
 
 static void *run(void *arg) {
@@ -535,6 +567,10 @@ static void *run(void *arg) {
     if (now - m->trimmed_ms >= 10000) {
       trim_requests(m);
       m->trimmed_ms = now;
+    }
+    if (now - m->outcomes_trimmed_ms >= 60000) {
+      trim_outcomes(m);
+      m->outcomes_trimmed_ms = now;
     }
     const char *argv[] = {"XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", bmax, "BLOCK", "500",
                           "STREAMS", app->req_stream, ">"};

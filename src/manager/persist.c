@@ -24,6 +24,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -213,6 +214,12 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   }
   duckdb_destroy_result(&res);
 
+  return dg__mgr_load_seen(m);
+}
+
+int dg__mgr_load_seen(dg_manager_t *m) {
+  duckdb_result res;
+  dg_idset_dispose(&m->seen_requests);
   dg_idset_init(&m->seen_requests);
   if (duckdb_query(m->conn, "SELECT request_id FROM dg.outcomes", &res) == DuckDBSuccess) {
     for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
@@ -499,6 +506,7 @@ static int write_log(dg_manager_t *m, char *err, size_t errcap) {
     duckdb_append_varchar(out, r->stream_id);
     duckdb_append_varchar(out, r->request_id);
     duckdb_append_varchar_length(out, r->res, r->res_len);
+    duckdb_append_int64(out, strtoll(r->stream_id, NULL, 10));
     if (duckdb_appender_end_row(out) == DuckDBError) rc = DG_EIO;
   }
   if (rc == 0 && duckdb_appender_close(out) == DuckDBError) rc = DG_EIO;

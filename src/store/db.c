@@ -88,6 +88,11 @@ static const char *const migrations[] = {
     "CREATE INDEX outcomes_request ON dg.outcomes(request_id);"
     "CREATE TABLE dg.applied (last_id VARCHAR NOT NULL);"
     "INSERT INTO dg.applied VALUES ('0-0');",
+    /* 3: outcomes carry their stream id's milliseconds, so the manager can
+     * drop those response_duck no longer retains (idempotency "within
+     * retention") with a range delete. */
+    "ALTER TABLE dg.outcomes ADD COLUMN ms BIGINT;"
+    "UPDATE dg.outcomes SET ms = CAST(split_part(stream_id, '-', 1) AS BIGINT);",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

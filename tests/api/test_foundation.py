@@ -181,6 +181,9 @@ def test_bootstrap_key_file(make_server):
     with open(s.stdout_path) as f:
         assert key in f.read()  # printed once, at generation
     assert key not in open(s.stderr_path).read()
+    # Keys are hashed with a secret pepper kept beside the database, 0600.
+    pepper = s.db + ".pepper"
+    assert stat.S_IMODE(os.stat(pepper).st_mode) == 0o600 and os.path.getsize(pepper) == 32
     # The key is not stored in plain text in the database.
     s.stop()
     with open(s.db, "rb") as f:

@@ -22,14 +22,15 @@
  *   - a rejected or duplicate request changed nothing: all tables, their
  *     rows, numbers, holds and texts equal the snapshot before it, and its
  *     audit rows and DDL are gone;
+ *   - every table definition the manager holds is one the API would accept
+ *     (valid, unique names -- they are spliced into DDL --, scales 0..6,
+ *     the engine's scales equal to the definition's);
  * and after a batch without DDL that is undone, everything equals the
  * snapshot taken before the batch.
  */
 #include "../../src/manager/apply.c"
 
 #include <stdlib.h>
-
-#include "dg/waiters.h"
 
 #define CHECK(cond, ...)                                                   \
   do {                                                                     \
@@ -50,38 +51,6 @@ int dg_view_sql_check(duckdb_connection c, const char *sql, char *err, size_t er
   if (strncmp(sql, "SELECT ", 7) == 0) return 0;
   snprintf(err, errcap, "only a single read-only SELECT is accepted");
   return DG_EINVAL;
-}
-
-/* reader.c, linked for dg_tabledef_from_json, references these; none is
- * called. A new dependency of reader.c needs one more stub here. */
-struct dg_hub_s;
-void dg_hub_publish(struct dg_hub_s *h, const char *id, const char *res, size_t len,
-                    const char *const *tables, size_t ntables);
-void dg_hub_publish(struct dg_hub_s *h, const char *id, const char *res, size_t len,
-                    const char *const *tables, size_t ntables) {
-  (void)h, (void)id, (void)res, (void)len, (void)tables, (void)ntables;
-  abort();
-}
-duckdb_connection dg_db_conn(dg_db_t *db) { (void)db; abort(); }
-int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res, size_t len) {
-  (void)ws, (void)request_id, (void)res, (void)len;
-  abort();
-}
-int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_redis_t **out,
-                    char *err, size_t errcap) {
-  (void)url, (void)opts, (void)out, (void)err, (void)errcap;
-  abort();
-}
-void dg_redis_destroy(dg_redis_t *r) { (void)r; }
-int dg_redis_command(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen,
-                     redisReply **reply) {
-  (void)r, (void)argc, (void)argv, (void)argvlen, (void)reply;
-  abort();
-}
-int dg_redis_command_timeout(dg_redis_t *r, int timeout_ms, int argc, const char **argv,
-                             const size_t *argvlen, redisReply **reply) {
-  (void)r, (void)timeout_ms, (void)argc, (void)argv, (void)argvlen, (void)reply;
-  abort();
 }
 
 /* ---- the manager ---------------------------------------------------------------- */
@@ -242,6 +211,32 @@ static void check_outcome(const dg_manager_t *m, const mreq_t *r, const char *be
   dg_free(now);
 }
 
+/* What the manager holds must be what the API would accept (catalog.h: the
+ * manager "checks everything again"): names that match the whitelist --
+ * they are spliced into DDL -- unique columns, scales 0..6 on numbers and
+ * the same scales in the engine. */
+static void check_defs(const dg_manager_t *m, const char *text, size_t len) {
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    const mtable_t *t = m->tables[i];
+    if (t == NULL) continue;
+    const dg_tabledef_t *d = t->def;
+    CHECK(dg_name_valid(d->name), "table name '%s' from: %.*s", d->name, (int)len, text);
+    for (int c = 0; c < d->ncols; c++) {
+      const dg_coldef_t *col = &d->cols[c];
+      CHECK(dg_name_valid(col->name), "table '%s' has column name '%s' (spliced into DDL) from: %.*s",
+            d->name, col->name, (int)len, text);
+      for (int k = 0; k < c; k++)
+        CHECK(strcmp(d->cols[k].name, col->name) != 0, "table '%s' has column '%s' twice from: %.*s",
+              d->name, col->name, (int)len, text);
+      if (col->type == DG_COL_NUMBER)
+        CHECK(col->scale >= 0 && col->scale <= DG_DECIMAL_MAX_SCALE &&
+                  dg_etable_scale(t->et, (uint32_t)col->slot) == col->scale,
+              "table '%s' column '%s' has scale %d (engine %d) from: %.*s", d->name, col->name,
+              col->scale, dg_etable_scale(t->et, (uint32_t)col->slot), (int)len, text);
+    }
+  }
+}
+
 static void apply_one(dg_manager_t *m, int seq, const char *text, size_t len) {
   char *before = render(m);
   size_t nhist = m->nhist, nddl = m->nddl;
@@ -250,6 +245,7 @@ static void apply_one(dg_manager_t *m, int seq, const char *text, size_t len) {
   else dg__mgr_apply(m, r, text, len);
   verify_all(m, "a request");
   check_outcome(m, r, before, nhist, nddl, text ? text : "{}", text ? len : 2);
+  check_defs(m, text ? text : "{}", text ? len : 2);
   dg_free(before);
 }
 
