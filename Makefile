@@ -7,7 +7,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build asan run test unit-test api-test bench clean
+.PHONY: all deps build asan run test unit-test api-test bench fuzz clean
 
 all: build
 
@@ -42,5 +42,9 @@ unit-test: build
 bench: build
 	@bash scripts/bench.sh
 
+# Long fuzzing runs (10 min per target); new inputs stay in build-fuzz/corpus.
+fuzz: deps
+	@bash scripts/fuzz.sh 600
+
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) .pytest_cache
+	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz .pytest_cache

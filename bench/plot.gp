@@ -10,6 +10,7 @@ set title "duckgrid: POST /update_cell (sync, closed loop, 90% leaf / 10% mid wr
 set logscale x 2
 set xlabel 'connections'
 set xtics (1, 4, 16, 64, 256)
+set xrange [0.8:330]
 set ylabel 'throughput (requests/s)'
 set y2label 'latency (ms)'
 set ytics nomirror

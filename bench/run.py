@@ -304,7 +304,7 @@ def plot(ctx):
     gp = os.path.join(B.ROOT, "bench", "plot.gp")
     try:
         subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; "
-                        f"subtitle='{machine_line()}'", gp], check=True, timeout=60,
+                        f"subtitle='{machine_line()} (run {time.strftime('%Y-%m-%d %H:%MZ', time.gmtime())})'", gp], check=True, timeout=60,
                        capture_output=True)
     except (OSError, subprocess.SubprocessError) as e:
         log(f"plot skipped: {e}")
@@ -777,16 +777,39 @@ def main():
     finally:
         ctx.stop()
     total = time.monotonic() - t_all
-    cmd = "make bench" if not os.environ.get("BENCH") else f"BENCH={os.environ['BENCH']} make bench"
+    if os.environ.get("BENCH"):
+        cmd = f"BENCH={os.environ['BENCH']} make bench"
+    elif args.only:
+        cmd = f"bash scripts/bench.sh --only {args.only}"
+    else:
+        cmd = "make bench"
     if args.quick:
         cmd = "BENCH_QUICK=1 " + cmd
     out = {"started": started, "seconds": round(total, 1), "git": git_rev(), "command": cmd,
            "machine": B.machine(), "build": os.path.relpath(ctx.build, B.ROOT), "quick": args.quick,
            "setup": ctx.setup, "targets": TARGETS, "scenarios": ctx.results, "failed": failed}
     path = os.path.join(RESULTS, "latest.json")
+    for v in ctx.results.values():
+        if isinstance(v, dict):
+            v["run_started"] = started
+    if args.only:
+        # A partial run updates its own scenarios and keeps the others from
+        # earlier runs (each scenario says which run it came from).
+        try:
+            with open(path) as f:
+                prev = json.load(f)
+            merged = dict(prev.get("scenarios", {}))
+            merged.update(ctx.results)
+            out["scenarios"] = merged
+            out["partial_runs"] = prev.get("partial_runs", []) + [{"started": started, "command": cmd,
+                                                                   "scenarios": order, "setup": ctx.setup}]
+            out["setup"] = prev.get("setup", ctx.setup)
+            out["started"], out["command"] = prev.get("started", started), prev.get("command", cmd)
+        except (OSError, ValueError):
+            pass
     with open(path, "w") as f:
         json.dump(out, f, indent=1, default=str)
-    if not os.environ.get("BENCH") and not args.only:  # a full run refreshes the README table
+    if not args.only:  # a full run refreshes the README table
         update_readme(out)
     log(f"done in {total:.0f} s; wrote {os.path.relpath(path, B.ROOT)}")
     sys.exit(1 if failed else 0)

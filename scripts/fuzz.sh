@@ -163,8 +163,7 @@ for t in "${TARGETS[@]}"; do
   else
     crashed=1
     what=$(grep -a -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [^ ]+( [^ ]+)?|runtime error: .*|duckgrid: assertion failed.*|fuzz: invariant .*' "$log" || true)
-    art=$(ls -t "$OUT/artifacts/$t/" 2>/dev/null | head -n1)
-    [ -n "$art" ] && art="$OUT/artifacts/$t/$art"
+    art=$(grep -a -m1 -oE 'Test unit written to .*' "$log" | sed 's/^Test unit written to //' || true)
     # A known regression input: name it.
     for f in tests/fuzz/regressions/"$t"/*; do
       [ -n "$art" ] && [ -f "$f" ] && cmp -s "$f" "$art" && art="$f (regression)" && break

@@ -17,6 +17,9 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd "$BUILD_ASAN" && ctest --output-on-failure --timeout 600)
 
+echo "== fuzzing (libFuzzer, 20 s per target, from the committed corpus)"
+FUZZ_FRESH=1 bash scripts/fuzz.sh 20
+
 echo "== API and property tests (release build)"
 DG_BUILD_DIR=$PWD/$BUILD $PY -m pytest -q -p no:cacheprovider tests/api tests/prop
 

@@ -65,6 +65,7 @@ void dg_tabledef_unref(dg_tabledef_t *t) {
 }
 
 const dg_coldef_t *dg_tabledef_col(const dg_tabledef_t *t, const char *name) {
+  if (name == NULL) return NULL;
   for (int i = 0; i < t->ncols; i++)
     if (strcmp(t->cols[i].name, name) == 0) return &t->cols[i];
   return NULL;

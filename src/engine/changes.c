@@ -46,7 +46,8 @@ int dg_changes_text(const dg_changes_t *c, const dg_change_t *ch, bool new_side,
   }
   uint64_t off = (uint64_t)h >> 32, n = (uint64_t)h & 0xffffffffu;
   if (off + n > c->alen) return DG_EINVAL;
-  *s = c->arena + off;
+  /* An empty text is "" (not null), even before the arena has memory. */
+  *s = n ? c->arena + off : "";
   *len = (size_t)n;
   return 0;
 }

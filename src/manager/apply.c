@@ -483,12 +483,14 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
 static const char *const ddl_ops[] = {"create_table", "delete_table", "create_view", "delete_view"};
 
 int dg__mgr_is_ddl(const char *json, size_t len) {
-  const char *v;
-  size_t n;
-  if (dg_json_raw_member(json, len, "op", &v, &n) != 0) return 0;
-  for (size_t i = 0; i < DG_ARRAY_SIZE(ddl_ops); i++)
-    if (n == strlen(ddl_ops[i]) + 2 && memcmp(v + 1, ddl_ops[i], n - 2) == 0) return 1;
-  return 0;
+  /* Decoded exactly as dg__mgr_apply decodes it, so both agree on "op"
+   * whatever escapes or repeated keys the text holds. */
+  json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
+  const char *op = json_string_value(json_object_get(o, "op"));
+  int yes = 0;
+  for (size_t i = 0; op && i < DG_ARRAY_SIZE(ddl_ops); i++) yes |= strcmp(op, ddl_ops[i]) == 0;
+  json_decref(o);
+  return yes;
 }
 
 static void ddl_add(dg_manager_t *m, char *sql) {
@@ -518,6 +520,21 @@ static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t 
   if (dg__mgr_table(m, name)) return fail(f, 409, "table '%s' exists already", name);
   for (size_t i = 0; i < m->nviews; i++)
     if (strcmp(m->views[i], name) == 0) return fail(f, 409, "a view named '%s' exists already", name);
+  /* The API validated this; the manager checks again, since anything that
+   * can write to request_duck reaches here, and names go into DDL. */
+  if (!json_is_array(cols) || json_array_size(cols) > DG_MAX_COLUMNS) return fail(f, 400, "invalid columns");
+  for (size_t i = 0; i < json_array_size(cols); i++) {
+    json_t *c = json_array_get(cols, i);
+    const char *cn = json_string_value(json_object_get(c, "name"));
+    const char *ty = json_string_value(json_object_get(c, "type"));
+    json_t *sc = json_object_get(c, "scale");
+    if (!dg_name_valid(cn) || ty == NULL || (strcmp(ty, "text") != 0 && strcmp(ty, "number") != 0) ||
+        (sc && (!json_is_integer(sc) || json_integer_value(sc) < 0 || json_integer_value(sc) > 6)))
+      return fail(f, 400, "columns[%zu] is not a valid column", i);
+    for (size_t k = 0; k < i; k++)
+      if (strcmp(cn, json_string_value(json_object_get(json_array_get(cols, k), "name"))) == 0)
+        return fail(f, 400, "columns[%zu] repeats a name", i);
+  }
   json_t *dj = json_pack("{s:s,s:O}", "name", name, "columns", cols);
   dg_tabledef_t *def = dj ? dg_tabledef_from_json(dj) : NULL;
   json_decref(dj);
@@ -678,11 +695,16 @@ static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char
 void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   uint32_t ri = (uint32_t)(req - m->reqs);
   json_error_t jerr;
-  json_t *o = json_loadb(text, len, 0, &jerr);
+  json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
   const char *op = o ? json_string_value(json_object_get(o, "op")) : NULL;
   const char *rid = o ? json_string_value(json_object_get(o, "request_id")) : NULL;
   const char *user = o ? json_string_value(json_object_get(o, "user")) : NULL;
   const char *table = o ? json_string_value(json_object_get(o, "table")) : NULL;
+  /* A request_id is 1..128 printable ASCII characters (the API checks the
+   * same); anything else is answered under the stream id, never cut. */
+  int rid_ok = rid != NULL && strlen(rid) >= 1 && strlen(rid) <= 128;
+  for (const char *p = rid; rid_ok && *p; p++) rid_ok = (unsigned char)*p >= 0x21 && (unsigned char)*p <= 0x7e;
+  if (!rid_ok) rid = NULL;
   snprintf(req->request_id, sizeof req->request_id, "%s", rid ? rid : req->stream_id);
   snprintf(req->user, sizeof req->user, "%s", user ? user : "");
   snprintf(req->table_name, sizeof req->table_name, "%s", table ? table : "");

@@ -217,6 +217,7 @@ typedef struct {
   size_t id_len;
   const char *req;   /* the entry's "req" field, or NULL */
   size_t req_len;
+  int ddl;           /* the request is DDL: it runs alone in its batch */
 } entry_t;
 
 static int run_batch(dg_manager_t *m, const entry_t *e, size_t n);
@@ -298,7 +299,7 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
       dg__mgr_apply(m, r, "{}", 2);
       continue;
     }
-    had_ddl |= dg__mgr_is_ddl(e[i].req, e[i].req_len);
+    had_ddl |= e[i].ddl;
     dg__mgr_apply(m, r, e[i].req, e[i].req_len);
   }
   char err[512];
@@ -345,8 +346,8 @@ static int run_entries(dg_manager_t *m, const entry_t *e, size_t n) {
   size_t i = 0;
   while (i < n) {
     size_t j = i + 1;
-    if (!(e[i].req && dg__mgr_is_ddl(e[i].req, e[i].req_len)))
-      while (j < n && !(e[j].req && dg__mgr_is_ddl(e[j].req, e[j].req_len))) j++;
+    if (!e[i].ddl)
+      while (j < n && !e[j].ddl) j++;
     int rc = run_batch(m, &e[i], j - i);
     if (rc != 0) return rc;
     i = j;
@@ -371,7 +372,9 @@ static size_t entries_of(redisReply *rep, entry_t **out) {
     }
     dg_redis_str_t v;
     int has = !x.deleted && dg_redis_xentry_get(&x, "req", 3, &v) == 0;
-    e[n++] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0};
+    e[n] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0, 0};
+    e[n].ddl = has && dg__mgr_is_ddl(v.ptr, v.len);
+    n++;
   }
   *out = e;
   return n;
