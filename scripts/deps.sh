@@ -21,7 +21,7 @@ PKGS=(
   build-essential:gcc cmake:cmake pkg-config:pkg-config git:git npm:npm
   libulfius-dev libjansson-dev libhiredis-dev libcmocka-dev libssl-dev libjwt-dev
   redis-server redis-tools python3:/usr/bin/python3 python3-pytest python3-requests
-  python3-jwt python3-cryptography python3-websocket openssl clang
+  python3-jwt python3-cryptography python3-websocket openssl clang:clang
   ca-certificates curl:curl
 )
 

@@ -185,8 +185,10 @@ static int cmd_serve(int argc, char **argv) {
       dg_log_info("connected to redis at %s", where);
     dg_redis_pool_put(app.redis, r);
   }
-  if (dg_http_start(&app, &http, err, sizeof err) != 0) {
+  int hrc = dg_http_start(&app, &http, err, sizeof err);
+  if (hrc != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
+    if (hrc == DG_EINVAL) code = EXIT_USAGE;
     goto done;
   }
   dg_log_info("duckgrid %s serving http://%s:%d (database %s, duckdb %s)", DG_VERSION,

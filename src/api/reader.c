@@ -19,6 +19,7 @@
 #include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/hub.h"
+#include "dg/jsonw.h"
 #include "dg/log.h"
 #include "dg/waiters.h"
 
@@ -64,68 +65,99 @@ static void ids_of(json_t *arr, int64_t **ids, size_t *n) {
   }
 }
 
-/* Hands an outcome to the live clients, with the tables it concerns. */
-static void fan_out(dg_app_t *app, const char *id, const char *res, size_t len, json_t *o) {
-  const char *tables[16];
-  size_t n = 0;
-  const char *top = json_string_value(json_object_get(o, "table"));
-  if (top) tables[n++] = top;
-  json_t *changes = json_object_get(o, "changes");
-  for (size_t i = 0; i < json_array_size(changes) && n < DG_ARRAY_SIZE(tables); i++) {
-    const char *t = json_string_value(json_object_get(json_array_get(changes, i), "table"));
-    int seen = t == NULL;
-    for (size_t k = 0; k < n && !seen; k++) seen = strcmp(tables[k], t) == 0;
-    if (!seen) tables[n++] = t;
+/* A top-level string member of an outcome, found by scanning (no DOM):
+ * 1 and out filled, or 0 when absent, null, not a string, or too long. */
+static int str_member(const char *res, size_t len, const char *key, char *out, size_t cap) {
+  const char *v;
+  size_t n;
+  if (dg_json_raw_member(res, len, key, &v, &n) != 0 || n < 2 || v[0] != '"') return 0;
+  if (memchr(v, '\\', n) == NULL) {
+    if (n - 2 >= cap) return 0;
+    memcpy(out, v + 1, n - 2);
+    out[n - 2] = '\0';
+    return 1;
   }
-  dg_hub_publish(app->hub, id, res, len, tables, n);
+  json_t *j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
+  int ok = json_is_string(j) && json_string_length(j) < cap;
+  if (ok) memcpy(out, json_string_value(j), json_string_length(j) + 1);
+  json_decref(j);
+  return ok;
 }
 
-/* Applies one outcome to the catalog, then wakes its waiters. */
+/* A top-level member decoded on its own (small arrays, objects), or NULL. */
+static json_t *member(const char *res, size_t len, const char *key) {
+  const char *v;
+  size_t n;
+  if (dg_json_raw_member(res, len, key, &v, &n) != 0) return NULL;
+  return json_loadb(v, n, JSON_DECODE_ANY, NULL);
+}
+
+/* Hands an outcome to the live clients, with the tables it concerns. An
+ * outcome names its table, except update_cells across tables: only then
+ * are its changes decoded to find them. */
+static void fan_out(dg_app_t *app, const char *id, const char *res, size_t len, const char *table) {
+  const char *tables[16];
+  size_t n = 0;
+  json_t *changes = NULL;
+  if (table[0]) {
+    tables[n++] = table;
+  } else {
+    changes = member(res, len, "changes");
+    for (size_t i = 0; i < json_array_size(changes) && n < DG_ARRAY_SIZE(tables); i++) {
+      const char *t = json_string_value(json_object_get(json_array_get(changes, i), "table"));
+      int seen = t == NULL;
+      for (size_t k = 0; k < n && !seen; k++) seen = strcmp(tables[k], t) == 0;
+      if (!seen) tables[n++] = t;
+    }
+  }
+  dg_hub_publish(app->hub, id, res, len, tables, n);
+  json_decref(changes);
+}
+
+static void rows_update(dg_app_t *app, const char *res, size_t len, const char *table, int add) {
+  json_t *list = member(res, len, add ? "inserted" : "deleted");
+  if (json_array_size(list)) {
+    int64_t *ids;
+    size_t n;
+    ids_of(list, &ids, &n);
+    if (add) dg_catalog_rows_add(app->catalog, table, ids, n);
+    else dg_catalog_rows_remove(app->catalog, table, ids, n);
+    dg_free(ids);
+  }
+  json_decref(list);
+}
+
+/* Applies one outcome to the catalog, then wakes its waiters. Only the few
+ * members it needs are read (the changes can be megabytes). */
 static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len) {
   dg_app_t *app = rd->app;
-  json_error_t jerr;
-  json_t *o = json_loadb(res, len, 0, &jerr);
-  if (o == NULL) {
-    dg_log_warn("response reader: an outcome is not JSON (%s); skipped", jerr.text);
-    return;
-  }
-  const char *op = json_string_value(json_object_get(o, "op"));
-  const char *status = json_string_value(json_object_get(o, "status"));
-  const char *table = json_string_value(json_object_get(o, "table"));
-  if (op && status && strcmp(status, "applied") == 0) {
+  char op[32] = "", status[16] = "", table[DG_NAME_MAX + 1] = "", rid[256] = "";
+  str_member(res, len, "op", op, sizeof op);
+  str_member(res, len, "status", status, sizeof status);
+  str_member(res, len, "table", table, sizeof table);
+  if (strcmp(status, "applied") == 0) {
     if (strcmp(op, "create_table") == 0) {
-      dg_tabledef_t *t = dg_tabledef_from_json(json_object_get(o, "table_def"));
+      json_t *def = member(res, len, "table_def");
+      dg_tabledef_t *t = def ? dg_tabledef_from_json(def) : NULL;
       if (t) dg_catalog_put_table(app->catalog, t);
-    } else if (strcmp(op, "delete_table") == 0 && table) {
+      json_decref(def);
+    } else if (strcmp(op, "delete_table") == 0 && table[0]) {
       dg_catalog_drop_table(app->catalog, table);
-    } else if (strcmp(op, "create_view") == 0) {
-      const char *v = json_string_value(json_object_get(o, "view"));
-      if (v) dg_catalog_put_view(app->catalog, v);
-    } else if (strcmp(op, "delete_view") == 0) {
-      const char *v = json_string_value(json_object_get(o, "view"));
-      if (v) dg_catalog_drop_view(app->catalog, v);
+    } else if (strcmp(op, "create_view") == 0 || strcmp(op, "delete_view") == 0) {
+      char v[DG_NAME_MAX + 1];
+      if (str_member(res, len, "view", v, sizeof v)) {
+        if (op[0] == 'c') dg_catalog_put_view(app->catalog, v);
+        else dg_catalog_drop_view(app->catalog, v);
+      }
     }
-    if (table) {
-      int64_t *ids;
-      size_t n;
-      json_t *ins = json_object_get(o, "inserted");
-      if (json_array_size(ins)) {
-        ids_of(ins, &ids, &n);
-        dg_catalog_rows_add(app->catalog, table, ids, n);
-        dg_free(ids);
-      }
-      json_t *del = json_object_get(o, "deleted");
-      if (json_array_size(del)) {
-        ids_of(del, &ids, &n);
-        dg_catalog_rows_remove(app->catalog, table, ids, n);
-        dg_free(ids);
-      }
+    if (table[0] && (strcmp(op, "insert_rows") == 0 || strcmp(op, "delete_row") == 0 ||
+                     strcmp(op, "update_row") == 0)) {
+      rows_update(app, res, len, table, 1);
+      rows_update(app, res, len, table, 0);
     }
   }
-  const char *rid = json_string_value(json_object_get(o, "request_id"));
-  if (rid) dg_waiters_deliver(app->waiters, rid, res, len);
-  if (app->hub) fan_out(app, id, res, len, o);
-  json_decref(o);
+  if (str_member(res, len, "request_id", rid, sizeof rid)) dg_waiters_deliver(app->waiters, rid, res, len);
+  if (app->hub && dg_hub_count(app->hub) > 0) fan_out(app, id, res, len, table);
 }
 
 static int position(dg_reader_t *rd) {

@@ -323,12 +323,38 @@ int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file,
                       char *err, size_t errcap) {
   *generated = NULL;
   if (admin_key != NULL) {
+    /* Registered once: if this key was bootstrapped before (and perhaps
+     * deleted since by an admin), it is not brought back. */
+    char hex[65];
+    dg_auth_hash(a, admin_key, strlen(admin_key), hex);
+    duckdb_connection c = dg_db_conn(a->db);
+    duckdb_prepared_statement st;
+    int seen = -1;
+    if (c && duckdb_prepare(c, "SELECT count(*) FROM dg.bootstrapped WHERE hash = $1", &st) == DuckDBSuccess) {
+      duckdb_bind_varchar(st, 1, hex);
+      duckdb_result res;
+      if (duckdb_execute_prepared(st, &res) == DuckDBSuccess) seen = duckdb_value_int64(&res, 0, 0) > 0;
+      duckdb_destroy_result(&res);
+    }
+    if (c) duckdb_destroy_prepare(&st);
+    if (seen < 0) {
+      snprintf(err, errcap, "cannot read the key table");
+      return DG_EIO;
+    }
+    if (seen) return 0;
     dg_principal_t p;
-    if (dg_auth_check(a, admin_key, strlen(admin_key), &p) == 0) return 0;
-    if (insert_key(a, "bootstrap-admin", DG_ROLE_ADMIN, admin_key, strlen(admin_key), NULL) != 0) {
+    if (dg_auth_check(a, admin_key, strlen(admin_key), &p) != 0 &&
+        insert_key(a, "bootstrap-admin", DG_ROLE_ADMIN, admin_key, strlen(admin_key), NULL) != 0) {
       snprintf(err, errcap, "cannot store the bootstrap admin key in the database");
       return DG_EIO;
     }
+    if (duckdb_prepare(c, "INSERT INTO dg.bootstrapped VALUES ($1)", &st) == DuckDBSuccess) {
+      duckdb_bind_varchar(st, 1, hex);
+      duckdb_result res;
+      duckdb_execute_prepared(st, &res);
+      duckdb_destroy_result(&res);
+    }
+    duckdb_destroy_prepare(&st);
     return 0;
   }
   int yes = 0;

@@ -64,16 +64,44 @@ void dg_buf_printf(dg_buf_t *b, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+  unsigned char c = s[0];
+  size_t k = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+  if (k == 0 || k > n || (k == 2 && c < 0xc2) || c > 0xf4) return 0;
+  for (size_t i = 1; i < k; i++)
+    if ((s[i] & 0xc0) != 0x80) return 0;
+  if (k == 3 && ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0))) return 0;
+  if (k == 4 && ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))) return 0;
+  return k;
+}
+
 void dg_buf_json_str(dg_buf_t *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
+  const unsigned char *u = (const unsigned char *)s;
   dg_buf_reserve(b, n + 2);
   dg_buf_putc(b, '"');
   size_t run = 0; /* start of the current run of bytes that need no escape */
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+  for (size_t i = 0; i < n;) {
+    unsigned char c = u[i];
+    if (c >= 0x80) {
+      size_t k = utf8_len(u + i, n - i);
+      if (k) {
+        i += k;
+        continue;
+      }
+      /* Not UTF-8: JSON text must be, so the byte becomes U+FFFD. */
+      dg_buf_append(b, s + run, i - run);
+      dg_buf_append(b, "\\ufffd", 6);
+      run = ++i;
+      continue;
+    }
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      i++;
+      continue;
+    }
     dg_buf_append(b, s + run, i - run);
-    run = i + 1;
+    run = ++i;
     switch (c) {
       case '"': dg_buf_append(b, "\\\"", 2); break;
       case '\\': dg_buf_append(b, "\\\\", 2); break;

@@ -55,7 +55,12 @@ void dg_log(dg_log_level_t level, const char *fmt, ...) {
     dg_buf_puts(&line, "}\n");
   } else {
     dg_buf_printf(&line, "%s %-5s ", when, names[level]);
-    dg_buf_append(&line, text, text_len);
+    /* One line per event: control characters (a client's path could hold
+     * escape sequences or newlines) are shown as '?'. */
+    for (size_t i = 0; i < text_len; i++) {
+      unsigned char c = (unsigned char)text[i];
+      dg_buf_putc(&line, c < 0x20 || c == 0x7f ? '?' : (char)c);
+    }
     dg_buf_putc(&line, '\n');
   }
   ssize_t w = write(STDERR_FILENO, line.data, line.len);

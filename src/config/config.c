@@ -290,6 +290,7 @@ void dg_config_dispose(dg_config_t *c) {
   dg_free(c->redis_ca);
   dg_free(c->redis_cert);
   dg_free(c->redis_key);
+  dg_free(c->pepper_file);
   memset(c, 0, sizeof *c);
 }
 

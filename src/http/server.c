@@ -23,6 +23,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <ulfius.h>
 
 #include "dg/buf.h"
@@ -152,20 +154,48 @@ void dg_reply_empty(dg_req_t *r, int status) {
   r->status = status;
 }
 
+/* Replaces every byte that is not part of valid UTF-8 (including a
+ * character cut by %.Ns) with '?', in place, so the text can go into JSON. */
+static void utf8_clean(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p) {
+    int n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+    int ok = n > 0 && !(n == 2 && *p < 0xc2);
+    for (int i = 1; ok && i < n; i++) ok = (p[i] & 0xc0) == 0x80;
+    if (ok && n == 3) ok = !(p[0] == 0xe0 && p[1] < 0xa0) && !(p[0] == 0xed && p[1] >= 0xa0);
+    if (ok && n == 4) ok = p[0] <= 0xf4 && !(p[0] == 0xf0 && p[1] < 0x90) && !(p[0] == 0xf4 && p[1] >= 0x90);
+    if (!ok) {
+      *p++ = '?';
+      continue;
+    }
+    p += n;
+  }
+}
+
 void dg_problem(dg_req_t *r, int status, json_t *extra, const char *fmt, ...) {
   char detail[512];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
+  utf8_clean(detail);
   json_t *p = json_pack("{s:i,s:s,s:s,s:s}", "status", status, "code", code_of(status), "title",
                         reason(status), "detail", detail);
   if (extra) {
     json_object_update_missing(p, extra);
     json_decref(extra);
   }
-  char *text = json_dumps(p, JSON_COMPACT);
+  char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
   json_decref(p);
+  char fallback[160];
+  if (text == NULL) {
+    /* Never an empty 200: the status and code always go out. */
+    snprintf(fallback, sizeof fallback,
+             "{\"status\":%d,\"code\":\"%s\",\"title\":\"%s\",\"detail\":\"\"}", status,
+             code_of(status), reason(status));
+    set_body(r, status, "application/problem+json", fallback);
+    return;
+  }
   set_body(r, status, "application/problem+json", text);
   free(text);
 }
@@ -205,13 +235,13 @@ static int split_path(const char *p, path_t *out) {
 }
 
 /* Matches a pattern; on success fills the parameter slots (as copies). */
-static int match(const char *pattern, const path_t *path, char params[][128], size_t *nparams) {
+static int match(const char *pattern, const path_t *path, char params[][MAX_PATH + 1], size_t *nparams) {
   path_t pat;
   if (split_path(pattern, &pat) != 0 || pat.n != path->n) return 0;
   size_t np = 0;
   for (size_t i = 0; i < pat.n; i++) {
     if (pat.seg[0 + i][0] == ':') {
-      if (np == DG_HTTP_MAX_PARAMS || path->len[i] >= 128) return 0;
+      if (np == DG_HTTP_MAX_PARAMS || path->len[i] > MAX_PATH) return 0;
       if (params) {
         memcpy(params[np], path->seg[i], path->len[i]);
         params[np][path->len[i]] = '\0';
@@ -339,6 +369,44 @@ static void run_route(dg_req_t *r, const dg_route_t *route) {
   route->fn(r);
 }
 
+/* The raw request target must decode to valid UTF-8 without NUL bytes:
+ * libmicrohttpd hands on C strings, so "%00" (or a raw NUL) would silently
+ * cut a path or a parameter short, and ulfius drops parameters that are
+ * not valid UTF-8. Refusing them keeps "what was asked" and "what runs" the
+ * same. */
+static int target_ok(const char *url) {
+  if (url == NULL) return 0;
+  unsigned char buf[8];
+  int need = 0, have = 0;
+  for (const char *p = url; *p; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '%') {
+      int hi = p[1], lo = hi ? p[2] : 0;
+      int h = hi >= '0' && hi <= '9' ? hi - '0' : (hi | 32) >= 'a' && (hi | 32) <= 'f' ? (hi | 32) - 'a' + 10 : -1;
+      int l = lo >= '0' && lo <= '9' ? lo - '0' : (lo | 32) >= 'a' && (lo | 32) <= 'f' ? (lo | 32) - 'a' + 10 : -1;
+      if (h < 0 || l < 0) return 0;
+      c = (unsigned char)(h * 16 + l);
+      p += 2;
+    }
+    if (c == 0) return 0;
+    if (need == 0) {
+      if (c < 0x80) continue;
+      need = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+      if (need == 0 || c < 0xc2 || c > 0xf4) return 0;
+      buf[0] = c;
+      have = 1;
+    } else {
+      if ((c & 0xc0) != 0x80) return 0;
+      buf[have++] = c;
+      if (have == 2 && ((buf[0] == 0xe0 && c < 0xa0) || (buf[0] == 0xed && c >= 0xa0) ||
+                        (buf[0] == 0xf0 && c < 0x90) || (buf[0] == 0xf4 && c >= 0x90)))
+        return 0;
+      if (have == need) need = 0;
+    }
+  }
+  return need == 0;
+}
+
 static int dispatch(const struct _u_request *u, struct _u_response *resp, void *user) {
   dg_app_t *app = user;
   int64_t t0 = mono_us();
@@ -348,7 +416,9 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
   r.resp = resp;
   r.app = app;
 
-  char params[DG_HTTP_MAX_PARAMS][128];
+  /* Parameters are copied whole, however long: a name that is too long is
+   * the handler's 400, not the router's 404. */
+  char params[DG_HTTP_MAX_PARAMS][MAX_PATH + 1];
   path_t path;
   const dg_route_t *hit = NULL;
   int hit_index = -1, index = 0;
@@ -374,7 +444,9 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
     }
   }
   for (size_t i = 0; i < r.nparams; i++) r.params[i] = params[i];
-  if (u->binary_body_length > app->cfg->body_limit) {
+  if (!target_ok(u->http_url)) {
+    dg_problem(&r, 400, NULL, "the request target has a NUL byte or is not valid UTF-8 once decoded");
+  } else if (u->binary_body_length > app->cfg->body_limit) {
     /* Checked first, for every route: the limit protects the whole server. */
     dg_problem(&r, 413, NULL, "the request body is larger than %zu bytes", app->cfg->body_limit);
   } else if (hit) {
@@ -397,6 +469,23 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
 }
 
 /* ---- life cycle ---------------------------------------------------------- */
+
+/* Checks that the certificate and key parse and belong together, so a bad
+ * pair is one clear line at start rather than libmicrohttpd's messages. */
+static const char *tls_pair_problem(const char *cert, size_t cl, const char *key, size_t kl) {
+  BIO *cb = BIO_new_mem_buf(cert, (int)cl), *kb = BIO_new_mem_buf(key, (int)kl);
+  X509 *x = PEM_read_bio_X509(cb, NULL, NULL, NULL);
+  EVP_PKEY *pk = PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL);
+  const char *why = x == NULL    ? "DUCKGRID_TLS_CERT is not a PEM certificate"
+                    : pk == NULL ? "DUCKGRID_TLS_KEY is not an unencrypted PEM private key"
+                    : X509_check_private_key(x, pk) != 1 ? "the certificate and the key do not belong together"
+                                                         : NULL;
+  X509_free(x);
+  EVP_PKEY_free(pk);
+  BIO_free(cb);
+  BIO_free(kb);
+  return why;
+}
 
 static char *read_small_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
@@ -452,7 +541,7 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
    * smaller thread stacks for thousands of long polls. */
   unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                        MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
-  struct MHD_OptionItem ops[12];
+  struct MHD_OptionItem ops[16];
   int k = 0;
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL};
@@ -464,7 +553,14 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   }
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_timeout_s, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY, NULL};
-  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, 512 * 1024, NULL};
+  /* DuckDB plans queries recursively (a view with hundreds of joins goes
+   * deep), so connection threads keep a full 8 MiB stack; it is virtual
+   * memory until touched. */
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, 8u << 20, NULL};
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 8192, NULL};
+  /* Refuse requests that are not well-formed HTTP/1.1 (stray bytes in the
+   * request line, bad header syntax) instead of guessing. */
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL};
   char *key = NULL, *cert = NULL;
   size_t kl = 0, cl = 0;
   if (cfg->tls_cert) {
@@ -472,6 +568,16 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
     cert = read_small_file(cfg->tls_cert, &cl);
     if (key == NULL || cert == NULL) {
       snprintf(err, errcap, "cannot read the HTTPS certificate or key");
+      dg_free(key);
+      dg_free(cert);
+      ulfius_clean_instance(&h->inst);
+      dg_free(h);
+      return DG_EINVAL;
+    }
+    const char *why = tls_pair_problem(cert, cl, key, kl);
+    if (why) {
+      snprintf(err, errcap, "HTTPS: %s", why);
+      memset(key, 0, kl);
       dg_free(key);
       dg_free(cert);
       ulfius_clean_instance(&h->inst);

@@ -55,6 +55,11 @@
 /* Nesting of the parse tree walked; DuckDB's own expression depth limit is
  * 1000 and jansson's parser stops at 2048, so this only guards the stack. */
 #define WALK_DEPTH_MAX 4096
+/* Table references in one view, repeats counted. DuckDB plans joins by
+ * recursive search whose time grows steeply with their number (150 joins:
+ * ~5 s to plan, 300 overflowed a thread stack); a summary over a planning
+ * grid joins a handful. */
+#define TABLE_REFS_MAX 32
 
 typedef struct {
   const char *scope[SCOPE_MAX]; /* CTE names in scope (borrowed from the tree) */
@@ -64,6 +69,7 @@ typedef struct {
   char *err;                    /* the caller's reason buffer                */
   size_t errcap;
   int depth;                    /* current recursion depth                   */
+  size_t table_refs;            /* table references, repeats counted         */
 } walk_t;
 
 /* ---- reasons ----------------------------------------------------------- */
@@ -250,6 +256,8 @@ static int check_base_table(walk_t *w, json_t *o) {
   const char *schema = str_member(o, "schema_name");
   const char *name = json_string_value(json_object_get(o, "table_name"));
   if (name == NULL) return reject(w, "unsupported table reference");
+  if (++w->table_refs > TABLE_REFS_MAX)
+    return reject(w, "a view may reference at most %d tables (repeats counted)", TABLE_REFS_MAX);
   if (*catalog)
     return reject(w, "'%s.%s.%s': a view may not read another database", catalog, schema, name);
   if (strcasecmp(schema, "dg") == 0)

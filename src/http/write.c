@@ -180,27 +180,34 @@ typedef enum {
   REPLY_EMPTY,   /* 204                                        */
 } reply_kind_t;
 
+/* A top-level member of the outcome decoded on its own (no DOM of the
+ * whole outcome, whose changes can be megabytes), or NULL. */
+static json_t *outcome_member(const char *res, size_t len, const char *key) {
+  const char *v;
+  size_t n;
+  if (dg_json_raw_member(res, len, key, &v, &n) != 0) return NULL;
+  return json_loadb(v, n, JSON_DECODE_ANY, NULL);
+}
+
 static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t kind) {
-  json_error_t jerr;
-  json_t *o = json_loadb(res, len, 0, &jerr);
-  if (o == NULL) {
-    dg_problem(r, 500, NULL, "the outcome could not be read");
-    return;
-  }
-  const char *status = json_string_value(json_object_get(o, "status"));
-  if (status == NULL || strcmp(status, "applied") != 0) {
-    json_t *err = json_object_get(o, "error");
+  json_t *st = outcome_member(res, len, "status");
+  int applied = json_is_string(st) && strcmp(json_string_value(st), "applied") == 0;
+  json_decref(st);
+  if (!applied) {
+    json_t *err = outcome_member(res, len, "error");
     int code = (int)json_integer_value(json_object_get(err, "status"));
     const char *detail = json_string_value(json_object_get(err, "detail"));
-    json_t *extra = json_pack("{s:O?,s:O?,s:O?}", "request_id", json_object_get(o, "request_id"),
-                              "stream_id", json_object_get(o, "stream_id"), "update_id",
-                              json_object_get(o, "update_id"));
+    json_t *extra = json_object();
+    static const char *const ids[] = {"request_id", "stream_id", "update_id"};
+    for (size_t i = 0; i < DG_ARRAY_SIZE(ids); i++) {
+      json_t *v = outcome_member(res, len, ids[i]);
+      if (v) json_object_set_new(extra, ids[i], v);
+    }
     dg_problem(r, code >= 400 && code < 600 ? code : 500, extra, "%s",
                detail ? detail : "the request was rejected");
-    json_decref(o);
+    json_decref(err);
     return;
   }
-  json_decref(o);
   const char *key = kind == REPLY_TABLE ? "table_def"
                     : kind == REPLY_ROWS ? "rows"
                     : kind == REPLY_ROW  ? "row"

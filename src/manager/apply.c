@@ -736,11 +736,17 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   dg_jsonw_str(&w, op ? op : "unknown");
   dg_jsonw_key(&w, "table");
   dg_jsonw_str(&w, table);
-  size_t status_at = m->json.len;
-  dg_jsonw_key(&w, "changes");
-  dg_jsonw_arr(&w);
+  /* The changes go to their own buffer and come last in the outcome, after
+   * the small members (status, error, ids, ts), so readers that only need
+   * those stop scanning early even when a spread lists a million cells. */
+  dg_buf_t chg;
+  dg_buf_init(&chg);
+  dg_jsonw_t cw;
+  dg_jsonw_init(&cw, &chg);
+  cw.depth = 1; /* inside the changes array */
+  cw.first[1] = 1;
 
-  effects_t e = {m, ri, &w, json_object(), json_object(), json_array()};
+  effects_t e = {m, ri, &cw, json_object(), json_object(), json_array()};
   failure_t f = {0, ""};
   marks_t mk;
   memset(&mk, 0, sizeof mk);
@@ -849,14 +855,6 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     m->nhist = hist_mark;
     for (size_t i = ddl_mark; i < m->nddl; i++) dg_free(m->ddl[i]);
     m->nddl = ddl_mark;
-    m->json.len = status_at;
-    m->json.data[m->json.len] = '\0';
-    w.depth = 1; /* back among the outcome's members, after "table" */
-    w.first[1] = 0;
-    w.after_key = 0;
-    dg_jsonw_key(&w, "changes");
-    dg_jsonw_arr(&w);
-    dg_jsonw_end(&w);
     dg_jsonw_key(&w, "status");
     dg_jsonw_str(&w, "rejected");
     dg_jsonw_key(&w, "error");
@@ -870,12 +868,21 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_key(&w, "detail");
     dg_jsonw_str(&w, f.detail);
     dg_jsonw_end(&w);
+    char ts[64];
+    now_iso(ts);
+    dg_jsonw_key(&w, "ts");
+    dg_jsonw_str(&w, ts);
+    dg_jsonw_key(&w, "changes");
+    dg_jsonw_raw(&w, "[]", 2);
   } else {
-    dg_jsonw_end(&w); /* changes */
     dg_jsonw_key(&w, "status");
     dg_jsonw_str(&w, "applied");
     dg_jsonw_key(&w, "error");
     dg_jsonw_null(&w);
+    char ts[64];
+    now_iso(ts);
+    dg_jsonw_key(&w, "ts");
+    dg_jsonw_str(&w, ts);
     write_id_map(&w, "inserted", e.inserted, table);
     write_id_map(&w, "deleted", e.deleted, table);
     if (json_array_size(e.moved)) {
@@ -889,15 +896,16 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
       dg_buf_append(&m->json, extra.data + (extra.data[0] == ',' ? 1 : 0),
                     extra.len - (extra.data[0] == ',' ? 1 : 0));
     }
+    dg_jsonw_key(&w, "changes");
+    dg_buf_putc(&m->json, '[');
+    if (chg.len) dg_buf_append(&m->json, chg.data, chg.len);
+    dg_buf_putc(&m->json, ']');
   }
-  char ts[64];
-  now_iso(ts);
-  dg_jsonw_key(&w, "ts");
-  dg_jsonw_str(&w, ts);
   dg_jsonw_end(&w);
   req->res = dg_strndup(m->json.data, m->json.len);
   req->res_len = m->json.len;
   dg_buf_dispose(&extra);
+  dg_buf_dispose(&chg);
   json_decref(e.inserted);
   json_decref(e.deleted);
   json_decref(e.moved);

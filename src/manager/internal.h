@@ -72,6 +72,8 @@ struct dg_manager_s {
   int64_t trimmed_ms;
   uint64_t connects_seen;        /* Redis connects already counted in metrics  */
   int64_t outcomes_trimmed_ms;   /* when dg.outcomes was last trimmed          */
+  int dirty;                     /* batches committed since the last checkpoint */
+  int64_t checkpointed_ms;       /* when the manager last checkpointed          */
   char last_applied[DG_REDIS_XID_BUFSZ]; /* newest request applied in DuckDB */
 
   mtable_t **tables;             /* by tag; NULL where a table was dropped    */

@@ -63,6 +63,8 @@
 #define BLOCK_MS 500
 /* request_duck keeps applied requests for this long (replay, audit). */
 #define REQUEST_RETENTION_MS (3600 * 1000)
+/* An idle manager checkpoints after this long without requests. */
+#define CHECKPOINT_IDLE_MS 1000
 #define GROUP "managers"
 #define CONSUMER "manager"
 
@@ -594,6 +596,15 @@ static void *run(void *arg) {
     entry_t *e;
     size_t n = entries_of(rep, &e);
     if (n && run_entries(m, e, n) != 0) m->leader = 0; /* re-run recovery */
+    if (n) {
+      m->dirty = 1;
+    } else if (m->dirty && now - m->checkpointed_ms >= CHECKPOINT_IDLE_MS) {
+      /* Quiet now: fold the WAL into the database here, not inside a
+       * commit under load (see the checkpoint_threshold in db.c). */
+      dg_db_exec(m->conn, "CHECKPOINT", NULL, 0);
+      m->dirty = 0;
+      m->checkpointed_ms = now_ms();
+    }
     dg_free(e);
     freeReplyObject(rep);
   }
@@ -612,6 +623,10 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
     dg_free(m);
     return DG_EIO;
   }
+  /* The writer's connection: an UPDATE ... FROM a staging table of up to a
+   * batch of rows should probe the primary key, not scan the table (DuckDB
+   * falls back to a scan past 50 rows by default: 5x slower on 10M rows). */
+  dg_db_exec(m->conn, "SET dynamic_or_filter_threshold = 100000", NULL, 0);
   char host[64] = "host";
   gethostname(host, sizeof host - 1);
   snprintf(m->lease_value, sizeof m->lease_value, "%.40s:%d:%lld", host, (int)getpid(), (long long)now_ms());

@@ -93,6 +93,9 @@ static const char *const migrations[] = {
      * retention") with a range delete. */
     "ALTER TABLE dg.outcomes ADD COLUMN ms BIGINT;"
     "UPDATE dg.outcomes SET ms = CAST(split_part(stream_id, '-', 1) AS BIGINT);",
+    /* 4: bootstrap keys registered once: a DUCKGRID_ADMIN_KEY deleted
+     * through /admin/keys stays deleted across restarts. */
+    "CREATE TABLE dg.bootstrapped (hash VARCHAR PRIMARY KEY);",
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -246,6 +249,10 @@ int dg_db_open(const char *path, int threads, dg_db_t **out, char *err, size_t e
   duckdb_set_config(config, "autoinstall_known_extensions", "false");
   duckdb_set_config(config, "autoload_known_extensions", "false");
   duckdb_set_config(config, "enable_external_access", "false");
+  /* Automatic checkpoints run inside a COMMIT and stalled writes for up to
+   * a second at the default 16 MB of WAL; the manager checkpoints when idle
+   * instead, and this only bounds the WAL under sustained load. */
+  duckdb_set_config(config, "checkpoint_threshold", "256MB");
   if (threads > 0) {
     char t[16];
     snprintf(t, sizeof t, "%d", threads);
