@@ -9,6 +9,7 @@
  * sigwait, so no handler runs in the middle of library code.
  */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -100,6 +101,13 @@ static int cmd_serve(int argc, char **argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* Each live client holds a socket (and a long poll a Redis connection):
+   * allow as many descriptors as the system lets this process have. */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   int code = EXIT_FAIL;
   dg_app_t app;

@@ -30,6 +30,9 @@
 
 /* A deleted key must stop working within a second across processes. */
 #define CACHE_TTL_MS 1000
+/* last_used_at is a coarse stamp: written at most once a minute per key,
+ * so the check path does not write to DuckDB on every refresh. */
+#define TOUCH_EVERY_MS 60000
 /* Deployments hold a handful of keys; past this the oldest entry is evicted. */
 #define CACHE_SLOTS 256
 
@@ -39,6 +42,8 @@ typedef struct {
   dg_role_t role;
   char user[64];
   int64_t fetched_ms;       /* monotonic time of the database read  */
+  int64_t touched_ms;       /* when last_used_at was last written   */
+  int refreshing;           /* a thread is re-reading this entry     */
 } cache_entry_t;
 
 struct dg_auth_s {
@@ -259,7 +264,12 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   for (int i = 0; i < CACHE_SLOTS; i++) {
     /* Every slot is compared, in constant time, whatever matches. */
     int hit = a->cache[i].key_id != 0 && CRYPTO_memcmp(a->cache[i].digest, d, 32) == 0;
-    if (hit && now - a->cache[i].fetched_ms < CACHE_TTL_MS) found = i;
+    if (!hit) continue;
+    int64_t age = now - a->cache[i].fetched_ms;
+    /* Fresh, or stale by less than a lookup while one thread re-reads it:
+     * the others go on with it instead of all querying DuckDB at once. */
+    if (age < CACHE_TTL_MS || (a->cache[i].refreshing && age < CACHE_TTL_MS + 250)) found = i;
+    else a->cache[i].refreshing = 1;
   }
   if (found >= 0) {
     out->key_id = a->cache[found].key_id;
@@ -288,16 +298,22 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
     }
     if (a->cache[i].fetched_ms < a->cache[slot].fetched_ms) slot = i;
   }
+  int touch = 0;
   if (rc == 0) {
+    int same = a->cache[slot].key_id == e.key_id && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0;
+    e.touched_ms = same ? a->cache[slot].touched_ms : 0;
+    touch = e.touched_ms == 0 || now - e.touched_ms >= TOUCH_EVERY_MS;
+    if (touch) e.touched_ms = now;
     memcpy(e.digest, d, 32);
     e.fetched_ms = now;
+    e.refreshing = 0;
     a->cache[slot] = e;
   } else if (a->cache[slot].key_id != 0 && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0) {
     memset(&a->cache[slot], 0, sizeof a->cache[slot]); /* deleted elsewhere */
   }
   pthread_mutex_unlock(&a->lock);
   if (rc != 0) return rc;
-  touch_last_used(a, e.key_id);
+  if (touch) touch_last_used(a, e.key_id);
   if (e.role == DG_ROLE_NONE) return DG_EAUTH;
   out->key_id = e.key_id;
   out->role = e.role;
