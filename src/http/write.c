@@ -23,6 +23,7 @@
 #include "dg/common.h"
 #include "dg/decimal.h"
 #include "dg/http.h"
+#include "dg/idset.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
 #include "dg/redis_pool.h"
@@ -597,7 +598,8 @@ static int insert_rows(dg_req_t *r) {
     rows = single;
   }
   json_t *norm = NULL;
-  int64_t *seen = NULL;
+  dg_idset_t seen; /* ids given earlier in this request: duplicates, parents */
+  dg_idset_init(&seen);
   if (!json_is_array(rows) || json_array_size(rows) == 0 || json_array_size(rows) > MAX_ROWS) {
     dg_problem(r, 400, NULL, "rows must be an array of 1..%d row objects", MAX_ROWS);
     goto done;
@@ -605,8 +607,6 @@ static int insert_rows(dg_req_t *r) {
   norm = json_array();
   /* Ids given in this request, to catch duplicates and parents defined earlier. */
   size_t n = json_array_size(rows);
-  seen = dg_malloc(n * sizeof *seen);
-  size_t nseen = 0;
   for (size_t i = 0; i < n; i++) {
     json_t *row = json_array_get(rows, i);
     char where[32];
@@ -626,7 +626,7 @@ static int insert_rows(dg_req_t *r) {
         goto done;
       }
       int dup = dg_catalog_has_row(r->app->catalog, t->name, id);
-      for (size_t k = 0; k < nseen && !dup; k++) dup = seen[k] == id;
+      dup = dup || dg_idset_has(&seen, id);
       if (dup) {
         json_decref(o);
         dg_problem(r, 409, NULL, "%s: row %" PRId64 " exists already", where, id);
@@ -642,7 +642,7 @@ static int insert_rows(dg_req_t *r) {
       }
       /* A parent may be a row made earlier in this same request. */
       int known = dg_catalog_has_row(r->app->catalog, t->name, parent);
-      for (size_t k = 0; k < nseen && !known; k++) known = seen[k] == parent;
+      known = known || dg_idset_has(&seen, parent);
       if (!known) {
         json_decref(o);
         dg_problem(r, 404, NULL, "%s: parent %" PRId64 " does not exist in table '%s'", where,
@@ -651,7 +651,7 @@ static int insert_rows(dg_req_t *r) {
       }
       json_object_set_new(o, "parent_id", json_integer(parent));
     }
-    if (idj && !json_is_null(idj)) seen[nseen++] = id;
+    if (idj && !json_is_null(idj)) dg_idset_add(&seen, id);
     json_t *cells = cells_or_problem(r, t, row, where);
     if (cells == NULL) {
       json_decref(o);
@@ -668,7 +668,7 @@ static int insert_rows(dg_req_t *r) {
     submit(r, req, REPLY_ROWS);
   }
 done:
-  dg_free(seen);
+  dg_idset_dispose(&seen);
   json_decref(norm);
   json_decref(single);
   dg_tabledef_unref(t);
