@@ -29,6 +29,16 @@ void dg_buf_printf(dg_buf_t *b, const char *fmt, ...) __attribute__((format(prin
 void dg_buf_vprintf(dg_buf_t *b, const char *fmt, va_list ap);
 /** Appends s as a JSON string literal, quotes included, escaping as needed. */
 void dg_buf_json_str(dg_buf_t *b, const char *s, size_t n);
+/**
+ * Reads a whole file of at most 1 MiB (keys, certificates, JWKS). Returns
+ * its bytes NUL-terminated (free with dg_free) and the length in *len, or
+ * NULL when it cannot be read.
+ */
+char *dg_read_small_file(const char *path, size_t *len);
+
+/** The current UTC time as ISO 8601 with milliseconds ("2026-11-29T08:00:00.000Z"). */
+void dg_time_iso(char *out, size_t cap);
+
 /** Gives the contents to the caller (free with dg_free); the buffer is empty after. */
 char *dg_buf_steal(dg_buf_t *b);
 

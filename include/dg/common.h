@@ -62,4 +62,9 @@ void dg__assert_fail(const char *expr, const char *file, int line);
 
 #define DG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+struct timespec;
+/** *until = CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on a
+ *  condition variable created with that clock. */
+void dg_deadline_after_ms(struct timespec *until, int ms);
+
 #endif

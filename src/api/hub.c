@@ -186,13 +186,7 @@ void dg_hub_publish(dg_hub_t *h, const char *id, const char *res, size_t len,
 
 int dg_sub_next(dg_hub_t *h, dg_sub_t *s, int timeout_ms, dg_event_t **ev) {
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  dg_deadline_after_ms(&until, timeout_ms);
   pthread_mutex_lock(&h->lock);
   int rc = 0;
   while (s->head == NULL && !s->dropped && !h->closed && rc != ETIMEDOUT)

@@ -58,13 +58,7 @@ void dg_waiters_add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id) {
 
 int dg_waiters_wait(dg_waiters_t *ws, dg_waiter_t *w, int timeout_ms) {
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  dg_deadline_after_ms(&until, timeout_ms);
   pthread_mutex_lock(&ws->lock);
   int rc = 0;
   while (!w->done && !ws->closing && rc != ETIMEDOUT)

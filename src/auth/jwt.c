@@ -44,19 +44,6 @@ struct dg_jwt_s {
   char *role_claim;
 };
 
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) return NULL;
-  dg_buf_t b;
-  dg_buf_init(&b);
-  char chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20)) dg_buf_append(&b, chunk, n);
-  fclose(f);
-  *len = b.len;
-  return dg_buf_steal(&b);
-}
-
 /* base64url without padding -> bytes; NULL on bad input. */
 static unsigned char *b64url_decode(const char *s, size_t n, size_t *out_len) {
   static const signed char map[256] = {
@@ -216,7 +203,7 @@ int dg_jwt_create(const dg_jwt_config_t *cfg, dg_jwt_t **out, char *err, size_t 
   }
   if (cfg->public_key_file) {
     size_t len;
-    char *pem = read_file(cfg->public_key_file, &len);
+    char *pem = dg_read_small_file(cfg->public_key_file, &len);
     jwt_alg_t alg = JWT_ALG_INVAL;
     if (pem == NULL || alg_of_pem(pem, len, &alg) != 0) {
       snprintf(err, errcap, "DUCKGRID_JWT_PUBLIC_KEY: '%s' is not a readable RSA or EC public key (PEM)",
@@ -229,7 +216,7 @@ int dg_jwt_create(const dg_jwt_config_t *cfg, dg_jwt_t **out, char *err, size_t 
   }
   if (cfg->jwks_file) {
     size_t len;
-    char *text = read_file(cfg->jwks_file, &len);
+    char *text = dg_read_small_file(cfg->jwks_file, &len);
     json_t *set = text ? json_loadb(text, len, 0, NULL) : NULL;
     dg_free(text);
     json_t *keys = json_object_get(set, "keys");

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static dg_allocator_t allocator = {malloc, realloc, calloc, free};
 
@@ -79,5 +80,15 @@ const char *dg_strerror(int err) {
     case DG_EINTERNAL: return "internal error";
     case DG_EAUTH: return "authentication failed";
     default: return "unknown error";
+  }
+}
+
+void dg_deadline_after_ms(struct timespec *until, int ms) {
+  clock_gettime(CLOCK_MONOTONIC, until);
+  until->tv_sec += ms / 1000;
+  until->tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
   }
 }

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "dg/common.h"
 
@@ -123,4 +124,26 @@ char *dg_buf_steal(dg_buf_t *b) {
   char *p = b->data;
   dg_buf_init(b);
   return p;
+}
+
+char *dg_read_small_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return NULL;
+  dg_buf_t b;
+  dg_buf_init(&b);
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20)) dg_buf_append(&b, chunk, n);
+  fclose(f);
+  *len = b.len;
+  return dg_buf_steal(&b);
+}
+
+void dg_time_iso(char *out, size_t cap) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 }

@@ -487,19 +487,6 @@ static const char *tls_pair_problem(const char *cert, size_t cl, const char *key
   return why;
 }
 
-static char *read_small_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) return NULL;
-  dg_buf_t b;
-  dg_buf_init(&b);
-  char chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20)) dg_buf_append(&b, chunk, n);
-  fclose(f);
-  *len = b.len;
-  return dg_buf_steal(&b);
-}
-
 int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   const dg_config_t *cfg = app->cfg;
   dg_http_t *h = dg_calloc(1, sizeof *h);
@@ -564,8 +551,8 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   char *key = NULL, *cert = NULL;
   size_t kl = 0, cl = 0;
   if (cfg->tls_cert) {
-    key = read_small_file(cfg->tls_key, &kl);
-    cert = read_small_file(cfg->tls_cert, &cl);
+    key = dg_read_small_file(cfg->tls_key, &kl);
+    cert = dg_read_small_file(cfg->tls_cert, &cl);
     if (key == NULL || cert == NULL) {
       snprintf(err, errcap, "cannot read the HTTPS certificate or key");
       dg_free(key);

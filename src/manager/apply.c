@@ -655,15 +655,6 @@ static int op_delete_view(dg_manager_t *m, const char *name, dg_jsonw_t *w, fail
   return 0;
 }
 
-static void now_iso(char out[64]) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
-}
-
 static const char *code_of(int status) {
   switch (status) {
     case 400: return "bad_request";
@@ -869,7 +860,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_str(&w, f.detail);
     dg_jsonw_end(&w);
     char ts[64];
-    now_iso(ts);
+    dg_time_iso(ts, sizeof ts);
     dg_jsonw_key(&w, "ts");
     dg_jsonw_str(&w, ts);
     dg_jsonw_key(&w, "changes");
@@ -880,7 +871,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_key(&w, "error");
     dg_jsonw_null(&w);
     char ts[64];
-    now_iso(ts);
+    dg_time_iso(ts, sizeof ts);
     dg_jsonw_key(&w, "ts");
     dg_jsonw_str(&w, ts);
     write_id_map(&w, "inserted", e.inserted, table);

@@ -267,13 +267,8 @@ static int reject_alone(dg_manager_t *m, const entry_t *e, const char *why) {
   dg_jsonw_key(&w, "detail");
   dg_jsonw_str(&w, why);
   dg_jsonw_end(&w);
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  struct tm tm;
-  gmtime_r(&now.tv_sec, &tm);
   char ts[64];
-  snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+  dg_time_iso(ts, sizeof ts);
   dg_jsonw_key(&w, "ts");
   dg_jsonw_str(&w, ts);
   dg_jsonw_end(&w);
