@@ -347,6 +347,15 @@ static dg_tabledef_t *table_or_problem(dg_req_t *r, const char *name) {
   return t;
 }
 
+/* Tables and views share one namespace: 1 (and 409 answered) when name is taken. */
+static int name_taken_or_problem(dg_req_t *r, const char *name) {
+  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
+  int taken = t != NULL || dg_catalog_has_view(r->app->catalog, name);
+  dg_tabledef_unref(t);
+  if (taken) dg_problem(r, 409, NULL, "'%s' exists already", name);
+  return taken;
+}
+
 /* Checks a mode string for a number column of t; 0 or problem answered. */
 static int mode_ok_or_problem(dg_req_t *r, const dg_tabledef_t *t, const char *mode) {
   static const char *const modes[] = {"proportional", "equal", "add", "percent", "repeat_leaves"};
@@ -504,12 +513,7 @@ static int create_table(dg_req_t *r) {
     dg_problem(r, 400, NULL, "columns must be an array of at most %d columns", DG_MAX_COLUMNS);
     return 0;
   }
-  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
-  if (t || dg_catalog_has_view(r->app->catalog, name)) {
-    dg_tabledef_unref(t);
-    dg_problem(r, 409, NULL, "'%s' exists already", name);
-    return 0;
-  }
+  if (name_taken_or_problem(r, name)) return 0;
   json_t *norm = json_array();
   for (size_t i = 0; i < json_array_size(cols); i++) {
     json_t *c = json_array_get(cols, i);
@@ -801,12 +805,7 @@ static int create_view(dg_req_t *r) {
     dg_problem(r, 400, NULL, "sql must be a non-empty string of at most %d bytes", MAX_VIEW_SQL);
     return 0;
   }
-  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
-  if (t || dg_catalog_has_view(r->app->catalog, name)) {
-    dg_tabledef_unref(t);
-    dg_problem(r, 409, NULL, "'%s' exists already", name);
-    return 0;
-  }
+  if (name_taken_or_problem(r, name)) return 0;
   char err[512];
   duckdb_connection c = dg_db_conn(r->app->db);
   if (c == NULL) {

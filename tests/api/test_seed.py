@@ -182,3 +182,12 @@ def test_6_nonexistent_table_row_column_404_nothing_queued(seeded, redis_server)
             assert r.headers["Content-Type"].startswith("application/problem+json")
             assert r.json()["code"] == "not_found"
     assert redis_server.cli("XLEN", s.prefix + "request_duck") == before
+
+
+def test_tables_and_views_share_one_namespace(server):
+    make_sales(server, "ns_t")
+    r = server.post("/views", {"name": "ns_t", "sql": "SELECT 1 AS one"})
+    assert r.status_code == 409 and r.json()["code"] == "conflict", r.text
+    assert server.post("/views", {"name": "ns_v", "sql": "SELECT name FROM ns_t"}).status_code == 201
+    r = server.post("/tables", {"name": "ns_v", "columns": [{"name": "v", "type": "number"}]})
+    assert r.status_code == 409 and "exists already" in r.json()["detail"], r.text
