@@ -573,9 +573,30 @@ def sc_scale(ctx):
 
 def sc_profile(ctx):
     """perf record (cpu-clock, call graphs) of the server and of Redis under
-    the 64-connection sync load; the top symbols go to bench/results/."""
+    a load (PROFILE_LOADS=sync,async; default sync: 64-connection sync
+    writes; async: 30,000 async writes and their application), then uprobes
+    on the manager's batch steps and DuckDB's C API. Output goes to
+    bench/results/profile_<load>_*.txt."""
+    loads = [x for x in os.environ.get("PROFILE_LOADS", "sync").split(",") if x in ("sync", "async")]
+    res = {}
+    for load in loads:
+        res[load] = profile_one(ctx, load)
+    return res
+
+
+def profile_one(ctx, load):
     ctx.wait_idle()
     dur = ctx.dur(10, 4)
+
+    def run_load():
+        if load == "sync":
+            return ctx.loadgen("--target", "update", "--conns", 64, "--warmup", 1, "--duration", dur)
+        return ctx.loadgen("--target", "async", "--conns", 64, "--count", ctx.dur(30000, 8000), "--drain", 120,
+                           "--redis", ctx.redis.url, "--res-stream", "response_duck")
+
+    def rate(r):
+        return r.get("applied_rps") or r.get("throughput_rps") or 0
+
     outs = {}
     procs = []
     for name, pid in (("server", ctx.srv.pid), ("redis", ctx.redis.proc.pid)):
@@ -583,16 +604,16 @@ def sc_profile(ctx):
         procs.append((name, data, subprocess.Popen(
             ["perf", "record", "-e", "cpu-clock", "-F", "997", "-g", "-p", str(pid), "-o", data,
              "--", "sleep", str(dur + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
-    r = ctx.loadgen("--target", "update", "--conns", 64, "--warmup", 1, "--duration", dur)
+    r = run_load()
     for name, data, p in procs:
         p.wait(timeout=120)
         rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol",
                               "--stdio", "-g", "none", "--percent-limit", "0.5"],
                              capture_output=True, text=True, timeout=300).stdout
-        path = os.path.join(RESULTS, f"profile_sync_{name}.txt")
+        path = os.path.join(RESULTS, f"profile_{load}_{name}.txt")
         with open(path, "w") as f:
-            f.write(f"# perf record -e cpu-clock -F 997 -g -p <{name}> during sync, 64 conns: "
-                    f"{r['throughput_rps']:.0f} req/s\n")
+            f.write(f"# perf record -e cpu-clock -F 997 -g -p <{name}> during {load}, 64 conns: "
+                    f"{rate(r):.0f} req/s\n")
             f.write(rep)
         outs[name] = path
     # Where the manager's time goes, per call: uprobes on its batch steps and
@@ -615,22 +636,22 @@ def sc_profile(ctx):
         rec = subprocess.Popen(["perf", "record", "-e", "probe_duckgrid:*", "-e", "probe_libduckdb:*",
                                 "-p", str(ctx.srv.pid), "-o", data, "--", "sleep", str(dur + 1)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        r2 = ctx.loadgen("--target", "update", "--conns", 64, "--warmup", 1, "--duration", dur)
+        r2 = run_load()
         rec.wait(timeout=120)
         script = subprocess.run(["perf", "script", "-i", data, "-F", "tid,time,event,trace"],
                                 capture_output=True, text=True, timeout=300).stdout
         summ = subprocess.run([sys.executable, os.path.join(B.ROOT, "bench", "perfsum.py"), "/dev/stdin"],
                               input=script, capture_output=True, text=True, timeout=300).stdout
-        path = os.path.join(RESULTS, "profile_sync_manager.txt")
+        path = os.path.join(RESULTS, f"profile_{load}_manager.txt")
         with open(path, "w") as f:
-            f.write(f"# uprobes on the manager's batch steps and DuckDB's C API during sync, 64 conns: "
-                    f"{r2['throughput_rps']:.0f} req/s, {r2['answered']} requests\n")
+            f.write(f"# uprobes on the manager's batch steps and DuckDB's C API during {load}, 64 conns: "
+                    f"{rate(r2):.0f} req/s, {r2.get('answered', r2.get('accepted'))} requests\n")
             f.write(summ)
         outs["manager"] = path
         subprocess.run(["perf", "probe", "-q", "-d", "probe_duckgrid:*"], capture_output=True)
         subprocess.run(["perf", "probe", "-q", "-d", "probe_libduckdb:*"], capture_output=True)
-    result_line("profile", {"rps": r["throughput_rps"], **outs})
-    return {"sync": r, "files": outs}
+    result_line("profile", {"load": load, "rps": rate(r), **outs})
+    return {load: r, "files": outs}
 
 
 SCEN = {"engine": sc_engine, "ceiling": sc_ceiling, "sync": sc_sync, "async": sc_async,

@@ -118,19 +118,26 @@ typedef struct {
   json_t *moved;        /* [{"table","row_id","from","to"}] */
 } effects_t;
 
-static char *dec_text(int64_t v, int scale) {
-  char buf[DG_DECIMAL_FORMAT_MAX + 8];
-  dg_decimal_format(v, scale, buf, sizeof buf);
-  return dg_strdup(buf);
-}
-
 static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
                           int32_t col, char *old_text, char *new_text) {
   if (m->nhist == m->hist_cap) {
     m->hist_cap = m->hist_cap ? m->hist_cap * 2 : 256;
     m->hist = dg_realloc(m->hist, m->hist_cap * sizeof *m->hist);
   }
-  m->hist[m->nhist++] = (mhist_t){req, tag, row, col, kind, old_text, new_text};
+  m->hist[m->nhist++] = (mhist_t){req, tag, row, col, kind, 0, 0, 0, 0, old_text, new_text};
+}
+
+/* A number cell's change: kept as scaled integers and formatted only when
+ * the audit row is written (a spread over a million leaves would otherwise
+ * cost two allocations a cell). */
+static void hist_add_num(dg_manager_t *m, uint32_t req, uint32_t tag, int64_t row, int32_t col,
+                         int has_old, int64_t old_num, int64_t new_num) {
+  hist_add_kind(m, MHIST_CELL, req, tag, row, col, NULL, NULL);
+  mhist_t *h = &m->hist[m->nhist - 1];
+  h->numeric = 1;
+  h->has_old = (uint8_t)has_old;
+  h->old_num = old_num;
+  h->new_num = new_num;
 }
 
 static void hist_add(dg_manager_t *m, uint32_t req, uint32_t tag, int64_t row, int32_t col,
@@ -176,8 +183,7 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
         dg_jsonw_key(e->w, "new");
         dg_jsonw_dec(e->w, c->new_value, cd->scale);
         dg_jsonw_end(e->w);
-        hist_add(m, e->req, t->tag, c->row_id, col_index(t, cd),
-                 is_new ? NULL : dec_text(c->old_value, cd->scale), dec_text(c->new_value, cd->scale));
+        hist_add_num(m, e->req, t->tag, c->row_id, col_index(t, cd), !is_new, c->old_value, c->new_value);
         break;
       }
       case DG_CHANGE_TEXT: {

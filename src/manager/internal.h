@@ -54,7 +54,10 @@ typedef struct mhist_s {
   int64_t row;
   int32_t col;             /* column index in the table definition, -1: row   */
   uint8_t kind;            /* MHIST_*                                         */
-  char *old_text;          /* decimal or text, NULL for null (owned)          */
+  uint8_t numeric;         /* a number cell: old_num/new_num, no text         */
+  uint8_t has_old;         /* numeric: old is not null                        */
+  int64_t old_num, new_num;/* numeric: scaled values (the column's scale)     */
+  char *old_text;          /* not numeric: text, NULL for null (owned)        */
   char *new_text;
 } mhist_t;
 
@@ -73,6 +76,7 @@ struct dg_manager_s {
   uint64_t connects_seen;        /* Redis connects already counted in metrics  */
   int64_t outcomes_trimmed_ms;   /* when dg.outcomes was last trimmed          */
   int dirty;                     /* batches committed since the last checkpoint */
+  uint64_t or_threshold;         /* dynamic_or_filter_threshold set on conn, 0: DuckDB's default */
   int64_t checkpointed_ms;       /* when the manager last checkpointed          */
   char last_applied[DG_REDIS_XID_BUFSZ]; /* newest request applied in DuckDB */
 

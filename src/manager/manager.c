@@ -618,10 +618,6 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
     dg_free(m);
     return DG_EIO;
   }
-  /* The writer's connection: an UPDATE ... FROM a staging table of up to a
-   * batch of rows should probe the primary key, not scan the table (DuckDB
-   * falls back to a scan past 50 rows by default: 5x slower on 10M rows). */
-  dg_db_exec(m->conn, "SET dynamic_or_filter_threshold = 100000", NULL, 0);
   char host[64] = "host";
   gethostname(host, sizeof host - 1);
   snprintf(m->lease_value, sizeof m->lease_value, "%.40s:%d:%lld", host, (int)getpid(), (long long)now_ms());

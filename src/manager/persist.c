@@ -30,6 +30,7 @@
 
 #include "dg/common.h"
 #include "dg/db.h"
+#include "dg/decimal.h"
 #include "dg/log.h"
 #include "internal.h"
 
@@ -372,7 +373,33 @@ static void idvec_push(idvec_t *a, int64_t x) {
   a->v[a->n++] = x;
 }
 
+/* DuckDB joins a staging table to the user table either by scanning the
+ * table or, when the staged side has at most dynamic_or_filter_threshold
+ * rows, by pushing the staged ids into the scan as an IN filter that probes
+ * the primary key. Measured on 1.4.4 (a batch's UPDATE … FROM stage):
+ *
+ *   table rows   staged   scan     probe
+ *   101k         50       5.8 ms   5.1 ms
+ *   101k         2,000    10 ms    25 ms
+ *   101k         8,000    16 ms    51 ms
+ *   10M          450      53 ms    35 ms
+ *
+ * so probing pays while the staged rows are under about 1% of the table.
+ * The threshold is set per table, rounded to a power of two so a growing
+ * table does not cost a SET per batch. */
+static int set_probe_threshold(dg_manager_t *m, const mtable_t *t, char *err, size_t errcap) {
+  uint64_t want = 50, rows = dg_etable_row_count(t->et) / 100;
+  while (want * 2 <= rows) want *= 2;
+  if (want == m->or_threshold) return 0;
+  char sql[80];
+  snprintf(sql, sizeof sql, "SET dynamic_or_filter_threshold = %" PRIu64, want);
+  if (exec(m, sql, err, errcap) != 0) return DG_EIO;
+  m->or_threshold = want;
+  return 0;
+}
+
 static int write_table(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
+  if (set_probe_threshold(m, t, err, errcap) != 0) return DG_EIO;
   idvec_t del = {0}, upd = {0}, ins = {0};
   for (size_t i = 0; i < t->touched.cap; i++) {
     if (t->touched.state[i] != 1) continue;
@@ -399,11 +426,32 @@ static int write_table(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
     char stage[96];
     snprintf(stage, sizeof stage, "dg_upd_%s", name);
     rc = stage_rows(m, t, stage, upd.v, upd.n, err, errcap);
+    /* SET only the columns the batch changed: DuckDB's update cost grows
+     * with the columns set (1 column instead of 2: ~25% less on 101k rows).
+     * A row-level change (move) sets the whole row. */
+    int all = 0;
+    uint8_t *cols = dg_calloc((size_t)t->def->ncols + 1, 1);
+    for (size_t i = 0; i < m->nhist && !all; i++) {
+      const mhist_t *h = &m->hist[i];
+      if (h->tag != t->tag || h->kind == MHIST_HOLD) continue;
+      if (h->kind == MHIST_ROW || h->col < 0) all = 1;
+      else cols[h->col] = 1;
+    }
     dg_buf_t b;
     dg_buf_init(&b);
-    dg_buf_printf(&b, "UPDATE main.\"%s\" AS x SET parent_id = s.parent_id", name);
-    for (int c = 0; c < t->def->ncols; c++)
-      dg_buf_printf(&b, ", \"%s\" = s.\"%s\"", t->def->cols[c].name, t->def->cols[c].name);
+    dg_buf_printf(&b, "UPDATE main.\"%s\" AS x SET ", name);
+    const char *sep = "";
+    if (all) {
+      dg_buf_puts(&b, "parent_id = s.parent_id");
+      sep = ", ";
+    }
+    for (int c = 0; c < t->def->ncols; c++) {
+      if (!all && !cols[c]) continue;
+      dg_buf_printf(&b, "%s\"%s\" = s.\"%s\"", sep, t->def->cols[c].name, t->def->cols[c].name);
+      sep = ", ";
+    }
+    dg_free(cols);
+    if (*sep == '\0') dg_buf_puts(&b, "parent_id = s.parent_id"); /* rows touched, nothing changed */
     dg_buf_printf(&b, " FROM temp.\"%s\" AS s WHERE x.id = s.id", stage);
     if (rc == 0) rc = exec_count(m, b.data, upd.n, err, errcap);
     dg_buf_dispose(&b);
@@ -459,39 +507,88 @@ static int write_holds(dg_manager_t *m, char *err, size_t errcap) {
   return rc;
 }
 
-static int write_log(dg_manager_t *m, char *err, size_t errcap) {
+/* Sets row `i` of a VARCHAR vector, or null. */
+static void put_str(duckdb_vector v, idx_t i, const char *s, size_t len) {
+  if (s == NULL) {
+    duckdb_vector_ensure_validity_writable(v);
+    duckdb_validity_set_row_invalid(duckdb_vector_get_validity(v), i);
+    return;
+  }
+  uint64_t *valid = duckdb_vector_get_validity(v);
+  if (valid) duckdb_validity_set_row_valid(valid, i);
+  duckdb_vector_assign_string_element_len(v, i, s, len);
+}
+
+/* The audit rows, as data chunks filled in place: a batch of 1,024 writes
+ * has ~13,000 of them, and the appender's per-value calls cost ~2.3 µs a
+ * row against ~0.5 µs this way (measured on 1.4.4). */
+static int write_history(dg_manager_t *m, char *err, size_t errcap) {
   duckdb_appender app;
   if (duckdb_appender_create(m->conn, "dg", "cell_history", &app) == DuckDBError) {
     snprintf(err, errcap, "appender on dg.cell_history");
     duckdb_appender_destroy(&app);
     return DG_EIO;
   }
+  enum { C_SID, C_RID, C_USER, C_TS, C_TABLE, C_ROW, C_COL, C_OLD, C_NEW, NCOL };
+  duckdb_logical_type types[NCOL];
+  for (idx_t c = 0; c < NCOL; c++) types[c] = duckdb_appender_column_type(app, c);
+  duckdb_data_chunk chunk = duckdb_create_data_chunk(types, NCOL);
+  duckdb_vector vec[NCOL];
+  for (idx_t c = 0; c < NCOL; c++) vec[c] = duckdb_data_chunk_get_vector(chunk, c);
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   duckdb_timestamp ts = {(int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000};
+  idx_t cap = duckdb_vector_size(), fill = 0;
   int rc = 0;
-  /* Request fields come from the outcome of the request (request_id, user). */
-  for (size_t i = 0; i < m->nhist && rc == 0; i++) {
-    mhist_t *h = &m->hist[i];
-    mreq_t *r = &m->reqs[h->req];
-    mtable_t *t = m->tables[h->tag];
-    duckdb_append_varchar(app, r->stream_id);
-    duckdb_append_varchar(app, r->request_id);
-    duckdb_append_varchar(app, r->user);
-    duckdb_append_timestamp(app, ts);
-    duckdb_append_varchar(app, t ? t->def->name : r->table_name);
-    duckdb_append_int64(app, h->row);
-    if (h->col >= 0 && t) duckdb_append_varchar(app, t->def->cols[h->col].name);
-    else duckdb_append_null(app);
-    if (h->old_text) duckdb_append_varchar(app, h->old_text);
-    else duckdb_append_null(app);
-    if (h->new_text) duckdb_append_varchar(app, h->new_text);
-    else duckdb_append_null(app);
-    if (duckdb_appender_end_row(app) == DuckDBError) rc = DG_EIO;
+  char oldb[DG_DECIMAL_FORMAT_MAX + 8], newb[DG_DECIMAL_FORMAT_MAX + 8];
+  for (size_t i = 0; i <= m->nhist && rc == 0; i++) {
+    if (fill == cap || (i == m->nhist && fill > 0)) {
+      duckdb_data_chunk_set_size(chunk, fill);
+      if (duckdb_append_data_chunk(app, chunk) == DuckDBError) rc = DG_EIO;
+      duckdb_data_chunk_reset(chunk);
+      for (idx_t c = 0; c < NCOL; c++) vec[c] = duckdb_data_chunk_get_vector(chunk, c);
+      fill = 0;
+    }
+    if (i == m->nhist || rc != 0) break;
+    const mhist_t *h = &m->hist[i];
+    const mreq_t *r = &m->reqs[h->req];
+    const mtable_t *t = m->tables[h->tag];
+    /* Request fields come from the request (request_id, user). */
+    put_str(vec[C_SID], fill, r->stream_id, strlen(r->stream_id));
+    put_str(vec[C_RID], fill, r->request_id, strlen(r->request_id));
+    put_str(vec[C_USER], fill, r->user, strlen(r->user));
+    ((duckdb_timestamp *)duckdb_vector_get_data(vec[C_TS]))[fill] = ts;
+    const char *tn = t ? t->def->name : r->table_name;
+    put_str(vec[C_TABLE], fill, tn, strlen(tn));
+    ((int64_t *)duckdb_vector_get_data(vec[C_ROW]))[fill] = h->row;
+    const char *cn = h->col >= 0 && t ? t->def->cols[h->col].name : NULL;
+    put_str(vec[C_COL], fill, cn, cn ? strlen(cn) : 0);
+    if (h->numeric) {
+      int scale = cn ? t->def->cols[h->col].scale : 0;
+      size_t nl = dg_decimal_format(h->new_num, scale, newb, sizeof newb);
+      if (h->has_old) {
+        size_t ol = dg_decimal_format(h->old_num, scale, oldb, sizeof oldb);
+        put_str(vec[C_OLD], fill, oldb, ol);
+      } else {
+        put_str(vec[C_OLD], fill, NULL, 0);
+      }
+      put_str(vec[C_NEW], fill, newb, nl);
+    } else {
+      put_str(vec[C_OLD], fill, h->old_text, h->old_text ? strlen(h->old_text) : 0);
+      put_str(vec[C_NEW], fill, h->new_text, h->new_text ? strlen(h->new_text) : 0);
+    }
+    fill++;
   }
   if (rc == 0 && duckdb_appender_close(app) == DuckDBError) rc = DG_EIO;
   if (rc) snprintf(err, errcap, "audit log: %s", duckdb_appender_error(app));
+  duckdb_destroy_data_chunk(&chunk);
+  for (idx_t c = 0; c < NCOL; c++) duckdb_destroy_logical_type(&types[c]);
   duckdb_appender_destroy(&app);
+  return rc;
+}
+
+static int write_log(dg_manager_t *m, char *err, size_t errcap) {
+  int rc = m->nhist ? write_history(m, err, errcap) : 0;
   if (rc) return rc;
 
   duckdb_appender out;
