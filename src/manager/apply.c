@@ -45,6 +45,7 @@ void dg__mgr_table_free(mtable_t *t) {
   dg_tabledef_unref(t->def);
   dg_idset_dispose(&t->touched);
   dg_idset_dispose(&t->fresh);
+  dg_free(t->audit_ids);
   dg_free(t);
 }
 

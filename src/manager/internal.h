@@ -30,7 +30,17 @@ typedef struct mtable_s {
   dg_idset_t touched;      /* rows changed in this batch                     */
   dg_idset_t fresh;        /* rows whose first change in the batch was an insert */
   int staged;              /* temp staging tables exist on the connection    */
+  int32_t *audit_ids;      /* dg.audit_cols id by column index, [ncols]: row
+                              records; 0 not looked up yet; NULL: none yet   */
 } mtable_t;
+
+/* A (table, column, scale) named by the audit log's integer rows. */
+typedef struct maudcol_s {
+  int32_t id;
+  int scale;
+  char *table;
+  char *column;            /* NULL for row records (insert, delete, move)     */
+} maudcol_t;
 
 /* One request of a batch, from stream entry to outcome. */
 typedef struct mreq_s {
@@ -76,6 +86,10 @@ struct dg_manager_s {
   uint64_t connects_seen;        /* Redis connects already counted in metrics  */
   int64_t outcomes_trimmed_ms;   /* when dg.outcomes was last trimmed          */
   int dirty;                     /* batches committed since the last checkpoint */
+  maudcol_t *audit_cols;         /* every dg.audit_cols row, and new ones    */
+  size_t naudit_cols, audit_cols_cap;
+  size_t naudit_saved;           /* the first ones, already in dg.audit_cols  */
+  double persist_ms[4];          /* last persist: user rows, audit, outcomes, commit */
   uint64_t or_threshold;         /* dynamic_or_filter_threshold set on conn, 0: DuckDB's default */
   int64_t checkpointed_ms;       /* when the manager last checkpointed          */
   char last_applied[DG_REDIS_XID_BUFSZ]; /* newest request applied in DuckDB */

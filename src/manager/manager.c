@@ -288,7 +288,18 @@ static int reject_alone(dg_manager_t *m, const entry_t *e, const char *why) {
   return 0;
 }
 
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A batch slower than this logs where its time went (a huge spread, a
+ * checkpoint inside the commit, a slow disk). */
+#define SLOW_BATCH_MS 500
+
 static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
+  double start = mono_ms();
   int had_ddl = 0;
   for (size_t i = 0; i < n; i++) {
     mreq_t *r = req_add(m, e[i].id, e[i].id_len);
@@ -327,8 +338,18 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
   dg__mgr_batch_end(m, 1);
   const char **acks = dg_malloc(n * sizeof *acks);
   for (size_t i = 0; i < m->nreqs; i++) acks[i] = m->reqs[i].stream_id;
+  double published = mono_ms();
   rc = publish(m, acks, m->nreqs);
   dg_free(acks);
+  double end = mono_ms();
+  if (end - start >= SLOW_BATCH_MS) {
+    double persist_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    const double *st = m->persist_ms;
+    dg_log_warn("manager: slow batch: %zu requests, %zu audit rows, %.0f ms: apply %.0f, persist %.0f "
+                "(rows %.0f, audit %.0f, outcomes %.0f, commit %.0f), publish %.0f",
+                m->nreqs, m->nhist, end - start, (published - start) - persist_ms, persist_ms, st[0], st[1],
+                st[2], st[3], end - published);
+  }
   batch_clear(m);
   if (rc != 0) {
     /* Stored but maybe not published: recovery republishes from DuckDB. */

@@ -30,8 +30,8 @@
 
 #include "dg/common.h"
 #include "dg/db.h"
-#include "dg/decimal.h"
 #include "dg/log.h"
+#include "dg/redis.h"
 #include "internal.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -159,6 +159,93 @@ static void free_state(dg_manager_t *m) {
   m->views = NULL;
   m->nviews = 0;
   dg_idset_dispose(&m->seen_requests);
+  for (size_t i = 0; i < m->naudit_cols; i++) {
+    dg_free(m->audit_cols[i].table);
+    dg_free(m->audit_cols[i].column);
+  }
+  dg_free(m->audit_cols);
+  m->audit_cols = NULL;
+  m->naudit_cols = m->audit_cols_cap = m->naudit_saved = 0;
+}
+
+static maudcol_t *audit_col_add(dg_manager_t *m) {
+  if (m->naudit_cols == m->audit_cols_cap) {
+    m->audit_cols_cap = m->audit_cols_cap ? m->audit_cols_cap * 2 : 16;
+    m->audit_cols = dg_realloc(m->audit_cols, m->audit_cols_cap * sizeof *m->audit_cols);
+  }
+  maudcol_t *a = &m->audit_cols[m->naudit_cols++];
+  memset(a, 0, sizeof *a);
+  return a;
+}
+
+static int load_audit_cols(dg_manager_t *m, char *err, size_t errcap) {
+  duckdb_result res;
+  if (duckdb_query(m->conn, "SELECT id, table_name, column_name, scale FROM dg.audit_cols ORDER BY id", &res) ==
+      DuckDBError) {
+    snprintf(err, errcap, "cannot read dg.audit_cols: %s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    return DG_EIO;
+  }
+  for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
+    maudcol_t *a = audit_col_add(m);
+    a->id = duckdb_value_int32(&res, 0, i);
+    char *tn = duckdb_value_varchar(&res, 1, i);
+    char *cn = duckdb_value_varchar(&res, 2, i);
+    a->table = dg_strdup(tn ? tn : "");
+    a->column = cn ? dg_strdup(cn) : NULL;
+    a->scale = duckdb_value_int32(&res, 3, i);
+    duckdb_free(tn);
+    duckdb_free(cn);
+  }
+  duckdb_destroy_result(&res);
+  m->naudit_saved = m->naudit_cols;
+  return 0;
+}
+
+/* After a failed batch: ids handed out in it were never stored. */
+static void audit_cols_forget(dg_manager_t *m) {
+  for (size_t i = m->naudit_saved; i < m->naudit_cols; i++) {
+    dg_free(m->audit_cols[i].table);
+    dg_free(m->audit_cols[i].column);
+  }
+  m->naudit_cols = m->naudit_saved;
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    if (m->tables[i] == NULL) continue;
+    dg_free(m->tables[i]->audit_ids);
+    m->tables[i]->audit_ids = NULL;
+  }
+}
+
+/* The dg.audit_cols id of a table's column (col < 0: its row records),
+ * handing out a new one when the pair is new (stored with the batch). A
+ * table dropped and made again with the same column finds its old id. */
+static int32_t audit_col_id(dg_manager_t *m, mtable_t *t, const char *table, int col) {
+  int ncols = t ? t->def->ncols : 0;
+  int slot = col >= 0 ? col : ncols;
+  if (t && t->audit_ids && t->audit_ids[slot]) return t->audit_ids[slot];
+  const char *cn = t && col >= 0 ? t->def->cols[col].name : NULL;
+  int scale = t && col >= 0 && t->def->cols[col].type == DG_COL_NUMBER ? t->def->cols[col].scale : 0;
+  int32_t id = 0, top = 0;
+  for (size_t i = 0; i < m->naudit_cols && id == 0; i++) {
+    const maudcol_t *a = &m->audit_cols[i];
+    if (a->scale == scale && strcmp(a->table, table) == 0 &&
+        (a->column == NULL ? cn == NULL : cn != NULL && strcmp(a->column, cn) == 0))
+      id = a->id;
+  }
+  if (id == 0) {
+    for (size_t i = 0; i < m->naudit_cols; i++)
+      if (m->audit_cols[i].id > top) top = m->audit_cols[i].id;
+    maudcol_t *a = audit_col_add(m);
+    a->id = id = top + 1;
+    a->scale = scale;
+    a->table = dg_strdup(table);
+    a->column = cn ? dg_strdup(cn) : NULL;
+  }
+  if (t) {
+    if (t->audit_ids == NULL) t->audit_ids = dg_calloc((size_t)ncols + 1, sizeof *t->audit_ids);
+    t->audit_ids[slot] = id;
+  }
+  return id;
 }
 
 int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
@@ -215,6 +302,8 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   }
   duckdb_destroy_result(&res);
 
+  rc = load_audit_cols(m, err, errcap);
+  if (rc != 0) return rc;
   return dg__mgr_load_seen(m);
 }
 
@@ -519,77 +608,147 @@ static void put_str(duckdb_vector v, idx_t i, const char *s, size_t len) {
   duckdb_vector_assign_string_element_len(v, i, s, len);
 }
 
-/* The audit rows, as data chunks filled in place: a batch of 1,024 writes
- * has ~13,000 of them, and the appender's per-value calls cost ~2.3 µs a
- * row against ~0.5 µs this way (measured on 1.4.4). */
+/* The audit log (see migration 5 in db.c): one dg.audit_requests row per
+ * request with changes, one integer dg.cell_log row per change, filled as
+ * data chunks in place (a batch of 1,024 writes has ~13,000 of them). */
 static int write_history(dg_manager_t *m, char *err, size_t errcap) {
-  duckdb_appender app;
-  if (duckdb_appender_create(m->conn, "dg", "cell_history", &app) == DuckDBError) {
-    snprintf(err, errcap, "appender on dg.cell_history");
+  int rc = 0;
+  /* New (table, column) names first: the cell rows refer to them. Between
+   * batches every name is saved, so the new ones start at naudit_saved. */
+  int32_t *ids = dg_malloc((m->nhist + 1) * sizeof *ids);
+  for (size_t i = 0; i < m->nhist; i++) {
+    const mhist_t *h = &m->hist[i];
+    mtable_t *t = m->tables[h->tag];
+    ids[i] = audit_col_id(m, t, t ? t->def->name : m->reqs[h->req].table_name, h->col);
+  }
+  if (m->naudit_cols > m->naudit_saved) {
+    duckdb_prepared_statement st;
+    if (duckdb_prepare(m->conn, "INSERT INTO dg.audit_cols VALUES ($1, $2, $3, $4)", &st) == DuckDBError) {
+      rc = DG_EIO;
+    } else {
+      for (size_t i = m->naudit_saved; i < m->naudit_cols && rc == 0; i++) {
+        const maudcol_t *a = &m->audit_cols[i];
+        duckdb_bind_int32(st, 1, a->id);
+        duckdb_bind_varchar(st, 2, a->table);
+        if (a->column) duckdb_bind_varchar(st, 3, a->column);
+        else duckdb_bind_null(st, 3);
+        duckdb_bind_int32(st, 4, a->scale);
+        duckdb_result res;
+        if (duckdb_execute_prepared(st, &res) == DuckDBError) rc = DG_EIO;
+        duckdb_destroy_result(&res);
+      }
+    }
+    duckdb_destroy_prepare(&st);
+    if (rc) {
+      snprintf(err, errcap, "cannot record audit column names");
+      dg_free(ids);
+      return rc;
+    }
+  }
+
+  duckdb_appender ra, app;
+  if (duckdb_appender_create(m->conn, "dg", "audit_requests", &ra) == DuckDBError ||
+      duckdb_appender_create(m->conn, "dg", "cell_log", &app) == DuckDBError) {
+    snprintf(err, errcap, "appender on the audit log");
+    duckdb_appender_destroy(&ra);
     duckdb_appender_destroy(&app);
+    dg_free(ids);
     return DG_EIO;
   }
-  enum { C_SID, C_RID, C_USER, C_TS, C_TABLE, C_ROW, C_COL, C_OLD, C_NEW, NCOL };
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  duckdb_timestamp ts = {(int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000};
+
+  enum { C_MS, C_SEQ, C_ROW, C_COL, C_OLDN, C_NEWN, C_OLDT, C_NEWT, NCOL };
   duckdb_logical_type types[NCOL];
   for (idx_t c = 0; c < NCOL; c++) types[c] = duckdb_appender_column_type(app, c);
   duckdb_data_chunk chunk = duckdb_create_data_chunk(types, NCOL);
   duckdb_vector vec[NCOL];
-  for (idx_t c = 0; c < NCOL; c++) vec[c] = duckdb_data_chunk_get_vector(chunk, c);
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  duckdb_timestamp ts = {(int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000};
+  int64_t *data[NCOL];
   idx_t cap = duckdb_vector_size(), fill = 0;
-  int rc = 0;
-  char oldb[DG_DECIMAL_FORMAT_MAX + 8], newb[DG_DECIMAL_FORMAT_MAX + 8];
+  uint32_t prev_req = UINT32_MAX;
+  dg_redis_xid_t xid = {0, 0};
   for (size_t i = 0; i <= m->nhist && rc == 0; i++) {
+    if (fill == 0) {
+      for (idx_t c = 0; c < NCOL; c++) {
+        vec[c] = duckdb_data_chunk_get_vector(chunk, c);
+        data[c] = duckdb_vector_get_data(vec[c]);
+      }
+    }
     if (fill == cap || (i == m->nhist && fill > 0)) {
       duckdb_data_chunk_set_size(chunk, fill);
       if (duckdb_append_data_chunk(app, chunk) == DuckDBError) rc = DG_EIO;
       duckdb_data_chunk_reset(chunk);
-      for (idx_t c = 0; c < NCOL; c++) vec[c] = duckdb_data_chunk_get_vector(chunk, c);
       fill = 0;
+      for (idx_t c = 0; c < NCOL; c++) {
+        vec[c] = duckdb_data_chunk_get_vector(chunk, c);
+        data[c] = duckdb_vector_get_data(vec[c]);
+      }
     }
     if (i == m->nhist || rc != 0) break;
     const mhist_t *h = &m->hist[i];
-    const mreq_t *r = &m->reqs[h->req];
-    const mtable_t *t = m->tables[h->tag];
-    /* Request fields come from the request (request_id, user). */
-    put_str(vec[C_SID], fill, r->stream_id, strlen(r->stream_id));
-    put_str(vec[C_RID], fill, r->request_id, strlen(r->request_id));
-    put_str(vec[C_USER], fill, r->user, strlen(r->user));
-    ((duckdb_timestamp *)duckdb_vector_get_data(vec[C_TS]))[fill] = ts;
-    const char *tn = t ? t->def->name : r->table_name;
-    put_str(vec[C_TABLE], fill, tn, strlen(tn));
-    ((int64_t *)duckdb_vector_get_data(vec[C_ROW]))[fill] = h->row;
-    const char *cn = h->col >= 0 && t ? t->def->cols[h->col].name : NULL;
-    put_str(vec[C_COL], fill, cn, cn ? strlen(cn) : 0);
+    if (h->req != prev_req) {
+      /* A request's audit rows are contiguous: it was applied whole. */
+      const mreq_t *r = &m->reqs[h->req];
+      prev_req = h->req;
+      if (dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &xid) != 0) xid = (dg_redis_xid_t){0, 0};
+      duckdb_append_int64(ra, (int64_t)xid.ms);
+      duckdb_append_int64(ra, (int64_t)xid.seq);
+      duckdb_append_varchar(ra, r->request_id);
+      duckdb_append_varchar(ra, r->user);
+      duckdb_append_timestamp(ra, ts);
+      if (duckdb_appender_end_row(ra) == DuckDBError) rc = DG_EIO;
+    }
+    data[C_MS][fill] = (int64_t)xid.ms;
+    data[C_SEQ][fill] = (int64_t)xid.seq;
+    data[C_ROW][fill] = h->row;
+    ((int32_t *)data[C_COL])[fill] = ids[i];
     if (h->numeric) {
-      int scale = cn ? t->def->cols[h->col].scale : 0;
-      size_t nl = dg_decimal_format(h->new_num, scale, newb, sizeof newb);
       if (h->has_old) {
-        size_t ol = dg_decimal_format(h->old_num, scale, oldb, sizeof oldb);
-        put_str(vec[C_OLD], fill, oldb, ol);
+        uint64_t *valid = duckdb_vector_get_validity(vec[C_OLDN]);
+        if (valid) duckdb_validity_set_row_valid(valid, fill);
+        data[C_OLDN][fill] = h->old_num;
       } else {
-        put_str(vec[C_OLD], fill, NULL, 0);
+        duckdb_vector_ensure_validity_writable(vec[C_OLDN]);
+        duckdb_validity_set_row_invalid(duckdb_vector_get_validity(vec[C_OLDN]), fill);
       }
-      put_str(vec[C_NEW], fill, newb, nl);
+      uint64_t *valid = duckdb_vector_get_validity(vec[C_NEWN]);
+      if (valid) duckdb_validity_set_row_valid(valid, fill);
+      data[C_NEWN][fill] = h->new_num;
+      put_str(vec[C_OLDT], fill, NULL, 0);
+      put_str(vec[C_NEWT], fill, NULL, 0);
     } else {
-      put_str(vec[C_OLD], fill, h->old_text, h->old_text ? strlen(h->old_text) : 0);
-      put_str(vec[C_NEW], fill, h->new_text, h->new_text ? strlen(h->new_text) : 0);
+      for (int c = C_OLDN; c <= C_NEWN; c++) {
+        duckdb_vector_ensure_validity_writable(vec[c]);
+        duckdb_validity_set_row_invalid(duckdb_vector_get_validity(vec[c]), fill);
+      }
+      put_str(vec[C_OLDT], fill, h->old_text, h->old_text ? strlen(h->old_text) : 0);
+      put_str(vec[C_NEWT], fill, h->new_text, h->new_text ? strlen(h->new_text) : 0);
     }
     fill++;
   }
+  if (rc == 0 && duckdb_appender_close(ra) == DuckDBError) rc = DG_EIO;
   if (rc == 0 && duckdb_appender_close(app) == DuckDBError) rc = DG_EIO;
-  if (rc) snprintf(err, errcap, "audit log: %s", duckdb_appender_error(app));
+  if (rc) {
+    const char *e = duckdb_appender_error(app);
+    snprintf(err, errcap, "audit log: %s", e ? e : duckdb_appender_error(ra));
+  }
   duckdb_destroy_data_chunk(&chunk);
   for (idx_t c = 0; c < NCOL; c++) duckdb_destroy_logical_type(&types[c]);
+  duckdb_appender_destroy(&ra);
   duckdb_appender_destroy(&app);
+  dg_free(ids);
   return rc;
 }
 
-static int write_log(dg_manager_t *m, char *err, size_t errcap) {
-  int rc = m->nhist ? write_history(m, err, errcap) : 0;
-  if (rc) return rc;
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int write_outcomes(dg_manager_t *m, char *err, size_t errcap) {
+  int rc = 0;
 
   duckdb_appender out;
   if (duckdb_appender_create(m->conn, "dg", "outcomes", &out) == DuckDBError) {
@@ -642,13 +801,21 @@ static int run_ddl(dg_manager_t *m, char *err, size_t errcap) {
 static int batch_tx(duckdb_connection c, void *arg, char *err, size_t errcap) {
   dg_manager_t *m = arg;
   (void)c;
+  double t0 = mono_ms();
   int rc = run_ddl(m, err, errcap);
   for (uint32_t i = 0; i < m->ntables && rc == 0; i++) {
     mtable_t *t = m->tables[i];
     if (t && t->touched.count) rc = write_table(m, t, err, errcap);
   }
   if (rc == 0) rc = write_holds(m, err, errcap);
-  if (rc == 0) rc = write_log(m, err, errcap);
+  double t1 = mono_ms();
+  if (rc == 0 && m->nhist) rc = write_history(m, err, errcap);
+  double t2 = mono_ms();
+  if (rc == 0) rc = write_outcomes(m, err, errcap);
+  double t3 = mono_ms();
+  m->persist_ms[0] = t1 - t0;
+  m->persist_ms[1] = t2 - t1;
+  m->persist_ms[2] = t3 - t2;
   if (rc == 0 && m->nreqs) {
     duckdb_prepared_statement st;
     if (duckdb_prepare(m->conn, "UPDATE dg.applied SET last_id = $1", &st) == DuckDBError) {
@@ -670,7 +837,13 @@ int dg__mgr_persist(dg_manager_t *m, char *err, size_t errcap) {
     mtable_t *t = m->tables[i];
     if (t && t->touched.count && ensure_staging(m, t, err, errcap) != 0) return DG_EIO;
   }
+  memset(m->persist_ms, 0, sizeof m->persist_ms);
+  double t0 = mono_ms();
   int rc = dg_db_transaction(m->conn, batch_tx, m, err, errcap);
+  /* What the transaction took beyond its statements: COMMIT (and BEGIN). */
+  m->persist_ms[3] = mono_ms() - t0 - m->persist_ms[0] - m->persist_ms[1] - m->persist_ms[2];
+  if (rc == 0) m->naudit_saved = m->naudit_cols;
+  else audit_cols_forget(m);
   if (rc == 0) snprintf(m->last_applied, sizeof m->last_applied, "%s", m->nreqs ? m->reqs[m->nreqs - 1].stream_id : m->last_applied);
   return rc;
 }

@@ -96,6 +96,48 @@ static const char *const migrations[] = {
     /* 4: bootstrap keys registered once: a DUCKGRID_ADMIN_KEY deleted
      * through /admin/keys stays deleted across restarts. */
     "CREATE TABLE dg.bootstrapped (hash VARCHAR PRIMARY KEY);",
+    /* 5: a typed audit log. dg.cell_history had nine columns per changed
+     * cell, six of them text repeated across a request's rows; writing it
+     * was the largest part of a batch and of every checkpoint (~1.5 us a row
+     * to fold into the file against ~0.2 us for integer rows, measured on
+     * 1.4.4). Now: one row per request (dg.audit_requests), one integer row
+     * per cell (dg.cell_log: numbers as scaled integers, text only for text
+     * cells and row records), names and scales once (dg.audit_cols). The view
+     * dg.cell_history gives the old rows, the old table's included, with the
+     * same text as before. */
+    "ALTER TABLE dg.cell_history RENAME TO cell_history_v1;"
+    "CREATE TABLE dg.audit_requests ("
+    "  ms BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL,"
+    "  request_id VARCHAR NOT NULL,"
+    "  \"user\" VARCHAR,"
+    "  ts TIMESTAMP NOT NULL);"
+    "CREATE TABLE dg.audit_cols ("
+    "  id INTEGER PRIMARY KEY,"
+    "  table_name VARCHAR NOT NULL,"
+    "  column_name VARCHAR,"
+    "  scale INTEGER NOT NULL);"
+    "CREATE TABLE dg.cell_log ("
+    "  ms BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL,"
+    "  row_id BIGINT NOT NULL,"
+    "  col INTEGER NOT NULL,"
+    "  old_num BIGINT,"
+    "  new_num BIGINT,"
+    "  old_text VARCHAR,"
+    "  new_text VARCHAR);"
+    "CREATE MACRO dg.scaled_text(v, s) AS CASE WHEN v IS NULL THEN NULL"
+    "  WHEN s <= 0 THEN CAST(v AS VARCHAR)"
+    "  ELSE (CASE WHEN v < 0 THEN '-' ELSE '' END) || CAST(abs(v) // CAST(10 ** s AS BIGINT) AS VARCHAR)"
+    "    || '.' || lpad(CAST(abs(v) % CAST(10 ** s AS BIGINT) AS VARCHAR), s, '0') END;"
+    "CREATE VIEW dg.cell_history AS"
+    "  SELECT * FROM dg.cell_history_v1"
+    "  UNION ALL"
+    "  SELECT r.ms || '-' || r.seq, r.request_id, r.\"user\", r.ts, c.table_name, l.row_id, c.column_name,"
+    "         coalesce(l.old_text, dg.scaled_text(l.old_num, c.scale)),"
+    "         coalesce(l.new_text, dg.scaled_text(l.new_num, c.scale))"
+    "  FROM dg.cell_log l JOIN dg.audit_requests r ON r.ms = l.ms AND r.seq = l.seq"
+    "  JOIN dg.audit_cols c ON c.id = l.col;",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

@@ -57,7 +57,7 @@ class DuckReader:
     """Opens a DuckDB file READ_ONLY (the server must be stopped) and runs
     queries, every value as text (None for NULL)."""
 
-    def __init__(self, path):
+    def __init__(self, path, read_only=True):
         lib_path = os.path.join(ROOT, "third_party", "duckdb", "lib", "libduckdb.so")
         self.lib = lib = ctypes.CDLL(lib_path)
         lib.duckdb_open_ext.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
@@ -83,7 +83,7 @@ class DuckReader:
         lib.duckdb_close.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
         cfg = ctypes.c_void_p()
         assert lib.duckdb_create_config(ctypes.byref(cfg)) == 0
-        lib.duckdb_set_config(cfg, b"access_mode", b"READ_ONLY")
+        lib.duckdb_set_config(cfg, b"access_mode", b"READ_ONLY" if read_only else b"READ_WRITE")
         self.db = ctypes.c_void_p()
         err = ctypes.c_char_p()
         rc = lib.duckdb_open_ext(path.encode(), ctypes.byref(self.db), cfg, ctypes.byref(err))
