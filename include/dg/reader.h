@@ -2,9 +2,12 @@
  * reader.h -- the one reader of response_duck in each process.
  *
  * It follows the stream with XREAD BLOCK, keeps the process's catalog current
- * (tables made or dropped, rows inserted or deleted, views) and wakes the
- * synchronous requests waiting for each outcome. Catalog first, then the
- * waiter: a client that got its answer can rely on the catalog having it.
+ * (tables made or dropped, rows inserted or deleted, views), appends every
+ * entry to the hub's ring of recent outcomes (which GET /get_updates serves
+ * from), wakes the synchronous requests waiting for each outcome and hands
+ * it to the live clients. Catalog and ring first, then the waiter: a client
+ * that got its answer can rely on the catalog having it and on
+ * GET /get_updates returning it.
  */
 #ifndef DG_READER_H
 #define DG_READER_H

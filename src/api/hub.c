@@ -5,6 +5,14 @@
  * reference counts; each subscriber has its own condition variable. The
  * publisher (the response reader) does O(subscribers) pointer pushes per
  * event and never waits for a client.
+ *
+ * The ring (second half of the file) has its own lock and one condition
+ * variable that every waiting long poll shares: the reader appends a batch of
+ * entries and broadcasts once. A per-waiter queue, as subscribers have, would
+ * cost the reader a push per waiter per entry for a thousand long polls that
+ * each want the same entries; with the ring each waiter copies what it needs
+ * when it wakes. Lock order: the hub lock and the ring lock are never held
+ * together; the single-flight lock is never held with either.
  */
 #include "dg/hub.h"
 
@@ -15,6 +23,47 @@
 #include <time.h>
 
 #include "dg/common.h"
+
+/* Entries the ring holds at most: at 1,000 outcomes/s about 16 s of
+ * history, far more than a long-poll client falls behind between two polls,
+ * at a few MiB for typical outcomes. A power of two for the index mask. */
+#define RING_MAX_ENTRIES 16384
+/* Bytes the ring holds at most (texts plus bookkeeping): a few outcomes of
+ * big spreads or inserts must not pin gigabytes. A cursor behind what this
+ * allows is served from Redis instead. */
+#define RING_MAX_BYTES ((size_t)64 << 20)
+/* Bookkeeping counted per entry besides its texts. */
+#define RING_ENTRY_OVERHEAD 128
+/* Largest result dg_hub_shared_run passes on. */
+#define FLIGHT_RESULT_MAX 256
+
+typedef struct rentry_s {
+  dg_redis_xid_t id;      /* stream id, ascending along the ring        */
+  dg_event_t ev;          /* ev.res NULL: entry without a usable update */
+  size_t cost;            /* bytes counted against RING_MAX_BYTES       */
+} rentry_t;
+
+typedef struct ring_s {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;    /* broadcast: new entries, reset, close       */
+  rentry_t *slots;        /* RING_MAX_ENTRIES, circular                 */
+  size_t head;            /* index of the oldest entry                  */
+  size_t n;               /* entries held                               */
+  size_t bytes;           /* sum of the entries' cost                   */
+  dg_redis_xid_t floor;   /* every entry after this is held (see hub.h) */
+  int ready;              /* dg_ring_reset has run                      */
+  int closed;             /* shutdown: waiters leave                    */
+} ring_t;
+
+typedef struct flight_s {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;    /* broadcast when a run finishes              */
+  uint64_t started;       /* runs begun                                 */
+  uint64_t done;          /* number of the last run finished            */
+  int running;
+  int rc;                 /* the last run's return value                */
+  unsigned char result[FLIGHT_RESULT_MAX];
+} flight_t;
 
 typedef struct qnode_s {
   dg_event_t *ev;
@@ -38,11 +87,28 @@ struct dg_hub_s {
   dg_sub_t *subs;
   size_t nsubs;
   int closed;
+  ring_t ring;
+  flight_t flight;
 };
+
+static void cond_init_monotonic(pthread_cond_t *c) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(c, &attr);
+  pthread_condattr_destroy(&attr);
+}
+
+static void ring_evict_locked(ring_t *r);
 
 dg_hub_t *dg_hub_create(void) {
   dg_hub_t *h = dg_calloc(1, sizeof *h);
   pthread_mutex_init(&h->lock, NULL);
+  pthread_mutex_init(&h->ring.lock, NULL);
+  cond_init_monotonic(&h->ring.cond);
+  h->ring.slots = dg_calloc(RING_MAX_ENTRIES, sizeof *h->ring.slots);
+  pthread_mutex_init(&h->flight.lock, NULL);
+  pthread_cond_init(&h->flight.cond, NULL);
   return h;
 }
 
@@ -52,12 +118,22 @@ void dg_hub_close(dg_hub_t *h) {
   h->closed = 1;
   for (dg_sub_t *s = h->subs; s; s = s->next) pthread_cond_signal(&s->cond);
   pthread_mutex_unlock(&h->lock);
+  pthread_mutex_lock(&h->ring.lock);
+  h->ring.closed = 1;
+  pthread_cond_broadcast(&h->ring.cond);
+  pthread_mutex_unlock(&h->ring.lock);
 }
 
 void dg_hub_destroy(dg_hub_t *h) {
   if (h == NULL) return;
   dg_hub_close(h);
-  /* The HTTP server has stopped, so no subscriber remains. */
+  /* The HTTP server has stopped, so no subscriber or waiter remains. */
+  while (h->ring.n > 0) ring_evict_locked(&h->ring);
+  dg_free(h->ring.slots);
+  pthread_cond_destroy(&h->ring.cond);
+  pthread_mutex_destroy(&h->ring.lock);
+  pthread_cond_destroy(&h->flight.cond);
+  pthread_mutex_destroy(&h->flight.lock);
   pthread_mutex_destroy(&h->lock);
   dg_free(h);
 }
@@ -75,11 +151,7 @@ static void set_tables(dg_sub_t *s, const char *const *tables, size_t n, int all
 
 dg_sub_t *dg_hub_subscribe(dg_hub_t *h, const char *const *tables, size_t ntables, size_t max_bytes) {
   dg_sub_t *s = dg_calloc(1, sizeof *s);
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->cond, &attr);
-  pthread_condattr_destroy(&attr);
+  cond_init_monotonic(&s->cond);
   s->max_bytes = max_bytes;
   set_tables(s, tables, ntables, tables == NULL || ntables == 0);
   pthread_mutex_lock(&h->lock);
@@ -214,4 +286,169 @@ size_t dg_hub_count(dg_hub_t *h) {
   size_t n = h->nsubs;
   pthread_mutex_unlock(&h->lock);
   return n;
+}
+
+/* ======================================================================= */
+/* The ring of recent outcomes                                               */
+/* ======================================================================= */
+
+static rentry_t *ring_at(ring_t *r, size_t i) {
+  return &r->slots[(r->head + i) & (RING_MAX_ENTRIES - 1)];
+}
+
+/* Drops the oldest entry; the floor moves onto it, so a cursor before it is
+ * no longer covered. */
+static void ring_evict_locked(ring_t *r) {
+  rentry_t *e = ring_at(r, 0);
+  r->floor = e->id;
+  for (size_t i = 0; i < e->ev.ntables; i++) dg_free(e->ev.tables[i]);
+  dg_free(e->ev.tables);
+  dg_free(e->ev.res);
+  r->bytes -= e->cost;
+  memset(e, 0, sizeof *e);
+  r->head = (r->head + 1) & (RING_MAX_ENTRIES - 1);
+  r->n--;
+}
+
+void dg_ring_reset(dg_hub_t *h, dg_redis_xid_t start) {
+  ring_t *r = &h->ring;
+  pthread_mutex_lock(&r->lock);
+  while (r->n > 0) ring_evict_locked(r);
+  r->head = 0;
+  r->floor = start;
+  r->ready = 1;
+  pthread_cond_broadcast(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+}
+
+void dg_ring_append(dg_hub_t *h, dg_redis_xid_t id, const char *res, size_t len,
+                    const char *const *tables, size_t ntables) {
+  ring_t *r = &h->ring;
+  /* Copies are made before taking the lock, so readers wait for pointer
+   * moves only. */
+  rentry_t e;
+  memset(&e, 0, sizeof e);
+  e.id = id;
+  dg_redis_xid_format(id, e.ev.id, sizeof e.ev.id);
+  e.cost = RING_ENTRY_OVERHEAD;
+  if (res) {
+    e.ev.res = dg_strndup(res, len);
+    e.ev.len = len;
+    e.cost += len;
+    e.ev.tables = dg_calloc(ntables + 1, sizeof *e.ev.tables);
+    for (size_t i = 0; i < ntables; i++) {
+      e.ev.tables[e.ev.ntables++] = dg_strdup(tables[i]);
+      e.cost += strlen(tables[i]) + 1 + sizeof(char *);
+    }
+  }
+  e.ev._refs = 1;
+  pthread_mutex_lock(&r->lock);
+  /* Entries arrive in stream order from the one reader; one out of order
+   * would break the binary search and the floor, so it is a bug. */
+  DG_ASSERT(r->ready);
+  DG_ASSERT(dg_redis_xid_cmp(id, r->n ? ring_at(r, r->n - 1)->id : r->floor) > 0);
+  if (r->n == RING_MAX_ENTRIES) ring_evict_locked(r);
+  *ring_at(r, r->n) = e;
+  r->n++;
+  r->bytes += e.cost;
+  /* An entry bigger than the whole budget is evicted at once: the floor
+   * passes it, and cursors before it are read from Redis. */
+  while (r->n > 0 && r->bytes > RING_MAX_BYTES) ring_evict_locked(r);
+  pthread_mutex_unlock(&r->lock);
+}
+
+void dg_ring_notify(dg_hub_t *h) {
+  pthread_mutex_lock(&h->ring.lock);
+  pthread_cond_broadcast(&h->ring.cond);
+  pthread_mutex_unlock(&h->ring.lock);
+}
+
+static int covered_locked(const ring_t *r, dg_redis_xid_t cursor) {
+  return r->ready && dg_redis_xid_cmp(cursor, r->floor) >= 0;
+}
+
+/* Index of the first held entry after cursor (n when none). */
+static size_t first_after_locked(ring_t *r, dg_redis_xid_t cursor) {
+  size_t lo = 0, hi = r->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (dg_redis_xid_cmp(ring_at(r, mid)->id, cursor) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+int dg_ring_read(dg_hub_t *h, dg_ring_read_t *rd) {
+  ring_t *r = &h->ring;
+  pthread_mutex_lock(&r->lock);
+  if (!covered_locked(r, rd->cursor)) {
+    pthread_mutex_unlock(&r->lock);
+    return DG_RING_NOT_COVERED;
+  }
+  for (size_t i = first_after_locked(r, rd->cursor);
+       i < r->n && rd->matched < rd->limit && rd->scanned < rd->scan_max; i++) {
+    const rentry_t *e = ring_at(r, i);
+    rd->cursor = e->id;
+    rd->scanned++;
+    if (e->ev.res == NULL || !dg_event_matches(&e->ev, rd->table)) continue;
+    rd->emit(rd->arg, e->ev.res, e->ev.len);
+    rd->matched++;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return DG_RING_COVERED;
+}
+
+int dg_ring_wait(dg_hub_t *h, dg_redis_xid_t cursor, const struct timespec *until) {
+  ring_t *r = &h->ring;
+  int timed_out = 0, out;
+  pthread_mutex_lock(&r->lock);
+  for (;;) {
+    if (r->closed) out = DG_RING_CLOSED;
+    else if (!covered_locked(r, cursor)) out = DG_RING_NOT_COVERED;
+    else if (r->n > 0 && dg_redis_xid_cmp(ring_at(r, r->n - 1)->id, cursor) > 0) out = DG_RING_NEWER;
+    else if (timed_out) out = DG_RING_TIMEOUT;
+    else {
+      timed_out = pthread_cond_timedwait(&r->cond, &r->lock, until) == ETIMEDOUT;
+      continue;
+    }
+    break;
+  }
+  pthread_mutex_unlock(&r->lock);
+  return out;
+}
+
+/* ======================================================================= */
+/* Single flight                                                             */
+/* ======================================================================= */
+
+int dg_hub_shared_run(dg_hub_t *h, int (*fn)(void *arg, void *result), void *arg, void *result,
+                      size_t size) {
+  DG_ASSERT(size <= FLIGHT_RESULT_MAX);
+  flight_t *f = &h->flight;
+  pthread_mutex_lock(&f->lock);
+  /* A run counts for this caller only if it begins after now: a run already
+   * under way may have read the state before the caller's own view of it. */
+  uint64_t need = f->started + 1;
+  while (f->done < need) {
+    if (f->running) {
+      pthread_cond_wait(&f->cond, &f->lock);
+      continue;
+    }
+    f->running = 1;
+    uint64_t mine = ++f->started;
+    pthread_mutex_unlock(&f->lock);
+    unsigned char buf[FLIGHT_RESULT_MAX];
+    memset(buf, 0, sizeof buf);
+    int rc = fn(arg, buf);
+    pthread_mutex_lock(&f->lock);
+    f->rc = rc;
+    memcpy(f->result, buf, size);
+    f->done = mine;
+    f->running = 0;
+    pthread_cond_broadcast(&f->cond);
+  }
+  int rc = f->rc;
+  memcpy(result, f->result, size);
+  pthread_mutex_unlock(&f->lock);
+  return rc;
 }

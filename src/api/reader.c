@@ -7,6 +7,10 @@
  * the snapshot, and outcomes after it are replayed on top in order; replaying
  * one the snapshot already holds is harmless (adding a row twice, dropping a
  * table already gone).
+ *
+ * Every entry read goes, in order, into the hub's ring of recent outcomes
+ * (before the synchronous waiter is woken), from which GET /get_updates
+ * answers and on which its long polls wait; see updates.c.
  */
 #include "dg/reader.h"
 
@@ -92,26 +96,42 @@ static json_t *member(const char *res, size_t len, const char *key) {
   return json_loadb(v, n, JSON_DECODE_ANY, NULL);
 }
 
-/* Hands an outcome to the live clients, with the tables it concerns. An
- * outcome names its table, except update_cells across tables: only then
- * are its changes decoded to find them. */
-static void fan_out(dg_app_t *app, const char *id, const char *res, size_t len, const char *table) {
-  const char *tables[16];
-  size_t n = 0;
-  json_t *changes = NULL;
+/* The tables an outcome concerns, for the table filters of the ring and of
+ * the live clients: its top-level "table", or when it has none (update_cells
+ * across tables, the one op whose changes may span tables) the tables of
+ * its changes. Every outcome that names a table has changes in that table
+ * only, so this is the same set GET /get_updates matched on before the ring
+ * (own table or any change's), without decoding the changes of an outcome
+ * that can be megabytes. *changes keeps the decoded changes alive while the
+ * names are used; json_decref it after. Returns how many names. */
+static size_t tables_of(const char *res, size_t len, const char *table, json_t **changes,
+                        const char ***out) {
+  *changes = NULL;
   if (table[0]) {
-    tables[n++] = table;
-  } else {
-    changes = member(res, len, "changes");
-    for (size_t i = 0; i < json_array_size(changes) && n < DG_ARRAY_SIZE(tables); i++) {
-      const char *t = json_string_value(json_object_get(json_array_get(changes, i), "table"));
-      int seen = t == NULL;
-      for (size_t k = 0; k < n && !seen; k++) seen = strcmp(tables[k], t) == 0;
-      if (!seen) tables[n++] = t;
-    }
+    const char **t = dg_malloc(sizeof *t);
+    t[0] = table;
+    *out = t;
+    return 1;
   }
-  dg_hub_publish(app->hub, id, res, len, tables, n);
-  json_decref(changes);
+  *changes = member(res, len, "changes");
+  size_t cap = json_array_size(*changes), n = 0;
+  const char **t = dg_malloc((cap ? cap : 1) * sizeof *t);
+  for (size_t i = 0; i < cap; i++) {
+    const char *ct = json_string_value(json_object_get(json_array_get(*changes, i), "table"));
+    int seen = ct == NULL;
+    for (size_t k = 0; k < n && !seen; k++) seen = strcmp(t[k], ct) == 0;
+    if (!seen) t[n++] = ct;
+  }
+  *out = t;
+  return n;
+}
+
+/* Is the text a JSON object, at a glance? GET /get_updates skips an entry
+ * that is not (a damaged entry must not break a whole page). */
+static int looks_like_object(const char *s, size_t n) {
+  while (n && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')) s++, n--;
+  while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == '\t')) n--;
+  return n >= 2 && s[0] == '{' && s[n - 1] == '}';
 }
 
 static void rows_update(dg_app_t *app, const char *res, size_t len, const char *table, int add) {
@@ -156,8 +176,25 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
       rows_update(app, res, len, table, 0);
     }
   }
+  /* The ring before the waiter: a client whose synchronous write has been
+   * answered finds its update in GET /get_updates at once. */
+  const char **tables;
+  json_t *changes;
+  size_t nt = tables_of(res, len, table, &changes, &tables);
+  dg_redis_xid_t xid;
+  if (dg_redis_xid_parse(id, strlen(id), &xid) == 0) {
+    if (looks_like_object(res, len)) {
+      dg_ring_append(app->hub, xid, res, len, tables, nt);
+    } else {
+      dg_log_warn("response reader: entry %s of %s has no valid 'res'; get_updates skips it", id,
+                  app->res_stream);
+      dg_ring_append(app->hub, xid, NULL, 0, NULL, 0);
+    }
+  }
   if (str_member(res, len, "request_id", rid, sizeof rid)) dg_waiters_deliver(app->waiters, rid, res, len);
-  if (app->hub && dg_hub_count(app->hub) > 0) fan_out(app, id, res, len, table);
+  if (dg_hub_count(app->hub) > 0) dg_hub_publish(app->hub, id, res, len, tables, nt);
+  dg_free(tables);
+  json_decref(changes);
 }
 
 static int position(dg_reader_t *rd) {
@@ -171,12 +208,17 @@ static int position(dg_reader_t *rd) {
   if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e))
     snprintf(rd->last_id, sizeof rd->last_id, "%.*s", (int)e.id.len, e.id.ptr);
   freeReplyObject(rep);
+  dg_redis_xid_t start;
+  if (dg_redis_xid_parse(rd->last_id, strlen(rd->last_id), &start) != 0) return DG_EIO;
   char err[256];
   duckdb_connection c = dg_db_conn(rd->app->db);
   if (c == NULL || dg_catalog_load(rd->app->catalog, c, err, sizeof err) != 0) {
     dg_log_error("response reader: cannot reload the catalog");
     return DG_EIO;
   }
+  /* The ring covers the stream from here on: the reader reads every entry
+   * after start, in order, and appends each. */
+  dg_ring_reset(rd->app->hub, start);
   rd->positioned = 1;
   return 0;
 }
@@ -204,11 +246,22 @@ static void *run(void *arg) {
     dg_redis_xiter_t it;
     if (dg_redis_xiter_init_xread(&it, rep) == 0) {
       dg_redis_xentry_t e;
+      size_t got = 0;
       while (dg_redis_xiter_next(&it, &e)) {
+        got++;
         dg_redis_str_t v;
         snprintf(rd->last_id, sizeof rd->last_id, "%.*s", (int)e.id.len, e.id.ptr);
-        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) handle(rd, rd->last_id, v.ptr, v.len);
+        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) {
+          handle(rd, rd->last_id, v.ptr, v.len);
+        } else {
+          /* Kept in the ring all the same, so cursors move past it. */
+          dg_redis_xid_t xid;
+          if (dg_redis_xid_parse(e.id.ptr, e.id.len, &xid) == 0)
+            dg_ring_append(rd->app->hub, xid, NULL, 0, NULL, 0);
+        }
       }
+      /* One wake-up per batch for every waiting long poll. */
+      if (got > 0) dg_ring_notify(rd->app->hub);
     } else if (rep->type == REDIS_REPLY_ERROR) {
       dg_log_warn("response reader: %s", rep->str);
       usleep(100 * 1000);

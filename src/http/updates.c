@@ -38,10 +38,43 @@
  * retained entry has missed nothing but is told 410; with only the head's id
  * we cannot prove it was the predecessor. Reloading is always correct.
  *
- * Long poll. With wait_ms > 0 and nothing to return, the request blocks in
- * XREAD BLOCK (server-side, no polling loop) until an entry arrives or the
- * time is up. The block is taken in slices of BLOCK_SLICE_MS so a server
- * shutting down is not held up by idle long polls for 30 s.
+ * Two sources. The process's response reader appends every entry it reads,
+ * in order, to the hub's ring of recent outcomes (hub.h). A request whose
+ * cursor the ring covers -- since >= the ring's floor, so no entry after
+ * since can be missing from it -- is served from memory:
+ *
+ *   ring read ──▶ something to answer ──────────────────────────────┐
+ *       │ nothing yet: wait_ms = 0 ──▶ the Redis path (below)       │
+ *       ▼                                                           ▼
+ *   retention check (since=<id> only) ──▶ 410 as below ──▶ else answer
+ *       │ nothing yet, wait_ms > 0
+ *       ▼
+ *   wait on the ring's condition variable (no Redis, no polling) until a
+ *   newer entry, the deadline or shutdown; read again; loop
+ *
+ * A thousand long polls thus cost one XREAD (the reader's) instead of a
+ * thousand blocked Redis clients each woken for every entry. The ring may
+ * lag Redis by a moment, which a long poll does not notice (it waits for the
+ * reader) but a poll with wait_ms=0 that finds nothing new might: that one
+ * reads Redis, so a client that wrote asynchronously and polls at once still
+ * sees what Redis has. A cursor the ring does not cover (since=0, older than
+ * the ring, or before the reader started) takes the Redis path, and so does
+ * a long poll whose cursor the ring's eviction overtakes while it waits.
+ *
+ * The retention check keeps 410 exactly as on the Redis path even when the
+ * stream is trimmed behind the ring's back (XTRIM by hand): an XINFO STREAM
+ * that Redis ran after the ring was read, judged by the same rule. It is
+ * shared: concurrent requests wait for one XINFO that began after they
+ * arrived (dg_hub_shared_run), so a thousand polls cost a handful of XINFOs.
+ * It also covers an entry the reader missed because it was trimmed before
+ * the reader got to it: trimming goes from the head, so such an entry after
+ * since means since is before the first retained entry, which is a 410.
+ *
+ * Long poll on the Redis path. With wait_ms > 0 and nothing to return, the
+ * request blocks in XREAD BLOCK (server-side, no polling loop) until an
+ * entry arrives or the time is up. The block is taken in slices of
+ * BLOCK_SLICE_MS so a server shutting down is not held up by idle long
+ * polls for 30 s. A wait on the ring ends at once on shutdown.
  *
  * Table filter. With table=<name>, an update is kept when its top-level
  * "table" is that name or any of its "changes" has that "table" (jansson
@@ -59,6 +92,7 @@
 #include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/http.h"
+#include "dg/hub.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
 #include "dg/redis.h"
@@ -361,6 +395,118 @@ static int scan(scan_t *s, redisReply *first) {
   }
 }
 
+/* The 410 answer for a cursor that is_gone() condemned. */
+static void gone_problem(dg_req_t *r, const params_t *p, const xinfo_t *x) {
+  char idbuf[DG_REDIS_XID_BUFSZ], firstbuf[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(p->since, idbuf, sizeof idbuf);
+  dg_redis_xid_format(x->length > 0 ? x->first : x->last, firstbuf, sizeof firstbuf);
+  json_t *extra = json_pack("{s:s?}", "oldest", x->length > 0 ? firstbuf : NULL);
+  dg_problem(r, 410, extra,
+             "updates after %s are no longer retained (oldest is %s); reload the tables "
+             "and continue from since=$",
+             idbuf, x->length > 0 ? firstbuf : "none");
+}
+
+/* ======================================================================= */
+/* The ring path                                                             */
+/* ======================================================================= */
+
+/* XINFO STREAM for dg_hub_shared_run: result is an xinfo_t. */
+static int xinfo_run(void *arg, void *result) {
+  dg_app_t *app = arg;
+  dg_redis_t *conn = dg_redis_pool_get(app->redis);
+  const char *argv[] = {"XINFO", "STREAM", app->res_stream};
+  redisReply *rep = NULL;
+  int rc = dg_redis_command(conn, 3, argv, NULL, &rep);
+  if (rc == 0 && parse_xinfo(rep, result) != 0) {
+    dg_log_error("get_updates: unexpected XINFO reply from %s: %s", app->res_stream,
+                 reply_error(rep));
+    rc = DG_EINTERNAL;
+  }
+  if (rep) freeReplyObject(rep);
+  dg_redis_pool_put(app->redis, conn);
+  return rc;
+}
+
+/* Called under the ring's lock: appends one update to the page. */
+static void emit(void *arg, const char *res, size_t len) {
+  scan_t *s = arg;
+  dg_jsonw_raw(&s->w, res, len);
+}
+
+/* Is the page complete? The same stopping points as scan(): unfiltered, any
+ * entry (one batch is the answer); filtered, the first match or the scan
+ * budget; either, the limit. */
+static int ring_done(const params_t *p, const dg_ring_read_t *rd) {
+  return rd->matched > 0 || (!p->table && rd->scanned > 0) || rd->scanned >= rd->scan_max;
+}
+
+/* Outcome of serve_from_ring. */
+enum { RING_ANSWERED = 0, RING_FALLBACK = 1, RING_CONTINUE = 2 };
+
+/*
+ * Serves the request from the ring when it covers s->cursor (see the header
+ * comment). RING_ANSWERED: s holds the page (or *rc an error, after which
+ * nothing is written unless it is DG_EGONE, whose problem is written).
+ * RING_FALLBACK: nothing was consumed; the Redis path starts afresh.
+ * RING_CONTINUE: the ring's eviction overtook the cursor while waiting;
+ * s->cursor/scanned/matched hold the progress and *wait_left the time left,
+ * for the Redis path to carry on from (the retention check has been made).
+ */
+static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
+  const params_t *p = s->p;
+  dg_app_t *app = s->r->app;
+  dg_ring_read_t rd;
+  memset(&rd, 0, sizeof rd);
+  rd.cursor = s->cursor;
+  rd.table = p->table;
+  rd.limit = (size_t)p->limit;
+  rd.scan_max = p->table ? SCAN_MAX : (size_t)p->limit;
+  rd.emit = emit;
+  rd.arg = s;
+  *rc = 0;
+  int64_t deadline = now_ms() + p->wait_ms;
+  if (dg_ring_read(app->hub, &rd) != DG_RING_COVERED) return RING_FALLBACK;
+  if (!ring_done(p, &rd) && p->wait_ms == 0) {
+    /* Nothing in the ring, but the reader may not have read what Redis
+     * already holds (an asynchronous write answered a moment ago). Only
+     * non-matching entries can have been scanned, so nothing was written. */
+    return RING_FALLBACK;
+  }
+  if (p->since_kind == SINCE_ID) {
+    /* After the ring read, as the Redis path reads XINFO after XREAD. */
+    xinfo_t x;
+    *rc = dg_hub_shared_run(app->hub, xinfo_run, app, &x, sizeof x);
+    if (*rc == 0 && is_gone(p, &x)) {
+      gone_problem(s->r, p, &x);
+      *rc = DG_EGONE;
+    }
+    if (*rc != 0) return RING_ANSWERED;
+  }
+  struct timespec until;
+  dg_deadline_after_ms(&until, (int)p->wait_ms);
+  while (!ring_done(p, &rd)) {
+    int w = dg_ring_wait(app->hub, rd.cursor, &until);
+    if (w == DG_RING_NEWER && dg_ring_read(app->hub, &rd) == DG_RING_COVERED) continue;
+    if (w == DG_RING_NEWER || w == DG_RING_NOT_COVERED) {
+      s->cursor = rd.cursor;
+      s->scanned = (int64_t)rd.scanned;
+      s->matched = (int64_t)rd.matched;
+      *wait_left = deadline - now_ms();
+      return RING_CONTINUE;
+    }
+    break; /* time is up, or shutting down */
+  }
+  s->cursor = rd.cursor;
+  s->scanned = (int64_t)rd.scanned;
+  s->matched = (int64_t)rd.matched;
+  return RING_ANSWERED;
+}
+
+/* ======================================================================= */
+/* The route                                                                 */
+/* ======================================================================= */
+
 static int get_updates(dg_req_t *r) {
   params_t p;
   if (params_or_problem(r, &p) != 0) return 0;
@@ -369,60 +515,71 @@ static int get_updates(dg_req_t *r) {
   memset(&s, 0, sizeof s);
   s.r = r;
   s.p = &p;
-  s.conn = dg_redis_pool_get(app->redis);
   dg_buf_init(&s.body);
+  dg_jsonw_init(&s.w, &s.body);
+  dg_jsonw_obj(&s.w);
+  dg_jsonw_key(&s.w, "updates");
+  dg_jsonw_arr(&s.w);
 
-  /* First round trip: resolve `$` / check 410, and read the first batch. */
   char idbuf[DG_REDIS_XID_BUFSZ], cnt[24];
   const char *key = app->res_stream;
   const char *xinfo[] = {"XINFO", "STREAM", key};
-  redisReply *first = NULL;
   int rc = 0;
   xinfo_t x;
   if (p.since_kind == SINCE_NOW) {
+    /* Resolve `$` to the stream's last id; then as any other cursor. */
+    dg_redis_t *conn = dg_redis_pool_get(app->redis);
     redisReply *rep = NULL;
-    rc = dg_redis_command(s.conn, 3, xinfo, NULL, &rep);
+    rc = dg_redis_command(conn, 3, xinfo, NULL, &rep);
     if (rc == 0 && parse_xinfo(rep, &x) != 0) rc = DG_EINTERNAL;
     if (rc == 0) s.cursor = x.last;
     if (rep) freeReplyObject(rep);
+    dg_redis_pool_put(app->redis, conn);
   } else if (p.since_kind == SINCE_ID) {
     s.cursor = p.since;
-    int64_t batch = p.table ? FILTER_BATCH : p.limit;
-    dg_redis_xid_format(p.since, idbuf, sizeof idbuf);
-    snprintf(cnt, sizeof cnt, "%lld", (long long)batch);
-    const char *xread_argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};
-    /* XREAD first, XINFO second: see "Gone" above for why this order. */
-    dg_redis_cmd_t cmds[2] = {{6, xread_argv, NULL}, {3, xinfo, NULL}};
-    redisReply *reps[2] = {NULL, NULL};
-    rc = dg_redis_pipeline(s.conn, 2, cmds, reps);
-    if (rc == 0 && (check_reply(reps[0]) != 0 || parse_xinfo(reps[1], &x) != 0)) {
-      dg_log_error("get_updates: unexpected reply from %s: %s / %s", key, reply_error(reps[0]),
-                   reply_error(reps[1]));
-      rc = DG_EINTERNAL;
-    }
-    if (rc == 0 && is_gone(&p, &x)) {
-      char firstbuf[DG_REDIS_XID_BUFSZ];
-      dg_redis_xid_format(x.length > 0 ? x.first : x.last, firstbuf, sizeof firstbuf);
-      json_t *extra = json_pack("{s:s?}", "oldest", x.length > 0 ? firstbuf : NULL);
-      dg_problem(r, 410, extra,
-                 "updates after %s are no longer retained (oldest is %s); reload the tables "
-                 "and continue from since=$",
-                 idbuf, x.length > 0 ? firstbuf : "none");
-      rc = DG_EGONE;
-    }
-    if (rc == 0) first = reps[0];
-    else if (reps[0]) freeReplyObject(reps[0]);
-    if (reps[1]) freeReplyObject(reps[1]);
   }
 
-  if (rc == 0) {
-    dg_jsonw_init(&s.w, &s.body);
-    dg_jsonw_obj(&s.w);
-    dg_jsonw_key(&s.w, "updates");
-    dg_jsonw_arr(&s.w);
-    rc = scan(&s, first);
+  /* The ring first; the Redis path when it cannot serve. */
+  int path = RING_FALLBACK;
+  params_t rest = p; /* what the Redis path carries on with */
+  if (rc == 0 && p.since_kind != SINCE_OLDEST) {
+    int64_t left = 0;
+    path = serve_from_ring(&s, &rc, &left);
+    if (path == RING_CONTINUE) rest.wait_ms = left > 0 ? left : 0;
   }
-  dg_redis_pool_put(app->redis, s.conn);
+
+  if (rc == 0 && path != RING_ANSWERED) {
+    s.conn = dg_redis_pool_get(app->redis);
+    redisReply *first = NULL;
+    if (path == RING_FALLBACK && p.since_kind == SINCE_ID) {
+      /* First round trip: check 410 and read the first batch. */
+      int64_t batch = p.table ? FILTER_BATCH : p.limit;
+      dg_redis_xid_format(p.since, idbuf, sizeof idbuf);
+      snprintf(cnt, sizeof cnt, "%lld", (long long)batch);
+      const char *xread_argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};
+      /* XREAD first, XINFO second: see "Gone" above for why this order. */
+      dg_redis_cmd_t cmds[2] = {{6, xread_argv, NULL}, {3, xinfo, NULL}};
+      redisReply *reps[2] = {NULL, NULL};
+      rc = dg_redis_pipeline(s.conn, 2, cmds, reps);
+      if (rc == 0 && (check_reply(reps[0]) != 0 || parse_xinfo(reps[1], &x) != 0)) {
+        dg_log_error("get_updates: unexpected reply from %s: %s / %s", key, reply_error(reps[0]),
+                     reply_error(reps[1]));
+        rc = DG_EINTERNAL;
+      }
+      if (rc == 0 && is_gone(&p, &x)) {
+        gone_problem(r, &p, &x);
+        rc = DG_EGONE;
+      }
+      if (rc == 0) first = reps[0];
+      else if (reps[0]) freeReplyObject(reps[0]);
+      if (reps[1]) freeReplyObject(reps[1]);
+    }
+    if (rc == 0) {
+      s.p = &rest;
+      rc = scan(&s, first);
+    }
+    dg_redis_pool_put(app->redis, s.conn);
+  }
 
   if (rc == 0) {
     dg_jsonw_end(&s.w);
