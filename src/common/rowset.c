@@ -57,7 +57,7 @@ static int cheap_enough(const dg_rowset_t *s, size_t nwords) {
 
 /* Moves the bitmap to cover words [lo, lo + n) (a superset of the current
  * range) and pulls in the outliers that now fall inside. */
-static void recover(dg_rowset_t *s, int64_t lo, size_t n) {
+static void rebase(dg_rowset_t *s, int64_t lo, size_t n) {
   uint64_t *bits = dg_calloc(n, sizeof *bits);
   if (s->_nwords) memcpy(bits + (s->_word0 - lo), s->_bits, s->_nwords * sizeof *bits);
   dg_free(s->_bits);
@@ -80,7 +80,7 @@ static int try_cover(dg_rowset_t *s, int64_t id) {
   int64_t w = word_of(id);
   if (s->_nwords == 0) {
     if (!cheap_enough(s, 1)) return 0;
-    recover(s, w, 1);
+    rebase(s, w, 1);
     return 1;
   }
   int64_t lo = s->_word0, hi = s->_word0 + (int64_t)s->_nwords; /* [lo, hi) */
@@ -89,13 +89,13 @@ static int try_cover(dg_rowset_t *s, int64_t id) {
   if (lo2 < -((int64_t)1 << 57)) lo2 = -((int64_t)1 << 57);
   if (hi2 > ((int64_t)1 << 57)) hi2 = (int64_t)1 << 57;
   if (cheap_enough(s, (size_t)(hi2 - lo2))) {
-    recover(s, lo2, (size_t)(hi2 - lo2));
+    rebase(s, lo2, (size_t)(hi2 - lo2));
     return 1;
   }
   lo2 = w < lo ? w : lo;
   hi2 = w >= hi ? w + 1 : hi;
   if (cheap_enough(s, (size_t)(hi2 - lo2))) {
-    recover(s, lo2, (size_t)(hi2 - lo2));
+    rebase(s, lo2, (size_t)(hi2 - lo2));
     return 1;
   }
   return 0;
