@@ -67,6 +67,10 @@
 /* Longest text cell in bytes. Request bodies are capped at 1 MiB by the API
  * already; 16 MiB leaves room for bulk loads without letting one cell take
  * the process down. */
+/* Held cells in one table: rows count the holds of their subtree in 28
+ * bits (to keep a row's header at 32 bytes). A quarter billion holds would
+ * take 4 GB of hold set, far beyond any planning grid. */
+#define DG_ENGINE_MAX_HOLDS ((1u << 28) - 1u)
 #define DG_ENGINE_MAX_TEXT (16u * 1024u * 1024u)
 
 /* DG_SPREAD_PERCENT values are percentages scaled by 10^6: 5 % is 5000000,
@@ -325,6 +329,8 @@ int dg_etable_text_set(dg_etable_t *t, int64_t id, uint32_t col, const char *s, 
 /**
  * Holds (held true) or releases number cell (id, col). Already in that
  * state: no-op. Changes: one HOLD record (0 -> 1 or 1 -> 0).
+ * Failure: DG_EINVAL (col out of range, or DG_ENGINE_MAX_HOLDS cells are
+ * held already); DG_ENOTFOUND.
  */
 int dg_etable_hold(dg_etable_t *t, int64_t id, uint32_t col, bool held, dg_changes_t *out);
 

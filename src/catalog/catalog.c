@@ -12,11 +12,11 @@
 #include <string.h>
 
 #include "dg/common.h"
-#include "dg/idset.h"
+#include "dg/rowset.h"
 
 typedef struct {
   dg_tabledef_t *def;  /* counted reference                */
-  dg_idset_t rows;     /* ids of the table's rows           */
+  dg_rowset_t rows;    /* ids of the table's rows (a bitmap when dense) */
 } entry_t;
 
 struct dg_catalog_s {
@@ -80,7 +80,7 @@ dg_catalog_t *dg_catalog_create(void) {
 static void clear(dg_catalog_t *c) {
   for (size_t i = 0; i < c->ntables; i++) {
     dg_tabledef_unref(c->tables[i].def);
-    dg_idset_dispose(&c->tables[i].rows);
+    dg_rowset_dispose(&c->tables[i].rows);
   }
   c->ntables = 0;
   for (size_t i = 0; i < c->nviews; i++) dg_free(c->views[i]);
@@ -134,7 +134,7 @@ static void put_locked(dg_catalog_t *c, dg_tabledef_t *def) {
   entry_t *e = find(c, def->name);
   if (e) {
     dg_tabledef_unref(e->def);
-    dg_idset_dispose(&e->rows);
+    dg_rowset_dispose(&e->rows);
   } else {
     if (c->ntables == c->cap) {
       c->cap = c->cap ? c->cap * 2 : 8;
@@ -143,7 +143,7 @@ static void put_locked(dg_catalog_t *c, dg_tabledef_t *def) {
     e = &c->tables[c->ntables++];
   }
   e->def = def;
-  dg_idset_init(&e->rows);
+  dg_rowset_init(&e->rows);
 }
 
 void dg_catalog_put_table(dg_catalog_t *c, dg_tabledef_t *def) {
@@ -157,7 +157,7 @@ void dg_catalog_drop_table(dg_catalog_t *c, const char *name) {
   entry_t *e = find(c, name);
   if (e) {
     dg_tabledef_unref(e->def);
-    dg_idset_dispose(&e->rows);
+    dg_rowset_dispose(&e->rows);
     *e = c->tables[--c->ntables];
   }
   pthread_rwlock_unlock(&c->lock);
@@ -166,7 +166,7 @@ void dg_catalog_drop_table(dg_catalog_t *c, const char *name) {
 int dg_catalog_has_row(dg_catalog_t *c, const char *table, int64_t id) {
   pthread_rwlock_rdlock(&c->lock);
   entry_t *e = find(c, table);
-  int yes = e && dg_idset_has(&e->rows, id);
+  int yes = e && dg_rowset_has(&e->rows, id);
   pthread_rwlock_unlock(&c->lock);
   return yes;
 }
@@ -182,14 +182,14 @@ size_t dg_catalog_row_count(dg_catalog_t *c, const char *table) {
 void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n) {
   pthread_rwlock_wrlock(&c->lock);
   entry_t *e = find(c, table);
-  for (size_t i = 0; e && i < n; i++) dg_idset_add(&e->rows, ids[i]);
+  for (size_t i = 0; e && i < n; i++) dg_rowset_add(&e->rows, ids[i]);
   pthread_rwlock_unlock(&c->lock);
 }
 
 void dg_catalog_rows_remove(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n) {
   pthread_rwlock_wrlock(&c->lock);
   entry_t *e = find(c, table);
-  for (size_t i = 0; e && i < n; i++) dg_idset_remove(&e->rows, ids[i]);
+  for (size_t i = 0; e && i < n; i++) dg_rowset_remove(&e->rows, ids[i]);
   pthread_rwlock_unlock(&c->lock);
 }
 
@@ -259,13 +259,22 @@ int dg_catalog_read_def(duckdb_connection conn, const char *name, dg_tabledef_t 
   return 0;
 }
 
-static int load_rows(duckdb_connection conn, const char *table, dg_idset_t *rows) {
+static int load_rows(duckdb_connection conn, const char *table, dg_rowset_t *rows) {
   char sql[160];
   /* The name passed the whitelist when the table was made; quote it anyway. */
   snprintf(sql, sizeof sql, "SELECT id FROM main.\"%s\"", table);
+  /* Streamed: a materialised result would hold all ids a second time
+   * (80 MB at 10M rows) in DuckDB's allocator, which keeps freed pages a
+   * while. */
+  duckdb_prepared_statement st;
   duckdb_result res;
-  if (duckdb_query(conn, sql, &res) == DuckDBError) {
+  if (duckdb_prepare(conn, sql, &st) == DuckDBError) {
+    duckdb_destroy_prepare(&st);
+    return DG_EIO;
+  }
+  if (duckdb_execute_prepared_streaming(st, &res) == DuckDBError) {
     duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&st);
     return DG_EIO;
   }
   for (;;) {
@@ -273,11 +282,13 @@ static int load_rows(duckdb_connection conn, const char *table, dg_idset_t *rows
     if (chunk == NULL) break;
     idx_t n = duckdb_data_chunk_get_size(chunk);
     const int64_t *ids = duckdb_vector_get_data(duckdb_data_chunk_get_vector(chunk, 0));
-    for (idx_t i = 0; i < n; i++) dg_idset_add(rows, ids[i]);
+    for (idx_t i = 0; i < n; i++) dg_rowset_add(rows, ids[i]);
     duckdb_destroy_data_chunk(&chunk);
   }
+  int rc = duckdb_result_error(&res) != NULL ? DG_EIO : 0; /* a stream that broke off */
   duckdb_destroy_result(&res);
-  return 0;
+  duckdb_destroy_prepare(&st);
+  return rc;
 }
 
 int dg_catalog_load(dg_catalog_t *c, duckdb_connection conn, char *err, size_t errcap) {

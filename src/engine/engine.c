@@ -803,6 +803,7 @@ int dg_etable_hold(dg_etable_t *t, int64_t id, uint32_t col, bool held, dg_chang
   uint32_t s = dg__et_lookup(t, id);
   if (s == 0) return DG_ENOTFOUND;
   bool cur = dg__et_is_held(t, s, col);
+  if (held && !cur && t->held_count >= DG_ENGINE_MAX_HOLDS) return DG_EINVAL;
   if (cur != held) {
     dg_changes_t *c = out_buf(t, out);
     const size_t base = c->n;

@@ -4,19 +4,30 @@
  * Rows live in one byte array with a fixed stride (row-major), so a row's
  * links and its number cells usually share a cache line:
  *
- *   t->rows:  | erow_t (40 B) | int64 nums[nnum] | etext_t *texts[ntext] | next row ...
+ *   t->rows:  | erow_t (32 B) | int64 nums[nnum] | etext_t *texts[ntext] | next row ...
  *
  *   slot 0    the sentinel "super-root": its children are the roots; it has
  *             no id in the index and its number cells are never used.
  *   slot k>0  a live row, a free slot (on t->free_slots), or -- while a
  *             savepoint is open -- a deleted row kept intact for rollback.
  *
- * The id index is an open-addressing table of 64-bit entries: the slot in
- * the low 32 bits, 32 more bits of the id's hash in the high ones (0 =
- * empty; slot 0 is never indexed). The tag rejects almost every wrong probe
- * without touching its row, so a lookup costs about two cache misses (the
- * entry and the row it finds), and the id itself is stored once. Children
- * are a per-row array of slots sorted by id.
+ * The id index has two parts, and an id is in exactly one of them:
+ *
+ *   direct   ids in [dbase, dbase + dlen):  dmap[id - dbase] = slot (0 = none)
+ *   hash     every other id
+ *
+ * Row ids are nearly always dense (bulk loads number 1..n, the manager
+ * hands out max + 1), and for them the direct map costs 4 bytes per id and
+ * one cache miss per lookup. The range is chosen at load (when the ids fill
+ * at least half of [min, max]) and then grows only by the id right after
+ * its end, the one a new row usually gets, so growing never covers an id
+ * that sits in the hash. Everything else -- sparse tables, client-chosen
+ * ids far away -- goes to the hash: open addressing over 64-bit entries,
+ * the slot in the low 32 bits, 32 more bits of the id's hash in the high
+ * ones (0 = empty; slot 0 is never indexed). The tag rejects almost every
+ * wrong probe without touching its row, so a lookup costs about two cache
+ * misses (the entry and the row it finds). Children are a per-row array of
+ * slots sorted by id.
  */
 #ifndef DG_ENGINE_INTERNAL_H
 #define DG_ENGINE_INTERNAL_H
@@ -48,10 +59,12 @@ typedef struct erow_s {
   uint32_t parent;       /* parent slot (SENTINEL for a root); NIL when free */
   uint32_t nkids;        /* children */
   uint32_t capkids;      /* capacity of u.kids, in slots */
-  uint32_t holds_below;  /* held cells (any column) in this subtree, own included */
-  uint32_t flags;        /* ROW_* */
-  uint32_t _pad;
+  /* Packed so the header is 32 bytes, not 40: 8 bytes a row on 10M-row
+   * tables. 28 bits bound the held cells of a table (DG_ENGINE_MAX_HOLDS). */
+  uint32_t holds_below : 28; /* held cells (any column) in this subtree, own included */
+  uint32_t flags : 4;        /* ROW_* */
 } erow_t;
+_Static_assert(sizeof(erow_t) == 32, "erow_t is meant to be 32 bytes");
 
 /* Journal entry kinds (see journal.c). */
 enum { J_NUM = 1, J_TEXT, J_HOLD, J_INSERT, J_DELETE, J_MOVE };
@@ -102,16 +115,20 @@ struct dg_changes_s {
 struct dg_etable_s {
   /* rows */
   uint8_t *rows;       /* nslots * stride bytes */
-  size_t stride;       /* bytes per row: 40 + 8 * nnum + 8 * ntext */
+  size_t stride;       /* bytes per row: 32 + 8 * nnum + 8 * ntext */
   uint32_t nslots;     /* slots in use or freed (incl. the sentinel) */
   uint32_t capslots;   /* slots allocated */
   uint32_t nlive;      /* live rows (the sentinel not counted) */
   uint32_t *free_slots;
   uint32_t nfree, capfree;
-  /* id index */
+  /* id index: the direct part, then the hash (see the top of this file) */
+  uint32_t *dmap;      /* slot of id dbase + i, 0 = none; dlen used of dcap */
+  int64_t dbase;       /* first id of the direct range */
+  uint32_t dlen, dcap; /* ids covered / entries allocated */
   uint64_t *index;     /* tag << 32 | slot, 0 = empty; index_mask + 1 entries (a power of two) */
   uint32_t index_mask;
-  uint32_t index_count;
+  uint32_t hash_count;  /* ids in the hashed part */
+  uint32_t index_count; /* ids indexed, direct and hashed */
   /* columns */
   uint32_t nnum, ntext;
   uint8_t *scales;     /* nnum */

@@ -386,6 +386,62 @@ static void test_bulk_load(void **s) {
 #undef LOAD
 }
 
+/* The id index in both of its forms: a dense load gets the direct map, a
+ * sparse one the hash; new rows right after the direct range extend it,
+ * others go to the hash; duplicates are caught in both; rollback puts ids
+ * back where they were. Every operation runs verify (DG_ENGINE_CHECK),
+ * which recounts both parts of the index. */
+static void test_id_index_direct_and_hashed(void **s) {
+  (void)s;
+  const int64_t far = 1000000000000LL;
+  for (int sparse = 0; sparse < 2; sparse++) {
+    dg_etable_t *t = mk1(0);
+    assert_int_equal(dg_etable_load_begin(t, 0), 0);
+    int64_t v = 1;
+    assert_int_equal(dg_etable_load_row(t, 1, NONE, &v, NULL), 0);
+    for (int64_t id = 2; id <= 1000; id++) assert_int_equal(dg_etable_load_row(t, id, 1, &v, NULL), 0);
+    if (sparse) assert_int_equal(dg_etable_load_row(t, far, 1, &v, NULL), 0);
+    assert_int_equal(dg_etable_load_finish(t, DG_ELOAD_RECOMPUTE), 0);
+    assert_int_equal(num(t, 1, 0), sparse ? 1000 : 999);
+    ins1(t, 1001, 1, 1);          /* right after the direct range (or the hash's first new id) */
+    ins1(t, 1002, 1, 1);
+    ins1(t, -far, 1, 1);          /* far below: hashed */
+    ins1(t, far + 1, 1, 1);       /* far above */
+    assert_int_equal(dg_etable_insert(t, 1001, 1, NULL, NULL, NULL), DG_EEXIST);
+    assert_int_equal(dg_etable_insert(t, -far, 1, NULL, NULL, NULL), DG_EEXIST);
+    assert_int_equal(dg_etable_delete(t, 500, false, NULL), 0);
+    assert_int_equal(dg_etable_delete(t, -far, false, NULL), 0);
+    dg_emark_t m = dg_etable_savepoint(t);
+    assert_int_equal(dg_etable_delete(t, 1002, false, NULL), 0);
+    ins1(t, 500, 1001, 7);
+    ins1(t, -far, 500, 3);
+    ins1(t, 1003, NONE, 2);
+    /* +4 inserted, -2 deleted, -1 (1002), +6 (1001 takes its new child's 7), -4 (500 takes 3) */
+    assert_int_equal(num(t, 1, 0), (sparse ? 1000 : 999) + 4 - 2 - 1 + 6 - 4);
+    assert_int_equal(dg_etable_rollback(t, m), 0);
+    int64_t x;
+    assert_int_equal(dg_etable_number_get(t, 500, 0, &x), DG_ENOTFOUND);
+    assert_int_equal(dg_etable_number_get(t, -far, 0, &x), DG_ENOTFOUND);
+    assert_int_equal(dg_etable_number_get(t, 1003, 0, &x), DG_ENOTFOUND);
+    assert_int_equal(num(t, 1002, 0), 1);
+    assert_int_equal(num(t, far + 1, 0), 1);
+    assert_int_equal(dg_etable_row_count(t), (size_t)(1000 + sparse + 3 - 1));
+    for (int64_t id = -3; id < 1010; id++) dg_etable_prefetch(t, id, id & 1);
+    assert_int_equal(dg_etable_verify(t), 0);
+    dg_etable_destroy(t);
+  }
+  /* a duplicate inside the direct range fails the load */
+  dg_etable_t *t = mk1(0);
+  assert_int_equal(dg_etable_load_begin(t, 0), 0);
+  for (int64_t id = 1; id <= 100; id++) assert_int_equal(dg_etable_load_row(t, id, NONE, NULL, NULL), 0);
+  assert_int_equal(dg_etable_load_row(t, 37, NONE, NULL, NULL), 0);
+  assert_int_equal(dg_etable_load_finish(t, 0), DG_EEXIST);
+  assert_int_equal(dg_etable_row_count(t), 0);
+  ins1(t, 37, NONE, 1); /* the table works again, its index starts afresh */
+  assert_int_equal(num(t, 37, 0), 1);
+  dg_etable_destroy(t);
+}
+
 static void test_prefetch_is_harmless(void **s) {
   (void)s;
   dg_etable_t *t = mk1(2);
@@ -438,6 +494,7 @@ int main(void) {
       cmocka_unit_test(test_savepoint_rollback_everything),
       cmocka_unit_test(test_savepoint_nesting),
       cmocka_unit_test(test_bulk_load),
+      cmocka_unit_test(test_id_index_direct_and_hashed),
       cmocka_unit_test(test_prefetch_is_harmless),
       cmocka_unit_test(test_change_buffer),
   };
