@@ -192,17 +192,21 @@ static dg_changes_t *out_buf(dg_etable_t *t, dg_changes_t *out) {
 static bool is_rigid(dg_etable_t *t, uint32_t k, uint32_t col) {
   if (dg__et_is_held(t, k, col)) return true;
   const erow_t *r = ROW(t, k);
-  if (r->nkids == 0 || r->holds_below == 0) return false;
+  const uint32_t nk = NKIDS(r);
+  if (nk == 0 || r->holds_below == 0) return false;
   size_t n = 0;
-  t->stack = dg__et_grow(t->stack, &t->capstack, r->nkids, sizeof(uint32_t));
-  for (uint32_t i = 0; i < r->nkids; i++) t->stack[n++] = r->u.kids[i];
+  t->stack = dg__et_grow(t->stack, &t->capstack, nk, sizeof(uint32_t));
+  memcpy(t->stack, KIDS(r), (size_t)nk * sizeof(uint32_t));
+  n = nk;
   while (n > 0) {
     uint32_t s = t->stack[--n];
     if (dg__et_is_held(t, s, col)) continue;
     const erow_t *q = ROW(t, s);
-    if (q->nkids == 0 || q->holds_below == 0) return false;
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + q->nkids, sizeof(uint32_t));
-    for (uint32_t i = 0; i < q->nkids; i++) t->stack[n++] = q->u.kids[i];
+    const uint32_t nq = NKIDS(q);
+    if (nq == 0 || q->holds_below == 0) return false;
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + nq, sizeof(uint32_t));
+    memcpy(t->stack + n, KIDS(q), (size_t)nq * sizeof(uint32_t));
+    n += nq;
   }
   return true;
 }
@@ -243,8 +247,8 @@ enum quota_kind {
  * they pop in id order (pre-order overall). */
 static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const spread_t *m) {
   const erow_t *r = ROW(t, s);
-  const uint32_t n = r->nkids, col = m->col;
-  const uint32_t *kids = r->u.kids;
+  const uint32_t n = NKIDS(r), col = m->col;
+  const uint32_t *kids = KIDS(r);
   dg__lr_reserve(t, n);
   uint32_t *fp = t->lr_pos;
   const bool holds = t->nheld[col] > 0 && r->holds_below > 0;
@@ -259,7 +263,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
     } else {
       fp[nf++] = i;
       W += w;
-      inner |= ROW(t, k)->nkids > 0;
+      inner |= HAS_KIDS(ROW(t, k));
     }
   }
   const __int128 T = (__int128)v - rigid;
@@ -355,7 +359,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
   const bool skip_same = m->mode == DG_SPREAD_PROPORTIONAL;
   for (uint32_t j = nf; j-- > 0;) {
     const uint32_t k = kids[fp[j]];
-    if (out[j] == NUMS(t, k)[col] && (skip_same || ROW(t, k)->nkids == 0)) continue;
+    if (out[j] == NUMS(t, k)[col] && (skip_same || !HAS_KIDS(ROW(t, k)))) continue;
     work_push(t, k, out[j]);
   }
   return 0;
@@ -370,7 +374,7 @@ static int plan_spread(dg_etable_t *t, dg_changes_t *c, uint32_t x, int64_t v, c
     work_t w = t->work[--t->nwork];
     int64_t old = NUMS(t, w.slot)[m->col];
     if (w.value != old) rec_set(t, c, w.slot, m->col, old, w.value);
-    if (ROW(t, w.slot)->nkids > 0) {
+    if (HAS_KIDS(ROW(t, w.slot))) {
       int rc = expand(t, c, w.slot, w.value, m);
       if (rc) return rc;
     }
@@ -397,14 +401,16 @@ static int plan_repeat(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col
     t->rep[e].up = up;
     t->rep[e].delta = 0;
     const erow_t *r = ROW(t, s);
-    if (r->nkids == 0) {
+    const uint32_t nk = NKIDS(r);
+    if (nk == 0) {
       t->rep[e].delta = (__int128)v - NUMS(t, s)[col];
       nleaves++;
       continue;
     }
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + 2 * (size_t)r->nkids, sizeof(uint32_t));
-    for (uint32_t i = r->nkids; i-- > 0;) {
-      uint32_t k = r->u.kids[i];
+    const uint32_t *kids = KIDS(r);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + 2 * (size_t)nk, sizeof(uint32_t));
+    for (uint32_t i = nk; i-- > 0;) {
+      uint32_t k = kids[i];
       if (t->nheld[col] > 0 && dg__et_is_held(t, k, col)) continue;
       t->stack[n++] = k;
       t->stack[n++] = e;
@@ -460,8 +466,9 @@ static int plan_up(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col, __
   uint32_t levels = 0;
   for (uint32_t node = x; node != h; node = ROW(t, node)->parent, levels++) {
     const erow_t *p = ROW(t, ROW(t, node)->parent);
-    for (uint32_t i = 0; i < p->nkids; i++) {
-      uint32_t k = p->u.kids[i];
+    const uint32_t np = NKIDS(p), *pk = KIDS(p);
+    for (uint32_t i = 0; i < np; i++) {
+      uint32_t k = pk[i];
       if (k == node || is_rigid(t, k, col)) continue;
       if (nc == t->capcand) t->cand = dg__et_grow(t->cand, &t->capcand, nc + 1, sizeof(cand_t));
       t->cand[nc].slot = k;
@@ -551,7 +558,7 @@ int dg_etable_set(dg_etable_t *t, int64_t id, uint32_t col, int64_t value, const
   }
   if (!in_range(target)) return DG_EOVERFLOW;
   const int64_t v = (int64_t)target;
-  const bool leaf = ROW(t, s)->nkids == 0;
+  const bool leaf = !HAS_KIDS(ROW(t, s));
   if (v == old && (leaf || how->mode == DG_SPREAD_PROPORTIONAL || how->mode == DG_SPREAD_ADD)) {
     dg__et_after_op(t);
     return 0; /* nothing moves */
@@ -605,7 +612,7 @@ int dg_etable_insert(dg_etable_t *t, int64_t id, int64_t parent_id, const int64_
   /* Plan: what every ancestor becomes (a leaf parent gives way). */
   dg__lr_reserve(t, t->nnum);
   __int128 *delta = t->lr_num;
-  const bool gives_way = p != SENTINEL && ROW(t, p)->nkids == 0;
+  const bool gives_way = p != SENTINEL && !HAS_KIDS(ROW(t, p));
   for (uint32_t k = 0; k < t->nnum; k++) {
     int64_t v = nums ? nums[k] : 0;
     delta[k] = gives_way ? (__int128)v - NUMS(t, p)[k] : v;
@@ -645,7 +652,7 @@ int dg_etable_delete(dg_etable_t *t, int64_t id, bool cascade, dg_changes_t *out
   if (t->loading) return DG_EINVAL;
   uint32_t s = dg__et_lookup(t, id);
   if (s == 0) return DG_ENOTFOUND;
-  if (ROW(t, s)->nkids > 0 && !cascade) return DG_ECONFLICT;
+  if (HAS_KIDS(ROW(t, s)) && !cascade) return DG_ECONFLICT;
   const uint32_t p = ROW(t, s)->parent;
   const int64_t *v = NUMS(t, s);
   for (uint32_t a = p; a != SENTINEL; a = ROW(t, a)->parent)
@@ -661,8 +668,9 @@ int dg_etable_delete(dg_etable_t *t, int64_t id, bool cascade, dg_changes_t *out
     uint32_t q = t->stack[--n];
     work_push(t, q, 0);
     const erow_t *r = ROW(t, q);
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + r->nkids, sizeof(uint32_t));
-    for (uint32_t i = r->nkids; i-- > 0;) t->stack[n++] = r->u.kids[i];
+    const uint32_t nk = NKIDS(r);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + nk, sizeof(uint32_t));
+    for (uint32_t i = nk; i-- > 0;) t->stack[n++] = KIDS(r)[i];
   }
   dg_changes_t *c = out_buf(t, out);
   const size_t base = c->n;
@@ -719,7 +727,7 @@ int dg_etable_move(dg_etable_t *t, int64_t id, int64_t new_parent_id, dg_changes
   const int64_t *v = NUMS(t, s);
   dg__lr_reserve(t, t->nnum);
   __int128 *dnew = t->lr_num; /* what the new chain gains */
-  const bool gives_way = np != SENTINEL && ROW(t, np)->nkids == 0;
+  const bool gives_way = np != SENTINEL && !HAS_KIDS(ROW(t, np));
   for (uint32_t k = 0; k < t->nnum; k++) dnew[k] = gives_way ? (__int128)v[k] - NUMS(t, np)[k] : v[k];
 
   /* Mark the old chain; the new chain's first marked row is the lowest

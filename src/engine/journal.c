@@ -84,8 +84,9 @@ void dg__et_free_subtree(dg_etable_t *t, uint32_t root) {
   while (n > 0) {
     uint32_t s = t->stack[--n];
     const erow_t *r = ROW(t, s);
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + r->nkids, sizeof(uint32_t));
-    for (uint32_t i = 0; i < r->nkids; i++) t->stack[n++] = r->u.kids[i];
+    const uint32_t nk = NKIDS(r);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + nk, sizeof(uint32_t));
+    for (uint32_t i = 0; i < nk; i++) t->stack[n++] = KIDS(r)[i];
     dg__et_slot_free(t, s);
   }
 }
@@ -102,8 +103,10 @@ static void revive_subtree(dg_etable_t *t, uint32_t root) {
     r->flags |= ROW_LIVE;
     dg__et_index_put(t, s);
     t->nlive++;
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + r->nkids, sizeof(uint32_t));
-    for (uint32_t i = 0; i < r->nkids; i++) t->stack[n++] = ROW(t, s)->u.kids[i];
+    /* (index_put does not move the rows, so r stays valid) */
+    const uint32_t nk = NKIDS(r);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + nk, sizeof(uint32_t));
+    for (uint32_t i = 0; i < nk; i++) t->stack[n++] = KIDS(r)[i];
   }
 }
 
@@ -125,7 +128,7 @@ static void undo(dg_etable_t *t, jentry_t *e) {
       break;
     case J_INSERT: {
       erow_t *r = ROW(t, s);
-      DG_ASSERT(r->nkids == 0 && r->holds_below == 0);
+      DG_ASSERT(!HAS_KIDS(r) && r->holds_below == 0);
       dg__et_kid_unlink(t, r->parent, s);
       dg__et_index_del(t, r->id);
       t->nlive--;

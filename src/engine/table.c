@@ -4,8 +4,9 @@
  * checker; and the bulk loader. The operations that change values live in
  * engine.c, the savepoint journal in journal.c.
  *
- * Memory per row (see internal.h): a 32-byte header, 8 bytes per number and
- * text column, 4 bytes in its parent's children array, and 4 bytes of
+ * Memory per row (see internal.h): a 24-byte header, 8 bytes per number and
+ * text column, 4 bytes in its parent's children array (plus 8 bytes of
+ * count and capacity once per parent, and the allocator's), and 4 bytes of
  * direct id map when the ids are dense, else 10.7 to 21.3 bytes of hashed
  * id index (8-byte entries kept at most 3/4 full, rounded to a power of
  * two).
@@ -251,10 +252,11 @@ void dg__et_slot_free(dg_etable_t *t, uint32_t slot) {
 
 /* Position of the first child with id >= id (binary search on ids). */
 static uint32_t kid_lower_bound(const dg_etable_t *t, const erow_t *p, int64_t id) {
-  uint32_t lo = 0, hi = p->nkids;
+  const uint32_t *kids = KIDS(p);
+  uint32_t lo = 0, hi = NKIDS(p);
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (ROW(t, p->u.kids[mid])->id < id)
+    if (ROW(t, kids[mid])->id < id)
       lo = mid + 1;
     else
       hi = mid;
@@ -265,30 +267,33 @@ static uint32_t kid_lower_bound(const dg_etable_t *t, const erow_t *p, int64_t i
 void dg__et_kid_link(dg_etable_t *t, uint32_t parent, uint32_t kid) {
   erow_t *p = ROW(t, parent);
   int64_t id = ROW(t, kid)->id;
-  if (p->nkids == p->capkids) {
-    size_t cap = p->capkids ? (size_t)p->capkids * 2 : 4;
-    p->u.kids = dg_realloc(p->u.kids, cap * sizeof(uint32_t));
-    p->capkids = (uint32_t)cap;
+  const uint32_t n = NKIDS(p);
+  if (p->u.kids == NULL || n == p->u.kids->cap) {
+    /* 4 to start: 8 + 16 bytes fill glibc's smallest (32-byte) chunk. */
+    size_t cap = n ? (size_t)n * 2 : 4;
+    p->u.kids = dg_realloc(p->u.kids, sizeof(ekids_t) + cap * sizeof(uint32_t));
+    p->u.kids->n = n;
+    p->u.kids->cap = (uint32_t)cap;
   }
-  uint32_t pos = (p->nkids == 0 || ROW(t, p->u.kids[p->nkids - 1])->id < id)
-                     ? p->nkids /* ids usually arrive in increasing order */
+  uint32_t *kids = p->u.kids->s;
+  uint32_t pos = (n == 0 || ROW(t, kids[n - 1])->id < id)
+                     ? n /* ids usually arrive in increasing order */
                      : kid_lower_bound(t, p, id);
-  memmove(p->u.kids + pos + 1, p->u.kids + pos, (size_t)(p->nkids - pos) * sizeof(uint32_t));
-  p->u.kids[pos] = kid;
-  p->nkids++;
+  memmove(kids + pos + 1, kids + pos, (size_t)(n - pos) * sizeof(uint32_t));
+  kids[pos] = kid;
+  p->u.kids->n = n + 1;
   ROW(t, kid)->parent = parent;
 }
 
 void dg__et_kid_unlink(dg_etable_t *t, uint32_t parent, uint32_t kid) {
   erow_t *p = ROW(t, parent);
   uint32_t pos = kid_lower_bound(t, p, ROW(t, kid)->id);
-  DG_ASSERT(pos < p->nkids && p->u.kids[pos] == kid);
-  memmove(p->u.kids + pos, p->u.kids + pos + 1, (size_t)(p->nkids - pos - 1) * sizeof(uint32_t));
-  p->nkids--;
-  if (p->nkids == 0) {
-    dg_free(p->u.kids);
+  DG_ASSERT(pos < NKIDS(p) && p->u.kids->s[pos] == kid);
+  ekids_t *k = p->u.kids;
+  memmove(k->s + pos, k->s + pos + 1, (size_t)(k->n - pos - 1) * sizeof(uint32_t));
+  if (--k->n == 0) { /* a leaf again: no empty arrays (HAS_KIDS relies on it) */
+    dg_free(k);
     p->u.kids = NULL;
-    p->capkids = 0;
   }
   ROW(t, kid)->parent = NIL;
 }
@@ -472,7 +477,7 @@ size_t dg_etable_memory(const dg_etable_t *t) {
              t->capcand * sizeof(cand_t) + t->caprep * sizeof(rep_t) + t->caplvl * sizeof(__int128);
   for (uint32_t s = 0; s < t->nslots; s++) {
     const erow_t *r = ROW(t, s);
-    if (!(r->flags & ROW_LOADING)) m += (size_t)r->capkids * 4;
+    if (!(r->flags & ROW_LOADING) && r->u.kids) m += sizeof(ekids_t) + (size_t)r->u.kids->cap * 4;
     etext_t **tx = TEXTS(t, s);
     for (uint32_t c = 0; c < t->ntext; c++)
       if (tx[c]) m += sizeof(etext_t) + tx[c]->len;
@@ -495,7 +500,7 @@ int dg_etable_row_get(const dg_etable_t *t, int64_t id, dg_erow_t *out) {
   const erow_t *r = ROW(t, s);
   out->id = id;
   out->parent_id = r->parent == SENTINEL ? DG_ROW_NONE : ROW(t, r->parent)->id;
-  out->nchildren = r->nkids;
+  out->nchildren = NKIDS(r);
   return 0;
 }
 
@@ -550,13 +555,14 @@ int dg_etable_children_get(const dg_etable_t *t, int64_t parent_id, int64_t afte
   uint32_t p = SENTINEL;
   if (parent_id != DG_ROW_NONE && (p = dg__et_lookup(t, parent_id)) == 0) return DG_ENOTFOUND;
   const erow_t *r = ROW(t, p);
+  const uint32_t nk = NKIDS(r), *kids = KIDS(r);
   uint32_t pos = 0;
   if (after != DG_ROW_NONE) {
     pos = kid_lower_bound(t, r, after);
-    if (pos < r->nkids && ROW(t, r->u.kids[pos])->id == after) pos++;
+    if (pos < nk && ROW(t, kids[pos])->id == after) pos++;
   }
   size_t k = 0;
-  for (; pos < r->nkids && k < cap; pos++) ids[k++] = ROW(t, r->u.kids[pos])->id;
+  for (; pos < nk && k < cap; pos++) ids[k++] = ROW(t, kids[pos])->id;
   *n = k;
   return 0;
 }
@@ -601,9 +607,10 @@ int dg_etable_verify(const dg_etable_t *t) {
       for (uint32_t c = 0; c < t->nnum; c++)
         if (!in_range(v[c])) VFAIL("row %lld col %u out of range", (long long)r->id, c);
     }
-    if (r->nkids > r->capkids || (r->nkids > 0 && r->u.kids == NULL))
-      VFAIL("slot %u: bad children array", s);
-    kidsum += r->nkids;
+    if (r->u.kids && (r->u.kids->n == 0 || r->u.kids->n > r->u.kids->cap))
+      VFAIL("slot %u: bad children array (empty, or over its capacity)", s);
+    const uint32_t nk = NKIDS(r), *kids = KIDS(r);
+    kidsum += nk;
     uint64_t own = 0;
     if (s != SENTINEL)
       for (uint32_t c = 0; c < t->nnum; c++)
@@ -611,22 +618,22 @@ int dg_etable_verify(const dg_etable_t *t) {
     if (s != SENTINEL && ((own > 0) != ((r->flags & ROW_HELD) != 0)))
       VFAIL("row %lld: held flag disagrees with the hold set", (long long)r->id);
     uint64_t below = own;
-    for (uint32_t i = 0; i < r->nkids; i++) {
-      uint32_t k = r->u.kids[i];
+    for (uint32_t i = 0; i < nk; i++) {
+      uint32_t k = kids[i];
       const erow_t *kr = ROW(t, k);
       if (k == 0 || k >= t->nslots || !(kr->flags & ROW_LIVE) || kr->parent != s)
         VFAIL("slot %u: child %u does not point back", s, k);
-      if (i > 0 && ROW(t, r->u.kids[i - 1])->id >= kr->id)
+      if (i > 0 && ROW(t, kids[i - 1])->id >= kr->id)
         VFAIL("row %lld: children not in id order", (long long)r->id);
       below += kr->holds_below;
     }
     if (s != SENTINEL && below != r->holds_below)
       VFAIL("row %lld: holds_below %u, counted %llu", (long long)r->id, r->holds_below,
             (unsigned long long)below);
-    if (s != SENTINEL && r->nkids > 0) {
+    if (s != SENTINEL && nk > 0) {
       for (uint32_t c = 0; c < t->nnum; c++) {
         __int128 sum = 0;
-        for (uint32_t i = 0; i < r->nkids; i++) sum += NUMS(t, r->u.kids[i])[c];
+        for (uint32_t i = 0; i < nk; i++) sum += NUMS(t, kids[i])[c];
         if (sum != v[c])
           VFAIL("row %lld col %u: value %lld but children sum to %lld", (long long)r->id, c,
                 (long long)v[c], (long long)sum);
@@ -661,9 +668,10 @@ int dg_etable_verify(const dg_etable_t *t) {
     order[tail++] = SENTINEL;
     while (head < tail) {
       const erow_t *r = ROW(t, order[head++]);
-      for (uint32_t i = 0; i < r->nkids; i++) {
+      const uint32_t nk = NKIDS(r), *kids = KIDS(r);
+      for (uint32_t i = 0; i < nk; i++) {
         if (tail > t->nlive) VFAIL("more rows reachable than live: a cycle");
-        order[tail++] = r->u.kids[i];
+        order[tail++] = kids[i];
       }
     }
     if (tail != (size_t)t->nlive + 1) VFAIL("%zu rows reachable of %u", tail - 1, t->nlive);
@@ -751,7 +759,6 @@ static void load_reset(dg_etable_t *t) {
   erow_t *z = ROW(t, SENTINEL);
   dg_free(z->u.kids);
   z->u.kids = NULL;
-  z->nkids = z->capkids = 0;
   t->nslots = 1;
   t->nfree = 0;
   t->nlive = 0;
@@ -807,7 +814,7 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
       }
     }
   }
-  /* 2. parents, counting children in capkids */
+  /* 2. parents */
   for (uint32_t s = 1; s <= n; s++) {
     if (s + 16 <= n && ROW(t, s + 16)->u.load_parent != DG_ROW_NONE)
       dg_etable_prefetch(t, ROW(t, s + 16)->u.load_parent, 0);
@@ -819,18 +826,29 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
       goto fail;
     }
     r->parent = p;
-    ROW(t, p)->capkids++;
   }
-  /* 3. children arrays, filled in slot order then sorted by id if needed */
+  /* 3. children arrays: count into the union (the parent ids are spent; a
+   * separate pass, since a parent's own load_parent may still be unread in
+   * pass 2), size exactly, fill in slot order, then sort by id if needed.
+   * Nothing fails from here until every union holds a kids pointer. */
   for (uint32_t s = 0; s <= n; s++) {
     erow_t *r = ROW(t, s);
     r->flags &= ~ROW_LOADING;
-    r->u.kids = r->capkids ? dg_malloc((size_t)r->capkids * sizeof(uint32_t)) : NULL;
-    r->nkids = 0;
+    r->u.load_count = 0;
+  }
+  for (uint32_t s = 1; s <= n; s++) ROW(t, ROW(t, s)->parent)->u.load_count++;
+  for (uint32_t s = 0; s <= n; s++) {
+    erow_t *r = ROW(t, s);
+    const uint64_t cnt = r->u.load_count;
+    r->u.kids = NULL;
+    if (cnt == 0) continue;
+    r->u.kids = dg_malloc(sizeof(ekids_t) + (size_t)cnt * sizeof(uint32_t));
+    r->u.kids->n = 0;
+    r->u.kids->cap = (uint32_t)cnt;
   }
   for (uint32_t s = 1; s <= n; s++) {
-    erow_t *p = ROW(t, ROW(t, s)->parent);
-    p->u.kids[p->nkids++] = s;
+    ekids_t *k = ROW(t, ROW(t, s)->parent)->u.kids;
+    k->s[k->n++] = s;
   }
   {
     /* Rows fed in id order give sorted lists already: only sort when a
@@ -840,10 +858,12 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
     for (uint32_t s = 0; s <= n; s++) {
       erow_t *r = ROW(t, s);
       int64_t prev = INT64_MIN;
-      for (uint32_t i = 0; i < r->nkids; i++) {
-        int64_t id = ROW(t, r->u.kids[i])->id;
+      const uint32_t nk = NKIDS(r);
+      uint32_t *kids = KIDS(r);
+      for (uint32_t i = 0; i < nk; i++) {
+        int64_t id = ROW(t, kids[i])->id;
         if (id < prev) {
-          sort_kids(t, r->u.kids, r->nkids, &pairs, &cap);
+          sort_kids(t, kids, nk, &pairs, &cap);
           break;
         }
         prev = id;
@@ -857,7 +877,8 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
   order[tail++] = SENTINEL;
   while (head < tail) {
     const erow_t *r = ROW(t, order[head++]);
-    for (uint32_t i = 0; i < r->nkids; i++) order[tail++] = r->u.kids[i];
+    const uint32_t nk = NKIDS(r), *kids = KIDS(r);
+    for (uint32_t i = 0; i < nk; i++) order[tail++] = kids[i];
   }
   if (tail != (size_t)n + 1) {
     rc = DG_ECONFLICT;
@@ -867,11 +888,12 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
   for (size_t i = tail; i-- > 1;) {
     uint32_t s = order[i];
     const erow_t *r = ROW(t, s);
-    if (r->nkids == 0) continue;
+    const uint32_t nk = NKIDS(r), *kids = KIDS(r);
+    if (nk == 0) continue;
     int64_t *v = NUMS(t, s);
     for (uint32_t c = 0; c < t->nnum; c++) {
       __int128 sum = 0;
-      for (uint32_t k = 0; k < r->nkids; k++) sum += NUMS(t, r->u.kids[k])[c];
+      for (uint32_t k = 0; k < nk; k++) sum += NUMS(t, kids[k])[c];
       if (flags & DG_ELOAD_RECOMPUTE) {
         if (!in_range(sum)) {
           rc = DG_EOVERFLOW;
