@@ -192,21 +192,19 @@ static dg_changes_t *out_buf(dg_etable_t *t, dg_changes_t *out) {
 static bool is_rigid(dg_etable_t *t, uint32_t k, uint32_t col) {
   if (dg__et_is_held(t, k, col)) return true;
   const erow_t *r = ROW(t, k);
-  const uint32_t nk = NKIDS(r);
-  if (nk == 0 || r->holds_below == 0) return false;
+  const kview_t kv = KVIEW(r);
+  if (kv.n == 0 || r->holds_below == 0) return false;
   size_t n = 0;
-  t->stack = dg__et_grow(t->stack, &t->capstack, nk, sizeof(uint32_t));
-  memcpy(t->stack, KIDS(r), (size_t)nk * sizeof(uint32_t));
-  n = nk;
+  t->stack = dg__et_grow(t->stack, &t->capstack, kv.n, sizeof(uint32_t));
+  for (uint32_t i = 0; i < kv.n; i++) t->stack[n++] = KAT(kv, i);
   while (n > 0) {
     uint32_t s = t->stack[--n];
     if (dg__et_is_held(t, s, col)) continue;
     const erow_t *q = ROW(t, s);
-    const uint32_t nq = NKIDS(q);
-    if (nq == 0 || q->holds_below == 0) return false;
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + nq, sizeof(uint32_t));
-    memcpy(t->stack + n, KIDS(q), (size_t)nq * sizeof(uint32_t));
-    n += nq;
+    const kview_t qv = KVIEW(q);
+    if (qv.n == 0 || q->holds_below == 0) return false;
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + qv.n, sizeof(uint32_t));
+    for (uint32_t i = 0; i < qv.n; i++) t->stack[n++] = KAT(qv, i);
   }
   return true;
 }
@@ -247,8 +245,8 @@ enum quota_kind {
  * they pop in id order (pre-order overall). */
 static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const spread_t *m) {
   const erow_t *r = ROW(t, s);
-  const uint32_t n = NKIDS(r), col = m->col;
-  const uint32_t *kids = KIDS(r);
+  const kview_t kids = KVIEW(r);
+  const uint32_t n = kids.n, col = m->col;
   dg__lr_reserve(t, n);
   uint32_t *fp = t->lr_pos;
   const bool holds = t->nheld[col] > 0 && r->holds_below > 0;
@@ -256,7 +254,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
   uint32_t nf = 0;
   bool inner = false; /* a free child has children of its own */
   for (uint32_t i = 0; i < n; i++) {
-    const uint32_t k = kids[i];
+    const uint32_t k = KAT(kids, i);
     const int64_t w = NUMS(t, k)[col];
     if (holds && is_rigid(t, k, col)) {
       rigid += w;
@@ -277,7 +275,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
     case DG_SPREAD_EQUAL: kind = Q_EQUAL; break;
     case DG_SPREAD_BY:
       S = 0;
-      for (uint32_t j = 0; j < nf; j++) S += NUMS(t, kids[fp[j]])[m->by_col];
+      for (uint32_t j = 0; j < nf; j++) S += NUMS(t, KAT(kids, fp[j]))[m->by_col];
       wcol = m->by_col;
       kind = S != 0 ? Q_WEIGHTED : Q_EQUAL;
       break;
@@ -293,7 +291,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
     const int64_t T64 = (int64_t)T;
     int64_t *num = t->lr_num64, den = (int64_t)nf;
     for (uint32_t j = 0; j < nf && fast; j++) {
-      const int64_t w = NUMS(t, kids[fp[j]])[wcol];
+      const int64_t w = NUMS(t, KAT(kids, fp[j]))[wcol];
       int64_t x;
       switch (kind) {
         case Q_WEIGHTED:
@@ -322,7 +320,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
       den = S < 0 ? -S : S;
     }
     for (uint32_t j = 0; j < nf; j++) {
-      const int64_t w = NUMS(t, kids[fp[j]])[wcol];
+      const int64_t w = NUMS(t, KAT(kids, fp[j]))[wcol];
       switch (kind) {
         case Q_WEIGHTED:
           if (!mul_ok(T, w, &num[j])) return DG_EOVERFLOW;
@@ -350,7 +348,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
   if (!inner) { /* only leaves: record them now, in id order (still pre-order) */
     if (c->cap - c->n < nf) c->v = dg__et_grow(c->v, &c->cap, c->n + nf, sizeof(dg_change_t));
     for (uint32_t j = 0; j < nf; j++) {
-      const uint32_t k = kids[fp[j]];
+      const uint32_t k = KAT(kids, fp[j]);
       const int64_t old = NUMS(t, k)[col];
       if (out[j] != old) rec_set(t, c, k, col, old, out[j]);
     }
@@ -358,7 +356,7 @@ static int expand(dg_etable_t *t, dg_changes_t *c, uint32_t s, int64_t v, const 
   }
   const bool skip_same = m->mode == DG_SPREAD_PROPORTIONAL;
   for (uint32_t j = nf; j-- > 0;) {
-    const uint32_t k = kids[fp[j]];
+    const uint32_t k = KAT(kids, fp[j]);
     if (out[j] == NUMS(t, k)[col] && (skip_same || !HAS_KIDS(ROW(t, k)))) continue;
     work_push(t, k, out[j]);
   }
@@ -401,16 +399,16 @@ static int plan_repeat(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col
     t->rep[e].up = up;
     t->rep[e].delta = 0;
     const erow_t *r = ROW(t, s);
-    const uint32_t nk = NKIDS(r);
+    const kview_t kids = KVIEW(r);
+    const uint32_t nk = kids.n;
     if (nk == 0) {
       t->rep[e].delta = (__int128)v - NUMS(t, s)[col];
       nleaves++;
       continue;
     }
-    const uint32_t *kids = KIDS(r);
     t->stack = dg__et_grow(t->stack, &t->capstack, n + 2 * (size_t)nk, sizeof(uint32_t));
     for (uint32_t i = nk; i-- > 0;) {
-      uint32_t k = kids[i];
+      uint32_t k = KAT(kids, i);
       if (t->nheld[col] > 0 && dg__et_is_held(t, k, col)) continue;
       t->stack[n++] = k;
       t->stack[n++] = e;
@@ -466,9 +464,9 @@ static int plan_up(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col, __
   uint32_t levels = 0;
   for (uint32_t node = x; node != h; node = ROW(t, node)->parent, levels++) {
     const erow_t *p = ROW(t, ROW(t, node)->parent);
-    const uint32_t np = NKIDS(p), *pk = KIDS(p);
-    for (uint32_t i = 0; i < np; i++) {
-      uint32_t k = pk[i];
+    const kview_t pk = KVIEW(p);
+    for (uint32_t i = 0; i < pk.n; i++) {
+      uint32_t k = KAT(pk, i);
       if (k == node || is_rigid(t, k, col)) continue;
       if (nc == t->capcand) t->cand = dg__et_grow(t->cand, &t->capcand, nc + 1, sizeof(cand_t));
       t->cand[nc].slot = k;
@@ -668,9 +666,9 @@ int dg_etable_delete(dg_etable_t *t, int64_t id, bool cascade, dg_changes_t *out
     uint32_t q = t->stack[--n];
     work_push(t, q, 0);
     const erow_t *r = ROW(t, q);
-    const uint32_t nk = NKIDS(r);
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + nk, sizeof(uint32_t));
-    for (uint32_t i = nk; i-- > 0;) t->stack[n++] = KIDS(r)[i];
+    const kview_t kv = KVIEW(r);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + kv.n, sizeof(uint32_t));
+    for (uint32_t i = kv.n; i-- > 0;) t->stack[n++] = KAT(kv, i);
   }
   dg_changes_t *c = out_buf(t, out);
   const size_t base = c->n;

@@ -64,8 +64,10 @@ typedef struct erow_s {
   int64_t id;            /* the client's id; DG_ROW_NONE for the sentinel */
   union {
     ekids_t *kids;       /* children; NULL when none (never an empty array) */
+    uint64_t kids_range; /* or, bit 0 set: children are the slots first ..
+                          * first + n - 1, in id order (first << 32 | n << 1 | 1) */
     int64_t load_parent; /* while loading: the parent id */
-    uint64_t load_count; /* load_finish, after linking: children counted so far */
+    uint64_t load_count; /* load_finish: last child slot << 32 | children counted */
   } u;
   uint32_t parent;       /* parent slot (SENTINEL for a root); NIL when free */
   /* Packed so the header is 24 bytes, not 32: 8 bytes a row on 10M-row
@@ -75,13 +77,35 @@ typedef struct erow_s {
 } erow_t;
 _Static_assert(sizeof(erow_t) == 24, "erow_t is meant to be 24 bytes");
 
-/* Children of a linked row (not ROW_LOADING): count, and the slots (NULL
- * when there are none, so index them only below NKIDS). */
-static inline uint32_t NKIDS(const erow_t *r) { return r->u.kids ? r->u.kids->n : 0; }
-static inline uint32_t *KIDS(const erow_t *r) { return r->u.kids ? r->u.kids->s : NULL; }
+/* Children as a slot range: a bulk load feeds a parent's children one after
+ * another, so they usually sit in consecutive slots, and first + count
+ * replaces the 4 bytes a child of the array (40 MB on a 10M-row table). The
+ * first structural change under the parent turns it into an array
+ * (kids_materialise, table.c). malloc's pointers are at least 8-aligned, so
+ * bit 0 tells the two apart. Ranges hold fewer than 2^31 children. */
+#define KIDS_RANGE_MAX ((1u << 31) - 1u)
+static inline bool KIDS_IS_RANGE(const erow_t *r) { return (r->u.kids_range & 1u) != 0; }
+
+/* The children of a linked row (not ROW_LOADING), array or range alike:
+ * read them with KAT(v, i) for i < v.n. */
+typedef struct kview_s {
+  const uint32_t *s; /* the array; NULL for a range (or no children) */
+  uint32_t first;    /* a range's first slot */
+  uint32_t n;        /* children */
+} kview_t;
+static inline kview_t KVIEW(const erow_t *r) {
+  if (r->u.kids == NULL) return (kview_t){NULL, 0, 0};
+  if (KIDS_IS_RANGE(r))
+    return (kview_t){NULL, (uint32_t)(r->u.kids_range >> 32), (uint32_t)(r->u.kids_range >> 1) & KIDS_RANGE_MAX};
+  return (kview_t){r->u.kids->s, 0, r->u.kids->n};
+}
+static inline uint32_t KAT(kview_t v, uint32_t i) { return v.s ? v.s[i] : v.first + i; }
+static inline uint32_t NKIDS(const erow_t *r) { return KVIEW(r).n; }
 /* The cheap leaf test: one load, relying on "never an empty array" (verify
  * checks it). */
 static inline bool HAS_KIDS(const erow_t *r) { return r->u.kids != NULL; }
+/* Frees a children array (not a range, which owns nothing). */
+void dg__et_kids_free(erow_t *r);
 
 /* Journal entry kinds (see journal.c). */
 enum { J_NUM = 1, J_TEXT, J_HOLD, J_INSERT, J_DELETE, J_MOVE };

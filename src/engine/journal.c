@@ -84,9 +84,9 @@ void dg__et_free_subtree(dg_etable_t *t, uint32_t root) {
   while (n > 0) {
     uint32_t s = t->stack[--n];
     const erow_t *r = ROW(t, s);
-    const uint32_t nk = NKIDS(r);
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + nk, sizeof(uint32_t));
-    for (uint32_t i = 0; i < nk; i++) t->stack[n++] = KIDS(r)[i];
+    const kview_t kv = KVIEW(r);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + kv.n, sizeof(uint32_t));
+    for (uint32_t i = 0; i < kv.n; i++) t->stack[n++] = KAT(kv, i);
     dg__et_slot_free(t, s);
   }
 }
@@ -104,9 +104,9 @@ static void revive_subtree(dg_etable_t *t, uint32_t root) {
     dg__et_index_put(t, s);
     t->nlive++;
     /* (index_put does not move the rows, so r stays valid) */
-    const uint32_t nk = NKIDS(r);
-    t->stack = dg__et_grow(t->stack, &t->capstack, n + nk, sizeof(uint32_t));
-    for (uint32_t i = 0; i < nk; i++) t->stack[n++] = KIDS(r)[i];
+    const kview_t kv = KVIEW(r);
+    t->stack = dg__et_grow(t->stack, &t->capstack, n + kv.n, sizeof(uint32_t));
+    for (uint32_t i = 0; i < kv.n; i++) t->stack[n++] = KAT(kv, i);
   }
 }
 

@@ -237,7 +237,7 @@ uint32_t dg__et_slot_alloc(dg_etable_t *t) {
 
 void dg__et_slot_free(dg_etable_t *t, uint32_t slot) {
   erow_t *r = ROW(t, slot);
-  if (!(r->flags & ROW_LOADING)) dg_free(r->u.kids);
+  if (!(r->flags & ROW_LOADING)) dg__et_kids_free(r);
   etext_t **tx = TEXTS(t, slot);
   for (uint32_t c = 0; c < t->ntext; c++) dg_free(tx[c]);
   memset(r, 0, t->stride);
@@ -250,13 +250,30 @@ void dg__et_slot_free(dg_etable_t *t, uint32_t slot) {
   t->free_slots[t->nfree++] = slot;
 }
 
+void dg__et_kids_free(erow_t *r) {
+  if (r->u.kids && !KIDS_IS_RANGE(r)) dg_free(r->u.kids);
+  r->u.kids = NULL;
+}
+
+/* Turns a range of children into an array (same order) before the first
+ * structural change under the parent; returns the array (NULL: no children). */
+static ekids_t *kids_materialise(erow_t *p) {
+  if (p->u.kids == NULL || !KIDS_IS_RANGE(p)) return p->u.kids;
+  const kview_t v = KVIEW(p);
+  ekids_t *k = dg_malloc(sizeof(ekids_t) + (size_t)v.n * sizeof(uint32_t));
+  k->n = k->cap = v.n;
+  for (uint32_t i = 0; i < v.n; i++) k->s[i] = v.first + i;
+  p->u.kids = k;
+  return k;
+}
+
 /* Position of the first child with id >= id (binary search on ids). */
 static uint32_t kid_lower_bound(const dg_etable_t *t, const erow_t *p, int64_t id) {
-  const uint32_t *kids = KIDS(p);
-  uint32_t lo = 0, hi = NKIDS(p);
+  const kview_t kids = KVIEW(p);
+  uint32_t lo = 0, hi = kids.n;
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (ROW(t, kids[mid])->id < id)
+    if (ROW(t, KAT(kids, mid))->id < id)
       lo = mid + 1;
     else
       hi = mid;
@@ -267,6 +284,7 @@ static uint32_t kid_lower_bound(const dg_etable_t *t, const erow_t *p, int64_t i
 void dg__et_kid_link(dg_etable_t *t, uint32_t parent, uint32_t kid) {
   erow_t *p = ROW(t, parent);
   int64_t id = ROW(t, kid)->id;
+  kids_materialise(p);
   const uint32_t n = NKIDS(p);
   if (p->u.kids == NULL || n == p->u.kids->cap) {
     /* 4 to start: 8 + 16 bytes fill glibc's smallest (32-byte) chunk. */
@@ -288,8 +306,8 @@ void dg__et_kid_link(dg_etable_t *t, uint32_t parent, uint32_t kid) {
 void dg__et_kid_unlink(dg_etable_t *t, uint32_t parent, uint32_t kid) {
   erow_t *p = ROW(t, parent);
   uint32_t pos = kid_lower_bound(t, p, ROW(t, kid)->id);
-  DG_ASSERT(pos < NKIDS(p) && p->u.kids->s[pos] == kid);
-  ekids_t *k = p->u.kids;
+  ekids_t *k = kids_materialise(p);
+  DG_ASSERT(k && pos < k->n && k->s[pos] == kid);
   memmove(k->s + pos, k->s + pos + 1, (size_t)(k->n - pos - 1) * sizeof(uint32_t));
   if (--k->n == 0) { /* a leaf again: no empty arrays (HAS_KIDS relies on it) */
     dg_free(k);
@@ -423,7 +441,7 @@ int dg_etable_create(const dg_etable_opts_t *o, dg_etable_t **out) {
 static void free_rows(dg_etable_t *t) {
   for (uint32_t s = 0; s < t->nslots; s++) {
     erow_t *r = ROW(t, s);
-    if (!(r->flags & ROW_LOADING)) dg_free(r->u.kids);
+    if (!(r->flags & ROW_LOADING)) dg__et_kids_free(r);
     etext_t **tx = TEXTS(t, s);
     for (uint32_t c = 0; c < t->ntext; c++) dg_free(tx[c]);
   }
@@ -477,7 +495,8 @@ size_t dg_etable_memory(const dg_etable_t *t) {
              t->capcand * sizeof(cand_t) + t->caprep * sizeof(rep_t) + t->caplvl * sizeof(__int128);
   for (uint32_t s = 0; s < t->nslots; s++) {
     const erow_t *r = ROW(t, s);
-    if (!(r->flags & ROW_LOADING) && r->u.kids) m += sizeof(ekids_t) + (size_t)r->u.kids->cap * 4;
+    if (!(r->flags & ROW_LOADING) && r->u.kids && !KIDS_IS_RANGE(r))
+      m += sizeof(ekids_t) + (size_t)r->u.kids->cap * 4;
     etext_t **tx = TEXTS(t, s);
     for (uint32_t c = 0; c < t->ntext; c++)
       if (tx[c]) m += sizeof(etext_t) + tx[c]->len;
@@ -555,14 +574,15 @@ int dg_etable_children_get(const dg_etable_t *t, int64_t parent_id, int64_t afte
   uint32_t p = SENTINEL;
   if (parent_id != DG_ROW_NONE && (p = dg__et_lookup(t, parent_id)) == 0) return DG_ENOTFOUND;
   const erow_t *r = ROW(t, p);
-  const uint32_t nk = NKIDS(r), *kids = KIDS(r);
+  const kview_t kids = KVIEW(r);
+  const uint32_t nk = kids.n;
   uint32_t pos = 0;
   if (after != DG_ROW_NONE) {
     pos = kid_lower_bound(t, r, after);
-    if (pos < nk && ROW(t, kids[pos])->id == after) pos++;
+    if (pos < nk && ROW(t, KAT(kids, pos))->id == after) pos++;
   }
   size_t k = 0;
-  for (; pos < nk && k < cap; pos++) ids[k++] = ROW(t, kids[pos])->id;
+  for (; pos < nk && k < cap; pos++) ids[k++] = ROW(t, KAT(kids, pos))->id;
   *n = k;
   return 0;
 }
@@ -607,9 +627,12 @@ int dg_etable_verify(const dg_etable_t *t) {
       for (uint32_t c = 0; c < t->nnum; c++)
         if (!in_range(v[c])) VFAIL("row %lld col %u out of range", (long long)r->id, c);
     }
-    if (r->u.kids && (r->u.kids->n == 0 || r->u.kids->n > r->u.kids->cap))
+    const kview_t kids = KVIEW(r);
+    const uint32_t nk = kids.n;
+    if (r->u.kids && !KIDS_IS_RANGE(r) && (r->u.kids->n == 0 || r->u.kids->n > r->u.kids->cap))
       VFAIL("slot %u: bad children array (empty, or over its capacity)", s);
-    const uint32_t nk = NKIDS(r), *kids = KIDS(r);
+    if (KIDS_IS_RANGE(r) && (nk == 0 || (uint64_t)kids.first + nk > t->nslots))
+      VFAIL("slot %u: bad children range %u + %u", s, kids.first, nk);
     kidsum += nk;
     uint64_t own = 0;
     if (s != SENTINEL)
@@ -619,11 +642,11 @@ int dg_etable_verify(const dg_etable_t *t) {
       VFAIL("row %lld: held flag disagrees with the hold set", (long long)r->id);
     uint64_t below = own;
     for (uint32_t i = 0; i < nk; i++) {
-      uint32_t k = kids[i];
+      uint32_t k = KAT(kids, i);
       const erow_t *kr = ROW(t, k);
       if (k == 0 || k >= t->nslots || !(kr->flags & ROW_LIVE) || kr->parent != s)
         VFAIL("slot %u: child %u does not point back", s, k);
-      if (i > 0 && ROW(t, kids[i - 1])->id >= kr->id)
+      if (i > 0 && ROW(t, KAT(kids, i - 1))->id >= kr->id)
         VFAIL("row %lld: children not in id order", (long long)r->id);
       below += kr->holds_below;
     }
@@ -633,7 +656,7 @@ int dg_etable_verify(const dg_etable_t *t) {
     if (s != SENTINEL && nk > 0) {
       for (uint32_t c = 0; c < t->nnum; c++) {
         __int128 sum = 0;
-        for (uint32_t i = 0; i < nk; i++) sum += NUMS(t, kids[i])[c];
+        for (uint32_t i = 0; i < nk; i++) sum += NUMS(t, KAT(kids, i))[c];
         if (sum != v[c])
           VFAIL("row %lld col %u: value %lld but children sum to %lld", (long long)r->id, c,
                 (long long)v[c], (long long)sum);
@@ -668,10 +691,10 @@ int dg_etable_verify(const dg_etable_t *t) {
     order[tail++] = SENTINEL;
     while (head < tail) {
       const erow_t *r = ROW(t, order[head++]);
-      const uint32_t nk = NKIDS(r), *kids = KIDS(r);
-      for (uint32_t i = 0; i < nk; i++) {
+      const kview_t kids = KVIEW(r);
+      for (uint32_t i = 0; i < kids.n; i++) {
         if (tail > t->nlive) VFAIL("more rows reachable than live: a cycle");
-        order[tail++] = kids[i];
+        order[tail++] = KAT(kids, i);
       }
     }
     if (tail != (size_t)t->nlive + 1) VFAIL("%zu rows reachable of %u", tail - 1, t->nlive);
@@ -752,13 +775,12 @@ static void sort_kids(const dg_etable_t *t, uint32_t *kids, uint32_t n, idslot_t
 static void load_reset(dg_etable_t *t) {
   for (uint32_t s = 1; s < t->nslots; s++) {
     erow_t *r = ROW(t, s);
-    if (!(r->flags & ROW_LOADING)) dg_free(r->u.kids);
+    if (!(r->flags & ROW_LOADING)) dg__et_kids_free(r);
     etext_t **tx = TEXTS(t, s);
     for (uint32_t c = 0; c < t->ntext; c++) dg_free(tx[c]);
   }
   erow_t *z = ROW(t, SENTINEL);
-  dg_free(z->u.kids);
-  z->u.kids = NULL;
+  dg__et_kids_free(z);
   t->nslots = 1;
   t->nfree = 0;
   t->nlive = 0;
@@ -836,19 +858,36 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
     r->flags &= ~ROW_LOADING;
     r->u.load_count = 0;
   }
-  for (uint32_t s = 1; s <= n; s++) ROW(t, ROW(t, s)->parent)->u.load_count++;
+  /* While counting, the high half keeps the last child's slot, or NIL once
+   * two children were not adjacent: such children cannot be a range. */
+  for (uint32_t s = 1; s <= n; s++) {
+    erow_t *p = ROW(t, ROW(t, s)->parent);
+    uint32_t cnt = (uint32_t)p->u.load_count, last = (uint32_t)(p->u.load_count >> 32);
+    last = (cnt == 0 || (last != NIL && s == last + 1)) ? s : NIL;
+    p->u.load_count = (uint64_t)last << 32 | (cnt + 1);
+  }
   for (uint32_t s = 0; s <= n; s++) {
     erow_t *r = ROW(t, s);
-    const uint64_t cnt = r->u.load_count;
+    const uint32_t cnt = (uint32_t)r->u.load_count, last = (uint32_t)(r->u.load_count >> 32);
     r->u.kids = NULL;
     if (cnt == 0) continue;
+    if (last != NIL && cnt <= KIDS_RANGE_MAX) { /* adjacent: a range if also in id order */
+      const uint32_t first = last - cnt + 1;
+      uint32_t i = 1;
+      while (i < cnt && ROW(t, first + i - 1)->id < ROW(t, first + i)->id) i++;
+      if (i == cnt) {
+        r->u.kids_range = (uint64_t)first << 32 | (uint64_t)cnt << 1 | 1u;
+        continue;
+      }
+    }
     r->u.kids = dg_malloc(sizeof(ekids_t) + (size_t)cnt * sizeof(uint32_t));
     r->u.kids->n = 0;
-    r->u.kids->cap = (uint32_t)cnt;
+    r->u.kids->cap = cnt;
   }
   for (uint32_t s = 1; s <= n; s++) {
-    ekids_t *k = ROW(t, ROW(t, s)->parent)->u.kids;
-    k->s[k->n++] = s;
+    erow_t *p = ROW(t, ROW(t, s)->parent);
+    if (KIDS_IS_RANGE(p)) continue;
+    p->u.kids->s[p->u.kids->n++] = s;
   }
   {
     /* Rows fed in id order give sorted lists already: only sort when a
@@ -858,8 +897,9 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
     for (uint32_t s = 0; s <= n; s++) {
       erow_t *r = ROW(t, s);
       int64_t prev = INT64_MIN;
-      const uint32_t nk = NKIDS(r);
-      uint32_t *kids = KIDS(r);
+      if (r->u.kids == NULL || KIDS_IS_RANGE(r)) continue; /* ranges are in id order */
+      const uint32_t nk = r->u.kids->n;
+      uint32_t *kids = r->u.kids->s;
       for (uint32_t i = 0; i < nk; i++) {
         int64_t id = ROW(t, kids[i])->id;
         if (id < prev) {
@@ -877,8 +917,8 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
   order[tail++] = SENTINEL;
   while (head < tail) {
     const erow_t *r = ROW(t, order[head++]);
-    const uint32_t nk = NKIDS(r), *kids = KIDS(r);
-    for (uint32_t i = 0; i < nk; i++) order[tail++] = kids[i];
+    const kview_t kids = KVIEW(r);
+    for (uint32_t i = 0; i < kids.n; i++) order[tail++] = KAT(kids, i);
   }
   if (tail != (size_t)n + 1) {
     rc = DG_ECONFLICT;
@@ -888,12 +928,12 @@ int dg_etable_load_finish(dg_etable_t *t, unsigned flags) {
   for (size_t i = tail; i-- > 1;) {
     uint32_t s = order[i];
     const erow_t *r = ROW(t, s);
-    const uint32_t nk = NKIDS(r), *kids = KIDS(r);
-    if (nk == 0) continue;
+    const kview_t kids = KVIEW(r);
+    if (kids.n == 0) continue;
     int64_t *v = NUMS(t, s);
     for (uint32_t c = 0; c < t->nnum; c++) {
       __int128 sum = 0;
-      for (uint32_t k = 0; k < nk; k++) sum += NUMS(t, kids[k])[c];
+      for (uint32_t k = 0; k < kids.n; k++) sum += NUMS(t, KAT(kids, k))[c];
       if (flags & DG_ELOAD_RECOMPUTE) {
         if (!in_range(sum)) {
           rc = DG_EOVERFLOW;
