@@ -8,6 +8,8 @@ through the API, runs the scenarios, stops everything by PID.
 
 Scenarios (BENCH=a,b or --only a,b; default: all but `profile`):
   engine    bench/bench_engine: the engine's own compute figures (no I/O)
+  duckdb    bench/bench_duckdb: one batch transaction as the manager writes
+            it, on DuckDB alone: the floor under a batch's latency
   ceiling   GET /health max rate (64 conns) and redis-benchmark's unpipelined
             XADD rate (50 clients), the references for the ratios below
   sync      POST /update_cell, closed loop at 1, 4, 16, 64, 256 connections
@@ -41,7 +43,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dgbench as B  # noqa: E402
 
-ALL = ["engine", "ceiling", "sync", "async", "visible", "fanout", "spread", "scale"]
+ALL = ["engine", "duckdb", "ceiling", "sync", "async", "visible", "fanout", "spread", "scale"]
 RESULTS = os.path.join(B.ROOT, "bench", "results")
 TARGETS = {
     "sync_ratio": 0.50, "sync_p99_ms": 20.0, "async_ratio": 0.60, "visible_p99_ms": 5.0,
@@ -221,6 +223,25 @@ def sc_engine(ctx):
         fields["spread_median_ms"] = float(spread.group(1))
     result_line("engine", fields)
     return res
+
+
+def sc_duckdb(ctx):
+    """bench/bench_duckdb: one batch transaction as the manager writes it,
+    on DuckDB alone (no HTTP, Redis or engine): the floor under a batch."""
+    exe = os.path.join(ctx.build, "bench_duckdb")
+    p = subprocess.run([exe] + (["quick"] if ctx.quick else []), capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TMPDIR": ctx.wd.path})
+    sys.stderr.write(p.stdout + p.stderr)
+    with open(os.path.join(RESULTS, "duckdb.txt"), "w") as f:
+        f.write(p.stdout)
+    fields = {"exit": p.returncode}
+    batches = {}
+    for m in re.finditer(r"batch requests=(\d+) cells=\d+ total=([\d.]+)(.*)", p.stdout):
+        steps = dict((k, float(v)) for k, v in re.findall(r"(\w+)=([\d.]+)", m.group(3)))
+        batches[int(m.group(1))] = {"total_ms": float(m.group(2)), **steps}
+        fields[f"batch{m.group(1)}_ms"] = float(m.group(2))
+    result_line("duckdb", fields)
+    return {"exit": p.returncode, "batches": batches, "output": p.stdout.splitlines()}
 
 
 def xadd_rate(ctx, n):
@@ -654,7 +675,7 @@ def profile_one(ctx, load):
     return {load: r, "files": outs}
 
 
-SCEN = {"engine": sc_engine, "ceiling": sc_ceiling, "sync": sc_sync, "async": sc_async,
+SCEN = {"engine": sc_engine, "duckdb": sc_duckdb, "ceiling": sc_ceiling, "sync": sc_sync, "async": sc_async,
         "visible": sc_visible, "fanout": sc_fanout, "spread": sc_spread, "scale": sc_scale,
         "profile": sc_profile}
 

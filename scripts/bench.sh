@@ -34,6 +34,6 @@ command -v redis-benchmark >/dev/null 2>&1 || { echo "bench: redis-benchmark mis
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-make --no-print-directory -C "$BUILD" -j"$(nproc 2>/dev/null || echo 2)" duckgrid bench_load bench_mkdb bench_engine >/dev/null
+make --no-print-directory -C "$BUILD" -j"$(nproc 2>/dev/null || echo 2)" duckgrid bench_load bench_mkdb bench_engine bench_duckdb >/dev/null
 
 exec /usr/bin/python3 bench/run.py --build "$BUILD" "$@"
