@@ -89,6 +89,7 @@ struct dg_manager_s {
   maudcol_t *audit_cols;         /* every dg.audit_cols row, and new ones    */
   size_t naudit_cols, audit_cols_cap;
   size_t naudit_saved;           /* the first ones, already in dg.audit_cols  */
+  duckdb_prepared_statement applied_st; /* UPDATE dg.applied, prepared once */
   double persist_ms[4];          /* last persist: user rows, audit, outcomes, commit */
   uint64_t or_threshold;         /* dynamic_or_filter_threshold set on conn, 0: DuckDB's default */
   int64_t checkpointed_ms;       /* when the manager last checkpointed          */
@@ -136,6 +137,8 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap);
 /** Writes the batch in hand (effects, audit, outcomes, last id) in one
  *  transaction. 0 or DG_EIO with the reason in err. */
 int dg__mgr_persist(dg_manager_t *m, char *err, size_t errcap);
+/** Frees what persisting keeps between batches (audit names, statements). */
+void dg__mgr_persist_dispose(dg_manager_t *m);
 /** (Re)builds the set of applied request ids from dg.outcomes. */
 int dg__mgr_load_seen(dg_manager_t *m);
 /** The stored outcome of an applied request (owned) or NULL. */

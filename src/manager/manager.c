@@ -672,6 +672,7 @@ void dg_manager_stop(dg_manager_t *m) {
   dg_free(m->ddl);
   dg_changes_destroy(m->changes);
   dg_buf_dispose(&m->json);
+  dg__mgr_persist_dispose(m);
   dg_db_disconnect(&m->conn);
   dg_redis_destroy(m->redis);
   dg_free(m);

@@ -174,6 +174,16 @@ static int load_table(dg_manager_t *m, const char *name, char *err, size_t errca
   return 0;
 }
 
+static void audit_cols_free(dg_manager_t *m) {
+  for (size_t i = 0; i < m->naudit_cols; i++) {
+    dg_free(m->audit_cols[i].table);
+    dg_free(m->audit_cols[i].column);
+  }
+  dg_free(m->audit_cols);
+  m->audit_cols = NULL;
+  m->naudit_cols = m->audit_cols_cap = m->naudit_saved = 0;
+}
+
 static void free_state(dg_manager_t *m) {
   for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
   dg_free(m->tables);
@@ -184,13 +194,7 @@ static void free_state(dg_manager_t *m) {
   m->views = NULL;
   m->nviews = 0;
   dg_idset_dispose(&m->seen_requests);
-  for (size_t i = 0; i < m->naudit_cols; i++) {
-    dg_free(m->audit_cols[i].table);
-    dg_free(m->audit_cols[i].column);
-  }
-  dg_free(m->audit_cols);
-  m->audit_cols = NULL;
-  m->naudit_cols = m->audit_cols_cap = m->naudit_saved = 0;
+  audit_cols_free(m);
 }
 
 static maudcol_t *audit_col_add(dg_manager_t *m) {
@@ -225,6 +229,12 @@ static int load_audit_cols(dg_manager_t *m, char *err, size_t errcap) {
   duckdb_destroy_result(&res);
   m->naudit_saved = m->naudit_cols;
   return 0;
+}
+
+void dg__mgr_persist_dispose(dg_manager_t *m) {
+  audit_cols_free(m);
+  if (m->applied_st) duckdb_destroy_prepare(&m->applied_st);
+  m->applied_st = NULL;
 }
 
 /* After a failed batch: ids handed out in it were never stored. */
@@ -842,16 +852,19 @@ static int batch_tx(duckdb_connection c, void *arg, char *err, size_t errcap) {
   m->persist_ms[1] = t2 - t1;
   m->persist_ms[2] = t3 - t2;
   if (rc == 0 && m->nreqs) {
-    duckdb_prepared_statement st;
-    if (duckdb_prepare(m->conn, "UPDATE dg.applied SET last_id = $1", &st) == DuckDBError) {
+    /* Prepared once per manager: a prepare costs ~0.25 ms, a batch ~10. */
+    if (m->applied_st == NULL &&
+        duckdb_prepare(m->conn, "UPDATE dg.applied SET last_id = $1", &m->applied_st) == DuckDBError) {
+      duckdb_destroy_prepare(&m->applied_st);
+      m->applied_st = NULL;
       rc = DG_EIO;
     } else {
-      duckdb_bind_varchar(st, 1, m->reqs[m->nreqs - 1].stream_id);
+      duckdb_bind_varchar(m->applied_st, 1, m->reqs[m->nreqs - 1].stream_id);
       duckdb_result res;
-      if (duckdb_execute_prepared(st, &res) == DuckDBError || duckdb_rows_changed(&res) != 1) rc = DG_EIO;
+      if (duckdb_execute_prepared(m->applied_st, &res) == DuckDBError || duckdb_rows_changed(&res) != 1)
+        rc = DG_EIO;
       duckdb_destroy_result(&res);
     }
-    duckdb_destroy_prepare(&st);
     if (rc) snprintf(err, errcap, "cannot record the last applied request");
   }
   return rc;
