@@ -410,6 +410,11 @@ static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int
   const dg_tabledef_t *def = t->def;
   int rc = 0;
   idx_t fill = 0;
+  /* Vectors and their data, fetched once per chunk (a spread stages a
+   * million rows); the row's numbers in one engine lookup. */
+  duckdb_vector *vec = dg_calloc(ncols + 1, sizeof *vec);
+  int64_t **data = dg_calloc(ncols + 1, sizeof *data);
+  int64_t *nums = dg_calloc((size_t)def->nnum + 1, sizeof *nums);
   for (size_t i = 0; i <= n && rc == 0; i++) {
     if (fill == cap || (i == n && fill > 0)) {
       duckdb_data_chunk_set_size(chunk, fill);
@@ -421,24 +426,29 @@ static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int
       fill = 0;
     }
     if (i == n || rc != 0) break;
+    if (fill == 0) {
+      for (idx_t c = 0; c < ncols; c++) {
+        vec[c] = duckdb_data_chunk_get_vector(chunk, c);
+        data[c] = duckdb_vector_get_data(vec[c]);
+      }
+    }
     dg_erow_t row;
     if (dg_etable_row_get(t->et, ids[i], &row) != 0) continue;
-    ((int64_t *)duckdb_vector_get_data(duckdb_data_chunk_get_vector(chunk, 0)))[fill] = ids[i];
-    duckdb_vector pv = duckdb_data_chunk_get_vector(chunk, 1);
+    if (def->nnum > 0) dg_etable_numbers_get(t->et, ids[i], nums);
+    data[0][fill] = ids[i];
+    duckdb_vector pv = vec[1];
     if (row.parent_id == DG_ROW_NONE) {
       duckdb_vector_ensure_validity_writable(pv);
       duckdb_validity_set_row_invalid(duckdb_vector_get_validity(pv), fill);
     } else {
       uint64_t *valid = duckdb_vector_get_validity(pv);
       if (valid) duckdb_validity_set_row_valid(valid, fill);
-      ((int64_t *)duckdb_vector_get_data(pv))[fill] = row.parent_id;
+      data[1][fill] = row.parent_id;
     }
     for (int c = 0; c < def->ncols; c++) {
-      duckdb_vector v = duckdb_data_chunk_get_vector(chunk, (idx_t)c + 2);
+      duckdb_vector v = vec[c + 2];
       if (def->cols[c].type == DG_COL_NUMBER) {
-        int64_t x = 0;
-        dg_etable_number_get(t->et, ids[i], (uint32_t)def->cols[c].slot, &x);
-        ((int64_t *)duckdb_vector_get_data(v))[fill] = x;
+        data[c + 2][fill] = nums[def->cols[c].slot];
       } else {
         const char *s;
         size_t len;
@@ -462,6 +472,9 @@ static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int
   duckdb_destroy_data_chunk(&chunk);
   for (idx_t c = 0; c < ncols; c++) duckdb_destroy_logical_type(&types[c]);
   dg_free(types);
+  dg_free(vec);
+  dg_free(data);
+  dg_free(nums);
   duckdb_appender_destroy(&app);
   return rc;
 }
