@@ -709,6 +709,12 @@ def summary_rows(out):
     if c:
         rows.append(("ceiling", "reference", f"GET /health {fmt(c['health_rps'], 0)}/s; "
                      f"redis-benchmark XADD (50 clients, unpipelined) {fmt(c['xadd_rps'], 0)}/s", ""))
+    d = sc.get("duckdb")
+    if d and d.get("batches"):
+        rows.append(("duckdb (floor)", "reference",
+                     "one batch transaction on DuckDB alone (101,010-row table, 13 cells a request): " +
+                     "; ".join(f"{k:,} requests {fmt(v['total_ms'])} ms (commit {fmt(v.get('commit'))})"
+                               for k, v in sorted(d["batches"].items())), ""))
     s = sc.get("sync")
     if s:
         ok = (s["ratio_to_health"] or 0) >= T["sync_ratio"] and s["p99_ms"] <= T["sync_p99_ms"]
