@@ -225,6 +225,7 @@ static int position(dg_reader_t *rd) {
 
 static void *run(void *arg) {
   dg_reader_t *rd = arg;
+  pthread_setname_np(pthread_self(), "dg-reader"); /* for top -H and perf --comm */
   while (!atomic_load(&rd->stop)) {
     if (!rd->positioned && position(rd) != 0) {
       usleep(100 * 1000);

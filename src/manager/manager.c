@@ -554,6 +554,7 @@ static void trim_outcomes(dg_manager_t *m) {
 
 static void *run(void *arg) {
   dg_manager_t *m = arg;
+  pthread_setname_np(pthread_self(), "dg-manager"); /* for top -H and perf --comm */
   dg_app_t *app = m->app;
   char bmax[16];
   snprintf(bmax, sizeof bmax, "%d", app->cfg->batch_max);
