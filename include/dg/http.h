@@ -98,5 +98,12 @@ void dg_docs_load(void);
 /** Writes the body of a buffer as the reply (application/json). */
 struct dg_buf_s;
 void dg_reply_buf(dg_req_t *r, int status, const struct dg_buf_s *body);
+/**
+ * Sets an application/json reply of exactly len bytes and returns the buffer
+ * for the caller to fill before the handler returns: the response owns it
+ * (freed with the response), so the body is not copied once more, as
+ * dg_reply_buf copies it. NULL when it cannot be allocated; nothing is set.
+ */
+char *dg_reply_body_alloc(dg_req_t *r, int status, size_t len);
 
 #endif

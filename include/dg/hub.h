@@ -82,6 +82,11 @@ int dg_event_matches(const dg_event_t *ev, const char *table);
  * cursor c is covered when c >= floor: the entries after c that this process
  * has seen are exactly the held entries after c. Its own lock, separate from
  * the subscribers' one; the two are never held together.
+ *
+ * Entries are immutable and reference-counted: a request takes pointers and
+ * references under the lock and reads the texts after releasing it, so a
+ * thousand long polls woken by one batch hold the lock for a few pointer
+ * moves each. An evicted entry lives on until its last reader lets go.
  */
 
 /** Forgets every entry; the ring now covers the stream after `start` (the
@@ -95,7 +100,7 @@ void dg_ring_reset(dg_hub_t *h, dg_redis_xid_t start);
  */
 void dg_ring_append(dg_hub_t *h, dg_redis_xid_t id, const char *res, size_t len,
                     const char *const *tables, size_t ntables);
-/** Wakes every request waiting in dg_ring_wait. */
+/** Wakes every request waiting in dg_ring_read, to look at what was appended. */
 void dg_ring_notify(dg_hub_t *h);
 
 /** One read of the ring (dg_ring_read); in/out fields say which. */
@@ -104,31 +109,42 @@ typedef struct dg_ring_read_s {
   const char *table;      /* in: filter, or NULL                          */
   size_t limit;           /* in: stop once this many matched in total     */
   size_t scan_max;        /* in: stop once this many scanned in total     */
-  size_t matched;         /* in/out: updates emitted so far               */
+  int any_entry;          /* in: a wait ends once any entry is scanned,
+                           * matching or not (else at the first match or
+                           * at scan_max)                                 */
+  size_t matched;         /* in/out: entries in out                       */
   size_t scanned;         /* in/out: entries scanned so far               */
-  /* Called under the ring's lock for each match, in stream order: copy the
-   * bytes, do not block. */
-  void (*emit)(void *arg, const char *res, size_t len);
-  void *arg;
+  /* in: room for limit pointers; out: the matching entries, in stream
+   * order, each holding a reference the caller drops with dg_ring_release.
+   * Read-only; valid until released, whatever the ring evicts meanwhile. */
+  const dg_event_t **out;
 } dg_ring_read_t;
 
-enum { DG_RING_COVERED = 0, DG_RING_NOT_COVERED = -1 };
+enum { DG_RING_COVERED = 0, DG_RING_NOT_COVERED = -1, DG_RING_CLOSED = -2 };
 /**
  * Scans the held entries after rd->cursor, advancing it past each one and
- * emitting the matching ones, until the totals reach limit or scan_max or
- * the newest entry. DG_RING_NOT_COVERED (nothing done) when the cursor is
- * not covered: entries after it may be missing here.
+ * collecting the matching ones into rd->out, until the totals reach limit or
+ * scan_max or the newest entry. Only pointers are taken under the ring's
+ * lock: the caller reads the texts after the call, without it.
+ *
+ * until NULL: one scan. Otherwise (CLOCK_MONOTONIC, dg_deadline_after_ms),
+ * while the read is not complete (nothing matched and, with any_entry,
+ * nothing scanned, and scan_max not reached) it waits, without polling, for
+ * the reader's next batch and scans again, in the same lock hold as the
+ * wake-up, until the read is complete or the deadline passes.
+ *
+ *   DG_RING_COVERED      the scan(s) ran; complete, or the time is up
+ *   DG_RING_NOT_COVERED  the cursor is not covered (entries after it may be
+ *                        missing here): on entry nothing was done; after a
+ *                        wait, the ring's eviction overtook the cursor and
+ *                        the progress so far stays in rd
+ *   DG_RING_CLOSED       the hub closed while waiting; rd holds the progress
+ *
+ * Whatever it returns, rd->out[0 .. rd->matched) must be released.
  */
-int dg_ring_read(dg_hub_t *h, dg_ring_read_t *rd);
-
-enum { DG_RING_NEWER = 1, DG_RING_TIMEOUT = 0, DG_RING_CLOSED = -2 };
-/**
- * Waits, without polling, until an entry newer than cursor is held
- * (DG_RING_NEWER), the deadline passes (DG_RING_TIMEOUT), the hub is closed
- * (DG_RING_CLOSED) or the cursor stops being covered (DG_RING_NOT_COVERED).
- * until: CLOCK_MONOTONIC (dg_deadline_after_ms).
- */
-int dg_ring_wait(dg_hub_t *h, dg_redis_xid_t cursor, const struct timespec *until);
+int dg_ring_read(dg_hub_t *h, dg_ring_read_t *rd, const struct timespec *until);
+/** Drops the references dg_ring_read took on evs[0 .. n). */
+void dg_ring_release(const dg_event_t *const *evs, size_t n);
 
 /**
  * Single flight: runs fn(arg, result) for the caller, or lets it share the

@@ -10,13 +10,17 @@
  * variable that every waiting long poll shares: the reader appends a batch of
  * entries and broadcasts once. A per-waiter queue, as subscribers have, would
  * cost the reader a push per waiter per entry for a thousand long polls that
- * each want the same entries; with the ring each waiter copies what it needs
- * when it wakes. Lock order: the hub lock and the ring lock are never held
+ * each want the same entries; with the ring each waiter takes references to
+ * what it needs when it wakes and copies the texts after unlocking (the
+ * entries are reference-counted with atomics, so the copy and the release
+ * need no lock). Lock order: the hub lock and the ring lock are never held
  * together; the single-flight lock is never held with either.
  */
 #include "dg/hub.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <string.h>
@@ -37,16 +41,21 @@
 /* Largest result dg_hub_shared_run passes on. */
 #define FLIGHT_RESULT_MAX 256
 
+/* One entry, in one block with its texts (dg_ring_append). Immutable once
+ * appended, except refs and dead_next. */
 typedef struct rentry_s {
   dg_redis_xid_t id;      /* stream id, ascending along the ring        */
-  dg_event_t ev;          /* ev.res NULL: entry without a usable update */
+  dg_event_t ev;          /* ev.res NULL: entry without a usable update;
+                           * ev._refs unused (refs counts)              */
   size_t cost;            /* bytes counted against RING_MAX_BYTES       */
+  atomic_uint refs;       /* the ring's (while held) + each reader's    */
+  struct rentry_s *dead_next; /* evicted, awaiting unref after unlock   */
 } rentry_t;
 
 typedef struct ring_s {
   pthread_mutex_t lock;
   pthread_cond_t cond;    /* broadcast: new entries, reset, close       */
-  rentry_t *slots;        /* RING_MAX_ENTRIES, circular                 */
+  rentry_t **slots;       /* RING_MAX_ENTRIES, circular                 */
   size_t head;            /* index of the oldest entry                  */
   size_t n;               /* entries held                               */
   size_t bytes;           /* sum of the entries' cost                   */
@@ -99,7 +108,8 @@ static void cond_init_monotonic(pthread_cond_t *c) {
   pthread_condattr_destroy(&attr);
 }
 
-static void ring_evict_locked(ring_t *r);
+static void ring_evict_locked(ring_t *r, struct rentry_s **dead);
+static void unref_chain(struct rentry_s *dead);
 
 dg_hub_t *dg_hub_create(void) {
   dg_hub_t *h = dg_calloc(1, sizeof *h);
@@ -127,8 +137,11 @@ void dg_hub_close(dg_hub_t *h) {
 void dg_hub_destroy(dg_hub_t *h) {
   if (h == NULL) return;
   dg_hub_close(h);
-  /* The HTTP server has stopped, so no subscriber or waiter remains. */
-  while (h->ring.n > 0) ring_evict_locked(&h->ring);
+  /* The HTTP server has stopped, so no subscriber or waiter remains, and
+   * no reference but the ring's. */
+  rentry_t *dead = NULL;
+  while (h->ring.n > 0) ring_evict_locked(&h->ring, &dead);
+  unref_chain(dead);
   dg_free(h->ring.slots);
   pthread_cond_destroy(&h->ring.cond);
   pthread_mutex_destroy(&h->ring.lock);
@@ -293,74 +306,123 @@ size_t dg_hub_count(dg_hub_t *h) {
 /* ======================================================================= */
 
 static rentry_t *ring_at(ring_t *r, size_t i) {
-  return &r->slots[(r->head + i) & (RING_MAX_ENTRIES - 1)];
+  return r->slots[(r->head + i) & (RING_MAX_ENTRIES - 1)];
 }
 
-/* Drops the oldest entry; the floor moves onto it, so a cursor before it is
- * no longer covered. */
-static void ring_evict_locked(ring_t *r) {
-  rentry_t *e = ring_at(r, 0);
+/* The entry around an event handed out by dg_ring_read. Readers get the
+ * event const (its texts are shared); the count beside it is what they may
+ * change, hence the cast. */
+static rentry_t *entry_of(const dg_event_t *ev) {
+  return (rentry_t *)((char *)(uintptr_t)ev - offsetof(rentry_t, ev));
+}
+
+/* Drops one reference; the last one frees the entry (one block, see
+ * dg_ring_append). acq_rel: the freeing thread sees every other holder's
+ * reads finished. */
+static void entry_unref(rentry_t *e) {
+  if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) dg_free(e);
+}
+
+/* Unlinks the oldest entry and chains it on *dead for entry_unref after
+ * the lock is released (freeing a big text under the lock would hold up
+ * every waiter). The floor moves onto it, so a cursor before it is no
+ * longer covered. */
+static void ring_evict_locked(ring_t *r, rentry_t **dead) {
+  size_t slot = r->head & (RING_MAX_ENTRIES - 1);
+  rentry_t *e = r->slots[slot];
+  r->slots[slot] = NULL;
   r->floor = e->id;
-  for (size_t i = 0; i < e->ev.ntables; i++) dg_free(e->ev.tables[i]);
-  dg_free(e->ev.tables);
-  dg_free(e->ev.res);
   r->bytes -= e->cost;
-  memset(e, 0, sizeof *e);
   r->head = (r->head + 1) & (RING_MAX_ENTRIES - 1);
   r->n--;
+  e->dead_next = *dead;
+  *dead = e;
+}
+
+static void unref_chain(rentry_t *dead) {
+  while (dead) {
+    rentry_t *next = dead->dead_next; /* read before the entry may go */
+    entry_unref(dead);
+    dead = next;
+  }
 }
 
 void dg_ring_reset(dg_hub_t *h, dg_redis_xid_t start) {
   ring_t *r = &h->ring;
+  rentry_t *dead = NULL;
   pthread_mutex_lock(&r->lock);
-  while (r->n > 0) ring_evict_locked(r);
+  while (r->n > 0) ring_evict_locked(r, &dead);
   r->head = 0;
   r->floor = start;
   r->ready = 1;
   pthread_cond_broadcast(&r->cond);
   pthread_mutex_unlock(&r->lock);
+  unref_chain(dead);
 }
 
 void dg_ring_append(dg_hub_t *h, dg_redis_xid_t id, const char *res, size_t len,
                     const char *const *tables, size_t ntables) {
   ring_t *r = &h->ring;
-  /* Copies are made before taking the lock, so readers wait for pointer
-   * moves only. */
-  rentry_t e;
-  memset(&e, 0, sizeof e);
-  e.id = id;
-  dg_redis_xid_format(id, e.ev.id, sizeof e.ev.id);
-  e.cost = RING_ENTRY_OVERHEAD;
-  if (res) {
-    e.ev.res = dg_strndup(res, len);
-    e.ev.len = len;
-    e.cost += len;
-    e.ev.tables = dg_calloc(ntables + 1, sizeof *e.ev.tables);
-    for (size_t i = 0; i < ntables; i++) {
-      e.ev.tables[e.ev.ntables++] = dg_strdup(tables[i]);
-      e.cost += strlen(tables[i]) + 1 + sizeof(char *);
-    }
+  /* The entry is built before taking the lock, so readers wait for pointer
+   * moves only. One block holds it all, laid out as
+   *   [rentry_t][table pointers, NULL-terminated][table names][text, NUL]
+   * so an entry costs one malloc and one free however many readers share
+   * it. sizeof(rentry_t) is a multiple of its alignment, which is at least
+   * a pointer's, so the pointer array right behind it is aligned. */
+  if (res == NULL) ntables = 0;
+  size_t names = 0;
+  for (size_t i = 0; i < ntables; i++) names += strlen(tables[i]) + 1;
+  size_t size = sizeof(rentry_t) + (ntables + 1) * sizeof(char *) + names + (res ? len + 1 : 0);
+  rentry_t *e = dg_malloc(size);
+  memset(e, 0, sizeof *e);
+  e->id = id;
+  dg_redis_xid_format(id, e->ev.id, sizeof e->ev.id);
+  e->cost = RING_ENTRY_OVERHEAD;
+  char **tv = (char **)(e + 1);
+  char *p = (char *)(tv + ntables + 1);
+  for (size_t i = 0; i < ntables; i++) {
+    size_t n = strlen(tables[i]) + 1;
+    memcpy(p, tables[i], n);
+    tv[i] = p;
+    p += n;
+    e->cost += n + sizeof(char *);
   }
-  e.ev._refs = 1;
+  tv[ntables] = NULL;
+  if (res) {
+    memcpy(p, res, len);
+    p[len] = '\0';
+    e->ev.res = p;
+    e->ev.len = len;
+    e->ev.tables = tv;
+    e->ev.ntables = ntables;
+    e->cost += len;
+  }
+  atomic_init(&e->refs, 1); /* the ring's own */
+  rentry_t *dead = NULL;
   pthread_mutex_lock(&r->lock);
   /* Entries arrive in stream order from the one reader; one out of order
    * would break the binary search and the floor, so it is a bug. */
   DG_ASSERT(r->ready);
   DG_ASSERT(dg_redis_xid_cmp(id, r->n ? ring_at(r, r->n - 1)->id : r->floor) > 0);
-  if (r->n == RING_MAX_ENTRIES) ring_evict_locked(r);
-  *ring_at(r, r->n) = e;
+  if (r->n == RING_MAX_ENTRIES) ring_evict_locked(r, &dead);
+  r->slots[(r->head + r->n) & (RING_MAX_ENTRIES - 1)] = e;
   r->n++;
-  r->bytes += e.cost;
+  r->bytes += e->cost;
   /* An entry bigger than the whole budget is evicted at once: the floor
    * passes it, and cursors before it are read from Redis. */
-  while (r->n > 0 && r->bytes > RING_MAX_BYTES) ring_evict_locked(r);
+  while (r->n > 0 && r->bytes > RING_MAX_BYTES) ring_evict_locked(r, &dead);
   pthread_mutex_unlock(&r->lock);
+  unref_chain(dead);
 }
 
 void dg_ring_notify(dg_hub_t *h) {
-  pthread_mutex_lock(&h->ring.lock);
+  /* Broadcast without the lock: every entry was appended under it, so a
+   * waiter either saw the entry before it went to sleep or was already
+   * waiting (it joins the condition variable before it lets the lock go)
+   * and is woken here. No wake-up is lost, and the reader, which the
+   * synchronous writers wait for, does not queue for the lock behind the
+   * thousand waiters it is waking. */
   pthread_cond_broadcast(&h->ring.cond);
-  pthread_mutex_unlock(&h->ring.lock);
 }
 
 static int covered_locked(const ring_t *r, dg_redis_xid_t cursor) {
@@ -378,43 +440,52 @@ static size_t first_after_locked(ring_t *r, dg_redis_xid_t cursor) {
   return lo;
 }
 
-int dg_ring_read(dg_hub_t *h, dg_ring_read_t *rd) {
-  ring_t *r = &h->ring;
-  pthread_mutex_lock(&r->lock);
-  if (!covered_locked(r, rd->cursor)) {
-    pthread_mutex_unlock(&r->lock);
-    return DG_RING_NOT_COVERED;
-  }
+/* One scan (dg_ring_read): pointers and references only. */
+static void scan_locked(ring_t *r, dg_ring_read_t *rd) {
   for (size_t i = first_after_locked(r, rd->cursor);
        i < r->n && rd->matched < rd->limit && rd->scanned < rd->scan_max; i++) {
-    const rentry_t *e = ring_at(r, i);
+    rentry_t *e = ring_at(r, i);
     rd->cursor = e->id;
     rd->scanned++;
     if (e->ev.res == NULL || !dg_event_matches(&e->ev, rd->table)) continue;
-    rd->emit(rd->arg, e->ev.res, e->ev.len);
-    rd->matched++;
+    /* relaxed: the ring's reference keeps the entry alive while we add ours */
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+    rd->out[rd->matched++] = &e->ev;
   }
-  pthread_mutex_unlock(&r->lock);
-  return DG_RING_COVERED;
 }
 
-int dg_ring_wait(dg_hub_t *h, dg_redis_xid_t cursor, const struct timespec *until) {
+static int read_complete(const dg_ring_read_t *rd) {
+  return rd->matched > 0 || (rd->any_entry && rd->scanned > 0) || rd->scanned >= rd->scan_max;
+}
+
+int dg_ring_read(dg_hub_t *h, dg_ring_read_t *rd, const struct timespec *until) {
   ring_t *r = &h->ring;
-  int timed_out = 0, out;
+  int out = DG_RING_COVERED, timed_out = 0;
   pthread_mutex_lock(&r->lock);
   for (;;) {
-    if (r->closed) out = DG_RING_CLOSED;
-    else if (!covered_locked(r, cursor)) out = DG_RING_NOT_COVERED;
-    else if (r->n > 0 && dg_redis_xid_cmp(ring_at(r, r->n - 1)->id, cursor) > 0) out = DG_RING_NEWER;
-    else if (timed_out) out = DG_RING_TIMEOUT;
-    else {
-      timed_out = pthread_cond_timedwait(&r->cond, &r->lock, until) == ETIMEDOUT;
-      continue;
+    if (!covered_locked(r, rd->cursor)) {
+      out = DG_RING_NOT_COVERED;
+      break;
     }
-    break;
+    scan_locked(r, rd);
+    /* After the deadline one last scan has run: an entry appended as the
+     * time ran out is still answered. */
+    if (until == NULL || read_complete(rd) || timed_out) break;
+    if (r->closed) {
+      out = DG_RING_CLOSED;
+      break;
+    }
+    /* The scan and the wait are one lock hold: an entry appended after the
+     * scan comes with a broadcast this wait receives. A woken waiter scans
+     * before it lets the lock go, so each wake-up costs one lock hold. */
+    timed_out = pthread_cond_timedwait(&r->cond, &r->lock, until) == ETIMEDOUT;
   }
   pthread_mutex_unlock(&r->lock);
   return out;
+}
+
+void dg_ring_release(const dg_event_t *const *evs, size_t n) {
+  for (size_t i = 0; i < n; i++) entry_unref(entry_of(evs[i]));
 }
 
 /* ======================================================================= */

@@ -149,6 +149,22 @@ void dg_reply_buf(dg_req_t *r, int status, const dg_buf_t *body) {
   r->status = status;
 }
 
+char *dg_reply_body_alloc(dg_req_t *r, int status, size_t len) {
+  /* ulfius frees binary_body with o_free when it cleans the response, so the
+   * bytes come from orcania's allocator, not dg_malloc. (ulfius 2.7 still
+   * copies the body once into the buffer it hands libmicrohttpd; only a
+   * stream callback would avoid that.) */
+  char *p = o_malloc(len ? len : 1);
+  if (p == NULL) return NULL;
+  o_free(r->resp->binary_body);
+  r->resp->binary_body = p;
+  r->resp->binary_body_length = len;
+  r->resp->status = status;
+  u_map_put(r->resp->map_header, "Content-Type", "application/json");
+  r->status = status;
+  return p;
+}
+
 void dg_reply_empty(dg_req_t *r, int status) {
   ulfius_set_empty_body_response(r->resp, (unsigned)status);
   r->status = status;

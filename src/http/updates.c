@@ -53,7 +53,11 @@
  *   newer entry, the deadline or shutdown; read again; loop
  *
  * A thousand long polls thus cost one XREAD (the reader's) instead of a
- * thousand blocked Redis clients each woken for every entry. The ring may
+ * thousand blocked Redis clients each woken for every entry. Under the
+ * ring's lock a request only takes references to its entries; it writes its
+ * page after letting the lock go, once, at its exact size, into the buffer
+ * the response sends (reply_hits), so the reader is not kept from appending
+ * by a thousand copies. The ring may
  * lag Redis by a moment, which a long poll does not notice (it waits for the
  * reader) but a poll with wait_ms=0 that finds nothing new might: that one
  * reads Redis, so a client that wrote asynchronously and polls at once still
@@ -114,6 +118,9 @@
 /* Entries one filtered request scans at most; the client continues from
  * `next`. Parsing ~20k small updates takes a few ms. */
 #define SCAN_MAX 20000
+/* Ring matches a request keeps on its stack: the default limit (100) fits,
+ * in 1 KiB; a bigger limit allocates its array. */
+#define HITS_LOCAL 128
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -251,11 +258,14 @@ typedef struct {
   const params_t *p;
   dg_redis_t *conn;
   dg_redis_xid_t cursor;  /* last entry consumed (or the resolved since) */
-  dg_jsonw_t w;           /* writes into body                            */
+  dg_jsonw_t w;           /* writes into body (the Redis path)           */
   dg_buf_t body;
-  int64_t matched;        /* updates written                             */
+  int64_t matched;        /* updates written or held in hits             */
   int64_t scanned;        /* entries consumed                            */
   int stop;               /* limit reached                               */
+  const dg_event_t **hits; /* the ring's matches, referenced (room for
+                            * limit); dg_ring_release them              */
+  size_t nhits;
 } scan_t;
 
 /* Is the text a JSON object, at a glance? (A full parse is left to the
@@ -428,12 +438,6 @@ static int xinfo_run(void *arg, void *result) {
   return rc;
 }
 
-/* Called under the ring's lock: appends one update to the page. */
-static void emit(void *arg, const char *res, size_t len) {
-  scan_t *s = arg;
-  dg_jsonw_raw(&s->w, res, len);
-}
-
 /* Is the page complete? The same stopping points as scan(): unfiltered, any
  * entry (one batch is the answer); filtered, the first match or the scan
  * budget; either, the limit. */
@@ -446,12 +450,13 @@ enum { RING_ANSWERED = 0, RING_FALLBACK = 1, RING_CONTINUE = 2 };
 
 /*
  * Serves the request from the ring when it covers s->cursor (see the header
- * comment). RING_ANSWERED: s holds the page (or *rc an error, after which
- * nothing is written unless it is DG_EGONE, whose problem is written).
+ * comment). RING_ANSWERED: s->hits holds the page (or *rc an error, after
+ * which nothing is written unless it is DG_EGONE, whose problem is written).
  * RING_FALLBACK: nothing was consumed; the Redis path starts afresh.
  * RING_CONTINUE: the ring's eviction overtook the cursor while waiting;
- * s->cursor/scanned/matched hold the progress and *wait_left the time left,
- * for the Redis path to carry on from (the retention check has been made).
+ * s->cursor/scanned/matched/hits hold the progress and *wait_left the time
+ * left, for the Redis path to carry on from (the retention check has been
+ * made). In every case s->hits[0 .. s->nhits) are the caller's to release.
  */
 static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   const params_t *p = s->p;
@@ -462,17 +467,19 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   rd.table = p->table;
   rd.limit = (size_t)p->limit;
   rd.scan_max = p->table ? SCAN_MAX : (size_t)p->limit;
-  rd.emit = emit;
-  rd.arg = s;
+  rd.any_entry = p->table == NULL; /* ring_done's rule */
+  rd.out = s->hits;
   *rc = 0;
   int64_t deadline = now_ms() + p->wait_ms;
-  if (dg_ring_read(app->hub, &rd) != DG_RING_COVERED) return RING_FALLBACK;
+  if (dg_ring_read(app->hub, &rd, NULL) != DG_RING_COVERED) return RING_FALLBACK;
   if (!ring_done(p, &rd) && p->wait_ms == 0) {
     /* Nothing in the ring, but the reader may not have read what Redis
      * already holds (an asynchronous write answered a moment ago). Only
-     * non-matching entries can have been scanned, so nothing was written. */
+     * non-matching entries can have been scanned, so nothing is held. */
+    DG_ASSERT(rd.matched == 0);
     return RING_FALLBACK;
   }
+  s->nhits = rd.matched;
   if (p->since_kind == SINCE_ID) {
     /* After the ring read, as the Redis path reads XINFO after XREAD. */
     xinfo_t x;
@@ -483,24 +490,62 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
     }
     if (*rc != 0) return RING_ANSWERED;
   }
-  struct timespec until;
-  dg_deadline_after_ms(&until, (int)p->wait_ms);
-  while (!ring_done(p, &rd)) {
-    int w = dg_ring_wait(app->hub, rd.cursor, &until);
-    if (w == DG_RING_NEWER && dg_ring_read(app->hub, &rd) == DG_RING_COVERED) continue;
-    if (w == DG_RING_NEWER || w == DG_RING_NOT_COVERED) {
-      s->cursor = rd.cursor;
-      s->scanned = (int64_t)rd.scanned;
-      s->matched = (int64_t)rd.matched;
+  int out = RING_ANSWERED;
+  if (!ring_done(p, &rd)) {
+    /* Waits on the ring for the reader's next batches; time up or shutdown
+     * answer with what there is. */
+    struct timespec until;
+    dg_deadline_after_ms(&until, (int)p->wait_ms);
+    if (dg_ring_read(app->hub, &rd, &until) == DG_RING_NOT_COVERED) {
       *wait_left = deadline - now_ms();
-      return RING_CONTINUE;
+      out = RING_CONTINUE;
     }
-    break; /* time is up, or shutting down */
   }
   s->cursor = rd.cursor;
   s->scanned = (int64_t)rd.scanned;
   s->matched = (int64_t)rd.matched;
-  return RING_ANSWERED;
+  s->nhits = rd.matched;
+  return out;
+}
+
+/* The prefix, separator and suffix dg_jsonw writes around the page of the
+ * Redis path; reply_hits writes the same bytes without it. */
+#define PAGE_OPEN "{\"updates\":["
+#define PAGE_NEXT "],\"next\":\""
+#define PAGE_CLOSE "\"}"
+
+/*
+ * Answers with the ring's matches: the exact size first, then one buffer,
+ * written once and handed to the response without another copy
+ * (dg_reply_body_alloc). The texts are read here, without the ring's lock;
+ * the references keep them alive even if the ring has evicted them since.
+ */
+static void reply_hits(dg_req_t *r, const scan_t *s) {
+  char idbuf[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(s->cursor, idbuf, sizeof idbuf);
+  size_t idlen = strlen(idbuf); /* digits and '-': nothing to escape */
+  size_t size = sizeof PAGE_OPEN - 1 + sizeof PAGE_NEXT - 1 + idlen + sizeof PAGE_CLOSE - 1;
+  for (size_t i = 0; i < s->nhits; i++) size += s->hits[i]->len + (i > 0);
+  char *body = dg_reply_body_alloc(r, 200, size);
+  if (body == NULL) {
+    dg_problem(r, 503, NULL, "out of memory for a page of %zu bytes", size);
+    return;
+  }
+  char *p = body;
+  memcpy(p, PAGE_OPEN, sizeof PAGE_OPEN - 1);
+  p += sizeof PAGE_OPEN - 1;
+  for (size_t i = 0; i < s->nhits; i++) {
+    if (i > 0) *p++ = ',';
+    memcpy(p, s->hits[i]->res, s->hits[i]->len);
+    p += s->hits[i]->len;
+  }
+  memcpy(p, PAGE_NEXT, sizeof PAGE_NEXT - 1);
+  p += sizeof PAGE_NEXT - 1;
+  memcpy(p, idbuf, idlen);
+  p += idlen;
+  memcpy(p, PAGE_CLOSE, sizeof PAGE_CLOSE - 1);
+  p += sizeof PAGE_CLOSE - 1;
+  DG_ASSERT((size_t)(p - body) == size);
 }
 
 /* ======================================================================= */
@@ -517,9 +562,7 @@ static int get_updates(dg_req_t *r) {
   s.p = &p;
   dg_buf_init(&s.body);
   dg_jsonw_init(&s.w, &s.body);
-  dg_jsonw_obj(&s.w);
-  dg_jsonw_key(&s.w, "updates");
-  dg_jsonw_arr(&s.w);
+  const dg_event_t *hits_local[HITS_LOCAL];
 
   char idbuf[DG_REDIS_XID_BUFSZ], cnt[24];
   const char *key = app->res_stream;
@@ -544,11 +587,18 @@ static int get_updates(dg_req_t *r) {
   params_t rest = p; /* what the Redis path carries on with */
   if (rc == 0 && p.since_kind != SINCE_OLDEST) {
     int64_t left = 0;
+    s.hits = p.limit <= HITS_LOCAL ? hits_local : dg_malloc((size_t)p.limit * sizeof *s.hits);
     path = serve_from_ring(&s, &rc, &left);
     if (path == RING_CONTINUE) rest.wait_ms = left > 0 ? left : 0;
   }
 
   if (rc == 0 && path != RING_ANSWERED) {
+    dg_jsonw_obj(&s.w);
+    dg_jsonw_key(&s.w, "updates");
+    dg_jsonw_arr(&s.w);
+    /* What the ring matched before its eviction overtook the cursor comes
+     * first (in practice nothing: a wait starts only before the first match). */
+    for (size_t i = 0; i < s.nhits; i++) dg_jsonw_raw(&s.w, s.hits[i]->res, s.hits[i]->len);
     s.conn = dg_redis_pool_get(app->redis);
     redisReply *first = NULL;
     if (path == RING_FALLBACK && p.since_kind == SINCE_ID) {
@@ -581,7 +631,9 @@ static int get_updates(dg_req_t *r) {
     dg_redis_pool_put(app->redis, s.conn);
   }
 
-  if (rc == 0) {
+  if (rc == 0 && path == RING_ANSWERED) {
+    reply_hits(r, &s);
+  } else if (rc == 0) {
     dg_jsonw_end(&s.w);
     dg_jsonw_key(&s.w, "next");
     dg_redis_xid_format(s.cursor, idbuf, sizeof idbuf);
@@ -593,6 +645,8 @@ static int get_updates(dg_req_t *r) {
   } else if (rc != DG_EGONE) {
     dg_problem(r, 503, NULL, "the update stream is unavailable (redis: %s)", dg_strerror(rc));
   }
+  dg_ring_release(s.hits, s.nhits);
+  if (s.hits != hits_local) dg_free(s.hits);
   dg_buf_dispose(&s.body);
   return 0;
 }
