@@ -713,7 +713,7 @@ def summary_rows(out):
     if d and d.get("batches"):
         rows.append(("duckdb (floor)", "reference",
                      "one batch transaction on DuckDB alone (101,010-row table, 13 cells a request): " +
-                     "; ".join(f"{k:,} requests {fmt(v['total_ms'])} ms (commit {fmt(v.get('commit'))})"
+                     "; ".join(f"{k:,} request{'s' if k != 1 else ''} {fmt(v['total_ms'])} ms (commit {fmt(v.get('commit'))})"
                                for k, v in sorted(d["batches"].items())), ""))
     s = sc.get("sync")
     if s:
