@@ -62,6 +62,9 @@ void dg__assert_fail(const char *expr, const char *file, int line);
 
 #define DG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/** Microseconds on CLOCK_MONOTONIC: for durations and deadlines. */
+int64_t dg_mono_us(void);
+
 struct timespec;
 /** *until = CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on a
  *  condition variable created with that clock. */

@@ -53,11 +53,6 @@ struct dg_auth_s {
   cache_entry_t cache[CACHE_SLOTS];
 };
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned char out[32]) {
   unsigned int n = 32;
@@ -258,7 +253,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   if (key == NULL || len == 0 || len > 512) return DG_EAUTH;
   unsigned char d[32];
   keyed_hash(a, key, len, d);
-  int64_t now = now_ms();
+  int64_t now = dg_mono_us() / 1000;
   int found = -1;
   pthread_mutex_lock(&a->lock);
   for (int i = 0; i < CACHE_SLOTS; i++) {

@@ -30,11 +30,6 @@ struct dg_ratelimit_s {
   bucket_t *b;
 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 dg_ratelimit_t *dg_ratelimit_create(double rate, double burst) {
   dg_ratelimit_t *rl = dg_calloc(1, sizeof *rl);
@@ -56,7 +51,7 @@ int dg_ratelimit_take(dg_ratelimit_t *rl, const char *caller) {
   if (rl == NULL || rl->rate <= 0) return 0;
   uint64_t h = 1469598103934665603ULL;
   for (const char *p = caller; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-  double now = now_s();
+  double now = (double)dg_mono_us() / 1e6;
   pthread_mutex_lock(&rl->lock);
   bucket_t *hit = NULL, *oldest = NULL;
   for (int i = 0; i < PROBES && hit == NULL; i++) {

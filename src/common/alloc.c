@@ -83,6 +83,12 @@ const char *dg_strerror(int err) {
   }
 }
 
+int64_t dg_mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void dg_deadline_after_ms(struct timespec *until, int ms) {
   clock_gettime(CLOCK_MONOTONIC, until);
   until->tv_sec += ms / 1000;

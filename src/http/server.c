@@ -332,11 +332,6 @@ static int authenticate(dg_req_t *r) {
   return 0;
 }
 
-static int64_t mono_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void run_route(dg_req_t *r, const dg_route_t *route) {
   dg_app_t *app = r->app;
@@ -425,7 +420,7 @@ static int target_ok(const char *url) {
 
 static int dispatch(const struct _u_request *u, struct _u_response *resp, void *user) {
   dg_app_t *app = user;
-  int64_t t0 = mono_us();
+  int64_t t0 = dg_mono_us();
   dg_req_t r;
   memset(&r, 0, sizeof r);
   r.u = u;
@@ -477,7 +472,7 @@ static int dispatch(const struct _u_request *u, struct _u_response *resp, void *
   }
   dg_buf_dispose(&allow);
   json_decref(r.body);
-  int64_t us = mono_us() - t0;
+  int64_t us = dg_mono_us() - t0;
   dg_metrics_http(app->metrics, hit_index, r.status, us);
   /* The query string is left out: it is where a careless client puts a key. */
   dg_log_info("%s %.200s %d %.3fms", u->http_verb, u->url_path, r.status, (double)us / 1000.0);

@@ -122,11 +122,6 @@
  * in 1 KiB; a bigger limit allocates its array. */
 #define HITS_LOCAL 128
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ======================================================================= */
 /* Parameters                                                                */
@@ -367,7 +362,7 @@ static const char *reply_error(const redisReply *rep) {
  */
 static int scan(scan_t *s, redisReply *first) {
   const params_t *p = s->p;
-  int64_t deadline = now_ms() + p->wait_ms;
+  int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
   int64_t batch = p->table ? FILTER_BATCH : p->limit;
   redisReply *rep = first;
   int may_block = 0; /* the stream had nothing more: the next read blocks */
@@ -375,7 +370,7 @@ static int scan(scan_t *s, redisReply *first) {
     if (rep == NULL) {
       int64_t block = 0;
       if (may_block) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - (dg_mono_us() / 1000);
         block = left < BLOCK_SLICE_MS ? left : BLOCK_SLICE_MS;
         if (block < 1) return 0;
       }
@@ -398,7 +393,7 @@ static int scan(scan_t *s, redisReply *first) {
       continue;
     }
     /* The stream has nothing more now. Wait only for the first update. */
-    if (s->matched > 0 || p->wait_ms == 0 || now_ms() >= deadline ||
+    if (s->matched > 0 || p->wait_ms == 0 || (dg_mono_us() / 1000) >= deadline ||
         atomic_load(&s->r->app->stopping))
       return 0;
     may_block = 1;
@@ -470,7 +465,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   rd.any_entry = p->table == NULL; /* ring_done's rule */
   rd.out = s->hits;
   *rc = 0;
-  int64_t deadline = now_ms() + p->wait_ms;
+  int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
   if (dg_ring_read(app->hub, &rd, NULL) != DG_RING_COVERED) return RING_FALLBACK;
   if (!ring_done(p, &rd) && p->wait_ms == 0) {
     /* Nothing in the ring, but the reader may not have read what Redis
@@ -497,7 +492,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
     struct timespec until;
     dg_deadline_after_ms(&until, (int)p->wait_ms);
     if (dg_ring_read(app->hub, &rd, &until) == DG_RING_NOT_COVERED) {
-      *wait_left = deadline - now_ms();
+      *wait_left = deadline - (dg_mono_us() / 1000);
       out = RING_CONTINUE;
     }
   }

@@ -39,6 +39,28 @@ mtable_t *dg__mgr_table(dg_manager_t *m, const char *name) {
   return NULL;
 }
 
+/* Forgets the batch in hand: outcomes, audit records, DDL, touched rows. */
+void dg__mgr_batch_clear(dg_manager_t *m) {
+  for (size_t i = 0; i < m->nreqs; i++) dg_free(m->reqs[i].res);
+  m->nreqs = 0;
+  for (size_t i = 0; i < m->nhist; i++) {
+    dg_free(m->hist[i].old_text);
+    dg_free(m->hist[i].new_text);
+  }
+  m->nhist = 0;
+  for (size_t i = 0; i < m->nddl; i++) dg_free(m->ddl[i]);
+  m->nddl = 0;
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    mtable_t *t = m->tables[i];
+    if (t == NULL) continue;
+    if (t->touched.count) {
+      dg_idset_dispose(&t->touched);
+      dg_idset_dispose(&t->fresh);
+    }
+  }
+  dg_idset_dispose(&m->batch_seen);
+}
+
 void dg__mgr_table_free(mtable_t *t) {
   if (t == NULL) return;
   dg_etable_destroy(t->et);

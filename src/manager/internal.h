@@ -124,6 +124,8 @@ struct dg_manager_s {
 void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *json, size_t len);
 /** 1 if the request text is a DDL op (create/delete table or view). */
 int dg__mgr_is_ddl(const char *json, size_t len);
+/** Forgets the batch in hand (outcomes, audit records, DDL, touched rows). */
+void dg__mgr_batch_clear(dg_manager_t *m);
 /** Ends the batch in the engine: releases (keep) or rolls back every table. */
 void dg__mgr_batch_end(dg_manager_t *m, int keep);
 mtable_t *dg__mgr_table(dg_manager_t *m, const char *name);

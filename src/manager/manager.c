@@ -137,33 +137,12 @@ static mreq_t *req_add(dg_manager_t *m, const char *sid, size_t len) {
   return r;
 }
 
-static void batch_clear(dg_manager_t *m) {
-  for (size_t i = 0; i < m->nreqs; i++) dg_free(m->reqs[i].res);
-  m->nreqs = 0;
-  for (size_t i = 0; i < m->nhist; i++) {
-    dg_free(m->hist[i].old_text);
-    dg_free(m->hist[i].new_text);
-  }
-  m->nhist = 0;
-  for (size_t i = 0; i < m->nddl; i++) dg_free(m->ddl[i]);
-  m->nddl = 0;
-  for (uint32_t i = 0; i < m->ntables; i++) {
-    mtable_t *t = m->tables[i];
-    if (t == NULL) continue;
-    if (t->touched.count) {
-      dg_idset_dispose(&t->touched);
-      dg_idset_dispose(&t->fresh);
-    }
-  }
-  dg_idset_dispose(&m->batch_seen);
-}
-
 /* Undoes a batch's in-memory effects after its transaction failed. */
 static void batch_undo(dg_manager_t *m, int had_ddl) {
   dg__mgr_batch_end(m, 0);
   for (size_t i = 0; i < m->batch_seen.cap; i++)
     if (m->batch_seen.state[i] == 1) dg_idset_remove(&m->seen_requests, m->batch_seen.keys[i]);
-  batch_clear(m);
+  dg__mgr_batch_clear(m);
   if (had_ddl) {
     /* DDL changed the manager's table list itself: start again from DuckDB. */
     char err[256];
@@ -279,19 +258,13 @@ static int reject_alone(dg_manager_t *m, const entry_t *e, const char *why) {
   int rc = dg__mgr_persist(m, err, sizeof err);
   if (rc != 0) {
     dg_log_error("manager: cannot even record a rejection: %s", err);
-    batch_clear(m);
+    dg__mgr_batch_clear(m);
     return rc;
   }
   const char *ack = r->stream_id;
   publish(m, &ack, 1);
-  batch_clear(m);
+  dg__mgr_batch_clear(m);
   return 0;
-}
-
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* A batch slower than this logs where its time went (a huge spread, a
@@ -299,7 +272,7 @@ static double mono_ms(void) {
 #define SLOW_BATCH_MS 500
 
 static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
-  double start = mono_ms();
+  int64_t start = dg_mono_us();
   int had_ddl = 0;
   for (size_t i = 0; i < n; i++) {
     mreq_t *r = req_add(m, e[i].id, e[i].id_len);
@@ -311,18 +284,16 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
     dg__mgr_apply(m, r, e[i].req, e[i].req_len);
   }
   char err[512];
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int64_t t0 = dg_mono_us();
   int rc = dg__mgr_persist(m, err, sizeof err);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+  int64_t persist_us = dg_mono_us() - t0;
   if (rc == 0) {
     size_t rejected = 0, published = 0;
     for (size_t i = 0; i < m->nreqs; i++) {
       rejected += !m->reqs[i].duplicate && m->reqs[i].rejected;
       published += !m->reqs[i].duplicate;
     }
-    dg_metrics_batch(m->app->metrics, m->nreqs,
-                     (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    dg_metrics_batch(m->app->metrics, m->nreqs, persist_us);
     dg_metrics_outcomes(m->app->metrics, published - rejected, rejected);
   }
   if (rc != 0) {
@@ -338,19 +309,19 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
   dg__mgr_batch_end(m, 1);
   const char **acks = dg_malloc(n * sizeof *acks);
   for (size_t i = 0; i < m->nreqs; i++) acks[i] = m->reqs[i].stream_id;
-  double published = mono_ms();
+  int64_t published = dg_mono_us();
   rc = publish(m, acks, m->nreqs);
   dg_free(acks);
-  double end = mono_ms();
-  if (end - start >= SLOW_BATCH_MS) {
-    double persist_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+  int64_t end = dg_mono_us();
+  if (end - start >= SLOW_BATCH_MS * 1000) {
     const double *st = m->persist_ms;
-    dg_log_warn("manager: slow batch: %zu requests, %zu audit rows, %.0f ms: apply %.0f, persist %.0f "
-                "(rows %.0f, audit %.0f, outcomes %.0f, commit %.0f), publish %.0f",
-                m->nreqs, m->nhist, end - start, (published - start) - persist_ms, persist_ms, st[0], st[1],
-                st[2], st[3], end - published);
+    dg_log_warn("manager: slow batch: %zu requests, %zu audit rows, %lld ms: apply %lld, persist %lld "
+                "(rows %.0f, audit %.0f, outcomes %.0f, commit %.0f), publish %lld",
+                m->nreqs, m->nhist, (long long)(end - start) / 1000,
+                (long long)(published - start - persist_us) / 1000, (long long)persist_us / 1000, st[0], st[1],
+                st[2], st[3], (long long)(end - published) / 1000);
   }
-  batch_clear(m);
+  dg__mgr_batch_clear(m);
   if (rc != 0) {
     /* Stored but maybe not published: recovery republishes from DuckDB. */
     m->leader = 0;
@@ -436,7 +407,7 @@ static int recover(dg_manager_t *m) {
       for (size_t i = 0; i < done; i++) acks[i] = m->reqs[i].stream_id;
       int rc = publish(m, acks, done);
       dg_free(acks);
-      batch_clear(m);
+      dg__mgr_batch_clear(m);
       if (rc != 0) {
         freeReplyObject(rep);
         dg_free(e);
@@ -662,7 +633,7 @@ void dg_manager_stop(dg_manager_t *m) {
   if (m == NULL) return;
   atomic_store(&m->stop, 1);
   pthread_join(m->thread, NULL);
-  batch_clear(m);
+  dg__mgr_batch_clear(m);
   for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
   dg_free(m->tables);
   for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);

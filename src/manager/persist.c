@@ -261,15 +261,14 @@ static int32_t audit_col_id(dg_manager_t *m, mtable_t *t, const char *table, int
   const char *cn = t && col >= 0 ? t->def->cols[col].name : NULL;
   int scale = t && col >= 0 && t->def->cols[col].type == DG_COL_NUMBER ? t->def->cols[col].scale : 0;
   int32_t id = 0, top = 0;
-  for (size_t i = 0; i < m->naudit_cols && id == 0; i++) {
+  for (size_t i = 0; i < m->naudit_cols; i++) {
     const maudcol_t *a = &m->audit_cols[i];
+    if (a->id > top) top = a->id;
     if (a->scale == scale && strcmp(a->table, table) == 0 &&
         (a->column == NULL ? cn == NULL : cn != NULL && strcmp(a->column, cn) == 0))
       id = a->id;
   }
   if (id == 0) {
-    for (size_t i = 0; i < m->naudit_cols; i++)
-      if (m->audit_cols[i].id > top) top = m->audit_cols[i].id;
     maudcol_t *a = audit_col_add(m);
     a->id = id = top + 1;
     a->scale = scale;
@@ -789,11 +788,7 @@ static int write_history(dg_manager_t *m, char *err, size_t errcap) {
   return rc;
 }
 
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+static double mono_ms(void) { return (double)dg_mono_us() / 1e3; }
 
 static int write_outcomes(dg_manager_t *m, char *err, size_t errcap) {
   int rc = 0;

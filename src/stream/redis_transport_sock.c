@@ -31,11 +31,7 @@
    using the compound-literal buffer (alive for the enclosing block) if needed. */
 #define ERRSTR(e) strerror_r((e), (char[96]){0}, 96)
 
-int64_t dg__redis_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t dg__redis_now_ms(void) { return dg_mono_us() / 1000; }
 
 /*
  * Waits for events on fd until deadline_ms. Returns 1 when ready, 0 when the

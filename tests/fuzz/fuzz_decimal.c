@@ -21,16 +21,7 @@
 
 #include "dg/decimal.h"
 
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "fuzz: invariant failed: %s (%s:%d): ", #cond,       \
-              __FILE__, __LINE__);                                         \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fputc('\n', stderr);                                                 \
-      abort();                                                             \
-    }                                                                      \
-  } while (0)
+#include "fuzz_check.h"
 
 static int dig(char c) { return c >= '0' && c <= '9'; }
 

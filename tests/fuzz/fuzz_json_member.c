@@ -23,16 +23,7 @@
 #include "dg/common.h"
 #include "dg/jsonw.h"
 
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "fuzz: invariant failed: %s (%s:%d): ", #cond,       \
-              __FILE__, __LINE__);                                         \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fputc('\n', stderr);                                                 \
-      abort();                                                             \
-    }                                                                      \
-  } while (0)
+#include "fuzz_check.h"
 
 static const char *const keys[] = {"op", "table", "row_id", "value", "", "a", "updates", "request_id"};
 

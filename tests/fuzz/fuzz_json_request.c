@@ -30,16 +30,7 @@
 
 #include <stdlib.h>
 
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "fuzz: invariant failed: %s (%s:%d): ", #cond,       \
-              __FILE__, __LINE__);                                         \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fputc('\n', stderr);                                                 \
-      abort();                                                             \
-    }                                                                      \
-  } while (0)
+#include "fuzz_check.h"
 
 /* ---- the world the routes see ----------------------------------------------- */
 

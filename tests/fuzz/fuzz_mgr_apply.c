@@ -32,16 +32,7 @@
 
 #include <stdlib.h>
 
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "fuzz: invariant failed: %s (%s:%d): ", #cond,       \
-              __FILE__, __LINE__);                                         \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fputc('\n', stderr);                                                 \
-      abort();                                                             \
-    }                                                                      \
-  } while (0)
+#include "fuzz_check.h"
 
 /* ---- what the harness does not link ------------------------------------------ */
 
@@ -68,38 +59,16 @@ static mreq_t *req_add(dg_manager_t *m, int seq) {
   return r;
 }
 
-/* manager.c's batch_clear. */
-static void batch_clear(dg_manager_t *m) {
-  for (size_t i = 0; i < m->nreqs; i++) dg_free(m->reqs[i].res);
-  m->nreqs = 0;
-  for (size_t i = 0; i < m->nhist; i++) {
-    dg_free(m->hist[i].old_text);
-    dg_free(m->hist[i].new_text);
-  }
-  m->nhist = 0;
-  for (size_t i = 0; i < m->nddl; i++) dg_free(m->ddl[i]);
-  m->nddl = 0;
-  for (uint32_t i = 0; i < m->ntables; i++) {
-    mtable_t *t = m->tables[i];
-    if (t == NULL) continue;
-    if (t->touched.count) {
-      dg_idset_dispose(&t->touched);
-      dg_idset_dispose(&t->fresh);
-    }
-  }
-  dg_idset_dispose(&m->batch_seen);
-}
-
 /* manager.c's batch_undo, without the reload from DuckDB after DDL. */
 static void batch_undo(dg_manager_t *m) {
   dg__mgr_batch_end(m, 0);
   for (size_t i = 0; i < m->batch_seen.cap; i++)
     if (m->batch_seen.state[i] == 1) dg_idset_remove(&m->seen_requests, m->batch_seen.keys[i]);
-  batch_clear(m);
+  dg__mgr_batch_clear(m);
 }
 
 static void mgr_free(dg_manager_t *m) {
-  batch_clear(m);
+  dg__mgr_batch_clear(m);
   for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
   dg_free(m->tables);
   for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);
@@ -281,7 +250,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(strstr(m->reqs[m->nreqs - 1].res, "\"applied\"") != NULL, "setup %zu: %s", i,
           m->reqs[m->nreqs - 1].res);
     dg__mgr_batch_end(m, 1);
-    batch_clear(m);
+    dg__mgr_batch_clear(m);
   }
 
   uint8_t commit_bits = size ? data[0] : 0xff;
@@ -316,7 +285,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int commit = had_ddl || (commit_bits >> (batch % 8) & 1);
     if (commit) {
       dg__mgr_batch_end(m, 1);
-      batch_clear(m);
+      dg__mgr_batch_clear(m);
     } else {
       batch_undo(m);
       char *now = render(m);

@@ -22,16 +22,7 @@
 
 #include "dg/redis.h"
 
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "fuzz: invariant failed: %s (%s:%d): ", #cond,       \
-              __FILE__, __LINE__);                                         \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fputc('\n', stderr);                                                 \
-      abort();                                                             \
-    }                                                                      \
-  } while (0)
+#include "fuzz_check.h"
 
 /* Characters that appear in no error message of redis_url.c (its templates
  * and their numeric arguments): a password containing one is recognisable. */
