@@ -1108,3 +1108,9 @@ def test_bulk_insert_100000_rows_in_one_request(make_server):
     assert len(by_id) == 100_000
     assert all(by_id[p]["v"] == sums[p] for p in sums)
     print(f"bulk insert of 100,000 rows: {elapsed:.1f}s")
+    # A batch over 500 ms says where its time went (manager.c, SLOW_BATCH_MS).
+    assert s.stop() == 0
+    slow = [l for l in open(s.stderr_path).read().splitlines() if "manager: slow batch: 1 requests," in l]
+    assert slow, "no slow-batch line for the 100,000-row insert"
+    assert re.search(r"audit rows, \d+ ms: apply \d+, persist \d+ \(rows \d+, audit \d+, outcomes \d+, "
+                     r"commit \d+\), publish \d+$", slow[0]), slow[0]
