@@ -17,12 +17,20 @@ DEST=third_party/duckdb
 
 # Debian packages. "pkg:cmd" means the package is not needed when cmd is
 # already on PATH (a machine may bring its own compiler, CMake or Node.js).
+# Installed with --no-install-recommends, so every package a step needs is
+# named here, even one another package merely recommends: on Debian 12
+# libFuzzer and clang's sanitizer runtimes are in libclang-rt-14-dev, which
+# clang only recommends. Checked on a minimal root (debootstrap
+# --variant=minbase plus git and make) with `make test` and `make run`.
 PKGS=(
   build-essential:gcc cmake:cmake pkg-config:pkg-config git:git npm:npm
   libulfius-dev libjansson-dev libhiredis-dev libcmocka-dev libssl-dev libjwt-dev
   redis-server redis-tools python3:/usr/bin/python3 python3-pytest python3-requests
   python3-jwt python3-cryptography python3-websocket openssl clang:clang
   ca-certificates curl:curl
+  libasan8 libubsan1 libtsan2         # gcc's ASan, UBSan and TSan runtimes (build-asan, build-tsan)
+  libclang-rt-14-dev                  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
+  python3-pytest-xdist                # pytest -n: API test files run in parallel (scripts/test.sh)
 )
 
 say() { echo "deps: $*" >&2; }

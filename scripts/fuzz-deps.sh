@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # fuzz-deps.sh -- what scripts/fuzz.sh needs on top of scripts/deps.sh: clang
 # with its libFuzzer, ASan and UBSan runtimes (Debian 12: the `clang` package,
-# clang 14, which pulls in libclang-common-14-dev with libclang_rt.fuzzer).
+# clang 14, and libclang-rt-14-dev with libclang_rt.fuzzer and the sanitizer
+# runtimes -- clang only recommends that one, and we install without
+# recommends, so it is named).
 #
 # Idempotent and quiet when everything is present. The project's own
 # libraries and headers (jansson, hiredis, DuckDB) come from scripts/deps.sh,
@@ -41,10 +43,10 @@ can_fuzz() {
 }
 
 if ! can_fuzz; then
-  say "installing clang (libFuzzer, ASan, UBSan)"
+  say "installing clang and libclang-rt-14-dev (libFuzzer, ASan, UBSan)"
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends clang >/dev/null
+  as_root apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev >/dev/null
   if ! can_fuzz; then
     say "$CC cannot link -fsanitize=fuzzer,address,undefined even after installing clang"
     exit 1

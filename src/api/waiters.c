@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "dg/common.h"
+#include "dg/hash.h"
 
 /* Power of two; a few hundred waiting requests spread thinly over it. */
 #define BUCKETS 1024
@@ -22,9 +23,7 @@ struct dg_waiters_s {
 };
 
 static size_t bucket_of(const char *s) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return (size_t)(h & (BUCKETS - 1));
+  return (size_t)(dg_fnv1a64_str(s) & (BUCKETS - 1));
 }
 
 dg_waiters_t *dg_waiters_create(void) {

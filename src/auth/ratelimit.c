@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "dg/common.h"
+#include "dg/hash.h"
 
 /* Distinct callers tracked at once; keys and JWT subjects, not IPs. */
 #define SLOTS 4096
@@ -49,8 +50,7 @@ void dg_ratelimit_destroy(dg_ratelimit_t *rl) {
 
 int dg_ratelimit_take(dg_ratelimit_t *rl, const char *caller) {
   if (rl == NULL || rl->rate <= 0) return 0;
-  uint64_t h = 1469598103934665603ULL;
-  for (const char *p = caller; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  uint64_t h = dg_fnv1a64_str(caller);
   double now = (double)dg_mono_us() / 1e6;
   pthread_mutex_lock(&rl->lock);
   bucket_t *hit = NULL, *oldest = NULL;

@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "dg/common.h"
+#include "dg/hash.h"
 #include "dg/http.h"
 #include "dg/log.h"
 
@@ -149,15 +150,6 @@ static doc_file_t files[F_COUNT] = {
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
-/* FNV-1a, 64 bits: a cheap content hash for the ETag (not a security check). */
-static uint64_t fnv1a(const char *p, size_t n) {
-  uint64_t h = 14695981039346656037ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 /* Reads a whole regular file of at most DOC_FILE_MAX bytes into f. 0, or
  * DG_EIO / DG_ETOOBIG / DG_ENOMEM with the reason in f->why. */
@@ -241,7 +233,7 @@ static void load_all(void) {
       rc = read_file(f, path);
     }
     if (rc == 0) {
-      snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long)fnv1a(f->data, f->len));
+      snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long)dg_fnv1a64(f->data, f->len));
     } else {
       dg_log_warn("docs: %s is not served: %s%s", f->name, f->why,
                   f->origin == FROM_UI ? " (scripts/node-deps.sh installs Swagger UI)" : "");

@@ -15,6 +15,7 @@
 
 #include "dg/common.h"
 #include "dg/decimal.h"
+#include "dg/hash.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
 #include "dg/reader.h"
@@ -23,9 +24,12 @@
 
 /* ---- small helpers ------------------------------------------------------------ */
 
+/* FNV-1a, then a finaliser (MurmurHash3's fmix64 first half). The set of
+ * seen request_ids holds these values only in memory: dg__mgr_load_seen
+ * rebuilds it from the request_ids stored in dg.outcomes at every start, so
+ * no file depends on the hash's value. */
 uint64_t dg__mgr_hash(const char *s) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a finaliser */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  uint64_t h = dg_fnv1a64_str(s);
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdULL;
   h ^= h >> 33;
