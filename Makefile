@@ -4,10 +4,11 @@
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_TSAN ?= build-tsan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build asan run test unit-test api-test bench fuzz clean
+.PHONY: all deps build asan tsan run test unit-test api-test bench fuzz clean
 
 all: build
 
@@ -29,15 +30,24 @@ $(BUILD_ASAN)/Makefile: CMakeLists.txt | deps
 asan: deps $(BUILD_ASAN)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD_ASAN) -j$(JOBS)
 
+# ThreadSanitizer build (DG_TSAN; gcc's libtsan): the server and the unit
+# tests, for the concurrency pass of make test.
+$(BUILD_TSAN)/Makefile: CMakeLists.txt | deps
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDG_TSAN=ON $(CMAKE_FLAGS) >/dev/null
+
+tsan: deps $(BUILD_TSAN)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD_TSAN) -j$(JOBS)
+
 # Starts a private redis-server (loopback, password, AOF under data/) and
 # duckgrid with the demo data; Ctrl-C stops both.
 run: build
 	@bash scripts/run.sh
 
-# Every test: unit tests (release and ASan+UBSan builds), then the API and
-# property tests against a real redis-server and duckgrid.
-test: build asan
-	@BUILD=$(BUILD) BUILD_ASAN=$(BUILD_ASAN) bash scripts/test.sh
+# Every test: unit tests (release, ASan+UBSan and TSan builds), then the API
+# and property tests against a real redis-server and duckgrid (README: "What
+# make test runs").
+test: build asan tsan
+	@BUILD=$(BUILD) BUILD_ASAN=$(BUILD_ASAN) BUILD_TSAN=$(BUILD_TSAN) bash scripts/test.sh
 
 unit-test: build
 	@cd $(BUILD) && ctest --output-on-failure
@@ -50,4 +60,4 @@ fuzz: deps
 	@bash scripts/fuzz.sh 600
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz .pytest_cache
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) build-fuzz .pytest_cache

@@ -49,8 +49,13 @@ typedef struct {
 struct dg_auth_s {
   dg_db_t *db;              /* borrowed                             */
   unsigned char pepper[32]; /* HMAC key for hashes at rest (secret) */
-  pthread_mutex_t lock;     /* guards cache                         */
+  pthread_mutex_t lock;     /* guards cache and generation          */
   cache_entry_t cache[CACHE_SLOTS];
+  /* Bumped by every dg_auth_invalidate. A check that read DuckDB stores
+   * what it read only if no invalidation happened since it started: its
+   * read may predate a delete, and caching it would let a key deleted in
+   * this process pass for another CACHE_TTL_MS. */
+  uint64_t generation;
 };
 
 
@@ -137,6 +142,7 @@ void dg_auth_destroy(dg_auth_t *a) {
 void dg_auth_invalidate(dg_auth_t *a) {
   pthread_mutex_lock(&a->lock);
   memset(a->cache, 0, sizeof a->cache);
+  a->generation++;
   pthread_mutex_unlock(&a->lock);
 }
 
@@ -256,6 +262,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   int64_t now = dg_mono_us() / 1000;
   int found = -1;
   pthread_mutex_lock(&a->lock);
+  uint64_t generation = a->generation;
   for (int i = 0; i < CACHE_SLOTS; i++) {
     /* Every slot is compared, in constant time, whatever matches. */
     int hit = a->cache[i].key_id != 0 && CRYPTO_memcmp(a->cache[i].digest, d, 32) == 0;
@@ -285,6 +292,10 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   memset(&e, 0, sizeof e);
   int rc = lookup(a, hex, &e);
   pthread_mutex_lock(&a->lock);
+  /* Invalidated while we read DuckDB (a key was deleted): our answer stands
+   * for this request, which began before the delete returned, but it must
+   * not be cached for the requests that begin after. */
+  int keep = a->generation == generation;
   int slot = 0;
   for (int i = 0; i < CACHE_SLOTS; i++) {
     if (a->cache[i].key_id != 0 && CRYPTO_memcmp(a->cache[i].digest, d, 32) == 0) {
@@ -294,7 +305,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
     if (a->cache[i].fetched_ms < a->cache[slot].fetched_ms) slot = i;
   }
   int touch = 0;
-  if (rc == 0) {
+  if (rc == 0 && keep) {
     int same = a->cache[slot].key_id == e.key_id && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0;
     e.touched_ms = same ? a->cache[slot].touched_ms : 0;
     touch = e.touched_ms == 0 || now - e.touched_ms >= TOUCH_EVERY_MS;
@@ -303,7 +314,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
     e.fetched_ms = now;
     e.refreshing = 0;
     a->cache[slot] = e;
-  } else if (a->cache[slot].key_id != 0 && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0) {
+  } else if (rc != 0 && a->cache[slot].key_id != 0 && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0) {
     memset(&a->cache[slot], 0, sizeof a->cache[slot]); /* deleted elsewhere */
   }
   pthread_mutex_unlock(&a->lock);

@@ -1,0 +1,251 @@
+/* test_waiters.c -- synchronous-write waiters (src/api/waiters.c): delivery,
+ * timeouts, repeated request_ids, shutdown, and threads hammering one table.
+ *
+ * Worker threads never call cmocka's assertions (they jump back into the
+ * main thread's context); they count what went wrong and the main thread
+ * asserts the counts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "dg/common.h"
+#include "dg/waiters.h"
+
+static void test_deliver_then_wait(void **state) {
+  (void)state;
+  dg_waiters_t *ws = dg_waiters_create();
+  dg_waiter_t w;
+  dg_waiters_add(ws, &w, "req-1");
+  /* An outcome for another id reaches nobody. */
+  assert_int_equal(dg_waiters_deliver(ws, "req-2", "{}", 2), 0);
+  /* Delivered before the wait starts: registering first is what makes this safe. */
+  assert_int_equal(dg_waiters_deliver(ws, "req-1", "{\"a\":1}xyz", 7), 1);
+  assert_int_equal(dg_waiters_wait(ws, &w, 1000), 0);
+  assert_int_equal(w.res_len, 7);
+  assert_string_equal(w.res, "{\"a\":1}");
+  /* A second delivery does not overwrite the first outcome. */
+  assert_int_equal(dg_waiters_deliver(ws, "req-1", "{\"b\":2}", 7), 0);
+  assert_string_equal(w.res, "{\"a\":1}");
+  dg_waiters_remove(ws, &w);
+  assert_null(w.res);
+  /* Removed: nobody left to deliver to. */
+  assert_int_equal(dg_waiters_deliver(ws, "req-1", "{}", 2), 0);
+  dg_waiters_destroy(ws);
+}
+
+static void test_timeout(void **state) {
+  (void)state;
+  dg_waiters_t *ws = dg_waiters_create();
+  dg_waiter_t w;
+  dg_waiters_add(ws, &w, "never");
+  int64_t t0 = dg_mono_us();
+  assert_int_equal(dg_waiters_wait(ws, &w, 50), DG_ETIMEOUT);
+  assert_true(dg_mono_us() - t0 >= 50 * 1000);
+  assert_int_equal(w.done, 0);
+  assert_null(w.res);
+  dg_waiters_remove(ws, &w);
+  dg_waiters_destroy(ws);
+}
+
+/* A request_id longer than the waiter's buffer is cut, consistently: the
+ * delivery under the same (long) id still finds it. */
+static void test_long_id(void **state) {
+  (void)state;
+  char id[400];
+  memset(id, 'x', sizeof id - 1);
+  id[sizeof id - 1] = '\0';
+  dg_waiters_t *ws = dg_waiters_create();
+  dg_waiter_t w;
+  dg_waiters_add(ws, &w, id);
+  assert_int_equal(strlen(w.request_id), sizeof w.request_id - 1);
+  dg_waiters_remove(ws, &w);
+  dg_waiters_destroy(ws);
+}
+
+/* ---- threads ------------------------------------------------------------- */
+
+enum { WAITER_THREADS = 6, PER_THREAD = 400, SAME_ID_THREADS = 4 };
+
+/* A small queue of request_ids that waiters hand to the deliverers, as a
+ * request thread XADDs after registering. */
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  char ids[WAITER_THREADS * PER_THREAD][32];
+  size_t head, tail;
+  int done;
+} idq_t;
+
+typedef struct {
+  dg_waiters_t *ws;
+  idq_t *q;
+  int index;
+  atomic_int *errors;
+  atomic_int *delivered;
+} hammer_arg_t;
+
+static void *waiter_main(void *p) {
+  hammer_arg_t *a = p;
+  for (int i = 0; i < PER_THREAD; i++) {
+    char id[32], want[64];
+    snprintf(id, sizeof id, "t%d-%d", a->index, i);
+    snprintf(want, sizeof want, "{\"request_id\":\"%s\"}", id);
+    dg_waiter_t w;
+    dg_waiters_add(a->ws, &w, id);
+    pthread_mutex_lock(&a->q->lock);
+    snprintf(a->q->ids[a->q->tail++], sizeof a->q->ids[0], "%s", id);
+    pthread_cond_signal(&a->q->cond);
+    pthread_mutex_unlock(&a->q->lock);
+    if (dg_waiters_wait(a->ws, &w, 20000) != 0 || w.res == NULL || strcmp(w.res, want) != 0 ||
+        w.res_len != strlen(want))
+      atomic_fetch_add(a->errors, 1);
+    dg_waiters_remove(a->ws, &w);
+  }
+  return NULL;
+}
+
+static void *deliverer_main(void *p) {
+  hammer_arg_t *a = p;
+  for (;;) {
+    char id[32];
+    pthread_mutex_lock(&a->q->lock);
+    while (a->q->head == a->q->tail && !a->q->done) pthread_cond_wait(&a->q->cond, &a->q->lock);
+    if (a->q->head == a->q->tail) {
+      pthread_mutex_unlock(&a->q->lock);
+      return NULL;
+    }
+    snprintf(id, sizeof id, "%s", a->q->ids[a->q->head++]);
+    pthread_mutex_unlock(&a->q->lock);
+    char res[64];
+    snprintf(res, sizeof res, "{\"request_id\":\"%s\"}", id);
+    /* Outcomes nobody waits for are interleaved, as the reader sees them. */
+    dg_waiters_deliver(a->ws, "nobody-waits", "{}", 2);
+    int n = dg_waiters_deliver(a->ws, id, res, strlen(res));
+    atomic_fetch_add(a->delivered, n);
+  }
+}
+
+/* Six threads register, hand their id over and wait, while two deliverers
+ * answer them in whatever order the queue gives: every waiter gets exactly
+ * its own outcome, no delivery is lost or doubled. */
+static void test_threads_hammer(void **state) {
+  (void)state;
+  static idq_t q;
+  memset(&q, 0, sizeof q);
+  pthread_mutex_init(&q.lock, NULL);
+  pthread_cond_init(&q.cond, NULL);
+  dg_waiters_t *ws = dg_waiters_create();
+  atomic_int errors = 0, delivered = 0;
+  hammer_arg_t args[WAITER_THREADS + 2];
+  pthread_t th[WAITER_THREADS + 2];
+  for (int i = 0; i < WAITER_THREADS + 2; i++) {
+    args[i] = (hammer_arg_t){ws, &q, i, &errors, &delivered};
+    assert_int_equal(pthread_create(&th[i], NULL, i < WAITER_THREADS ? waiter_main : deliverer_main,
+                                    &args[i]), 0);
+  }
+  for (int i = 0; i < WAITER_THREADS; i++) pthread_join(th[i], NULL);
+  pthread_mutex_lock(&q.lock);
+  q.done = 1;
+  pthread_cond_broadcast(&q.cond);
+  pthread_mutex_unlock(&q.lock);
+  for (int i = WAITER_THREADS; i < WAITER_THREADS + 2; i++) pthread_join(th[i], NULL);
+  assert_int_equal(atomic_load(&errors), 0);
+  assert_int_equal(atomic_load(&delivered), WAITER_THREADS * PER_THREAD);
+  dg_waiters_destroy(ws);
+  pthread_cond_destroy(&q.cond);
+  pthread_mutex_destroy(&q.lock);
+}
+
+typedef struct {
+  dg_waiters_t *ws;
+  pthread_barrier_t *registered;
+  const char *id;
+  int rc;
+  char res[32];
+} same_arg_t;
+
+static void *same_id_main(void *p) {
+  same_arg_t *a = p;
+  dg_waiter_t w;
+  dg_waiters_add(a->ws, &w, a->id);
+  pthread_barrier_wait(a->registered);
+  a->rc = dg_waiters_wait(a->ws, &w, 20000);
+  snprintf(a->res, sizeof a->res, "%s", w.res ? w.res : "");
+  dg_waiters_remove(a->ws, &w);
+  return NULL;
+}
+
+/* A repeated request_id in flight: one delivery reaches every waiter. */
+static void test_same_id_many_threads(void **state) {
+  (void)state;
+  dg_waiters_t *ws = dg_waiters_create();
+  pthread_barrier_t registered;
+  pthread_barrier_init(&registered, NULL, SAME_ID_THREADS + 1);
+  same_arg_t args[SAME_ID_THREADS];
+  pthread_t th[SAME_ID_THREADS];
+  for (int i = 0; i < SAME_ID_THREADS; i++) {
+    args[i] = (same_arg_t){ws, &registered, "dup", -1, ""};
+    assert_int_equal(pthread_create(&th[i], NULL, same_id_main, &args[i]), 0);
+  }
+  pthread_barrier_wait(&registered);
+  assert_int_equal(dg_waiters_deliver(ws, "dup", "first", 5), SAME_ID_THREADS);
+  for (int i = 0; i < SAME_ID_THREADS; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(args[i].rc, 0);
+    assert_string_equal(args[i].res, "first");
+  }
+  pthread_barrier_destroy(&registered);
+  dg_waiters_destroy(ws);
+}
+
+/* Shutdown: wake_all ends every wait at once, with no outcome. */
+static void test_wake_all(void **state) {
+  (void)state;
+  dg_waiters_t *ws = dg_waiters_create();
+  pthread_barrier_t registered;
+  pthread_barrier_init(&registered, NULL, SAME_ID_THREADS + 1);
+  same_arg_t args[SAME_ID_THREADS];
+  pthread_t th[SAME_ID_THREADS];
+  char ids[SAME_ID_THREADS][16];
+  for (int i = 0; i < SAME_ID_THREADS; i++) {
+    snprintf(ids[i], sizeof ids[i], "w%d", i);
+    args[i] = (same_arg_t){ws, &registered, ids[i], 99, ""};
+    assert_int_equal(pthread_create(&th[i], NULL, same_id_main, &args[i]), 0);
+  }
+  pthread_barrier_wait(&registered);
+  int64_t t0 = dg_mono_us();
+  dg_waiters_wake_all(ws);
+  for (int i = 0; i < SAME_ID_THREADS; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(args[i].rc, DG_ETIMEOUT);
+    assert_string_equal(args[i].res, "");
+  }
+  /* Far below the 20 s they would otherwise wait. */
+  assert_true(dg_mono_us() - t0 < 10 * 1000 * 1000);
+  /* A waiter added after shutdown does not sleep either. */
+  dg_waiter_t w;
+  dg_waiters_add(ws, &w, "late");
+  assert_int_equal(dg_waiters_wait(ws, &w, 20000), DG_ETIMEOUT);
+  dg_waiters_remove(ws, &w);
+  pthread_barrier_destroy(&registered);
+  dg_waiters_destroy(ws);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_deliver_then_wait),
+      cmocka_unit_test(test_timeout),
+      cmocka_unit_test(test_long_id),
+      cmocka_unit_test(test_threads_hammer),
+      cmocka_unit_test(test_same_id_many_threads),
+      cmocka_unit_test(test_wake_all),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
