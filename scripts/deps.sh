@@ -30,7 +30,6 @@ PKGS=(
   ca-certificates curl:curl
   libasan8 libubsan1 libtsan2         # gcc's ASan, UBSan and TSan runtimes (build-asan, build-tsan)
   libclang-rt-14-dev                  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
-  python3-pytest-xdist                # pytest -n: API test files run in parallel (scripts/test.sh)
 )
 
 say() { echo "deps: $*" >&2; }

@@ -3,8 +3,11 @@ loopback port with its own temp directory, stopped by PID at the end.
 
 Environment:
   DG_BUILD_DIR   where build/duckgrid lives (default: build/)
-  DG_SANITIZED   1 when the binary is an ASan/UBSan build: stderr is checked
-                 for sanitizer reports after every server stops.
+  DG_SANITIZED   1 when the binary is an ASan/UBSan or a TSan build: stderr is
+                 checked for sanitizer reports after every server stops, and
+                 after every test for the servers still running (a TSan report
+                 does not stop the server: halt_on_error=0), so the test
+                 during which a report appeared fails.
 """
 import os
 import secrets
@@ -23,7 +26,9 @@ BUILD = os.environ.get("DG_BUILD_DIR", os.path.join(ROOT, "build"))
 BIN = os.path.join(BUILD, "duckgrid")
 SANITIZED = os.environ.get("DG_SANITIZED") == "1"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                   "WARNING: ThreadSanitizer")
+                   "WARNING: ThreadSanitizer", "FATAL: ThreadSanitizer")
+# Servers started and not stopped yet, for the check after every test.
+_running = []
 
 
 def free_port():
@@ -125,6 +130,7 @@ class Server:
         self.proc = subprocess.Popen([BIN, "serve"], env=self.env, cwd=self.dir,
                                      stdout=open(self.stdout_path, "ab"),
                                      stderr=open(self.stderr_path, "ab"))
+        _running.append(self)
         if wait:
             def up():
                 r = requests.get(self.base + "/health", timeout=2)
@@ -166,6 +172,8 @@ class Server:
                 self.proc.wait()
         code = self.proc.returncode
         self.proc = None
+        if self in _running:
+            _running.remove(self)
         if SANITIZED:
             with open(self.stderr_path, errors="replace") as f:
                 text = f.read()
@@ -176,6 +184,32 @@ class Server:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def sanitizer_report_since_last_look(self):
+        """The stderr written since the last call if it holds a sanitizer
+        report, else None."""
+        start = getattr(self, "_seen", 0)
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(start)
+                data = f.read()
+        except OSError:
+            return None
+        self._seen = start + len(data)
+        text = data.decode(errors="replace")
+        return text if any(m in text for m in SANITIZER_MARKS) else None
+
+
+@pytest.fixture(autouse=True)
+def _no_sanitizer_report_while_running():
+    """With DG_SANITIZED=1, fails the test during which a running server
+    wrote a sanitizer report (the full check still runs when it stops)."""
+    yield
+    if not SANITIZED:
+        return
+    for s in list(_running):
+        text = s.sanitizer_report_since_last_look()
+        assert text is None, "sanitizer report in duckgrid's stderr during this test:\n" + text[-20000:]
 
 
 @pytest.fixture(scope="session")
