@@ -15,15 +15,16 @@ BUILD_TSAN=${BUILD_TSAN:-build-tsan}
 # server printed it. tests/tsan.supp explains each suppression.
 TSAN_OPTS="halt_on_error=0:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
 # The API tests that exercise concurrency, run against the TSan server: long
-# polls on the ring, SSE and WebSocket fan-out, sync writes of one
-# request_id from 8 threads, long polls woken by writes, key deletion while
-# the key is in use.
+# polls on the ring (woken by writes), SSE and WebSocket fan-out, sync
+# writes of one request_id from 8 threads, key deletion while the key is in
+# use, the seed's two concurrent clients. (test_write_path's
+# test_long_poll_wakes_up_on_a_write is left out: it asserts a wake-up within
+# 1 s, which TSan's slowdown breaks; test_updates_ring covers the same path.)
 TSAN_API_TESTS=(
   tests/api/test_updates_ring.py
   tests/api/test_events.py
   tests/api/test_ws.py
   tests/api/test_write_path.py::test_same_request_id_concurrently_applies_once
-  tests/api/test_write_path.py::test_long_poll_wakes_up_on_a_write
   tests/api/test_security.py::test_deleted_key_refused_while_in_concurrent_use
   tests/api/test_seed.py::test_2_concurrent_clients_applied_once_in_stream_order
 )
