@@ -7,7 +7,7 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build asan run test unit-test api-test bench fuzz clean
+.PHONY: all deps build asan web run test unit-test api-test bench fuzz clean
 
 all: build
 
@@ -17,8 +17,12 @@ deps:
 $(BUILD)/Makefile: CMakeLists.txt | deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 
-build: deps $(BUILD)/Makefile
+build: deps $(BUILD)/Makefile web
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$(JOBS)
+
+# The web grid (web/ -> web/dist, pinned esbuild), served at / by duckgrid.
+web: deps
+	@bash scripts/web-build.sh
 
 # Optimised (NDEBUG): a Debug engine verifies the whole table after every
 # operation, which makes a 100,000-row insert quadratic; the unit tests run
@@ -26,7 +30,7 @@ build: deps $(BUILD)/Makefile
 $(BUILD_ASAN)/Makefile: CMakeLists.txt | deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDG_ASAN=ON $(CMAKE_FLAGS) >/dev/null
 
-asan: deps $(BUILD_ASAN)/Makefile
+asan: deps $(BUILD_ASAN)/Makefile web
 	@$(MAKE) --no-print-directory -C $(BUILD_ASAN) -j$(JOBS)
 
 # Starts a private redis-server (loopback, password, AOF under data/) and
@@ -50,4 +54,4 @@ fuzz: deps
 	@bash scripts/fuzz.sh 600
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz .pytest_cache
+	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz .pytest_cache web/dist
