@@ -28,6 +28,12 @@ const MODE_KEY = 'duckgrid.spreadMode';
 // (update_row is a PATCH, which may move the row; a move changes parent_id.)
 const STRUCTURAL = new Set(['insert_rows', 'delete_row', 'delete_table', 'create_table', 'import']);
 
+// What the page has received, for the curious and for the browser tests.
+// dropLive() cuts the live connection as a network failure would (the
+// stream then resumes from its last event id, as after any drop).
+const stats = { updates: 0, lastUpdateId: null, dropLive: () => {} };
+window.duckgridStats = stats;
+
 const fmtCache = new Map();
 function numberFormat(scale) {
   let f = fmtCache.get(scale);
@@ -93,6 +99,7 @@ export class TableView {
         state: (s) => this.ctx.setConn(s),
       },
     });
+    stats.dropLive = () => this.live.interrupt();
     this.loadHolds();
     await this.tree.loadMore(this.tree.root);
     if (this.tree.flat.length && this.active.id == null) this.active.id = this.tree.flat[0].id;
@@ -291,6 +298,9 @@ export class TableView {
 
   // ---------------------------------------------------------------- live
   onUpdate(u) {
+    // Counters anyone may read (the browser tests report them).
+    stats.updates++;
+    stats.lastUpdateId = u.update_id;
     if (this.tree.loads > 0) this.pending.push(u);
     this.applyUpdate(u, true);
   }
@@ -451,6 +461,7 @@ export class TableView {
       : null;
     this.editing = { node: n, col, input, shown, hint };
     input.addEventListener('keydown', (e) => {
+      e.stopPropagation(); // the grid's own keys must not see the editor's
       if (e.key === 'Enter') { e.preventDefault(); this.commitEdit(e.shiftKey ? -1 : 1, 0); }
       else if (e.key === 'Tab') { e.preventDefault(); this.commitEdit(0, e.shiftKey ? -1 : 1); }
       else if (e.key === 'Escape') { e.preventDefault(); this.cancelEdit(); }
