@@ -15,7 +15,8 @@ DUCKDB_BINDINGS_SHA256=732fac4dc6b8f198870b9c4bb6ddf13544466daca00ad28ba2f1d80de
 DUCKDB_HEADER_SHA256=5bb967dcbcd517670ba5f169f238fb9d6787e53752c60ebe24386169d76941ed
 DEST=third_party/duckdb
 
-# Debian packages. "pkg:cmd" means the package is not needed when cmd is
+# Debian packages (chromium and a font for the web grid's browser tests,
+# tests/web/). "pkg:cmd" means the package is not needed when cmd is
 # already on PATH (a machine may bring its own compiler, CMake or Node.js).
 PKGS=(
   build-essential:gcc cmake:cmake pkg-config:pkg-config git:git npm:npm
@@ -23,6 +24,7 @@ PKGS=(
   redis-server redis-tools python3:/usr/bin/python3 python3-pytest python3-requests
   python3-jwt python3-cryptography python3-websocket openssl clang:clang
   ca-certificates curl:curl
+  chromium fonts-dejavu-core
 )
 
 say() { echo "deps: $*" >&2; }
