@@ -82,14 +82,15 @@ export class TableView {
     const t0 = performance.now();
     // The cursor first, then the stream, then the rows: every write after
     // the cursor is replayed by the stream, every one before is in the rows.
-    const [def, cur] = await Promise.all([
-      api('GET', `/tables/${enc(this.name)}`),
-      api('GET', '/get_updates?since=$&limit=1'),
-    ]);
+    // The table's columns and its first rows are read together.
+    const cur = await api('GET', '/get_updates?since=$&limit=1');
     if (this.destroyed) return;
-    this.cols = def.columns;
     this.tree = new Tree(this.name, () => this.schedule());
     this.tree.onLoaded = () => this.replayPending();
+    const first = this.tree.loadMore(this.tree.root);
+    const def = await api('GET', `/tables/${enc(this.name)}`);
+    if (this.destroyed) return;
+    this.cols = def.columns;
     this.build(def);
     this.live = new LiveStream({
       table: this.name, since: cur.next,
@@ -101,7 +102,7 @@ export class TableView {
     });
     stats.dropLive = () => this.live.interrupt();
     this.loadHolds();
-    await this.tree.loadMore(this.tree.root);
+    await first;
     if (this.tree.flat.length && this.active.id == null) this.active.id = this.tree.flat[0].id;
     this.renderNow();
     performance.mark('dg-first-rows');
@@ -174,12 +175,12 @@ export class TableView {
   }
 
   schedule() {
-    if (this.frame || this.destroyed) return;
+    if (this.frame || this.destroyed || !this.body) return;
     this.frame = requestAnimationFrame(() => { this.frame = 0; this.renderNow(); });
   }
 
   renderNow() {
-    if (this.destroyed || !this.tree) return;
+    if (this.destroyed || !this.tree || !this.body) return;
     const flat = this.tree.flat;
     this.spacer.style.height = `${flat.length * ROW_H}px`;
     const headH = ROW_H + 4;
