@@ -15,6 +15,7 @@
 // fresh value. Live: every update object from the SSE stream (sse.js) is
 // applied to the loaded rows; cells on screen flash and carry who changed them.
 
+import { h } from './dom.js';
 import { api, enc, ApiError } from './api.js';
 import { LiveStream } from './sse.js';
 import { Tree, idKey } from './tree.js';
@@ -44,17 +45,6 @@ function numberFormat(scale) {
   return f;
 }
 
-function h(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of kids) if (c != null) e.append(c);
-  return e;
-}
 
 const wireId = (id) => (typeof id === 'number' || Number.isSafeInteger(Number(id)) ? Number(id) : String(id));
 

@@ -2,6 +2,7 @@
 // live tree grid (grid.js), the views. Routes live in the URL's fragment
 // (#/, #/t/{table}, #/views, #/v/{view}); the API key never does.
 
+import { h } from './dom.js';
 import { api, enc, getKey, setKey, clearKey, ApiError } from './api.js';
 import { TableView } from './grid.js';
 
@@ -9,17 +10,6 @@ const $ = (sel) => document.querySelector(sel);
 const main = $('#main');
 let current = null; // the open TableView
 
-function h(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of kids) if (c != null) e.append(c);
-  return e;
-}
 
 // ---------------------------------------------------------------- chrome
 let toastTimer = 0;
