@@ -1,6 +1,6 @@
 """The web grid in a real browser: starts a real redis-server and duckgrid
 (the API tests' fixtures, tests/api/conftest.py), then runs
-tests/web/grid.test.mjs (node's test runner, puppeteer-core driving Debian's
+tests/web/sse.test.mjs (the SSE parser alone) and tests/web/grid.test.mjs (node's test runner, puppeteer-core driving Debian's
 chromium) against them. The node output, with its measured figures, is
 printed; any failing browser check fails this test.
 
@@ -41,7 +41,8 @@ def test_web_grid_in_chromium(stack):
     shot = os.environ.get("DG_WEB_SCREENSHOT")
     if shot:
         env["DG_WEB_SCREENSHOT"] = os.path.abspath(shot)
-    out = subprocess.run(["node", "--test", "--test-reporter=spec", "tests/web/grid.test.mjs"],
+    out = subprocess.run(["node", "--test", "--test-reporter=spec", "tests/web/sse.test.mjs",
+                          "tests/web/grid.test.mjs"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
     print(out.stdout[-20000:])
     print(out.stderr[-5000:])

@@ -82,15 +82,7 @@ export class TableView {
     if (this.destroyed) return;
     this.cols = def.columns;
     this.build(def);
-    this.live = new LiveStream({
-      table: this.name, since: cur.next,
-      handlers: {
-        update: (u) => this.onUpdate(u),
-        gone: () => this.reloadAll('the live stream was gone: reloaded the table'),
-        state: (s) => this.ctx.setConn(s),
-      },
-    });
-    stats.dropLive = () => this.live.interrupt();
+    this.subscribe(cur.next);
     this.loadHolds();
     await first;
     if (this.tree.flat.length && this.active.id == null) this.active.id = this.tree.flat[0].id;
@@ -98,6 +90,33 @@ export class TableView {
     performance.mark('dg-first-rows');
     this.ctx.status(`${def.row_count.toLocaleString('en-US')} rows · opened in ${Math.round(performance.now() - t0)} ms`);
     this.body.focus();
+  }
+
+  // Follows the table's updates after `since` (an update id).
+  subscribe(since) {
+    this.live = new LiveStream({
+      table: this.name, since,
+      handlers: {
+        update: (u) => this.onUpdate(u),
+        gone: () => this.resubscribe(),
+        state: (s) => this.ctx.setConn(s),
+      },
+    });
+    stats.dropLive = () => this.live.interrupt();
+  }
+
+  // The resume point was trimmed from response_duck: take a new cursor, then
+  // read everything on screen again (every write after the cursor is replayed).
+  async resubscribe() {
+    if (this.destroyed) return;
+    this.ctx.setConn('reconnecting');
+    let cur = null;
+    for (let wait = 500; !cur && !this.destroyed; wait = Math.min(wait * 2, 5000)) {
+      try { cur = await api('GET', '/get_updates?since=$&limit=1'); } catch (e) { await new Promise((r) => setTimeout(r, wait)); }
+    }
+    if (this.destroyed) return;
+    this.subscribe(cur.next);
+    this.reloadAll('Missed too many updates: the table was read again.');
   }
 
   destroy() {

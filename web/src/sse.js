@@ -17,6 +17,8 @@ export class SseParser {
     this.buf += text;
     let nl;
     while ((nl = this.buf.search(/\r\n|\n|\r/)) >= 0) {
+      // A CR that ends the chunk may be the first half of a CRLF: wait.
+      if (nl === this.buf.length - 1 && this.buf[nl] === '\r') break;
       const line = this.buf.slice(0, nl);
       const skip = this.buf.startsWith('\r\n', nl) ? 2 : 1;
       this.buf = this.buf.slice(nl + skip);
@@ -100,7 +102,7 @@ export class LiveStream {
             const { value, done } = await reader.read();
             if (done) break;
             parser.push(dec.decode(value, { stream: true }));
-            if (ended === 'gone') break;
+            if (ended === 'gone') { ctrl.abort(); break; }
           }
         }
       } catch (e) {
