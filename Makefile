@@ -8,7 +8,7 @@ BUILD_TSAN ?= build-tsan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build asan tsan run test unit-test api-test bench fuzz clean
+.PHONY: all deps build asan tsan web run test unit-test api-test bench fuzz clean
 
 all: build
 
@@ -18,8 +18,12 @@ deps:
 $(BUILD)/Makefile: CMakeLists.txt | deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 
-build: deps $(BUILD)/Makefile
+build: deps $(BUILD)/Makefile web
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$(JOBS)
+
+# The web grid (web/ -> web/dist, pinned esbuild), served at / by duckgrid.
+web: deps
+	@bash scripts/web-build.sh
 
 # Optimised (NDEBUG): a Debug engine verifies the whole table after every
 # operation, which makes a 100,000-row insert quadratic; the unit tests run
@@ -27,7 +31,7 @@ build: deps $(BUILD)/Makefile
 $(BUILD_ASAN)/Makefile: CMakeLists.txt | deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDG_ASAN=ON $(CMAKE_FLAGS) >/dev/null
 
-asan: deps $(BUILD_ASAN)/Makefile
+asan: deps $(BUILD_ASAN)/Makefile web
 	@$(MAKE) --no-print-directory -C $(BUILD_ASAN) -j$(JOBS)
 
 # ThreadSanitizer build (DG_TSAN; gcc's libtsan): the server and the unit
@@ -35,7 +39,7 @@ asan: deps $(BUILD_ASAN)/Makefile
 $(BUILD_TSAN)/Makefile: CMakeLists.txt | deps
 	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDG_TSAN=ON $(CMAKE_FLAGS) >/dev/null
 
-tsan: deps $(BUILD_TSAN)/Makefile
+tsan: deps $(BUILD_TSAN)/Makefile web
 	@$(MAKE) --no-print-directory -C $(BUILD_TSAN) -j$(JOBS)
 
 # Starts a private redis-server (loopback, password, AOF under data/) and
@@ -60,4 +64,4 @@ fuzz: deps
 	@bash scripts/fuzz.sh 600
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) build-fuzz .pytest_cache
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) build-fuzz .pytest_cache web/dist

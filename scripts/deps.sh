@@ -15,7 +15,8 @@ DUCKDB_BINDINGS_SHA256=732fac4dc6b8f198870b9c4bb6ddf13544466daca00ad28ba2f1d80de
 DUCKDB_HEADER_SHA256=5bb967dcbcd517670ba5f169f238fb9d6787e53752c60ebe24386169d76941ed
 DEST=third_party/duckdb
 
-# Debian packages. "pkg:cmd" means the package is not needed when cmd is
+# Debian packages (chromium and a font for the web grid's browser tests,
+# tests/web/). "pkg:cmd" means the package is not needed when cmd is
 # already on PATH (a machine may bring its own compiler, CMake or Node.js).
 # Installed with --no-install-recommends, so every package a step needs is
 # named here, even one another package merely recommends: on Debian 12
@@ -30,6 +31,7 @@ PKGS=(
   ca-certificates curl:curl
   libasan8 libubsan1 libtsan2         # gcc's ASan, UBSan and TSan runtimes (build-asan, build-tsan)
   libclang-rt-14-dev                  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
+  chromium fonts-dejavu-core
 )
 
 say() { echo "deps: $*" >&2; }

@@ -5,6 +5,8 @@
 #                     whitelist, into third_party/swagger-ui/)
 #   newman            runs postman/duckgrid.postman_collection.json
 #   @redocly/cli      lints docs/openapi.json
+#   esbuild           builds the web grid (scripts/web-build.sh)
+#   puppeteer-core    drives Debian's chromium in the browser tests (tests/web/)
 #
 # Exact versions and integrity hashes come from tools/package.json and
 # tools/package-lock.json (the lock records no download addresses:
@@ -25,7 +27,8 @@ want=$(cat tools/package.json tools/package-lock.json | sha256sum | cut -d' ' -f
 
 have_all() {
   [ "$(cat "$NODE_DIR/.stamp" 2>/dev/null)" = "$want" ] || return 1
-  for bin in newman redocly; do [ -x "$NODE_DIR/node_modules/.bin/$bin" ] || return 1; done
+  for bin in newman redocly esbuild; do [ -x "$NODE_DIR/node_modules/.bin/$bin" ] || return 1; done
+  [ -f "$NODE_DIR/node_modules/puppeteer-core/package.json" ] || return 1
   for f in "${UI_FILES[@]}"; do [ -s "$UI_DIR/$f" ] || return 1; done
   [ "$(cat "$UI_DIR/.stamp" 2>/dev/null)" = "$want" ]
 }
@@ -52,7 +55,7 @@ exec 9>third_party/.node-deps.lock
 flock 9
 have_all && exit 0
 
-say "installing swagger-ui-dist, newman and @redocly/cli (pinned) into $NODE_DIR"
+say "installing swagger-ui-dist, newman, @redocly/cli, esbuild and puppeteer-core (pinned) into $NODE_DIR"
 mkdir -p "$NODE_DIR"
 cp tools/package.json tools/package-lock.json tools/.npmrc "$NODE_DIR/"
 rm -f "$NODE_DIR/.stamp"

@@ -46,6 +46,9 @@ FUZZ_FRESH=1 bash scripts/fuzz.sh 20
 echo "== API and property tests (release build)"
 DG_BUILD_DIR=$PWD/$BUILD $PY -m pytest -q -p no:cacheprovider tests/api tests/prop
 
+echo "== browser tests (the web grid in headless chromium, puppeteer-core; ~30 s)"
+DG_BUILD_DIR=$PWD/$BUILD $PY -m pytest -q -s -p no:cacheprovider tests/web
+
 echo "== API and property tests (ASan + UBSan build of the server and the engine driver)"
 DG_BUILD_DIR=$PWD/$BUILD_ASAN DG_SANITIZED=1 $PY -m pytest -q -p no:cacheprovider tests/api tests/prop
 

@@ -5,7 +5,12 @@
  *   GET /docs             Swagger UI: our own page, pointing at /openapi.json
  *   GET /docs/{file}      the page's assets, a fixed whitelist (below)
  *
- * All three are open without a key, as the contract says.
+ *   GET /                 the web grid's page (web/index.html, built)
+ *   GET /app/{file}       its assets: app.js, app.css (built by esbuild)
+ *
+ * All of them are open without a key, as the contract says (API.md v1.1:
+ * the web UI's static files are open; every API call the page makes carries
+ * the user's key).
  *
  * Where the files are. The document and the Swagger UI assets are files, not
  * compiled in, so the hand-written docs/openapi.json stays the one source of
@@ -16,6 +21,8 @@
  *                            $DUCKGRID_DOCS_DIR/swagger-ui/<asset>
  *   otherwise                <exe dir>/../docs/openapi.json
  *                            <exe dir>/../third_party/swagger-ui/<asset>
+ *   DUCKGRID_WEB_DIR set     $DUCKGRID_WEB_DIR/<file>      (the web grid)
+ *   otherwise                <exe dir>/../web/dist/<file>  (scripts/web-build.sh)
  *
  * (<exe dir> is the directory of /proc/self/exe, so build/duckgrid finds the
  * source tree's files whatever the working directory.)
@@ -107,6 +114,12 @@ static const char INITIALIZER_JS[] =
   "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "   \
   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+/* The web grid: its own script and style sheet only, no inline code, API
+ * calls (fetch, the SSE stream read through fetch) to this origin only. */
+#define WEB_CSP                                                                               \
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "          \
+  "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
 #define CACHE_REVALIDATE "no-cache"
 #define CACHE_ASSET "public, max-age=86400"
 
@@ -117,6 +130,7 @@ static const char INITIALIZER_JS[] =
 typedef enum {
   FROM_DOCS,     /* <docs dir>/<name>                 */
   FROM_UI,       /* <swagger-ui dir>/<name>            */
+  FROM_WEB,      /* <web dir>/<name>: the web grid     */
   BUILT_IN,      /* the text compiled in above         */
 } origin_t;
 
@@ -126,6 +140,7 @@ typedef struct {
   const char *type;       /* Content-Type                             */
   const char *cache;      /* Cache-Control                            */
   const char *builtin;    /* BUILT_IN: the text                       */
+  const char *csp;        /* Content-Security-Policy, or NULL         */
   /* Filled once by load_all(), read-only after: */
   char *data;             /* the bytes (owned; NULL when missing)     */
   size_t len;             /* bytes                                    */
@@ -133,11 +148,13 @@ typedef struct {
   char why[160];          /* why data is NULL, for the 404            */
 } doc_file_t;
 
-enum { F_OPENAPI, F_INDEX, F_INIT, F_CSS, F_BUNDLE, F_PRESET, F_FAVICON, F_COUNT };
+enum { F_OPENAPI, F_INDEX, F_INIT, F_CSS, F_BUNDLE, F_PRESET, F_FAVICON,
+       F_WEB_INDEX, F_WEB_JS, F_WEB_CSS, F_COUNT };
 
 static doc_file_t files[F_COUNT] = {
     [F_OPENAPI] = {"openapi.json", FROM_DOCS, "application/json", CACHE_REVALIDATE, NULL},
-    [F_INDEX] = {"index.html", BUILT_IN, "text/html; charset=utf-8", CACHE_REVALIDATE, INDEX_HTML},
+    [F_INDEX] = {"index.html", BUILT_IN, "text/html; charset=utf-8", CACHE_REVALIDATE, INDEX_HTML,
+                 DOCS_CSP},
     [F_INIT] = {"swagger-initializer.js", BUILT_IN, "text/javascript; charset=utf-8",
                 CACHE_REVALIDATE, INITIALIZER_JS},
     [F_CSS] = {"swagger-ui.css", FROM_UI, "text/css; charset=utf-8", CACHE_ASSET, NULL},
@@ -146,6 +163,12 @@ static doc_file_t files[F_COUNT] = {
     [F_PRESET] = {"swagger-ui-standalone-preset.js", FROM_UI, "text/javascript; charset=utf-8",
                   CACHE_ASSET, NULL},
     [F_FAVICON] = {"favicon-32x32.png", FROM_UI, "image/png", CACHE_ASSET, NULL},
+    /* The web grid changes with every build: always revalidated (ETag). */
+    [F_WEB_INDEX] = {"index.html", FROM_WEB, "text/html; charset=utf-8", CACHE_REVALIDATE, NULL,
+                     WEB_CSP},
+    [F_WEB_JS] = {"app.js", FROM_WEB, "text/javascript; charset=utf-8", CACHE_REVALIDATE, NULL,
+                  WEB_CSP},
+    [F_WEB_CSS] = {"app.css", FROM_WEB, "text/css; charset=utf-8", CACHE_REVALIDATE, NULL, WEB_CSP},
 };
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -195,13 +218,7 @@ static int join(char *out, size_t cap, const char *dir, const char *name) {
 
 /* The directories of the document and of the Swagger UI assets (see the top
  * of this file); 0, or DG_EINVAL when they cannot be told. */
-static int find_dirs(char docs_dir[PATH_MAX], char ui_dir[PATH_MAX]) {
-  const char *env = getenv("DUCKGRID_DOCS_DIR");
-  if (env && *env) {
-    if (strlen(env) >= PATH_MAX) return DG_EINVAL;
-    memcpy(docs_dir, env, strlen(env) + 1);
-    return join(ui_dir, PATH_MAX, env, "swagger-ui");
-  }
+static int find_dirs(char docs_dir[PATH_MAX], char ui_dir[PATH_MAX], char web_dir[PATH_MAX]) {
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return DG_EINVAL;
@@ -209,13 +226,26 @@ static int find_dirs(char docs_dir[PATH_MAX], char ui_dir[PATH_MAX]) {
   char *slash = strrchr(exe, '/');
   if (slash == NULL) return DG_EINVAL;
   *slash = '\0';
+  const char *web = getenv("DUCKGRID_WEB_DIR");
+  if (web && *web) {
+    if (strlen(web) >= PATH_MAX) return DG_EINVAL;
+    memcpy(web_dir, web, strlen(web) + 1);
+  } else if (join(web_dir, PATH_MAX, exe, "../web/dist") != 0) {
+    return DG_EINVAL;
+  }
+  const char *env = getenv("DUCKGRID_DOCS_DIR");
+  if (env && *env) {
+    if (strlen(env) >= PATH_MAX) return DG_EINVAL;
+    memcpy(docs_dir, env, strlen(env) + 1);
+    return join(ui_dir, PATH_MAX, env, "swagger-ui");
+  }
   if (join(docs_dir, PATH_MAX, exe, "../docs") != 0) return DG_EINVAL;
   return join(ui_dir, PATH_MAX, exe, "../third_party/swagger-ui");
 }
 
 static void load_all(void) {
-  char docs_dir[PATH_MAX], ui_dir[PATH_MAX];
-  int dirs_rc = find_dirs(docs_dir, ui_dir);
+  char docs_dir[PATH_MAX], ui_dir[PATH_MAX], web_dir[PATH_MAX];
+  int dirs_rc = find_dirs(docs_dir, ui_dir, web_dir);
   for (size_t i = 0; i < F_COUNT; i++) {
     doc_file_t *f = &files[i];
     char path[PATH_MAX];
@@ -226,7 +256,9 @@ static void load_all(void) {
     } else if (dirs_rc != 0) {
       snprintf(f->why, sizeof f->why, "the docs directory is unknown: set DUCKGRID_DOCS_DIR");
       rc = DG_EINVAL;
-    } else if (join(path, sizeof path, f->origin == FROM_DOCS ? docs_dir : ui_dir, f->name) != 0) {
+    } else if (join(path, sizeof path,
+                    f->origin == FROM_DOCS ? docs_dir : f->origin == FROM_UI ? ui_dir : web_dir,
+                    f->name) != 0) {
       snprintf(f->why, sizeof f->why, "the docs directory's path is too long");
       rc = DG_EINVAL;
     } else {
@@ -235,8 +267,11 @@ static void load_all(void) {
     if (rc == 0) {
       snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long)dg_fnv1a64(f->data, f->len));
     } else {
-      dg_log_warn("docs: %s is not served: %s%s", f->name, f->why,
-                  f->origin == FROM_UI ? " (scripts/node-deps.sh installs Swagger UI)" : "");
+      dg_log_warn("%s: %s is not served: %s%s", f->origin == FROM_WEB ? "web" : "docs", f->name,
+                  f->why,
+                  f->origin == FROM_UI    ? " (scripts/node-deps.sh installs Swagger UI)"
+                  : f->origin == FROM_WEB ? " (make builds the web grid: scripts/web-build.sh)"
+                                          : "");
     }
   }
 }
@@ -255,7 +290,8 @@ static void serve(dg_req_t *r, const doc_file_t *f) {
   u_map_put(r->resp->map_header, "ETag", f->etag);
   u_map_put(r->resp->map_header, "Cache-Control", f->cache);
   u_map_put(r->resp->map_header, "X-Content-Type-Options", "nosniff");
-  if (f == &files[F_INDEX]) u_map_put(r->resp->map_header, "Content-Security-Policy", DOCS_CSP);
+  if (f->csp) u_map_put(r->resp->map_header, "Content-Security-Policy", f->csp);
+  if (f->origin == FROM_WEB) u_map_put(r->resp->map_header, "Referrer-Policy", "no-referrer");
   const char *inm = dg_header(r, "If-None-Match");
   if (inm && (strstr(inm, f->etag) != NULL || strcmp(inm, "*") == 0)) {
     ulfius_set_empty_body_response(r->resp, 304);
@@ -277,7 +313,7 @@ static int docs_page(dg_req_t *r) {
   dg_docs_load();
   /* The page is useless without the assets or the document: say which. */
   for (size_t i = 0; i < F_COUNT; i++) {
-    if (files[i].data == NULL) {
+    if (files[i].data == NULL && files[i].origin != FROM_WEB) {
       dg_problem(r, 404, NULL, "the interactive docs are not available: %s is missing (%s)",
                  files[i].name, files[i].why);
       return 0;
@@ -287,16 +323,34 @@ static int docs_page(dg_req_t *r) {
   return 0;
 }
 
-static int docs_file(dg_req_t *r) {
+/* The file of the whitelist named exactly `name` among [from, to) (never
+ * the document), served; else 404. */
+static void serve_named(dg_req_t *r, size_t from, size_t to, const char *what) {
   dg_docs_load();
   const char *name = r->params[0];
-  for (size_t i = 0; i < F_COUNT; i++) {
+  for (size_t i = from; i < to; i++) {
     if (i != F_OPENAPI && strcmp(name, files[i].name) == 0) {
       serve(r, &files[i]);
-      return 0;
+      return;
     }
   }
-  dg_problem(r, 404, NULL, "no such docs file: '%.80s'", name);
+  dg_problem(r, 404, NULL, "no such %s file: '%.80s'", what, name);
+}
+
+static int docs_file(dg_req_t *r) {
+  serve_named(r, 0, F_WEB_INDEX, "docs");
+  return 0;
+}
+
+/* The web grid's page and its assets (the page itself only at /). */
+static int web_page(dg_req_t *r) {
+  dg_docs_load();
+  serve(r, &files[F_WEB_INDEX]);
+  return 0;
+}
+
+static int web_file(dg_req_t *r) {
+  serve_named(r, F_WEB_JS, F_COUNT, "web app");
   return 0;
 }
 
@@ -304,5 +358,7 @@ const dg_route_t dg_routes_docs[] = {
     {"GET", "/openapi.json", DG_ROLE_NONE, openapi_get, 0},
     {"GET", "/docs", DG_ROLE_NONE, docs_page, 0},
     {"GET", "/docs/:file", DG_ROLE_NONE, docs_file, 0},
+    {"GET", "/", DG_ROLE_NONE, web_page, 0},
+    {"GET", "/app/:file", DG_ROLE_NONE, web_file, 0},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0},
 };

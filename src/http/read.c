@@ -5,7 +5,9 @@
  *   GET /tables/{table}                  {"name","columns":[…],"row_count"}
  *   GET /tables/{table}/rows             {"rows":[row…],"next":id|null}
  *       ?parent_id=null|N&limit=&after=
+ *       &children=true                   each row also carries "children" (its count)
  *   GET /tables/{table}/rows/{id}        the row plus "children"
+ *   GET /tables/{table}/holds            {"holds":[{"row_id","column"}…]}
  *
  * Which tables exist and what their columns are comes from the catalog (the
  * API's validated copy); the rows themselves come straight from DuckDB, the
@@ -222,7 +224,7 @@ static int table_get(dg_req_t *r) {
  *           text   -> VARCHAR
  *           number -> DECIMAL(18,scale), stored as int64 (int16/int32 for
  *                     narrower widths, which we accept too)
- *   [last]  children   BIGINT (single-row query only)
+ *   [last]  children   BIGINT (single-row query, or a list with ?children=true)
  */
 #define FIRST_CELL 2
 
@@ -334,10 +336,18 @@ static int prepare_or_problem(dg_req_t *r, duckdb_connection c, const dg_tablede
 static int rows_list(dg_req_t *r) {
   const char *parent_s = dg_query(r, "parent_id");
   const char *after_s = dg_query(r, "after");
+  const char *children_s = dg_query(r, "children");
   int64_t limit, parent = 0, after = 0;
-  int roots = 0;
+  int roots = 0, with_children = 0;
   /* Parameters first: a malformed request is 400 whatever the table. */
   if (limit_or_problem(r, &limit) != 0) return 0;
+  if (children_s) {
+    with_children = strcmp(children_s, "true") == 0;
+    if (!with_children && strcmp(children_s, "false") != 0) {
+      dg_problem(r, 400, NULL, "children must be true or false");
+      return 0;
+    }
+  }
   if (parent_s) {
     roots = strcmp(parent_s, "null") == 0;
     if (!roots && parse_i64(parent_s, &parent) != 0) {
@@ -360,7 +370,13 @@ static int rows_list(dg_req_t *r) {
   dg_buf_t sql;
   dg_buf_init(&sql);
   select_list(&sql, t);
-  dg_buf_printf(&sql, " FROM main.\"%s\" WHERE true", t->name);
+  /* The child count (a tree grid draws a toggle only where there are
+   * children) is a correlated count DuckDB turns into one grouped join; the
+   * outer table is aliased so the inner id and parent_id are unambiguous. */
+  if (with_children)
+    dg_buf_printf(&sql, ", (SELECT count(*) FROM main.\"%s\" AS c WHERE c.parent_id = o.id)::BIGINT",
+                  t->name);
+  dg_buf_printf(&sql, " FROM main.\"%s\" AS o WHERE true", t->name);
   idx_t np = 0;
   if (roots) dg_buf_puts(&sql, " AND parent_id IS NULL");
   else if (parent_s) dg_buf_printf(&sql, " AND parent_id = $%llu", (unsigned long long)++np);
@@ -381,7 +397,7 @@ static int rows_list(dg_req_t *r) {
     duckdb_destroy_prepare(&st);
     goto out;
   }
-  idx_t ncols = FIRST_CELL + (idx_t)t->ncols;
+  idx_t ncols = FIRST_CELL + (idx_t)t->ncols + (with_children ? 1 : 0);
   colv_t *cols = dg_calloc(ncols, sizeof *cols);
   if (describe_result(&res, t, ncols, cols) != 0) {
     db_failed(r, t->name, "listing rows", "the columns differ from the catalog");
@@ -404,7 +420,7 @@ static int rows_list(dg_req_t *r) {
           more = 1;
           break;
         }
-        write_row(&w, t, cols, i, 0);
+        write_row(&w, t, cols, i, with_children);
         last = bigint_at(&cols[0], i);
         written++;
       }
@@ -486,10 +502,63 @@ out:
   return 0;
 }
 
+/* GET /tables/{table}/holds: the held cells, as the manager last committed
+ * them to dg.holds (a web grid draws their lock icons from it). */
+static int holds_list(dg_req_t *r) {
+  dg_tabledef_t *t = table_or_problem(r);
+  if (t == NULL) return 0;
+  duckdb_connection c = conn_or_problem(r);
+  if (c == NULL) {
+    dg_tabledef_unref(t);
+    return 0;
+  }
+  duckdb_prepared_statement st = NULL;
+  if (prepare_or_problem(r, c, t,
+                         "SELECT row_id, column_name FROM dg.holds WHERE table_name = $1"
+                         " ORDER BY row_id, column_name",
+                         &st) != 0) {
+    dg_tabledef_unref(t);
+    return 0;
+  }
+  duckdb_bind_varchar(st, 1, t->name);
+  duckdb_result res;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    db_failed(r, t->name, "listing holds", duckdb_result_error(&res));
+  } else {
+    dg_buf_t body;
+    dg_buf_init(&body);
+    dg_jsonw_t w;
+    dg_jsonw_init(&w, &body);
+    dg_jsonw_obj(&w);
+    dg_jsonw_key(&w, "holds");
+    dg_jsonw_arr(&w);
+    idx_t n = duckdb_row_count(&res);
+    for (idx_t i = 0; i < n; i++) {
+      char *col = duckdb_value_varchar(&res, 1, i);
+      dg_jsonw_obj(&w);
+      dg_jsonw_key(&w, "row_id");
+      dg_jsonw_id(&w, duckdb_value_int64(&res, 0, i));
+      dg_jsonw_key(&w, "column");
+      dg_jsonw_strn(&w, col ? col : "", col ? strlen(col) : 0);
+      dg_jsonw_end(&w);
+      duckdb_free(col);
+    }
+    dg_jsonw_end(&w);
+    dg_jsonw_end(&w);
+    dg_reply_buf(r, 200, &body);
+    dg_buf_dispose(&body);
+  }
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  dg_tabledef_unref(t);
+  return 0;
+}
+
 const dg_route_t dg_routes_read[] = {
     {"GET", "/tables", DG_ROLE_READ, tables_list, 0},
     {"GET", "/tables/:table", DG_ROLE_READ, table_get, 0},
     {"GET", "/tables/:table/rows", DG_ROLE_READ, rows_list, 0},
     {"GET", "/tables/:table/rows/:id", DG_ROLE_READ, row_get, 0},
+    {"GET", "/tables/:table/holds", DG_ROLE_READ, holds_list, 0},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0},
 };

@@ -359,6 +359,7 @@ API_ROUTES = [
     ("POST", "/views", "admin"), ("DELETE", "/views/{name}", "admin"),
     ("POST", "/admin/keys", "admin"), ("GET", "/admin/keys", "admin"),
     ("DELETE", "/admin/keys/{id}", "admin"),
+    ("GET", "/", "none"), ("GET", "/app/{file}", "none"), ("GET", "/tables/{t}/holds", "read"),
 ]
 
 
@@ -411,6 +412,7 @@ def concrete(method, template):
     p = re.sub(r"\{(t|table)\}", "walk", p)
     p = re.sub(r"\{(name|view)\}", "walk_v", p)
     p = p.replace("{id}", "2" if method == "DELETE" else "3")
+    p = p.replace("/app/{file}", "/app/app.js")
     p = p.replace("{file}", "swagger-initializer.js")
     return p
 
