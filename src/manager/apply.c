@@ -198,6 +198,7 @@ typedef struct {
   json_t *inserted;     /* {table: [ids]} */
   json_t *deleted;
   json_t *moved;        /* [{"table","row_id","from","to"}] */
+  size_t nchanges;      /* cell changes written to w */
 } effects_t;
 
 static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
@@ -303,6 +304,7 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
         dg_buf_puts(out, ",\"new\":");
         put_dec(out, c->new_value, cd->scale);
         dg_buf_putc(out, '}');
+        e->nchanges++;
         hist_add_num(m, e->req, t->tag, c->row_id, col_index(t, cd), !is_new, c->old_value, c->new_value);
         break;
       }
@@ -326,6 +328,7 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
         if (ns) dg_jsonw_strn(e->w, ns, nl);
         else dg_jsonw_null(e->w);
         dg_jsonw_end(e->w);
+        e->nchanges++;
         hist_add(m, e->req, t->tag, c->row_id, col_index(t, cd), os ? dg_strndup(os, ol) : NULL,
                  ns ? dg_strndup(ns, nl) : NULL);
         break;
@@ -882,7 +885,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   cw.depth = 1; /* inside the changes array */
   cw.first[1] = 1;
 
-  effects_t e = {m, ri, &cw, json_object(), json_object(), json_array()};
+  effects_t e = {m, ri, &cw, json_object(), json_object(), json_array(), 0};
   failure_t f = {0, ""};
   marks_t mk;
   memset(&mk, 0, sizeof mk);
@@ -980,6 +983,9 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     rc = fail(&f, 400, "unknown op '%.40s'", op);
   }
 
+  if (rc == 0 && m->request_changes_max > 0 && e.nchanges > m->request_changes_max)
+    rc = fail(&f, 400, "the request would change %zu cells, more than the %zu allowed (DUCKGRID_REQUEST_CHANGES_MAX)",
+              e.nchanges, m->request_changes_max);
   marks_end(&mk, rc == 0);
   req->rejected = rc != 0;
   if (rc != 0) {
@@ -1028,10 +1034,21 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
       dg_buf_append(&m->json, extra.data + (extra.data[0] == ',' ? 1 : 0),
                     extra.len - (extra.data[0] == ',' ? 1 : 0));
     }
-    dg_jsonw_key(&w, "changes");
-    dg_buf_putc(&m->json, '[');
-    if (chg.len) dg_buf_append(&m->json, chg.data, chg.len);
-    dg_buf_putc(&m->json, ']');
+    if (m->outcome_changes_max > 0 && e.nchanges > m->outcome_changes_max) {
+      /* A compact outcome (API v1.1): the full list is paged from the
+       * audit log, GET /updates/{update_id}/changes. */
+      dg_jsonw_key(&w, "changes_total");
+      dg_jsonw_int(&w, (int64_t)e.nchanges);
+      dg_jsonw_key(&w, "changes_truncated");
+      dg_jsonw_raw(&w, "true", 4);
+      dg_jsonw_key(&w, "changes");
+      dg_jsonw_raw(&w, "[]", 2);
+    } else {
+      dg_jsonw_key(&w, "changes");
+      dg_buf_putc(&m->json, '[');
+      if (chg.len) dg_buf_append(&m->json, chg.data, chg.len);
+      dg_buf_putc(&m->json, ']');
+    }
   }
   dg_jsonw_end(&w);
   req->res = dg_strndup(m->json.data, m->json.len);

@@ -138,6 +138,8 @@ struct dg_manager_s {
   size_t persist_max;            /* or once this many requests wait           */
   size_t tail_max;               /* stop reading request_duck above this tail */
   int64_t idem_window_ms;        /* a request_id repeats within this stream time */
+  size_t outcome_changes_max;    /* an outcome lists at most this many changes */
+  size_t request_changes_max;    /* a request changing more cells is 400       */
   dg_redis_xid_t res_top;        /* newest entry of response_duck we know of  */
   int res_top_known;
   mpend_t *pend;                 /* the unpersisted tail                      */

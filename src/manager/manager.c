@@ -988,6 +988,10 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   m->tail_max = (size_t)env_long("DUCKGRID_TAIL_MAX", TAIL_MAX_DEFAULT, 1, 100000000);
   m->idem_window_ms = (int64_t)env_long("DUCKGRID_IDEMPOTENCY_WINDOW_MS", (long)IDEM_WINDOW_MS_DEFAULT, 1000,
                                         366L * 24 * 3600 * 1000);
+  /* API v1.1: outcomes list at most 10,000 changes (a larger one is paged
+   * from the audit log); a request may change at most 5,000,000 cells. */
+  m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
+  m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
   m->changes = dg_changes_create();
   dg_buf_init(&m->json);
   pthread_mutex_init(&m->state_lock, NULL);

@@ -219,3 +219,41 @@ def test_idempotency_is_per_caller(server):
     assert a.json()["update_id"] != b.json()["update_id"]          # another caller: another request
     assert a2.json()["update_id"] == a.json()["update_id"]         # the same caller: the first outcome
     assert server.get("/tables/ic/rows/1").json()["v"] == 2
+
+
+def test_compact_outcome_and_paged_changes(make_server):
+    s = make_server(env={"DUCKGRID_OUTCOME_CHANGES_MAX": "50", "DUCKGRID_REQUEST_CHANGES_MAX": "250"}).start()
+    assert s.post("/tables", {"name": "big", "columns": COLS}).status_code == 201
+    rows = [{"id": 1}] + [{"id": 100 + i, "parent_id": 1, "v": 1} for i in range(120)]
+    assert s.post("/tables/big/rows", {"rows": rows}).status_code == 201
+    r = s.post("/update_cell", {"table": "big", "row_id": 1, "column": "v", "value": 240})
+    assert r.status_code == 200, r.text
+    o = r.json()
+    assert o["changes"] == [] and o["changes_truncated"] is True and o["changes_total"] == 121
+    got, off = [], 0
+    while off is not None:
+        p = s.get(f"/updates/{o['update_id']}/changes?offset={off}&limit=40")
+        assert p.status_code == 200, p.text
+        body = p.json()
+        assert body["changes_total"] == 121
+        got += body["changes"]
+        off = body["next"]
+    assert len(got) == 121
+    assert [c["row_id"] for c in got] == sorted(c["row_id"] for c in got)
+    assert all(c["new"] == 2 and c["old"] == 1 for c in got if c["row_id"] != 1)
+    assert [c for c in got if c["row_id"] == 1] == [{"table": "big", "row_id": 1, "column": "v",
+                                                      "old": 120, "new": 240}]
+    # small outcomes list their changes as before
+    r = s.post("/update_cell", {"table": "big", "row_id": 100, "column": "v", "value": 3})
+    assert len(r.json()["changes"]) == 2 and "changes_truncated" not in r.json()
+    assert s.get("/updates/banana/changes").status_code == 400
+    assert s.get("/updates/1-0/changes").status_code == 404
+    # over the request cap: 400, nothing applied
+    for k in range(2):                               # ~200 changes each, under the cap
+        more = [{"id": 1000 + k * 100 + i, "parent_id": 1, "v": 1} for i in range(100)]
+        assert s.post("/tables/big/rows", {"rows": more}).status_code == 201
+    before = s.get("/tables/big/rows/1").json()["v"]
+    r = s.post("/update_cell", {"table": "big", "row_id": 1, "column": "v", "value": 1})
+    assert r.status_code == 400, r.text
+    assert "DUCKGRID_REQUEST_CHANGES_MAX" in r.json()["detail"]
+    assert s.get("/tables/big/rows/1").json()["v"] == before
