@@ -1,12 +1,12 @@
 /*
  * reader.c -- follows response_duck for this process (see reader.h).
  *
- * Start position: on its first connection the reader takes the stream's
- * newest id, *then* reloads the catalog from DuckDB. The manager commits
- * before it publishes, so every outcome at or before that id is already in
- * the snapshot, and outcomes after it are replayed on top in order; replaying
- * one the snapshot already holds is harmless (adding a row twice, dropping a
- * table already gone).
+ * Start position: on its first connection the reader takes DuckDB's
+ * dg.applied (or the stream's newest id, if older), *then* reloads the
+ * catalog from DuckDB. DuckDB is written behind the stream, so every
+ * outcome at or before dg.applied is in the snapshot, and outcomes after it
+ * are replayed on top in order; replaying one the snapshot already holds is
+ * harmless (adding a row twice, dropping a table already gone).
  *
  * Every entry read goes, in order, into the hub's ring of recent outcomes
  * (before the synchronous waiter is woken), from which GET /get_updates
@@ -233,6 +233,22 @@ static int position(dg_reader_t *rd) {
   if (dg_redis_xid_parse(rd->last_id, strlen(rd->last_id), &start) != 0) return DG_EIO;
   char err[256];
   duckdb_connection c = dg_db_conn(rd->app->db);
+  /* DuckDB is written behind the stream: it holds every outcome up to
+   * dg.applied, not up to the stream's top. Start there (read before the
+   * catalog, so the catalog holds at least that much) and replay what
+   * follows from Redis. */
+  duckdb_result q;
+  if (c != NULL && duckdb_query(c, "SELECT last_id FROM dg.applied", &q) == DuckDBSuccess &&
+      duckdb_row_count(&q) == 1) {
+    char *v = duckdb_value_varchar(&q, 0, 0);
+    dg_redis_xid_t applied;
+    if (v && dg_redis_xid_parse(v, strlen(v), &applied) == 0 && dg_redis_xid_cmp(applied, start) < 0) {
+      start = applied;
+      dg_redis_xid_format(start, rd->last_id, sizeof rd->last_id);
+    }
+    duckdb_free(v);
+  }
+  if (c != NULL) duckdb_destroy_result(&q);
   if (c == NULL || dg_catalog_load(rd->app->catalog, c, err, sizeof err) != 0) {
     dg_log_error("response reader: cannot reload the catalog");
     return DG_EIO;

@@ -856,7 +856,7 @@ static void trim_idem(dg_manager_t *m) {
 
 static int idem_lookup(void *arg, const char *caller, const char *request_id, char *out, size_t cap) {
   dg_manager_t *m = arg;
-  if (!m->leader) return 0;
+  if (atomic_load(&m->app->manager_state) != DG_MANAGER_LEADER) return 0;
   dg_redis_xid_t id;
   pthread_mutex_lock(&m->idem_lock);
   int found = dg__mgr_idem_find(&m->idem, dg__mgr_idem_key(caller, request_id), 0, 0, &id);
