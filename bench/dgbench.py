@@ -79,7 +79,7 @@ def machine():
 
 
 class Redis:
-    """redis-server on loopback with a password, AOF on (everysec), no RDB."""
+    """redis-server on loopback with a password, AOF on (appendfsync always: a write is acknowledged once its outcome is in Redis), no RDB."""
 
     def __init__(self, workdir):
         self.port = free_port()
@@ -96,7 +96,7 @@ class Redis:
         log = open(os.path.join(self.dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             ["redis-server", "-", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", "everysec",
+             "--dir", self.dir, "--appendonly", "yes", "--appendfsync", "always",
              "--save", "", "--daemonize", "no", "--maxclients", "10000"],
             stdin=subprocess.PIPE, stdout=log, stderr=log)
         self.proc.stdin.write(f"requirepass {self.password}\n".encode())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """run.py -- duckgrid's end-to-end benchmark (what `make bench` runs).
 
-Starts its own redis-server (AOF on, appendfsync everysec) and duckgrid on
+Starts its own redis-server (AOF on, appendfsync always) and duckgrid on
 free loopback ports with a fresh database, loads table `bench` (10 roots x
 100 children x 100 leaves = 100,000 leaves, one number column `v`, scale 2)
 through the API, runs the scenarios, stops everything by PID.

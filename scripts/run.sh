@@ -26,7 +26,7 @@ fi
 # The password goes to redis-server through its config on stdin, not argv.
 printf 'requirepass %s\n' "$REDIS_PASS" | redis-server - \
   --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
-  --dir "$PWD/$DATA" --appendonly yes --appendfsync everysec --save '' \
+  --dir "$PWD/$DATA" --appendonly yes --appendfsync always --save '' \
   --daemonize no --logfile "$PWD/$DATA/redis.log" &
 REDIS_PID=$!
 SERVER_PID=

@@ -26,6 +26,7 @@
 #include "dg/log.h"
 #include "dg/manager.h"
 #include "dg/metrics.h"
+#include "dg/progress.h"
 #include "dg/reader.h"
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
@@ -172,6 +173,7 @@ static int cmd_serve(int argc, char **argv) {
   }
   app.catalog = dg_catalog_create();
   app.waiters = dg_waiters_create();
+  app.progress = dg_progress_create();
   if (dg_catalog_load(app.catalog, dg_db_conn(app.db), err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     goto done;
@@ -214,10 +216,12 @@ done:
   /* Stop accepting and finish requests in flight (they may wait for
    * outcomes, so the reader and the manager still run), then the writer. */
   dg_hub_close(app.hub); /* live streams end, so the server can stop */
+  if (app.progress) dg_progress_close(app.progress); /* reads waiting for a flush answer now */
   dg_http_stop(http);
   dg_manager_stop(manager);
   dg_reader_stop(reader);
   dg_waiters_destroy(app.waiters);
+  dg_progress_destroy(app.progress);
   dg_catalog_destroy(app.catalog);
   dg_ratelimit_destroy(app.ratelimit);
   dg_hub_destroy(app.hub);

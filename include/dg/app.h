@@ -19,6 +19,7 @@ struct dg_jwt_s;
 struct dg_ratelimit_s;
 struct dg_hub_s;
 struct dg_metrics_s;
+struct dg_progress_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -44,6 +45,21 @@ typedef struct dg_app_s {
   atomic_int manager_state;         /* dg_manager_state_t                */
   atomic_long lag;                  /* requests waiting for the manager  */
   atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
+  struct dg_progress_s *progress;   /* published / persisted update ids  */
+  atomic_int manager_broken;        /* DuckDB kept failing: not leading  */
+  /* Set by the response reader before the manager starts: the manager
+   * hands each outcome it has just published (prev: the entry before it
+   * in response_duck) to the reader's pipeline -- catalog, ring, waiters,
+   * live clients -- without the round trip through Redis; feed_done ends
+   * a batch. Called from the manager thread only. */
+  void (*feed)(void *arg, const char *prev, const char *id, const char *res, size_t len);
+  void (*feed_done)(void *arg);
+  void *feed_arg;
+  /* Set by the manager: the update id of the first request of (caller,
+   * request_id) within the idempotency window, applied in this process
+   * (persisted or not). 1 found (id in out), 0 not. Any thread. */
+  int (*idem_lookup)(void *arg, const char *caller, const char *request_id, char *out, size_t cap);
+  void *idem_arg;
 } dg_app_t;
 
 /**

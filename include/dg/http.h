@@ -86,6 +86,13 @@ extern const dg_route_t dg_routes_ws[];      /* ws.c: GET /ws (WebSocket)     */
  *  validation, queueing and answers. r->body must be set. */
 int dg_write_update_cell(dg_req_t *r);
 
+/**
+ * For every read from DuckDB (consistency.c): waits until the read reflects
+ * every write answered before it arrived and ?min_update=, and sets
+ * X-Duckgrid-Applied. 0 to go on, or nonzero with 400/504 answered.
+ */
+int dg_read_consistent_or_problem(dg_req_t *r);
+
 /** Every route, flattened in dispatch order, into out[0..cap); returns the count. */
 size_t dg_http_routes_flat(const dg_route_t **out, size_t cap);
 extern const dg_route_t dg_routes_docs[];    /* docs.c: /openapi.json, /docs  */

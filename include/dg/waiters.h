@@ -1,10 +1,11 @@
 /*
  * waiters.h -- synchronous writes waiting for their outcome.
  *
- * A request thread registers its request_id *before* it XADDs the request,
- * then sleeps; the response reader delivers each outcome it reads from
- * response_duck to every waiter registered under that request_id (a repeated
- * request_id in flight gets the same, first, outcome). Registering first
+ * A request thread registers its (user, request_id) *before* it XADDs the
+ * request, then sleeps; the response reader (or the manager of this
+ * process, through the reader's feed) delivers each outcome to every waiter
+ * registered under that key (a repeated request_id in flight gets the same,
+ * first, outcome). Registering first
  * closes the race where the outcome arrives before the wait starts.
  */
 #ifndef DG_WAITERS_H
@@ -14,7 +15,7 @@
 #include <stddef.h>
 
 typedef struct dg_waiter_s {
-  char request_id[160];       /* what it waits for                          */
+  char request_id[256];       /* what it waits for: dg_waiters_key()        */
   pthread_cond_t cond;        /* signalled on delivery                      */
   char *res;                  /* the outcome JSON once delivered (owned)     */
   size_t res_len;
@@ -34,6 +35,9 @@ int dg_waiters_wait(dg_waiters_t *ws, dg_waiter_t *w, int timeout_ms);
 void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w);
 /** Hands a copy of res to every waiter of request_id; returns how many. */
 int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res, size_t len);
+/** The key a request waits under: its user and request_id (a request_id
+ *  is scoped to its caller). Cut to cap. */
+void dg_waiters_key(char *out, size_t cap, const char *user, const char *request_id);
 /** Wakes every waiter with no outcome (shutdown): they time out at once. */
 void dg_waiters_wake_all(dg_waiters_t *ws);
 

@@ -1,16 +1,22 @@
 /*
  * reader.c -- follows response_duck for this process (see reader.h).
  *
- * Start position: on its first connection the reader takes the stream's
- * newest id, *then* reloads the catalog from DuckDB. The manager commits
- * before it publishes, so every outcome at or before that id is already in
- * the snapshot, and outcomes after it are replayed on top in order; replaying
- * one the snapshot already holds is harmless (adding a row twice, dropping a
- * table already gone).
+ * Start position: on its first connection the reader takes DuckDB's
+ * dg.applied (or the stream's newest id, if older), *then* reloads the
+ * catalog from DuckDB. DuckDB is written behind the stream, so every
+ * outcome at or before dg.applied is in the snapshot, and outcomes after it
+ * are replayed on top in order; replaying one the snapshot already holds is
+ * harmless (adding a row twice, dropping a table already gone).
  *
  * Every entry read goes, in order, into the hub's ring of recent outcomes
  * (before the synchronous waiter is woken), from which GET /get_updates
  * answers and on which its long polls wait; see updates.c.
+ *
+ * The manager of this process feeds its own outcomes straight into the
+ * same pipeline (app->feed) as soon as they are in Redis, when the reader
+ * has handled everything before them; the reader then skips them. So a
+ * synchronous write is answered without the round trip through XREAD, and
+ * still after the catalog and the ring have it.
  */
 #include "dg/reader.h"
 
@@ -40,6 +46,14 @@ struct dg_reader_s {
   char last_id[DG_REDIS_XID_BUFSZ];
   int positioned;
   uint64_t connects_seen; /* Redis connects already counted in metrics */
+  /* The pipeline (handle) is fed by this thread from Redis and by the
+   * manager of this process with what it has just published; feed_lock
+   * serialises the two and `fed` is the last entry handled, so each
+   * entry goes through once, in stream order, with no gap. */
+  pthread_mutex_t feed_lock;
+  dg_redis_xid_t fed;
+  int fed_valid;
+  size_t fed_by_manager; /* entries since the last dg_ring_notify */
 };
 
 struct dg_tabledef_s *dg_tabledef_from_json(const void *obj) {
@@ -191,7 +205,14 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
       dg_ring_append(app->hub, xid, NULL, 0, NULL, 0);
     }
   }
-  if (str_member(res, len, "request_id", rid, sizeof rid)) dg_waiters_deliver(app->waiters, rid, res, len);
+  if (str_member(res, len, "request_id", rid, sizeof rid)) {
+    /* Waiters wait under (user, request_id): a request_id is scoped to its
+     * caller (API v1.1). */
+    char user[80] = "", key[sizeof user + sizeof rid + 1];
+    str_member(res, len, "user", user, sizeof user);
+    dg_waiters_key(key, sizeof key, user, rid);
+    dg_waiters_deliver(app->waiters, key, res, len);
+  }
   if (dg_hub_count(app->hub) > 0) dg_hub_publish(app->hub, id, res, len, tables, nt);
   dg_free(tables);
   json_decref(changes);
@@ -212,13 +233,33 @@ static int position(dg_reader_t *rd) {
   if (dg_redis_xid_parse(rd->last_id, strlen(rd->last_id), &start) != 0) return DG_EIO;
   char err[256];
   duckdb_connection c = dg_db_conn(rd->app->db);
+  /* DuckDB is written behind the stream: it holds every outcome up to
+   * dg.applied, not up to the stream's top. Start there (read before the
+   * catalog, so the catalog holds at least that much) and replay what
+   * follows from Redis. */
+  duckdb_result q;
+  if (c != NULL && duckdb_query(c, "SELECT last_id FROM dg.applied", &q) == DuckDBSuccess &&
+      duckdb_row_count(&q) == 1) {
+    char *v = duckdb_value_varchar(&q, 0, 0);
+    dg_redis_xid_t applied;
+    if (v && dg_redis_xid_parse(v, strlen(v), &applied) == 0 && dg_redis_xid_cmp(applied, start) < 0) {
+      start = applied;
+      dg_redis_xid_format(start, rd->last_id, sizeof rd->last_id);
+    }
+    duckdb_free(v);
+  }
+  if (c != NULL) duckdb_destroy_result(&q);
   if (c == NULL || dg_catalog_load(rd->app->catalog, c, err, sizeof err) != 0) {
     dg_log_error("response reader: cannot reload the catalog");
     return DG_EIO;
   }
   /* The ring covers the stream from here on: the reader reads every entry
    * after start, in order, and appends each. */
+  pthread_mutex_lock(&rd->feed_lock);
   dg_ring_reset(rd->app->hub, start);
+  rd->fed = start;
+  rd->fed_valid = 1;
+  pthread_mutex_unlock(&rd->feed_lock);
   rd->positioned = 1;
   return 0;
 }
@@ -252,14 +293,17 @@ static void *run(void *arg) {
         got++;
         dg_redis_str_t v;
         snprintf(rd->last_id, sizeof rd->last_id, "%.*s", (int)e.id.len, e.id.ptr);
-        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) {
-          handle(rd, rd->last_id, v.ptr, v.len);
-        } else {
-          /* Kept in the ring all the same, so cursors move past it. */
-          dg_redis_xid_t xid;
-          if (dg_redis_xid_parse(e.id.ptr, e.id.len, &xid) == 0)
-            dg_ring_append(rd->app->hub, xid, NULL, 0, NULL, 0);
+        dg_redis_xid_t xid;
+        if (dg_redis_xid_parse(e.id.ptr, e.id.len, &xid) != 0) continue;
+        pthread_mutex_lock(&rd->feed_lock);
+        /* The manager may have handed it over already. */
+        if (!rd->fed_valid || dg_redis_xid_cmp(xid, rd->fed) > 0) {
+          if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) handle(rd, rd->last_id, v.ptr, v.len);
+          else dg_ring_append(rd->app->hub, xid, NULL, 0, NULL, 0); /* kept so cursors move past it */
+          rd->fed = xid;
+          rd->fed_valid = 1;
         }
+        pthread_mutex_unlock(&rd->feed_lock);
       }
       /* One wake-up per batch for every waiting long poll. */
       if (got > 0) dg_ring_notify(rd->app->hub);
@@ -270,6 +314,33 @@ static void *run(void *arg) {
     freeReplyObject(rep);
   }
   return NULL;
+}
+
+/* From the manager (app->feed): an outcome it has just published. It goes
+ * through the pipeline now if it is the entry right after the last one
+ * handled; otherwise this thread has not read that far and will handle it
+ * from Redis in its turn. */
+static void feed(void *arg, const char *prev, const char *id, const char *res, size_t len) {
+  dg_reader_t *rd = arg;
+  dg_redis_xid_t p, x;
+  if (dg_redis_xid_parse(id, strlen(id), &x) != 0) return;
+  int have_prev = prev[0] && dg_redis_xid_parse(prev, strlen(prev), &p) == 0;
+  pthread_mutex_lock(&rd->feed_lock);
+  if (have_prev && rd->fed_valid && dg_redis_xid_cmp(rd->fed, p) == 0) {
+    handle(rd, id, res, len);
+    rd->fed = x;
+    rd->fed_by_manager++;
+  }
+  pthread_mutex_unlock(&rd->feed_lock);
+}
+
+static void feed_done(void *arg) {
+  dg_reader_t *rd = arg;
+  pthread_mutex_lock(&rd->feed_lock);
+  size_t n = rd->fed_by_manager;
+  rd->fed_by_manager = 0;
+  pthread_mutex_unlock(&rd->feed_lock);
+  if (n) dg_ring_notify(rd->app->hub);
 }
 
 int dg_reader_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
@@ -283,6 +354,10 @@ int dg_reader_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opt
     return rc;
   }
   (void)READ_COUNT;
+  pthread_mutex_init(&rd->feed_lock, NULL);
+  app->feed = feed;
+  app->feed_done = feed_done;
+  app->feed_arg = rd;
   if (pthread_create(&rd->thread, NULL, run, rd) != 0) {
     dg_redis_destroy(rd->conn);
     dg_free(rd);
@@ -296,6 +371,9 @@ void dg_reader_stop(dg_reader_t *rd) {
   if (rd == NULL) return;
   atomic_store(&rd->stop, 1);
   pthread_join(rd->thread, NULL);
+  rd->app->feed = NULL;
+  rd->app->feed_done = NULL;
+  pthread_mutex_destroy(&rd->feed_lock);
   dg_redis_destroy(rd->conn);
   dg_free(rd);
 }

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -96,6 +97,10 @@ int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res
   }
   pthread_mutex_unlock(&ws->lock);
   return n;
+}
+
+void dg_waiters_key(char *out, size_t cap, const char *user, const char *request_id) {
+  snprintf(out, cap, "%s\x1f%s", user ? user : "", request_id ? request_id : "");
 }
 
 void dg_waiters_wake_all(dg_waiters_t *ws) {

@@ -24,6 +24,8 @@ static int health_get(dg_req_t *r) {
   int redis_ok = dg_redis_ping(c) == 0;
   dg_redis_pool_put(app->redis, c);
   int duck_ok = dg_db_ping(app->db) == 0;
+  /* DuckDB answers but keeps failing to persist: the manager stood down. */
+  if (atomic_load(&app->manager_broken)) duck_ok = 0;
   int ok = redis_ok && duck_ok && !atomic_load(&app->stopping);
   json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:I}", "status", ok ? "ok" : "degraded", "redis",
                            redis_ok ? "ok" : "down", "duckdb", duck_ok ? "ok" : "down", "manager",

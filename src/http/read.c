@@ -161,6 +161,7 @@ static void write_table(dg_jsonw_t *w, const dg_tabledef_t *t, int64_t row_count
 }
 
 static int tables_list(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   duckdb_connection c = conn_or_problem(r);
   if (c == NULL) return 0;
   size_t n = 0;
@@ -189,6 +190,7 @@ static int tables_list(dg_req_t *r) {
 }
 
 static int table_get(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   dg_tabledef_t *t = table_or_problem(r);
   if (t == NULL) return 0;
   duckdb_connection c = conn_or_problem(r);
@@ -334,6 +336,7 @@ static int prepare_or_problem(dg_req_t *r, duckdb_connection c, const dg_tablede
 }
 
 static int rows_list(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   const char *parent_s = dg_query(r, "parent_id");
   const char *after_s = dg_query(r, "after");
   const char *children_s = dg_query(r, "children");
@@ -444,6 +447,7 @@ out:
 }
 
 static int row_get(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   int64_t id;
   dg_tabledef_t *t = table_or_problem(r);
   if (t == NULL) return 0;

@@ -99,6 +99,7 @@
 #include "dg/hub.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
+#include "dg/progress.h"
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
 
@@ -646,7 +647,138 @@ static int get_updates(dg_req_t *r) {
   return 0;
 }
 
+
+/* ======================================================================= */
+/* GET /updates/{update_id}/changes: a compact outcome's full list           */
+/* ======================================================================= */
+
+/* Changes per page unless the client asks otherwise, and at most. */
+#define CHANGES_LIMIT_DEFAULT 1000
+#define CHANGES_LIMIT_MAX 10000
+/* How long it waits for DuckDB to hold the update (it is written behind). */
+#define CHANGES_WAIT_MS 5000
+
+/* The cell changes of one update from the audit log, in (table, row_id,
+ * column) order, a page at a time: {"update_id","changes":[…],
+ * "changes_total":N,"next":offset|null}. Row records (insert, delete, move)
+ * and holds are not cell changes and are left out, as in outcomes. */
+static int update_changes(dg_req_t *r) {
+  dg_app_t *app = r->app;
+  dg_redis_xid_t id;
+  const char *uid = r->params[0];
+  if (uid == NULL || dg_redis_xid_parse(uid, strlen(uid), &id) != 0) {
+    dg_problem(r, 400, NULL, "'%.60s' is not an update id", uid ? uid : "");
+    return 0;
+  }
+  int64_t offset = 0, limit = CHANGES_LIMIT_DEFAULT;
+  const char *s = dg_query(r, "offset");
+  if (s && parse_bounded(s, INT32_MAX, &offset) != 0) {
+    dg_problem(r, 400, NULL, "offset must be a non-negative integer");
+    return 0;
+  }
+  s = dg_query(r, "limit");
+  if (s && (parse_bounded(s, CHANGES_LIMIT_MAX, &limit) != 0 || limit < 1)) {
+    dg_problem(r, 400, NULL, "limit must be an integer from 1 to %d", CHANGES_LIMIT_MAX);
+    return 0;
+  }
+  dg_redis_xid_t reached;
+  if (app->progress) dg_progress_wait(app->progress, id, CHANGES_WAIT_MS, &reached);
+  duckdb_connection c = dg_db_conn(app->db);
+  if (c == NULL) {
+    dg_problem(r, 503, NULL, "the database is unavailable");
+    return 0;
+  }
+  static const char *const where =
+      " FROM dg.cell_log l JOIN dg.audit_cols c ON c.id = l.col"
+      " WHERE l.ms = $1 AND l.seq = $2 AND c.column_name IS NOT NULL"
+      " AND NOT (l.old_num IS NULL AND l.new_num IS NULL AND coalesce(l.old_text, '') IN ('held', 'free')"
+      " AND coalesce(l.new_text, '') IN ('held', 'free') AND c.scale > 0)";
+  char sql[1024];
+  duckdb_prepared_statement st = NULL, cnt = NULL;
+  duckdb_result res, total;
+  memset(&res, 0, sizeof res);
+  memset(&total, 0, sizeof total);
+  snprintf(sql, sizeof sql,
+           "SELECT c.table_name, l.row_id, c.column_name, l.old_num, l.new_num, l.old_text, l.new_text, c.scale%s"
+           " ORDER BY c.table_name, l.row_id, c.column_name LIMIT $3 OFFSET $4",
+           where);
+  char csql[768];
+  snprintf(csql, sizeof csql, "SELECT count(*)%s", where);
+  int ok = duckdb_prepare(c, sql, &st) == DuckDBSuccess && duckdb_prepare(c, csql, &cnt) == DuckDBSuccess;
+  if (ok) {
+    duckdb_bind_int64(st, 1, (int64_t)id.ms);
+    duckdb_bind_int64(st, 2, (int64_t)id.seq);
+    duckdb_bind_int64(st, 3, limit);
+    duckdb_bind_int64(st, 4, offset);
+    duckdb_bind_int64(cnt, 1, (int64_t)id.ms);
+    duckdb_bind_int64(cnt, 2, (int64_t)id.seq);
+    ok = duckdb_execute_prepared(cnt, &total) == DuckDBSuccess && duckdb_execute_prepared(st, &res) == DuckDBSuccess;
+  }
+  if (!ok) {
+    dg_problem(r, 503, NULL, "the audit log cannot be read");
+  } else {
+    int64_t n_total = duckdb_value_int64(&total, 0, 0);
+    idx_t n = duckdb_row_count(&res);
+    if (n_total == 0) {
+      dg_problem(r, 404, NULL, "update %s has no cell changes on this node", uid);
+    } else {
+      dg_buf_t buf;
+      dg_buf_init(&buf);
+      dg_jsonw_t w;
+      dg_jsonw_init(&w, &buf);
+      dg_jsonw_obj(&w);
+      dg_jsonw_key(&w, "update_id");
+      dg_jsonw_str(&w, uid);
+      dg_jsonw_key(&w, "changes");
+      dg_jsonw_arr(&w);
+      for (idx_t i = 0; i < n; i++) {
+        char *tn = duckdb_value_varchar(&res, 0, i), *cn = duckdb_value_varchar(&res, 2, i);
+        int scale = duckdb_value_int32(&res, 7, i);
+        dg_jsonw_obj(&w);
+        dg_jsonw_key(&w, "table");
+        dg_jsonw_str(&w, tn ? tn : "");
+        dg_jsonw_key(&w, "row_id");
+        dg_jsonw_id(&w, duckdb_value_int64(&res, 1, i));
+        dg_jsonw_key(&w, "column");
+        dg_jsonw_str(&w, cn ? cn : "");
+        int numeric = !duckdb_value_is_null(&res, 4, i);
+        for (int k = 0; k < 2; k++) {
+          dg_jsonw_key(&w, k ? "new" : "old");
+          idx_t col = numeric ? (idx_t)(3 + k) : (idx_t)(5 + k);
+          if (duckdb_value_is_null(&res, col, i)) {
+            dg_jsonw_null(&w);
+          } else if (numeric) {
+            dg_jsonw_dec(&w, duckdb_value_int64(&res, col, i), scale);
+          } else {
+            char *t = duckdb_value_varchar(&res, col, i);
+            dg_jsonw_str(&w, t ? t : "");
+            duckdb_free(t);
+          }
+        }
+        dg_jsonw_end(&w);
+        duckdb_free(tn);
+        duckdb_free(cn);
+      }
+      dg_jsonw_end(&w);
+      dg_jsonw_key(&w, "changes_total");
+      dg_jsonw_int(&w, n_total);
+      dg_jsonw_key(&w, "next");
+      if (offset + (int64_t)n < n_total) dg_jsonw_int(&w, offset + (int64_t)n);
+      else dg_jsonw_null(&w);
+      dg_jsonw_end(&w);
+      dg_reply_buf(r, 200, &buf);
+      dg_buf_dispose(&buf);
+    }
+  }
+  duckdb_destroy_result(&res);
+  duckdb_destroy_result(&total);
+  if (st) duckdb_destroy_prepare(&st);
+  if (cnt) duckdb_destroy_prepare(&cnt);
+  return 0;
+}
+
 const dg_route_t dg_routes_updates[] = {
     {"GET", "/get_updates", DG_ROLE_READ, get_updates, 0},
+    {"GET", "/updates/:update_id/changes", DG_ROLE_READ, update_changes, 0},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0},
 };

@@ -258,6 +258,7 @@ static void put_value(dg_jsonw_t *w, const vcol_t *col, idx_t i) {
 /* ======================================================================= */
 
 static int views_list(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   duckdb_connection c = conn_or_problem(r);
   if (c == NULL) return 0;
   duckdb_result res;
@@ -414,6 +415,7 @@ static int read_view_or_problem(dg_req_t *r, duckdb_connection c, const char *na
 }
 
 static int view_get(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   const char *name = r->params[0];
   int64_t limit, offset;
   if (!dg_name_valid(name)) {

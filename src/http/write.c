@@ -25,7 +25,9 @@
 #include "dg/http.h"
 #include "dg/idset.h"
 #include "dg/jsonw.h"
+#include "dg/hub.h"
 #include "dg/log.h"
+#include "dg/progress.h"
 #include "dg/redis_pool.h"
 #include "dg/views.h"
 #include "dg/waiters.h"
@@ -104,8 +106,16 @@ static int row_id_str(const char *s, int64_t *out) {
 
 /* ---- request building ------------------------------------------------------ */
 
+/* Who scopes a request_id (API v1.1): the key's id, or the JWT's sub. */
+static void caller_of(const dg_req_t *r, char *out, size_t cap) {
+  if (r->who.key_id > 0) snprintf(out, cap, "key:%lld", (long long)r->who.key_id);
+  else snprintf(out, cap, "jwt:%s", r->who.user);
+}
+
 static json_t *base_request(dg_req_t *r, const char *op) {
-  return json_pack("{s:s,s:s}", "op", op, "user", r->who.user);
+  char caller[96];
+  caller_of(r, caller, sizeof caller);
+  return json_pack("{s:s,s:s,s:s}", "op", op, "user", r->who.user, "caller", caller);
 }
 
 /* Finds or makes the request_id: the body's "request_id", else the query's
@@ -150,24 +160,67 @@ static int is_async(const dg_req_t *r) {
   return p && strstr(p, "respond-async") != NULL;
 }
 
-/* The stored outcome of an earlier request with this id, if any (owned). */
-static char *stored_outcome(dg_app_t *app, const char *request_id) {
+/* The update id of the first request of (caller, request_id), from the
+ * manager of this process (persisted or not) or from DuckDB's dg.idem
+ * (persisted). 1 found, 0 not. */
+static int first_update_of(dg_app_t *app, const char *caller, const char *request_id, char *out, size_t cap,
+                           int *from_manager) {
+  *from_manager = 0;
+  if (app->idem_lookup && app->idem_lookup(app->idem_arg, caller, request_id, out, cap)) {
+    *from_manager = 1;
+    return 1;
+  }
   duckdb_connection c = dg_db_conn(app->db);
   duckdb_prepared_statement st;
-  char *res = NULL;
-  if (c == NULL) return NULL;
-  if (duckdb_prepare(c, "SELECT res FROM dg.outcomes WHERE request_id = $1 LIMIT 1", &st) ==
-      DuckDBSuccess) {
-    duckdb_bind_varchar(st, 1, request_id);
+  int found = 0;
+  if (c == NULL) return 0;
+  if (duckdb_prepare(c, "SELECT ms, seq FROM dg.idem WHERE caller = $1 AND request_id = $2 ORDER BY ms, seq LIMIT 1",
+                     &st) == DuckDBSuccess) {
+    duckdb_bind_varchar(st, 1, caller);
+    duckdb_bind_varchar(st, 2, request_id);
     duckdb_result q;
     if (duckdb_execute_prepared(st, &q) == DuckDBSuccess && duckdb_row_count(&q) == 1) {
-      char *v = duckdb_value_varchar(&q, 0, 0);
-      if (v) res = dg_strdup(v);
-      duckdb_free(v);
+      dg_redis_xid_t x = {(uint64_t)duckdb_value_int64(&q, 0, 0), (uint64_t)duckdb_value_int64(&q, 1, 0)};
+      dg_redis_xid_format(x, out, cap);
+      found = 1;
     }
     duckdb_destroy_result(&q);
   }
   duckdb_destroy_prepare(&st);
+  return found;
+}
+
+/* The outcome published under update id `uid` (owned, *len set): from the
+ * hub's ring, else from response_duck. NULL when neither has it. */
+static char *outcome_by_id(dg_app_t *app, const char *uid, size_t *len) {
+  dg_redis_xid_t x;
+  if (dg_redis_xid_parse(uid, strlen(uid), &x) != 0) return NULL;
+  dg_redis_xid_t before = x.seq > 0 ? (dg_redis_xid_t){x.ms, x.seq - 1} : (dg_redis_xid_t){x.ms - 1, UINT64_MAX};
+  const dg_event_t *ev[1];
+  dg_ring_read_t rd = {before, NULL, 1, 1, 1, 0, 0, ev};
+  char *res = NULL;
+  if (x.ms > 0 && dg_ring_read(app->hub, &rd, NULL) == DG_RING_COVERED && rd.matched == 1 &&
+      strcmp(ev[0]->id, uid) == 0) {
+    res = dg_strndup(ev[0]->res, ev[0]->len);
+    *len = ev[0]->len;
+  }
+  dg_ring_release(ev, rd.matched);
+  if (res) return res;
+  const char *argv[] = {"XRANGE", app->res_stream, uid, uid};
+  dg_redis_t *c = dg_redis_pool_get(app->redis);
+  redisReply *rep = NULL;
+  if (dg_redis_command(c, 4, argv, NULL, &rep) == 0) {
+    dg_redis_xiter_t it;
+    dg_redis_xentry_t e;
+    dg_redis_str_t v;
+    if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e) &&
+        dg_redis_xentry_get(&e, "res", 3, &v) == 0) {
+      res = dg_strndup(v.ptr, v.len);
+      *len = v.len;
+    }
+    freeReplyObject(rep);
+  }
+  dg_redis_pool_put(app->redis, c);
   return res;
 }
 
@@ -237,23 +290,37 @@ static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t
   dg_buf_dispose(&out);
 }
 
-/* Answers from the stored outcome when the client's request_id is known:
- * a retry gets the first outcome, before any validation against the state
- * its own first attempt made. Returns 1 when it answered. */
+enum { REPLAY_NONE = 0, REPLAY_ANSWERED = 1, REPLAY_IN_FLIGHT = 2 };
+
+/* Answers with the first outcome when the client's request_id is known for
+ * this caller: a retry gets it before any validation against the state its
+ * own first attempt made. REPLAY_IN_FLIGHT: the manager has applied the
+ * first request and not yet published it; its outcome will come to a
+ * waiter registered under the key. */
 static int replay_known(dg_req_t *r, const char *rid, reply_kind_t kind) {
-  char *prior = stored_outcome(r->app, rid);
-  if (prior == NULL) return 0;
-  if (is_async(r)) {
-    json_t *body = json_loadb(prior, strlen(prior), 0, NULL);
-    json_t *q = json_pack("{s:s,s:O?,s:s}", "request_id", rid, "stream_id",
-                          json_object_get(body, "stream_id"), "status", "duplicate");
-    json_decref(body);
-    dg_reply_json(r, 202, q);
+  dg_app_t *app = r->app;
+  char caller[96], uid[DG_REDIS_XID_BUFSZ];
+  int from_manager;
+  caller_of(r, caller, sizeof caller);
+  if (!first_update_of(app, caller, rid, uid, sizeof uid, &from_manager)) return REPLAY_NONE;
+  size_t len = 0;
+  char *prior = outcome_by_id(app, uid, &len);
+  if (prior == NULL && from_manager) {
+    dg_redis_xid_t x, published;
+    dg_progress_get(app->progress, &published, NULL);
+    if (dg_redis_xid_parse(uid, strlen(uid), &x) == 0 && dg_redis_xid_cmp(x, published) > 0)
+      return REPLAY_IN_FLIGHT;
+  }
+  if (is_async(r) || prior == NULL) {
+    /* An outcome no longer retained in response_duck still names its update. */
+    json_t *q = json_pack("{s:s,s:s,s:s,s:s}", "request_id", rid, "stream_id", uid, "update_id", uid, "status",
+                          "duplicate");
+    dg_reply_json(r, is_async(r) ? 202 : 200, q);
   } else {
-    reply_outcome(r, prior, strlen(prior), kind);
+    reply_outcome(r, prior, len, kind);
   }
   dg_free(prior);
-  return 1;
+  return REPLAY_ANSWERED;
 }
 
 /* At the top of every write handler: 1 when the request was answered
@@ -265,7 +332,7 @@ static int replayed(dg_req_t *r, reply_kind_t kind) {
     dg_problem(r, 400, NULL, "request_id must be 1..%d printable ASCII characters", MAX_REQUEST_ID);
     return 1;
   }
-  return given && replay_known(r, rid, kind);
+  return given && replay_known(r, rid, kind) == REPLAY_ANSWERED;
 }
 
 /*
@@ -284,14 +351,33 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
   json_object_set_new(req, "request_id", json_string(rid));
   int async = is_async(r);
   dg_waiter_t w;
-  if (!async) dg_waiters_add(app->waiters, &w, rid);
-  /* Again after registering: an outcome stored since the handler's first
+  char key[sizeof w.request_id];
+  dg_waiters_key(key, sizeof key, r->who.user, rid);
+  /* Registered before the look below even for async requests, in case the
+   * first request with this id is in flight. */
+  dg_waiters_add(app->waiters, &w, key);
+  /* Again after registering: a request applied since the handler's first
    * look is found here, and one published after this wakes the waiter. */
-  if (given && replay_known(r, rid, kind)) {
+  int known = given ? replay_known(r, rid, kind) : REPLAY_NONE;
+  if (known == REPLAY_ANSWERED) {
     json_decref(req);
-    if (!async) dg_waiters_remove(app->waiters, &w);
+    dg_waiters_remove(app->waiters, &w);
     return;
   }
+  if (known == REPLAY_IN_FLIGHT) {
+    /* Nothing is queued again: the first request's outcome answers. */
+    json_decref(req);
+    if (dg_waiters_wait(app->waiters, &w, app->cfg->sync_timeout_ms) == 0) {
+      if (async) dg_reply_json(r, 202, json_pack("{s:s,s:s}", "request_id", rid, "status", "duplicate"));
+      else reply_outcome(r, w.res, w.res_len, kind);
+    } else {
+      dg_problem(r, 504, json_pack("{s:s}", "request_id", rid),
+                 "no outcome within %d ms; look for request_id '%s' in get_updates", app->cfg->sync_timeout_ms, rid);
+    }
+    dg_waiters_remove(app->waiters, &w);
+    return;
+  }
+  if (async) dg_waiters_remove(app->waiters, &w);
   char *text = json_dumps(req, JSON_COMPACT);
   json_decref(req);
   const char *argv[] = {"XADD", app->req_stream, "*", "req", text};

@@ -43,26 +43,85 @@ mtable_t *dg__mgr_table(dg_manager_t *m, const char *name) {
   return NULL;
 }
 
-/* Forgets the batch in hand: outcomes, audit records, DDL, touched rows. */
+/* Forgets the batch in hand (its outcomes). Its audit rows, DDL and
+ * touched rows belong to the unpersisted tail now: persist.c takes them. */
 void dg__mgr_batch_clear(dg_manager_t *m) {
   for (size_t i = 0; i < m->nreqs; i++) dg_free(m->reqs[i].res);
   m->nreqs = 0;
-  for (size_t i = 0; i < m->nhist; i++) {
-    dg_free(m->hist[i].old_text);
-    dg_free(m->hist[i].new_text);
+}
+
+/* ---- idempotency ----------------------------------------------------------- */
+
+uint64_t dg__mgr_idem_key(const char *caller, const char *request_id) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a over caller, a separator, the id */
+  for (const char *s = caller; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  h = (h ^ 0x1f) * 1099511628211ULL;
+  for (const char *s = request_id; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h ? h : 1; /* 0 marks an empty slot */
+}
+
+static size_t idem_slot(const midem_t *d, uint64_t key) {
+  size_t i = (size_t)key & (d->cap - 1);
+  while (d->keys[i] != 0 && d->keys[i] != key) i = (i + 1) & (d->cap - 1);
+  return i;
+}
+
+int dg__mgr_idem_find(const midem_t *d, uint64_t key, uint64_t now_ms, int64_t window_ms, dg_redis_xid_t *id) {
+  if (d->cap == 0) return 0;
+  size_t i = idem_slot(d, key);
+  if (d->keys[i] == 0) return 0;
+  /* Stream time, not the wall clock: a replay decides exactly as the first
+   * run did. */
+  if (window_ms > 0 && d->ids[i].ms + (uint64_t)window_ms < now_ms) return 0;
+  *id = d->ids[i];
+  return 1;
+}
+
+static void idem_grow(midem_t *d, size_t cap) {
+  midem_t n = {dg_calloc(cap, sizeof *n.keys), dg_calloc(cap, sizeof *n.ids), cap, 0};
+  for (size_t i = 0; i < d->cap; i++) {
+    if (d->keys[i] == 0) continue;
+    size_t k = idem_slot(&n, d->keys[i]);
+    n.keys[k] = d->keys[i];
+    n.ids[k] = d->ids[i];
+    n.count++;
   }
-  m->nhist = 0;
-  for (size_t i = 0; i < m->nddl; i++) dg_free(m->ddl[i]);
-  m->nddl = 0;
-  for (uint32_t i = 0; i < m->ntables; i++) {
-    mtable_t *t = m->tables[i];
-    if (t == NULL) continue;
-    if (t->touched.count) {
-      dg_idset_dispose(&t->touched);
-      dg_idset_dispose(&t->fresh);
-    }
-  }
-  dg_idset_dispose(&m->batch_seen);
+  dg_free(d->keys);
+  dg_free(d->ids);
+  *d = n;
+}
+
+void dg__mgr_idem_add(midem_t *d, uint64_t key, dg_redis_xid_t id) {
+  if ((d->count + 1) * 2 > d->cap) idem_grow(d, d->cap ? d->cap * 2 : 1024);
+  size_t i = idem_slot(d, key);
+  if (d->keys[i] == 0) d->count++;
+  d->keys[i] = key;
+  d->ids[i] = id;
+}
+
+void dg__mgr_idem_prune(midem_t *d, uint64_t keep_from_ms) {
+  midem_t n = {NULL, NULL, 0, 0};
+  for (size_t i = 0; i < d->cap; i++)
+    if (d->keys[i] != 0 && d->ids[i].ms >= keep_from_ms) dg__mgr_idem_add(&n, d->keys[i], d->ids[i]);
+  dg__mgr_idem_dispose(d);
+  *d = n;
+}
+
+void dg__mgr_idem_dispose(midem_t *d) {
+  dg_free(d->keys);
+  dg_free(d->ids);
+  memset(d, 0, sizeof *d);
+}
+
+void dg__mgr_time_iso(uint64_t ms, char *out, size_t cap) {
+  time_t sec = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&sec, &tm);
+  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
 void dg__mgr_table_free(mtable_t *t) {
@@ -143,6 +202,7 @@ typedef struct {
   json_t *inserted;     /* {table: [ids]} */
   json_t *deleted;
   json_t *moved;        /* [{"table","row_id","from","to"}] */
+  size_t nchanges;      /* cell changes written to w */
 } effects_t;
 
 static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
@@ -248,6 +308,7 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
         dg_buf_puts(out, ",\"new\":");
         put_dec(out, c->new_value, cd->scale);
         dg_buf_putc(out, '}');
+        e->nchanges++;
         hist_add_num(m, e->req, t->tag, c->row_id, col_index(t, cd), !is_new, c->old_value, c->new_value);
         break;
       }
@@ -271,6 +332,7 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
         if (ns) dg_jsonw_strn(e->w, ns, nl);
         else dg_jsonw_null(e->w);
         dg_jsonw_end(e->w);
+        e->nchanges++;
         hist_add(m, e->req, t->tag, c->row_id, col_index(t, cd), os ? dg_strndup(os, ol) : NULL,
                  ns ? dg_strndup(ns, nl) : NULL);
         break;
@@ -757,13 +819,19 @@ static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char
 }
 
 void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
-  uint32_t ri = (uint32_t)(req - m->reqs);
+  /* Audit rows name the request by where the hand-over puts it in pend. */
+  uint32_t ri = (uint32_t)(m->npend + (size_t)(req - m->reqs));
+  dg_redis_xid_t sxid = {0, 0};
+  dg_redis_xid_parse(req->stream_id, strlen(req->stream_id), &sxid);
+  char ts[64];
+  dg__mgr_time_iso(sxid.ms, ts, sizeof ts);
   json_error_t jerr;
   json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
   const char *op = o ? json_string_value(json_object_get(o, "op")) : NULL;
   const char *rid = o ? json_string_value(json_object_get(o, "request_id")) : NULL;
   const char *user = o ? json_string_value(json_object_get(o, "user")) : NULL;
   const char *table = o ? json_string_value(json_object_get(o, "table")) : NULL;
+  const char *caller = o ? json_string_value(json_object_get(o, "caller")) : NULL;
   /* A request_id is 1..128 printable ASCII characters (the API checks the
    * same); anything else is answered under the stream id, never cut. */
   int rid_ok = rid != NULL && strlen(rid) >= 1 && strlen(rid) <= 128;
@@ -773,14 +841,25 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   snprintf(req->user, sizeof req->user, "%s", user ? user : "");
   snprintf(req->table_name, sizeof req->table_name, "%s", table ? table : "");
 
-  uint64_t h = dg__mgr_hash(req->request_id);
-  if (rid && dg_idset_has(&m->seen_requests, (int64_t)h)) {
-    req->duplicate = 1; /* the first outcome stands; nothing is applied again */
-    json_decref(o);
-    return;
+  /* Idempotency is per caller (API v1.1): the key's id or the JWT's sub
+   * scopes the request_id. Requests queued before the caller was recorded
+   * are scoped by the user name. */
+  if (caller && strlen(caller) < sizeof req->caller) snprintf(req->caller, sizeof req->caller, "%s", caller);
+  else snprintf(req->caller, sizeof req->caller, "user:%.60s", user ? user : "");
+  if (rid) {
+    uint64_t key = dg__mgr_idem_key(req->caller, req->request_id);
+    dg_redis_xid_t first;
+    if (dg__mgr_idem_find(&m->idem, key, sxid.ms, m->idem_window_ms, &first)) {
+      req->duplicate = 1; /* the first outcome stands; nothing is applied again */
+      req->first = first;
+      json_decref(o);
+      return;
+    }
+    req->idem = 1;
+    pthread_mutex_lock(&m->idem_lock);
+    dg__mgr_idem_add(&m->idem, key, sxid);
+    pthread_mutex_unlock(&m->idem_lock);
   }
-  dg_idset_add(&m->seen_requests, (int64_t)h);
-  dg_idset_add(&m->batch_seen, (int64_t)h);
 
   size_t hist_mark = m->nhist;
   size_t ddl_mark = m->nddl;
@@ -810,7 +889,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   cw.depth = 1; /* inside the changes array */
   cw.first[1] = 1;
 
-  effects_t e = {m, ri, &cw, json_object(), json_object(), json_array()};
+  effects_t e = {m, ri, &cw, json_object(), json_object(), json_array(), 0};
   failure_t f = {0, ""};
   marks_t mk;
   memset(&mk, 0, sizeof mk);
@@ -908,6 +987,9 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     rc = fail(&f, 400, "unknown op '%.40s'", op);
   }
 
+  if (rc == 0 && m->request_changes_max > 0 && e.nchanges > m->request_changes_max)
+    rc = fail(&f, 400, "the request would change %zu cells, more than the %zu allowed (DUCKGRID_REQUEST_CHANGES_MAX)",
+              e.nchanges, m->request_changes_max);
   marks_end(&mk, rc == 0);
   req->rejected = rc != 0;
   if (rc != 0) {
@@ -932,8 +1014,6 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_key(&w, "detail");
     dg_jsonw_str(&w, f.detail);
     dg_jsonw_end(&w);
-    char ts[64];
-    dg_time_iso(ts, sizeof ts);
     dg_jsonw_key(&w, "ts");
     dg_jsonw_str(&w, ts);
     dg_jsonw_key(&w, "changes");
@@ -943,8 +1023,6 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_str(&w, "applied");
     dg_jsonw_key(&w, "error");
     dg_jsonw_null(&w);
-    char ts[64];
-    dg_time_iso(ts, sizeof ts);
     dg_jsonw_key(&w, "ts");
     dg_jsonw_str(&w, ts);
     write_id_map(&w, "inserted", e.inserted, table);
@@ -960,10 +1038,21 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
       dg_buf_append(&m->json, extra.data + (extra.data[0] == ',' ? 1 : 0),
                     extra.len - (extra.data[0] == ',' ? 1 : 0));
     }
-    dg_jsonw_key(&w, "changes");
-    dg_buf_putc(&m->json, '[');
-    if (chg.len) dg_buf_append(&m->json, chg.data, chg.len);
-    dg_buf_putc(&m->json, ']');
+    if (m->outcome_changes_max > 0 && e.nchanges > m->outcome_changes_max) {
+      /* A compact outcome (API v1.1): the full list is paged from the
+       * audit log, GET /updates/{update_id}/changes. */
+      dg_jsonw_key(&w, "changes_total");
+      dg_jsonw_int(&w, (int64_t)e.nchanges);
+      dg_jsonw_key(&w, "changes_truncated");
+      dg_jsonw_raw(&w, "true", 4);
+      dg_jsonw_key(&w, "changes");
+      dg_jsonw_raw(&w, "[]", 2);
+    } else {
+      dg_jsonw_key(&w, "changes");
+      dg_buf_putc(&m->json, '[');
+      if (chg.len) dg_buf_append(&m->json, chg.data, chg.len);
+      dg_buf_putc(&m->json, ']');
+    }
   }
   dg_jsonw_end(&w);
   req->res = dg_strndup(m->json.data, m->json.len);

@@ -3,7 +3,24 @@
  * the lease, recovery, publishing), apply.c (requests -> engine -> outcomes)
  * and persist.c (DuckDB: loading at start, writing each batch).
  *
- * Everything here belongs to the manager thread alone.
+ * Two threads share it: the manager thread (apply, publish) and the
+ * persister thread (DuckDB, XACK). Who may touch what:
+ *
+ *   field group                                   guarded by
+ *   ─────────────────────────────────────────     ─────────────────────────
+ *   tables (engine rows, touched/fresh sets),     state_lock
+ *   views, pend, hist, ddl, next_row_id,
+ *   last_applied
+ *   conn (the DuckDB connection), staging         conn_lock
+ *   tables, audit_cols, applied_st
+ *   reqs, json, changes, redis, idem writes       the manager thread alone
+ *   predis                                        the persister thread alone
+ *   flush_req, pstop, pwork                       plock (+ pcond, dcond)
+ *   idem (the idempotency map)                    idem_lock (API lookups)
+ *
+ * Lock order: conn_lock, then state_lock, then idem_lock; plock is never
+ * held while taking another lock (the progress lock may be held when plock
+ * is taken: dg_progress_wait kicks the persister).
  */
 #ifndef DG_MANAGER_INTERNAL_H
 #define DG_MANAGER_INTERNAL_H
@@ -11,6 +28,7 @@
 #include <duckdb.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "dg/app.h"
@@ -42,6 +60,26 @@ typedef struct maudcol_s {
   char *column;            /* NULL for row records (insert, delete, move)     */
 } maudcol_t;
 
+/* A request applied and published, not yet persisted: the unpersisted
+ * tail, in stream order. Its audit rows (mhist_t.req) index this list. */
+typedef struct mpend_s {
+  char stream_id[DG_REDIS_XID_BUFSZ];
+  char request_id[160];
+  char user[64];           /* who asked (the key's name)                      */
+  char table_name[64];     /* the request's table, for audit rows of dropped tables */
+  char caller[96];         /* idempotency scope ("key:<id>", "jwt:<sub>"), "" if none */
+  uint8_t idem;            /* 1: record (caller, request_id) in dg.idem        */
+} mpend_t;
+
+/* The idempotency map: hash of (caller, request_id) -> stream id of the
+ * first request with it. Open addressing, linear probing, no removal (a
+ * rebuild drops entries older than the window). */
+typedef struct midem_s {
+  uint64_t *keys;          /* 0: empty slot                                   */
+  dg_redis_xid_t *ids;
+  size_t cap, count;       /* cap a power of two                              */
+} midem_t;
+
 /* One request of a batch, from stream entry to outcome. */
 typedef struct mreq_s {
   char stream_id[DG_REDIS_XID_BUFSZ];
@@ -52,6 +90,10 @@ typedef struct mreq_s {
   size_t res_len;
   int duplicate;           /* a repeated request_id: no outcome, nothing applied */
   int rejected;            /* the outcome is "rejected"                        */
+  char caller[96];         /* idempotency scope, "" when the request has none  */
+  uint8_t idem;            /* the client gave the request_id                   */
+  int published;           /* 1 XADD taken, 2 there already (manager.c)         */
+  dg_redis_xid_t first;    /* duplicate: the first request's update id         */
 } mreq_t;
 
 /* What an audit row records. */
@@ -75,6 +117,36 @@ struct dg_manager_s {
   dg_app_t *app;
   pthread_t thread;
   atomic_int stop;
+
+  /* ---- threads and locks (see the table at the top) ---- */
+  pthread_mutex_t state_lock;
+  pthread_mutex_t conn_lock;
+  pthread_mutex_t idem_lock;
+  pthread_mutex_t plock;
+  pthread_cond_t pcond;          /* wakes the persister: work, flush, stop    */
+  pthread_cond_t dcond;          /* a persist finished (or failed for good)   */
+  pthread_t pthread;             /* the persister                             */
+  int pstop;                     /* plock: the persister ends                 */
+  int flush_req;                 /* plock: persist now, do not wait the interval */
+  int pwork;                     /* plock: a persist cycle is running         */
+  uint64_t pdone;                /* plock: persist cycles finished, ok or not */
+  atomic_int broken;             /* DuckDB kept failing: stop leading         */
+  atomic_size_t npend_atomic;    /* npend, readable without state_lock        */
+  atomic_int_least64_t pend_since_us; /* when the oldest unpersisted request arrived, 0: none */
+  dg_redis_t *predis;            /* the persister's Redis connection (XACK)   */
+  int64_t persist_interval_us;   /* persist at least this often under load    */
+  size_t persist_max;            /* or once this many requests wait           */
+  size_t tail_max;               /* stop reading request_duck above this tail */
+  int64_t idem_window_ms;        /* a request_id repeats within this stream time */
+  size_t outcome_changes_max;    /* an outcome lists at most this many changes */
+  size_t request_changes_max;    /* a request changing more cells is 400       */
+  dg_redis_xid_t res_top;        /* newest entry of response_duck we know of  */
+  int res_top_known;
+  mpend_t *pend;                 /* the unpersisted tail                      */
+  size_t npend, pend_cap;
+  midem_t idem;
+  int64_t idem_pruned_ms;        /* stream time of the last idem prune        */
+
   dg_redis_t *redis;             /* the manager's own connection              */
   duckdb_connection conn;        /* the manager's own DuckDB connection       */
   char consumer[64];             /* consumer name in the group                */
@@ -84,7 +156,6 @@ struct dg_manager_s {
   int64_t lag_checked_ms;
   int64_t trimmed_ms;
   uint64_t connects_seen;        /* Redis connects already counted in metrics  */
-  int64_t outcomes_trimmed_ms;   /* when dg.outcomes was last trimmed          */
   int dirty;                     /* batches committed since the last checkpoint */
   maudcol_t *audit_cols;         /* every dg.audit_cols row, and new ones    */
   size_t naudit_cols, audit_cols_cap;
@@ -99,8 +170,6 @@ struct dg_manager_s {
   uint32_t ntables;
   char **views;                  /* view names                                */
   size_t nviews;
-  dg_idset_t seen_requests;      /* 64-bit hashes of request_ids applied      */
-  dg_idset_t batch_seen;         /* hashes added during the batch in hand     */
   int64_t next_row_id;           /* id for a row inserted without one: above every id in use */
 
   /* The batch in hand. */
@@ -119,9 +188,21 @@ struct dg_manager_s {
 /* ---- apply.c ----------------------------------------------------------------- */
 
 /** Applies one request and fills req->res with its outcome. Never fails:
- *  a bad request becomes a rejected outcome. Returns 1 if the request is
- *  DDL (the caller runs it alone in its batch). */
+ *  a bad request becomes a rejected outcome. Its audit rows refer to the
+ *  request as pend index `pend_index` (where the hand-over will put it).
+ *  A pure function of (state, request): the time in the outcome and the
+ *  audit log is the stream id's, ids and the idempotency window come from
+ *  the state. Caller holds state_lock. */
 void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *json, size_t len);
+/** ISO-8601 UTC text of a stream id's milliseconds. */
+void dg__mgr_time_iso(uint64_t ms, char *out, size_t cap);
+/** The idempotency map (apply.c): first id of key within the window ending
+ *  at `now`, 1 found / 0 not; add records key at id. */
+int dg__mgr_idem_find(const midem_t *d, uint64_t key, uint64_t now_ms, int64_t window_ms, dg_redis_xid_t *id);
+void dg__mgr_idem_add(midem_t *d, uint64_t key, dg_redis_xid_t id);
+void dg__mgr_idem_prune(midem_t *d, uint64_t keep_from_ms);
+void dg__mgr_idem_dispose(midem_t *d);
+uint64_t dg__mgr_idem_key(const char *caller, const char *request_id);
 /** 1 if the request text is a DDL op (create/delete table or view). */
 int dg__mgr_is_ddl(const char *json, size_t len);
 /** Forgets the batch in hand (outcomes, audit records, DDL, touched rows). */
@@ -134,16 +215,31 @@ void dg__mgr_table_free(mtable_t *t);
 
 /* ---- persist.c ------------------------------------------------------------------ */
 
-/** Loads tables, rows, holds, views, seen request ids and last_applied. */
+/** Loads tables, rows, holds, views, the idempotency map, next_row_id and
+ *  last_applied. Caller holds conn_lock and state_lock. */
 int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap);
-/** Writes the batch in hand (effects, audit, outcomes, last id) in one
- *  transaction. 0 or DG_EIO with the reason in err. */
-int dg__mgr_persist(dg_manager_t *m, char *err, size_t errcap);
+
+/** Called between the statements and COMMIT of a persist (DDL publishes
+ *  there); nonzero aborts the transaction. */
+typedef int (*dg__mgr_precommit_fn)(dg_manager_t *m, void *arg);
+/**
+ * Persists the unpersisted tail (pend) in one transaction: DDL, rows from
+ * the engine, holds, audit, idempotency records, dg.applied (last id and
+ * next_row_id). Takes state_lock for the part that reads the engine; the
+ * caller holds conn_lock. On success pend is emptied into *acked (stream
+ * ids to XACK, owned, *nacked of them) and last_applied moves.
+ *   0         committed
+ *   DG_EIO    a statement failed (err says which); nothing committed; the
+ *             work is back in pend
+ *   DG_EUNAVAIL COMMIT failed or precommit refused; nothing committed;
+ *             the work is back in pend
+ */
+int dg__mgr_persist(dg_manager_t *m, dg__mgr_precommit_fn pre, void *pre_arg, char (**acked)[DG_REDIS_XID_BUFSZ],
+                    size_t *nacked, char *err, size_t errcap);
 /** Frees what persisting keeps between batches (audit names, statements). */
 void dg__mgr_persist_dispose(dg_manager_t *m);
-/** (Re)builds the set of applied request ids from dg.outcomes. */
-int dg__mgr_load_seen(dg_manager_t *m);
-/** The stored outcome of an applied request (owned) or NULL. */
-char *dg__mgr_stored_outcome(dg_manager_t *m, const char *stream_id);
+/** Forgets the unpersisted tail (pend, audit rows, touched rows); caller
+ *  holds state_lock. Used when leadership ends: the tail is replayed. */
+void dg__mgr_pend_drop(dg_manager_t *m);
 
 #endif

@@ -1,50 +1,80 @@
 /*
- * manager.c -- the one writer: lease, batches, recovery, publishing.
+ * manager.c -- the one writer: lease, batches, publishing, the persister,
+ * recovery.
  *
- * DESIGN
+ * DESIGN: the stream is the log, DuckDB its materialisation
  *
- *   request_duck ──XREADGROUP (group "managers", consumer "manager")──▶ batch
- *        │                                                               │
- *        │          apply each request in stream order (apply.c) ◀───────┘
- *        │                 │ in memory, under engine savepoints
- *        │                 ▼
- *        │          one DuckDB transaction (persist.c): effects, audit rows,
- *        │          outcomes, dg.applied = last stream id ── COMMIT
- *        │                 │
- *        │                 ▼
- *        └──── XACK ◀── XADD response_duck <stream id> res <outcome>  (pipelined)
+ *   request_duck ──XREADGROUP (group "managers")──▶ batch
+ *        │                                            │ manager thread, state_lock held:
+ *        │                                            │  apply each request in memory (apply.c),
+ *        │                                            │  a pure function of (state, request)
+ *        │                                            ▼
+ *        │                          XADD response_duck <stream id> res <outcome>  (pipelined)
+ *        │                                            │ hand-over: the batch joins the
+ *        │                                            │ unpersisted tail (pend)
+ *        │                                            ▼
+ *        │                          feed: catalog, ring, sync waiters, live clients
+ *        │                          of this process (the reader's pipeline, no round trip)
+ *        │
+ *        │     persister thread, every PERSIST_INTERVAL or PERSIST_MAX requests or
+ *        │     when a read asks (progress.h): one DuckDB transaction for the whole
+ *        │     tail -- rows from the engine, audit, holds, dg.idem, dg.applied
+ *        └──── XACK ◀── COMMIT
  *
- * Exactly one outcome per request. The outcome of request S is published
- * under the explicit id S in response_duck (update_id == stream_id). Ids in
- * a stream only grow, so publishing the same outcome twice is impossible:
- * Redis refuses an XADD whose id is not above the stream's top ("equal or
- * smaller"), and we take that refusal as "already published".
+ * A write is acknowledged when its outcome is in Redis; DuckDB is written
+ * behind, in large transactions. The consumer group's pending list is the
+ * unpersisted tail. Invariants:
  *
- * Crash anywhere, then restart:
- *   - before COMMIT: nothing of the batch is in DuckDB; the entries are still
- *     pending in the group, are read again from the PEL and applied.
- *   - after COMMIT, before or during publishing: dg.applied says the batch
- *     is applied; its entries are pending; recovery republishes each stored
- *     outcome (dg.outcomes) -- those already published are refused as above
- *     -- and XACKs them. Nothing applies twice, nothing is lost.
- * The consumer group starts at dg.applied's id when it is first created, so
- * a fresh database replays whatever request_duck still holds.
+ *   persisted => published   the tail joins pend only after its XADDs have
+ *                            returned, and the persister takes only pend.
+ *   DuckDB = state at dg.applied   the persister reads the engine under
+ *                            state_lock, which the manager holds from the
+ *                            first apply of a batch to its hand-over, so the
+ *                            engine it reads is exactly the state after the
+ *                            last request in pend.
+ *   one outcome per request  an outcome is published under the request's own
+ *                            stream id (update_id == stream_id); Redis refuses
+ *                            an XADD whose id is not above the top ("equal or
+ *                            smaller"), taken as "already published".
  *
- * Batches: as many waiting requests as there are, up to batch_max. A DDL
- * request (create/delete table or view) runs alone in its batch: it changes
- * what later statements of a batch would be written against. A batch whose
- * transaction fails is rolled back in DuckDB and in the engine, and its
- * requests run again one by one, so one bad request cannot sink the others;
- * one that fails alone gets a rejected outcome (500) that is stored and
- * published like any other.
+ * Apply is deterministic: the outcome's and the audit log's time come from
+ * the stream id, the next automatic row id is stored with the state
+ * (dg.applied), and the idempotency window is measured in stream time over
+ * a map kept in the state (dg.idem), per caller. So applying the same log
+ * from the same DuckDB state gives the same outcomes, byte for byte.
+ *
+ * Crash anywhere, then restart: load DuckDB (its state is that at
+ * dg.applied), re-read this consumer's pending entries, XACK those at or
+ * below dg.applied (committed, not yet acknowledged) and apply the rest in
+ * order. Their outcomes are the ones already published, if they were:
+ * Redis refuses them. Nothing is lost, nothing applies twice.
+ *
+ * DDL (create/delete table or view) is a barrier: the persister is drained,
+ * the request applied, its statements and everything else run in one
+ * transaction on this thread, the outcome is published between the last
+ * statement and COMMIT (a statement that fails makes a 500 rejection before
+ * anything is published, and the state is reloaded).
+ *
+ * DuckDB failing after publishing cannot turn into a rejected outcome: the
+ * persister retries with backoff; after PERSIST_GIVE_UP attempts the manager
+ * stops leading (lease released, /health degraded), drops its in-memory
+ * state and tries again later from DuckDB and the log. Redis failing while
+ * publishing: the same, without waiting (the state may hold effects that
+ * were never published).
+ *
+ * The tail kept in memory is capped (tail_max requests): over it, the
+ * manager stops reading request_duck until the persister catches up.
  *
  * Leadership: a lease key (SET NX PX), renewed every LEASE_RENEW_MS by a
  * compare-and-extend script; a manager that cannot renew stops writing and
  * becomes a standby. DuckDB itself allows one writing process per file, so
  * the lease mostly guards against a second process on another copy.
+ *
+ * Threads and locks: see internal.h.
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +84,7 @@
 #include "dg/jsonw.h"
 #include "dg/log.h"
 #include "dg/metrics.h"
+#include "dg/progress.h"
 #include "internal.h"
 
 /* The lease outlives a renewal gap of several missed renewals. */
@@ -63,8 +94,30 @@
 #define BLOCK_MS 500
 /* request_duck keeps applied requests for this long (replay, audit). */
 #define REQUEST_RETENTION_MS (3600 * 1000)
-/* An idle manager checkpoints after this long without requests. */
+/* An idle persister checkpoints after this long without requests. */
 #define CHECKPOINT_IDLE_MS 1000
+/* Persist at least every 50 ms under load: a read waits at most about this
+ * long for a flush it did not ask for, and the transaction is large enough
+ * (hundreds to tens of thousands of requests) that DuckDB's per-commit
+ * cost (~1.5 ms) is spread thin. */
+#define PERSIST_INTERVAL_MS_DEFAULT 50
+/* ...or once this many requests wait: bounds a transaction's size. */
+#define PERSIST_MAX_DEFAULT 20000
+/* The unpersisted tail kept in memory: about 200-400 bytes a request of
+ * bookkeeping plus its audit rows; the engine holds the state anyway. */
+#define TAIL_MAX_DEFAULT 250000
+/* A request_id repeats (is answered with the first outcome) within this
+ * much stream time: a day of retries. */
+#define IDEM_WINDOW_MS_DEFAULT (24LL * 3600 * 1000)
+/* Persist attempts before the manager stops leading: with the backoff
+ * below, about 12 s of a broken DuckDB. */
+#define PERSIST_GIVE_UP 8
+#define PERSIST_BACKOFF_MAX_MS 3000
+/* How long a standby that stepped down because DuckDB broke waits before
+ * it tries to lead again. */
+#define BROKEN_PAUSE_MS 3000
+/* Stream ids per XACK command. */
+#define XACK_CHUNK 10000
 #define GROUP "managers"
 #define CONSUMER "manager"
 
@@ -84,6 +137,18 @@ static redisReply *cmd(dg_manager_t *m, int argc, const char **argv) {
   redisReply *rep = NULL;
   if (dg_redis_command(m->redis, argc, argv, NULL, &rep) != 0) return NULL;
   return rep;
+}
+
+static long env_long(const char *name, long def, long lo, long hi) {
+  const char *v = getenv(name);
+  if (v == NULL || *v == '\0') return def;
+  char *end;
+  long n = strtol(v, &end, 10);
+  if (*end != '\0' || n < lo || n > hi) {
+    dg_log_warn("manager: %s=%s is not in %ld..%ld; using %ld", name, v, lo, hi, def);
+    return def;
+  }
+  return n;
 }
 
 /* ---- lease -------------------------------------------------------------------- */
@@ -137,58 +202,261 @@ static mreq_t *req_add(dg_manager_t *m, const char *sid, size_t len) {
   return r;
 }
 
-/* Undoes a batch's in-memory effects after its transaction failed. */
-static void batch_undo(dg_manager_t *m, int had_ddl) {
-  dg__mgr_batch_end(m, 0);
-  for (size_t i = 0; i < m->batch_seen.cap; i++)
-    if (m->batch_seen.state[i] == 1) dg_idset_remove(&m->seen_requests, m->batch_seen.keys[i]);
-  dg__mgr_batch_clear(m);
-  if (had_ddl) {
-    /* DDL changed the manager's table list itself: start again from DuckDB. */
-    char err[256];
-    if (dg__mgr_load(m, err, sizeof err) != 0) dg_log_error("manager: reload failed: %s", err);
+/* The batch joins the unpersisted tail (state_lock held), after its
+ * outcomes are in Redis. */
+static void hand_over(dg_manager_t *m) {
+  if (m->nreqs == 0) return;
+  if (m->npend + m->nreqs > m->pend_cap) {
+    m->pend_cap = m->pend_cap ? m->pend_cap : 256;
+    while (m->pend_cap < m->npend + m->nreqs) m->pend_cap *= 2;
+    m->pend = dg_realloc(m->pend, m->pend_cap * sizeof *m->pend);
   }
+  for (size_t i = 0; i < m->nreqs; i++) {
+    const mreq_t *r = &m->reqs[i];
+    mpend_t *p = &m->pend[m->npend++];
+    memcpy(p->stream_id, r->stream_id, sizeof p->stream_id);
+    memcpy(p->request_id, r->request_id, sizeof p->request_id);
+    memcpy(p->user, r->user, sizeof p->user);
+    memcpy(p->table_name, r->table_name, sizeof p->table_name);
+    memcpy(p->caller, r->caller, sizeof p->caller);
+    p->idem = r->idem;
+  }
+  if (atomic_load(&m->pend_since_us) == 0) atomic_store(&m->pend_since_us, dg_mono_us());
+  atomic_store(&m->npend_atomic, m->npend);
+}
+
+/* ---- the persister ------------------------------------------------------------------ */
+
+static void persister_kick(void *arg) {
+  dg_manager_t *m = arg;
+  pthread_mutex_lock(&m->plock);
+  m->flush_req = 1;
+  pthread_cond_signal(&m->pcond);
+  pthread_mutex_unlock(&m->plock);
+}
+
+/* XACKs persisted requests, in chunks, on the connection `r`. A failure
+ * leaves them pending: recovery acknowledges them (they are at or below
+ * dg.applied). */
+static void xack(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_BUFSZ], size_t n) {
+  for (size_t at = 0; at < n; at += XACK_CHUNK) {
+    size_t k = n - at < XACK_CHUNK ? n - at : XACK_CHUNK;
+    const char **argv = dg_malloc((k + 3) * sizeof *argv);
+    argv[0] = "XACK";
+    argv[1] = m->app->req_stream;
+    argv[2] = GROUP;
+    for (size_t i = 0; i < k; i++) argv[3 + i] = ids[at + i];
+    redisReply *rep = NULL;
+    if (dg_redis_command(r, (int)k + 3, argv, NULL, &rep) == 0) freeReplyObject(rep);
+    dg_free(argv);
+  }
+}
+
+/* After a commit: acknowledge, move the persisted mark, log slow ones. */
+static void persisted(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_BUFSZ], size_t n,
+                      int64_t took_us) {
+  if (n == 0) return;
+  xack(m, r, ids, n);
+  dg_redis_xid_t last;
+  if (dg_redis_xid_parse(ids[n - 1], strlen(ids[n - 1]), &last) == 0) dg_progress_persisted(m->app->progress, last);
+  dg_metrics_batch(m->app->metrics, n, took_us);
+  if (took_us >= 500 * 1000) {
+    const double *st = m->persist_ms;
+    dg_log_warn("persister: slow persist: %zu requests, %lld ms (rows %.0f, audit %.0f, idem %.0f, commit %.0f)", n,
+                (long long)took_us / 1000, st[0], st[1], st[2], st[3]);
+  }
+}
+
+static void *persister_run(void *arg) {
+  dg_manager_t *m = arg;
+  pthread_setname_np(pthread_self(), "dg-persister");
+  int fails = 0, dirty = 0;
+  int64_t last_work_us = dg_mono_us();
+  for (;;) {
+    pthread_mutex_lock(&m->plock);
+    for (;;) {
+      if (m->pstop) break;
+      size_t n = atomic_load(&m->npend_atomic);
+      int64_t since = atomic_load(&m->pend_since_us), now = dg_mono_us();
+      int due = n > 0 && (m->flush_req || n >= m->persist_max || now - since >= m->persist_interval_us);
+      /* A DDL persist on the manager thread leaves nothing in pend. */
+      if (due || (m->flush_req && n == 0)) break;
+      if (dirty && n == 0 && now - last_work_us >= CHECKPOINT_IDLE_MS * 1000) break;
+      struct timespec until;
+      int64_t wait_us = n > 0 ? m->persist_interval_us - (now - since) : 100 * 1000;
+      if (wait_us < 1000) wait_us = 1000;
+      dg_deadline_after_ms(&until, (int)(wait_us / 1000));
+      pthread_cond_timedwait(&m->pcond, &m->plock, &until);
+    }
+    if (m->pstop) {
+      pthread_mutex_unlock(&m->plock);
+      break;
+    }
+    m->flush_req = 0;
+    m->pwork = 1;
+    pthread_mutex_unlock(&m->plock);
+
+    char (*acked)[DG_REDIS_XID_BUFSZ] = NULL;
+    size_t nacked = 0;
+    char err[512] = "";
+    int rc = 0;
+    int64_t t0 = dg_mono_us();
+    pthread_mutex_lock(&m->conn_lock);
+    if (atomic_load(&m->npend_atomic) > 0) {
+      rc = dg__mgr_persist(m, NULL, NULL, &acked, &nacked, err, sizeof err);
+      if (rc == 0) dirty = 1;
+    } else if (dirty) {
+      /* Quiet now: fold the WAL into the database here, not inside a
+       * commit under load (see the checkpoint_threshold in db.c). */
+      dg_db_exec(m->conn, "CHECKPOINT", NULL, 0);
+      dirty = 0;
+    }
+    pthread_mutex_unlock(&m->conn_lock);
+    if (rc == 0) {
+      persisted(m, m->predis, acked, nacked, dg_mono_us() - t0);
+      fails = 0;
+    } else {
+      fails++;
+      dg_log_error("persister: persisting failed (attempt %d of %d): %s", fails, PERSIST_GIVE_UP, err);
+      if (fails >= PERSIST_GIVE_UP) {
+        /* The manager stops leading; its tail is replayed from the log. */
+        atomic_store(&m->broken, 1);
+        fails = 0;
+      } else {
+        int backoff = 100 << (fails < 5 ? fails : 5);
+        if (backoff > PERSIST_BACKOFF_MAX_MS) backoff = PERSIST_BACKOFF_MAX_MS;
+        struct timespec until;
+        dg_deadline_after_ms(&until, backoff);
+        pthread_mutex_lock(&m->plock);
+        if (!m->pstop) pthread_cond_timedwait(&m->pcond, &m->plock, &until);
+        pthread_mutex_unlock(&m->plock);
+      }
+    }
+    dg_free(acked);
+    last_work_us = dg_mono_us();
+    pthread_mutex_lock(&m->plock);
+    m->pwork = 0;
+    m->pdone++;
+    pthread_cond_broadcast(&m->dcond);
+    pthread_mutex_unlock(&m->plock);
+  }
+  return NULL;
+}
+
+/* Waits until the persister holds nothing: 0, or DG_EIO when DuckDB broke
+ * (or we stop) first. */
+static int drain(dg_manager_t *m) {
+  pthread_mutex_lock(&m->plock);
+  while ((atomic_load(&m->npend_atomic) > 0 || m->pwork) && !atomic_load(&m->broken) && !atomic_load(&m->stop)) {
+    m->flush_req = 1;
+    pthread_cond_signal(&m->pcond);
+    struct timespec until;
+    dg_deadline_after_ms(&until, 100);
+    pthread_cond_timedwait(&m->dcond, &m->plock, &until);
+  }
+  int ok = atomic_load(&m->npend_atomic) == 0 && !m->pwork;
+  pthread_mutex_unlock(&m->plock);
+  return ok ? 0 : DG_EIO;
+}
+
+/* Stops leading: the in-memory state may be ahead of DuckDB and of what
+ * was published, so it is dropped; become_leader loads it again and the
+ * log's pending entries are applied on top. */
+static void step_down(dg_manager_t *m, const char *why) {
+  dg_log_warn("manager: standing by: %s", why);
+  m->leader = 0;
+  atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
+  pthread_mutex_lock(&m->conn_lock); /* waits out a persist under way */
+  pthread_mutex_lock(&m->state_lock);
+  dg__mgr_pend_drop(m);
+  pthread_mutex_unlock(&m->state_lock);
+  pthread_mutex_unlock(&m->conn_lock);
+  dg__mgr_batch_clear(m);
 }
 
 /* ---- publishing -------------------------------------------------------------------- */
 
 static char maxlen_arg[24];
 
-/* XADDs each outcome under its request's id, then XACKs every entry. */
-static int publish(dg_manager_t *m, const char *const *acks, size_t nacks) {
+/* XADDs each outcome under its request's id (pipelined). r->published is
+ * set for each XADD Redis took (a refusal as "equal or smaller" means an
+ * earlier run published it). DG_EIO when Redis failed. */
+static int publish(dg_manager_t *m) {
   dg_app_t *app = m->app;
   size_t sent = 0;
   for (size_t i = 0; i < m->nreqs; i++) {
     mreq_t *r = &m->reqs[i];
+    r->published = 0;
     if (r->duplicate || r->res == NULL) continue;
     const char *argv[] = {"XADD", app->res_stream, "MAXLEN", "~", maxlen_arg, r->stream_id, "res", r->res};
     size_t lens[] = {4, strlen(app->res_stream), 6, 1, strlen(maxlen_arg), strlen(r->stream_id), 3, r->res_len};
     if (dg_redis_append(m->redis, 8, argv, lens) != 0) return DG_EIO;
     sent++;
   }
-  if (nacks) {
-    const char **argv = dg_malloc((nacks + 3) * sizeof *argv);
-    argv[0] = "XACK";
-    argv[1] = app->req_stream;
-    argv[2] = GROUP;
-    for (size_t i = 0; i < nacks; i++) argv[3 + i] = acks[i];
-    int rc = dg_redis_append(m->redis, (int)nacks + 3, argv, NULL);
-    dg_free(argv);
-    if (rc != 0) return DG_EIO;
-    sent++;
-  }
   int rc = 0;
+  size_t k = 0;
   for (size_t i = 0; i < sent; i++) {
     redisReply *rep;
+    while (k < m->nreqs && (m->reqs[k].duplicate || m->reqs[k].res == NULL)) k++;
+    mreq_t *r = k < m->nreqs ? &m->reqs[k++] : NULL;
     if (dg_redis_get_reply(m->redis, &rep) != 0) {
       rc = DG_EIO;
       continue;
     }
-    if (rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "equal or smaller") == NULL)
-      dg_log_error("manager: publishing: %s", rep->str);
+    if (rep->type == REDIS_REPLY_ERROR) {
+      if (strstr(rep->str, "equal or smaller") == NULL) {
+        dg_log_error("manager: publishing: %s", rep->str);
+        rc = DG_EIO;
+      } else if (r) {
+        r->published = 2; /* there already */
+      }
+    } else if (r) {
+      r->published = 1;
+    }
     freeReplyObject(rep);
   }
   return rc;
+}
+
+/* Raises the published mark to the batch's last outcome in Redis, before
+ * any client is answered: a read that arrives after an answer waits for it. */
+static void published_mark(dg_manager_t *m) {
+  for (size_t i = m->nreqs; i-- > 0;) {
+    dg_redis_xid_t x;
+    if (m->reqs[i].published && dg_redis_xid_parse(m->reqs[i].stream_id, strlen(m->reqs[i].stream_id), &x) == 0) {
+      dg_progress_published(m->app->progress, x);
+      return;
+    }
+  }
+}
+
+/* Hands the batch's fresh outcomes to this process's reader pipeline and
+ * moves the published mark. Outside state_lock. */
+static void feed(dg_manager_t *m) {
+  dg_app_t *app = m->app;
+  size_t applied = 0, rejected = 0;
+  dg_redis_xid_t top = {0, 0};
+  int any = 0;
+  for (size_t i = 0; i < m->nreqs; i++) {
+    mreq_t *r = &m->reqs[i];
+    if (!r->published) continue;
+    dg_redis_xid_t x;
+    if (dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &x) != 0) continue;
+    top = x;
+    any = 1;
+    if (r->published != 1) continue;
+    applied += !r->rejected;
+    rejected += r->rejected;
+    char prev[DG_REDIS_XID_BUFSZ] = "";
+    if (m->res_top_known) dg_redis_xid_format(m->res_top, prev, sizeof prev);
+    if (app->feed) app->feed(app->feed_arg, prev, r->stream_id, r->res, r->res_len);
+    m->res_top = x;
+    m->res_top_known = 1;
+  }
+  (void)any;
+  (void)top;
+  if (applied + rejected && app->feed_done) app->feed_done(app->feed_arg);
+  dg_metrics_outcomes(app->metrics, applied, rejected);
 }
 
 /* ---- running batches --------------------------------------------------------------- */
@@ -196,32 +464,64 @@ static int publish(dg_manager_t *m, const char *const *acks, size_t nacks) {
 typedef struct {
   const char *id;
   size_t id_len;
-  const char *req;   /* the entry's "req" field, or NULL */
+  const char *req;   /* NULL: entry without a usable `req` */
   size_t req_len;
   int ddl;           /* the request is DDL: it runs alone in its batch */
 } entry_t;
 
-static int run_batch(dg_manager_t *m, const entry_t *e, size_t n);
+/* A batch slower than this logs where its time went (a huge spread, a
+ * slow Redis). */
+#define SLOW_BATCH_MS 500
 
-/* Stores and publishes a rejected outcome for a request whose own
- * transaction failed, so it still gets exactly one outcome. */
-static int reject_alone(dg_manager_t *m, const entry_t *e, const char *why) {
+static void apply_entry(dg_manager_t *m, const entry_t *e) {
   mreq_t *r = req_add(m, e->id, e->id_len);
+  if (e->req == NULL) dg__mgr_apply(m, r, "{}", 2);
+  else dg__mgr_apply(m, r, e->req, e->req_len);
+}
+
+static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
+  int64_t start = dg_mono_us();
+  pthread_mutex_lock(&m->state_lock);
+  for (size_t i = 0; i < n; i++) apply_entry(m, &e[i]);
+  dg__mgr_batch_end(m, 1);
+  int64_t applied = dg_mono_us();
+  int rc = publish(m);
+  if (rc != 0) {
+    pthread_mutex_unlock(&m->state_lock);
+    /* Some outcomes may be missing from Redis while the engine holds
+     * their effects: start again from DuckDB and the log. */
+    step_down(m, "publishing to Redis failed");
+    return rc;
+  }
+  published_mark(m);
+  hand_over(m);
+  pthread_mutex_unlock(&m->state_lock);
+  int64_t published = dg_mono_us();
+  feed(m);
+  if (atomic_load(&m->npend_atomic) >= m->persist_max) persister_kick(m);
+  int64_t end = dg_mono_us();
+  if (end - start >= SLOW_BATCH_MS * 1000)
+    dg_log_warn("manager: slow batch: %zu requests, %lld ms: apply %lld, publish %lld, feed %lld", m->nreqs,
+                (long long)(end - start) / 1000, (long long)(applied - start) / 1000,
+                (long long)(published - applied) / 1000, (long long)(end - published) / 1000);
+  dg__mgr_batch_clear(m);
+  return 0;
+}
+
+/* Replaces the outcome of the batch's one request by a 500 rejection. */
+static void reject_with(mreq_t *r, const entry_t *e, const char *why) {
+  dg_redis_xid_t x = {0, 0};
+  dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &x);
   dg_buf_t b;
   dg_buf_init(&b);
   dg_jsonw_t w;
   dg_jsonw_init(&w, &b);
+  json_t *o = e->req ? json_loadb(e->req, e->req_len, 0, NULL) : NULL;
   dg_jsonw_obj(&w);
   dg_jsonw_key(&w, "update_id");
   dg_jsonw_str(&w, r->stream_id);
   dg_jsonw_key(&w, "stream_id");
   dg_jsonw_str(&w, r->stream_id);
-  const char *rid = NULL;
-  size_t rn = 0;
-  json_t *o = e->req ? json_loadb(e->req, e->req_len, 0, NULL) : NULL;
-  rid = json_string_value(json_object_get(o, "request_id"));
-  rn = rid ? strlen(rid) : 0;
-  snprintf(r->request_id, sizeof r->request_id, "%.*s", (int)rn, rid ? rid : r->stream_id);
   dg_jsonw_key(&w, "request_id");
   dg_jsonw_str(&w, r->request_id);
   dg_jsonw_key(&w, "user");
@@ -230,9 +530,6 @@ static int reject_alone(dg_manager_t *m, const entry_t *e, const char *why) {
   dg_jsonw_str(&w, json_string_value(json_object_get(o, "op")));
   dg_jsonw_key(&w, "table");
   dg_jsonw_str(&w, json_string_value(json_object_get(o, "table")));
-  dg_jsonw_key(&w, "changes");
-  dg_jsonw_arr(&w);
-  dg_jsonw_end(&w);
   dg_jsonw_key(&w, "status");
   dg_jsonw_str(&w, "rejected");
   dg_jsonw_key(&w, "error");
@@ -247,86 +544,99 @@ static int reject_alone(dg_manager_t *m, const entry_t *e, const char *why) {
   dg_jsonw_str(&w, why);
   dg_jsonw_end(&w);
   char ts[64];
-  dg_time_iso(ts, sizeof ts);
+  dg__mgr_time_iso(x.ms, ts, sizeof ts);
   dg_jsonw_key(&w, "ts");
   dg_jsonw_str(&w, ts);
+  dg_jsonw_key(&w, "changes");
+  dg_jsonw_raw(&w, "[]", 2);
   dg_jsonw_end(&w);
   json_decref(o);
+  dg_free(r->res);
   r->res_len = b.len;
   r->res = dg_buf_steal(&b);
-  char err[512];
-  int rc = dg__mgr_persist(m, err, sizeof err);
-  if (rc != 0) {
-    dg_log_error("manager: cannot even record a rejection: %s", err);
-    dg__mgr_batch_clear(m);
-    return rc;
-  }
-  const char *ack = r->stream_id;
-  publish(m, &ack, 1);
-  dg__mgr_batch_clear(m);
-  return 0;
+  r->rejected = 1;
 }
 
-/* A batch slower than this logs where its time went (a huge spread, a
- * checkpoint inside the commit, a slow disk). */
-#define SLOW_BATCH_MS 500
+static int publish_hook(dg_manager_t *m, void *arg) {
+  int *published = arg;
+  int rc = publish(m);
+  *published = rc == 0;
+  if (rc == 0) published_mark(m);
+  return rc;
+}
 
-static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
-  int64_t start = dg_mono_us();
-  int had_ddl = 0;
-  for (size_t i = 0; i < n; i++) {
-    mreq_t *r = req_add(m, e[i].id, e[i].id_len);
-    if (e[i].req == NULL) {
-      dg__mgr_apply(m, r, "{}", 2);
-      continue;
-    }
-    had_ddl |= e[i].ddl;
-    dg__mgr_apply(m, r, e[i].req, e[i].req_len);
+/* A DDL request: a barrier (see the design note). */
+static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
+  if (drain(m) != 0) {
+    step_down(m, "DuckDB does not take the tail before a DDL request");
+    return DG_EIO;
   }
-  char err[512];
+  pthread_mutex_lock(&m->conn_lock);
+  pthread_mutex_lock(&m->state_lock);
+  apply_entry(m, e);
+  dg__mgr_batch_end(m, 1);
+  mreq_t *r = &m->reqs[0];
+  hand_over(m);
+  pthread_mutex_unlock(&m->state_lock);
+  char (*acked)[DG_REDIS_XID_BUFSZ] = NULL;
+  size_t nacked = 0;
+  char err[512] = "";
+  int published = 0;
   int64_t t0 = dg_mono_us();
-  int rc = dg__mgr_persist(m, err, sizeof err);
-  int64_t persist_us = dg_mono_us() - t0;
-  if (rc == 0) {
-    size_t rejected = 0, published = 0;
-    for (size_t i = 0; i < m->nreqs; i++) {
-      rejected += !m->reqs[i].duplicate && m->reqs[i].rejected;
-      published += !m->reqs[i].duplicate;
+  int rc = dg__mgr_persist(m, publish_hook, &published, &acked, &nacked, err, sizeof err);
+  if (rc == DG_EIO) {
+    /* A statement failed before anything was published: undo the
+     * request (reload from DuckDB, which holds everything before it) and
+     * publish a rejection instead. */
+    dg_log_error("manager: DDL request %s failed in DuckDB: %s", r->stream_id, err);
+    pthread_mutex_lock(&m->state_lock);
+    dg__mgr_pend_drop(m);
+    char lerr[256];
+    if (dg__mgr_load(m, lerr, sizeof lerr) != 0) dg_log_error("manager: reload failed: %s", lerr);
+    reject_with(r, e, err);
+    if (r->idem) {
+      pthread_mutex_lock(&m->idem_lock);
+      dg_redis_xid_t x = {0, 0};
+      dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &x);
+      dg__mgr_idem_add(&m->idem, dg__mgr_idem_key(r->caller, r->request_id), x);
+      pthread_mutex_unlock(&m->idem_lock);
     }
-    dg_metrics_batch(m->app->metrics, m->nreqs, persist_us);
-    dg_metrics_outcomes(m->app->metrics, published - rejected, rejected);
-  }
-  if (rc != 0) {
-    dg_log_error("manager: batch of %zu failed to commit (%s); retrying one by one", n, err);
-    batch_undo(m, had_ddl);
-    if (n == 1) return reject_alone(m, e, err);
-    for (size_t i = 0; i < n; i++) {
-      rc = run_batch(m, &e[i], 1);
-      if (rc != 0) return rc;
+    rc = publish(m);
+    if (rc == 0) {
+      published_mark(m);
+      hand_over(m);
     }
+    pthread_mutex_unlock(&m->state_lock);
+    pthread_mutex_unlock(&m->conn_lock);
+    if (rc != 0) {
+      step_down(m, "publishing to Redis failed");
+      return rc;
+    }
+    feed(m);
+    dg__mgr_batch_clear(m);
     return 0;
   }
-  dg__mgr_batch_end(m, 1);
-  const char **acks = dg_malloc(n * sizeof *acks);
-  for (size_t i = 0; i < m->nreqs; i++) acks[i] = m->reqs[i].stream_id;
-  int64_t published = dg_mono_us();
-  rc = publish(m, acks, m->nreqs);
-  dg_free(acks);
-  int64_t end = dg_mono_us();
-  if (end - start >= SLOW_BATCH_MS * 1000) {
-    const double *st = m->persist_ms;
-    dg_log_warn("manager: slow batch: %zu requests, %zu audit rows, %lld ms: apply %lld, persist %lld "
-                "(rows %.0f, audit %.0f, outcomes %.0f, commit %.0f), publish %lld",
-                m->nreqs, m->nhist, (long long)(end - start) / 1000,
-                (long long)(published - start - persist_us) / 1000, (long long)persist_us / 1000, st[0], st[1],
-                st[2], st[3], (long long)(end - published) / 1000);
-  }
-  dg__mgr_batch_clear(m);
-  if (rc != 0) {
-    /* Stored but maybe not published: recovery republishes from DuckDB. */
-    m->leader = 0;
+  if (rc != 0 && !published) {
+    pthread_mutex_unlock(&m->conn_lock);
+    step_down(m, "publishing to Redis failed");
     return rc;
   }
+  /* Published; COMMIT failed: retry the transaction (the outcome stands). */
+  for (int attempt = 1; rc != 0 && attempt < PERSIST_GIVE_UP && !atomic_load(&m->stop); attempt++) {
+    dg_log_error("manager: committing DDL %s failed (attempt %d): %s", r->stream_id, attempt, err);
+    usleep((useconds_t)(100 * 1000) << (attempt < 4 ? attempt : 4));
+    rc = dg__mgr_persist(m, NULL, NULL, &acked, &nacked, err, sizeof err);
+  }
+  pthread_mutex_unlock(&m->conn_lock);
+  if (rc != 0) {
+    atomic_store(&m->broken, 1);
+    step_down(m, "DuckDB does not commit a DDL request");
+    return rc;
+  }
+  persisted(m, m->redis, acked, nacked, dg_mono_us() - t0);
+  dg_free(acked);
+  feed(m);
+  dg__mgr_batch_clear(m);
   return 0;
 }
 
@@ -334,9 +644,14 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
 static int run_entries(dg_manager_t *m, const entry_t *e, size_t n) {
   size_t i = 0;
   while (i < n) {
+    if (e[i].ddl) {
+      int rc = run_ddl_entry(m, &e[i]);
+      if (rc != 0) return rc;
+      i++;
+      continue;
+    }
     size_t j = i + 1;
-    if (!e[i].ddl)
-      while (j < n && !e[j].ddl) j++;
+    while (j < n && !e[j].ddl) j++;
     int rc = run_batch(m, &e[i], j - i);
     if (rc != 0) return rc;
     i = j;
@@ -371,10 +686,11 @@ static size_t entries_of(redisReply *rep, entry_t **out) {
 
 /* ---- recovery ------------------------------------------------------------------------ */
 
-/* Re-reads this consumer's pending entries: republishes what DuckDB says is
- * applied, applies the rest. */
+/* Re-reads this consumer's pending entries: acknowledges what DuckDB holds
+ * (committed, not acknowledged), applies the rest in order. */
 static int recover(dg_manager_t *m) {
   char cursor[DG_REDIS_XID_BUFSZ] = "0";
+  size_t reapplied = 0, acked = 0;
   for (;;) {
     const char *argv[] = {"XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", "1000", "STREAMS",
                           m->app->req_stream, cursor};
@@ -385,50 +701,63 @@ static int recover(dg_manager_t *m) {
     if (n == 0) {
       freeReplyObject(rep);
       dg_free(e);
-      return 0;
+      break;
     }
     size_t done = 0;
+    char (*ids)[DG_REDIS_XID_BUFSZ] = dg_malloc(n * sizeof *ids);
     for (size_t i = 0; i < n; i++) {
-      char sid[DG_REDIS_XID_BUFSZ];
-      snprintf(sid, sizeof sid, "%.*s", (int)e[i].id_len, e[i].id);
-      if (!xid_le(sid, m->last_applied)) break;
-      char *res = e[i].req ? dg__mgr_stored_outcome(m, sid) : NULL;
-      mreq_t *r = req_add(m, sid, strlen(sid));
-      if (res) {
-        r->res = res;
-        r->res_len = strlen(res);
-      } else {
-        r->duplicate = 1; /* applied as a duplicate, or trimmed: nothing to publish */
-      }
+      snprintf(ids[done], sizeof ids[done], "%.*s", (int)e[i].id_len, e[i].id);
+      if (!xid_le(ids[done], m->last_applied)) break;
       done++;
     }
-    if (done) {
-      const char **acks = dg_malloc(done * sizeof *acks);
-      for (size_t i = 0; i < done; i++) acks[i] = m->reqs[i].stream_id;
-      int rc = publish(m, acks, done);
-      dg_free(acks);
-      dg__mgr_batch_clear(m);
-      if (rc != 0) {
-        freeReplyObject(rep);
-        dg_free(e);
-        return rc;
-      }
-      dg_log_info("manager: recovery republished %zu applied request(s)", done);
-    }
+    if (done) xack(m, m->redis, ids, done);
+    dg_free(ids);
+    acked += done;
+    reapplied += n - done;
     int rc = n > done ? run_entries(m, e + done, n - done) : 0;
     snprintf(cursor, sizeof cursor, "%.*s", (int)e[n - 1].id_len, e[n - 1].id);
     freeReplyObject(rep);
     dg_free(e);
     if (rc != 0) return rc;
   }
+  if (acked || reapplied)
+    dg_log_info("manager: recovery acknowledged %zu persisted request(s), applied %zu again", acked, reapplied);
+  return 0;
+}
+
+/* The newest entry of response_duck, so the manager's own outcomes can go
+ * to the reader directly once it has read up to there. */
+static void res_top_read(dg_manager_t *m) {
+  const char *argv[] = {"XREVRANGE", m->app->res_stream, "+", "-", "COUNT", "1"};
+  redisReply *rep = cmd(m, 6, argv);
+  m->res_top_known = 0;
+  if (rep == NULL) return;
+  dg_redis_xiter_t it;
+  dg_redis_xentry_t e;
+  m->res_top = (dg_redis_xid_t){0, 0};
+  if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e))
+    dg_redis_xid_parse(e.id.ptr, e.id.len, &m->res_top);
+  m->res_top_known = 1;
+  freeReplyObject(rep);
 }
 
 static int become_leader(dg_manager_t *m) {
   char err[512];
-  if (dg__mgr_load(m, err, sizeof err) != 0) {
+  pthread_mutex_lock(&m->conn_lock);
+  pthread_mutex_lock(&m->state_lock);
+  dg__mgr_pend_drop(m);
+  int rc = dg__mgr_load(m, err, sizeof err);
+  pthread_mutex_unlock(&m->state_lock);
+  pthread_mutex_unlock(&m->conn_lock);
+  if (rc != 0) {
     dg_log_error("manager: cannot load the database: %s", err);
     return DG_EIO;
   }
+  dg_redis_xid_t applied;
+  if (dg_redis_xid_parse(m->last_applied, strlen(m->last_applied), &applied) == 0)
+    dg_progress_persisted(m->app->progress, applied);
+  atomic_store(&m->broken, 0);
+  atomic_store(&m->app->manager_broken, 0);
   const char *argv[] = {"XGROUP", "CREATE", m->app->req_stream, GROUP, m->last_applied, "MKSTREAM"};
   redisReply *rep = cmd(m, 6, argv);
   if (rep == NULL) return DG_EUNAVAIL;
@@ -438,9 +767,13 @@ static int become_leader(dg_manager_t *m) {
     return DG_EIO;
   }
   freeReplyObject(rep);
-  int rc = recover(m);
-  if (rc != 0) return rc;
-  m->leader = 1;
+  res_top_read(m);
+  m->leader = 1; /* recovery runs batches as a leader does */
+  rc = recover(m);
+  if (rc != 0) {
+    if (m->leader) step_down(m, "recovery failed");
+    return rc;
+  }
   atomic_store(&m->app->manager_state, DG_MANAGER_LEADER);
   dg_log_info("manager: leader (last applied %s, %u tables)", m->last_applied, m->ntables);
   return 0;
@@ -478,10 +811,14 @@ static void update_lag(dg_manager_t *m) {
 }
 
 static void trim_requests(dg_manager_t *m) {
+  char last[DG_REDIS_XID_BUFSZ];
+  pthread_mutex_lock(&m->state_lock);
+  memcpy(last, m->last_applied, sizeof last);
+  pthread_mutex_unlock(&m->state_lock);
   dg_redis_xid_t applied;
-  if (dg_redis_xid_parse(m->last_applied, strlen(m->last_applied), &applied) != 0) return;
+  if (dg_redis_xid_parse(last, strlen(last), &applied) != 0) return;
   uint64_t keep_from = (uint64_t)(now_ms() - REQUEST_RETENTION_MS);
-  if (keep_from > applied.ms) keep_from = applied.ms; /* never beyond what is applied */
+  if (keep_from > applied.ms) keep_from = applied.ms; /* never beyond what is persisted */
   char minid[32];
   snprintf(minid, sizeof minid, "%" PRIu64 "-0", keep_from);
   const char *argv[] = {"XTRIM", m->app->req_stream, "MINID", "~", minid};
@@ -489,36 +826,43 @@ static void trim_requests(dg_manager_t *m) {
   if (rep) freeReplyObject(rep);
 }
 
-/* Idempotency holds "within retention": outcomes older than the oldest entry
- * response_duck still holds are dropped from dg.outcomes, and the set of
- * applied request ids is rebuilt to match. */
-static void trim_outcomes(dg_manager_t *m) {
-  const char *argv[] = {"XRANGE", m->app->res_stream, "-", "+", "COUNT", "1"};
-  redisReply *rep = cmd(m, 6, argv);
-  if (rep == NULL) return;
-  dg_redis_xiter_t it;
-  dg_redis_xentry_t e;
-  dg_redis_xid_t first;
-  int have = dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e) &&
-             dg_redis_xid_parse(e.id.ptr, e.id.len, &first) == 0;
-  freeReplyObject(rep);
-  if (!have) return;
-  duckdb_prepared_statement st;
-  if (duckdb_prepare(m->conn, "DELETE FROM dg.outcomes WHERE ms < $1", &st) == DuckDBError) {
+/* Idempotency records older than the window (stream time, from the last
+ * persisted request) can no longer match: dropped from dg.idem and from the
+ * map. Which ones are dropped does not change what apply decides. */
+static void trim_idem(dg_manager_t *m) {
+  pthread_mutex_lock(&m->conn_lock);
+  pthread_mutex_lock(&m->state_lock);
+  dg_redis_xid_t applied = {0, 0};
+  dg_redis_xid_parse(m->last_applied, strlen(m->last_applied), &applied);
+  int64_t from = (int64_t)applied.ms - m->idem_window_ms;
+  if (from > 0) {
+    pthread_mutex_lock(&m->idem_lock);
+    dg__mgr_idem_prune(&m->idem, (uint64_t)from);
+    pthread_mutex_unlock(&m->idem_lock);
+  }
+  pthread_mutex_unlock(&m->state_lock);
+  if (from > 0) {
+    duckdb_prepared_statement st;
+    if (duckdb_prepare(m->conn, "DELETE FROM dg.idem WHERE ms < $1", &st) == DuckDBSuccess) {
+      duckdb_bind_int64(st, 1, from);
+      duckdb_result res;
+      duckdb_execute_prepared(st, &res);
+      duckdb_destroy_result(&res);
+    }
     duckdb_destroy_prepare(&st);
-    return;
   }
-  duckdb_bind_int64(st, 1, (int64_t)first.ms);
-  duckdb_result res;
-  idx_t gone = 0;
-  if (duckdb_execute_prepared(st, &res) == DuckDBSuccess) gone = duckdb_rows_changed(&res);
-  duckdb_destroy_result(&res);
-  duckdb_destroy_prepare(&st);
-  if (gone) {
-    dg__mgr_load_seen(m);
-    dg_log_info("manager: dropped %llu outcomes no longer retained in %s", (unsigned long long)gone,
-                m->app->res_stream);
-  }
+  pthread_mutex_unlock(&m->conn_lock);
+}
+
+static int idem_lookup(void *arg, const char *caller, const char *request_id, char *out, size_t cap) {
+  dg_manager_t *m = arg;
+  if (atomic_load(&m->app->manager_state) != DG_MANAGER_LEADER) return 0;
+  dg_redis_xid_t id;
+  pthread_mutex_lock(&m->idem_lock);
+  int found = dg__mgr_idem_find(&m->idem, dg__mgr_idem_key(caller, request_id), 0, 0, &id);
+  pthread_mutex_unlock(&m->idem_lock);
+  if (found) dg_redis_xid_format(id, out, cap);
+  return found;
 }
 
 /* ---- the thread ------------------------------------------------------------------------- */
@@ -531,8 +875,24 @@ static void *run(void *arg) {
   snprintf(bmax, sizeof bmax, "%d", app->cfg->batch_max);
   snprintf(maxlen_arg, sizeof maxlen_arg, "%ld", app->cfg->response_maxlen);
   atomic_store(&app->manager_state, DG_MANAGER_STANDBY);
+  int64_t broken_at = 0;
   while (!atomic_load(&m->stop)) {
+    if (atomic_load(&m->broken)) {
+      /* DuckDB kept failing: let another node lead, say so in /health,
+       * and try again after a pause. */
+      atomic_store(&app->manager_broken, 1);
+      if (m->leader) {
+        step_down(m, "DuckDB keeps failing to persist");
+        lease_release(m);
+      }
+      atomic_store(&m->broken, 0);
+      broken_at = now_ms();
+    }
     if (!m->leader) {
+      if (broken_at && now_ms() - broken_at < BROKEN_PAUSE_MS) {
+        usleep(100 * 1000);
+        continue;
+      }
       if (!lease_acquire(m) && lease_renew(m) != 1) {
         atomic_store(&app->manager_state, DG_MANAGER_STANDBY);
         usleep(300 * 1000);
@@ -542,14 +902,13 @@ static void *run(void *arg) {
         usleep(300 * 1000);
         continue;
       }
+      broken_at = 0;
     }
     int64_t now = now_ms();
     if (now - m->lease_renewed_ms >= LEASE_RENEW_MS) {
       int r = lease_renew(m);
       if (r == 0 || (r < 0 && now - m->lease_renewed_ms >= LEASE_MS)) {
-        dg_log_warn("manager: lost the lease; standing by");
-        m->leader = 0;
-        atomic_store(&app->manager_state, DG_MANAGER_STANDBY);
+        step_down(m, "lost the lease");
         continue;
       }
     }
@@ -561,9 +920,19 @@ static void *run(void *arg) {
       trim_requests(m);
       m->trimmed_ms = now;
     }
-    if (now - m->outcomes_trimmed_ms >= 60000) {
-      trim_outcomes(m);
-      m->outcomes_trimmed_ms = now;
+    if (now - m->idem_pruned_ms >= 60000) {
+      trim_idem(m);
+      m->idem_pruned_ms = now;
+    }
+    /* The tail in memory is capped: wait for the persister. */
+    if (atomic_load(&m->npend_atomic) >= m->tail_max) {
+      persister_kick(m);
+      pthread_mutex_lock(&m->plock);
+      struct timespec until;
+      dg_deadline_after_ms(&until, 100);
+      if (atomic_load(&m->npend_atomic) >= m->tail_max) pthread_cond_timedwait(&m->dcond, &m->plock, &until);
+      pthread_mutex_unlock(&m->plock);
+      continue;
     }
     const char *argv[] = {"XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", bmax, "BLOCK", "500",
                           "STREAMS", app->req_stream, ">"};
@@ -577,26 +946,22 @@ static void *run(void *arg) {
       /* NOGROUP: the stream was deleted under us; make the group again. */
       dg_log_warn("manager: %s", rep->str);
       freeReplyObject(rep);
-      m->leader = 0;
+      step_down(m, "request_duck has no consumer group");
       usleep(100 * 1000);
       continue;
     }
     entry_t *e;
     size_t n = entries_of(rep, &e);
-    if (n && run_entries(m, e, n) != 0) m->leader = 0; /* re-run recovery */
-    if (n) {
-      m->dirty = 1;
-    } else if (m->dirty && now - m->checkpointed_ms >= CHECKPOINT_IDLE_MS) {
-      /* Quiet now: fold the WAL into the database here, not inside a
-       * commit under load (see the checkpoint_threshold in db.c). */
-      dg_db_exec(m->conn, "CHECKPOINT", NULL, 0);
-      m->dirty = 0;
-      m->checkpointed_ms = now_ms();
-    }
+    if (n && run_entries(m, e, n) != 0 && m->leader) step_down(m, "a batch failed");
     dg_free(e);
     freeReplyObject(rep);
   }
-  if (m->leader) lease_release(m);
+  if (m->leader) {
+    /* A clean stop persists the tail first, so a restart replays nothing. */
+    persister_kick(m);
+    drain(m);
+    lease_release(m);
+  }
   atomic_store(&app->manager_state, DG_MANAGER_OFF);
   return NULL;
 }
@@ -606,8 +971,10 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   dg_manager_t *m = dg_calloc(1, sizeof *m);
   m->app = app;
   char err[200];
-  if (dg_redis_create(url, opts, &m->redis, err, sizeof err) != 0 || dg_db_connect(app->db, &m->conn) != 0) {
+  if (dg_redis_create(url, opts, &m->redis, err, sizeof err) != 0 ||
+      dg_redis_create(url, opts, &m->predis, err, sizeof err) != 0 || dg_db_connect(app->db, &m->conn) != 0) {
     dg_redis_destroy(m->redis);
+    dg_redis_destroy(m->predis);
     dg_free(m);
     return DG_EIO;
   }
@@ -616,12 +983,48 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   snprintf(m->lease_value, sizeof m->lease_value, "%.40s:%d:%lld", host, (int)getpid(), (long long)now_ms());
   snprintf(m->consumer, sizeof m->consumer, CONSUMER);
   snprintf(m->last_applied, sizeof m->last_applied, "0-0");
+  m->persist_interval_us = env_long("DUCKGRID_PERSIST_INTERVAL_MS", PERSIST_INTERVAL_MS_DEFAULT, 1, 60000) * 1000;
+  m->persist_max = (size_t)env_long("DUCKGRID_PERSIST_MAX", PERSIST_MAX_DEFAULT, 1, 10000000);
+  m->tail_max = (size_t)env_long("DUCKGRID_TAIL_MAX", TAIL_MAX_DEFAULT, 1, 100000000);
+  m->idem_window_ms = (int64_t)env_long("DUCKGRID_IDEMPOTENCY_WINDOW_MS", (long)IDEM_WINDOW_MS_DEFAULT, 1000,
+                                        366L * 24 * 3600 * 1000);
+  /* API v1.1: outcomes list at most 10,000 changes (a larger one is paged
+   * from the audit log); a request may change at most 5,000,000 cells. */
+  m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
+  m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
   m->changes = dg_changes_create();
   dg_buf_init(&m->json);
-  if (pthread_create(&m->thread, NULL, run, m) != 0) {
+  pthread_mutex_init(&m->state_lock, NULL);
+  pthread_mutex_init(&m->conn_lock, NULL);
+  pthread_mutex_init(&m->idem_lock, NULL);
+  pthread_mutex_init(&m->plock, NULL);
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&m->pcond, &attr);
+  pthread_cond_init(&m->dcond, &attr);
+  pthread_condattr_destroy(&attr);
+  app->idem_lookup = idem_lookup;
+  app->idem_arg = m;
+  dg_progress_set_kick(app->progress, persister_kick, m);
+  if (pthread_create(&m->pthread, NULL, persister_run, m) != 0) {
     dg_changes_destroy(m->changes);
     dg_db_disconnect(&m->conn);
     dg_redis_destroy(m->redis);
+    dg_redis_destroy(m->predis);
+    dg_free(m);
+    return DG_EIO;
+  }
+  if (pthread_create(&m->thread, NULL, run, m) != 0) {
+    pthread_mutex_lock(&m->plock);
+    m->pstop = 1;
+    pthread_cond_signal(&m->pcond);
+    pthread_mutex_unlock(&m->plock);
+    pthread_join(m->pthread, NULL);
+    dg_changes_destroy(m->changes);
+    dg_db_disconnect(&m->conn);
+    dg_redis_destroy(m->redis);
+    dg_redis_destroy(m->predis);
     dg_free(m);
     return DG_EIO;
   }
@@ -633,19 +1036,35 @@ void dg_manager_stop(dg_manager_t *m) {
   if (m == NULL) return;
   atomic_store(&m->stop, 1);
   pthread_join(m->thread, NULL);
+  dg_progress_set_kick(m->app->progress, NULL, NULL);
+  m->app->idem_lookup = NULL;
+  pthread_mutex_lock(&m->plock);
+  m->pstop = 1;
+  pthread_cond_signal(&m->pcond);
+  pthread_mutex_unlock(&m->plock);
+  pthread_join(m->pthread, NULL);
   dg__mgr_batch_clear(m);
+  dg__mgr_pend_drop(m);
   for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
   dg_free(m->tables);
   for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);
   dg_free(m->views);
-  dg_idset_dispose(&m->seen_requests);
+  dg__mgr_idem_dispose(&m->idem);
   dg_free(m->reqs);
   dg_free(m->hist);
+  dg_free(m->pend);
   dg_free(m->ddl);
   dg_changes_destroy(m->changes);
   dg_buf_dispose(&m->json);
   dg__mgr_persist_dispose(m);
   dg_db_disconnect(&m->conn);
   dg_redis_destroy(m->redis);
+  dg_redis_destroy(m->predis);
+  pthread_cond_destroy(&m->pcond);
+  pthread_cond_destroy(&m->dcond);
+  pthread_mutex_destroy(&m->plock);
+  pthread_mutex_destroy(&m->idem_lock);
+  pthread_mutex_destroy(&m->conn_lock);
+  pthread_mutex_destroy(&m->state_lock);
   dg_free(m);
 }

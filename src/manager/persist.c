@@ -14,10 +14,16 @@
  * Rows go into connection-local temp staging tables through the appender,
  * as data chunks whose DECIMAL vectors are filled with the engine's scaled
  * int64 values directly (no text, no doubles). Every statement's row count
- * is checked against what was staged. The audit rows, the outcomes and the
- * id of the last request applied go into the same transaction, so after a
- * crash DuckDB says exactly which requests are applied and what their
- * outcomes were.
+ * is checked against what was staged. The audit rows, the idempotency
+ * records and the id of the last request applied (with the next automatic
+ * row id) go into the same transaction, so after a crash DuckDB says
+ * exactly which requests it holds; the rest of the log is applied again.
+ *
+ * A persist covers the whole unpersisted tail, many batches at once (the
+ * persister thread, manager.c): the rows are read from the engine while
+ * the manager is held off (state_lock), so they are the state after the
+ * tail's last request; everything else (audit, holds, idem, dg.applied) is
+ * written from the tail taken out of the manager, without the lock.
  *
  * Values are always absolute (SET v = staged value), never increments: see
  * DESIGN.md on DuckDB 1.4.4 applying a point increment twice.
@@ -193,7 +199,9 @@ static void free_state(dg_manager_t *m) {
   dg_free(m->views);
   m->views = NULL;
   m->nviews = 0;
-  dg_idset_dispose(&m->seen_requests);
+  pthread_mutex_lock(&m->idem_lock);
+  dg__mgr_idem_dispose(&m->idem);
+  pthread_mutex_unlock(&m->idem_lock);
   audit_cols_free(m);
 }
 
@@ -282,11 +290,47 @@ static int32_t audit_col_id(dg_manager_t *m, mtable_t *t, const char *table, int
   return id;
 }
 
+/* The idempotency map: every (caller, request_id) first seen within the
+ * window before the last applied request (stream time). */
+static int load_idem(dg_manager_t *m, char *err, size_t errcap) {
+  dg_redis_xid_t applied = {0, 0};
+  dg_redis_xid_parse(m->last_applied, strlen(m->last_applied), &applied);
+  int64_t from = (int64_t)applied.ms - m->idem_window_ms;
+  duckdb_prepared_statement st;
+  if (duckdb_prepare(m->conn, "SELECT caller, request_id, ms, seq FROM dg.idem WHERE ms >= $1", &st) ==
+      DuckDBError) {
+    snprintf(err, errcap, "cannot read dg.idem: %s", duckdb_prepare_error(st));
+    duckdb_destroy_prepare(&st);
+    return DG_EIO;
+  }
+  duckdb_bind_int64(st, 1, from);
+  duckdb_result res;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    snprintf(err, errcap, "cannot read dg.idem: %s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&st);
+    return DG_EIO;
+  }
+  pthread_mutex_lock(&m->idem_lock);
+  for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
+    char *caller = duckdb_value_varchar(&res, 0, i);
+    char *rid = duckdb_value_varchar(&res, 1, i);
+    dg_redis_xid_t id = {(uint64_t)duckdb_value_int64(&res, 2, i), (uint64_t)duckdb_value_int64(&res, 3, i)};
+    if (caller && rid) dg__mgr_idem_add(&m->idem, dg__mgr_idem_key(caller, rid), id);
+    duckdb_free(caller);
+    duckdb_free(rid);
+  }
+  pthread_mutex_unlock(&m->idem_lock);
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  return 0;
+}
+
 int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   free_state(m);
   m->next_row_id = 1;
   duckdb_result res;
-  if (duckdb_query(m->conn, "SELECT last_id FROM dg.applied", &res) == DuckDBError ||
+  if (duckdb_query(m->conn, "SELECT last_id, next_row_id FROM dg.applied", &res) == DuckDBError ||
       duckdb_row_count(&res) != 1) {
     snprintf(err, errcap, "cannot read dg.applied");
     duckdb_destroy_result(&res);
@@ -295,6 +339,9 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   char *last = duckdb_value_varchar(&res, 0, 0);
   snprintf(m->last_applied, sizeof m->last_applied, "%s", last ? last : "0-0");
   duckdb_free(last);
+  /* The counter is state: rows inserted and deleted again leave it above
+   * every id in use, and a replay must hand out the same ids. */
+  int64_t stored_next = duckdb_value_is_null(&res, 1, 0) ? 1 : duckdb_value_int64(&res, 1, 0);
   duckdb_destroy_result(&res);
 
   if (duckdb_query(m->conn, "SELECT name FROM dg.tables ORDER BY name", &res) == DuckDBError) {
@@ -336,41 +383,10 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   }
   duckdb_destroy_result(&res);
 
+  if (stored_next > m->next_row_id) m->next_row_id = stored_next;
   rc = load_audit_cols(m, err, errcap);
   if (rc != 0) return rc;
-  return dg__mgr_load_seen(m);
-}
-
-int dg__mgr_load_seen(dg_manager_t *m) {
-  duckdb_result res;
-  dg_idset_dispose(&m->seen_requests);
-  dg_idset_init(&m->seen_requests);
-  if (duckdb_query(m->conn, "SELECT request_id FROM dg.outcomes", &res) == DuckDBSuccess) {
-    for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
-      char *rid = duckdb_value_varchar(&res, 0, i);
-      if (rid) dg_idset_add(&m->seen_requests, (int64_t)dg__mgr_hash(rid));
-      duckdb_free(rid);
-    }
-  }
-  duckdb_destroy_result(&res);
-  return 0;
-}
-
-char *dg__mgr_stored_outcome(dg_manager_t *m, const char *stream_id) {
-  duckdb_prepared_statement st;
-  char *out = NULL;
-  if (duckdb_prepare(m->conn, "SELECT res FROM dg.outcomes WHERE stream_id = $1", &st) == DuckDBSuccess) {
-    duckdb_bind_varchar(st, 1, stream_id);
-    duckdb_result res;
-    if (duckdb_execute_prepared(st, &res) == DuckDBSuccess && duckdb_row_count(&res) == 1) {
-      char *v = duckdb_value_varchar(&res, 0, 0);
-      out = v ? dg_strdup(v) : NULL;
-      duckdb_free(v);
-    }
-    duckdb_destroy_result(&res);
-  }
-  duckdb_destroy_prepare(&st);
-  return out;
+  return load_idem(m, err, errcap);
 }
 
 /* ---- writing a batch ---------------------------------------------------------------- */
@@ -609,12 +625,36 @@ static int write_table(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
   return rc;
 }
 
-static int write_holds(dg_manager_t *m, char *err, size_t errcap) {
+/* What one persist writes besides the rows: the tail taken from the
+ * manager under state_lock, so the manager goes on applying meanwhile. */
+typedef struct {
+  mpend_t *pend;           /* the requests, in stream order (owned)          */
+  size_t npend;
+  mhist_t *hist;           /* their audit rows (owned)                       */
+  size_t nhist;
+  int32_t *audit_ids;      /* dg.audit_cols id of each audit row             */
+  char **holds_table;      /* hold rows: table and column names (borrowed
+                              from the definitions, kept alive by refs)      */
+  dg_tabledef_t **defs;    /* table definitions referenced (counted refs)    */
+  size_t ndefs;
+  dg_idset_t *touched;     /* per table tag: rows staged (moved out)         */
+  dg_idset_t *fresh;
+  uint32_t ntables;
+  int64_t next_row_id;
+} work_t;
+
+/* The definition behind a hold row, if the table is still there. */
+static const dg_tabledef_t *work_def(const work_t *w, uint32_t tag) {
+  return tag < w->ndefs ? w->defs[tag] : NULL;
+}
+
+static int write_holds(dg_manager_t *m, const work_t *w, char *err, size_t errcap) {
   duckdb_prepared_statement del = NULL, add = NULL;
   int rc = 0;
-  for (size_t i = 0; i < m->nhist && rc == 0; i++) {
-    mhist_t *h = &m->hist[i];
-    if (h->kind != MHIST_HOLD || m->reqs[h->req].duplicate || m->tables[h->tag] == NULL) continue;
+  for (size_t i = 0; i < w->nhist && rc == 0; i++) {
+    const mhist_t *h = &w->hist[i];
+    const dg_tabledef_t *def = work_def(w, h->tag);
+    if (h->kind != MHIST_HOLD || def == NULL) continue;
     if (del == NULL &&
         (duckdb_prepare(m->conn,
                         "DELETE FROM dg.holds WHERE table_name = $1 AND row_id = $2 AND column_name = $3",
@@ -624,12 +664,11 @@ static int write_holds(dg_manager_t *m, char *err, size_t errcap) {
       rc = DG_EIO;
       break;
     }
-    mtable_t *t = m->tables[h->tag];
     duckdb_prepared_statement sts[2] = {del, add};
     for (int k = 0; k < (strcmp(h->new_text, "held") == 0 ? 2 : 1); k++) {
-      duckdb_bind_varchar(sts[k], 1, t->def->name);
+      duckdb_bind_varchar(sts[k], 1, def->name);
       duckdb_bind_int64(sts[k], 2, h->row);
-      duckdb_bind_varchar(sts[k], 3, t->def->cols[h->col].name);
+      duckdb_bind_varchar(sts[k], 3, def->cols[h->col].name);
       duckdb_result res;
       if (duckdb_execute_prepared(sts[k], &res) == DuckDBError) {
         snprintf(err, errcap, "holds: %s", duckdb_result_error(&res));
@@ -658,16 +697,12 @@ static void put_str(duckdb_vector v, idx_t i, const char *s, size_t len) {
 /* The audit log (see migration 5 in db.c): one dg.audit_requests row per
  * request with changes, one integer dg.cell_log row per change, filled as
  * data chunks in place (a batch of 1,024 writes has ~13,000 of them). */
-static int write_history(dg_manager_t *m, char *err, size_t errcap) {
+static int write_history(dg_manager_t *m, const work_t *w, char *err, size_t errcap) {
   int rc = 0;
   /* New (table, column) names first: the cell rows refer to them. Between
-   * batches every name is saved, so the new ones start at naudit_saved. */
-  int32_t *ids = dg_malloc((m->nhist + 1) * sizeof *ids);
-  for (size_t i = 0; i < m->nhist; i++) {
-    const mhist_t *h = &m->hist[i];
-    mtable_t *t = m->tables[h->tag];
-    ids[i] = audit_col_id(m, t, t ? t->def->name : m->reqs[h->req].table_name, h->col);
-  }
+   * batches every name is saved, so the new ones start at naudit_saved.
+   * The ids were looked up while the tail was taken (work_take). */
+  const int32_t *ids = w->audit_ids;
   if (m->naudit_cols > m->naudit_saved) {
     duckdb_prepared_statement st;
     if (duckdb_prepare(m->conn, "INSERT INTO dg.audit_cols VALUES ($1, $2, $3, $4)", &st) == DuckDBError) {
@@ -688,7 +723,6 @@ static int write_history(dg_manager_t *m, char *err, size_t errcap) {
     duckdb_destroy_prepare(&st);
     if (rc) {
       snprintf(err, errcap, "cannot record audit column names");
-      dg_free(ids);
       return rc;
     }
   }
@@ -699,12 +733,8 @@ static int write_history(dg_manager_t *m, char *err, size_t errcap) {
     snprintf(err, errcap, "appender on the audit log");
     duckdb_appender_destroy(&ra);
     duckdb_appender_destroy(&app);
-    dg_free(ids);
     return DG_EIO;
   }
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  duckdb_timestamp ts = {(int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000};
 
   enum { C_MS, C_SEQ, C_ROW, C_COL, C_OLDN, C_NEWN, C_OLDT, C_NEWT, NCOL };
   duckdb_logical_type types[NCOL];
@@ -715,14 +745,14 @@ static int write_history(dg_manager_t *m, char *err, size_t errcap) {
   idx_t cap = duckdb_vector_size(), fill = 0;
   uint32_t prev_req = UINT32_MAX;
   dg_redis_xid_t xid = {0, 0};
-  for (size_t i = 0; i <= m->nhist && rc == 0; i++) {
+  for (size_t i = 0; i <= w->nhist && rc == 0; i++) {
     if (fill == 0) {
       for (idx_t c = 0; c < NCOL; c++) {
         vec[c] = duckdb_data_chunk_get_vector(chunk, c);
         data[c] = duckdb_vector_get_data(vec[c]);
       }
     }
-    if (fill == cap || (i == m->nhist && fill > 0)) {
+    if (fill == cap || (i == w->nhist && fill > 0)) {
       duckdb_data_chunk_set_size(chunk, fill);
       if (duckdb_append_data_chunk(app, chunk) == DuckDBError) rc = DG_EIO;
       duckdb_data_chunk_reset(chunk);
@@ -732,13 +762,15 @@ static int write_history(dg_manager_t *m, char *err, size_t errcap) {
         data[c] = duckdb_vector_get_data(vec[c]);
       }
     }
-    if (i == m->nhist || rc != 0) break;
-    const mhist_t *h = &m->hist[i];
+    if (i == w->nhist || rc != 0) break;
+    const mhist_t *h = &w->hist[i];
     if (h->req != prev_req) {
       /* A request's audit rows are contiguous: it was applied whole. */
-      const mreq_t *r = &m->reqs[h->req];
+      const mpend_t *r = &w->pend[h->req];
       prev_req = h->req;
       if (dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &xid) != 0) xid = (dg_redis_xid_t){0, 0};
+      /* The request's time is its stream id's: a replay writes the same. */
+      duckdb_timestamp ts = {(int64_t)xid.ms * 1000};
       duckdb_append_int64(ra, (int64_t)xid.ms);
       duckdb_append_int64(ra, (int64_t)xid.seq);
       duckdb_append_varchar(ra, r->request_id);
@@ -784,33 +816,36 @@ static int write_history(dg_manager_t *m, char *err, size_t errcap) {
   for (idx_t c = 0; c < NCOL; c++) duckdb_destroy_logical_type(&types[c]);
   duckdb_appender_destroy(&ra);
   duckdb_appender_destroy(&app);
-  dg_free(ids);
   return rc;
 }
 
 static double mono_ms(void) { return (double)dg_mono_us() / 1e3; }
 
-static int write_outcomes(dg_manager_t *m, char *err, size_t errcap) {
-  int rc = 0;
-
-  duckdb_appender out;
-  if (duckdb_appender_create(m->conn, "dg", "outcomes", &out) == DuckDBError) {
-    snprintf(err, errcap, "appender on dg.outcomes");
-    duckdb_appender_destroy(&out);
+/* dg.idem: (caller, request_id) -> the first request's stream id, for
+ * idempotent retries (the API finds the first outcome by that id) and for
+ * the manager's map after a restart. Replaces dg.outcomes (migration 6). */
+static int write_idem(dg_manager_t *m, const work_t *w, char *err, size_t errcap) {
+  duckdb_appender app;
+  if (duckdb_appender_create(m->conn, "dg", "idem", &app) == DuckDBError) {
+    snprintf(err, errcap, "appender on dg.idem");
+    duckdb_appender_destroy(&app);
     return DG_EIO;
   }
-  for (size_t i = 0; i < m->nreqs && rc == 0; i++) {
-    mreq_t *r = &m->reqs[i];
-    if (r->duplicate || r->res == NULL) continue;
-    duckdb_append_varchar(out, r->stream_id);
-    duckdb_append_varchar(out, r->request_id);
-    duckdb_append_varchar_length(out, r->res, r->res_len);
-    duckdb_append_int64(out, strtoll(r->stream_id, NULL, 10));
-    if (duckdb_appender_end_row(out) == DuckDBError) rc = DG_EIO;
+  int rc = 0;
+  for (size_t i = 0; i < w->npend && rc == 0; i++) {
+    const mpend_t *p = &w->pend[i];
+    if (!p->idem) continue;
+    dg_redis_xid_t x = {0, 0};
+    dg_redis_xid_parse(p->stream_id, strlen(p->stream_id), &x);
+    duckdb_append_varchar(app, p->caller);
+    duckdb_append_varchar(app, p->request_id);
+    duckdb_append_int64(app, (int64_t)x.ms);
+    duckdb_append_int64(app, (int64_t)x.seq);
+    if (duckdb_appender_end_row(app) == DuckDBError) rc = DG_EIO;
   }
-  if (rc == 0 && duckdb_appender_close(out) == DuckDBError) rc = DG_EIO;
-  if (rc) snprintf(err, errcap, "outcomes: %s", duckdb_appender_error(out));
-  duckdb_appender_destroy(&out);
+  if (rc == 0 && duckdb_appender_close(app) == DuckDBError) rc = DG_EIO;
+  if (rc) snprintf(err, errcap, "dg.idem: %s", duckdb_appender_error(app));
+  duckdb_appender_destroy(&app);
   return rc;
 }
 
@@ -841,55 +876,208 @@ static int run_ddl(dg_manager_t *m, char *err, size_t errcap) {
   return 0;
 }
 
-static int batch_tx(duckdb_connection c, void *arg, char *err, size_t errcap) {
-  dg_manager_t *m = arg;
-  (void)c;
+/* Takes the tail from the manager (state_lock held): pend, audit rows and
+ * the touched sets move into w; audit column ids are looked up now, while
+ * the table definitions cannot change. */
+static void work_take(dg_manager_t *m, work_t *w) {
+  memset(w, 0, sizeof *w);
+  w->pend = m->pend;
+  w->npend = m->npend;
+  m->pend = NULL;
+  m->npend = m->pend_cap = 0;
+  w->hist = m->hist;
+  w->nhist = m->nhist;
+  m->hist = NULL;
+  m->nhist = m->hist_cap = 0;
+  w->next_row_id = m->next_row_id;
+  w->audit_ids = dg_malloc((w->nhist + 1) * sizeof *w->audit_ids);
+  for (size_t i = 0; i < w->nhist; i++) {
+    const mhist_t *h = &w->hist[i];
+    mtable_t *t = h->tag < m->ntables ? m->tables[h->tag] : NULL;
+    w->audit_ids[i] = audit_col_id(m, t, t ? t->def->name : w->pend[h->req].table_name, h->col);
+  }
+  w->ntables = w->ndefs = m->ntables;
+  w->touched = dg_calloc((size_t)m->ntables + 1, sizeof *w->touched);
+  w->fresh = dg_calloc((size_t)m->ntables + 1, sizeof *w->fresh);
+  w->defs = dg_calloc((size_t)m->ntables + 1, sizeof *w->defs);
+  for (uint32_t i = 0; i < m->ntables; i++) {
+    mtable_t *t = m->tables[i];
+    if (t == NULL) continue;
+    w->defs[i] = dg_tabledef_ref(t->def);
+    w->touched[i] = t->touched;
+    w->fresh[i] = t->fresh;
+    dg_idset_init(&t->touched);
+    dg_idset_init(&t->fresh);
+  }
+  atomic_store(&m->npend_atomic, 0);
+  atomic_store(&m->pend_since_us, 0);
+}
+
+static void work_free(work_t *w) {
+  dg_free(w->pend);
+  for (size_t i = 0; i < w->nhist; i++) {
+    dg_free(w->hist[i].old_text);
+    dg_free(w->hist[i].new_text);
+  }
+  dg_free(w->hist);
+  dg_free(w->audit_ids);
+  for (uint32_t i = 0; i < w->ntables; i++) {
+    dg_idset_dispose(&w->touched[i]);
+    dg_idset_dispose(&w->fresh[i]);
+    if (w->defs[i]) dg_tabledef_unref(w->defs[i]);
+  }
+  dg_free(w->touched);
+  dg_free(w->fresh);
+  dg_free(w->defs);
+  memset(w, 0, sizeof *w);
+}
+
+/* A persist failed: the tail goes back in front of what the manager added
+ * since (state_lock held), so the next attempt writes it all. */
+static void work_return(dg_manager_t *m, work_t *w) {
+  if (w->npend) {
+    mpend_t *p = dg_malloc((w->npend + m->npend + 1) * sizeof *p);
+    memcpy(p, w->pend, w->npend * sizeof *p);
+    if (m->npend) memcpy(p + w->npend, m->pend, m->npend * sizeof *p);
+    dg_free(m->pend);
+    m->pend = p;
+    m->npend += w->npend;
+    m->pend_cap = m->npend;
+  }
+  mhist_t *h = dg_malloc((w->nhist + m->nhist + 1) * sizeof *h);
+  if (w->nhist) memcpy(h, w->hist, w->nhist * sizeof *h);
+  for (size_t i = 0; i < m->nhist; i++) {
+    h[w->nhist + i] = m->hist[i];
+    h[w->nhist + i].req += (uint32_t)w->npend; /* they index pend, which grew in front */
+  }
+  dg_free(m->hist);
+  m->hist = h;
+  m->nhist += w->nhist;
+  m->hist_cap = m->nhist + 1;
+  for (uint32_t i = 0; i < w->ntables && i < m->ntables; i++) {
+    mtable_t *t = m->tables[i];
+    if (t == NULL) continue;
+    dg_idset_t *ot = &w->touched[i], *of = &w->fresh[i];
+    for (size_t k = 0; k < ot->cap; k++) {
+      if (ot->state[k] != 1) continue;
+      int64_t id = ot->keys[k];
+      dg_idset_add(&t->touched, id);
+      /* Whether DuckDB has the row is what the older touch said. */
+      if (dg_idset_has(of, id)) dg_idset_add(&t->fresh, id);
+      else dg_idset_remove(&t->fresh, id);
+    }
+  }
+  atomic_store(&m->npend_atomic, m->npend);
+  if (m->npend && atomic_load(&m->pend_since_us) == 0) atomic_store(&m->pend_since_us, dg_mono_us());
+  /* Only the moved-out parts remain to free. */
+  dg_free(w->pend);
+  w->pend = NULL;
+  w->npend = 0;
+  dg_free(w->hist);
+  w->hist = NULL;
+  w->nhist = 0;
+  work_free(w);
+  audit_cols_forget(m);
+}
+
+static int applied_write(dg_manager_t *m, const work_t *w, char *err, size_t errcap) {
+  /* Prepared once per manager: a prepare costs ~0.25 ms. */
+  if (m->applied_st == NULL &&
+      duckdb_prepare(m->conn, "UPDATE dg.applied SET last_id = $1, next_row_id = $2", &m->applied_st) ==
+          DuckDBError) {
+    duckdb_destroy_prepare(&m->applied_st);
+    m->applied_st = NULL;
+    snprintf(err, errcap, "cannot prepare the update of dg.applied");
+    return DG_EIO;
+  }
+  duckdb_bind_varchar(m->applied_st, 1, w->pend[w->npend - 1].stream_id);
+  duckdb_bind_int64(m->applied_st, 2, w->next_row_id);
+  duckdb_result res;
+  int rc = 0;
+  if (duckdb_execute_prepared(m->applied_st, &res) == DuckDBError || duckdb_rows_changed(&res) != 1) rc = DG_EIO;
+  duckdb_destroy_result(&res);
+  if (rc) snprintf(err, errcap, "cannot record the last applied request");
+  return rc;
+}
+
+int dg__mgr_persist(dg_manager_t *m, dg__mgr_precommit_fn pre, void *pre_arg, char (**acked)[DG_REDIS_XID_BUFSZ],
+                    size_t *nacked, char *err, size_t errcap) {
+  *acked = NULL;
+  *nacked = 0;
+  memset(m->persist_ms, 0, sizeof m->persist_ms);
   double t0 = mono_ms();
-  int rc = run_ddl(m, err, errcap);
+  work_t w;
+  memset(&w, 0, sizeof w);
+  pthread_mutex_lock(&m->state_lock);
+  if (m->npend == 0 && m->nddl == 0) {
+    pthread_mutex_unlock(&m->state_lock);
+    return 0;
+  }
+  int rc = 0;
+  /* Staging tables are made outside the transaction, so a rollback cannot
+   * take them away. */
+  for (uint32_t i = 0; i < m->ntables && rc == 0; i++) {
+    mtable_t *t = m->tables[i];
+    if (t && t->touched.count) rc = ensure_staging(m, t, err, errcap);
+  }
+  if (rc == 0) rc = dg_db_exec(m->conn, "BEGIN TRANSACTION", err, errcap);
+  if (rc != 0) {
+    pthread_mutex_unlock(&m->state_lock);
+    return DG_EIO;
+  }
+  /* The rows are read from the engine, which the manager holds exactly at
+   * the end of the tail (it hands over under this lock): what is written
+   * is the state after the tail's last request, no more, no less. */
+  rc = run_ddl(m, err, errcap);
   for (uint32_t i = 0; i < m->ntables && rc == 0; i++) {
     mtable_t *t = m->tables[i];
     if (t && t->touched.count) rc = write_table(m, t, err, errcap);
   }
-  if (rc == 0) rc = write_holds(m, err, errcap);
+  work_take(m, &w);
+  pthread_mutex_unlock(&m->state_lock);
   double t1 = mono_ms();
-  if (rc == 0 && m->nhist) rc = write_history(m, err, errcap);
+  if (rc == 0) rc = write_holds(m, &w, err, errcap);
+  if (rc == 0 && w.nhist) rc = write_history(m, &w, err, errcap);
   double t2 = mono_ms();
-  if (rc == 0) rc = write_outcomes(m, err, errcap);
+  if (rc == 0) rc = write_idem(m, &w, err, errcap);
+  if (rc == 0 && w.npend) rc = applied_write(m, &w, err, errcap);
   double t3 = mono_ms();
+  if (rc == 0 && pre && pre(m, pre_arg) != 0) {
+    snprintf(err, errcap, "refused before commit");
+    rc = DG_EUNAVAIL;
+  }
+  if (rc == 0 && dg_db_exec(m->conn, "COMMIT", err, errcap) != 0) rc = DG_EUNAVAIL;
   m->persist_ms[0] = t1 - t0;
   m->persist_ms[1] = t2 - t1;
   m->persist_ms[2] = t3 - t2;
-  if (rc == 0 && m->nreqs) {
-    /* Prepared once per manager: a prepare costs ~0.25 ms, a batch ~10. */
-    if (m->applied_st == NULL &&
-        duckdb_prepare(m->conn, "UPDATE dg.applied SET last_id = $1", &m->applied_st) == DuckDBError) {
-      duckdb_destroy_prepare(&m->applied_st);
-      m->applied_st = NULL;
-      rc = DG_EIO;
-    } else {
-      duckdb_bind_varchar(m->applied_st, 1, m->reqs[m->nreqs - 1].stream_id);
-      duckdb_result res;
-      if (duckdb_execute_prepared(m->applied_st, &res) == DuckDBError || duckdb_rows_changed(&res) != 1)
-        rc = DG_EIO;
-      duckdb_destroy_result(&res);
-    }
-    if (rc) snprintf(err, errcap, "cannot record the last applied request");
+  m->persist_ms[3] = mono_ms() - t3;
+  if (rc != 0) {
+    dg_db_exec(m->conn, "ROLLBACK", NULL, 0); /* after a failed COMMIT it errors harmlessly */
+    pthread_mutex_lock(&m->state_lock);
+    work_return(m, &w);
+    pthread_mutex_unlock(&m->state_lock);
+    return rc;
   }
-  return rc;
+  m->naudit_saved = m->naudit_cols;
+  pthread_mutex_lock(&m->state_lock);
+  for (size_t i = 0; i < m->nddl; i++) dg_free(m->ddl[i]);
+  m->nddl = 0;
+  if (w.npend) snprintf(m->last_applied, sizeof m->last_applied, "%s", w.pend[w.npend - 1].stream_id);
+  pthread_mutex_unlock(&m->state_lock);
+  if (w.npend) {
+    *acked = dg_malloc(w.npend * sizeof **acked);
+    for (size_t i = 0; i < w.npend; i++) memcpy((*acked)[i], w.pend[i].stream_id, DG_REDIS_XID_BUFSZ);
+    *nacked = w.npend;
+  }
+  work_free(&w);
+  return 0;
 }
 
-int dg__mgr_persist(dg_manager_t *m, char *err, size_t errcap) {
-  for (uint32_t i = 0; i < m->ntables; i++) {
-    mtable_t *t = m->tables[i];
-    if (t && t->touched.count && ensure_staging(m, t, err, errcap) != 0) return DG_EIO;
-  }
-  memset(m->persist_ms, 0, sizeof m->persist_ms);
-  double t0 = mono_ms();
-  int rc = dg_db_transaction(m->conn, batch_tx, m, err, errcap);
-  /* What the transaction took beyond its statements: COMMIT (and BEGIN). */
-  m->persist_ms[3] = mono_ms() - t0 - m->persist_ms[0] - m->persist_ms[1] - m->persist_ms[2];
-  if (rc == 0) m->naudit_saved = m->naudit_cols;
-  else audit_cols_forget(m);
-  if (rc == 0) snprintf(m->last_applied, sizeof m->last_applied, "%s", m->nreqs ? m->reqs[m->nreqs - 1].stream_id : m->last_applied);
-  return rc;
+void dg__mgr_pend_drop(dg_manager_t *m) {
+  work_t w;
+  work_take(m, &w);
+  work_free(&w);
+  audit_cols_forget(m);
+  for (size_t i = 0; i < m->nddl; i++) dg_free(m->ddl[i]);
+  m->nddl = 0;
 }

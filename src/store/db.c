@@ -138,6 +138,21 @@ static const char *const migrations[] = {
     "         coalesce(l.new_text, dg.scaled_text(l.new_num, c.scale))"
     "  FROM dg.cell_log l JOIN dg.audit_requests r ON r.ms = l.ms AND r.seq = l.seq"
     "  JOIN dg.audit_cols c ON c.id = l.col;",
+    /* 6: the stream is the log (issue 12). Outcomes no longer live in
+     * DuckDB: they are published before their effects are persisted, and a
+     * retry finds the first one in response_duck by its update id, which
+     * dg.idem keeps per (caller, request_id). Requests recorded before
+     * callers were (caller '') keep their ids. dg.applied also keeps the
+     * next automatic row id, which a replay must hand out again. */
+    "CREATE TABLE dg.idem ("
+    "  caller VARCHAR NOT NULL,"
+    "  request_id VARCHAR NOT NULL,"
+    "  ms BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL);"
+    "INSERT INTO dg.idem SELECT '', request_id, ms, CAST(split_part(stream_id, '-', 2) AS BIGINT)"
+    "  FROM dg.outcomes WHERE ms IS NOT NULL;"
+    "DROP TABLE dg.outcomes;"
+    "ALTER TABLE dg.applied ADD COLUMN next_row_id BIGINT;",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

@@ -102,13 +102,17 @@ def test_audit_rows_of_schema_4_survive_the_upgrade(make_server):
                     "ALTER TABLE dg.cell_history_v1 RENAME TO cell_history",
                     "INSERT INTO dg.cell_history VALUES ('1-1', 'from-v4', 'carol', TIMESTAMP '2026-01-02 03:04:05', "
                     "'old', 2, 'v', '0.25', '1.50')",
+                    # and what schema 6 changed (dg.outcomes back, dg.idem and the row counter gone)
+                    "DROP TABLE dg.idem", "ALTER TABLE dg.applied DROP COLUMN next_row_id",
+                    "CREATE TABLE dg.outcomes (stream_id VARCHAR NOT NULL, request_id VARCHAR NOT NULL, "
+                    "res VARCHAR NOT NULL, ms BIGINT)",
                     "UPDATE dg.schema_version SET version = 4"]:
             d.query(sql)
     s.start()
     ok(s.post("/update_cell", {"table": "old", "row_id": 2, "column": "v", "value": "2.75", "request_id": "after-v4"}))
     assert s.stop() == 0
     with sh.DuckReader(s.db) as d:
-        assert d.query("SELECT max(version) FROM dg.schema_version") == [("5",)]
+        assert d.query("SELECT max(version) FROM dg.schema_version") == [("6",)]
         assert d.query("SELECT stream_id, \"user\", ts, table_name, row_id, column_name, old, new "
                        "FROM dg.cell_history WHERE request_id = 'from-v4'") == [
             ("1-1", "carol", "2026-01-02 03:04:05", "old", "2", "v", "0.25", "1.50")]

@@ -30,6 +30,8 @@ def test_metrics_move_with_traffic(server):
         assert server.post("/update_cell", {"table": "mt", "row_id": 2, "column": "v", "value": i}).status_code == 200
     r = server.post("/update_cell", {"table": "mt", "row_id": 2, "column": "v", "value": 1, "expected": 99})
     assert r.status_code == 409
+    # DuckDB is written behind (the persister); a read flushes it first.
+    assert server.get("/tables/mt/rows/2").status_code == 200
     text, v = scrape(server)
     key = 'duckgrid_http_requests_total{method="POST",route="/update_cell",status="200"}'
     assert v[key] - v0.get(key, 0) == 5
