@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "dg/app.h"
+#include "dg/entry_mac.h"
 #include "dg/auth.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
@@ -133,6 +134,7 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "duckgrid: %s\n", err);
     goto done;
   }
+  dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.stream_key);
   char *generated = NULL;
   if (dg_auth_bootstrap(app.auth, cfg.admin_key, cfg.admin_key_file, &generated, err,
                         sizeof err) != 0) {

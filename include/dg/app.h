@@ -44,6 +44,10 @@ typedef struct dg_app_s {
   atomic_int manager_state;         /* dg_manager_state_t                */
   atomic_long lag;                  /* requests waiting for the manager  */
   atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
+  unsigned char stream_key[32];     /* HMAC key of stream entries, derived
+                                       from the pepper (entry_mac.h); secret */
+  atomic_long stream_rejected[2];   /* entries refused: [0] request_duck,
+                                       [1] response_duck (no valid MAC)     */
 } dg_app_t;
 
 /**

@@ -78,6 +78,10 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id);
 /** Forgets cached entries so a deleted key is refused at once in this process. */
 void dg_auth_invalidate(dg_auth_t *a);
 
+/** A 32-byte key for another purpose, HMAC-SHA256(pepper, label): the
+ *  pepper itself never leaves this module. */
+void dg_auth_derive(const dg_auth_t *a, const char *label, unsigned char out[32]);
+
 /** HMAC-SHA256(pepper, key) as 64 lowercase hex characters plus NUL. */
 void dg_auth_hash(const dg_auth_t *a, const char *key, size_t len, char hex[65]);
 

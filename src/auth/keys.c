@@ -59,6 +59,10 @@ static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned
   HMAC(EVP_sha256(), a->pepper, sizeof a->pepper, (const unsigned char *)key, len, out, &n);
 }
 
+void dg_auth_derive(const dg_auth_t *a, const char *label, unsigned char out[32]) {
+  keyed_hash(a, label, strlen(label), out);
+}
+
 void dg_auth_hash(const dg_auth_t *a, const char *key, size_t len, char hex[65]) {
   static const char digits[] = "0123456789abcdef";
   unsigned char d[32];

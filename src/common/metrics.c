@@ -172,4 +172,11 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "Redis connections.\n# TYPE duckgrid_redis_reconnects_total counter\n"
                 "duckgrid_redis_reconnects_total %ld\n",
                 atomic_load(&app->redis_reconnects));
+  dg_buf_printf(out,
+                "# HELP duckgrid_stream_entries_rejected_total Stream entries refused for want of a valid "
+                "MAC (forged, damaged or replayed).\n"
+                "# TYPE duckgrid_stream_entries_rejected_total counter\n"
+                "duckgrid_stream_entries_rejected_total{stream=\"request_duck\"} %ld\n"
+                "duckgrid_stream_entries_rejected_total{stream=\"response_duck\"} %ld\n",
+                atomic_load(&app->stream_rejected[0]), atomic_load(&app->stream_rejected[1]));
 }

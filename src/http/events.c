@@ -26,6 +26,7 @@
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/http.h"
 #include "dg/hub.h"
 #include "dg/redis_pool.h"
@@ -162,7 +163,7 @@ static int replay(sse_t *s, const char *since_text) {
         snprintf(id, sizeof id, "%.*s", (int)e.id.len, e.id.ptr);
         dg_redis_xid_parse(id, strlen(id), &s->last);
         snprintf(cursor, sizeof cursor, "(%s", id);
-        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0 && table_matches(s->table, v.ptr, v.len))
+        if (dg_entry_open_res(app, &e, &v) == 0 && table_matches(s->table, v.ptr, v.len))
           sse_event(s, id, v.ptr, v.len);
       }
     }

@@ -95,6 +95,7 @@
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/http.h"
 #include "dg/hub.h"
 #include "dg/jsonw.h"
@@ -304,7 +305,7 @@ static size_t consume(scan_t *s, const redisReply *rep) {
     s->scanned++;
     seen++;
     dg_redis_str_t res;
-    if (dg_redis_xentry_get(&e, "res", 3, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
+    if (dg_entry_open_res(s->r->app, &e, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
       dg_log_warn("get_updates: entry %.*s of %s has no valid 'res'; skipped", (int)e.id.len,
                   e.id.ptr, s->r->app->res_stream);
       continue;
