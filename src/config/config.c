@@ -25,6 +25,7 @@ enum {
   OPT_HTTP_TIMEOUT,
   OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
   OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
+  OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -73,6 +74,9 @@ static const option_t options[] = {
     {OPT_REDIS_CERT, "--redis-cert", "DUCKGRID_REDIS_CERT",
      "client certificate (PEM) for rediss:// servers that require one"},
     {OPT_REDIS_KEY, "--redis-key", "DUCKGRID_REDIS_KEY", "unencrypted PEM key of --redis-cert"},
+    {OPT_PAGE_BYTES, "--page-bytes", "DUCKGRID_PAGE_BYTES", "update text per get_updates page at most (default 8388608)"},
+    {OPT_REPLAY_MAX, "--replay-max", "DUCKGRID_REPLAY_MAX", "entries one /events replay sends at most (default 100000)"},
+    {OPT_REPLAY_BYTES, "--replay-bytes", "DUCKGRID_REPLAY_BYTES", "bytes one /events replay sends at most (default 67108864)"},
 };
 
 void dg_config_usage(void *file) {
@@ -173,6 +177,18 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
     case OPT_CLIENT_BUFFER:
       if (parse_long(v, 1024, 1L << 30, &n) != 0) break;
       c->client_buffer = (size_t)n;
+      return 0;
+    case OPT_PAGE_BYTES:
+      if (parse_long(v, 1024, 1L << 30, &n) != 0) break;
+      c->page_bytes = (size_t)n;
+      return 0;
+    case OPT_REPLAY_MAX:
+      if (parse_long(v, 1, 100000000, &n) != 0) break;
+      c->replay_max = (size_t)n;
+      return 0;
+    case OPT_REPLAY_BYTES:
+      if (parse_long(v, 1024, 1L << 34, &n) != 0) break;
+      c->replay_bytes = (size_t)n;
       return 0;
     case OPT_HTTP_TIMEOUT:
       if (parse_long(v, 1, 3600, &n) != 0) break;
@@ -310,6 +326,9 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->http_timeout_s = 60;
   c->heartbeat_ms = 15000;
   c->client_buffer = 8u << 20;
+  c->page_bytes = 8u << 20;
+  c->replay_max = 100000;
+  c->replay_bytes = (size_t)64 << 20;
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);
