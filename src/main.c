@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dg/alive.h"
 #include "dg/app.h"
 #include "dg/entry_mac.h"
 #include "dg/auth.h"
@@ -135,6 +136,7 @@ static int cmd_serve(int argc, char **argv) {
     goto done;
   }
   dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.stream_key);
+  app.alive = dg_alive_create(app.db);
   char *generated = NULL;
   if (dg_auth_bootstrap(app.auth, cfg.admin_key, cfg.admin_key_file, &generated, err,
                         sizeof err) != 0) {
@@ -228,6 +230,7 @@ done:
   dg_redis_pool_destroy(app.redis);
   if (have_url) dg_redis_url_dispose(&url);
   dg_auth_destroy(app.auth);
+  dg_alive_destroy(app.alive);
   dg_db_close(app.db);
   if (code == EXIT_OK) dg_log_info("stopped cleanly");
   dg_config_dispose(&cfg);

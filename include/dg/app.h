@@ -19,6 +19,7 @@ struct dg_jwt_s;
 struct dg_ratelimit_s;
 struct dg_hub_s;
 struct dg_metrics_s;
+struct dg_alive_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -38,6 +39,7 @@ typedef struct dg_app_s {
   struct dg_hub_s *hub;             /* live clients (SSE, WebSocket)     */
   struct dg_metrics_s *metrics;     /* counters for GET /metrics         */
   atomic_long redis_reconnects;     /* manager + reader reconnects       */
+  struct dg_alive_s *alive;         /* revocation checks for open streams */
   char req_stream[128];             /* "<prefix>request_duck"            */
   char res_stream[128];             /* "<prefix>response_duck"           */
   char lease_key[128];              /* "<prefix>duckgrid:manager"        */

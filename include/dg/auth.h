@@ -28,7 +28,12 @@ typedef struct dg_principal_s {
   int64_t key_id;   /* dg.api_keys.id                     */
   dg_role_t role;   /* the key's role                      */
   char user[64];    /* the key's name, recorded as "user"  */
+  int64_t expires_s; /* when the credential expires, seconds since
+                        the epoch (a JWT's exp); 0: never         */
 } dg_principal_t;
+
+/** The caller's identity for per-caller limits: "key:<id>" or "jwt:<sub>". */
+void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap);
 
 typedef struct dg_auth_s dg_auth_t;
 

@@ -347,6 +347,7 @@ int dg_jwt_check(dg_jwt_t *j, const char *token, dg_principal_t *out, char *why,
   if (rc == 0) {
     out->key_id = 0;
     out->role = role;
+    out->expires_s = (int64_t)exp + LEEWAY_S; /* open streams end then (alive.h) */
     snprintf(out->user, sizeof out->user, "%s", sub);
   }
   jwt_free(jwt);

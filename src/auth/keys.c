@@ -59,6 +59,11 @@ static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned
   HMAC(EVP_sha256(), a->pepper, sizeof a->pepper, (const unsigned char *)key, len, out, &n);
 }
 
+void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap) {
+  if (p->key_id > 0) snprintf(buf, cap, "key:%lld", (long long)p->key_id);
+  else snprintf(buf, cap, "jwt:%s", p->user);
+}
+
 void dg_auth_derive(const dg_auth_t *a, const char *label, unsigned char out[32]) {
   keyed_hash(a, label, strlen(label), out);
 }
@@ -273,6 +278,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   if (found >= 0) {
     out->key_id = a->cache[found].key_id;
     out->role = a->cache[found].role;
+    out->expires_s = 0;
     memcpy(out->user, a->cache[found].user, sizeof out->user);
   }
   pthread_mutex_unlock(&a->lock);
@@ -316,6 +322,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   if (e.role == DG_ROLE_NONE) return DG_EAUTH;
   out->key_id = e.key_id;
   out->role = e.role;
+  out->expires_s = 0;
   memcpy(out->user, e.user, sizeof out->user);
   return 0;
 }

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <ulfius.h>
 
+#include "dg/alive.h"
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
@@ -47,7 +48,24 @@ typedef struct {
   int replaying;                 /* pages of response_duck still to send */
   size_t replay_entries;         /* sent (scanned) by the replay so far  */
   size_t replay_bytes;
+  dg_principal_t who;            /* the caller, checked again every second */
+  int64_t alive_ms;              /* monotonic ms of the last check         */
+  int64_t beat_ms;               /* monotonic ms of the last heartbeat/event */
 } sse_t;
+
+/* Revocation reaches the stream: at most a second after the caller's key
+ * is deleted or its token expires, the stream ends with `event: revoked`. */
+static int still_allowed(sse_t *s) {
+  int64_t now = dg_mono_us() / 1000;
+  if (now - s->alive_ms < 1000) return 1;
+  s->alive_ms = now;
+  char why[120];
+  if (dg_alive_check(s->app->alive, &s->who, why, sizeof why) == 0) return 1;
+  dg_buf_printf(&s->out, "event: revoked\ndata: {\"status\":401,\"code\":\"unauthorized\",\"reason\":\"%s\"}\n\n",
+                why);
+  s->ended = 1;
+  return 0;
+}
 
 static int replay_page(sse_t *s);
 
@@ -88,6 +106,7 @@ static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
       return (ssize_t)n;
     }
     if (s->ended) return U_STREAM_END;
+    if (!still_allowed(s)) continue;
     if (s->replaying) {
       /* The next page only once the client took the last: the backlog is
        * never held here, however far behind the client resumes. */
@@ -99,7 +118,14 @@ static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
       continue;
     }
     dg_event_t *ev = NULL;
-    int rc = dg_sub_next(s->app->hub, s->sub, s->app->cfg->heartbeat_ms, &ev);
+    /* Wait at most a second, so the caller is checked that often; the
+     * heartbeat goes out when heartbeat_ms passed without anything sent. */
+    int64_t now = dg_mono_us() / 1000, wait = s->beat_ms + s->app->cfg->heartbeat_ms - now;
+    if (wait > 1000) wait = 1000;
+    if (wait < 0) wait = 0;
+    int rc = dg_sub_next(s->app->hub, s->sub, (int)wait, &ev);
+    if (rc == DG_HUB_TIMEOUT && dg_mono_us() / 1000 - s->beat_ms < s->app->cfg->heartbeat_ms) continue;
+    s->beat_ms = dg_mono_us() / 1000;
     if (rc == DG_HUB_EVENT) {
       dg_redis_xid_t id;
       if (dg_redis_xid_parse(ev->id, strlen(ev->id), &id) == 0 && dg_redis_xid_cmp(id, s->last) > 0) {
@@ -238,6 +264,8 @@ static int events_get(dg_req_t *r) {
   }
   sse_t *s = dg_calloc(1, sizeof *s);
   s->app = app;
+  s->who = r->who;
+  s->alive_ms = s->beat_ms = dg_mono_us() / 1000;
   snprintf(s->table, sizeof s->table, "%s", table && *table ? table : "");
   const char *filter[1] = {s->table};
   s->sub = dg_hub_subscribe(app->hub, s->table[0] ? filter : NULL, s->table[0] ? 1 : 0, app->cfg->client_buffer);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dg/alive.h"
 #include "dg/common.h"
 #include "dg/http.h"
 
@@ -91,6 +92,7 @@ static int keys_delete(dg_req_t *r) {
     return 0;
   }
   int rc = dg_auth_key_delete(r->app->auth, id);
+  if (rc == 0) dg_alive_invalidate(r->app->alive); /* open streams see it at once */
   if (rc == 0) dg_reply_empty(r, 204);
   else if (rc == DG_ENOTFOUND) dg_problem(r, 404, NULL, "key %lld does not exist", id);
   else if (rc == DG_ECONFLICT) dg_problem(r, 409, NULL, "key %lld is the last admin key; create another admin key first", id);

@@ -343,8 +343,7 @@ static void run_route(dg_req_t *r, const dg_route_t *route) {
       return;
     }
     char caller[80];
-    if (r->who.key_id > 0) snprintf(caller, sizeof caller, "key:%lld", (long long)r->who.key_id);
-    else snprintf(caller, sizeof caller, "jwt:%s", r->who.user);
+    dg_principal_id(&r->who, caller, sizeof caller);
     int wait = dg_ratelimit_take(app->ratelimit, caller);
     if (wait > 0) {
       char ra[16];
