@@ -15,6 +15,7 @@
 
 #include "dg/alive.h"
 #include "dg/app.h"
+#include "dg/qguard.h"
 #include "dg/entry_mac.h"
 #include "dg/auth.h"
 #include "dg/catalog.h"
@@ -137,6 +138,18 @@ static int cmd_serve(int argc, char **argv) {
   }
   dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.stream_key);
   app.alive = dg_alive_create(app.db);
+  app.qguard = dg_qguard_create(cfg.view_timeout_ms, cfg.view_concurrency);
+  {
+    /* DuckDB has no per-query memory cap: this bounds the instance, views
+     * included (a view over it fails with 413, see views.c). */
+    char set[64];
+    snprintf(set, sizeof set, "SET memory_limit = '%s'", cfg.db_memory_limit);
+    if (dg_db_exec(dg_db_conn(app.db), set, err, sizeof err) != 0) {
+      fprintf(stderr, "duckgrid: DUCKGRID_DB_MEMORY_LIMIT: %s\n", err);
+      code = EXIT_USAGE;
+      goto done;
+    }
+  }
   char *generated = NULL;
   if (dg_auth_bootstrap(app.auth, cfg.admin_key, cfg.admin_key_file, &generated, err,
                         sizeof err) != 0) {
@@ -218,6 +231,7 @@ done:
   /* Stop accepting and finish requests in flight (they may wait for
    * outcomes, so the reader and the manager still run), then the writer. */
   dg_hub_close(app.hub); /* live streams end, so the server can stop */
+  dg_qguard_stop(app.qguard); /* running view queries are interrupted */
   dg_http_stop(http);
   dg_manager_stop(manager);
   dg_reader_stop(reader);
@@ -231,6 +245,7 @@ done:
   if (have_url) dg_redis_url_dispose(&url);
   dg_auth_destroy(app.auth);
   dg_alive_destroy(app.alive);
+  dg_qguard_destroy(app.qguard);
   dg_db_close(app.db);
   if (code == EXIT_OK) dg_log_info("stopped cleanly");
   dg_config_dispose(&cfg);

@@ -20,6 +20,7 @@ struct dg_ratelimit_s;
 struct dg_hub_s;
 struct dg_metrics_s;
 struct dg_alive_s;
+struct dg_qguard_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -40,6 +41,7 @@ typedef struct dg_app_s {
   struct dg_metrics_s *metrics;     /* counters for GET /metrics         */
   atomic_long redis_reconnects;     /* manager + reader reconnects       */
   struct dg_alive_s *alive;         /* revocation checks for open streams */
+  struct dg_qguard_s *qguard;       /* view query deadlines and caps      */
   char req_stream[128];             /* "<prefix>request_duck"            */
   char res_stream[128];             /* "<prefix>response_duck"           */
   char lease_key[128];              /* "<prefix>duckgrid:manager"        */

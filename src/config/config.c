@@ -26,6 +26,7 @@ enum {
   OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
   OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
   OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
+  OPT_VIEW_TIMEOUT, OPT_VIEW_CONCURRENCY, OPT_VIEW_MAX_BYTES, OPT_DB_MEMORY_LIMIT,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -77,6 +78,10 @@ static const option_t options[] = {
     {OPT_PAGE_BYTES, "--page-bytes", "DUCKGRID_PAGE_BYTES", "update text per get_updates page at most (default 8388608)"},
     {OPT_REPLAY_MAX, "--replay-max", "DUCKGRID_REPLAY_MAX", "entries one /events replay sends at most (default 100000)"},
     {OPT_REPLAY_BYTES, "--replay-bytes", "DUCKGRID_REPLAY_BYTES", "bytes one /events replay sends at most (default 67108864)"},
+    {OPT_VIEW_TIMEOUT, "--view-timeout-ms", "DUCKGRID_VIEW_TIMEOUT_MS", "a view query is interrupted after this long, 504 (default 10000)"},
+    {OPT_VIEW_CONCURRENCY, "--view-concurrency", "DUCKGRID_VIEW_CONCURRENCY", "view queries one key runs at once, 429 above (default 2)"},
+    {OPT_VIEW_MAX_BYTES, "--view-max-bytes", "DUCKGRID_VIEW_MAX_BYTES", "largest view answer in bytes, 413 above (default 16777216)"},
+    {OPT_DB_MEMORY_LIMIT, "--db-memory-limit", "DUCKGRID_DB_MEMORY_LIMIT", "DuckDB memory_limit, e.g. 2GB (default 2GB)"},
 };
 
 void dg_config_usage(void *file) {
@@ -190,6 +195,24 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       if (parse_long(v, 1024, 1L << 34, &n) != 0) break;
       c->replay_bytes = (size_t)n;
       return 0;
+    case OPT_VIEW_TIMEOUT:
+      if (parse_long(v, 10, 3600000, &n) != 0) break;
+      c->view_timeout_ms = (int)n;
+      return 0;
+    case OPT_VIEW_CONCURRENCY:
+      if (parse_long(v, 1, 1000, &n) != 0) break;
+      c->view_concurrency = (int)n;
+      return 0;
+    case OPT_VIEW_MAX_BYTES:
+      if (parse_long(v, 1024, 1L << 32, &n) != 0) break;
+      c->view_max_bytes = (size_t)n;
+      return 0;
+    case OPT_DB_MEMORY_LIMIT: {
+      /* digits then a unit: it goes into a SET statement */
+      size_t d = strspn(v, "0123456789");
+      if (d == 0 || d > 6 || (strcmp(v + d, "MB") != 0 && strcmp(v + d, "GB") != 0)) break;
+      return set_str(&c->db_memory_limit, v);
+    }
     case OPT_HTTP_TIMEOUT:
       if (parse_long(v, 1, 3600, &n) != 0) break;
       c->http_timeout_s = (int)n;
@@ -301,6 +324,7 @@ void dg_config_dispose(dg_config_t *c) {
   dg_free(c->jwt_issuer);
   dg_free(c->jwt_audience);
   dg_free(c->jwt_role_claim);
+  dg_free(c->db_memory_limit);
   dg_free(c->tls_cert);
   dg_free(c->tls_key);
   dg_free(c->redis_ca);
@@ -329,6 +353,10 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->page_bytes = 8u << 20;
   c->replay_max = 100000;
   c->replay_bytes = (size_t)64 << 20;
+  c->view_timeout_ms = 10000;
+  c->view_concurrency = 2;
+  c->view_max_bytes = 16u << 20;
+  c->db_memory_limit = dg_strdup("2GB");
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);
