@@ -50,7 +50,7 @@ struct dg_tabledef_s *dg_tabledef_from_json(const void *obj) {
   const json_t *j = obj;
   const char *name = json_string_value(json_object_get(j, "name"));
   json_t *cols = json_object_get(j, "columns");
-  if (name == NULL || !dg_name_valid(name) || !json_is_array(cols) || json_array_size(cols) == 0 ||
+  if (name == NULL || !dg_name_valid(name) || !json_is_array(cols) ||
       json_array_size(cols) > DG_MAX_COLUMNS)
     return NULL;
   for (size_t i = 0; i < json_array_size(cols); i++) {

@@ -74,7 +74,7 @@ static void decode_outcome(const char *res, size_t len) {
   dg_tabledef_t *t = def ? dg_tabledef_from_json(def) : NULL;
   if (t) {
     CHECK(dg_name_valid(t->name), "a table name that fails the whitelist was decoded: %s", t->name);
-    CHECK(t->ncols >= 1 && t->ncols <= DG_MAX_COLUMNS, "%d columns", t->ncols);
+    CHECK(t->ncols >= 0 && t->ncols <= DG_MAX_COLUMNS, "%d columns", t->ncols);
     for (int i = 0; i < t->ncols; i++) {
       CHECK(dg_name_valid(t->cols[i].name), "column name %s", t->cols[i].name);
       CHECK(t->cols[i].scale >= 0 && t->cols[i].scale <= 6, "scale %d", t->cols[i].scale);
