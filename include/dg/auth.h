@@ -37,6 +37,9 @@ void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap);
 
 typedef struct dg_auth_s dg_auth_t;
 
+/** Requests refused from the negative cache of unknown keys (for /metrics). */
+unsigned long long dg_auth_negative_hits(dg_auth_t *a);
+
 /** Length of a generated key, without the terminator. */
 #define DG_KEY_LEN 46
 

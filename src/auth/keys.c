@@ -19,6 +19,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,7 +47,17 @@ typedef struct {
   int refreshing;           /* a thread is re-reading this entry     */
 } cache_entry_t;
 
+/* Digests of keys DuckDB did not know, remembered this long: a client
+ * hammering with made-up keys costs one HMAC each, not a DuckDB lookup. A
+ * key is random and shown once, so nobody presents a real key before it
+ * exists; one created here is also dropped from this cache. */
+#define NEG_TTL_MS 5000
+#define NEG_SLOTS 1024
+
 struct dg_auth_s {
+  unsigned char neg[NEG_SLOTS][32]; /* unknown digests (guarded by lock) */
+  int64_t neg_ms[NEG_SLOTS];        /* when each was found unknown, 0: free */
+  atomic_ullong neg_hits;           /* requests answered from neg        */
   dg_db_t *db;              /* borrowed                             */
   unsigned char pepper[32]; /* HMAC key for hashes at rest (secret) */
   pthread_mutex_t lock;     /* guards cache                         */
@@ -58,6 +69,8 @@ static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned
   unsigned int n = 32;
   HMAC(EVP_sha256(), a->pepper, sizeof a->pepper, (const unsigned char *)key, len, out, &n);
 }
+
+unsigned long long dg_auth_negative_hits(dg_auth_t *a) { return atomic_load(&a->neg_hits); }
 
 void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap) {
   if (p->key_id > 0) snprintf(buf, cap, "key:%lld", (long long)p->key_id);
@@ -183,6 +196,11 @@ static int insert_key(dg_auth_t *a, const char *name, dg_role_t role, const char
   }
   char hex[65];
   dg_auth_hash(a, key, len, hex);
+  unsigned char d[32];
+  keyed_hash(a, key, len, d);
+  pthread_mutex_lock(&a->lock); /* a new key is not "unknown" any more */
+  a->neg_ms[((size_t)d[0] << 8 | d[1]) % NEG_SLOTS] = 0;
+  pthread_mutex_unlock(&a->lock);
   char prefix[12];
   snprintf(prefix, sizeof prefix, "%.*s", (int)(len < 8 ? len : 8), key);
   duckdb_bind_varchar(st, 1, name);
@@ -283,6 +301,14 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   }
   pthread_mutex_unlock(&a->lock);
   if (found >= 0) return out->role == DG_ROLE_NONE ? DG_EAUTH : 0;
+  size_t ns = ((size_t)d[0] << 8 | d[1]) % NEG_SLOTS;
+  pthread_mutex_lock(&a->lock);
+  int neg = a->neg_ms[ns] != 0 && now - a->neg_ms[ns] < NEG_TTL_MS && CRYPTO_memcmp(a->neg[ns], d, 32) == 0;
+  pthread_mutex_unlock(&a->lock);
+  if (neg) {
+    atomic_fetch_add(&a->neg_hits, 1);
+    return DG_EAUTH;
+  }
 
   static const char digits[] = "0123456789abcdef";
   char hex[65];
@@ -315,6 +341,10 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
     a->cache[slot] = e;
   } else if (a->cache[slot].key_id != 0 && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0) {
     memset(&a->cache[slot], 0, sizeof a->cache[slot]); /* deleted elsewhere */
+  }
+  if (rc == DG_EAUTH) {
+    memcpy(a->neg[ns], d, 32);
+    a->neg_ms[ns] = now;
   }
   pthread_mutex_unlock(&a->lock);
   if (rc != 0) return rc;

@@ -27,6 +27,7 @@ enum {
   OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
   OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
   OPT_VIEW_TIMEOUT, OPT_VIEW_CONCURRENCY, OPT_VIEW_MAX_BYTES, OPT_DB_MEMORY_LIMIT,
+  OPT_IP_CONNECTIONS,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -81,6 +82,7 @@ static const option_t options[] = {
     {OPT_VIEW_TIMEOUT, "--view-timeout-ms", "DUCKGRID_VIEW_TIMEOUT_MS", "a view query is interrupted after this long, 504 (default 10000)"},
     {OPT_VIEW_CONCURRENCY, "--view-concurrency", "DUCKGRID_VIEW_CONCURRENCY", "view queries one key runs at once, 429 above (default 2)"},
     {OPT_VIEW_MAX_BYTES, "--view-max-bytes", "DUCKGRID_VIEW_MAX_BYTES", "largest view answer in bytes, 413 above (default 16777216)"},
+    {OPT_IP_CONNECTIONS, "--ip-connections", "DUCKGRID_IP_CONNECTIONS", "open connections per client IP, refused at accept before any auth; 0 = off (default 256)"},
     {OPT_DB_MEMORY_LIMIT, "--db-memory-limit", "DUCKGRID_DB_MEMORY_LIMIT", "DuckDB memory_limit, e.g. 2GB (default 2GB)"},
 };
 
@@ -194,6 +196,10 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
     case OPT_REPLAY_BYTES:
       if (parse_long(v, 1024, 1L << 34, &n) != 0) break;
       c->replay_bytes = (size_t)n;
+      return 0;
+    case OPT_IP_CONNECTIONS:
+      if (parse_long(v, 0, 100000, &n) != 0) break;
+      c->ip_connections = (int)n;
       return 0;
     case OPT_VIEW_TIMEOUT:
       if (parse_long(v, 10, 3600000, &n) != 0) break;
@@ -354,6 +360,7 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->replay_max = 100000;
   c->replay_bytes = (size_t)64 << 20;
   c->view_timeout_ms = 10000;
+  c->ip_connections = 256;
   c->view_concurrency = 2;
   c->view_max_bytes = 16u << 20;
   c->db_memory_limit = dg_strdup("2GB");

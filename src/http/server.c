@@ -538,7 +538,7 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
    * smaller thread stacks for thousands of long polls. */
   unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                        MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
-  struct MHD_OptionItem ops[16];
+  struct MHD_OptionItem ops[20];
   int k = 0;
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL};
@@ -555,6 +555,10 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
    * memory until touched. */
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, 8u << 20, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 8192, NULL};
+  /* Per client IP, refused at accept: before a thread, a byte of the
+   * request or any key check is spent on it. */
+  if (cfg->ip_connections > 0)
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)cfg->ip_connections, NULL};
   /* Refuse requests that are not well-formed HTTP/1.1 (stray bytes in the
    * request line, bad header syntax) instead of guessing. */
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL};
