@@ -10,6 +10,7 @@
  */
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -91,6 +92,9 @@ static int cmd_version(int argc, char **argv) {
 static int cmd_serve(int argc, char **argv) {
   dg_config_t cfg;
   char err[512];
+  /* Everything duckgrid creates (data directory, database, WAL, pepper,
+   * admin key file) is the owner's alone: 0700 directories, 0600 files. */
+  umask(077);
   if (dg_config_load(&cfg, argc, argv, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     return EXIT_USAGE;

@@ -114,6 +114,13 @@ int dg_role_parse(const char *s, dg_role_t *out) {
 static int load_pepper(unsigned char pepper[32], const char *path, char *err, size_t errcap) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+      close(fd);
+      snprintf(err, errcap, "the key pepper file '%s' is open to group or others (mode %03o); chmod 600 it",
+               path, (unsigned)(st.st_mode & 0777));
+      return DG_EIO;
+    }
     ssize_t n = read(fd, pepper, 32);
     close(fd);
     if (n != 32) {

@@ -323,8 +323,10 @@ static int read_view_or_problem(dg_req_t *r, duckdb_connection c, const char *na
   duckdb_prepared_statement probe = NULL, st = NULL;
   if (duckdb_prepare(c, sql, &probe) == DuckDBError) {
     /* The view exists but no longer binds, e.g. a table it reads was dropped. */
-    dg_problem(r, 409, NULL, "view '%s' cannot be read: %s", name,
-               first_line(duckdb_prepare_error(probe), line, sizeof line));
+    /* DuckDB's text ("Did you mean …" hints naming tables and columns)
+     * goes to the log; a read user gets a plain reason. */
+    dg_log_warn("view '%s' cannot be read: %s", name, first_line(duckdb_prepare_error(probe), line, sizeof line));
+    dg_problem(r, 409, NULL, "view '%s' cannot be read: a table or column it reads no longer exists", name);
     duckdb_destroy_prepare(&probe);
     return DG_ECONFLICT;
   }
