@@ -178,7 +178,7 @@ static int cmd_serve(int argc, char **argv) {
     goto done;
   }
   dg_jwt_config_t jc = {cfg.jwt_secret, cfg.jwt_public_key, cfg.jwt_jwks,
-                        cfg.jwt_issuer, cfg.jwt_audience, cfg.jwt_role_claim};
+                        cfg.jwt_issuer, cfg.jwt_audience, cfg.jwt_role_claim, cfg.jwt_max_lifetime_s};
   if (dg_jwt_create(&jc, &app.jwt, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     code = EXIT_USAGE;

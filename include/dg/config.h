@@ -47,6 +47,7 @@ typedef struct dg_config_s {
   size_t view_max_bytes;     /* largest view answer, bytes                   */
   char *db_memory_limit;     /* DuckDB memory_limit ("2GB")                  */
   int ip_connections;        /* open connections per client IP, 0: no cap    */
+  long jwt_max_lifetime_s;   /* longest accepted JWT lifetime, s             */
   char *redis_ca;            /* rediss://: CA bundle (PEM) to trust; NULL = system store */
   char *redis_cert;          /* rediss://: client certificate (PEM), or NULL    */
   char *redis_key;           /* rediss://: its unencrypted PEM key, or NULL     */

@@ -27,7 +27,7 @@ enum {
   OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
   OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
   OPT_VIEW_TIMEOUT, OPT_VIEW_CONCURRENCY, OPT_VIEW_MAX_BYTES, OPT_DB_MEMORY_LIMIT,
-  OPT_IP_CONNECTIONS,
+  OPT_IP_CONNECTIONS, OPT_JWT_MAX_LIFETIME,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -60,8 +60,8 @@ static const option_t options[] = {
     {OPT_JWT_SECRET, "--jwt-secret", "DUCKGRID_JWT_SECRET", "HS256 secret for bearer JWTs (32+ bytes)"},
     {OPT_JWT_PUBLIC_KEY, "--jwt-public-key", "DUCKGRID_JWT_PUBLIC_KEY", "PEM public key for RS256/ES256 JWTs"},
     {OPT_JWT_JWKS, "--jwt-jwks", "DUCKGRID_JWT_JWKS", "JSON Web Key Set file for JWTs"},
-    {OPT_JWT_ISSUER, "--jwt-issuer", "DUCKGRID_JWT_ISSUER", "required JWT iss (default: not checked)"},
-    {OPT_JWT_AUDIENCE, "--jwt-audience", "DUCKGRID_JWT_AUDIENCE", "required JWT aud (default: not checked)"},
+    {OPT_JWT_ISSUER, "--jwt-issuer", "DUCKGRID_JWT_ISSUER", "required JWT iss (needed with any JWT key)"},
+    {OPT_JWT_AUDIENCE, "--jwt-audience", "DUCKGRID_JWT_AUDIENCE", "required JWT aud (needed with any JWT key)"},
     {OPT_JWT_ROLE_CLAIM, "--jwt-role-claim", "DUCKGRID_JWT_ROLE_CLAIM", "JWT claim holding the role (default role)"},
     {OPT_TLS_CERT, "--tls-cert", "DUCKGRID_TLS_CERT", "PEM certificate (chain) to serve HTTPS"},
     {OPT_TLS_KEY, "--tls-key", "DUCKGRID_TLS_KEY", "PEM private key to serve HTTPS"},
@@ -82,6 +82,7 @@ static const option_t options[] = {
     {OPT_VIEW_TIMEOUT, "--view-timeout-ms", "DUCKGRID_VIEW_TIMEOUT_MS", "a view query is interrupted after this long, 504 (default 10000)"},
     {OPT_VIEW_CONCURRENCY, "--view-concurrency", "DUCKGRID_VIEW_CONCURRENCY", "view queries one key runs at once, 429 above (default 2)"},
     {OPT_VIEW_MAX_BYTES, "--view-max-bytes", "DUCKGRID_VIEW_MAX_BYTES", "largest view answer in bytes, 413 above (default 16777216)"},
+    {OPT_JWT_MAX_LIFETIME, "--jwt-max-lifetime-s", "DUCKGRID_JWT_MAX_LIFETIME_S", "longest accepted JWT lifetime, exp - iat, in seconds (default 86400)"},
     {OPT_IP_CONNECTIONS, "--ip-connections", "DUCKGRID_IP_CONNECTIONS", "open connections per client IP, refused at accept before any auth; 0 = off (default 256)"},
     {OPT_DB_MEMORY_LIMIT, "--db-memory-limit", "DUCKGRID_DB_MEMORY_LIMIT", "DuckDB memory_limit, e.g. 2GB (default 2GB)"},
 };
@@ -196,6 +197,10 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
     case OPT_REPLAY_BYTES:
       if (parse_long(v, 1024, 1L << 34, &n) != 0) break;
       c->replay_bytes = (size_t)n;
+      return 0;
+    case OPT_JWT_MAX_LIFETIME:
+      if (parse_long(v, 60, 31536000, &n) != 0) break;
+      c->jwt_max_lifetime_s = n;
       return 0;
     case OPT_IP_CONNECTIONS:
       if (parse_long(v, 0, 100000, &n) != 0) break;
@@ -361,6 +366,7 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->replay_bytes = (size_t)64 << 20;
   c->view_timeout_ms = 10000;
   c->ip_connections = 256;
+  c->jwt_max_lifetime_s = 86400;
   c->view_concurrency = 2;
   c->view_max_bytes = 16u << 20;
   c->db_memory_limit = dg_strdup("2GB");
