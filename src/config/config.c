@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dg/buf.h"
 #include "dg/common.h"
 #include "dg/log.h"
 #include "dg/redis.h"
@@ -28,6 +29,7 @@ enum {
   OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
   OPT_VIEW_TIMEOUT, OPT_VIEW_CONCURRENCY, OPT_VIEW_MAX_BYTES, OPT_DB_MEMORY_LIMIT,
   OPT_IP_CONNECTIONS, OPT_JWT_MAX_LIFETIME,
+  OPT_JWT_SECRET_FROM, OPT_REDIS_URL_FROM, OPT_ADMIN_KEY_FROM,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -82,6 +84,9 @@ static const option_t options[] = {
     {OPT_VIEW_TIMEOUT, "--view-timeout-ms", "DUCKGRID_VIEW_TIMEOUT_MS", "a view query is interrupted after this long, 504 (default 10000)"},
     {OPT_VIEW_CONCURRENCY, "--view-concurrency", "DUCKGRID_VIEW_CONCURRENCY", "view queries one key runs at once, 429 above (default 2)"},
     {OPT_VIEW_MAX_BYTES, "--view-max-bytes", "DUCKGRID_VIEW_MAX_BYTES", "largest view answer in bytes, 413 above (default 16777216)"},
+    {OPT_JWT_SECRET_FROM, "--jwt-secret-file", "DUCKGRID_JWT_SECRET_FILE", "read the JWT secret from this file (keeps it out of ps and the environment)"},
+    {OPT_REDIS_URL_FROM, "--redis-url-file", "DUCKGRID_REDIS_URL_FILE", "read the Redis URL (with its password) from this file"},
+    {OPT_ADMIN_KEY_FROM, "--admin-key-from-file", "DUCKGRID_ADMIN_KEY_FROM_FILE", "read the bootstrap admin key from this file"},
     {OPT_JWT_MAX_LIFETIME, "--jwt-max-lifetime-s", "DUCKGRID_JWT_MAX_LIFETIME_S", "longest accepted JWT lifetime, exp - iat, in seconds (default 86400)"},
     {OPT_IP_CONNECTIONS, "--ip-connections", "DUCKGRID_IP_CONNECTIONS", "open connections per client IP, refused at accept before any auth; 0 = off (default 256)"},
     {OPT_DB_MEMORY_LIMIT, "--db-memory-limit", "DUCKGRID_DB_MEMORY_LIMIT", "DuckDB memory_limit, e.g. 2GB (default 2GB)"},
@@ -148,10 +153,34 @@ static int set_file(char **field, const char *v, const char *name, char *err, si
   return set_str(field, v);
 }
 
+static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_t errcap);
+
+/* A secret read from a file (one line; a trailing newline is dropped) and
+ * set as the option `target`, so it never shows in ps or the environment. */
+static int set_from_file(dg_config_t *c, int target, const char *path, const char *name, char *err,
+                         size_t errcap) {
+  size_t len = 0;
+  char *text = *path ? dg_read_small_file(path, &len) : NULL;
+  if (text == NULL) {
+    snprintf(err, errcap, "%s: cannot read '%s'", name, path);
+    return DG_EINVAL;
+  }
+  while (len && (text[len - 1] == '\n' || text[len - 1] == '\r')) text[--len] = '\0';
+  int rc = DG_EINVAL;
+  for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++)
+    if (options[i].id == target) rc = set_value(c, i, text, err, errcap);
+  memset(text, 0, len);
+  dg_free(text);
+  return rc;
+}
+
 static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_t errcap) {
   long n;
   const char *name = options[opt].flag;
   switch (options[opt].id) {
+    case OPT_JWT_SECRET_FROM: return set_from_file(c, OPT_JWT_SECRET, v, name, err, errcap);
+    case OPT_REDIS_URL_FROM: return set_from_file(c, OPT_REDIS_URL, v, name, err, errcap);
+    case OPT_ADMIN_KEY_FROM: return set_from_file(c, OPT_ADMIN_KEY, v, name, err, errcap);
     case OPT_JWT_SECRET:
       if (strlen(v) < 32) {
         snprintf(err, errcap, "%s: an HS256 secret needs at least 32 bytes", name);

@@ -44,3 +44,27 @@ def test_docs_404_shows_no_path(make_server):
 
 # The C1 filter of the log is tested in tests/unit/test_log.c (request paths are
 # logged percent-encoded, so no API request gets raw control bytes into a line).
+
+
+def test_secrets_can_come_from_files(make_server, redis_server, tmp_path):
+    import jwt as pyjwt
+    import time as _t
+    s = make_server()
+    files = {"DUCKGRID_REDIS_URL_FILE": s.env.pop("DUCKGRID_REDIS_URL"),
+             "DUCKGRID_ADMIN_KEY_FROM_FILE": s.env.pop("DUCKGRID_ADMIN_KEY"),
+             "DUCKGRID_JWT_SECRET_FILE": "file-jwt-secret-" + "z" * 30}
+    for k, v in files.items():
+        p = tmp_path / k
+        p.write_text(v + "\n")
+        s.env[k] = str(p)
+    s.env.update({"DUCKGRID_JWT_ISSUER": "t", "DUCKGRID_JWT_AUDIENCE": "dg"})
+    s.start()
+    assert s.get("/tables").status_code == 200  # the admin key from its file
+    now = int(_t.time())
+    tok = pyjwt.encode({"sub": "u", "role": "read", "iss": "t", "aud": "dg", "iat": now, "exp": now + 60},
+                       files["DUCKGRID_JWT_SECRET_FILE"], algorithm="HS256")
+    assert s.get("/tables", key=tok).status_code == 200
+    assert s.get("/health").json().get("redis", "ok") != "down"
+    with open(f"/proc/{s.proc.pid}/environ", "rb") as f:
+        env = f.read()
+    assert files["DUCKGRID_JWT_SECRET_FILE"].encode() not in env and redis_server.password.encode() not in env
