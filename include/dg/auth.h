@@ -30,6 +30,7 @@ typedef struct dg_principal_s {
   char user[64];    /* the key's name, recorded as "user"  */
   int64_t expires_s; /* when the credential expires, seconds since
                         the epoch (a JWT's exp); 0: never         */
+  char jti[72];      /* a JWT's id, "" when none (revocation)     */
 } dg_principal_t;
 
 /** The caller's identity for per-caller limits: "key:<id>" or "jwt:<sub>". */

@@ -26,7 +26,46 @@ struct dg_alive_s {
   int64_t read_ms;         /* monotonic time of the last read, 0: never  */
   int reading;             /* a thread is re-reading                     */
   int valid;               /* at least one read succeeded                */
+  char **jtis;             /* revoked JWT ids, ascending (strcmp)        */
+  size_t njtis;
 };
+
+static void free_jtis(char **j, size_t n) {
+  for (size_t i = 0; i < n; i++) dg_free(j[i]);
+  dg_free(j);
+}
+
+/* Reads the revoked token ids: 0 and *out or DG_EUNAVAIL. */
+static int read_jtis(dg_alive_t *a, char ***out, size_t *n) {
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_result res;
+  if (duckdb_query(c, "SELECT jti FROM dg.revoked_tokens ORDER BY jti", &res) == DuckDBError) {
+    duckdb_destroy_result(&res);
+    return DG_EUNAVAIL;
+  }
+  idx_t rows = duckdb_row_count(&res);
+  char **j = dg_malloc((rows ? rows : 1) * sizeof *j);
+  for (idx_t i = 0; i < rows; i++) {
+    char *v = duckdb_value_varchar(&res, 0, i);
+    j[i] = dg_strdup(v ? v : "");
+    duckdb_free(v);
+  }
+  duckdb_destroy_result(&res);
+  *out = j;
+  *n = rows;
+  return 0;
+}
+
+static int has_jti(const dg_alive_t *a, const char *jti) {
+  size_t lo = 0, hi = a->njtis;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (strcmp(a->jtis[mid], jti) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < a->njtis && strcmp(a->jtis[lo], jti) == 0;
+}
 
 dg_alive_t *dg_alive_create(dg_db_t *db) {
   dg_alive_t *a = dg_calloc(1, sizeof *a);
@@ -38,6 +77,7 @@ dg_alive_t *dg_alive_create(dg_db_t *db) {
 void dg_alive_destroy(dg_alive_t *a) {
   if (a == NULL) return;
   pthread_mutex_destroy(&a->lock);
+  free_jtis(a->jtis, a->njtis);
   dg_free(a->ids);
   dg_free(a);
 }
@@ -74,14 +114,22 @@ static void refresh(dg_alive_t *a) {
   pthread_mutex_unlock(&a->lock);
   if (!mine) return;
   int64_t *ids = NULL;
-  size_t n = 0;
+  size_t n = 0, nj = 0;
+  char **jtis = NULL;
   int rc = read_ids(a, &ids, &n);
+  if (rc == 0 && read_jtis(a, &jtis, &nj) != 0) {
+    dg_free(ids);
+    rc = DG_EUNAVAIL;
+  }
   pthread_mutex_lock(&a->lock);
   a->reading = 0;
   if (rc == 0) {
     dg_free(a->ids);
     a->ids = ids;
     a->nids = n;
+    free_jtis(a->jtis, a->njtis);
+    a->jtis = jtis;
+    a->njtis = nj;
     a->valid = 1;
     a->read_ms = now;
   }
@@ -103,7 +151,18 @@ int dg_alive_check(dg_alive_t *a, const dg_principal_t *who, char *why, size_t c
     snprintf(why, cap, "%s has expired", who->key_id > 0 ? "the API key" : "the token");
     return DG_EAUTH;
   }
-  if (who->key_id <= 0) return 0;
+  if (who->key_id <= 0) {
+    if (who->jti[0] == '\0') return 0;
+    refresh(a);
+    pthread_mutex_lock(&a->lock);
+    int revoked = has_jti(a, who->jti);
+    pthread_mutex_unlock(&a->lock);
+    if (revoked) {
+      snprintf(why, cap, "the token was revoked");
+      return DG_EAUTH;
+    }
+    return 0;
+  }
   refresh(a);
   pthread_mutex_lock(&a->lock);
   int gone = a->valid && !has_id(a, who->key_id);

@@ -304,6 +304,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
     out->key_id = a->cache[found].key_id;
     out->role = a->cache[found].role;
     out->expires_s = 0;
+    out->jti[0] = '\0';
     memcpy(out->user, a->cache[found].user, sizeof out->user);
   }
   pthread_mutex_unlock(&a->lock);
@@ -360,6 +361,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   out->key_id = e.key_id;
   out->role = e.role;
   out->expires_s = 0;
+  out->jti[0] = '\0';
   memcpy(out->user, e.user, sizeof out->user);
   return 0;
 }

@@ -27,6 +27,7 @@
 #include <openssl/x509.h>
 #include <ulfius.h>
 
+#include "dg/alive.h"
 #include "dg/buf.h"
 #include "dg/common.h"
 #include "dg/jwt.h"
@@ -313,6 +314,11 @@ static int authenticate(dg_req_t *r) {
   if (r->app->jwt && dg_jwt_looks_like(key)) {
     char why[160];
     if (dg_jwt_check(r->app->jwt, key, &r->who, why, sizeof why) != 0) {
+      u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      dg_problem(r, 401, NULL, "the bearer token is not valid: %s", why);
+      return -1;
+    }
+    if (dg_alive_check(r->app->alive, &r->who, why, sizeof why) != 0) { /* a revoked jti */
       u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
       dg_problem(r, 401, NULL, "the bearer token is not valid: %s", why);
       return -1;

@@ -138,6 +138,12 @@ static const char *const migrations[] = {
     "         coalesce(l.new_text, dg.scaled_text(l.new_num, c.scale))"
     "  FROM dg.cell_log l JOIN dg.audit_requests r ON r.ms = l.ms AND r.seq = l.seq"
     "  JOIN dg.audit_cols c ON c.id = l.col;",
+    /* 6: revoked JWT ids (POST /admin/tokens/revoke): a token whose jti is
+     * here is refused, and its open streams end within a second. */
+    "CREATE TABLE dg.revoked_tokens ("
+    "  jti VARCHAR PRIMARY KEY,"
+    "  revoked_by VARCHAR NOT NULL,"
+    "  revoked_at TIMESTAMP NOT NULL DEFAULT current_timestamp);",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

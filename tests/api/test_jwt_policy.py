@@ -41,3 +41,37 @@ def test_token_lifetime_is_capped(make_server):
     s.start()
     assert s.get("/tables", key=tok(300)).status_code == 200
     assert s.get("/tables", key=tok(3600)).status_code == 401
+
+
+def test_a_revoked_jti_is_refused_and_its_stream_ends(make_server):
+    from test_events import SSE
+    s = make_server(env={"DUCKGRID_JWT_SECRET": SEC, "DUCKGRID_JWT_ISSUER": "t",
+                         "DUCKGRID_JWT_AUDIENCE": "dg"}).start()
+    now = int(time.time())
+    claims = {"sub": "u", "role": "read", "iss": "t", "aud": "dg", "iat": now, "exp": now + 600}
+    t1 = jwt.encode(dict(claims, jti="tok-1"), SEC, algorithm="HS256")
+    t2 = jwt.encode(dict(claims, jti="tok-2"), SEC, algorithm="HS256")
+    assert s.get("/tables", key=t1).status_code == 200
+
+    class K:
+        admin_key = t1
+        port = s.port
+    sse = SSE(K)
+    assert sse.status == 200
+    r = s.post("/admin/tokens/revoke", {"jti": "tok-1"}, key=t2)
+    assert r.status_code == 403  # admin only
+    r = s.post("/admin/tokens/revoke", {"jti": "tok-1"})
+    assert r.status_code == 204, r.text
+    assert s.post("/admin/tokens/revoke", {"jti": "tok-1"}).status_code == 204
+    assert s.post("/admin/tokens/revoke", {"jti": ""}).status_code == 400
+    r = s.get("/tables", key=t1)
+    assert r.status_code == 401 and "revoked" in r.json()["detail"], r.text
+    assert s.get("/tables", key=t2).status_code == 200
+    deadline = time.monotonic() + 5
+    ev = None
+    while time.monotonic() < deadline:
+        ev = sse.next(timeout=5)
+        if ev is None or ev.get("event") == "revoked":
+            break
+    sse.close()
+    assert ev is not None and ev.get("event") == "revoked", ev
