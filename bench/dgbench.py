@@ -144,6 +144,8 @@ class Server:
             "DUCKGRID_BODY_LIMIT": str(64 << 20),
             "DUCKGRID_SYNC_TIMEOUT_MS": "60000",
             "DUCKGRID_LOG_LEVEL": "warn",
+            # the load generator is one IP with thousands of connections
+            "DUCKGRID_IP_CONNECTIONS": "0",
         })
         if env:
             self.env.update(env)

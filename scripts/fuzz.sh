@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 SECS=${1:-60}
 shift || true
-ALL_TARGETS=(decimal json_member json_request engine_ops mgr_apply stream_reply redis_url)
+ALL_TARGETS=(decimal json_member json_request engine_ops mgr_apply stream_reply redis_url stream_entry)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 OUT=${FUZZ_BUILD:-build-fuzz}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
@@ -46,7 +46,7 @@ LIB_SRCS=(
   src/common/jsonw.c src/common/log.c src/common/hash.c
   src/engine/changes.c src/engine/engine.c src/engine/journal.c src/engine/lr.c
   src/engine/table.c
-  src/stream/redis_url.c src/stream/redis_xstream.c
+  src/stream/redis_url.c src/stream/redis_xstream.c src/stream/entry_mac.c
   src/catalog/catalog.c
 )
 DUCKDB=third_party/duckdb
@@ -54,7 +54,7 @@ CFLAGS=(-std=gnu11 -g -O1 -D_GNU_SOURCE -DDG_VERSION='"fuzz"' -DDG_ENGINE_CHECK
         -fno-omit-frame-pointer -fno-sanitize-recover=all
         -Wall -Wextra -Wno-unused-parameter
         -Iinclude -Isrc -I"$DUCKDB/include")
-LIBS=(-Wl,--as-needed -ljansson -lhiredis -L"$DUCKDB/lib" -Wl,-rpath,"$PWD/$DUCKDB/lib" -lduckdb -lpthread -lm)
+LIBS=(-Wl,--as-needed -ljansson -lhiredis -lcrypto -L"$DUCKDB/lib" -Wl,-rpath,"$PWD/$DUCKDB/lib" -lduckdb -lpthread -lm)
 
 rm -rf "$OUT/obj"
 mkdir -p "$OUT/obj"
@@ -118,6 +118,7 @@ dict_of() {
   case $1 in
     json_member | json_request | mgr_apply) echo tests/fuzz/corpus/json.dict ;;
     stream_reply | redis_url) echo "tests/fuzz/corpus/$1.dict" ;;
+    stream_entry) echo tests/fuzz/corpus/json.dict ;;
   esac
 }
 

@@ -10,10 +10,14 @@
  */
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "dg/alive.h"
 #include "dg/app.h"
+#include "dg/qguard.h"
+#include "dg/entry_mac.h"
 #include "dg/auth.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
@@ -89,6 +93,9 @@ static int cmd_version(int argc, char **argv) {
 static int cmd_serve(int argc, char **argv) {
   dg_config_t cfg;
   char err[512];
+  /* Everything duckgrid creates (data directory, database, WAL, pepper,
+   * admin key file) is the owner's alone: 0700 directories, 0600 files. */
+  umask(077);
   if (dg_config_load(&cfg, argc, argv, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     return EXIT_USAGE;
@@ -134,6 +141,20 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "duckgrid: %s\n", err);
     goto done;
   }
+  dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.stream_key);
+  app.alive = dg_alive_create(app.db);
+  app.qguard = dg_qguard_create(cfg.view_timeout_ms, cfg.view_concurrency);
+  {
+    /* DuckDB has no per-query memory cap: this bounds the instance, views
+     * included (a view over it fails with 413, see views.c). */
+    char set[64];
+    snprintf(set, sizeof set, "SET memory_limit = '%s'", cfg.db_memory_limit);
+    if (dg_db_exec(dg_db_conn(app.db), set, err, sizeof err) != 0) {
+      fprintf(stderr, "duckgrid: DUCKGRID_DB_MEMORY_LIMIT: %s\n", err);
+      code = EXIT_USAGE;
+      goto done;
+    }
+  }
   char *generated = NULL;
   if (dg_auth_bootstrap(app.auth, cfg.admin_key, cfg.admin_key_file, &generated, err,
                         sizeof err) != 0) {
@@ -158,7 +179,7 @@ static int cmd_serve(int argc, char **argv) {
     goto done;
   }
   dg_jwt_config_t jc = {cfg.jwt_secret, cfg.jwt_public_key, cfg.jwt_jwks,
-                        cfg.jwt_issuer, cfg.jwt_audience, cfg.jwt_role_claim};
+                        cfg.jwt_issuer, cfg.jwt_audience, cfg.jwt_role_claim, cfg.jwt_max_lifetime_s};
   if (dg_jwt_create(&jc, &app.jwt, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     code = EXIT_USAGE;
@@ -217,6 +238,7 @@ done:
    * outcomes, so the reader and the manager still run), then the writer. */
   dg_hub_close(app.hub); /* live streams end, so the server can stop */
   if (app.progress) dg_progress_close(app.progress); /* reads waiting for a flush answer now */
+  dg_qguard_stop(app.qguard); /* running view queries are interrupted */
   dg_http_stop(http);
   dg_manager_stop(manager);
   dg_reader_stop(reader);
@@ -230,6 +252,8 @@ done:
   dg_redis_pool_destroy(app.redis);
   if (have_url) dg_redis_url_dispose(&url);
   dg_auth_destroy(app.auth);
+  dg_alive_destroy(app.alive);
+  dg_qguard_destroy(app.qguard);
   dg_db_close(app.db);
   if (code == EXIT_OK) dg_log_info("stopped cleanly");
   dg_config_dispose(&cfg);

@@ -20,6 +20,8 @@ struct dg_ratelimit_s;
 struct dg_hub_s;
 struct dg_metrics_s;
 struct dg_progress_s;
+struct dg_alive_s;
+struct dg_qguard_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -39,6 +41,8 @@ typedef struct dg_app_s {
   struct dg_hub_s *hub;             /* live clients (SSE, WebSocket)     */
   struct dg_metrics_s *metrics;     /* counters for GET /metrics         */
   atomic_long redis_reconnects;     /* manager + reader reconnects       */
+  struct dg_alive_s *alive;         /* revocation checks for open streams */
+  struct dg_qguard_s *qguard;       /* view query deadlines and caps      */
   char req_stream[128];             /* "<prefix>request_duck"            */
   char res_stream[128];             /* "<prefix>response_duck"           */
   char lease_key[128];              /* "<prefix>duckgrid:manager"        */
@@ -60,6 +64,10 @@ typedef struct dg_app_s {
    * (persisted or not). 1 found (id in out), 0 not. Any thread. */
   int (*idem_lookup)(void *arg, const char *caller, const char *request_id, char *out, size_t cap);
   void *idem_arg;
+  unsigned char stream_key[32];     /* HMAC key of stream entries, derived
+                                       from the pepper (entry_mac.h); secret */
+  atomic_long stream_rejected[2];   /* entries refused: [0] request_duck,
+                                       [1] response_duck (no valid MAC)     */
 } dg_app_t;
 
 /**

@@ -28,9 +28,18 @@ typedef struct dg_principal_s {
   int64_t key_id;   /* dg.api_keys.id                     */
   dg_role_t role;   /* the key's role                      */
   char user[64];    /* the key's name, recorded as "user"  */
+  int64_t expires_s; /* when the credential expires, seconds since
+                        the epoch (a JWT's exp); 0: never         */
+  char jti[72];      /* a JWT's id, "" when none (revocation)     */
 } dg_principal_t;
 
+/** The caller's identity for per-caller limits: "key:<id>" or "jwt:<sub>". */
+void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap);
+
 typedef struct dg_auth_s dg_auth_t;
+
+/** Requests refused from the negative cache of unknown keys (for /metrics). */
+unsigned long long dg_auth_negative_hits(dg_auth_t *a);
 
 /** Length of a generated key, without the terminator. */
 #define DG_KEY_LEN 46
@@ -77,6 +86,10 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id);
 
 /** Forgets cached entries so a deleted key is refused at once in this process. */
 void dg_auth_invalidate(dg_auth_t *a);
+
+/** A 32-byte key for another purpose, HMAC-SHA256(pepper, label): the
+ *  pepper itself never leaves this module. */
+void dg_auth_derive(const dg_auth_t *a, const char *label, unsigned char out[32]);
 
 /** HMAC-SHA256(pepper, key) as 64 lowercase hex characters plus NUL. */
 void dg_auth_hash(const dg_auth_t *a, const char *key, size_t len, char hex[65]);

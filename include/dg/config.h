@@ -39,6 +39,15 @@ typedef struct dg_config_s {
   int http_timeout_s;        /* idle/slow client connection timeout, seconds    */
   int heartbeat_ms;          /* keep-alive comment period of /events            */
   size_t client_buffer;      /* bytes a live client may lag before it is dropped */
+  size_t page_bytes;         /* update text per get_updates page, bytes     */
+  size_t replay_max;         /* entries per /events replay                   */
+  size_t replay_bytes;       /* bytes per /events replay                     */
+  int view_timeout_ms;       /* a view query's deadline                      */
+  int view_concurrency;      /* view queries per caller at once              */
+  size_t view_max_bytes;     /* largest view answer, bytes                   */
+  char *db_memory_limit;     /* DuckDB memory_limit ("2GB")                  */
+  int ip_connections;        /* open connections per client IP, 0: no cap    */
+  long jwt_max_lifetime_s;   /* longest accepted JWT lifetime, s             */
   char *redis_ca;            /* rediss://: CA bundle (PEM) to trust; NULL = system store */
   char *redis_cert;          /* rediss://: client certificate (PEM), or NULL    */
   char *redis_key;           /* rediss://: its unencrypted PEM key, or NULL     */

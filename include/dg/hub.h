@@ -112,6 +112,10 @@ typedef struct dg_ring_read_s {
   int any_entry;          /* in: a wait ends once any entry is scanned,
                            * matching or not (else at the first match or
                            * at scan_max)                                 */
+  size_t max_bytes;       /* in: stop once the matched texts reach this
+                           * many bytes (0: no cap); the entry that crosses
+                           * it is included, so a read always progresses */
+  size_t bytes;           /* in/out: bytes of the matched texts           */
   size_t matched;         /* in/out: entries in out                       */
   size_t scanned;         /* in/out: entries scanned so far               */
   /* in: room for limit pointers; out: the matching entries, in stream

@@ -23,6 +23,7 @@ typedef struct dg_jwt_config_s {
   const char *issuer;          /* required `iss`, or NULL                      */
   const char *audience;        /* required in `aud`, or NULL                   */
   const char *role_claim;      /* claim naming the role (default "role")      */
+  long max_lifetime_s;         /* longest token lifetime, s (0: 24 h)         */
 } dg_jwt_config_t;
 
 typedef struct dg_jwt_s dg_jwt_t;

@@ -443,7 +443,9 @@ static size_t first_after_locked(ring_t *r, dg_redis_xid_t cursor) {
 /* One scan (dg_ring_read): pointers and references only. */
 static void scan_locked(ring_t *r, dg_ring_read_t *rd) {
   for (size_t i = first_after_locked(r, rd->cursor);
-       i < r->n && rd->matched < rd->limit && rd->scanned < rd->scan_max; i++) {
+       i < r->n && rd->matched < rd->limit && rd->scanned < rd->scan_max &&
+       (rd->max_bytes == 0 || rd->bytes < rd->max_bytes);
+       i++) {
     rentry_t *e = ring_at(r, i);
     rd->cursor = e->id;
     rd->scanned++;
@@ -451,6 +453,7 @@ static void scan_locked(ring_t *r, dg_ring_read_t *rd) {
     /* relaxed: the ring's reference keeps the entry alive while we add ours */
     atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
     rd->out[rd->matched++] = &e->ev;
+    rd->bytes += e->ev.len;
   }
 }
 

@@ -28,6 +28,7 @@
 
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/hub.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
@@ -57,17 +58,32 @@ struct dg_reader_s {
 };
 
 struct dg_tabledef_s *dg_tabledef_from_json(const void *obj) {
+  /* The definition comes from a stream: every name must pass the same
+   * whitelist as a client's before it may go near SQL (count_rows, the
+   * row reads), and nothing is repaired. */
   const json_t *j = obj;
   const char *name = json_string_value(json_object_get(j, "name"));
   json_t *cols = json_object_get(j, "columns");
-  if (name == NULL || !json_is_array(cols)) return NULL;
+  if (name == NULL || !dg_name_valid(name) || !json_is_array(cols) ||
+      json_array_size(cols) > DG_MAX_COLUMNS)
+    return NULL;
+  for (size_t i = 0; i < json_array_size(cols); i++) {
+    json_t *c = json_array_get(cols, i), *sc = json_object_get(c, "scale");
+    const char *cn = json_string_value(json_object_get(c, "name"));
+    const char *ty = json_string_value(json_object_get(c, "type"));
+    if (cn == NULL || !dg_name_valid(cn) || ty == NULL || (strcmp(ty, "number") != 0 && strcmp(ty, "text") != 0))
+      return NULL;
+    if (sc != NULL && !json_is_null(sc) &&
+        (!json_is_integer(sc) || json_integer_value(sc) < 0 || json_integer_value(sc) > 6))
+      return NULL;
+  }
   dg_tabledef_t *t = dg_tabledef_new(name, (int)json_array_size(cols));
   for (size_t i = 0; i < json_array_size(cols); i++) {
     json_t *c = json_array_get(cols, i);
     const char *cn = json_string_value(json_object_get(c, "name"));
     const char *ty = json_string_value(json_object_get(c, "type"));
-    snprintf(t->cols[i].name, sizeof t->cols[i].name, "%s", cn ? cn : "");
-    t->cols[i].type = ty && strcmp(ty, "number") == 0 ? DG_COL_NUMBER : DG_COL_TEXT;
+    snprintf(t->cols[i].name, sizeof t->cols[i].name, "%s", cn);
+    t->cols[i].type = strcmp(ty, "number") == 0 ? DG_COL_NUMBER : DG_COL_TEXT;
     t->cols[i].scale = (int)json_integer_value(json_object_get(c, "scale"));
   }
   dg_tabledef_finish(t);
@@ -168,7 +184,9 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
   char op[32] = "", status[16] = "", table[DG_NAME_MAX + 1] = "", rid[256] = "";
   str_member(res, len, "op", op, sizeof op);
   str_member(res, len, "status", status, sizeof status);
-  str_member(res, len, "table", table, sizeof table);
+  /* A name that fails the whitelist is not used at all (the outcome still
+   * reaches the ring and its waiter: it was signed by our manager). */
+  if (str_member(res, len, "table", table, sizeof table) && !dg_name_valid(table)) table[0] = '\0';
   if (strcmp(status, "applied") == 0) {
     if (strcmp(op, "create_table") == 0) {
       json_t *def = member(res, len, "table_def");
@@ -179,7 +197,7 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
       dg_catalog_drop_table(app->catalog, table);
     } else if (strcmp(op, "create_view") == 0 || strcmp(op, "delete_view") == 0) {
       char v[DG_NAME_MAX + 1];
-      if (str_member(res, len, "view", v, sizeof v)) {
+      if (str_member(res, len, "view", v, sizeof v) && dg_name_valid(v)) {
         if (op[0] == 'c') dg_catalog_put_view(app->catalog, v);
         else dg_catalog_drop_view(app->catalog, v);
       }
@@ -298,8 +316,8 @@ static void *run(void *arg) {
         pthread_mutex_lock(&rd->feed_lock);
         /* The manager may have handed it over already. */
         if (!rd->fed_valid || dg_redis_xid_cmp(xid, rd->fed) > 0) {
-          if (dg_redis_xentry_get(&e, "res", 3, &v) == 0) handle(rd, rd->last_id, v.ptr, v.len);
-          else dg_ring_append(rd->app->hub, xid, NULL, 0, NULL, 0); /* kept so cursors move past it */
+          if (dg_entry_open_res(rd->app, &e, &v) == 0) handle(rd, rd->last_id, v.ptr, v.len);
+          else dg_ring_append(rd->app->hub, xid, NULL, 0, NULL, 0); /* a bad MAC or no outcome: kept so cursors move past it */
           rd->fed = xid;
           rd->fed_valid = 1;
         }

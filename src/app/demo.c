@@ -13,6 +13,7 @@
 #include "dg/app.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/log.h"
 #include "dg/redis_pool.h"
 
@@ -86,9 +87,11 @@ void dg_demo_enqueue(dg_app_t *app) {
   int queued = 0;
   for (int i = 0; i < 3; i++) {
     char *text = json_dumps(reqs[i], JSON_COMPACT);
-    const char *argv[] = {"XADD", app->req_stream, "*", "req", text};
+    char t[24], mac[DG_ENTRY_MAC_HEX + 1];
+    dg_entry_sign_req(app, text, strlen(text), t, mac);
+    const char *argv[] = {"XADD", app->req_stream, "*", "req", text, "t", t, "mac", mac};
     redisReply *rep;
-    if (dg_redis_command(c, 5, argv, NULL, &rep) == 0) {
+    if (dg_redis_command(c, 9, argv, NULL, &rep) == 0) {
       queued += rep->type == REDIS_REPLY_STRING;
       freeReplyObject(rep);
     }

@@ -42,6 +42,7 @@ struct dg_jwt_s {
   char *issuer;
   char *audience;
   char *role_claim;
+  long max_lifetime_s;  /* longest accepted exp - iat (or exp - now), s */
 };
 
 /* base64url without padding -> bytes; NULL on bad input. */
@@ -254,6 +255,13 @@ int dg_jwt_create(const dg_jwt_config_t *cfg, dg_jwt_t **out, char *err, size_t 
     }
     json_decref(set);
   }
+  /* Without iss and aud any token signed with the key is accepted, also
+   * one minted for another service that shares it: both are required. */
+  if (cfg->issuer == NULL || cfg->audience == NULL || !*cfg->issuer || !*cfg->audience) {
+    snprintf(err, errcap, "DUCKGRID_JWT_ISSUER and DUCKGRID_JWT_AUDIENCE are required when a JWT key is configured");
+    goto fail;
+  }
+  j->max_lifetime_s = cfg->max_lifetime_s > 0 ? cfg->max_lifetime_s : 86400;
   *out = j;
   return 0;
 fail:
@@ -340,13 +348,20 @@ int dg_jwt_check(dg_jwt_t *j, const char *token, dg_principal_t *out, char *why,
   else if (exp <= 0) rc = reject(why, cap, "the token has no exp");
   else if (now > exp + LEEWAY_S) rc = reject(why, cap, "the token has expired");
   else if (nbf > 0 && now + LEEWAY_S < nbf) rc = reject(why, cap, "the token is not valid yet (nbf)");
+  else if (exp - (jwt_get_grant_int(jwt, "iat") > 0 ? jwt_get_grant_int(jwt, "iat") : (long)now) >
+           j->max_lifetime_s + LEEWAY_S)
+    rc = reject(why, cap, "the token lives longer than the allowed lifetime (DUCKGRID_JWT_MAX_LIFETIME_S)");
   else if (j->issuer && (iss == NULL || strcmp(iss, j->issuer) != 0)) rc = reject(why, cap, "wrong issuer");
   else if (j->audience && !aud_ok(jwt, j->audience)) rc = reject(why, cap, "wrong audience");
   else if (sub == NULL || *sub == '\0') rc = reject(why, cap, "the token has no sub");
   else if (role == DG_ROLE_NONE) rc = reject(why, cap, "the token grants no known role");
+  else if (jwt_get_grant(jwt, "jti") && strlen(jwt_get_grant(jwt, "jti")) >= sizeof out->jti)
+    rc = reject(why, cap, "the token's jti is longer than 71 bytes");
   if (rc == 0) {
     out->key_id = 0;
     out->role = role;
+    out->expires_s = (int64_t)exp + LEEWAY_S; /* open streams end then (alive.h) */
+    snprintf(out->jti, sizeof out->jti, "%s", jwt_get_grant(jwt, "jti") ? jwt_get_grant(jwt, "jti") : "");
     snprintf(out->user, sizeof out->user, "%s", sub);
   }
   jwt_free(jwt);

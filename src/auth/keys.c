@@ -19,6 +19,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,7 +47,17 @@ typedef struct {
   int refreshing;           /* a thread is re-reading this entry     */
 } cache_entry_t;
 
+/* Digests of keys DuckDB did not know, remembered this long: a client
+ * hammering with made-up keys costs one HMAC each, not a DuckDB lookup. A
+ * key is random and shown once, so nobody presents a real key before it
+ * exists; one created here is also dropped from this cache. */
+#define NEG_TTL_MS 5000
+#define NEG_SLOTS 1024
+
 struct dg_auth_s {
+  unsigned char neg[NEG_SLOTS][32]; /* unknown digests (guarded by lock) */
+  int64_t neg_ms[NEG_SLOTS];        /* when each was found unknown, 0: free */
+  atomic_ullong neg_hits;           /* requests answered from neg        */
   dg_db_t *db;              /* borrowed                             */
   unsigned char pepper[32]; /* HMAC key for hashes at rest (secret) */
   pthread_mutex_t lock;     /* guards cache and generation          */
@@ -62,6 +73,17 @@ struct dg_auth_s {
 static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned char out[32]) {
   unsigned int n = 32;
   HMAC(EVP_sha256(), a->pepper, sizeof a->pepper, (const unsigned char *)key, len, out, &n);
+}
+
+unsigned long long dg_auth_negative_hits(dg_auth_t *a) { return atomic_load(&a->neg_hits); }
+
+void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap) {
+  if (p->key_id > 0) snprintf(buf, cap, "key:%lld", (long long)p->key_id);
+  else snprintf(buf, cap, "jwt:%s", p->user);
+}
+
+void dg_auth_derive(const dg_auth_t *a, const char *label, unsigned char out[32]) {
+  keyed_hash(a, label, strlen(label), out);
 }
 
 void dg_auth_hash(const dg_auth_t *a, const char *key, size_t len, char hex[65]) {
@@ -97,6 +119,13 @@ int dg_role_parse(const char *s, dg_role_t *out) {
 static int load_pepper(unsigned char pepper[32], const char *path, char *err, size_t errcap) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+      close(fd);
+      snprintf(err, errcap, "the key pepper file '%s' is open to group or others (mode %03o); chmod 600 it",
+               path, (unsigned)(st.st_mode & 0777));
+      return DG_EIO;
+    }
     ssize_t n = read(fd, pepper, 32);
     close(fd);
     if (n != 32) {
@@ -180,6 +209,11 @@ static int insert_key(dg_auth_t *a, const char *name, dg_role_t role, const char
   }
   char hex[65];
   dg_auth_hash(a, key, len, hex);
+  unsigned char d[32];
+  keyed_hash(a, key, len, d);
+  pthread_mutex_lock(&a->lock); /* a new key is not "unknown" any more */
+  a->neg_ms[((size_t)d[0] << 8 | d[1]) % NEG_SLOTS] = 0;
+  pthread_mutex_unlock(&a->lock);
   char prefix[12];
   snprintf(prefix, sizeof prefix, "%.*s", (int)(len < 8 ? len : 8), key);
   duckdb_bind_varchar(st, 1, name);
@@ -276,10 +310,20 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   if (found >= 0) {
     out->key_id = a->cache[found].key_id;
     out->role = a->cache[found].role;
+    out->expires_s = 0;
+    out->jti[0] = '\0';
     memcpy(out->user, a->cache[found].user, sizeof out->user);
   }
   pthread_mutex_unlock(&a->lock);
   if (found >= 0) return out->role == DG_ROLE_NONE ? DG_EAUTH : 0;
+  size_t ns = ((size_t)d[0] << 8 | d[1]) % NEG_SLOTS;
+  pthread_mutex_lock(&a->lock);
+  int neg = a->neg_ms[ns] != 0 && now - a->neg_ms[ns] < NEG_TTL_MS && CRYPTO_memcmp(a->neg[ns], d, 32) == 0;
+  pthread_mutex_unlock(&a->lock);
+  if (neg) {
+    atomic_fetch_add(&a->neg_hits, 1);
+    return DG_EAUTH;
+  }
 
   static const char digits[] = "0123456789abcdef";
   char hex[65];
@@ -317,12 +361,18 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   } else if (rc != 0 && a->cache[slot].key_id != 0 && CRYPTO_memcmp(a->cache[slot].digest, d, 32) == 0) {
     memset(&a->cache[slot], 0, sizeof a->cache[slot]); /* deleted elsewhere */
   }
+  if (rc == DG_EAUTH) {
+    memcpy(a->neg[ns], d, 32);
+    a->neg_ms[ns] = now;
+  }
   pthread_mutex_unlock(&a->lock);
   if (rc != 0) return rc;
   if (touch) touch_last_used(a, e.key_id);
   if (e.role == DG_ROLE_NONE) return DG_EAUTH;
   out->key_id = e.key_id;
   out->role = e.role;
+  out->expires_s = 0;
+  out->jti[0] = '\0';
   memcpy(out->user, e.user, sizeof out->user);
   return 0;
 }

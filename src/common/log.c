@@ -19,6 +19,20 @@ void dg_log_setup(dg_log_level_t level, int json) {
   json_format = json;
 }
 
+/* Length of the valid UTF-8 sequence at s (1..4), 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s, size_t left) {
+  unsigned char c = s[0];
+  if (c < 0x80) return 1;
+  size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+  if (n == 0 || n > left) return 0;
+  for (size_t k = 1; k < n; k++)
+    if ((s[k] & 0xc0) != 0x80) return 0;
+  if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0) || (c == 0xf0 && s[1] < 0x90) ||
+      (c == 0xf4 && s[1] >= 0x90))
+    return 0; /* overlong, surrogate, beyond U+10FFFF */
+  return n;
+}
+
 void dg_log(dg_log_level_t level, const char *fmt, ...) {
   static const char *names[] = {"debug", "info", "warn", "error"};
   if (level < min_level) return;
@@ -56,10 +70,21 @@ void dg_log(dg_log_level_t level, const char *fmt, ...) {
   } else {
     dg_buf_printf(&line, "%s %-5s ", when, names[level]);
     /* One line per event: control characters (a client's path could hold
-     * escape sequences or newlines) are shown as '?'. */
-    for (size_t i = 0; i < text_len; i++) {
+     * escape sequences or newlines) are shown as '?': C0, DEL, and C1
+     * (U+0080..U+009F, e.g. CSI, which terminals obey), whether UTF-8
+     * encoded or as raw bytes; any byte that is not part of valid UTF-8
+     * is '?' too. */
+    for (size_t i = 0; i < text_len;) {
+      size_t n = utf8_len((const unsigned char *)text + i, text_len - i);
       unsigned char c = (unsigned char)text[i];
-      dg_buf_putc(&line, c < 0x20 || c == 0x7f ? '?' : (char)c);
+      int c1 = n == 2 && c == 0xc2 && (unsigned char)text[i + 1] <= 0x9f;
+      if (n == 0 || c1 || (n == 1 && (c < 0x20 || c == 0x7f))) {
+        dg_buf_putc(&line, '?');
+        i += n ? n : 1;
+      } else {
+        dg_buf_append(&line, text + i, n);
+        i += n;
+      }
     }
     dg_buf_putc(&line, '\n');
   }

@@ -172,4 +172,17 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "Redis connections.\n# TYPE duckgrid_redis_reconnects_total counter\n"
                 "duckgrid_redis_reconnects_total %ld\n",
                 atomic_load(&app->redis_reconnects));
+  dg_buf_printf(out,
+                "# HELP duckgrid_stream_entries_rejected_total Stream entries refused for want of a valid "
+                "MAC (forged, damaged or replayed).\n"
+                "# TYPE duckgrid_stream_entries_rejected_total counter\n"
+                "duckgrid_stream_entries_rejected_total{stream=\"request_duck\"} %ld\n"
+                "duckgrid_stream_entries_rejected_total{stream=\"response_duck\"} %ld\n",
+                atomic_load(&app->stream_rejected[0]), atomic_load(&app->stream_rejected[1]));
+  if (app->auth)
+    dg_buf_printf(out,
+                  "# HELP duckgrid_auth_unknown_key_cache_hits_total Requests with an unknown key refused "
+                  "without a database lookup.\n# TYPE duckgrid_auth_unknown_key_cache_hits_total counter\n"
+                  "duckgrid_auth_unknown_key_cache_hits_total %llu\n",
+                  dg_auth_negative_hits(app->auth));
 }

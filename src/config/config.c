@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dg/buf.h"
 #include "dg/common.h"
 #include "dg/log.h"
 #include "dg/redis.h"
@@ -25,6 +26,10 @@ enum {
   OPT_HTTP_TIMEOUT,
   OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
   OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
+  OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
+  OPT_VIEW_TIMEOUT, OPT_VIEW_CONCURRENCY, OPT_VIEW_MAX_BYTES, OPT_DB_MEMORY_LIMIT,
+  OPT_IP_CONNECTIONS, OPT_JWT_MAX_LIFETIME,
+  OPT_JWT_SECRET_FROM, OPT_REDIS_URL_FROM, OPT_ADMIN_KEY_FROM,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -57,8 +62,8 @@ static const option_t options[] = {
     {OPT_JWT_SECRET, "--jwt-secret", "DUCKGRID_JWT_SECRET", "HS256 secret for bearer JWTs (32+ bytes)"},
     {OPT_JWT_PUBLIC_KEY, "--jwt-public-key", "DUCKGRID_JWT_PUBLIC_KEY", "PEM public key for RS256/ES256 JWTs"},
     {OPT_JWT_JWKS, "--jwt-jwks", "DUCKGRID_JWT_JWKS", "JSON Web Key Set file for JWTs"},
-    {OPT_JWT_ISSUER, "--jwt-issuer", "DUCKGRID_JWT_ISSUER", "required JWT iss (default: not checked)"},
-    {OPT_JWT_AUDIENCE, "--jwt-audience", "DUCKGRID_JWT_AUDIENCE", "required JWT aud (default: not checked)"},
+    {OPT_JWT_ISSUER, "--jwt-issuer", "DUCKGRID_JWT_ISSUER", "required JWT iss (needed with any JWT key)"},
+    {OPT_JWT_AUDIENCE, "--jwt-audience", "DUCKGRID_JWT_AUDIENCE", "required JWT aud (needed with any JWT key)"},
     {OPT_JWT_ROLE_CLAIM, "--jwt-role-claim", "DUCKGRID_JWT_ROLE_CLAIM", "JWT claim holding the role (default role)"},
     {OPT_TLS_CERT, "--tls-cert", "DUCKGRID_TLS_CERT", "PEM certificate (chain) to serve HTTPS"},
     {OPT_TLS_KEY, "--tls-key", "DUCKGRID_TLS_KEY", "PEM private key to serve HTTPS"},
@@ -73,6 +78,18 @@ static const option_t options[] = {
     {OPT_REDIS_CERT, "--redis-cert", "DUCKGRID_REDIS_CERT",
      "client certificate (PEM) for rediss:// servers that require one"},
     {OPT_REDIS_KEY, "--redis-key", "DUCKGRID_REDIS_KEY", "unencrypted PEM key of --redis-cert"},
+    {OPT_PAGE_BYTES, "--page-bytes", "DUCKGRID_PAGE_BYTES", "update text per get_updates page at most (default 8388608)"},
+    {OPT_REPLAY_MAX, "--replay-max", "DUCKGRID_REPLAY_MAX", "entries one /events replay sends at most (default 100000)"},
+    {OPT_REPLAY_BYTES, "--replay-bytes", "DUCKGRID_REPLAY_BYTES", "bytes one /events replay sends at most (default 67108864)"},
+    {OPT_VIEW_TIMEOUT, "--view-timeout-ms", "DUCKGRID_VIEW_TIMEOUT_MS", "a view query is interrupted after this long, 504 (default 10000)"},
+    {OPT_VIEW_CONCURRENCY, "--view-concurrency", "DUCKGRID_VIEW_CONCURRENCY", "view queries one key runs at once, 429 above (default 2)"},
+    {OPT_VIEW_MAX_BYTES, "--view-max-bytes", "DUCKGRID_VIEW_MAX_BYTES", "largest view answer in bytes, 413 above (default 16777216)"},
+    {OPT_JWT_SECRET_FROM, "--jwt-secret-file", "DUCKGRID_JWT_SECRET_FILE", "read the JWT secret from this file (keeps it out of ps and the environment)"},
+    {OPT_REDIS_URL_FROM, "--redis-url-file", "DUCKGRID_REDIS_URL_FILE", "read the Redis URL (with its password) from this file"},
+    {OPT_ADMIN_KEY_FROM, "--admin-key-from-file", "DUCKGRID_ADMIN_KEY_FROM_FILE", "read the bootstrap admin key from this file"},
+    {OPT_JWT_MAX_LIFETIME, "--jwt-max-lifetime-s", "DUCKGRID_JWT_MAX_LIFETIME_S", "longest accepted JWT lifetime, exp - iat, in seconds (default 86400)"},
+    {OPT_IP_CONNECTIONS, "--ip-connections", "DUCKGRID_IP_CONNECTIONS", "open connections per client IP, refused at accept before any auth; 0 = off (default 256)"},
+    {OPT_DB_MEMORY_LIMIT, "--db-memory-limit", "DUCKGRID_DB_MEMORY_LIMIT", "DuckDB memory_limit, e.g. 2GB (default 2GB)"},
 };
 
 void dg_config_usage(void *file) {
@@ -136,10 +153,34 @@ static int set_file(char **field, const char *v, const char *name, char *err, si
   return set_str(field, v);
 }
 
+static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_t errcap);
+
+/* A secret read from a file (one line; a trailing newline is dropped) and
+ * set as the option `target`, so it never shows in ps or the environment. */
+static int set_from_file(dg_config_t *c, int target, const char *path, const char *name, char *err,
+                         size_t errcap) {
+  size_t len = 0;
+  char *text = *path ? dg_read_small_file(path, &len) : NULL;
+  if (text == NULL) {
+    snprintf(err, errcap, "%s: cannot read '%s'", name, path);
+    return DG_EINVAL;
+  }
+  while (len && (text[len - 1] == '\n' || text[len - 1] == '\r')) text[--len] = '\0';
+  int rc = DG_EINVAL;
+  for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++)
+    if (options[i].id == target) rc = set_value(c, i, text, err, errcap);
+  memset(text, 0, len);
+  dg_free(text);
+  return rc;
+}
+
 static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_t errcap) {
   long n;
   const char *name = options[opt].flag;
   switch (options[opt].id) {
+    case OPT_JWT_SECRET_FROM: return set_from_file(c, OPT_JWT_SECRET, v, name, err, errcap);
+    case OPT_REDIS_URL_FROM: return set_from_file(c, OPT_REDIS_URL, v, name, err, errcap);
+    case OPT_ADMIN_KEY_FROM: return set_from_file(c, OPT_ADMIN_KEY, v, name, err, errcap);
     case OPT_JWT_SECRET:
       if (strlen(v) < 32) {
         snprintf(err, errcap, "%s: an HS256 secret needs at least 32 bytes", name);
@@ -174,6 +215,44 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       if (parse_long(v, 1024, 1L << 30, &n) != 0) break;
       c->client_buffer = (size_t)n;
       return 0;
+    case OPT_PAGE_BYTES:
+      if (parse_long(v, 1024, 1L << 30, &n) != 0) break;
+      c->page_bytes = (size_t)n;
+      return 0;
+    case OPT_REPLAY_MAX:
+      if (parse_long(v, 1, 100000000, &n) != 0) break;
+      c->replay_max = (size_t)n;
+      return 0;
+    case OPT_REPLAY_BYTES:
+      if (parse_long(v, 1024, 1L << 34, &n) != 0) break;
+      c->replay_bytes = (size_t)n;
+      return 0;
+    case OPT_JWT_MAX_LIFETIME:
+      if (parse_long(v, 60, 31536000, &n) != 0) break;
+      c->jwt_max_lifetime_s = n;
+      return 0;
+    case OPT_IP_CONNECTIONS:
+      if (parse_long(v, 0, 100000, &n) != 0) break;
+      c->ip_connections = (int)n;
+      return 0;
+    case OPT_VIEW_TIMEOUT:
+      if (parse_long(v, 10, 3600000, &n) != 0) break;
+      c->view_timeout_ms = (int)n;
+      return 0;
+    case OPT_VIEW_CONCURRENCY:
+      if (parse_long(v, 1, 1000, &n) != 0) break;
+      c->view_concurrency = (int)n;
+      return 0;
+    case OPT_VIEW_MAX_BYTES:
+      if (parse_long(v, 1024, 1L << 32, &n) != 0) break;
+      c->view_max_bytes = (size_t)n;
+      return 0;
+    case OPT_DB_MEMORY_LIMIT: {
+      /* digits then a unit: it goes into a SET statement */
+      size_t d = strspn(v, "0123456789");
+      if (d == 0 || d > 6 || (strcmp(v + d, "MB") != 0 && strcmp(v + d, "GB") != 0)) break;
+      return set_str(&c->db_memory_limit, v);
+    }
     case OPT_HTTP_TIMEOUT:
       if (parse_long(v, 1, 3600, &n) != 0) break;
       c->http_timeout_s = (int)n;
@@ -285,6 +364,7 @@ void dg_config_dispose(dg_config_t *c) {
   dg_free(c->jwt_issuer);
   dg_free(c->jwt_audience);
   dg_free(c->jwt_role_claim);
+  dg_free(c->db_memory_limit);
   dg_free(c->tls_cert);
   dg_free(c->tls_key);
   dg_free(c->redis_ca);
@@ -310,6 +390,15 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->http_timeout_s = 60;
   c->heartbeat_ms = 15000;
   c->client_buffer = 8u << 20;
+  c->page_bytes = 8u << 20;
+  c->replay_max = 100000;
+  c->replay_bytes = (size_t)64 << 20;
+  c->view_timeout_ms = 10000;
+  c->ip_connections = 256;
+  c->jwt_max_lifetime_s = 86400;
+  c->view_concurrency = 2;
+  c->view_max_bytes = 16u << 20;
+  c->db_memory_limit = dg_strdup("2GB");
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);

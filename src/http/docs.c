@@ -284,7 +284,8 @@ void dg_docs_load(void) { pthread_once(&load_once, load_all); }
 
 static void serve(dg_req_t *r, const doc_file_t *f) {
   if (f->data == NULL) {
-    dg_problem(r, 404, NULL, "%s is not available on this server: %s", f->name, f->why);
+    /* f->why names filesystem paths: it is in the start-up log only. */
+    dg_problem(r, 404, NULL, "%s is not available on this server (see the server log)", f->name);
     return;
   }
   u_map_put(r->resp->map_header, "ETag", f->etag);
@@ -314,8 +315,8 @@ static int docs_page(dg_req_t *r) {
   /* The page is useless without the assets or the document: say which. */
   for (size_t i = 0; i < F_COUNT; i++) {
     if (files[i].data == NULL && files[i].origin != FROM_WEB) {
-      dg_problem(r, 404, NULL, "the interactive docs are not available: %s is missing (%s)",
-                 files[i].name, files[i].why);
+      dg_problem(r, 404, NULL, "the interactive docs are not available: %s is missing (see the server log)",
+                 files[i].name);
       return 0;
     }
   }

@@ -23,17 +23,19 @@
 #include <time.h>
 #include <ulfius.h>
 
+#include "dg/alive.h"
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/http.h"
 #include "dg/hub.h"
 #include "dg/redis_pool.h"
 
-/* Entries replayed per XRANGE round trip. */
-#define REPLAY_PAGE "1000"
-/* Entries replayed at most; a client further behind gets `gone`. */
-#define REPLAY_MAX 200000
+/* Entries replayed per XRANGE round trip: one page is all a replay holds
+ * in memory (outcomes can be large), fetched when the client has taken
+ * the previous one. */
+#define REPLAY_PAGE "100"
 
 typedef struct {
   dg_app_t *app;
@@ -43,7 +45,29 @@ typedef struct {
   size_t sent;                   /* of out */
   dg_redis_xid_t last;           /* last id sent (replay or live) */
   int ended;
+  int replaying;                 /* pages of response_duck still to send */
+  size_t replay_entries;         /* sent (scanned) by the replay so far  */
+  size_t replay_bytes;
+  dg_principal_t who;            /* the caller, checked again every second */
+  int64_t alive_ms;              /* monotonic ms of the last check         */
+  int64_t beat_ms;               /* monotonic ms of the last heartbeat/event */
 } sse_t;
+
+/* Revocation reaches the stream: at most a second after the caller's key
+ * is deleted or its token expires, the stream ends with `event: revoked`. */
+static int still_allowed(sse_t *s) {
+  int64_t now = dg_mono_us() / 1000;
+  if (now - s->alive_ms < 1000) return 1;
+  s->alive_ms = now;
+  char why[120];
+  if (dg_alive_check(s->app->alive, &s->who, why, sizeof why) == 0) return 1;
+  dg_buf_printf(&s->out, "event: revoked\ndata: {\"status\":401,\"code\":\"unauthorized\",\"reason\":\"%s\"}\n\n",
+                why);
+  s->ended = 1;
+  return 0;
+}
+
+static int replay_page(sse_t *s);
 
 static void sse_event(sse_t *s, const char *id, const char *res, size_t len) {
   dg_buf_printf(&s->out, "id: %s\nevent: update\ndata: ", id);
@@ -82,8 +106,26 @@ static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
       return (ssize_t)n;
     }
     if (s->ended) return U_STREAM_END;
+    if (!still_allowed(s)) continue;
+    if (s->replaying) {
+      /* The next page only once the client took the last: the backlog is
+       * never held here, however far behind the client resumes. */
+      if (replay_page(s) != 0) {
+        dg_buf_puts(&s->out, "event: unavailable\ndata: {\"reason\":\"the update stream (Redis) is "
+                             "unavailable; resume with Last-Event-ID\"}\n\n");
+        s->ended = 1;
+      }
+      continue;
+    }
     dg_event_t *ev = NULL;
-    int rc = dg_sub_next(s->app->hub, s->sub, s->app->cfg->heartbeat_ms, &ev);
+    /* Wait at most a second, so the caller is checked that often; the
+     * heartbeat goes out when heartbeat_ms passed without anything sent. */
+    int64_t now = dg_mono_us() / 1000, wait = s->beat_ms + s->app->cfg->heartbeat_ms - now;
+    if (wait > 1000) wait = 1000;
+    if (wait < 0) wait = 0;
+    int rc = dg_sub_next(s->app->hub, s->sub, (int)wait, &ev);
+    if (rc == DG_HUB_TIMEOUT && dg_mono_us() / 1000 - s->beat_ms < s->app->cfg->heartbeat_ms) continue;
+    s->beat_ms = dg_mono_us() / 1000;
     if (rc == DG_HUB_EVENT) {
       dg_redis_xid_t id;
       if (dg_redis_xid_parse(ev->id, strlen(ev->id), &id) == 0 && dg_redis_xid_cmp(id, s->last) > 0) {
@@ -141,38 +183,62 @@ static int replay(sse_t *s, const char *since_text) {
     freeReplyObject(rep);
     if (added > length && have_first && dg_redis_xid_cmp(s->last, first) < 0) rc = DG_EGONE;
   }
-  char cursor[DG_REDIS_XID_BUFSZ + 1];
-  snprintf(cursor, sizeof cursor, "(%s", since_text);
-  size_t total = 0;
-  while (rc == 0 && total < REPLAY_MAX) {
-    const char *argv[] = {"XRANGE", app->res_stream, cursor, "+", "COUNT", REPLAY_PAGE};
-    redisReply *rep;
-    if (dg_redis_command(c, 6, argv, NULL, &rep) != 0) {
-      rc = DG_EUNAVAIL;
-      break;
-    }
-    dg_redis_xiter_t it;
-    dg_redis_xentry_t e;
-    size_t n = 0;
-    if (dg_redis_xiter_init_xrange(&it, rep) == 0) {
-      while (dg_redis_xiter_next(&it, &e)) {
-        n++;
-        dg_redis_str_t v;
-        char id[DG_REDIS_XID_BUFSZ];
-        snprintf(id, sizeof id, "%.*s", (int)e.id.len, e.id.ptr);
-        dg_redis_xid_parse(id, strlen(id), &s->last);
-        snprintf(cursor, sizeof cursor, "(%s", id);
-        if (dg_redis_xentry_get(&e, "res", 3, &v) == 0 && table_matches(s->table, v.ptr, v.len))
-          sse_event(s, id, v.ptr, v.len);
+  dg_redis_pool_put(app->redis, c);
+  (void)since_text;
+  if (rc == 0) {
+    s->replaying = 1;
+    rc = replay_page(s); /* the first page now: Redis down is a 503 */
+  }
+  return rc;
+}
+
+/* One XRANGE page of the replay after s->last into s->out. At the end of
+ * the stream the replay is over (live events follow); past the caps
+ * (DUCKGRID_REPLAY_MAX entries, DUCKGRID_REPLAY_BYTES) the stream ends with
+ * `event: replay_limit`, whose id is the last entry scanned, so the client
+ * resumes right there (EventSource sends it as Last-Event-ID). 0 or
+ * DG_EUNAVAIL. */
+static int replay_page(sse_t *s) {
+  dg_app_t *app = s->app;
+  char cursor[DG_REDIS_XID_BUFSZ + 1] = "(";
+  dg_redis_xid_format(s->last, cursor + 1, sizeof cursor - 1);
+  const char *argv[] = {"XRANGE", app->res_stream, cursor, "+", "COUNT", REPLAY_PAGE};
+  dg_redis_t *c = dg_redis_pool_get(app->redis);
+  redisReply *rep;
+  int rc = dg_redis_command(c, 6, argv, NULL, &rep);
+  dg_redis_pool_put(app->redis, c);
+  if (rc != 0) return DG_EUNAVAIL;
+  dg_redis_xiter_t it;
+  dg_redis_xentry_t e;
+  size_t n = 0;
+  if (dg_redis_xiter_init_xrange(&it, rep) == 0) {
+    while (dg_redis_xiter_next(&it, &e)) {
+      dg_redis_str_t v;
+      char id[DG_REDIS_XID_BUFSZ];
+      if (s->replay_entries >= app->cfg->replay_max || s->replay_bytes >= app->cfg->replay_bytes) {
+        char last[DG_REDIS_XID_BUFSZ];
+        dg_redis_xid_format(s->last, last, sizeof last);
+        dg_buf_printf(&s->out,
+                      "id: %s\nevent: replay_limit\ndata: {\"reason\":\"a replay sends at most %zu updates "
+                      "or %zu bytes; resume with Last-Event-ID\",\"last_event_id\":\"%s\"}\n\n",
+                      last, app->cfg->replay_max, app->cfg->replay_bytes, last);
+        s->replaying = 0;
+        s->ended = 1;
+        break;
+      }
+      n++;
+      snprintf(id, sizeof id, "%.*s", (int)e.id.len, e.id.ptr);
+      dg_redis_xid_parse(id, strlen(id), &s->last);
+      s->replay_entries++;
+      if (dg_entry_open_res(app, &e, &v) == 0 && table_matches(s->table, v.ptr, v.len)) {
+        sse_event(s, id, v.ptr, v.len);
+        s->replay_bytes += v.len;
       }
     }
-    freeReplyObject(rep);
-    total += n;
-    if (n == 0) break;
   }
-  if (rc == 0 && total >= REPLAY_MAX) rc = DG_EGONE;
-  dg_redis_pool_put(app->redis, c);
-  return rc;
+  freeReplyObject(rep);
+  if (n == 0) s->replaying = 0; /* caught up: live from here */
+  return 0;
 }
 
 static int events_get(dg_req_t *r) {
@@ -198,6 +264,8 @@ static int events_get(dg_req_t *r) {
   }
   sse_t *s = dg_calloc(1, sizeof *s);
   s->app = app;
+  s->who = r->who;
+  s->alive_ms = s->beat_ms = dg_mono_us() / 1000;
   snprintf(s->table, sizeof s->table, "%s", table && *table ? table : "");
   const char *filter[1] = {s->table};
   s->sub = dg_hub_subscribe(app->hub, s->table[0] ? filter : NULL, s->table[0] ? 1 : 0, app->cfg->client_buffer);

@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dg/alive.h"
 #include "dg/common.h"
 #include "dg/http.h"
+#include "dg/log.h"
 
 static int keys_create(dg_req_t *r) {
   const char *name = json_string_value(json_object_get(r->body, "name"));
@@ -91,6 +93,7 @@ static int keys_delete(dg_req_t *r) {
     return 0;
   }
   int rc = dg_auth_key_delete(r->app->auth, id);
+  if (rc == 0) dg_alive_invalidate(r->app->alive); /* open streams see it at once */
   if (rc == 0) dg_reply_empty(r, 204);
   else if (rc == DG_ENOTFOUND) dg_problem(r, 404, NULL, "key %lld does not exist", id);
   else if (rc == DG_ECONFLICT) dg_problem(r, 409, NULL, "key %lld is the last admin key; create another admin key first", id);
@@ -98,7 +101,39 @@ static int keys_delete(dg_req_t *r) {
   return 0;
 }
 
+/* POST /admin/tokens/revoke {"jti"}: the token with that id is refused
+ * from now on, here at once and in other processes within a second; its
+ * open streams end. Idempotent: revoking twice is 204 both times. */
+static int tokens_revoke(dg_req_t *r) {
+  const char *jti = json_string_value(json_object_get(r->body, "jti"));
+  if (jti == NULL || *jti == '\0' || strlen(jti) > 71) {
+    dg_problem(r, 400, NULL, "jti must be a string of 1..71 bytes");
+    return 0;
+  }
+  duckdb_connection c = dg_db_conn(r->app->db);
+  duckdb_prepared_statement st;
+  int ok = 0;
+  if (c && duckdb_prepare(c, "INSERT INTO dg.revoked_tokens(jti, revoked_by) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                          &st) == DuckDBSuccess) {
+    duckdb_bind_varchar(st, 1, jti);
+    duckdb_bind_varchar(st, 2, r->who.user);
+    duckdb_result res;
+    ok = duckdb_execute_prepared(st, &res) == DuckDBSuccess;
+    duckdb_destroy_result(&res);
+  }
+  if (c) duckdb_destroy_prepare(&st);
+  if (!ok) {
+    dg_problem(r, 503, NULL, "the key store is unavailable");
+    return 0;
+  }
+  dg_alive_invalidate(r->app->alive);
+  dg_log_info("token %.71s revoked by %s", jti, r->who.user);
+  dg_reply_empty(r, 204);
+  return 0;
+}
+
 const dg_route_t dg_routes_keys[] = {
+    {"POST", "/admin/tokens/revoke", DG_ROLE_ADMIN, tokens_revoke, 1},
     {"POST", "/admin/keys", DG_ROLE_ADMIN, keys_create, 1},
     {"GET", "/admin/keys", DG_ROLE_ADMIN, keys_list, 0},
     {"DELETE", "/admin/keys/:id", DG_ROLE_ADMIN, keys_delete, 0},

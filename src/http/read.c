@@ -118,11 +118,23 @@ static void db_failed(dg_req_t *r, const char *table, const char *what, const ch
  * dropped meanwhile), with DuckDB's message in err. */
 static int count_rows(duckdb_connection c, const char *table, int64_t *out, char *err,
                       size_t errcap) {
+  /* The name passed the whitelist; prepared, so the text can only ever be
+   * one statement (duckdb_query would run every statement it is given). */
+  if (!dg_name_valid(table)) {
+    snprintf(err, errcap, "not a valid table name");
+    return DG_EINVAL;
+  }
   char sql[DG_NAME_MAX + 64];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM main.\"%s\"", table);
+  duckdb_prepared_statement st;
   duckdb_result res;
   int rc = DG_EIO;
-  if (duckdb_query(c, sql, &res) == DuckDBError) {
+  if (duckdb_prepare(c, sql, &st) == DuckDBError) {
+    snprintf(err, errcap, "%s", duckdb_prepare_error(st));
+    duckdb_destroy_prepare(&st);
+    return rc;
+  }
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
     snprintf(err, errcap, "%s", duckdb_result_error(&res));
   } else if (duckdb_row_count(&res) == 1) {
     *out = duckdb_value_int64(&res, 0, 0);
@@ -131,6 +143,7 @@ static int count_rows(duckdb_connection c, const char *table, int64_t *out, char
     snprintf(err, errcap, "count(*) gave no row");
   }
   duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
   return rc;
 }
 

@@ -27,6 +27,7 @@
 #include <openssl/x509.h>
 #include <ulfius.h>
 
+#include "dg/alive.h"
 #include "dg/buf.h"
 #include "dg/common.h"
 #include "dg/jwt.h"
@@ -317,6 +318,11 @@ static int authenticate(dg_req_t *r) {
       dg_problem(r, 401, NULL, "the bearer token is not valid: %s", why);
       return -1;
     }
+    if (dg_alive_check(r->app->alive, &r->who, why, sizeof why) != 0) { /* a revoked jti */
+      u_map_put(r->resp->map_header, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      dg_problem(r, 401, NULL, "the bearer token is not valid: %s", why);
+      return -1;
+    }
     return 0;
   }
   int rc = dg_auth_check(r->app->auth, key, strlen(key), &r->who);
@@ -343,8 +349,7 @@ static void run_route(dg_req_t *r, const dg_route_t *route) {
       return;
     }
     char caller[80];
-    if (r->who.key_id > 0) snprintf(caller, sizeof caller, "key:%lld", (long long)r->who.key_id);
-    else snprintf(caller, sizeof caller, "jwt:%s", r->who.user);
+    dg_principal_id(&r->who, caller, sizeof caller);
     int wait = dg_ratelimit_take(app->ratelimit, caller);
     if (wait > 0) {
       char ra[16];
@@ -539,7 +544,7 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
    * smaller thread stacks for thousands of long polls. */
   unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                        MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
-  struct MHD_OptionItem ops[16];
+  struct MHD_OptionItem ops[20];
   int k = 0;
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL};
@@ -556,6 +561,10 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
    * memory until touched. */
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_STACK_SIZE, 8u << 20, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 8192, NULL};
+  /* Per client IP, refused at accept: before a thread, a byte of the
+   * request or any key check is spent on it. */
+  if (cfg->ip_connections > 0)
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)cfg->ip_connections, NULL};
   /* Refuse requests that are not well-formed HTTP/1.1 (stray bytes in the
    * request line, bad header syntax) instead of guessing. */
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL};

@@ -95,6 +95,7 @@
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/http.h"
 #include "dg/hub.h"
 #include "dg/jsonw.h"
@@ -119,6 +120,13 @@
 /* Entries one filtered request scans at most; the client continues from
  * `next`. Parsing ~20k small updates takes a few ms. */
 #define SCAN_MAX 20000
+/* Bytes of update text one page holds at most: DUCKGRID_PAGE_BYTES (plus
+ * the one update that crosses the line, so a page always moves the
+ * cursor): a limit of 10,000 large outcomes must not build a response of
+ * gigabytes. The client pages on with `next`. */
+/* Entries per XREAD on the Redis path: bounds the reply hiredis holds in
+ * memory (outcomes can be large); a page takes several reads. */
+#define REDIS_BATCH 100
 /* Ring matches a request keeps on its stack: the default limit (100) fits,
  * in 1 KiB; a bigger limit allocates its array. */
 #define HITS_LOCAL 128
@@ -305,14 +313,14 @@ static size_t consume(scan_t *s, const redisReply *rep) {
     s->scanned++;
     seen++;
     dg_redis_str_t res;
-    if (dg_redis_xentry_get(&e, "res", 3, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
+    if (dg_entry_open_res(s->r->app, &e, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
       dg_log_warn("get_updates: entry %.*s of %s has no valid 'res'; skipped", (int)e.id.len,
                   e.id.ptr, s->r->app->res_stream);
       continue;
     }
     if (s->p->table && !matches_table(res.ptr, res.len, s->p->table)) continue;
     dg_jsonw_raw(&s->w, res.ptr, res.len);
-    if (++s->matched == s->p->limit) s->stop = 1;
+    if (++s->matched == s->p->limit || s->body.len >= s->r->app->cfg->page_bytes) s->stop = 1;
   }
   return seen;
 }
@@ -365,6 +373,7 @@ static int scan(scan_t *s, redisReply *first) {
   const params_t *p = s->p;
   int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
   int64_t batch = p->table ? FILTER_BATCH : p->limit;
+  if (batch > REDIS_BATCH) batch = REDIS_BATCH;
   redisReply *rep = first;
   int may_block = 0; /* the stream had nothing more: the next read blocks */
   for (;;) {
@@ -388,7 +397,9 @@ static int scan(scan_t *s, redisReply *first) {
     freeReplyObject(rep);
     rep = NULL;
     if (s->stop || s->scanned >= SCAN_MAX) return 0;
-    if (seen > 0 && !p->table) return 0; /* one batch of `limit` is the answer */
+    /* Unfiltered: what came is the answer, unless a full batch says more
+     * may follow right behind (a limit above REDIS_BATCH). */
+    if (seen > 0 && !p->table && (int64_t)seen < batch) return 0;
     if ((int64_t)seen == batch) {
       may_block = 0; /* filtered: there may be more right behind */
       continue;
@@ -464,6 +475,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   rd.limit = (size_t)p->limit;
   rd.scan_max = p->table ? SCAN_MAX : (size_t)p->limit;
   rd.any_entry = p->table == NULL; /* ring_done's rule */
+  rd.max_bytes = app->cfg->page_bytes;
   rd.out = s->hits;
   *rc = 0;
   int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
@@ -600,6 +612,7 @@ static int get_updates(dg_req_t *r) {
     if (path == RING_FALLBACK && p.since_kind == SINCE_ID) {
       /* First round trip: check 410 and read the first batch. */
       int64_t batch = p.table ? FILTER_BATCH : p.limit;
+      if (batch > REDIS_BATCH) batch = REDIS_BATCH; /* as scan() reads on */
       dg_redis_xid_format(p.since, idbuf, sizeof idbuf);
       snprintf(cnt, sizeof cnt, "%lld", (long long)batch);
       const char *xread_argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};

@@ -27,12 +27,14 @@
  * column name of the view is ever put into SQL text.
  */
 #include <duckdb.h>
+#include <ulfius.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dg/buf.h"
+#include "dg/qguard.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/http.h"
@@ -322,8 +324,10 @@ static int read_view_or_problem(dg_req_t *r, duckdb_connection c, const char *na
   duckdb_prepared_statement probe = NULL, st = NULL;
   if (duckdb_prepare(c, sql, &probe) == DuckDBError) {
     /* The view exists but no longer binds, e.g. a table it reads was dropped. */
-    dg_problem(r, 409, NULL, "view '%s' cannot be read: %s", name,
-               first_line(duckdb_prepare_error(probe), line, sizeof line));
+    /* DuckDB's text ("Did you mean …" hints naming tables and columns)
+     * goes to the log; a read user gets a plain reason. */
+    dg_log_warn("view '%s' cannot be read: %s", name, first_line(duckdb_prepare_error(probe), line, sizeof line));
+    dg_problem(r, 409, NULL, "view '%s' cannot be read: a table or column it reads no longer exists", name);
     duckdb_destroy_prepare(&probe);
     return DG_ECONFLICT;
   }
@@ -372,14 +376,44 @@ static int read_view_or_problem(dg_req_t *r, duckdb_connection c, const char *na
 
   duckdb_result res;
   int have_res = 0;
+  int slot = -1;
+  if (rc == 0) {
+    /* The query runs under the guard: a deadline (504), a cap on the
+     * caller's queries at once (429), interrupted at shutdown (503). */
+    char caller[80];
+    dg_principal_id(&r->who, caller, sizeof caller);
+    int g = dg_qguard_enter(r->app->qguard, c, caller, &slot);
+    if (g == DG_ECONFLICT) {
+      u_map_put(r->resp->map_header, "Retry-After", "1");
+      dg_problem(r, 429, NULL, "this key already runs %d view queries; retry when one is done",
+                 r->app->cfg->view_concurrency);
+      rc = g;
+    } else if (g != 0) {
+      dg_problem(r, 503, NULL, "the server is stopping or busy; retry later");
+      rc = g;
+    }
+  }
   if (rc == 0) {
     duckdb_bind_int64(st, 1, limit);
     duckdb_bind_int64(st, 2, offset);
     have_res = 1;
-    if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    duckdb_state qs = duckdb_execute_prepared(st, &res);
+    int stopped = dg_qguard_leave(r->app->qguard, slot);
+    if (qs == DuckDBError) {
       first_line(duckdb_result_error(&res), line, sizeof line);
+      duckdb_error_type et = duckdb_result_error_type(&res);
       dg_log_warn("view '%s' failed: %s", name, line);
-      dg_problem(r, 500, NULL, "reading view '%s' failed: %s", name, line);
+      if (stopped == 1) {
+        dg_problem(r, 504, NULL, "view '%s' ran longer than %d ms and was stopped", name,
+                   r->app->cfg->view_timeout_ms);
+      } else if (stopped == 2) {
+        dg_problem(r, 503, NULL, "the server is stopping");
+      } else if (et == DUCKDB_ERROR_OUT_OF_MEMORY) {
+        dg_problem(r, 413, NULL, "view '%s' needs more memory than the server allows", name);
+      } else {
+        /* DuckDB's text (hints naming tables and columns) goes to the log only. */
+        dg_problem(r, 500, NULL, "reading view '%s' failed", name);
+      }
       rc = DG_EIO;
     } else if (duckdb_column_count(&res) != ncols) {
       dg_problem(r, 409, NULL, "view '%s' changed while being read", name);
@@ -403,7 +437,16 @@ static int read_view_or_problem(dg_req_t *r, duckdb_connection c, const char *na
         dg_jsonw_end(&w);
       }
       duckdb_destroy_data_chunk(&chunk);
+      if (body->len > r->app->cfg->view_max_bytes) {
+        rc = DG_ETOOBIG;
+        break;
+      }
     }
+    if (rc == DG_ETOOBIG)
+      dg_problem(r, 413, NULL, "view '%s': this page is larger than %zu bytes; ask for fewer rows (limit)",
+                 name, r->app->cfg->view_max_bytes);
+  }
+  if (rc == 0) {
     dg_jsonw_end(&w);
     dg_jsonw_end(&w);
   }

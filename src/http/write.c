@@ -21,6 +21,7 @@
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/decimal.h"
 #include "dg/http.h"
 #include "dg/idset.h"
@@ -380,11 +381,13 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
   if (async) dg_waiters_remove(app->waiters, &w);
   char *text = json_dumps(req, JSON_COMPACT);
   json_decref(req);
-  const char *argv[] = {"XADD", app->req_stream, "*", "req", text};
-  size_t argvlen[] = {4, strlen(app->req_stream), 1, 3, strlen(text)};
+  char t[24], mac[DG_ENTRY_MAC_HEX + 1];
+  dg_entry_sign_req(app, text, strlen(text), t, mac);
+  const char *argv[] = {"XADD", app->req_stream, "*", "req", text, "t", t, "mac", mac};
+  size_t argvlen[] = {4, strlen(app->req_stream), 1, 3, strlen(text), 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep = NULL;
-  int rc = dg_redis_command(c, 5, argv, argvlen, &rep);
+  int rc = dg_redis_command(c, 9, argv, argvlen, &rep);
   dg_redis_pool_put(app->redis, c);
   free(text);
   char sid[DG_REDIS_XID_BUFSZ] = "";

@@ -25,12 +25,15 @@
  * when onclose frees our state.
  */
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <ulfius.h>
 
+#include "dg/alive.h"
 #include "dg/buf.h"
+#include "dg/ratelimit.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/http.h"
@@ -46,7 +49,25 @@ typedef struct {
   dg_app_t *app;
   dg_principal_t who;
   dg_sub_t *sub;
+  atomic_int revoked;     /* the caller lost its right: closing         */
 } ws_t;
+
+/* The caller still allowed? If not, says why and closes the socket: a
+ * deleted key or an expired token ends the stream within a second (the
+ * manage loop asks every second) and before any further message is
+ * handled. ulfius sends a close frame without a status code, so the
+ * reason travels as a last message before it. */
+static int still_allowed(ws_t *w, struct _websocket_manager *wsm) {
+  char why[120];
+  if (!atomic_load(&w->revoked) && dg_alive_check(w->app->alive, &w->who, why, sizeof why) == 0) return 1;
+  if (atomic_exchange(&w->revoked, 1) == 0) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "{\"type\":\"revoked\",\"status\":401,\"reason\":\"%s\"}", why);
+    ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_TEXT, strlen(msg), msg);
+    ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_CLOSE, 0, NULL);
+  }
+  return 0;
+}
 
 static void send_json(struct _websocket_manager *wsm, json_t *msg) {
   char *text = json_dumps(msg, JSON_COMPACT);
@@ -104,6 +125,17 @@ static void update_cell(ws_t *w, const struct _u_request *upgrade, struct _webso
     send_error(wsm, 403, "update_cell needs the 'write' role");
     return;
   }
+  /* The same per-caller bucket as POST /update_cell. */
+  char caller[80];
+  dg_principal_id(&w->who, caller, sizeof caller);
+  int wait = dg_ratelimit_take(w->app->ratelimit, caller);
+  if (wait > 0) {
+    json_t *p = json_pack("{s:i,s:s,s:s,s:s,s:i}", "status", 429, "code", "too_many_requests", "title",
+                          "Too Many Requests", "detail", "rate limit exceeded; retry later", "retry_after", wait);
+    send_json(wsm, json_pack("{s:s,s:i,s:O?,s:o}", "type", "result", "status", 429, "id",
+                             json_object_get(msg, "id"), "body", p));
+    return;
+  }
   struct _u_request req;
   struct _u_response resp;
   ulfius_init_request(&req);
@@ -144,6 +176,7 @@ static void update_cell(ws_t *w, const struct _u_request *upgrade, struct _webso
 static void on_message(const struct _u_request *upgrade, struct _websocket_manager *wsm,
                        const struct _websocket_message *m, void *arg) {
   ws_t *w = arg;
+  if (!still_allowed(w, wsm)) return;
   if (m->opcode != U_WEBSOCKET_OPCODE_TEXT) {
     send_error(wsm, 400, "send JSON text frames");
     return;
@@ -175,7 +208,13 @@ static void on_message(const struct _u_request *upgrade, struct _websocket_manag
 static void manage(const struct _u_request *upgrade, struct _websocket_manager *wsm, void *arg) {
   ws_t *w = arg;
   (void)upgrade;
+  int64_t checked = dg_mono_us() / 1000;
   while (ulfius_websocket_status(wsm) == U_WEBSOCKET_STATUS_OPEN) {
+    int64_t now = dg_mono_us() / 1000;
+    if (now - checked >= 1000) {
+      checked = now;
+      if (!still_allowed(w, wsm)) break;
+    }
     dg_event_t *ev = NULL;
     int rc = dg_sub_next(w->app->hub, w->sub, 500, &ev);
     if (rc == DG_HUB_EVENT) {

@@ -81,6 +81,7 @@
 
 #include "dg/common.h"
 #include "dg/db.h"
+#include "dg/entry_mac.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
 #include "dg/metrics.h"
@@ -388,9 +389,11 @@ static int publish(dg_manager_t *m) {
     mreq_t *r = &m->reqs[i];
     r->published = 0;
     if (r->duplicate || r->res == NULL) continue;
-    const char *argv[] = {"XADD", app->res_stream, "MAXLEN", "~", maxlen_arg, r->stream_id, "res", r->res};
-    size_t lens[] = {4, strlen(app->res_stream), 6, 1, strlen(maxlen_arg), strlen(r->stream_id), 3, r->res_len};
-    if (dg_redis_append(m->redis, 8, argv, lens) != 0) return DG_EIO;
+    char mac[DG_ENTRY_MAC_HEX + 1]; /* signed under its stream id: entry_mac.h */
+    dg_entry_mac_res(app->stream_key, r->stream_id, strlen(r->stream_id), r->res, r->res_len, mac);
+    const char *argv[] = {"XADD", app->res_stream, "MAXLEN", "~", maxlen_arg, r->stream_id, "res", r->res, "mac", mac};
+    size_t lens[] = {4, strlen(app->res_stream), 6, 1, strlen(maxlen_arg), strlen(r->stream_id), 3, r->res_len, 3, 64};
+    if (dg_redis_append(m->redis, 10, argv, lens) != 0) return DG_EIO;
     sent++;
   }
   int rc = 0;
@@ -660,7 +663,7 @@ static int run_entries(dg_manager_t *m, const entry_t *e, size_t n) {
 }
 
 /* Reads an XREADGROUP reply into entries (borrowing from the reply). */
-static size_t entries_of(redisReply *rep, entry_t **out) {
+static size_t entries_of(dg_manager_t *m, redisReply *rep, entry_t **out) {
   dg_redis_xiter_t it;
   size_t n = 0, cap = 0;
   entry_t *e = NULL;
@@ -675,7 +678,7 @@ static size_t entries_of(redisReply *rep, entry_t **out) {
       e = dg_realloc(e, cap * sizeof *e);
     }
     dg_redis_str_t v;
-    int has = !x.deleted && dg_redis_xentry_get(&x, "req", 3, &v) == 0;
+    int has = !x.deleted && dg_entry_open_req(m->app, &x, &v) == 0; /* MAC checked: entry_mac.h */
     e[n] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0, 0};
     e[n].ddl = has && dg__mgr_is_ddl(v.ptr, v.len);
     n++;
@@ -697,7 +700,7 @@ static int recover(dg_manager_t *m) {
     redisReply *rep = cmd(m, 9, argv);
     if (rep == NULL) return DG_EUNAVAIL;
     entry_t *e;
-    size_t n = entries_of(rep, &e);
+    size_t n = entries_of(m, rep, &e);
     if (n == 0) {
       freeReplyObject(rep);
       dg_free(e);
@@ -951,7 +954,7 @@ static void *run(void *arg) {
       continue;
     }
     entry_t *e;
-    size_t n = entries_of(rep, &e);
+    size_t n = entries_of(m, rep, &e);
     if (n && run_entries(m, e, n) != 0 && m->leader) step_down(m, "a batch failed");
     dg_free(e);
     freeReplyObject(rep);

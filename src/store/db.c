@@ -153,6 +153,12 @@ static const char *const migrations[] = {
     "  FROM dg.outcomes WHERE ms IS NOT NULL;"
     "DROP TABLE dg.outcomes;"
     "ALTER TABLE dg.applied ADD COLUMN next_row_id BIGINT;",
+    /* 7: revoked JWT ids (POST /admin/tokens/revoke): a token whose jti is
+     * here is refused, and its open streams end within a second. */
+    "CREATE TABLE dg.revoked_tokens ("
+    "  jti VARCHAR PRIMARY KEY,"
+    "  revoked_by VARCHAR NOT NULL,"
+    "  revoked_at TIMESTAMP NOT NULL DEFAULT current_timestamp);",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

@@ -1369,7 +1369,8 @@ def test_zz_secrets_never_leak(redis_server, tmp_path):
     wrong_pw = secret("wrongpw" + secrets.token_hex(8), "a wrong Redis password")
     jsec = secret("jwt-" + secrets.token_hex(20), "JWT secret")
     s = Server(f"redis://:{wrong_pw}@127.0.0.1:{redis_server.port}/0",
-               env={"DUCKGRID_JWT_SECRET": jsec, "DUCKGRID_LOG_LEVEL": "debug"})
+               env={"DUCKGRID_JWT_SECRET": jsec, "DUCKGRID_JWT_ISSUER": ISS, "DUCKGRID_JWT_AUDIENCE": AUD,
+                    "DUCKGRID_LOG_LEVEL": "debug"})
     SERVERS.append(s)
     secret(s.admin_key, "admin key")
     s.start(wait=False)

@@ -25,18 +25,11 @@ def stream_entries(redis, key):
 
 
 def xrange(redis, key):
-    import subprocess
-    res = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port), "--no-auth-warning",
-                          "-a", redis.password, "--raw", "XRANGE", key, "-", "+"],
-                         capture_output=True, text=True, timeout=30)
-    lines = res.stdout.split("\n")
-    entries = []
-    i = 0
-    # --raw prints id, field, value, one per line
-    while i + 2 < len(lines):
-        entries.append((lines[i], lines[i + 1], lines[i + 2]))
-        i += 3
-    return entries
+    """[(id, first field, its value)] of every entry (entries also carry a
+    MAC: src/stream/entry_mac.c)."""
+    from helpers import Resp
+    with Resp(redis) as r:
+        return [(eid, fields[0], fields[1]) for eid, fields in r.cmd("XRANGE", key, "-", "+")]
 
 
 def make_sales(s, name="sales"):

@@ -47,7 +47,8 @@ def xrange_raw(redis, key):
                           "-a", redis.password, "--raw", "XRANGE", key, "-", "+"],
                          capture_output=True, text=True, timeout=30).stdout
     lines = out.split("\n")
-    return [(lines[i], lines[i + 2]) for i in range(0, len(lines) - 2, 3) if lines[i + 1] == "res"]
+    # id, res, <text>, mac, <hex>: five lines an entry (src/stream/entry_mac.c)
+    return [(lines[i], lines[i + 2]) for i in range(0, len(lines) - 2, 5) if lines[i + 1] == "res"]
 
 
 @pytest.fixture

@@ -109,6 +109,7 @@ int dg_view_sql_check(duckdb_connection c, const char *sql, char *err, size_t er
 }
 
 /* Redis: XADD captures the request. */
+static dg_app_t APP;
 static int fake_redis;
 dg_redis_t *dg_redis_pool_get(dg_redis_pool_t *p) {
   (void)p;
@@ -118,7 +119,12 @@ void dg_redis_pool_put(dg_redis_pool_t *p, dg_redis_t *r) { (void)p, (void)r; }
 int dg_redis_command(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen,
                      redisReply **reply) {
   (void)r;
-  CHECK(argc == 5 && strcmp(argv[0], "XADD") == 0 && strcmp(argv[3], "req") == 0, "not an XADD");
+  CHECK(argc == 9 && strcmp(argv[0], "XADD") == 0 && strcmp(argv[3], "req") == 0 && strcmp(argv[5], "t") == 0 &&
+            strcmp(argv[7], "mac") == 0,
+        "not a signed XADD");
+  char want[DG_ENTRY_MAC_HEX + 1]; /* the entry is signed over its t and req (entry_mac.h) */
+  dg_entry_mac_req(APP.stream_key, argv[6], argvlen[6], argv[4], argvlen[4], want);
+  CHECK(argvlen[8] == DG_ENTRY_MAC_HEX && memcmp(argv[8], want, DG_ENTRY_MAC_HEX) == 0, "request entry MAC wrong");
   CHECK(W.queued == NULL, "two XADDs for one request");
   W.queued = strndup(argv[4], argvlen[4]);
   if (W.redis_down) return DG_EUNAVAIL;
@@ -158,7 +164,6 @@ void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w) {
 /* ---- the catalog --------------------------------------------------------------- */
 
 static dg_catalog_t *CAT;
-static dg_app_t APP;
 static dg_config_t CFG;
 
 static void add_table(const char *name, int ncols, const char *const *cols, const int *types,

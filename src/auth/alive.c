@@ -1,0 +1,190 @@
+/*
+ * alive.c -- revocation for open streams (see alive.h).
+ *
+ * The snapshot is a sorted array of the ids in dg.api_keys. A check looks
+ * the caller's key id up by binary search; when the snapshot is older than
+ * SNAPSHOT_MS the first checker re-reads it (outside the lock) while the
+ * others keep using the old one.
+ */
+#include "dg/alive.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "dg/common.h"
+
+/* How stale the snapshot may get: the "at least once a second". */
+#define SNAPSHOT_MS 1000
+
+struct dg_alive_s {
+  dg_db_t *db;             /* borrowed                                   */
+  pthread_mutex_t lock;    /* guards everything below                    */
+  int64_t *ids;            /* live key ids, ascending                    */
+  size_t nids;
+  int64_t read_ms;         /* monotonic time of the last read, 0: never  */
+  int reading;             /* a thread is re-reading                     */
+  int valid;               /* at least one read succeeded                */
+  char **jtis;             /* revoked JWT ids, ascending (strcmp)        */
+  size_t njtis;
+};
+
+static void free_jtis(char **j, size_t n) {
+  for (size_t i = 0; i < n; i++) dg_free(j[i]);
+  dg_free(j);
+}
+
+/* Reads the revoked token ids: 0 and *out or DG_EUNAVAIL. */
+static int read_jtis(dg_alive_t *a, char ***out, size_t *n) {
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_result res;
+  if (duckdb_query(c, "SELECT jti FROM dg.revoked_tokens ORDER BY jti", &res) == DuckDBError) {
+    duckdb_destroy_result(&res);
+    return DG_EUNAVAIL;
+  }
+  idx_t rows = duckdb_row_count(&res);
+  char **j = dg_malloc((rows ? rows : 1) * sizeof *j);
+  for (idx_t i = 0; i < rows; i++) {
+    char *v = duckdb_value_varchar(&res, 0, i);
+    j[i] = dg_strdup(v ? v : "");
+    duckdb_free(v);
+  }
+  duckdb_destroy_result(&res);
+  *out = j;
+  *n = rows;
+  return 0;
+}
+
+static int has_jti(const dg_alive_t *a, const char *jti) {
+  size_t lo = 0, hi = a->njtis;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (strcmp(a->jtis[mid], jti) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < a->njtis && strcmp(a->jtis[lo], jti) == 0;
+}
+
+dg_alive_t *dg_alive_create(dg_db_t *db) {
+  dg_alive_t *a = dg_calloc(1, sizeof *a);
+  a->db = db;
+  pthread_mutex_init(&a->lock, NULL);
+  return a;
+}
+
+void dg_alive_destroy(dg_alive_t *a) {
+  if (a == NULL) return;
+  pthread_mutex_destroy(&a->lock);
+  free_jtis(a->jtis, a->njtis);
+  dg_free(a->ids);
+  dg_free(a);
+}
+
+void dg_alive_invalidate(dg_alive_t *a) {
+  pthread_mutex_lock(&a->lock);
+  a->read_ms = 0;
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* Reads the live ids: 0 and *out (dg_free) or DG_EUNAVAIL. */
+static int read_ids(dg_alive_t *a, int64_t **out, size_t *n) {
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_result res;
+  if (duckdb_query(c, "SELECT id FROM dg.api_keys ORDER BY id", &res) == DuckDBError) {
+    duckdb_destroy_result(&res);
+    return DG_EUNAVAIL;
+  }
+  idx_t rows = duckdb_row_count(&res);
+  int64_t *ids = dg_malloc((rows ? rows : 1) * sizeof *ids);
+  for (idx_t i = 0; i < rows; i++) ids[i] = duckdb_value_int64(&res, 0, i);
+  duckdb_destroy_result(&res);
+  *out = ids;
+  *n = rows;
+  return 0;
+}
+
+static void refresh(dg_alive_t *a) {
+  int64_t now = dg_mono_us() / 1000;
+  pthread_mutex_lock(&a->lock);
+  int mine = !a->reading && (a->read_ms == 0 || now - a->read_ms >= SNAPSHOT_MS);
+  if (mine) a->reading = 1;
+  pthread_mutex_unlock(&a->lock);
+  if (!mine) return;
+  int64_t *ids = NULL;
+  size_t n = 0, nj = 0;
+  char **jtis = NULL;
+  int rc = read_ids(a, &ids, &n);
+  if (rc == 0 && read_jtis(a, &jtis, &nj) != 0) {
+    dg_free(ids);
+    rc = DG_EUNAVAIL;
+  }
+  pthread_mutex_lock(&a->lock);
+  a->reading = 0;
+  if (rc == 0) {
+    dg_free(a->ids);
+    a->ids = ids;
+    a->nids = n;
+    free_jtis(a->jtis, a->njtis);
+    a->jtis = jtis;
+    a->njtis = nj;
+    a->valid = 1;
+    a->read_ms = now;
+  }
+  pthread_mutex_unlock(&a->lock);
+}
+
+static int has_id(const dg_alive_t *a, int64_t id) {
+  size_t lo = 0, hi = a->nids;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (a->ids[mid] < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < a->nids && a->ids[lo] == id;
+}
+
+int dg_alive_check(dg_alive_t *a, const dg_principal_t *who, char *why, size_t cap) {
+  if (who->expires_s > 0 && (int64_t)time(NULL) >= who->expires_s) {
+    snprintf(why, cap, "%s has expired", who->key_id > 0 ? "the API key" : "the token");
+    return DG_EAUTH;
+  }
+  if (who->key_id <= 0) {
+    if (who->jti[0] == '\0') return 0;
+    refresh(a);
+    pthread_mutex_lock(&a->lock);
+    int revoked = has_jti(a, who->jti);
+    pthread_mutex_unlock(&a->lock);
+    if (revoked) {
+      snprintf(why, cap, "the token was revoked");
+      return DG_EAUTH;
+    }
+    return 0;
+  }
+  refresh(a);
+  pthread_mutex_lock(&a->lock);
+  int gone = a->valid && !has_id(a, who->key_id);
+  pthread_mutex_unlock(&a->lock);
+  if (gone) {
+    /* Deleted, or created after the snapshot was read: a read of our own
+     * decides (this happens once per stream that is about to end). */
+    int64_t *ids;
+    size_t n;
+    if (read_ids(a, &ids, &n) == 0) {
+      pthread_mutex_lock(&a->lock);
+      dg_free(a->ids);
+      a->ids = ids;
+      a->nids = n;
+      a->read_ms = dg_mono_us() / 1000;
+      gone = !has_id(a, who->key_id);
+      pthread_mutex_unlock(&a->lock);
+    }
+  }
+  if (gone) {
+    snprintf(why, cap, "the API key was deleted");
+    return DG_EAUTH;
+  }
+  return 0;
+}

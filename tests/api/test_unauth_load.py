@@ -1,0 +1,45 @@
+"""Unauthenticated load (issue 14, item 6): a per-IP cap on open
+connections, enforced at accept before any key is looked at (on by
+default), and a negative cache so a flood of made-up keys costs an HMAC
+each, not a DuckDB lookup."""
+import re
+import socket
+import subprocess
+import time
+
+import requests
+
+from conftest import BIN
+
+
+def test_connections_per_ip_are_capped_before_auth(make_server):
+    s = make_server(env={"DUCKGRID_IP_CONNECTIONS": "4"}).start()
+    idle = [socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(4)]
+    time.sleep(0.3)
+    refused = False
+    try:
+        r = requests.get(s.base + "/health", timeout=5)
+    except requests.exceptions.ConnectionError:
+        refused = True
+    else:
+        refused = False
+    assert refused, "a fifth connection from one IP was served"
+    for c in idle:
+        c.close()
+    time.sleep(0.3)
+    assert requests.get(s.base + "/health", timeout=5).status_code == 200
+
+
+def test_the_cap_is_on_by_default():
+    out = subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout + \
+        subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True).stdout
+    assert re.search(r"DUCKGRID_IP_CONNECTIONS .*default 256", out), out
+
+
+def test_unknown_keys_are_refused_from_a_negative_cache(server):
+    bad = {"Authorization": "Bearer dg_not-a-key-" + "x" * 30}
+    for _ in range(30):
+        assert requests.get(server.base + "/tables", headers=bad, timeout=5).status_code == 401
+    text = server.get("/metrics").text
+    m = re.search(r"^duckgrid_auth_unknown_key_cache_hits_total (\d+)$", text, re.M)
+    assert m and int(m.group(1)) >= 29, text[-2000:]
