@@ -198,7 +198,7 @@ static char *outcome_by_id(dg_app_t *app, const char *uid, size_t *len) {
   if (dg_redis_xid_parse(uid, strlen(uid), &x) != 0) return NULL;
   dg_redis_xid_t before = x.seq > 0 ? (dg_redis_xid_t){x.ms, x.seq - 1} : (dg_redis_xid_t){x.ms - 1, UINT64_MAX};
   const dg_event_t *ev[1];
-  dg_ring_read_t rd = {before, NULL, 1, 1, 1, 0, 0, ev};
+  dg_ring_read_t rd = {.cursor = before, .limit = 1, .scan_max = 1, .any_entry = 1, .out = ev};
   char *res = NULL;
   if (x.ms > 0 && dg_ring_read(app->hub, &rd, NULL) == DG_RING_COVERED && rd.matched == 1 &&
       strcmp(ev[0]->id, uid) == 0) {
@@ -215,7 +215,7 @@ static char *outcome_by_id(dg_app_t *app, const char *uid, size_t *len) {
     dg_redis_xentry_t e;
     dg_redis_str_t v;
     if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e) &&
-        dg_redis_xentry_get(&e, "res", 3, &v) == 0) {
+        dg_entry_open_res(app, &e, &v) == 0) { /* MAC checked: entry_mac.h */
       res = dg_strndup(v.ptr, v.len);
       *len = v.len;
     }
