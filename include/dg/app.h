@@ -44,6 +44,9 @@ typedef struct dg_app_s {
   atomic_int manager_state;         /* dg_manager_state_t                */
   atomic_long lag;                  /* requests waiting for the manager  */
   atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
+  char fence_key[128];              /* "<prefix>duckgrid:fence" (WAIT)   */
+  atomic_long repl_ok;              /* writes answered after WAIT reached its replicas */
+  atomic_long repl_timeout;         /* ... answered when WAIT timed out or failed */
 } dg_app_t;
 
 /**

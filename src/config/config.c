@@ -25,6 +25,7 @@ enum {
   OPT_HTTP_TIMEOUT,
   OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
   OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
+  OPT_REDIS_CLUSTER, OPT_REDIS_WAIT_REPLICAS, OPT_REDIS_WAIT_MS,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -73,6 +74,13 @@ static const option_t options[] = {
     {OPT_REDIS_CERT, "--redis-cert", "DUCKGRID_REDIS_CERT",
      "client certificate (PEM) for rediss:// servers that require one"},
     {OPT_REDIS_KEY, "--redis-key", "DUCKGRID_REDIS_KEY", "unencrypted PEM key of --redis-cert"},
+    {OPT_REDIS_CLUSTER, "--redis-cluster", "DUCKGRID_REDIS_CLUSTER",
+     "auto, on or off: Redis Cluster mode (default auto: asked of the server at start)"},
+    {OPT_REDIS_WAIT_REPLICAS, "--redis-wait-replicas", "DUCKGRID_REDIS_WAIT_REPLICAS",
+     "replicas an outcome must reach before a write is answered (default 1 on a cluster, else 0)"},
+    {OPT_REDIS_WAIT_MS, "--redis-wait-ms", "DUCKGRID_REDIS_WAIT_MS",
+     "how long a write waits for its replicas before answering with X-Duckgrid-Replicated: "
+     "timeout (default 1000)"},
 };
 
 void dg_config_usage(void *file) {
@@ -250,6 +258,20 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       if (parse_long(v, 1, 100000, &n) != 0) break;
       c->batch_max = (int)n;
       return 0;
+    case OPT_REDIS_CLUSTER:
+      if (strcmp(v, "auto") == 0) c->redis_cluster = -1;
+      else if (strcmp(v, "on") == 0 || strcmp(v, "1") == 0) c->redis_cluster = 1;
+      else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0) c->redis_cluster = 0;
+      else break;
+      return 0;
+    case OPT_REDIS_WAIT_REPLICAS:
+      if (parse_long(v, 0, 64, &n) != 0) break;
+      c->redis_wait_replicas = (int)n;
+      return 0;
+    case OPT_REDIS_WAIT_MS:
+      if (parse_long(v, 1, 600000, &n) != 0) break;
+      c->redis_wait_ms = (int)n;
+      return 0;
     case OPT_LOG_FORMAT:
       if (strcmp(v, "json") == 0) c->log_json = 1;
       else if (strcmp(v, "text") == 0) c->log_json = 0;
@@ -310,6 +332,9 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->http_timeout_s = 60;
   c->heartbeat_ms = 15000;
   c->client_buffer = 8u << 20;
+  c->redis_cluster = -1;
+  c->redis_wait_replicas = -1;
+  c->redis_wait_ms = 1000;
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);

@@ -84,6 +84,7 @@ struct dg_manager_s {
   int64_t lag_checked_ms;
   int64_t trimmed_ms;
   uint64_t connects_seen;        /* Redis connects already counted in metrics  */
+  uint64_t connects_recovered;   /* Redis connects after which recovery ran    */
   int64_t outcomes_trimmed_ms;   /* when dg.outcomes was last trimmed          */
   int dirty;                     /* batches committed since the last checkpoint */
   maudcol_t *audit_cols;         /* every dg.audit_cols row, and new ones    */

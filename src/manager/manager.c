@@ -371,6 +371,36 @@ static size_t entries_of(redisReply *rep, entry_t **out) {
 
 /* ---- recovery ------------------------------------------------------------------------ */
 
+/* Republishes the outcomes of the leading entries that DuckDB says are
+ * applied already (their stored outcome, or nothing for a duplicate) and
+ * XACKs them; *done receives how many there were. */
+static int republish_applied(dg_manager_t *m, const entry_t *e, size_t n, size_t *done) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    char sid[DG_REDIS_XID_BUFSZ];
+    snprintf(sid, sizeof sid, "%.*s", (int)e[i].id_len, e[i].id);
+    if (!xid_le(sid, m->last_applied)) break;
+    char *res = e[i].req ? dg__mgr_stored_outcome(m, sid) : NULL;
+    mreq_t *r = req_add(m, sid, strlen(sid));
+    if (res) {
+      r->res = res;
+      r->res_len = strlen(res);
+    } else {
+      r->duplicate = 1; /* applied as a duplicate, or trimmed: nothing to publish */
+    }
+    k++;
+  }
+  *done = k;
+  if (k == 0) return 0;
+  const char **acks = dg_malloc(k * sizeof *acks);
+  for (size_t i = 0; i < k; i++) acks[i] = m->reqs[i].stream_id;
+  int rc = publish(m, acks, k);
+  dg_free(acks);
+  dg__mgr_batch_clear(m);
+  if (rc == 0) dg_log_info("manager: republished %zu applied request(s)", k);
+  return rc;
+}
+
 /* Re-reads this consumer's pending entries: republishes what DuckDB says is
  * applied, applies the rest. */
 static int recover(dg_manager_t *m) {
@@ -388,34 +418,13 @@ static int recover(dg_manager_t *m) {
       return 0;
     }
     size_t done = 0;
-    for (size_t i = 0; i < n; i++) {
-      char sid[DG_REDIS_XID_BUFSZ];
-      snprintf(sid, sizeof sid, "%.*s", (int)e[i].id_len, e[i].id);
-      if (!xid_le(sid, m->last_applied)) break;
-      char *res = e[i].req ? dg__mgr_stored_outcome(m, sid) : NULL;
-      mreq_t *r = req_add(m, sid, strlen(sid));
-      if (res) {
-        r->res = res;
-        r->res_len = strlen(res);
-      } else {
-        r->duplicate = 1; /* applied as a duplicate, or trimmed: nothing to publish */
-      }
-      done++;
+    int rc = republish_applied(m, e, n, &done);
+    if (rc != 0) {
+      freeReplyObject(rep);
+      dg_free(e);
+      return rc;
     }
-    if (done) {
-      const char **acks = dg_malloc(done * sizeof *acks);
-      for (size_t i = 0; i < done; i++) acks[i] = m->reqs[i].stream_id;
-      int rc = publish(m, acks, done);
-      dg_free(acks);
-      dg__mgr_batch_clear(m);
-      if (rc != 0) {
-        freeReplyObject(rep);
-        dg_free(e);
-        return rc;
-      }
-      dg_log_info("manager: recovery republished %zu applied request(s)", done);
-    }
-    int rc = n > done ? run_entries(m, e + done, n - done) : 0;
+    rc = n > done ? run_entries(m, e + done, n - done) : 0;
     snprintf(cursor, sizeof cursor, "%.*s", (int)e[n - 1].id_len, e[n - 1].id);
     freeReplyObject(rep);
     dg_free(e);
@@ -440,6 +449,9 @@ static int become_leader(dg_manager_t *m) {
   freeReplyObject(rep);
   int rc = recover(m);
   if (rc != 0) return rc;
+  dg_redis_status_t st;
+  dg_redis_status(m->redis, &st);
+  m->connects_recovered = st.connects;
   m->leader = 1;
   atomic_store(&m->app->manager_state, DG_MANAGER_LEADER);
   dg_log_info("manager: leader (last applied %s, %u tables)", m->last_applied, m->ntables);
@@ -565,6 +577,20 @@ static void *run(void *arg) {
       trim_outcomes(m);
       m->outcomes_trimmed_ms = now;
     }
+    {
+      /* A new connection may be to a new master (failover, resharding) that
+       * lacks the last deliveries or outcomes: look at the pending entries
+       * again (cheap: normally there are none). */
+      dg_redis_status_t st;
+      dg_redis_status(m->redis, &st);
+      if (st.connects != m->connects_recovered) {
+        m->connects_recovered = st.connects;
+        if (recover(m) != 0) {
+          m->leader = 0;
+          continue;
+        }
+      }
+    }
     const char *argv[] = {"XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", bmax, "BLOCK", "500",
                           "STREAMS", app->req_stream, ">"};
     redisReply *rep = NULL;
@@ -583,7 +609,11 @@ static void *run(void *arg) {
     }
     entry_t *e;
     size_t n = entries_of(rep, &e);
-    if (n && run_entries(m, e, n) != 0) m->leader = 0; /* re-run recovery */
+    /* Entries applied already can come again after a Redis failover (the
+     * new master had not received their delivery): republish, not reapply. */
+    size_t done = 0;
+    if (n && republish_applied(m, e, n, &done) != 0) m->leader = 0;
+    else if (n > done && run_entries(m, e + done, n - done) != 0) m->leader = 0; /* re-run recovery */
     if (n) {
       m->dirty = 1;
     } else if (m->dirty && now - m->checkpointed_ms >= CHECKPOINT_IDLE_MS) {
