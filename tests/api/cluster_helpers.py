@@ -5,14 +5,30 @@ TLS-only (certificates from tests/api/test_redis_tls.py's Pki) and with an
 ACL user restricted to the {dg} keys. Processes are stopped by PID.
 """
 import os
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 
-from conftest import free_port, wait_until
+from conftest import wait_until
 
 NODE_TIMEOUT_MS = 1000
+
+
+def cluster_port():
+    """A free port p <= 55535 whose bus port p + 10000 is free too."""
+    for _ in range(200):
+        p = random.randint(20000, 55535)
+        try:
+            for q in (p, p + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
 
 # What duckgrid needs on a cluster, nothing more: its own keys, stream and
 # script commands, the lease, WAIT, and reading the topology.
@@ -30,7 +46,11 @@ class RedisCluster:
         self.acl_user = acl_user
         self.acl_password = "dgu-" + os.urandom(8).hex() if acl_user else None
         self.dir = tempfile.mkdtemp(prefix="dg-cluster-")
-        self.ports = [free_port() for _ in range(self.n)]
+        self.ports = []
+        while len(self.ports) < self.n:
+            p = cluster_port()
+            if all(abs(p - q) not in (0, 10000) for q in self.ports):
+                self.ports.append(p)
         self.procs = {}
 
     # ---- processes -------------------------------------------------------
@@ -58,6 +78,13 @@ class RedisCluster:
         self.procs[port] = p
 
     def start(self):
+        try:
+            return self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self):
         for port in self.ports:
             self._start_node(port)
         for port in self.ports:
