@@ -22,6 +22,8 @@ Scenarios (BENCH=a,b or --only a,b; default: all but `profile`):
   spread    one write to a root over 1,000,000 leaves, end to end
   scale     10M number cells: start-up time and resident bytes per cell
   profile   (opt-in) perf record of the server under the sync load
+  cluster   (opt-in) bench/cluster.py: sync and async rates on a 3-master
+            Redis Cluster vs a single Redis, failover interruption (5 kills)
 
 Each scenario prints one `RESULT scenario=NAME key=value ...` line; all go
 into bench/results/latest.json. Write mix everywhere: 90% random leaf writes,
@@ -675,9 +677,21 @@ def profile_one(ctx, load):
     return {load: r, "files": outs}
 
 
+def sc_cluster(ctx):
+    """bench/cluster.py: its own Redis, cluster and servers (see its docstring)."""
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cluster.py"),
+           "--build", ctx.build] + (["--quick"] if ctx.quick else [])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    sys.stdout.write(p.stdout)
+    if p.returncode != 0:
+        raise RuntimeError(f"cluster.py failed: {p.stderr[-2000:]}")
+    with open(os.path.join(RESULTS, "cluster.json")) as f:
+        return json.load(f)
+
+
 SCEN = {"engine": sc_engine, "duckdb": sc_duckdb, "ceiling": sc_ceiling, "sync": sc_sync, "async": sc_async,
         "visible": sc_visible, "fanout": sc_fanout, "spread": sc_spread, "scale": sc_scale,
-        "profile": sc_profile}
+        "profile": sc_profile, "cluster": sc_cluster}
 
 
 # ---- output ----------------------------------------------------------------------
@@ -797,14 +811,14 @@ def main():
     # The ratios need their references from the same run.
     if any(s in want for s in ("sync", "async")) and "ceiling" not in want:
         want.insert(0, "ceiling")
-    order = [s for s in ALL + ["profile"] if s in want]
+    order = [s for s in ALL + ["profile", "cluster"] if s in want]
     os.makedirs(RESULTS, exist_ok=True)
     ctx = Ctx(args)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t_all = time.monotonic()
     failed = {}
     try:
-        if any(s != "engine" for s in order):
+        if any(s not in ("engine", "cluster") for s in order):
             ctx.start()
         for s in order:
             log(f"--- {s}")

@@ -62,6 +62,52 @@ static int redis_opts_from(const dg_config_t *cfg, dg_redis_url_t *url, dg_redis
   return dg_redis_url_parse(cfg->redis_url, url, err, errcap);
 }
 
+/* 1 when the prefix starts with a non-empty {hash tag}, so that every key made
+   from it lands in one cluster slot. */
+static int prefix_has_tag(const char *p) {
+  const char *open = strchr(p, '{');
+  const char *close = open ? strchr(open + 1, '}') : NULL;
+  return close != NULL && close > open + 1;
+}
+
+/*
+ * DUCKGRID_REDIS_CLUSTER: auto asks the server once (INFO cluster). On a
+ * cluster every key gets the "{dg}:" prefix unless one with a hash tag is
+ * set (streams, lease and scripts must share one slot), and a synchronous
+ * write is answered once its outcome is on a replica.
+ */
+static int resolve_cluster(dg_config_t *cfg, const dg_redis_url_t *url, dg_redis_opts_t *opts,
+                           char *err, size_t errcap) {
+  if (cfg->redis_cluster < 0) {
+    dg_redis_t *r = NULL;
+    char why[512] = "";
+    int on = 0;
+    if (dg_redis_connect(url, opts, &r, why, sizeof why) == 0 && dg_redis_cluster_detect(r, &on) != 0)
+      snprintf(why, sizeof why, "%s", dg_redis_last_error(r));
+    else if (r != NULL)
+      why[0] = '\0';
+    if (why[0] != '\0')
+      dg_log_warn("redis: cannot tell whether it is a cluster (%s); assuming not "
+                  "(DUCKGRID_REDIS_CLUSTER=on says it is)", why);
+    dg_redis_destroy(r);
+    cfg->redis_cluster = on;
+  }
+  opts->cluster = cfg->redis_cluster;
+  if (cfg->redis_wait_replicas < 0) cfg->redis_wait_replicas = cfg->redis_cluster ? 1 : 0;
+  if (!cfg->redis_cluster) return 0;
+  if (cfg->stream_prefix[0] == '\0') {
+    dg_free(cfg->stream_prefix);
+    cfg->stream_prefix = dg_strdup("{dg}:");
+  } else if (!prefix_has_tag(cfg->stream_prefix)) {
+    snprintf(err, errcap, "on a Redis Cluster DUCKGRID_STREAM_PREFIX needs a hash tag, e.g. "
+             "{dg}:, so that the streams, the lease and the scripts share one slot");
+    return DG_EINVAL;
+  }
+  dg_log_info("redis: cluster mode, keys prefixed '%s', writes wait for %d replica(s) (%d ms)",
+              cfg->stream_prefix, cfg->redis_wait_replicas, cfg->redis_wait_ms);
+  return 0;
+}
+
 static int cmd_version(int argc, char **argv) {
   dg_config_t cfg;
   char err[512];
@@ -126,9 +172,6 @@ static int cmd_serve(int argc, char **argv) {
   dg_redis_opts_t opts;
   int have_url = 0;
 
-  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
-  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
-  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
   dg_reader_t *reader = NULL;
   dg_manager_t *manager = NULL;
   /* One DuckDB thread: see DESIGN.md on the double-applied point update. */
@@ -173,6 +216,15 @@ static int cmd_serve(int argc, char **argv) {
     goto done;
   }
   have_url = 1;
+  if (resolve_cluster(&cfg, &url, &opts, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
+  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
+  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
+  snprintf(app.fence_key, sizeof app.fence_key, "%sduckgrid:fence", cfg.stream_prefix);
   if (dg_redis_pool_create(&url, &opts, 64, &app.redis, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     code = EXIT_USAGE;

@@ -68,6 +68,9 @@ typedef struct dg_app_s {
                                        from the pepper (entry_mac.h); secret */
   atomic_long stream_rejected[2];   /* entries refused: [0] request_duck,
                                        [1] response_duck (no valid MAC)     */
+  char fence_key[128];              /* "<prefix>duckgrid:fence" (WAIT)   */
+  atomic_long repl_ok;              /* writes answered after WAIT reached its replicas */
+  atomic_long repl_timeout;         /* ... answered when WAIT timed out or failed */
 } dg_app_t;
 
 /**

@@ -51,6 +51,10 @@ typedef struct dg_config_s {
   char *redis_ca;            /* rediss://: CA bundle (PEM) to trust; NULL = system store */
   char *redis_cert;          /* rediss://: client certificate (PEM), or NULL    */
   char *redis_key;           /* rediss://: its unencrypted PEM key, or NULL     */
+  int redis_cluster;         /* -1 auto (detected at start), 0 off, 1 Redis Cluster */
+  int redis_wait_replicas;   /* -1: 1 on a cluster, else 0; N: a sync answer waits
+                                until its outcome is on N replicas (WAIT)        */
+  int redis_wait_ms;         /* WAIT timeout, ms                                */
 } dg_config_t;
 
 /**

@@ -121,6 +121,9 @@ typedef struct dg_redis_opts_s {
   const char *tls_key_file;    /* its private key, unencrypted PEM */
   const char *tls_server_name; /* name (or IP) the certificate must match and the
                                   SNI sent; NULL: the URL's host */
+  int cluster;                 /* 1: Redis Cluster: the URL names a seed node; each
+                                  command goes to its key slot's master, MOVED/ASK
+                                  are followed (see "Cluster" below) */
 } dg_redis_opts_t;
 
 /** What dg_redis_status() reports, for health checks and logs. */
@@ -129,6 +132,8 @@ typedef struct dg_redis_status_s {
   unsigned failures;      /* consecutive failed connect attempts */
   int64_t retry_in_ms;    /* ms until the next connect attempt is allowed; 0 = now */
   uint64_t connects;      /* successful connects, the first one included */
+  uint64_t redirects;     /* cluster: MOVED/ASK replies followed */
+  uint64_t refreshes;     /* cluster: slot map (re)loads */
 } dg_redis_status_t;
 
 /**
@@ -370,5 +375,75 @@ int dg_redis_xentry_field(const dg_redis_xentry_t *e, size_t i, dg_redis_str_t *
  */
 int dg_redis_xentry_get(const dg_redis_xentry_t *e, const char *name, size_t namelen,
                         dg_redis_str_t *value);
+
+/* ======================================================================= */
+/* Cluster                                                                   */
+/* ======================================================================= */
+
+/*
+ * With opts.cluster set, a dg_redis_t still holds one connection at a time,
+ * but to the master of the slot its command addresses: the slot map comes
+ * from CLUSTER SHARDS (CLUSTER SLOTS before 7.0) asked of any known node,
+ * and is reloaded after a MOVED, a connection that cannot be made, or a
+ * CLUSTERDOWN/TRYAGAIN answer. A MOVED or ASK answer (the command did not
+ * run) is followed by re-sending the command to the named node (ASKING first
+ * for ASK), at most DG_REDIS_MAX_REDIRECTS times, also for pipelined
+ * commands; the caller only sees the final reply. Keyless commands (PING,
+ * INFO, WAIT) go to the node of the previous command, so WAIT follows the
+ * writes it waits for. Every node is reached with the seed URL's scheme,
+ * credentials and TLS options; the host and port come from the cluster.
+ */
+
+/** Number of hash slots of a Redis Cluster. */
+#define DG_REDIS_SLOTS 16384
+/** Redirects followed for one command before its last answer is handed over. */
+#define DG_REDIS_MAX_REDIRECTS 5
+
+/**
+ * Hash slot of a key: CRC16 (XMODEM) of the key, or of the part between the
+ * first '{' and the next '}' when that part is not empty, modulo 16384.
+ */
+unsigned dg_redis_key_slot(const char *key, size_t len);
+
+/** A MOVED or ASK answer. host borrows nothing: it is copied. */
+typedef struct dg_redis_redirect_s {
+  int ask;        /* 1: ASK (one command, send ASKING first), 0: MOVED */
+  unsigned slot;  /* 0..16383 */
+  char host[256]; /* node address; "" when the server left it out (same host) */
+  uint16_t port;
+} dg_redis_redirect_t;
+
+/**
+ * Parses "MOVED <slot> <host>:<port>" or "ASK <slot> <host>:<port>" from an
+ * error reply's text s[0..len) (host may be an IPv6 literal, bracketed or
+ * not, a name, or empty). Fails with DG_EINVAL for anything else (*out
+ * untouched).
+ */
+int dg_redis_redirect_parse(const char *s, size_t len, dg_redis_redirect_t *out);
+
+/**
+ * Asks the server behind r whether it runs in cluster mode (INFO cluster:
+ * cluster_enabled:1). Fails as dg_redis_command(), DG_EIO on an unexpected
+ * answer.
+ */
+int dg_redis_cluster_detect(dg_redis_t *r, int *enabled);
+
+/**
+ * WAIT numreplicas timeout_ms on r's current connection: blocks until the
+ * writes made on it so far are on numreplicas replicas, or the timeout.
+ * *acked receives the number of replicas that have them. Fails as
+ * dg_redis_command(), DG_EIO on an unexpected answer.
+ */
+int dg_redis_wait_replicas(dg_redis_t *r, int numreplicas, int timeout_ms, int *acked);
+
+/**
+ * Makes sure everything the server holds up to now (writes of any client,
+ * e.g. an outcome another connection published and this process has read)
+ * is on numreplicas replicas: a small write to fence_key (INCR, same slot as
+ * the data) followed by WAIT on the same connection, in one round trip.
+ * *acked as dg_redis_wait_replicas(). Fails as dg_redis_command().
+ */
+int dg_redis_replicate_fence(dg_redis_t *r, const char *fence_key, int numreplicas,
+                             int timeout_ms, int *acked);
 
 #endif

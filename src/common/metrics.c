@@ -185,4 +185,11 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                   "without a database lookup.\n# TYPE duckgrid_auth_unknown_key_cache_hits_total counter\n"
                   "duckgrid_auth_unknown_key_cache_hits_total %llu\n",
                   dg_auth_negative_hits(app->auth));
+  dg_buf_printf(out,
+                "# HELP duckgrid_redis_replication_total Writes answered after waiting for Redis "
+                "replicas (DUCKGRID_REDIS_WAIT_REPLICAS), by result.\n"
+                "# TYPE duckgrid_redis_replication_total counter\n"
+                "duckgrid_redis_replication_total{result=\"ok\"} %ld\n"
+                "duckgrid_redis_replication_total{result=\"timeout\"} %ld\n",
+                atomic_load(&app->repl_ok), atomic_load(&app->repl_timeout));
 }

@@ -30,6 +30,7 @@ enum {
   OPT_VIEW_TIMEOUT, OPT_VIEW_CONCURRENCY, OPT_VIEW_MAX_BYTES, OPT_DB_MEMORY_LIMIT,
   OPT_IP_CONNECTIONS, OPT_JWT_MAX_LIFETIME,
   OPT_JWT_SECRET_FROM, OPT_REDIS_URL_FROM, OPT_ADMIN_KEY_FROM,
+  OPT_REDIS_CLUSTER, OPT_REDIS_WAIT_REPLICAS, OPT_REDIS_WAIT_MS,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -90,6 +91,13 @@ static const option_t options[] = {
     {OPT_JWT_MAX_LIFETIME, "--jwt-max-lifetime-s", "DUCKGRID_JWT_MAX_LIFETIME_S", "longest accepted JWT lifetime, exp - iat, in seconds (default 86400)"},
     {OPT_IP_CONNECTIONS, "--ip-connections", "DUCKGRID_IP_CONNECTIONS", "open connections per client IP, refused at accept before any auth; 0 = off (default 256)"},
     {OPT_DB_MEMORY_LIMIT, "--db-memory-limit", "DUCKGRID_DB_MEMORY_LIMIT", "DuckDB memory_limit, e.g. 2GB (default 2GB)"},
+    {OPT_REDIS_CLUSTER, "--redis-cluster", "DUCKGRID_REDIS_CLUSTER",
+     "auto, on or off: Redis Cluster mode (default auto: asked of the server at start)"},
+    {OPT_REDIS_WAIT_REPLICAS, "--redis-wait-replicas", "DUCKGRID_REDIS_WAIT_REPLICAS",
+     "replicas an outcome must reach before a write is answered (default 1 on a cluster, else 0)"},
+    {OPT_REDIS_WAIT_MS, "--redis-wait-ms", "DUCKGRID_REDIS_WAIT_MS",
+     "how long a write waits for its replicas before answering with X-Duckgrid-Replicated: "
+     "timeout (default 1000)"},
 };
 
 void dg_config_usage(void *file) {
@@ -329,6 +337,20 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       if (parse_long(v, 1, 100000, &n) != 0) break;
       c->batch_max = (int)n;
       return 0;
+    case OPT_REDIS_CLUSTER:
+      if (strcmp(v, "auto") == 0) c->redis_cluster = -1;
+      else if (strcmp(v, "on") == 0 || strcmp(v, "1") == 0) c->redis_cluster = 1;
+      else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0) c->redis_cluster = 0;
+      else break;
+      return 0;
+    case OPT_REDIS_WAIT_REPLICAS:
+      if (parse_long(v, 0, 64, &n) != 0) break;
+      c->redis_wait_replicas = (int)n;
+      return 0;
+    case OPT_REDIS_WAIT_MS:
+      if (parse_long(v, 1, 600000, &n) != 0) break;
+      c->redis_wait_ms = (int)n;
+      return 0;
     case OPT_LOG_FORMAT:
       if (strcmp(v, "json") == 0) c->log_json = 1;
       else if (strcmp(v, "text") == 0) c->log_json = 0;
@@ -399,6 +421,9 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->view_concurrency = 2;
   c->view_max_bytes = 16u << 20;
   c->db_memory_limit = dg_strdup("2GB");
+  c->redis_cluster = -1;
+  c->redis_wait_replicas = -1;
+  c->redis_wait_ms = 1000;
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <ulfius.h>
 
 #include "dg/buf.h"
 #include "dg/catalog.h"
@@ -337,6 +338,33 @@ static int replayed(dg_req_t *r, reply_kind_t kind) {
 }
 
 /*
+ * Durability on a replicated Redis (DUCKGRID_REDIS_WAIT_REPLICAS > 0): the
+ * answer to a write goes out once what it acknowledges is on that many
+ * replicas, so a master failover cannot take an acknowledged write back.
+ * For an async write that is the request c just queued (WAIT on the same
+ * connection); for a sync write the outcome the manager published (a fence
+ * write, then WAIT: see dg_redis_replicate_fence). The header says how it
+ * went: ok, or timeout (answered anyway: the write is applied or queued, but
+ * a failover now could lose it). c: the connection that queued, or NULL.
+ */
+static void await_replicas(dg_req_t *r, dg_redis_t *c) {
+  dg_app_t *app = r->app;
+  int want = app->cfg->redis_wait_replicas;
+  if (want <= 0) return;
+  int acked = 0, rc;
+  if (c != NULL) {
+    rc = dg_redis_wait_replicas(c, want, app->cfg->redis_wait_ms, &acked);
+  } else {
+    dg_redis_t *f = dg_redis_pool_get(app->redis);
+    rc = dg_redis_replicate_fence(f, app->fence_key, want, app->cfg->redis_wait_ms, &acked);
+    dg_redis_pool_put(app->redis, f);
+  }
+  int ok = rc == 0 && acked >= want;
+  atomic_fetch_add(ok ? &app->repl_ok : &app->repl_timeout, 1);
+  u_map_put(r->resp->map_header, "X-Duckgrid-Replicated", ok ? "ok" : "timeout");
+}
+
+/*
  * Queues req (stolen) and answers. The waiter is registered before XADD, so
  * an outcome that arrives before we start waiting is not missed.
  */
@@ -388,6 +416,7 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep = NULL;
   int rc = dg_redis_command(c, 9, argv, argvlen, &rep);
+  if (rc == 0 && async && rep->type == REDIS_REPLY_STRING) await_replicas(r, c);
   dg_redis_pool_put(app->redis, c);
   free(text);
   char sid[DG_REDIS_XID_BUFSZ] = "";
@@ -412,6 +441,7 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
   }
   rc = dg_waiters_wait(app->waiters, &w, app->cfg->sync_timeout_ms);
   if (rc == 0) {
+    await_replicas(r, NULL);
     reply_outcome(r, w.res, w.res_len, kind);
   } else {
     dg_problem(r, 504, json_pack("{s:s,s:s}", "request_id", rid, "stream_id", sid),

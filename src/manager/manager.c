@@ -955,7 +955,20 @@ static void *run(void *arg) {
     }
     entry_t *e;
     size_t n = entries_of(m, rep, &e);
-    if (n && run_entries(m, e, n) != 0 && m->leader) step_down(m, "a batch failed");
+    /* After a Redis failover the new master may deliver again entries this
+     * manager has applied and published already (it had not received their
+     * delivery): they are in the unpersisted tail or in DuckDB, and stay
+     * pending until the persister acknowledges them. Skip them: never apply
+     * a request twice. */
+    size_t skip = 0;
+    if (n) {
+      dg_redis_xid_t pub, per, x;
+      dg_progress_get(app->progress, &pub, &per);
+      while (skip < n && dg_redis_xid_parse(e[skip].id, e[skip].id_len, &x) == 0 && dg_redis_xid_cmp(x, pub) <= 0)
+        skip++;
+      if (skip) dg_log_warn("manager: %zu entries delivered again (Redis failover?) skipped: applied already", skip);
+    }
+    if (n > skip && run_entries(m, e + skip, n - skip) != 0 && m->leader) step_down(m, "a batch failed");
     dg_free(e);
     freeReplyObject(rep);
   }

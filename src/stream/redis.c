@@ -60,6 +60,7 @@
 
 #include <hiredis/read.h>
 
+#include "stream/redis_cluster.h"
 #include "stream/redis_internal.h"
 #include "stream/redis_transport.h"
 
@@ -106,6 +107,23 @@ struct dg_redis_s {
   char err[512];                 /* last failure, redacted */
   char conn_err[512];            /* reason of the last failed connect attempt */
   char rbuf[16 * 1024];          /* read buffer; 16 KiB = hiredis's reader default */
+  /* Cluster mode (opts.cluster); see "Cluster routing" below. url.host and
+     url.port name the node the connection is (to be) made to. */
+  int cluster;                   /* 1: route by key slot, follow redirects */
+  char *seed_host;               /* the URL's own host and port: asked for the */
+  uint16_t seed_port;            /* slot map when no known node answers */
+  dg__redis_slotmap_t map;       /* slot -> master; empty until first loaded */
+  int map_stale;                 /* 1: reload before the next exchange */
+  int home_slot;                 /* slot of the last keyed command, or -1 */
+  uint64_t redirects;            /* MOVED/ASK followed */
+  uint64_t refreshes;            /* slot maps loaded */
+  char *lbuf;                    /* formatted commands of the current exchange, */
+  size_t llen, lcap;             /* kept to re-send the redirected ones */
+  struct logent_s { size_t off, len; int slot; } *lents;
+  size_t nl, lentcap;            /* commands in the exchange */
+  size_t lnext;                  /* index of the command whose reply comes next */
+  struct held_s { redisReply *rep; int rc; size_t idx; } *held;
+  size_t nheld, hnext, heldcap;  /* replies read ahead while following a redirect */
 };
 
 /* ======================================================================= */
@@ -474,6 +492,323 @@ static int ensure_connected(dg_redis_t *r) {
 }
 
 /* ======================================================================= */
+/* Cluster routing                                                           */
+/* ======================================================================= */
+
+/*
+ * One connection, re-pointed. A duckgrid deployment keeps all its keys in
+ * one hash slot, so a connection talks to one master nearly all the time;
+ * instead of a connection per node, a dg_redis_t re-points its single
+ * connection (url.host/url.port) at the master of the slot of the exchange's
+ * first command. Re-pointing is not a failure: it resets the backoff.
+ *
+ * Redirects. A MOVED, ASK, TRYAGAIN or CLUSTERDOWN answer means the command
+ * did not run, so re-sending it cannot apply it twice. Each command of an
+ * exchange is kept formatted (lbuf/lents); when a reply is a redirect, every
+ * later reply of the exchange is read ahead (held), then each redirected
+ * command is re-sent to the node named (ASKING first for ASK; a MOVED also
+ * patches the map and marks it stale), and the replies are handed over in
+ * the original order. Commands that did run keep their place; re-sent ones
+ * run after them, which keeps the order of commands on one key (a key that
+ * has moved answers every later command with the redirect too).
+ *
+ * Refreshing. The map is (re)loaded before an exchange when it is empty or
+ * stale: after a MOVED, a TRYAGAIN/CLUSTERDOWN, a connection broken during
+ * an exchange, or a node that cannot be reached. A master that cannot be
+ * reached is retried, with the map reloaded from any other node, for up to
+ * connect_timeout_ms, which covers a replica's promotion after a master
+ * dies (cluster-node-timeout plus the election).
+ */
+
+/* Points the connection at host:port (dropping a connection elsewhere). */
+static void retarget(dg_redis_t *r, const char *host, uint16_t port) {
+  if (r->url.host != NULL && strcmp(r->url.host, host) == 0 && r->url.port == port) return;
+  drop_conn(r, 0);
+  r->lost = 0;
+  char *h = dg_strdup(host);
+  dg_free(r->url.host);
+  r->url.host = h;
+  r->url.port = port;
+  r->failures = 0;
+  r->next_attempt_ms = 0;
+  r->conn_err[0] = '\0';
+}
+
+/* One command on the current connection, no routing (nothing pending). */
+static int exchange1(dg_redis_t *r, int argc, const char **argv, redisReply **out) {
+  int rc = queue_command(r, argc, argv, NULL);
+  if (rc != 0) return rc;
+  int64_t deadline = dg__redis_now_ms() + r->command_timeout_ms;
+  if ((rc = flush_by(r, deadline)) == 0) rc = read_reply(r, deadline, out);
+  r->lost = 0;
+  return rc;
+}
+
+/* Loads the slot map from the node the connection is up to. */
+static int load_map_here(dg_redis_t *r) {
+  const char *shards[] = {"CLUSTER", "SHARDS"};
+  const char *slots[] = {"CLUSTER", "SLOTS"};
+  redisReply *rep = NULL;
+  int rc = exchange1(r, 2, shards, &rep);
+  if (rc != 0) return rc;
+  dg__redis_slotmap_t m;
+  int prc;
+  if (rep->type == REDIS_REPLY_ERROR && !reply_is_error_prefix(rep, "NOPERM")) {
+    /* CLUSTER SHARDS is new in 7.0. */
+    freeReplyObject(rep);
+    rep = NULL;
+    if ((rc = exchange1(r, 2, slots, &rep)) != 0) return rc;
+    prc = rep->type == REDIS_REPLY_ERROR ? DG_EIO
+                                         : dg__redis_slotmap_from_slots(rep, r->url.host, &m);
+  } else {
+    prc = rep->type == REDIS_REPLY_ERROR
+              ? DG_EIO
+              : dg__redis_slotmap_from_shards(rep, r->url.tls, r->url.host, &m);
+  }
+  if (prc != 0) {
+    char line[160] = "no slot with a live master";
+    if (rep->type == REDIS_REPLY_ERROR) first_line(rep, line, sizeof line);
+    set_error(r, "redis cluster: no slot map from %s:%u: %s", r->url.host, r->url.port, line);
+    rc = reply_is_error_prefix(rep, "NOPERM") ? DG_EAUTH : DG_EIO;
+    freeReplyObject(rep);
+    return rc;
+  }
+  freeReplyObject(rep);
+  dg__redis_slotmap_dispose(&r->map);
+  r->map = m;
+  r->map_stale = 0;
+  r->refreshes++;
+  return 0;
+}
+
+/* Reloads the map from the current node, else any known node, else the seed. */
+static int refresh_map(dg_redis_t *r) {
+  if (r->tp != NULL) {
+    if (r->tp->ops->probe(r->tp) == 0 && load_map_here(r) == 0) return 0;
+    drop_conn(r, 0);
+  }
+  size_t n = r->map.nnodes + 1;
+  char **hosts = dg_malloc(n * sizeof *hosts);
+  uint16_t *ports = dg_malloc(n * sizeof *ports);
+  for (size_t i = 0; i < r->map.nnodes; i++) {
+    hosts[i] = dg_strdup(r->map.nodes[i].host);
+    ports[i] = r->map.nodes[i].port;
+  }
+  hosts[n - 1] = dg_strdup(r->seed_host);
+  ports[n - 1] = r->seed_port;
+  int rc = DG_EUNAVAIL;
+  for (size_t i = 0; i < n; i++) {
+    retarget(r, hosts[i], ports[i]);
+    if ((rc = attempt(r)) == 0 && (rc = load_map_here(r)) == 0) break;
+    if (rc == DG_EAUTH) break; /* the same credentials fail everywhere */
+  }
+  for (size_t i = 0; i < n; i++) dg_free(hosts[i]);
+  dg_free(hosts);
+  dg_free(ports);
+  return rc;
+}
+
+/* A MOVED: slot is served by host:port from now on (until the next load). */
+static void note_moved(dg_redis_t *r, unsigned slot, const char *host, uint16_t port) {
+  dg__redis_slotmap_t *m = &r->map;
+  int node = -1;
+  for (size_t i = 0; i < m->nnodes; i++)
+    if (m->nodes[i].port == port && strcmp(m->nodes[i].host, host) == 0) node = (int)i;
+  if (node < 0) {
+    m->nodes = dg_realloc(m->nodes, (m->nnodes + 1) * sizeof *m->nodes);
+    m->nodes[m->nnodes] = (dg__redis_node_t){dg_strdup(host), port, 1};
+    node = (int)m->nnodes++;
+  }
+  /* Lookups take the first matching range: put this one in front. */
+  m->ranges = dg_realloc(m->ranges, (m->nranges + 1) * sizeof *m->ranges);
+  memmove(m->ranges + 1, m->ranges, m->nranges * sizeof *m->ranges);
+  m->ranges[0] = (dg__redis_range_t){slot, slot, node};
+  m->nranges++;
+  r->map_stale = 1;
+}
+
+static void sleep_ms(int64_t ms) {
+  if (ms <= 0) return;
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/*
+ * Cluster mode's ensure_connected: connects to the master of slot (-1: a
+ * keyless command, which stays on the current node, or goes to the last
+ * keyed command's node).
+ */
+static int cluster_route(dg_redis_t *r, int slot) {
+  if (slot >= 0) r->home_slot = slot;
+  else if (r->tp != NULL && r->tp->ops->probe(r->tp) == 0) return 0;
+  else slot = r->home_slot;
+  if (r->map.nranges == 0 || r->map_stale) refresh_map(r);
+  int64_t until = dg__redis_now_ms() + r->connect_timeout_ms;
+  for (;;) {
+    int node = slot >= 0 ? dg__redis_slotmap_lookup(&r->map, (unsigned)slot) : -1;
+    if (node >= 0) retarget(r, r->map.nodes[node].host, r->map.nodes[node].port);
+    int rc = ensure_connected(r);
+    if (rc == 0 || rc != DG_EUNAVAIL) return rc;
+    int64_t left = until - dg__redis_now_ms();
+    if (left <= 0) return rc;
+    /* The master may have died: wait a little for its replica's promotion. */
+    char why[sizeof r->err];
+    memcpy(why, r->err, sizeof why);
+    sleep_ms(left < 100 ? left : 100);
+    if (refresh_map(r) != 0) set_error(r, "%s", why);
+  }
+}
+
+/* Starts an exchange: forgets the previous one's commands, routes. */
+static int exchange_start(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen) {
+  r->lost = 0;
+  if (!r->cluster) return ensure_connected(r);
+  r->nl = r->llen = r->lnext = 0;
+  r->nheld = r->hnext = 0;
+  return cluster_route(r, dg__redis_command_slot(argc, argv, argvlen));
+}
+
+/* Keeps the command just formatted at obuf[from..olen) for a re-send. */
+static void log_command(dg_redis_t *r, size_t from, int argc, const char **argv,
+                        const size_t *argvlen) {
+  if (!r->cluster) return;
+  size_t len = r->olen - from;
+  if (r->lcap - r->llen < len) {
+    size_t ncap = r->lcap ? r->lcap : 4096;
+    while (ncap - r->llen < len) ncap *= 2;
+    r->lbuf = dg_realloc(r->lbuf, ncap);
+    r->lcap = ncap;
+  }
+  memcpy(r->lbuf + r->llen, r->obuf + from, len);
+  if (r->nl == r->lentcap) {
+    r->lentcap = r->lentcap ? r->lentcap * 2 : 16;
+    r->lents = dg_realloc(r->lents, r->lentcap * sizeof *r->lents);
+  }
+  r->lents[r->nl++] = (struct logent_s){r->llen, len, dg__redis_command_slot(argc, argv, argvlen)};
+  r->llen += len;
+}
+
+/* 1 for an answer that says the command did not run here: follow it. */
+static int needs_retry(const redisReply *rep) {
+  dg_redis_redirect_t rd;
+  if (rep->type != REDIS_REPLY_ERROR) return 0;
+  return dg_redis_redirect_parse(rep->str, rep->len, &rd) == 0 ||
+         reply_is_error_prefix(rep, "TRYAGAIN") || reply_is_error_prefix(rep, "CLUSTERDOWN");
+}
+
+/* Re-sends command idx until its answer is not a redirect (bounded); *io
+   holds the redirect on entry and the final answer (or NULL) on return. */
+static int retry_one(dg_redis_t *r, size_t idx, redisReply **io) {
+  const struct logent_s e = r->lents[idx];
+  int64_t give_up = dg__redis_now_ms() + r->command_timeout_ms;
+  int hops = 0;
+  int64_t pause = 10;
+  for (;;) {
+    redisReply *rep = *io;
+    dg_redis_redirect_t rd;
+    int redirect = dg_redis_redirect_parse(rep->str, rep->len, &rd) == 0;
+    int rc;
+    if (redirect) {
+      if (hops++ >= DG_REDIS_MAX_REDIRECTS) return 0; /* hand the last answer over */
+      r->redirects++;
+      if (rd.host[0] == '\0') snprintf(rd.host, sizeof rd.host, "%s", r->url.host);
+      if (!rd.ask) note_moved(r, rd.slot, rd.host, rd.port);
+      retarget(r, rd.host, rd.port);
+      rc = ensure_connected(r);
+    } else {
+      if (dg__redis_now_ms() + pause > give_up) return 0;
+      sleep_ms(pause);
+      pause = pause * 2 > 200 ? 200 : pause * 2;
+      r->map_stale = 1;
+      rc = cluster_route(r, e.slot);
+    }
+    if (rc != 0) return rc; /* *io still holds the last answer */
+    freeReplyObject(rep);
+    *io = NULL;
+    if (redirect && rd.ask) {
+      const char *asking[] = {"ASKING"};
+      if ((rc = queue_command(r, 1, asking, NULL)) != 0) return rc;
+    }
+    if (r->ocap - r->olen < e.len) {
+      size_t ncap = r->ocap ? r->ocap : 4096;
+      while (ncap - r->olen < e.len) ncap *= 2;
+      r->obuf = dg_realloc(r->obuf, ncap);
+      r->ocap = ncap;
+    }
+    memcpy(r->obuf + r->olen, r->lbuf + e.off, e.len);
+    r->olen += e.len;
+    r->pending++;
+    int64_t deadline = dg__redis_now_ms() + r->command_timeout_ms;
+    rc = flush_by(r, deadline);
+    if (rc == 0 && redirect && rd.ask) {
+      redisReply *ok = NULL;
+      if ((rc = read_reply(r, deadline, &ok)) == 0) freeReplyObject(ok);
+    }
+    if (rc == 0) rc = read_reply(r, deadline, io);
+    r->lost = 0;
+    if (rc != 0) {
+      r->map_stale = 1;
+      return rc;
+    }
+    if (!needs_retry(*io)) return 0;
+  }
+}
+
+static void hold(dg_redis_t *r, redisReply *rep, int rc) {
+  if (r->nheld == r->heldcap) {
+    r->heldcap = r->heldcap ? r->heldcap * 2 : 16;
+    r->held = dg_realloc(r->held, r->heldcap * sizeof *r->held);
+  }
+  r->held[r->nheld++] = (struct held_s){rep, rc, r->lnext++};
+}
+
+/* Reads the next reply of the exchange; in cluster mode follows redirects. */
+static int next_reply(dg_redis_t *r, int64_t deadline, redisReply **out) {
+  if (r->hnext < r->nheld) {
+    struct held_s h = r->held[r->hnext++];
+    if (h.rc != 0) return h.rc;
+    *out = h.rep;
+    return 0;
+  }
+  redisReply *rep = NULL;
+  int rc = read_reply(r, deadline, &rep);
+  if (!r->cluster) {
+    if (rc == 0) *out = rep;
+    return rc;
+  }
+  if (rc != 0) {
+    r->map_stale = 1;
+    return rc;
+  }
+  if (r->lnext >= r->nl || !needs_retry(rep)) {
+    r->lnext++;
+    *out = rep;
+    return 0;
+  }
+  /* Read the rest of the exchange ahead, then re-send what was redirected. */
+  r->nheld = r->hnext = 0;
+  hold(r, rep, 0);
+  while (r->pending > 0) {
+    redisReply *x = NULL;
+    int xrc = read_reply(r, deadline, &x);
+    hold(r, xrc == 0 ? x : NULL, xrc);
+    if (xrc != 0) break;
+  }
+  for (; r->lost > 0; r->lost--) hold(r, NULL, DG_EIO);
+  for (size_t i = 0; i < r->nheld; i++) {
+    struct held_s *h = &r->held[i];
+    if (h->rc != 0 || h->idx >= r->nl || !needs_retry(h->rep)) continue;
+    h->rc = retry_one(r, h->idx, &h->rep);
+    if (h->rc != 0 && h->rep != NULL) {
+      freeReplyObject(h->rep);
+      h->rep = NULL;
+    }
+  }
+  return next_reply(r, deadline, out);
+}
+
+/* ======================================================================= */
 /* Public: lifecycle                                                          */
 /* ======================================================================= */
 
@@ -553,6 +888,11 @@ int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_r
     dg__redis_seterr(err, errcap, "redis: client_name must be 1-128 printable non-space bytes");
     return DG_EINVAL;
   }
+  if (opts->cluster && (url->is_unix || url->db != 0)) {
+    dg__redis_seterr(err, errcap, "redis: a Redis Cluster is reached over TCP (redis:// or "
+                     "rediss://) and has only database 0");
+    return DG_EINVAL;
+  }
 
   dg_redis_t *r = dg_calloc(1, sizeof *r);
   r->url.tls = url->tls;
@@ -575,6 +915,10 @@ int dg_redis_create(const dg_redis_url_t *url, const dg_redis_opts_t *opts, dg_r
   r->tls_cert_file = opts->tls_cert_file ? dg_strdup(opts->tls_cert_file) : NULL;
   r->tls_key_file = opts->tls_key_file ? dg_strdup(opts->tls_key_file) : NULL;
   r->tls_server_name = opts->tls_server_name ? dg_strdup(opts->tls_server_name) : NULL;
+  r->cluster = opts->cluster ? 1 : 0;
+  r->seed_host = url->host ? dg_strdup(url->host) : NULL;
+  r->seed_port = url->port;
+  r->home_slot = -1;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   r->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)r ^
@@ -609,6 +953,13 @@ void dg_redis_destroy(dg_redis_t *r) {
   dg_free(r->tls_server_name);
   dg__redis_tls_ctx_destroy(r->tls_ctx);
   dg_redis_url_dispose(&r->url);
+  dg_free(r->seed_host);
+  dg__redis_slotmap_dispose(&r->map);
+  dg_free(r->lbuf);
+  dg_free(r->lents);
+  for (size_t i = r->hnext; i < r->nheld; i++)
+    if (r->held[i].rep) freeReplyObject(r->held[i].rep);
+  dg_free(r->held);
   dg_free(r);
 }
 
@@ -633,6 +984,8 @@ void dg_redis_status(const dg_redis_t *r, dg_redis_status_t *st) {
   st->failures = r->failures;
   st->retry_in_ms = wait > 0 ? wait : 0;
   st->connects = r->connects;
+  st->redirects = r->redirects;
+  st->refreshes = r->refreshes;
 }
 
 const char *dg_redis_last_error(const dg_redis_t *r) { return r->err; }
@@ -663,20 +1016,22 @@ int dg_redis_command_timeout(dg_redis_t *r, int timeout_ms, int argc, const char
     set_error(r, "redis: command needs a reply pointer and a timeout >= 1 ms");
     return DG_EINVAL;
   }
-  if (r->pending > 0 || r->olen > 0) {
-    set_error(r, "redis: %zu pipelined replies are still unread", r->pending);
+  if (r->pending > 0 || r->olen > 0 || r->hnext < r->nheld) {
+    set_error(r, "redis: %zu pipelined replies are still unread", dg_redis_pending(r));
     return DG_EINVAL;
   }
-  r->lost = 0;
-  if ((rc = ensure_connected(r)) != 0) return rc;
+  if ((rc = exchange_start(r, argc, argv, argvlen)) != 0) return rc;
+  size_t from = r->olen;
   if ((rc = queue_command(r, argc, argv, argvlen)) != 0) return rc;
+  log_command(r, from, argc, argv, argvlen);
   int64_t deadline = dg__redis_now_ms() + timeout_ms;
   if ((rc = flush_by(r, deadline)) != 0) {
     r->lost = 0;
+    if (r->cluster) r->map_stale = 1;
     return rc;
   }
   redisReply *rep = NULL;
-  if ((rc = read_reply(r, deadline, &rep)) != 0) {
+  if ((rc = next_reply(r, deadline, &rep)) != 0) {
     r->lost = 0;
     return rc;
   }
@@ -692,12 +1047,13 @@ int dg_redis_command(dg_redis_t *r, int argc, const char **argv, const size_t *a
 int dg_redis_append(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen) {
   int rc = check_argv(r, argc, argv);
   if (rc != 0) return rc;
-  if (r->pending == 0 && r->olen == 0) {
+  if (r->pending == 0 && r->olen == 0 && r->hnext >= r->nheld) {
     /* A new exchange: forget replies lost to an earlier failure. */
-    r->lost = 0;
-    if ((rc = ensure_connected(r)) != 0) return rc;
+    if ((rc = exchange_start(r, argc, argv, argvlen)) != 0) return rc;
   }
+  size_t from = r->olen;
   if ((rc = queue_command(r, argc, argv, argvlen)) != 0) return rc;
+  log_command(r, from, argc, argv, argvlen);
   if (r->olen > DG_REDIS_AUTOFLUSH_BYTES)
     return flush_by(r, dg__redis_now_ms() + r->command_timeout_ms);
   return 0;
@@ -713,6 +1069,7 @@ int dg_redis_get_reply(dg_redis_t *r, redisReply **reply) {
     set_error(r, "redis: get_reply needs a reply pointer");
     return DG_EINVAL;
   }
+  if (r->hnext < r->nheld) return next_reply(r, 0, reply);
   if (r->lost > 0) {
     r->lost--;
     /* r->err still says why the connection failed. */
@@ -726,7 +1083,7 @@ int dg_redis_get_reply(dg_redis_t *r, redisReply **reply) {
   int rc = 0;
   if (r->olen > 0) rc = flush_by(r, deadline);
   redisReply *rep = NULL;
-  if (rc == 0) rc = read_reply(r, deadline, &rep);
+  if (rc == 0) rc = next_reply(r, deadline, &rep);
   if (rc != 0) {
     if (r->lost > 0) r->lost--; /* this call reports one of them */
     return rc;
@@ -735,11 +1092,13 @@ int dg_redis_get_reply(dg_redis_t *r, redisReply **reply) {
   return 0;
 }
 
-size_t dg_redis_pending(const dg_redis_t *r) { return r->pending + r->lost; }
+size_t dg_redis_pending(const dg_redis_t *r) {
+  return r->pending + r->lost + (r->nheld - r->hnext);
+}
 
 /* Reads and frees every reply still pending (after a failed append). */
 static void drain(dg_redis_t *r) {
-  while (r->pending > 0) {
+  while (r->pending > 0 || r->hnext < r->nheld) {
     redisReply *rep = NULL;
     if (dg_redis_get_reply(r, &rep) != 0) break;
     freeReplyObject(rep);
@@ -753,8 +1112,8 @@ int dg_redis_pipeline(dg_redis_t *r, size_t n, const dg_redis_cmd_t *cmds, redis
     set_error(r, "redis: pipeline needs commands and a reply array");
     return DG_EINVAL;
   }
-  if (r->pending > 0 || r->olen > 0) {
-    set_error(r, "redis: %zu pipelined replies are still unread", r->pending);
+  if (r->pending > 0 || r->olen > 0 || r->hnext < r->nheld) {
+    set_error(r, "redis: %zu pipelined replies are still unread", dg_redis_pending(r));
     return DG_EINVAL;
   }
   for (size_t i = 0; i < n; i++) {
@@ -839,4 +1198,87 @@ int dg_redis_server_version(dg_redis_t *r, char *buf, size_t cap) {
   if (rc == DG_EIO) set_error(r, "redis: INFO server has no redis_version");
   freeReplyObject(rep);
   return rc;
+}
+
+/* ======================================================================= */
+/* Public: cluster and replication                                           */
+/* ======================================================================= */
+
+int dg_redis_cluster_detect(dg_redis_t *r, int *enabled) {
+  const char *argv[2] = {"INFO", "cluster"};
+  redisReply *rep = NULL;
+  int rc = dg_redis_command(r, 2, argv, NULL, &rep);
+  if (rc != 0) return rc;
+  rc = DG_EIO;
+  if (rep->type == REDIS_REPLY_STRING) {
+    if (strstr(rep->str, "cluster_enabled:1") != NULL) {
+      *enabled = 1;
+      rc = 0;
+    } else if (strstr(rep->str, "cluster_enabled:0") != NULL) {
+      *enabled = 0;
+      rc = 0;
+    }
+  }
+  if (rc != 0) {
+    char line[128] = "no cluster_enabled field";
+    if (rep->type == REDIS_REPLY_ERROR) first_line(rep, line, sizeof line);
+    set_error(r, "redis: INFO cluster: %s", line);
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+/* Reads WAIT's answer (an integer) into *acked. */
+static int wait_answer(dg_redis_t *r, redisReply *rep, int *acked) {
+  int ok = rep->type == REDIS_REPLY_INTEGER;
+  if (ok) {
+    *acked = (int)rep->integer;
+  } else {
+    char line[128] = "not an integer";
+    if (rep->type == REDIS_REPLY_ERROR) first_line(rep, line, sizeof line);
+    set_error(r, "redis: WAIT answered %s", line);
+  }
+  freeReplyObject(rep);
+  return ok ? 0 : DG_EIO;
+}
+
+int dg_redis_wait_replicas(dg_redis_t *r, int numreplicas, int timeout_ms, int *acked) {
+  char n[16], t[16];
+  snprintf(n, sizeof n, "%d", numreplicas);
+  snprintf(t, sizeof t, "%d", timeout_ms);
+  const char *argv[3] = {"WAIT", n, t};
+  redisReply *rep = NULL;
+  /* WAIT blocks up to timeout_ms on the server: give the round trip that long on top. */
+  int rc = dg_redis_command_timeout(r, r->command_timeout_ms + timeout_ms, 3, argv, NULL, &rep);
+  return rc != 0 ? rc : wait_answer(r, rep, acked);
+}
+
+int dg_redis_replicate_fence(dg_redis_t *r, const char *fence_key, int numreplicas,
+                             int timeout_ms, int *acked) {
+  char n[16], t[16];
+  snprintf(n, sizeof n, "%d", numreplicas);
+  snprintf(t, sizeof t, "%d", timeout_ms);
+  /* The fence is a write on this connection that comes after everything the
+     server held when it ran, so a replica that has it has all of that too;
+     WAIT counts the replicas that have this connection's last write. */
+  const char *incr[2] = {"INCR", fence_key};
+  const char *wait[3] = {"WAIT", n, t};
+  int rc = dg_redis_append(r, 2, incr, NULL);
+  if (rc == 0) rc = dg_redis_append(r, 3, wait, NULL);
+  if (rc != 0) {
+    drain(r);
+    return rc;
+  }
+  int64_t saved = r->command_timeout_ms;
+  r->command_timeout_ms += timeout_ms;
+  redisReply *reps[2] = {NULL, NULL};
+  int rc1 = dg_redis_get_reply(r, &reps[0]);
+  int rc2 = dg_redis_get_reply(r, &reps[1]);
+  r->command_timeout_ms = (int)saved;
+  if (reps[0]) freeReplyObject(reps[0]);
+  if (rc1 != 0 || rc2 != 0) {
+    if (reps[1]) freeReplyObject(reps[1]);
+    return rc1 != 0 ? rc1 : rc2;
+  }
+  return wait_answer(r, reps[1], acked);
 }
