@@ -161,6 +161,38 @@ void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w) {
   w->res = NULL;
 }
 
+/* The waiters' key: (caller, request_id), as src/api/waiters.c builds it. */
+void dg_waiters_key(char *out, size_t cap, const char *user, const char *request_id) {
+  snprintf(out, cap, "%s\x1f%s", user ? user : "", request_id ? request_id : "");
+}
+
+/* No ring of recent outcomes, no manager in this process, no replicas
+ * (CFG.redis_wait_replicas is 0, so no replication header is ever set). */
+int u_map_put(struct _u_map *m, const char *key, const char *value) {
+  (void)m, (void)key, (void)value;
+  return 0;
+}
+int dg_ring_read(dg_hub_t *h, dg_ring_read_t *rd, const struct timespec *until) {
+  (void)h, (void)rd, (void)until;
+  return DG_RING_NOT_COVERED;
+}
+void dg_ring_release(const dg_event_t *const *evs, size_t n) { (void)evs, (void)n; }
+void dg_progress_get(dg_progress_t *p, dg_redis_xid_t *published, dg_redis_xid_t *persisted) {
+  (void)p;
+  if (published) *published = (dg_redis_xid_t){0, 0};
+  if (persisted) *persisted = (dg_redis_xid_t){0, 0};
+}
+int dg_redis_wait_replicas(dg_redis_t *r, int numreplicas, int timeout_ms, int *acked) {
+  (void)r, (void)timeout_ms;
+  *acked = numreplicas;
+  return 0;
+}
+int dg_redis_replicate_fence(dg_redis_t *r, const char *fence_key, int numreplicas, int timeout_ms, int *acked) {
+  (void)r, (void)fence_key, (void)timeout_ms;
+  *acked = numreplicas;
+  return 0;
+}
+
 /* ---- the catalog --------------------------------------------------------------- */
 
 static dg_catalog_t *CAT;
