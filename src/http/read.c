@@ -519,9 +519,11 @@ out:
   return 0;
 }
 
-/* GET /tables/{table}/holds: the held cells, as the manager last committed
- * them to dg.holds (a web grid draws their lock icons from it). */
+/* GET /tables/{table}/holds: the held cells, as dg.holds has them once
+ * every answered write is persisted (a web grid draws their lock icons from
+ * it). */
 static int holds_list(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   dg_tabledef_t *t = table_or_problem(r);
   if (t == NULL) return 0;
   duckdb_connection c = conn_or_problem(r);
