@@ -138,14 +138,19 @@ static char *jwk_to_pem(json_t *k, jwt_alg_t *alg) {
     const char *xs = json_string_value(json_object_get(k, "x"));
     const char *ys = json_string_value(json_object_get(k, "y"));
     const char *group = crv && strcmp(crv, "P-256") == 0 ? "prime256v1" : crv && strcmp(crv, "P-384") == 0 ? "secp384r1" : NULL;
-    if (!group || !xs || !ys || !(a = b64url_decode(xs, strlen(xs), &al)) || !(b = b64url_decode(ys, strlen(ys), &bl)) || al != bl)
+    /* Coordinates are fixed-size (RFC 7518 6.2.1.2), but some encoders
+     * (PyJWT 2.6 among them) drop leading zero bytes, one key in 128 or so:
+     * left-pad a short one, refuse a long one. */
+    size_t cl = group && strcmp(group, "secp384r1") == 0 ? 48 : 32;
+    if (!group || !xs || !ys || !(a = b64url_decode(xs, strlen(xs), &al)) || !(b = b64url_decode(ys, strlen(ys), &bl)) ||
+        al == 0 || bl == 0 || al > cl || bl > cl)
       goto out;
-    point = dg_malloc(1 + al + bl);
+    point = dg_calloc(1, 1 + 2 * cl);
     point[0] = 4; /* uncompressed */
-    memcpy(point + 1, a, al);
-    memcpy(point + 1 + al, b, bl);
+    memcpy(point + 1 + (cl - al), a, al);
+    memcpy(point + 1 + cl + (cl - bl), b, bl);
     OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
-    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + al + bl);
+    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * cl);
     type = "EC";
     *alg = strcmp(group, "secp384r1") == 0 ? JWT_ALG_ES384 : JWT_ALG_ES256;
   } else {

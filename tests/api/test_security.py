@@ -1431,3 +1431,25 @@ def test_zz_secrets_never_leak(redis_server, tmp_path):
             if value and len(value) >= 12 and value in text:
                 leaks.append(f"{what} in {where}")
     assert not leaks, "secrets leaked:\n" + "\n".join(sorted(set(leaks))[:40])
+
+
+def test_jwt_jwks_ec_key_with_short_coordinates(redis_server, tmp_path):
+    """Some encoders drop an EC coordinate's leading zero bytes (RFC 7518
+    wants 32 bytes for P-256): such a key is still the same key."""
+    for _ in range(20000):
+        k = sh.ec_key()
+        nums = k.public_key().public_numbers()
+        if nums.x < 1 << 248 or nums.y < 1 << 248:
+            break
+    else:
+        raise AssertionError("no P-256 key with a short coordinate in 20,000 tries")
+
+    def short(v):
+        return sh.b64u(v.to_bytes((v.bit_length() + 7) // 8, "big"))
+    jwk = {"kty": "EC", "crv": "P-256", "x": short(nums.x), "y": short(nums.y),
+           "kid": "z1", "alg": "ES256", "use": "sig"}
+    assert min(len(jwk["x"]), len(jwk["y"])) < 43  # one coordinate really is short
+    s = jwt_server(redis_server, tmp_path,
+                   {"DUCKGRID_JWT_JWKS": write_file(tmp_path, "jwks.json", json.dumps({"keys": [jwk]}))})
+    r = call(s, "GET", "/tables", key=token(k, alg="ES256", headers={"kid": "z1"}))
+    assert r.status_code == 200, r.text
