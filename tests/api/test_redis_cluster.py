@@ -100,6 +100,8 @@ class Load:
                     break
                 with self.lock:
                     self.errors += 1
+                if self.stop.is_set():
+                    return  # the test is over: this write was never acknowledged, so nothing is claimed
                 time.sleep(0.05)
             else:
                 raise AssertionError(f"{rid} never answered")
