@@ -116,6 +116,30 @@ async function typeInto(page, id, col, value, commit = 'Enter') {
   await page.keyboard.press(commit);
 }
 
+// Runs a wait; when it times out, prints what both pages and the server
+// show about holds (a failure in CI then says why) and fails as it would.
+async function explainOnTimeout(wait) {
+  try {
+    return await wait();
+  } catch (e) {
+    for (const [name, page] of [['A', A], ['B', B]]) {
+      const seen = await page.evaluate(() => ({
+        held: [...document.querySelectorAll('.c.held')].map((c) => `${c.closest('.r').dataset.id}:${c.dataset.col}`),
+        toast: document.querySelector('#toast')?.textContent || '',
+        status: document.querySelector('#grid-status')?.textContent || '',
+        conn: document.querySelector('#conn')?.dataset.state || '',
+        updates: window.duckgridStats?.updates, last: window.duckgridStats?.lastUpdateId,
+      })).catch((err) => ({ error: String(err) }));
+      console.log(`# page ${name}: ${JSON.stringify(seen)}`);
+    }
+    const r = await call('GET', '/tables/plan/holds');
+    const u = await call('GET', '/get_updates?since=0&limit=1000&table=plan');
+    const ops = (u.data?.updates || []).filter((x) => x.op === 'hold' || x.op === 'release');
+    console.log(`# server holds: ${r.status} ${JSON.stringify(r.data)}; hold/release updates: ${JSON.stringify(ops)}`);
+    throw e;
+  }
+}
+
 async function toast(page, kind) {
   await page.waitForSelector(`#toast:not([hidden])[data-kind="${kind}"]`, { timeout: 5000 });
   return page.$eval('#toast', (e) => e.textContent);
@@ -257,7 +281,8 @@ test('a held cell keeps its value when its parent is written', async () => {
   assert.equal(Number(await text(B, 101, 'sales')), a);
   // Released: the lock goes away on both pages.
   await B.click(`${cellSel(102, 'sales')} .lock`);
-  await A.waitForSelector(`${cellSel(102, 'sales')}:not(.held)`);
+  await explainOnTimeout(() => B.waitForSelector(`${cellSel(102, 'sales')}:not(.held)`, { timeout: 10000 }));
+  await explainOnTimeout(() => A.waitForSelector(`${cellSel(102, 'sales')}:not(.held)`, { timeout: 10000 }));
 });
 
 test('a stale edit shows the conflict and the fresh value; the stream resumes without a gap', async () => {

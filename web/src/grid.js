@@ -56,6 +56,8 @@ export class TableView {
     this.ctx = ctx;
     this.cols = [];
     this.holds = new Set();          // "id:col"
+    this.holdsAsked = 0;             // loadHolds calls made
+    this.holdsSeen = 0;              // the newest whose answer is shown
     this.flash = new Map();          // "id:col" -> {until, user}
     this.active = { id: null, col: 0 };
     this.anchor = null;              // {index, col} of a range selection
@@ -132,12 +134,24 @@ export class TableView {
     if (why) this.ctx.toast(why, 'info');
   }
 
-  async loadHolds() {
+  // Reads the held cells. `minUpdate` is the hold/release update that asked
+  // for it: the read reflects at least that one. Answers can come back out of
+  // order; only one newer than every answer applied so far is used. A failed
+  // read is tried again a few times (holds are decoration: the grid works
+  // without them, but a stale lock icon misleads).
+  async loadHolds(minUpdate, attempt = 0) {
+    const seq = ++this.holdsAsked;
     try {
-      const r = await api('GET', `/tables/${enc(this.name)}/holds`);
+      const q = minUpdate ? `?min_update=${encodeURIComponent(minUpdate)}` : '';
+      const r = await api('GET', `/tables/${enc(this.name)}/holds${q}`);
+      if (seq < this.holdsSeen || this.destroyed) return;
+      this.holdsSeen = seq;
       this.holds = new Set(r.holds.map((x) => `${idKey(x.row_id)}:${x.column}`));
       this.schedule();
-    } catch (e) { /* holds are decoration: the grid works without them */ }
+    } catch (e) {
+      if (!(e instanceof ApiError) || attempt >= 4 || this.destroyed) return;
+      setTimeout(() => { if (seq >= this.holdsSeen) this.loadHolds(minUpdate, attempt + 1); }, 250 << attempt);
+    }
   }
 
   // ---------------------------------------------------------------- DOM
@@ -325,7 +339,7 @@ export class TableView {
   applyUpdate(u, fresh) {
     if (u.status !== 'applied') return;
     if (u.op === 'hold' || u.op === 'release') {
-      if (!u.table || u.table === this.name) this.loadHolds();
+      if (!u.table || u.table === this.name) this.loadHolds(u.update_id);
       return;
     }
     if (u.changes_truncated) {
@@ -647,6 +661,7 @@ export class TableView {
     try {
       await api(held ? 'DELETE' : 'PUT', `/tables/${enc(this.name)}/holds`, { holds: [{ row_id: wireId(n.id), column: col.name }] });
       if (held) this.holds.delete(k); else this.holds.add(k);
+      this.holdsSeen = ++this.holdsAsked; // reads asked before this answer are older
       this.ctx.status(`${held ? 'released' : 'held'}: ${col.name} of row ${n.id}`);
       this.schedule();
     } catch (e) {
