@@ -10,6 +10,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -904,7 +905,14 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   int rc = 0;
   mtable_t *t = table ? dg__mgr_table(m, table) : NULL;
 
-  if (o == NULL || op == NULL) {
+  /* Test-only hook (DUCKGRID_TEST_HOOKS=1, see manager.c): provoke the
+   * crash of a poison request. */
+  if (m->test_crash_on && rid && !req->poison && strcmp(rid, m->test_crash_on) == 0) abort();
+
+  if (req->poison) {
+    rc = fail(&f, 500, "applying this request stopped the manager %d time(s); it is rejected so that the log goes on",
+              req->poison);
+  } else if (o == NULL || op == NULL) {
     rc = fail(&f, 400, "the request is not valid JSON");
   } else if (strcmp(op, "update_cell") == 0) {
     json_t *list = json_array();

@@ -94,6 +94,7 @@ typedef struct mreq_s {
   uint8_t idem;            /* the client gave the request_id                   */
   int published;           /* 1 XADD taken, 2 there already (manager.c)         */
   dg_redis_xid_t first;    /* duplicate: the first request's update id         */
+  int poison;              /* >0: apply crashed this often; reject it with 500 */
 } mreq_t;
 
 /* What an audit row records. */
@@ -140,6 +141,9 @@ struct dg_manager_s {
   int64_t idem_window_ms;        /* a request_id repeats within this stream time */
   size_t outcome_changes_max;    /* an outcome lists at most this many changes */
   size_t request_changes_max;    /* a request changing more cells is 400       */
+  long poison_attempts;          /* careful applies before a 500 rejection     */
+  char poison_key[160];          /* hash: stream id -> careful apply attempts  */
+  char *test_crash_on;           /* test hook: abort applying this request_id  */
   dg_redis_xid_t res_top;        /* newest entry of response_duck we know of  */
   int res_top_known;
   mpend_t *pend;                 /* the unpersisted tail                      */

@@ -470,6 +470,7 @@ typedef struct {
   const char *req;   /* NULL: entry without a usable `req` */
   size_t req_len;
   int ddl;           /* the request is DDL: it runs alone in its batch */
+  int poison;        /* >0: reject with 500 instead of applying (poison) */
 } entry_t;
 
 /* A batch slower than this logs where its time went (a huge spread, a
@@ -478,6 +479,7 @@ typedef struct {
 
 static void apply_entry(dg_manager_t *m, const entry_t *e) {
   mreq_t *r = req_add(m, e->id, e->id_len);
+  r->poison = e->poison;
   if (e->req == NULL) dg__mgr_apply(m, r, "{}", 2);
   else dg__mgr_apply(m, r, e->req, e->req_len);
 }
@@ -679,7 +681,7 @@ static size_t entries_of(dg_manager_t *m, redisReply *rep, entry_t **out) {
     }
     dg_redis_str_t v;
     int has = !x.deleted && dg_entry_open_req(m->app, &x, &v) == 0; /* MAC checked: entry_mac.h */
-    e[n] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0, 0};
+    e[n] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0, 0, 0};
     e[n].ddl = has && dg__mgr_is_ddl(v.ptr, v.len);
     n++;
   }
@@ -688,6 +690,66 @@ static size_t entries_of(dg_manager_t *m, redisReply *rep, entry_t **out) {
 }
 
 /* ---- recovery ------------------------------------------------------------------------ */
+
+/* ---- poison requests --------------------------------------------------------------
+ *
+ * A request whose apply crashes the process would crash every start at
+ * recovery. The consumer group counts deliveries: an entry delivered live
+ * (1) and again by a recovery (2) that still comes back (3 or more) was in
+ * the tail when a recovery died. Such entries are applied one at a time,
+ * each after counting the attempt in a Redis hash (poison_key, stream id ->
+ * attempts, removed once the outcome is published). An entry whose count
+ * exceeds poison_attempts is not applied again: it gets a 500 rejection
+ * and the log goes on. The count lives in Redis, not in the process, so it
+ * survives the crash it counts. */
+#define POISON_SUSPECT_DELIVERIES 3
+
+/* Delivery counts of the pending entries ids[0..n-1] (0 when unknown). */
+static void delivery_counts(dg_manager_t *m, char (*ids)[DG_REDIS_XID_BUFSZ], size_t n, long long *out) {
+  memset(out, 0, n * sizeof *out);
+  if (n == 0) return;
+  char count[24];
+  snprintf(count, sizeof count, "%zu", n);
+  const char *argv[] = {"XPENDING", m->app->req_stream, GROUP, ids[0], ids[n - 1], count};
+  redisReply *rep = cmd(m, 6, argv);
+  if (rep == NULL) return;
+  size_t k = 0;
+  for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+    redisReply *p = rep->element[i];
+    if (p->type != REDIS_REPLY_ARRAY || p->elements < 4 || p->element[0]->type != REDIS_REPLY_STRING ||
+        p->element[3]->type != REDIS_REPLY_INTEGER)
+      continue;
+    while (k < n && strcmp(ids[k], p->element[0]->str) != 0) k++;
+    if (k < n) out[k++] = p->element[3]->integer;
+  }
+  freeReplyObject(rep);
+}
+
+static long long poison_count(dg_manager_t *m, const char *field, int incr) {
+  const char *argv[] = {incr ? "HINCRBY" : "HDEL", m->poison_key, field, "1"};
+  redisReply *rep = cmd(m, incr ? 4 : 3, argv);
+  if (rep == NULL) return -1;
+  long long v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+  freeReplyObject(rep);
+  return v;
+}
+
+/* Applies one suspect entry, counting the attempt first. */
+static int run_suspect(dg_manager_t *m, const entry_t *e0) {
+  entry_t e = *e0;
+  char id[DG_REDIS_XID_BUFSZ];
+  snprintf(id, sizeof id, "%.*s", (int)e.id_len, e.id);
+  long long attempts = poison_count(m, id, 1);
+  if (attempts < 0) return DG_EUNAVAIL;
+  if (attempts > m->poison_attempts) {
+    e.poison = (int)(attempts - 1);
+    dg_log_error("manager: request %s stopped the manager %lld time(s): rejected with 500 (poison)", id,
+                 attempts - 1);
+  }
+  int rc = run_entries(m, &e, 1);
+  if (rc == 0) poison_count(m, id, 0);
+  return rc;
+}
 
 /* Re-reads this consumer's pending entries: acknowledges what DuckDB holds
  * (committed, not acknowledged), applies the rest in order. */
@@ -714,10 +776,19 @@ static int recover(dg_manager_t *m) {
       done++;
     }
     if (done) xack(m, m->redis, ids, done);
+    for (size_t i = done; i < n; i++) snprintf(ids[i], sizeof ids[i], "%.*s", (int)e[i].id_len, e[i].id);
+    long long *deliveries = dg_malloc((n - done + 1) * sizeof *deliveries);
+    delivery_counts(m, ids + done, n - done, deliveries);
     dg_free(ids);
     acked += done;
     reapplied += n - done;
-    int rc = n > done ? run_entries(m, e + done, n - done) : 0;
+    int rc = 0;
+    /* Entries before the first suspect run in batches, the rest one by one. */
+    size_t first = done;
+    while (first < n && deliveries[first - done] < POISON_SUSPECT_DELIVERIES) first++;
+    if (first > done) rc = run_entries(m, e + done, first - done);
+    for (size_t i = first; rc == 0 && i < n; i++) rc = run_suspect(m, &e[i]);
+    dg_free(deliveries);
     snprintf(cursor, sizeof cursor, "%.*s", (int)e[n - 1].id_len, e[n - 1].id);
     freeReplyObject(rep);
     dg_free(e);
@@ -1008,6 +1079,17 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
    * from the audit log); a request may change at most 5,000,000 cells. */
   m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
   m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
+  m->poison_attempts = env_long("DUCKGRID_POISON_ATTEMPTS", 3, 1, 1000);
+  snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->req_stream);
+  /* Test-only (documented as such in the README): abort while applying the
+   * request with this request_id, to test poison handling. Never set it in
+   * a deployment; without DUCKGRID_TEST_HOOKS=1 it is ignored. */
+  const char *hooks = getenv("DUCKGRID_TEST_HOOKS");
+  const char *crash = getenv("DUCKGRID_TEST_CRASH_ON");
+  if (hooks && strcmp(hooks, "1") == 0 && crash && *crash) {
+    m->test_crash_on = dg_strdup(crash);
+    dg_log_warn("manager: test hook: a request with request_id %s aborts the process", crash);
+  }
   m->changes = dg_changes_create();
   dg_buf_init(&m->json);
   pthread_mutex_init(&m->state_lock, NULL);
@@ -1070,6 +1152,7 @@ void dg_manager_stop(dg_manager_t *m) {
   dg_free(m->hist);
   dg_free(m->pend);
   dg_free(m->ddl);
+  dg_free(m->test_crash_on);
   dg_changes_destroy(m->changes);
   dg_buf_dispose(&m->json);
   dg__mgr_persist_dispose(m);
