@@ -141,6 +141,7 @@ struct dg_manager_s {
   int64_t idem_window_ms;        /* a request_id repeats within this stream time */
   size_t outcome_changes_max;    /* an outcome lists at most this many changes */
   size_t request_changes_max;    /* a request changing more cells is 400       */
+  long request_maxlen;           /* persisted entries kept in request_duck     */
   long poison_attempts;          /* careful applies before a 500 rejection     */
   char poison_key[160];          /* hash: stream id -> careful apply attempts  */
   char *test_crash_on;           /* test hook: abort applying this request_id  */

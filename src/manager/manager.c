@@ -900,6 +900,36 @@ static void trim_requests(dg_manager_t *m) {
   if (rep) freeReplyObject(rep);
 }
 
+/* Bounds request_duck by count as well: the oldest entries beyond
+ * request_maxlen go, but only those at or below the persisted watermark
+ * (ARGV[2]), at most ARGV[3] per call (the script reads their ids with
+ * XRANGE, so one call stays short). Atomic, so entries added meanwhile
+ * cannot shift the cut above what is persisted. Returns entries removed. */
+static const char *TRIM_COUNT_LUA =
+    "local len = redis.call('XLEN', KEYS[1]) "
+    "local excess = len - tonumber(ARGV[1]) "
+    "if excess <= 0 then return 0 end "
+    "if excess > tonumber(ARGV[3]) then excess = tonumber(ARGV[3]) end "
+    "local r = redis.call('XRANGE', KEYS[1], '-', ARGV[2], 'COUNT', excess) "
+    "if #r == 0 then return 0 end "
+    "local ms, seq = string.match(r[#r][1], '^(%d+)-(%d+)$') "
+    "return redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))";
+#define TRIM_COUNT_STEP 20000
+
+static void trim_requests_count(dg_manager_t *m) {
+  char last[DG_REDIS_XID_BUFSZ], maxlen[24], step[24];
+  pthread_mutex_lock(&m->state_lock);
+  memcpy(last, m->last_applied, sizeof last);
+  pthread_mutex_unlock(&m->state_lock);
+  if (strcmp(last, "0-0") == 0) return;
+  snprintf(maxlen, sizeof maxlen, "%ld", m->request_maxlen);
+  snprintf(step, sizeof step, "%d", TRIM_COUNT_STEP);
+  const char *argv[] = {"EVAL", TRIM_COUNT_LUA, "1", m->app->req_stream, maxlen, last, step};
+  redisReply *rep = cmd(m, 7, argv);
+  if (rep && rep->type == REDIS_REPLY_ERROR) dg_log_warn("manager: trimming request_duck by count: %s", rep->str);
+  if (rep) freeReplyObject(rep);
+}
+
 /* Idempotency records older than the window (stream time, from the last
  * persisted request) can no longer match: dropped from dg.idem and from the
  * map. Which ones are dropped does not change what apply decides. */
@@ -988,6 +1018,7 @@ static void *run(void *arg) {
     }
     if (now - m->lag_checked_ms >= 1000) {
       update_lag(m);
+      trim_requests_count(m);
       m->lag_checked_ms = now;
     }
     if (now - m->trimmed_ms >= 10000) {
@@ -1079,6 +1110,7 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
    * from the audit log); a request may change at most 5,000,000 cells. */
   m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
   m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
+  m->request_maxlen = env_long("DUCKGRID_REQUEST_MAXLEN", 1000000, 1, 1000000000);
   m->poison_attempts = env_long("DUCKGRID_POISON_ATTEMPTS", 3, 1, 1000);
   snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->req_stream);
   /* Test-only (documented as such in the README): abort while applying the
