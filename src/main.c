@@ -155,6 +155,9 @@ static int cmd_serve(int argc, char **argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* A file-size limit (RLIMIT_FSIZE) makes writes fail with EFBIG, like a
+   * full disk, instead of killing the process. */
+  signal(SIGXFSZ, SIG_IGN);
   /* Each live client holds a socket (and a long poll a Redis connection):
    * allow as many descriptors as the system lets this process have. */
   struct rlimit nofile;
