@@ -8,6 +8,9 @@
  *       &children=true                   each row also carries "children" (its count)
  *   GET /tables/{table}/rows/{id}        the row plus "children"
  *   GET /tables/{table}/holds            {"holds":[{"row_id","column"}…]}
+ *   GET /tables/{table}/rows/{id}/history {"history":[change…],"next":update id|null}
+ *       ?column=&limit=&before=          a row's changes from the audit log, newest first
+ *   GET /tables/{table}/export?format=csv|json  every row, one snapshot
  *
  * Which tables exist and what their columns are comes from the catalog (the
  * API's validated copy); the rows themselves come straight from DuckDB, the
@@ -28,6 +31,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <ulfius.h>
 
 #include "dg/buf.h"
 #include "dg/catalog.h"
@@ -35,6 +39,7 @@
 #include "dg/http.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
+#include "dg/redis.h"
 
 /* Rows per page unless the client asks otherwise. */
 #define ROWS_LIMIT_DEFAULT 100
@@ -573,11 +578,221 @@ static int holds_list(dg_req_t *r) {
   return 0;
 }
 
+/* GET /tables/{table}/rows/{id}/history: who changed the row's cells (or the
+ * row itself: insert, move, delete, which carry "column": null), when, old ->
+ * new, by which update, from the audit log (dg.cell_history, see migration 5
+ * in src/store/db.c), newest update first. ?column= keeps one column's
+ * changes; ?limit= counts updates, so one update's changes to the row are
+ * never split across pages; ?before=<update id> continues from "next". One
+ * statement: one snapshot. */
+static int row_history(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
+  int64_t id, limit;
+  dg_tabledef_t *t = table_or_problem(r);
+  if (t == NULL) return 0;
+  if (parse_i64(r->params[1], &id) != 0) {
+    dg_problem(r, 400, NULL, "'%.40s' is not a 64-bit integer row id", r->params[1]);
+    goto out_t;
+  }
+  if (limit_or_problem(r, &limit) != 0) goto out_t;
+  const char *column = dg_query(r, "column");
+  if (column && dg_tabledef_col(t, column) == NULL) {
+    dg_problem(r, 400, NULL, "table '%s' has no column '%.80s'", t->name, column);
+    goto out_t;
+  }
+  dg_redis_xid_t before = {(uint64_t)INT64_MAX, 0};
+  const char *bs = dg_query(r, "before");
+  if (bs && (dg_redis_xid_parse(bs, strlen(bs), &before) != 0 || before.ms > (uint64_t)INT64_MAX ||
+             before.seq > (uint64_t)INT64_MAX)) {
+    dg_problem(r, 400, NULL, "before must be an update id like \"1732870000000-0\"; got '%.60s'", bs);
+    goto out_t;
+  }
+  duckdb_connection c = conn_or_problem(r);
+  if (c == NULL) goto out_t;
+  duckdb_prepared_statement st = NULL;
+  if (prepare_or_problem(r, c, t,
+                         "WITH h AS (SELECT CAST(split_part(stream_id, '-', 1) AS BIGINT) AS ms,"
+                         "  CAST(split_part(stream_id, '-', 2) AS BIGINT) AS seq, stream_id, request_id,"
+                         "  \"user\", strftime(ts, '%Y-%m-%dT%H:%M:%S.%gZ') AS ts, column_name, old, new"
+                         "  FROM dg.cell_history WHERE table_name = $1 AND row_id = $2"
+                         "  AND ($3::VARCHAR IS NULL OR column_name = $3)),"
+                         " p AS (SELECT * FROM h WHERE ms < $4 OR (ms = $4 AND seq < $5)),"
+                         " u AS (SELECT DISTINCT ms, seq FROM p ORDER BY ms DESC, seq DESC LIMIT $6)"
+                         " SELECT p.ms, p.seq, stream_id, request_id, \"user\", ts, column_name, old, new"
+                         " FROM p JOIN u ON p.ms = u.ms AND p.seq = u.seq"
+                         " ORDER BY p.ms DESC, p.seq DESC, column_name NULLS FIRST, old NULLS FIRST",
+                         &st) != 0)
+    goto out_t;
+  duckdb_bind_varchar(st, 1, t->name);
+  duckdb_bind_int64(st, 2, id);
+  if (column) duckdb_bind_varchar(st, 3, column);
+  else duckdb_bind_null(st, 3);
+  duckdb_bind_int64(st, 4, (int64_t)before.ms);
+  duckdb_bind_int64(st, 5, (int64_t)before.seq);
+  duckdb_bind_int64(st, 6, limit + 1);
+  duckdb_result res;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    db_failed(r, t->name, "reading a row's history", duckdb_result_error(&res));
+  } else {
+    dg_buf_t body;
+    dg_buf_init(&body);
+    dg_jsonw_t w;
+    dg_jsonw_init(&w, &body);
+    dg_jsonw_obj(&w);
+    dg_jsonw_key(&w, "history");
+    dg_jsonw_arr(&w);
+    idx_t n = duckdb_row_count(&res);
+    int64_t updates = 0, last_ms = -1, last_seq = -1;
+    char *next = NULL;
+    for (idx_t i = 0; i < n; i++) {
+      int64_t ms = duckdb_value_int64(&res, 0, i), seq = duckdb_value_int64(&res, 1, i);
+      if (ms != last_ms || seq != last_seq) {
+        if (++updates > limit) {
+          next = duckdb_value_varchar(&res, 2, i - 1);
+          break;
+        }
+        last_ms = ms;
+        last_seq = seq;
+      }
+      static const char *const keys[] = {"update_id", "request_id", "user", "ts", "column", "old", "new"};
+      dg_jsonw_obj(&w);
+      for (idx_t k = 0; k < 7; k++) {
+        dg_jsonw_key(&w, keys[k]);
+        char *v = duckdb_value_is_null(&res, 2 + k, i) ? NULL : duckdb_value_varchar(&res, 2 + k, i);
+        if (v) dg_jsonw_str(&w, v);
+        else dg_jsonw_null(&w);
+        duckdb_free(v);
+      }
+      dg_jsonw_end(&w);
+    }
+    dg_jsonw_end(&w);
+    dg_jsonw_key(&w, "next");
+    if (next) dg_jsonw_str(&w, next);
+    else dg_jsonw_null(&w);
+    duckdb_free(next);
+    dg_jsonw_end(&w);
+    dg_reply_buf(r, 200, &body);
+    dg_buf_dispose(&body);
+  }
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+out_t:
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+/* One CSV field (RFC 4180): NULL is empty, anything with a comma, quote, CR,
+ * LF, or nothing at all is quoted with its quotes doubled. */
+static void csv_field(dg_buf_t *b, const char *v) {
+  if (v == NULL) return;
+  if (*v != '\0' && strpbrk(v, ",\"\r\n") == NULL) {
+    dg_buf_puts(b, v);
+    return;
+  }
+  dg_buf_putc(b, '"');
+  for (const char *p = v; *p; p++) {
+    if (*p == '"') dg_buf_putc(b, '"');
+    dg_buf_putc(b, *p);
+  }
+  dg_buf_putc(b, '"');
+}
+
+/* GET /tables/{table}/export?format=csv|json: every row of the table, in id
+ * order, with id, parent_id and every column, from one statement (one
+ * snapshot) that reflects every answered write. Numbers are DuckDB's exact
+ * text of the DECIMAL (all its decimals), never a double. CSV has a header
+ * line id,parent_id,<columns>; JSON is {"table","columns":[names],"rows":[…]}
+ * with numbers as JSON numbers. The answer is built whole, then sent. */
+static int table_export(dg_req_t *r) {
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
+  const char *format = dg_query(r, "format");
+  if (format == NULL) format = "csv";
+  int csv = strcmp(format, "csv") == 0;
+  if (!csv && strcmp(format, "json") != 0) {
+    dg_problem(r, 400, NULL, "format must be csv or json (parquet is not served yet); got '%.20s'", format);
+    return 0;
+  }
+  dg_tabledef_t *t = table_or_problem(r);
+  if (t == NULL) return 0;
+  duckdb_connection c = conn_or_problem(r);
+  if (c == NULL) {
+    dg_tabledef_unref(t);
+    return 0;
+  }
+  dg_buf_t sql;
+  dg_buf_init(&sql);
+  dg_buf_puts(&sql, "SELECT CAST(id AS VARCHAR), CAST(parent_id AS VARCHAR)");
+  for (int i = 0; i < t->ncols; i++) dg_buf_printf(&sql, ", CAST(\"%s\" AS VARCHAR)", t->cols[i].name);
+  dg_buf_printf(&sql, " FROM main.\"%s\" ORDER BY id", t->name);
+  duckdb_result res;
+  if (duckdb_query(c, sql.data, &res) == DuckDBError) {
+    db_failed(r, t->name, "exporting", duckdb_result_error(&res));
+  } else {
+    dg_buf_t body;
+    dg_buf_init(&body);
+    idx_t n = duckdb_row_count(&res), ncols = 2 + (idx_t)t->ncols;
+    dg_jsonw_t w;
+    if (csv) {
+      dg_buf_puts(&body, "id,parent_id");
+      for (int i = 0; i < t->ncols; i++) {
+        dg_buf_putc(&body, ',');
+        csv_field(&body, t->cols[i].name);
+      }
+      dg_buf_puts(&body, "\r\n");
+    } else {
+      dg_jsonw_init(&w, &body);
+      dg_jsonw_obj(&w);
+      dg_jsonw_key(&w, "table");
+      dg_jsonw_str(&w, t->name);
+      dg_jsonw_key(&w, "columns");
+      dg_jsonw_arr(&w);
+      for (int i = 0; i < t->ncols; i++) dg_jsonw_str(&w, t->cols[i].name);
+      dg_jsonw_end(&w);
+      dg_jsonw_key(&w, "rows");
+      dg_jsonw_arr(&w);
+    }
+    for (idx_t i = 0; i < n; i++) {
+      if (!csv) dg_jsonw_obj(&w);
+      for (idx_t k = 0; k < ncols; k++) {
+        char *v = duckdb_value_is_null(&res, k, i) ? NULL : duckdb_value_varchar(&res, k, i);
+        if (csv) {
+          if (k) dg_buf_putc(&body, ',');
+          csv_field(&body, v);
+        } else {
+          dg_jsonw_key(&w, k == 0 ? "id" : k == 1 ? "parent_id" : t->cols[k - 2].name);
+          if (v == NULL) dg_jsonw_null(&w);
+          else if (k < 2 || t->cols[k - 2].type == DG_COL_NUMBER) dg_jsonw_raw(&w, v, strlen(v));
+          else dg_jsonw_str(&w, v);
+        }
+        duckdb_free(v);
+      }
+      if (csv) dg_buf_puts(&body, "\r\n");
+      else dg_jsonw_end(&w);
+    }
+    if (!csv) {
+      dg_jsonw_end(&w);
+      dg_jsonw_end(&w);
+    }
+    dg_reply_buf(r, 200, &body);
+    dg_buf_dispose(&body);
+    if (csv) u_map_put(r->resp->map_header, "Content-Type", "text/csv; charset=utf-8");
+    char disp[DG_NAME_MAX + 64];
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", t->name, csv ? "csv" : "json");
+    u_map_put(r->resp->map_header, "Content-Disposition", disp);
+  }
+  duckdb_destroy_result(&res);
+  dg_buf_dispose(&sql);
+  dg_tabledef_unref(t);
+  return 0;
+}
+
 const dg_route_t dg_routes_read[] = {
     {"GET", "/tables", DG_ROLE_READ, tables_list, 0},
     {"GET", "/tables/:table", DG_ROLE_READ, table_get, 0},
     {"GET", "/tables/:table/rows", DG_ROLE_READ, rows_list, 0},
     {"GET", "/tables/:table/rows/:id", DG_ROLE_READ, row_get, 0},
     {"GET", "/tables/:table/holds", DG_ROLE_READ, holds_list, 0},
+    {"GET", "/tables/:table/rows/:id/history", DG_ROLE_READ, row_history, 0},
+    {"GET", "/tables/:table/export", DG_ROLE_READ, table_export, 0},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0},
 };

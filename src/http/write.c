@@ -11,6 +11,7 @@
  * column's scale ("1000.00"), so nothing on the way to the manager is a
  * double. The API never writes DuckDB: the manager does.
  */
+#include <duckdb.h>
 #include <inttypes.h>
 #include <math.h>
 #include <openssl/rand.h>
@@ -30,6 +31,7 @@
 #include "dg/hub.h"
 #include "dg/log.h"
 #include "dg/progress.h"
+#include "dg/redis.h"
 #include "dg/redis_pool.h"
 #include "dg/views.h"
 #include "dg/waiters.h"
@@ -259,6 +261,8 @@ static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t
       json_t *v = outcome_member(res, len, ids[i]);
       if (v) json_object_set_new(extra, ids[i], v);
     }
+    json_t *conflicts = json_object_get(err, "conflicts"); /* a rejected revert's */
+    if (conflicts) json_object_set(extra, "conflicts", conflicts);
     dg_problem(r, code >= 400 && code < 600 ? code : 500, extra, "%s",
                detail ? detail : "the request was rejected");
     json_decref(err);
@@ -964,6 +968,174 @@ static int delete_view(dg_req_t *r) {
   return 0;
 }
 
+/* ---- routes: revert (issue 19) ------------------------------------------------- */
+
+/* Most cells one revert carries (a revert of a 1M-leaf spread fits). */
+#define MAX_REVERT_CELLS 5000000
+
+/* One cell's net change within an update: the audit log may hold several
+ * records for a cell (a parent rolled up once per written child), chained
+ * old -> new; the net change runs from the old no record produced to the
+ * new no record consumed. */
+static void net_change(duckdb_result *res, idx_t from, idx_t to, idx_t *old_at, idx_t *new_at) {
+  *old_at = from;
+  *new_at = to - 1;
+  if (to - from == 1) return;
+  for (idx_t i = from; i < to; i++) {
+    char *o = duckdb_value_varchar(res, 3, i), *n = duckdb_value_varchar(res, 4, i);
+    int o_made = 0, n_used = 0;
+    for (idx_t j = from; j < to; j++) {
+      if (j == i) continue;
+      char *jo = duckdb_value_varchar(res, 3, j), *jn = duckdb_value_varchar(res, 4, j);
+      if (o && jn && strcmp(o, jn) == 0) o_made = 1;
+      if (n && jo && strcmp(n, jo) == 0) n_used = 1;
+      duckdb_free(jo);
+      duckdb_free(jn);
+    }
+    if (!o_made) *old_at = i;
+    if (!n_used) *new_at = i;
+    duckdb_free(o);
+    duckdb_free(n);
+  }
+}
+
+static json_t *value_at(duckdb_result *res, idx_t col, idx_t row) {
+  if (duckdb_value_is_null(res, col, row)) return json_null();
+  char *v = duckdb_value_varchar(res, col, row);
+  json_t *j = json_string(v ? v : "");
+  duckdb_free(v);
+  return j;
+}
+
+/* POST /updates/{update_id}/revert {"force":false,"request_id":…}: reads the
+ * update's changed cells from the audit log (after every answered write is
+ * persisted) and submits them as one request carrying, for each cell, the
+ * value it must still have and the value to restore; the manager checks and
+ * writes them (op_revert in src/manager/apply.c). */
+static int revert_update(dg_req_t *r) {
+  if (replayed(r, REPLY_UPDATE)) return 0;
+  const char *uid = r->params[0];
+  dg_redis_xid_t x;
+  if (uid == NULL || dg_redis_xid_parse(uid, strlen(uid), &x) != 0 || x.ms > (uint64_t)INT64_MAX ||
+      x.seq > (uint64_t)INT64_MAX) {
+    dg_problem(r, 400, NULL, "'%.60s' is not an update id like \"1732870000000-0\"", uid ? uid : "");
+    return 0;
+  }
+  json_t *force = json_object_get(r->body, "force");
+  if (force && !json_is_boolean(force)) {
+    dg_problem(r, 400, NULL, "force must be true or false");
+    return 0;
+  }
+  const char *k;
+  json_t *v;
+  json_object_foreach(r->body, k, v) {
+    if (strcmp(k, "force") != 0 && strcmp(k, "request_id") != 0) {
+      dg_problem(r, 400, NULL, "unknown member '%.40s' (a revert takes force and request_id)", k);
+      return 0;
+    }
+  }
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
+  duckdb_connection c = dg_db_conn(r->app->db);
+  if (c == NULL) {
+    dg_problem(r, 503, NULL, "the database is unavailable");
+    return 0;
+  }
+  duckdb_prepared_statement st = NULL;
+  if (duckdb_prepare(c,
+                     "SELECT c.table_name, l.row_id, c.column_name,"
+                     "  coalesce(l.old_text, dg.scaled_text(l.old_num, c.scale)),"
+                     "  coalesce(l.new_text, dg.scaled_text(l.new_num, c.scale)),"
+                     "  (SELECT count(*) FROM dg.audit_requests q WHERE q.ms = $1 AND q.seq = $2),"
+                     "  t.type"
+                     " FROM dg.cell_log l JOIN dg.audit_cols c ON c.id = l.col"
+                     " LEFT JOIN dg.columns t ON t.table_name = c.table_name AND t.name = c.column_name"
+                     " WHERE l.ms = $1 AND l.seq = $2"
+                     " ORDER BY c.table_name, l.row_id, c.column_name NULLS FIRST",
+                     &st) == DuckDBError) {
+    dg_log_error("revert: preparing the audit read failed: %s", duckdb_prepare_error(st));
+    duckdb_destroy_prepare(&st);
+    dg_problem(r, 500, NULL, "reading the audit log failed");
+    return 0;
+  }
+  duckdb_bind_int64(st, 1, (int64_t)x.ms);
+  duckdb_bind_int64(st, 2, (int64_t)x.seq);
+  duckdb_result res;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    dg_log_error("revert: reading the audit log failed: %s", duckdb_result_error(&res));
+    dg_problem(r, 500, NULL, "reading the audit log failed");
+    goto out;
+  }
+  idx_t n = duckdb_row_count(&res);
+  if (n == 0) {
+    dg_problem(r, 404, NULL, "update %s changed no cells (or does not exist, or was rejected)", uid);
+    goto out;
+  }
+  if (n > MAX_REVERT_CELLS) {
+    dg_problem(r, 400, NULL, "update %s changed %llu cells, more than a revert takes (%d)", uid,
+               (unsigned long long)n, MAX_REVERT_CELLS);
+    goto out;
+  }
+  json_t *cells = json_array();
+  const char *only_table = NULL;
+  int one_table = 1;
+  for (idx_t i = 0; i < n;) {
+    char *tn = duckdb_value_varchar(&res, 0, i), *cn = duckdb_value_varchar(&res, 2, i);
+    int64_t row = duckdb_value_int64(&res, 1, i);
+    idx_t j = i + 1;
+    for (; j < n; j++) {
+      char *tj = duckdb_value_varchar(&res, 0, j), *cj = duckdb_value_varchar(&res, 2, j);
+      int same = duckdb_value_int64(&res, 1, j) == row && tj && tn && strcmp(tj, tn) == 0 &&
+                 ((cj == NULL && cn == NULL) || (cj && cn && strcmp(cj, cn) == 0));
+      duckdb_free(tj);
+      duckdb_free(cj);
+      if (!same) break;
+    }
+    char *type = duckdb_value_varchar(&res, 6, i);
+    int is_row = cn == NULL;
+    int is_hold = 0;
+    if (!is_row && type && strcmp(type, "number") == 0) {
+      char *o = duckdb_value_varchar(&res, 3, i), *nw = duckdb_value_varchar(&res, 4, i);
+      is_hold = (o && (strcmp(o, "free") == 0 || strcmp(o, "held") == 0)) ||
+                (nw && (strcmp(nw, "free") == 0 || strcmp(nw, "held") == 0));
+      duckdb_free(o);
+      duckdb_free(nw);
+    }
+    if (is_row || is_hold || type == NULL) {
+      dg_problem(r, 400, NULL,
+                 "update %s %s; only cell writes can be reverted (inserts, deletes, moves and holds not yet)", uid,
+                 is_row ? "inserted, deleted or moved rows" : is_hold ? "held or released cells"
+                                                            : "touched a column that no longer exists");
+      duckdb_free(tn);
+      duckdb_free(cn);
+      duckdb_free(type);
+      json_decref(cells);
+      goto out;
+    }
+    idx_t oa, na;
+    net_change(&res, i, j, &oa, &na);
+    json_array_append_new(cells, json_pack("{s:s,s:I,s:s,s:o,s:o}", "table", tn, "row_id", (json_int_t)row,
+                                           "column", cn, "expected", value_at(&res, 4, na), "value",
+                                           value_at(&res, 3, oa)));
+    const char *added = json_string_value(json_object_get(json_array_get(cells, json_array_size(cells) - 1), "table"));
+    if (only_table == NULL) only_table = added;
+    else if (strcmp(only_table, added) != 0) one_table = 0;
+    duckdb_free(tn);
+    duckdb_free(cn);
+    duckdb_free(type);
+    i = j;
+  }
+  json_t *req = base_request(r, "revert");
+  if (one_table && only_table) json_object_set_new(req, "table", json_string(only_table));
+  json_object_set_new(req, "reverts", json_string(uid));
+  json_object_set_new(req, "force", json_boolean(json_is_true(force)));
+  json_object_set_new(req, "cells", cells);
+  submit(r, req, REPLY_UPDATE);
+out:
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  return 0;
+}
+
 const dg_route_t dg_routes_write[] = {
     {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1},
     {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1},
@@ -976,6 +1148,7 @@ const dg_route_t dg_routes_write[] = {
     {"DELETE", "/tables/:table/holds", DG_ROLE_WRITE, hold_delete, 1},
     {"POST", "/views", DG_ROLE_ADMIN, create_view, 1},
     {"DELETE", "/views/:name", DG_ROLE_ADMIN, delete_view, 0},
+    {"POST", "/updates/:update_id/revert", DG_ROLE_WRITE, revert_update, 1},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0},
 };
 

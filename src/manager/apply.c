@@ -549,6 +549,75 @@ static int op_update_cells(effects_t *e, json_t *list, marks_t *mk, failure_t *f
   return 0;
 }
 
+/* A revert (issue 19): "cells" lists every cell the reverted update changed,
+ * as the API read them from the audit log: {table, row_id, column,
+ * expected: its value after that update, value: its value before}. All are
+ * checked first; a cell that changed since (or whose row or column is gone)
+ * is a conflict, listed in *conflicts, and rejects the request unless
+ * "force". Then the cells are written back: text cells and number cells of
+ * leaves take their old value exactly; number cells of parents are not
+ * written, they roll up from their leaves (so a spread comes back to the
+ * cent). Only the request's own content decides, so a replay does the same. */
+#define REVERT_CONFLICTS_LISTED 100
+static int cell_is(mtable_t *t, int64_t row, const dg_coldef_t *c, const json_t *want) {
+  if (c->type == DG_COL_TEXT) {
+    const char *s;
+    size_t n;
+    if (dg_etable_text_get(t->et, row, (uint32_t)c->slot, &s, &n) != 0) return 0;
+    if (json_is_null(want)) return s == NULL;
+    return s != NULL && json_is_string(want) && n == json_string_length(want) &&
+           memcmp(s, json_string_value(want), n) == 0;
+  }
+  int64_t cur, w;
+  if (dg_etable_number_get(t->et, row, (uint32_t)c->slot, &cur) != 0) return 0;
+  return dec_of(want, c->scale, &w) == 0 && cur == w;
+}
+
+static int op_revert(effects_t *e, json_t *o, marks_t *mk, json_t **conflicts, failure_t *f) {
+  json_t *cells = json_object_get(o, "cells");
+  const char *uid = json_string_value(json_object_get(o, "reverts"));
+  int force = json_is_true(json_object_get(o, "force"));
+  size_t nconf = 0;
+  for (size_t i = 0; i < json_array_size(cells); i++) {
+    json_t *u = json_array_get(cells, i);
+    mtable_t *t = NULL;
+    int64_t row = 0;
+    const dg_coldef_t *c = NULL;
+    failure_t ignored = {0, ""};
+    int gone = resolve_cell(e->m, u, &t, &row, &c, &ignored) != 0;
+    if (!gone && cell_is(t, row, c, json_object_get(u, "expected"))) continue;
+    if (nconf++ < REVERT_CONFLICTS_LISTED) {
+      if (*conflicts == NULL) *conflicts = json_array();
+      json_t *x = json_pack("{s:O?,s:O?,s:O?,s:O?}", "table", json_object_get(u, "table"), "row_id",
+                            json_object_get(u, "row_id"), "column", json_object_get(u, "column"), "expected",
+                            json_object_get(u, "expected"));
+      if (gone) json_object_set_new(x, "gone", json_true());
+      json_array_append_new(*conflicts, x);
+    }
+  }
+  if (nconf > 0 && !force)
+    return fail(f, 409, "%zu cell%s changed since update %s (revert with \"force\":true to overwrite them)", nconf,
+                nconf == 1 ? "" : "s", uid ? uid : "?");
+  for (size_t i = 0; i < json_array_size(cells); i++) {
+    json_t *u = json_array_get(cells, i);
+    mtable_t *t = NULL;
+    int64_t row = 0;
+    const dg_coldef_t *c = NULL;
+    failure_t ignored = {0, ""};
+    if (resolve_cell(e->m, u, &t, &row, &c, &ignored) != 0) continue; /* gone: forced past */
+    if (c->type == DG_COL_NUMBER) {
+      dg_erow_t r;
+      if (dg_etable_row_get(t->et, row, &r) == 0 && r.nchildren > 0) continue; /* rolls up */
+    }
+    json_t *value = json_object_get(u, "value");
+    if (c->type == DG_COL_NUMBER && json_is_null(value)) continue;
+    mark_table(mk, t);
+    if (mk->overflow) return fail(f, 400, "one revert may touch at most 16 tables");
+    if (write_cell(e, t, row, c, value, NULL, NULL, f) != 0) return -1;
+  }
+  return 0;
+}
+
 /* Cells of an insert/patch, as engine arrays. */
 static int row_values(mtable_t *t, json_t *cells, int64_t *nums, dg_etext_t *texts, failure_t *f) {
   const char *k;
@@ -903,6 +972,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   xw.depth = 1; /* members of the outcome object */
   xw.first[1] = 0;
   int rc = 0;
+  json_t *conflicts = NULL; /* a rejected revert's changed cells */
   mtable_t *t = table ? dg__mgr_table(m, table) : NULL;
 
   /* Test-only hook (DUCKGRID_TEST_HOOKS=1, see manager.c): provoke the
@@ -921,6 +991,12 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     json_decref(list);
   } else if (strcmp(op, "update_cells") == 0) {
     rc = op_update_cells(&e, json_object_get(o, "updates"), &mk, &f);
+  } else if (strcmp(op, "revert") == 0) {
+    rc = op_revert(&e, o, &mk, &conflicts, &f);
+    if (rc == 0) {
+      dg_jsonw_key(&xw, "reverts");
+      dg_jsonw_str(&xw, json_string_value(json_object_get(o, "reverts")));
+    }
   } else if (strcmp(op, "create_table") == 0) {
     rc = op_create_table(m, o, &xw, &f);
   } else if (strcmp(op, "delete_table") == 0) {
@@ -1021,6 +1097,12 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_str(&w, title_of(f.status));
     dg_jsonw_key(&w, "detail");
     dg_jsonw_str(&w, f.detail);
+    if (conflicts) {
+      char *cj = json_dumps(conflicts, JSON_COMPACT);
+      dg_jsonw_key(&w, "conflicts");
+      dg_jsonw_raw(&w, cj, strlen(cj));
+      free(cj);
+    }
     dg_jsonw_end(&w);
     dg_jsonw_key(&w, "ts");
     dg_jsonw_str(&w, ts);
@@ -1070,5 +1152,6 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   json_decref(e.inserted);
   json_decref(e.deleted);
   json_decref(e.moved);
+  json_decref(conflicts);
   json_decref(o);
 }
