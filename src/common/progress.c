@@ -66,20 +66,29 @@ void dg_progress_get(dg_progress_t *p, dg_redis_xid_t *published, dg_redis_xid_t
   pthread_mutex_unlock(&p->lock);
 }
 
+/* The persister is asked again every KICK_EVERY_MS while a read waits: a
+ * kick that found nothing handed over yet (the manager was still
+ * publishing the batch the read waits for) is not lost. */
+#define KICK_EVERY_MS 5
+
+static int before(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
 int dg_progress_wait(dg_progress_t *p, dg_redis_xid_t want, int timeout_ms, dg_redis_xid_t *reached) {
   struct timespec until;
   dg_deadline_after_ms(&until, timeout_ms);
   pthread_mutex_lock(&p->lock);
-  int rc = 0, kicked = 0;
-  while (dg_redis_xid_cmp(p->persisted, want) < 0 && !p->closed && rc != ETIMEDOUT) {
-    if (!kicked && p->kick) {
-      /* The kick only sets a flag and signals the persister's own
-       * condition variable: safe under this lock (lock order: progress
-       * before the persister's). */
-      p->kick(p->kick_arg);
-      kicked = 1;
-    }
-    rc = pthread_cond_timedwait(&p->cond, &p->lock, &until);
+  for (;;) {
+    if (dg_redis_xid_cmp(p->persisted, want) >= 0 || p->closed) break;
+    /* The kick only sets a flag and signals the persister's own condition
+     * variable: safe under this lock (lock order: progress before the
+     * persister's). */
+    if (p->kick) p->kick(p->kick_arg);
+    struct timespec slice;
+    dg_deadline_after_ms(&slice, KICK_EVERY_MS);
+    int last = !before(&slice, &until);
+    if (pthread_cond_timedwait(&p->cond, &p->lock, last ? &until : &slice) == ETIMEDOUT && last) break;
   }
   int ok = dg_redis_xid_cmp(p->persisted, want) >= 0;
   if (reached) *reached = p->persisted;

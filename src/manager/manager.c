@@ -385,6 +385,20 @@ static char maxlen_arg[24];
 static int publish(dg_manager_t *m) {
   dg_app_t *app = m->app;
   size_t sent = 0;
+  /* The published mark moves before the XADDs, not after: this process's
+   * reader may read an outcome from Redis, wake its waiter and its live
+   * clients while this thread is still collecting the replies (a loaded
+   * machine deschedules it for many milliseconds there), and a read sent by
+   * a client that saw the outcome must wait for it to be persisted. Were the
+   * XADDs to fail, the manager steps down and the new leader's recovery
+   * moves the persisted mark past it. */
+  for (size_t i = m->nreqs; i-- > 0;) {
+    dg_redis_xid_t x;
+    if (m->reqs[i].duplicate || m->reqs[i].res == NULL) continue;
+    if (dg_redis_xid_parse(m->reqs[i].stream_id, strlen(m->reqs[i].stream_id), &x) == 0)
+      dg_progress_published(app->progress, x);
+    break;
+  }
   for (size_t i = 0; i < m->nreqs; i++) {
     mreq_t *r = &m->reqs[i];
     r->published = 0;
@@ -418,6 +432,14 @@ static int publish(dg_manager_t *m) {
     }
     freeReplyObject(rep);
   }
+  /* Test hook, honoured only with DUCKGRID_TEST_HOOKS=1: the manager pauses
+   * here, after Redis took the outcomes, as a loaded machine may pause it
+   * (tests/api/test_writebehind.py::test_read_after_write_while_the_manager_is_paused). */
+  static long pause_ms = -1; /* only the manager thread publishes */
+  if (pause_ms < 0)
+    pause_ms = env_long("DUCKGRID_TEST_HOOKS", 0, 0, 1) == 1
+                   ? env_long("DUCKGRID_TEST_PUBLISH_PAUSE_MS", 0, 0, 10000) : 0;
+  if (pause_ms > 0 && sent > 0) usleep((useconds_t)pause_ms * 1000);
   return rc;
 }
 
