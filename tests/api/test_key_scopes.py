@@ -11,8 +11,11 @@ GET /admin/audit with who did them.
 import datetime
 import time
 
+import json
+
 import pytest
 import requests
+import websocket
 
 from test_events import SSE
 
@@ -147,6 +150,34 @@ def test_scoped_updates_events_and_changes(ks):
     finally:
         sse.close()
     assert SSE(K, "?table=costs").status == 403
+
+
+def test_scoped_websocket(ks):
+    key = new_key(ks, "write", ["sales"])["key"]
+    ws = websocket.create_connection(f"ws://127.0.0.1:{ks.port}/ws", timeout=10,
+                                     header=[f"Authorization: Bearer {key}"])
+    try:
+        def recv(typ):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                m = json.loads(ws.recv())
+                if m["type"] == typ:
+                    return m
+            raise AssertionError("no " + typ)
+        ws.send(json.dumps({"type": "subscribe", "tables": ["costs"]}))
+        assert recv("error")["status"] == 403
+        ws.send(json.dumps({"type": "subscribe"}))  # every table: within the scope only
+        recv("subscribed")
+        ws.send(json.dumps({"type": "update_cell", "id": 1, "table": "costs", "row_id": 1, "column": "v",
+                            "value": 21}))
+        assert recv("result")["status"] == 403
+        ks.post("/update_cell", {"table": "costs", "row_id": 1, "column": "v", "value": 22})
+        ws.send(json.dumps({"type": "update_cell", "id": 2, "table": "sales", "row_id": 1, "column": "v",
+                            "value": 23}))
+        m = recv("update")
+        assert m["update"]["table"] == "sales", m  # the costs update before it was left out
+    finally:
+        ws.close()
 
 
 def test_key_creation_is_validated(ks):
