@@ -146,6 +146,7 @@ class Server:
             "DUCKGRID_LOG_LEVEL": "warn",
             # the load generator is one IP with thousands of connections
             "DUCKGRID_IP_CONNECTIONS": "0",
+            "DUCKGRID_IP_RATE": "0",
         })
         if env:
             self.env.update(env)

@@ -241,6 +241,7 @@ static int cmd_serve(int argc, char **argv) {
     goto done;
   }
   app.ratelimit = dg_ratelimit_create(cfg.rate_limit, cfg.rate_burst);
+  app.ip_ratelimit = dg_ratelimit_create(cfg.ip_rate, cfg.ip_burst > 0 ? cfg.ip_burst : 2 * cfg.ip_rate);
   app.hub = dg_hub_create();
   {
     static const dg_route_t *routes[256];
@@ -301,6 +302,7 @@ done:
   dg_progress_destroy(app.progress);
   dg_catalog_destroy(app.catalog);
   dg_ratelimit_destroy(app.ratelimit);
+  dg_ratelimit_destroy(app.ip_ratelimit);
   dg_hub_destroy(app.hub);
   dg_metrics_destroy(app.metrics);
   dg_jwt_destroy(app.jwt);

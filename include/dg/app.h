@@ -38,6 +38,7 @@ typedef struct dg_app_s {
   struct dg_waiters_s *waiters;     /* synchronous writes awaiting outcomes */
   struct dg_jwt_s *jwt;             /* bearer JWT verifier, or NULL      */
   struct dg_ratelimit_s *ratelimit; /* per-caller token buckets          */
+  struct dg_ratelimit_s *ip_ratelimit; /* per-IP buckets, before auth     */
   struct dg_hub_s *hub;             /* live clients (SSE, WebSocket)     */
   struct dg_metrics_s *metrics;     /* counters for GET /metrics         */
   atomic_long redis_reconnects;     /* manager + reader reconnects       */

@@ -23,6 +23,10 @@ typedef enum {
   DG_ROLE_ADMIN = 3,
 } dg_role_t;
 
+/** Room for a key's table scope, ",a,b,": at most 16 names of 63 bytes. */
+#define DG_SCOPE_MAX 1040
+#define DG_SCOPE_TABLES 16
+
 /** Who is calling, after a successful check. */
 typedef struct dg_principal_s {
   int64_t key_id;   /* dg.api_keys.id                     */
@@ -31,7 +35,11 @@ typedef struct dg_principal_s {
   int64_t expires_s; /* when the credential expires, seconds since
                         the epoch (a JWT's exp); 0: never         */
   char jti[72];      /* a JWT's id, "" when none (revocation)     */
+  char tables[DG_SCOPE_MAX]; /* a scoped key's tables as ",a,b,"; "" = all */
 } dg_principal_t;
+
+/** 1 when p may touch table name (an unscoped caller may touch any). */
+int dg_principal_can(const dg_principal_t *p, const char *table);
 
 /** The caller's identity for per-caller limits: "key:<id>" or "jwt:<sub>". */
 void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap);
@@ -76,6 +84,13 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
  */
 int dg_auth_key_create(dg_auth_t *a, const char *name, dg_role_t role, char key_out[DG_KEY_LEN + 1],
                        int64_t *id_out);
+
+/**
+ * Limits key id (just created) to the tables in scope (",a,b,"; NULL or ""
+ * for all) and/or makes it expire at expires_s (seconds since the epoch;
+ * 0 never). 0 or DG_EIO.
+ */
+int dg_auth_key_scope(dg_auth_t *a, int64_t id, const char *scope, int64_t expires_s);
 
 /**
  * Deletes key id. Refuses (DG_ECONFLICT) to delete the last admin key, so

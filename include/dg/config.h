@@ -47,6 +47,8 @@ typedef struct dg_config_s {
   size_t view_max_bytes;     /* largest view answer, bytes                   */
   char *db_memory_limit;     /* DuckDB memory_limit ("2GB")                  */
   int ip_connections;        /* open connections per client IP, 0: no cap    */
+  double ip_rate;            /* requests/s per client IP before auth, 0: off */
+  double ip_burst;           /* its bucket size, 0 = twice the rate          */
   long jwt_max_lifetime_s;   /* longest accepted JWT lifetime, s             */
   char *redis_ca;            /* rediss://: CA bundle (PEM) to trust; NULL = system store */
   char *redis_cert;          /* rediss://: client certificate (PEM), or NULL    */

@@ -86,6 +86,10 @@ extern const dg_route_t dg_routes_ws[];      /* ws.c: GET /ws (WebSocket)     */
  *  validation, queueing and answers. r->body must be set. */
 int dg_write_update_cell(dg_req_t *r);
 
+/** Appends to the admin audit log (dg.admin_audit, GET /admin/audit, and the
+ *  log): who (r->who) did action ("key.create", "admin.denied" ...), detail. */
+void dg_audit(dg_req_t *r, const char *action, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /**
  * For every read from DuckDB (consistency.c): waits until the read reflects
  * every write answered before it arrived and ?min_update=, and sets

@@ -48,6 +48,10 @@ void dg_hub_close(dg_hub_t *h);
  * tables: names to receive (NULL or ntables 0: every table).
  */
 dg_sub_t *dg_hub_subscribe(dg_hub_t *h, const char *const *tables, size_t ntables, size_t max_bytes);
+/** The same for a key limited to some tables: only the updates within
+ *  scope (",a,b,", dg_event_within) are queued; NULL or "": no limit. */
+dg_sub_t *dg_hub_subscribe_scoped(dg_hub_t *h, const char *const *tables, size_t ntables, size_t max_bytes,
+                                  const char *scope);
 /** Replaces the table filter (WebSocket subscribe/unsubscribe). */
 void dg_sub_set_tables(dg_hub_t *h, dg_sub_t *s, const char *const *tables, size_t ntables, int all);
 /** Unsubscribes and frees s and its queue. */
@@ -100,6 +104,12 @@ void dg_ring_reset(dg_hub_t *h, dg_redis_xid_t start);
  */
 void dg_ring_append(dg_hub_t *h, dg_redis_xid_t id, const char *res, size_t len,
                     const char *const *tables, size_t ntables);
+/** 1 when every table ev concerns is in scope (",a,b,"; NULL or "": any);
+ *  an update that concerns no table is outside every scope. */
+int dg_event_within(const dg_event_t *ev, const char *scope);
+/** The same for an update's JSON text (its "table" and its changes'). */
+int dg_update_within(const char *res, size_t len, const char *scope);
+
 /** Wakes every request waiting in dg_ring_read, to look at what was appended. */
 void dg_ring_notify(dg_hub_t *h);
 
@@ -107,6 +117,8 @@ void dg_ring_notify(dg_hub_t *h);
 typedef struct dg_ring_read_s {
   dg_redis_xid_t cursor;  /* in: read after this; out: last entry scanned */
   const char *table;      /* in: filter, or NULL                          */
+  const char *scope;      /* in: a scoped key's ",a,b," (dg_event_within),
+                           * or NULL                                       */
   size_t limit;           /* in: stop once this many matched in total     */
   size_t scan_max;        /* in: stop once this many scanned in total     */
   int any_entry;          /* in: a wait ends once any entry is scanned,

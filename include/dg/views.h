@@ -45,4 +45,11 @@
  */
 int dg_view_sql_check(duckdb_connection c, const char *sql, char *err, size_t errcap);
 
+/**
+ * The tables and views a view's SQL reads (not its CTEs), lower case, as
+ * ",a,b," in reads. 0, or DG_EINVAL when the SQL cannot be walked (then
+ * reads is "": a key scope must treat the view as out of reach).
+ */
+int dg_view_sql_reads(duckdb_connection c, const char *sql, char *reads, size_t cap);
+
 #endif

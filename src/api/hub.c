@@ -19,6 +19,7 @@
 #include "dg/hub.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -88,6 +89,7 @@ struct dg_sub_s {
   int all;                /* no table filter                             */
   char **tables;
   size_t ntables;
+  char *scope;            /* a scoped key's ",a,b,", or NULL             */
   struct dg_sub_s *next;
 };
 
@@ -163,7 +165,13 @@ static void set_tables(dg_sub_t *s, const char *const *tables, size_t n, int all
 }
 
 dg_sub_t *dg_hub_subscribe(dg_hub_t *h, const char *const *tables, size_t ntables, size_t max_bytes) {
+  return dg_hub_subscribe_scoped(h, tables, ntables, max_bytes, NULL);
+}
+
+dg_sub_t *dg_hub_subscribe_scoped(dg_hub_t *h, const char *const *tables, size_t ntables, size_t max_bytes,
+                                  const char *scope) {
   dg_sub_t *s = dg_calloc(1, sizeof *s);
+  s->scope = scope && *scope ? dg_strdup(scope) : NULL; /* before it is linked: nothing slips by */
   cond_init_monotonic(&s->cond);
   s->max_bytes = max_bytes;
   set_tables(s, tables, ntables, tables == NULL || ntables == 0);
@@ -214,6 +222,7 @@ void dg_hub_unsubscribe(dg_hub_t *h, dg_sub_t *s) {
   }
   pthread_mutex_unlock(&h->lock);
   set_tables(s, NULL, 0, 1);
+  dg_free(s->scope);
   pthread_cond_destroy(&s->cond);
   dg_free(s);
 }
@@ -225,7 +234,38 @@ int dg_event_matches(const dg_event_t *ev, const char *table) {
   return 0;
 }
 
+static int in_list(const char *scope, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = strstr(scope, name); p; p = strstr(p + 1, name))
+    if (p > scope && p[-1] == ',' && p[n] == ',') return 1;
+  return 0;
+}
+
+int dg_event_within(const dg_event_t *ev, const char *scope) {
+  if (scope == NULL || *scope == '\0') return 1;
+  if (ev->ntables == 0) return 0; /* concerns no table: not a scoped key's */
+  for (size_t i = 0; i < ev->ntables; i++)
+    if (!in_list(scope, ev->tables[i])) return 0;
+  return 1;
+}
+
+int dg_update_within(const char *res, size_t len, const char *scope) {
+  if (scope == NULL || *scope == '\0') return 1;
+  json_t *o = json_loadb(res, len, 0, NULL);
+  const char *t = json_string_value(json_object_get(o, "table"));
+  int any = t != NULL, ok = t == NULL || in_list(scope, t);
+  json_t *ch = json_object_get(o, "changes");
+  for (size_t i = 0; ok && i < json_array_size(ch); i++) {
+    const char *ct = json_string_value(json_object_get(json_array_get(ch, i), "table"));
+    if (ct) any = 1;
+    ok = ct == NULL || in_list(scope, ct);
+  }
+  json_decref(o);
+  return ok && any;
+}
+
 static int wants(const dg_sub_t *s, const dg_event_t *ev) {
+  if (s->scope && !dg_event_within(ev, s->scope)) return 0;
   if (s->all) return 1;
   for (size_t i = 0; i < s->ntables; i++)
     if (dg_event_matches(ev, s->tables[i])) return 1;
@@ -449,7 +489,8 @@ static void scan_locked(ring_t *r, dg_ring_read_t *rd) {
     rentry_t *e = ring_at(r, i);
     rd->cursor = e->id;
     rd->scanned++;
-    if (e->ev.res == NULL || !dg_event_matches(&e->ev, rd->table)) continue;
+    if (e->ev.res == NULL || !dg_event_matches(&e->ev, rd->table) || !dg_event_within(&e->ev, rd->scope))
+      continue;
     /* relaxed: the ring's reference keeps the entry alive while we add ours */
     atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
     rd->out[rd->matched++] = &e->ev;

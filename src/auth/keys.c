@@ -42,6 +42,8 @@ typedef struct {
   int64_t key_id;           /* 0 = empty slot                       */
   dg_role_t role;
   char user[64];
+  char tables[DG_SCOPE_MAX]; /* ",a,b," or "": every table        */
+  int64_t expires_s;        /* 0: never                           */
   int64_t fetched_ms;       /* monotonic time of the database read  */
   int64_t touched_ms;       /* when last_used_at was last written   */
   int refreshing;           /* a thread is re-reading this entry     */
@@ -76,6 +78,15 @@ static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned
 }
 
 unsigned long long dg_auth_negative_hits(dg_auth_t *a) { return atomic_load(&a->neg_hits); }
+
+int dg_principal_can(const dg_principal_t *p, const char *table) {
+  if (p->tables[0] == '\0') return 1;
+  if (table == NULL) return 0;
+  size_t n = strlen(table);
+  for (const char *s = strstr(p->tables, table); s; s = strstr(s + 1, table))
+    if (s > p->tables && s[-1] == ',' && s[n] == ',') return 1;
+  return 0;
+}
 
 void dg_principal_id(const dg_principal_t *p, char *buf, size_t cap) {
   if (p->key_id > 0) snprintf(buf, cap, "key:%lld", (long long)p->key_id);
@@ -249,7 +260,8 @@ static int lookup(dg_auth_t *a, const char *hex, cache_entry_t *e) {
   duckdb_connection c = dg_db_conn(a->db);
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_prepared_statement st;
-  if (duckdb_prepare(c, "SELECT id, role, name FROM dg.api_keys WHERE hash = $1", &st) ==
+  if (duckdb_prepare(c, "SELECT k.id, k.role, k.name, s.tables, s.expires_s FROM dg.api_keys k "
+                      "LEFT JOIN dg.key_scopes s ON s.key_id = k.id WHERE k.hash = $1", &st) ==
       DuckDBError) {
     duckdb_destroy_prepare(&st);
     return DG_EUNAVAIL;
@@ -265,6 +277,10 @@ static int lookup(dg_auth_t *a, const char *hex, cache_entry_t *e) {
     char *name = duckdb_value_varchar(&res, 2, 0);
     if (dg_role_parse(role, &e->role) != 0) e->role = DG_ROLE_NONE;
     snprintf(e->user, sizeof e->user, "%s", name ? name : "");
+    char *tables = duckdb_value_is_null(&res, 3, 0) ? NULL : duckdb_value_varchar(&res, 3, 0);
+    snprintf(e->tables, sizeof e->tables, "%s", tables ? tables : "");
+    e->expires_s = duckdb_value_is_null(&res, 4, 0) ? 0 : duckdb_value_int64(&res, 4, 0);
+    duckdb_free(tables);
     duckdb_free(role);
     duckdb_free(name);
     rc = 0;
@@ -289,6 +305,10 @@ static void touch_last_used(dg_auth_t *a, int64_t id) {
   duckdb_destroy_prepare(&st);
 }
 
+/* An expired key is refused like an unknown one (and its open streams end:
+ * dg_alive_check compares the same expires_s). */
+static int expired(int64_t expires_s) { return expires_s > 0 && (int64_t)time(NULL) >= expires_s; }
+
 int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out) {
   if (key == NULL || len == 0 || len > 512) return DG_EAUTH;
   unsigned char d[32];
@@ -310,12 +330,13 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   if (found >= 0) {
     out->key_id = a->cache[found].key_id;
     out->role = a->cache[found].role;
-    out->expires_s = 0;
+    out->expires_s = a->cache[found].expires_s;
     out->jti[0] = '\0';
     memcpy(out->user, a->cache[found].user, sizeof out->user);
+    memcpy(out->tables, a->cache[found].tables, sizeof out->tables);
   }
   pthread_mutex_unlock(&a->lock);
-  if (found >= 0) return out->role == DG_ROLE_NONE ? DG_EAUTH : 0;
+  if (found >= 0) return out->role == DG_ROLE_NONE || expired(out->expires_s) ? DG_EAUTH : 0;
   size_t ns = ((size_t)d[0] << 8 | d[1]) % NEG_SLOTS;
   pthread_mutex_lock(&a->lock);
   int neg = a->neg_ms[ns] != 0 && now - a->neg_ms[ns] < NEG_TTL_MS && CRYPTO_memcmp(a->neg[ns], d, 32) == 0;
@@ -368,12 +389,13 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
   pthread_mutex_unlock(&a->lock);
   if (rc != 0) return rc;
   if (touch) touch_last_used(a, e.key_id);
-  if (e.role == DG_ROLE_NONE) return DG_EAUTH;
+  if (e.role == DG_ROLE_NONE || expired(e.expires_s)) return DG_EAUTH;
   out->key_id = e.key_id;
   out->role = e.role;
-  out->expires_s = 0;
+  out->expires_s = e.expires_s;
   out->jti[0] = '\0';
   memcpy(out->user, e.user, sizeof out->user);
+  memcpy(out->tables, e.tables, sizeof out->tables);
   return 0;
 }
 
@@ -461,6 +483,28 @@ int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file,
   return 0;
 }
 
+int dg_auth_key_scope(dg_auth_t *a, int64_t id, const char *scope, int64_t expires_s) {
+  if ((scope == NULL || *scope == '\0') && expires_s <= 0) return 0;
+  duckdb_connection c = dg_db_conn(a->db);
+  if (c == NULL) return DG_EUNAVAIL;
+  duckdb_prepared_statement st;
+  int rc = DG_EIO;
+  if (duckdb_prepare(c, "INSERT OR REPLACE INTO dg.key_scopes VALUES ($1, $2, $3)", &st) == DuckDBSuccess) {
+    duckdb_bind_int64(st, 1, id);
+    if (scope && *scope) duckdb_bind_varchar(st, 2, scope);
+    else duckdb_bind_null(st, 2);
+    if (expires_s > 0) duckdb_bind_int64(st, 3, expires_s);
+    else duckdb_bind_null(st, 3);
+    duckdb_result res;
+    if (duckdb_execute_prepared(st, &res) == DuckDBSuccess) rc = 0;
+    else dg_log_error("insert key scope: %s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+  }
+  duckdb_destroy_prepare(&st);
+  dg_auth_invalidate(a);
+  return rc;
+}
+
 int dg_auth_key_delete(dg_auth_t *a, int64_t id) {
   duckdb_connection c = dg_db_conn(a->db);
   if (c == NULL) return DG_EUNAVAIL;
@@ -481,6 +525,12 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id) {
   else if (duckdb_row_count(&res) == 0) rc = DG_ENOTFOUND;
   duckdb_destroy_result(&res);
   duckdb_destroy_prepare(&st);
+  if (rc == 0 && duckdb_prepare(c, "DELETE FROM dg.key_scopes WHERE key_id = $1", &st) == DuckDBSuccess) {
+    duckdb_bind_int64(st, 1, id);
+    duckdb_execute_prepared(st, &res);
+    duckdb_destroy_result(&res);
+  }
+  if (rc == 0) duckdb_destroy_prepare(&st);
   if (rc == DG_ENOTFOUND) {
     /* Absent, or the last admin? Tell them apart for a clear answer. */
     duckdb_prepared_statement q;

@@ -15,7 +15,8 @@
 #include "dg/common.h"
 #include "dg/hash.h"
 
-/* Distinct callers tracked at once; keys and JWT subjects, not IPs. */
+/* Distinct callers tracked at once: keys and JWT subjects, or client IPs
+ * (the per-IP limiter before auth is a second table of its own). */
 #define SLOTS 4096
 #define PROBES 16
 

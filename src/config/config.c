@@ -29,6 +29,7 @@ enum {
   OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
   OPT_VIEW_TIMEOUT, OPT_VIEW_CONCURRENCY, OPT_VIEW_MAX_BYTES, OPT_DB_MEMORY_LIMIT,
   OPT_IP_CONNECTIONS, OPT_JWT_MAX_LIFETIME,
+  OPT_IP_RATE, OPT_IP_BURST,
   OPT_JWT_SECRET_FROM, OPT_REDIS_URL_FROM, OPT_ADMIN_KEY_FROM,
   OPT_REDIS_CLUSTER, OPT_REDIS_WAIT_REPLICAS, OPT_REDIS_WAIT_MS,
 };
@@ -90,6 +91,8 @@ static const option_t options[] = {
     {OPT_ADMIN_KEY_FROM, "--admin-key-from-file", "DUCKGRID_ADMIN_KEY_FROM_FILE", "read the bootstrap admin key from this file"},
     {OPT_JWT_MAX_LIFETIME, "--jwt-max-lifetime-s", "DUCKGRID_JWT_MAX_LIFETIME_S", "longest accepted JWT lifetime, exp - iat, in seconds (default 86400)"},
     {OPT_IP_CONNECTIONS, "--ip-connections", "DUCKGRID_IP_CONNECTIONS", "open connections per client IP, refused at accept before any auth; 0 = off (default 256)"},
+    {OPT_IP_RATE, "--ip-rate", "DUCKGRID_IP_RATE", "requests/s per client IP, checked before any auth, 429 above; 0 = off (default 2000)"},
+    {OPT_IP_BURST, "--ip-burst", "DUCKGRID_IP_BURST", "burst size per client IP (default: twice the rate)"},
     {OPT_DB_MEMORY_LIMIT, "--db-memory-limit", "DUCKGRID_DB_MEMORY_LIMIT", "DuckDB memory_limit, e.g. 2GB (default 2GB)"},
     {OPT_REDIS_CLUSTER, "--redis-cluster", "DUCKGRID_REDIS_CLUSTER",
      "auto, on or off: Redis Cluster mode (default auto: asked of the server at start)"},
@@ -238,6 +241,14 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
     case OPT_JWT_MAX_LIFETIME:
       if (parse_long(v, 60, 31536000, &n) != 0) break;
       c->jwt_max_lifetime_s = n;
+      return 0;
+    case OPT_IP_RATE:
+      if (parse_long(v, 0, 10000000, &n) != 0) break;
+      c->ip_rate = (double)n;
+      return 0;
+    case OPT_IP_BURST:
+      if (parse_long(v, 1, 100000000, &n) != 0) break;
+      c->ip_burst = (double)n;
       return 0;
     case OPT_IP_CONNECTIONS:
       if (parse_long(v, 0, 100000, &n) != 0) break;
@@ -417,6 +428,7 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->replay_bytes = (size_t)64 << 20;
   c->view_timeout_ms = 10000;
   c->ip_connections = 256;
+  c->ip_rate = 2000;
   c->jwt_max_lifetime_s = 86400;
   c->view_concurrency = 2;
   c->view_max_bytes = 16u << 20;

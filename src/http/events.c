@@ -230,7 +230,8 @@ static int replay_page(sse_t *s) {
       snprintf(id, sizeof id, "%.*s", (int)e.id.len, e.id.ptr);
       dg_redis_xid_parse(id, strlen(id), &s->last);
       s->replay_entries++;
-      if (dg_entry_open_res(app, &e, &v) == 0 && table_matches(s->table, v.ptr, v.len)) {
+      if (dg_entry_open_res(app, &e, &v) == 0 && table_matches(s->table, v.ptr, v.len) &&
+          dg_update_within(v.ptr, v.len, s->who.tables)) {
         sse_event(s, id, v.ptr, v.len);
         s->replay_bytes += v.len;
       }
@@ -248,6 +249,10 @@ static int events_get(dg_req_t *r) {
   if (since == NULL) since = dg_query(r, "since");
   if (table && *table && !dg_name_valid(table)) {
     dg_problem(r, 400, NULL, "'%.80s' is not a valid table name", table);
+    return 0;
+  }
+  if (table && *table && !dg_principal_can(&r->who, table)) {
+    dg_problem(r, 403, NULL, "this key is limited to other tables than '%s'", table);
     return 0;
   }
   dg_redis_xid_t last = {0, 0};
@@ -268,7 +273,8 @@ static int events_get(dg_req_t *r) {
   s->alive_ms = s->beat_ms = dg_mono_us() / 1000;
   snprintf(s->table, sizeof s->table, "%s", table && *table ? table : "");
   const char *filter[1] = {s->table};
-  s->sub = dg_hub_subscribe(app->hub, s->table[0] ? filter : NULL, s->table[0] ? 1 : 0, app->cfg->client_buffer);
+  s->sub = dg_hub_subscribe_scoped(app->hub, s->table[0] ? filter : NULL, s->table[0] ? 1 : 0,
+                                   app->cfg->client_buffer, s->who.tables);
   dg_buf_init(&s->out);
   dg_buf_puts(&s->out, "retry: 2000\n\n");
   if (do_replay) {

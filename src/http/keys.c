@@ -8,13 +8,151 @@
  * request_duck.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dg/alive.h"
+#include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/http.h"
 #include "dg/log.h"
+
+/* ---- the admin audit log (dg.admin_audit, GET /admin/audit) ------------- */
+
+void dg_audit(dg_req_t *r, const char *action, const char *fmt, ...) {
+  char detail[512], actor[160], id[80];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+  dg_principal_id(&r->who, id, sizeof id);
+  snprintf(actor, sizeof actor, "%s (%s)", id, r->who.user);
+  dg_log_info("audit: %s %s: %s", actor, action, detail);
+  duckdb_connection c = dg_db_conn(r->app->db);
+  duckdb_prepared_statement st;
+  if (c == NULL) return;
+  if (duckdb_prepare(c, "INSERT INTO dg.admin_audit(id, actor, action, detail) "
+                        "VALUES (nextval('dg.admin_audit_seq'), $1, $2, $3)", &st) == DuckDBSuccess) {
+    duckdb_bind_varchar(st, 1, actor);
+    duckdb_bind_varchar(st, 2, action);
+    duckdb_bind_varchar(st, 3, detail);
+    duckdb_result res;
+    if (duckdb_execute_prepared(st, &res) == DuckDBError)
+      dg_log_error("audit log write failed: %s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+  }
+  duckdb_destroy_prepare(&st);
+}
+
+/* GET /admin/audit?limit=100: the newest entries first. */
+static int audit_list(dg_req_t *r) {
+  const char *ls = dg_query(r, "limit");
+  char *end = NULL;
+  long long limit = ls ? strtoll(ls, &end, 10) : 100;
+  if (ls && (*ls == '\0' || *end != '\0' || limit < 1 || limit > 1000)) {
+    dg_problem(r, 400, NULL, "limit must be an integer from 1 to 1000");
+    return 0;
+  }
+  duckdb_connection c = dg_db_conn(r->app->db);
+  duckdb_prepared_statement st;
+  duckdb_result res;
+  if (c == NULL || duckdb_prepare(c, "SELECT id, strftime(done_at, '%Y-%m-%dT%H:%M:%S.%gZ'), actor, action, detail "
+                                     "FROM dg.admin_audit ORDER BY id DESC LIMIT $1", &st) == DuckDBError) {
+    if (c) duckdb_destroy_prepare(&st);
+    dg_problem(r, 503, NULL, "the audit log is unavailable");
+    return 0;
+  }
+  duckdb_bind_int64(st, 1, limit);
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&st);
+    dg_problem(r, 503, NULL, "the audit log is unavailable");
+    return 0;
+  }
+  json_t *list = json_array();
+  for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
+    char *v[4];
+    for (int k = 0; k < 4; k++) v[k] = duckdb_value_varchar(&res, (idx_t)k + 1, i);
+    json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)duckdb_value_int64(&res, 0, i),
+                                          "at", v[0] ? v[0] : "", "actor", v[1] ? v[1] : "", "action",
+                                          v[2] ? v[2] : "", "detail", v[3] ? v[3] : ""));
+    for (int k = 0; k < 4; k++) duckdb_free(v[k]);
+  }
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  dg_reply_json(r, 200, json_pack("{s:o}", "entries", list));
+  return 0;
+}
+
+/* RFC 3339 date-time ("2026-12-31T23:59:59Z", "...59.5+01:00") to seconds
+ * since the epoch (a fraction is dropped). 0, or -1 when malformed. */
+static int parse_rfc3339(const char *s, int64_t *out) {
+  int Y, M, D, h, m, sec, n = 0;
+  char T;
+  if (s == NULL || sscanf(s, "%4d-%2d-%2d%c%2d:%2d:%2d%n", &Y, &M, &D, &T, &h, &m, &sec, &n) != 7 || n != 19 ||
+      (T != 'T' && T != 't') || M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60 || Y < 1970)
+    return -1;
+  const char *p = s + 19;
+  if (*p == '.') {
+    p++;
+    if (*p < '0' || *p > '9') return -1;
+    while (*p >= '0' && *p <= '9') p++;
+  }
+  int off = 0;
+  if (*p == 'Z' || *p == 'z') {
+    p++;
+  } else if (*p == '+' || *p == '-') {
+    int oh, om, k = 0;
+    if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59) return -1;
+    off = (*p == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+    p += 6;
+  } else {
+    return -1;
+  }
+  if (*p != '\0') return -1;
+  struct tm tm = {0};
+  tm.tm_year = Y - 1900;
+  tm.tm_mon = M - 1;
+  tm.tm_mday = D;
+  tm.tm_hour = h;
+  tm.tm_min = m;
+  tm.tm_sec = sec;
+  time_t t = timegm(&tm);
+  if (t == (time_t)-1 || tm.tm_mday != D) return -1; /* 2026-02-31 is no date */
+  *out = (int64_t)t - off;
+  return 0;
+}
+
+/* "tables": an array of 1..DG_SCOPE_TABLES valid table names -> ",a,b,".
+ * The tables need not exist yet: a scope may be set up before the table.
+ * 0, or a problem answered. */
+static int scope_or_problem(dg_req_t *r, json_t *tables, char scope[DG_SCOPE_MAX]) {
+  scope[0] = '\0';
+  if (tables == NULL || json_is_null(tables)) return 0;
+  if (!json_is_array(tables) || json_array_size(tables) == 0 || json_array_size(tables) > DG_SCOPE_TABLES) {
+    dg_problem(r, 400, NULL, "tables must be an array of 1..%d table names (omit it for every table)",
+               DG_SCOPE_TABLES);
+    return -1;
+  }
+  size_t o = 0;
+  scope[o++] = ',';
+  for (size_t i = 0; i < json_array_size(tables); i++) {
+    const char *t = json_string_value(json_array_get(tables, i));
+    if (t == NULL || !dg_name_valid(t)) {
+      dg_problem(r, 400, NULL, "tables[%zu] is not a valid table name", i);
+      return -1;
+    }
+    size_t n = strlen(t);
+    memcpy(scope + o, t, n); /* 16 names of at most 63 bytes fit */
+    o += n;
+    scope[o++] = ',';
+  }
+  scope[o] = '\0';
+  return 0;
+}
 
 static int keys_create(dg_req_t *r) {
   const char *name = json_string_value(json_object_get(r->body, "name"));
@@ -34,17 +172,46 @@ static int keys_create(dg_req_t *r) {
     dg_problem(r, 400, NULL, "role must be read, write or admin");
     return 0;
   }
+  char scope[DG_SCOPE_MAX];
+  if (scope_or_problem(r, json_object_get(r->body, "tables"), scope) != 0) return 0;
+  if (scope[0] && role == DG_ROLE_ADMIN) {
+    /* An admin creates and drops tables and keys: no scope would hold. */
+    dg_problem(r, 400, NULL, "an admin key cannot be limited to some tables");
+    return 0;
+  }
+  json_t *exp_j = json_object_get(r->body, "expires_at");
+  int64_t expires_s = 0;
+  if (exp_j && !json_is_null(exp_j) && parse_rfc3339(json_string_value(exp_j), &expires_s) != 0) {
+    dg_problem(r, 400, NULL, "expires_at must be an RFC 3339 date-time such as 2026-12-31T23:59:59Z");
+    return 0;
+  }
+  if (expires_s > 0 && expires_s <= (int64_t)time(NULL)) {
+    dg_problem(r, 400, NULL, "expires_at is in the past");
+    return 0;
+  }
   char key[DG_KEY_LEN + 1];
   int64_t id = 0;
   if (dg_auth_key_create(r->app->auth, name, role, key, &id) != 0) {
     dg_problem(r, 503, NULL, "the key store is unavailable");
     return 0;
   }
+  if (dg_auth_key_scope(r->app->auth, id, scope, expires_s) != 0) {
+    /* Never hand out a key wider or longer-lived than asked for. */
+    dg_auth_key_delete(r->app->auth, id);
+    memset(key, 0, sizeof key);
+    dg_problem(r, 503, NULL, "the key store is unavailable");
+    return 0;
+  }
+  dg_audit(r, "key.create", "key %lld '%s' role %s%s%s%s%s", (long long)id, name, dg_role_name(role),
+           scope[0] ? " tables " : "", scope, expires_s ? " expires_at " : "",
+           expires_s ? json_string_value(exp_j) : "");
   json_t *body = json_pack("{s:I,s:s,s:s,s:s,s:s%}", "id", (json_int_t)id, "name", name, "role",
                            dg_role_name(role), "prefix", "", "key", key, (size_t)DG_KEY_LEN);
   char prefix[12];
   snprintf(prefix, sizeof prefix, "%.8s", key);
   json_object_set_new(body, "prefix", json_string(prefix));
+  json_object_set(body, "tables", scope[0] ? json_object_get(r->body, "tables") : json_null());
+  json_object_set(body, "expires_at", expires_s ? exp_j : json_null());
   memset(key, 0, sizeof key);
   dg_reply_json(r, 201, body);
   return 0;
@@ -55,8 +222,10 @@ static int keys_list(dg_req_t *r) {
   duckdb_result res;
   if (c == NULL ||
       duckdb_query(c,
-                   "SELECT id, name, role, prefix, strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ'), "
-                   "strftime(last_used_at, '%Y-%m-%dT%H:%M:%S.%gZ') FROM dg.api_keys ORDER BY id",
+                   "SELECT k.id, k.name, k.role, k.prefix, strftime(k.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'), "
+                   "strftime(k.last_used_at, '%Y-%m-%dT%H:%M:%S.%gZ'), s.tables, "
+                   "strftime(make_timestamp(s.expires_s * 1000000), '%Y-%m-%dT%H:%M:%SZ') "
+                   "FROM dg.api_keys k LEFT JOIN dg.key_scopes s ON s.key_id = k.id ORDER BY k.id",
                    &res) == DuckDBError) {
     if (c) duckdb_destroy_result(&res);
     dg_problem(r, 503, NULL, "the key store is unavailable");
@@ -69,10 +238,22 @@ static int keys_list(dg_req_t *r) {
     char *prefix = duckdb_value_varchar(&res, 3, i);
     char *created = duckdb_value_varchar(&res, 4, i);
     char *used = duckdb_value_is_null(&res, 5, i) ? NULL : duckdb_value_varchar(&res, 5, i);
-    json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s?}", "id",
+    char *tables = duckdb_value_is_null(&res, 6, i) ? NULL : duckdb_value_varchar(&res, 6, i);
+    char *expires = duckdb_value_is_null(&res, 7, i) ? NULL : duckdb_value_varchar(&res, 7, i);
+    json_t *tl = json_null();
+    if (tables) { /* ",a,b," -> ["a","b"] */
+      tl = json_array();
+      for (char *p = tables + 1, *e; (e = strchr(p, ',')) != NULL; p = e + 1) {
+        *e = '\0';
+        json_array_append_new(tl, json_string(p));
+      }
+    }
+    json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s?,s:o,s:s?}", "id",
                                           (json_int_t)duckdb_value_int64(&res, 0, i), "name", name,
                                           "role", role, "prefix", prefix, "created_at", created,
-                                          "last_used_at", used));
+                                          "last_used_at", used, "tables", tl, "expires_at", expires));
+    duckdb_free(tables);
+    duckdb_free(expires);
     duckdb_free(name);
     duckdb_free(role);
     duckdb_free(prefix);
@@ -94,6 +275,8 @@ static int keys_delete(dg_req_t *r) {
   }
   int rc = dg_auth_key_delete(r->app->auth, id);
   if (rc == 0) dg_alive_invalidate(r->app->alive); /* open streams see it at once */
+  if (rc == 0) dg_audit(r, "key.delete", "key %lld", id);
+  else if (rc == DG_ECONFLICT) dg_audit(r, "key.delete.refused", "key %lld is the last admin key", id);
   if (rc == 0) dg_reply_empty(r, 204);
   else if (rc == DG_ENOTFOUND) dg_problem(r, 404, NULL, "key %lld does not exist", id);
   else if (rc == DG_ECONFLICT) dg_problem(r, 409, NULL, "key %lld is the last admin key; create another admin key first", id);
@@ -127,7 +310,7 @@ static int tokens_revoke(dg_req_t *r) {
     return 0;
   }
   dg_alive_invalidate(r->app->alive);
-  dg_log_info("token %.71s revoked by %s", jti, r->who.user);
+  dg_audit(r, "token.revoke", "jti %.71s", jti);
   dg_reply_empty(r, 204);
   return 0;
 }
@@ -137,5 +320,6 @@ const dg_route_t dg_routes_keys[] = {
     {"POST", "/admin/keys", DG_ROLE_ADMIN, keys_create, 1},
     {"GET", "/admin/keys", DG_ROLE_ADMIN, keys_list, 0},
     {"DELETE", "/admin/keys/:id", DG_ROLE_ADMIN, keys_delete, 0},
+    {"GET", "/admin/audit", DG_ROLE_ADMIN, audit_list, 0},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0},
 };

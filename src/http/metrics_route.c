@@ -3,11 +3,18 @@
  */
 #include <ulfius.h>
 
+#include "dg/auth.h"
 #include "dg/buf.h"
 #include "dg/http.h"
 #include "dg/metrics.h"
 
 static int metrics_get(dg_req_t *r) {
+  /* The figures span every table (row counts, per-table series): a key
+   * limited to some tables gets none of them. */
+  if (r->who.tables[0] != '\0') {
+    dg_problem(r, 403, NULL, "/metrics covers every table; this key is limited to some");
+    return 0;
+  }
   dg_buf_t out;
   dg_buf_init(&out);
   dg_metrics_render(r->app->metrics, r->app, &out);

@@ -90,6 +90,12 @@ static dg_tabledef_t *table_or_problem(dg_req_t *r) {
     dg_problem(r, 400, NULL, "'%.80s' is not a valid table name", name ? name : "");
     return NULL;
   }
+  if (!dg_principal_can(&r->who, name)) {
+    /* Decided before the catalog is asked: a scoped key learns nothing of
+     * the other tables, not even whether they exist. */
+    dg_problem(r, 403, NULL, "this key is limited to other tables than '%s'", name);
+    return NULL;
+  }
   dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
   if (t == NULL) dg_problem(r, 404, NULL, "table '%s' does not exist", name);
   return t;
@@ -192,6 +198,7 @@ static int tables_list(dg_req_t *r) {
   dg_jsonw_key(&w, "tables");
   dg_jsonw_arr(&w);
   for (size_t i = 0; i < n; i++) {
+    if (!dg_principal_can(&r->who, names[i])) continue; /* a scoped key sees its tables */
     dg_tabledef_t *t = dg_catalog_table(r->app->catalog, names[i]);
     int64_t count;
     char why[256];

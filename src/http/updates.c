@@ -157,6 +157,8 @@ typedef struct {
   int64_t limit;        /* 1..LIMIT_MAX                             */
   int64_t wait_ms;      /* 0..WAIT_MAX_MS                           */
   const char *table;    /* filter, or NULL (borrowed from the query) */
+  const char *scope;    /* a scoped key's ",a,b,", or NULL (borrowed) */
+  int filtering;        /* table or scope: entries may be skipped     */
 } params_t;
 
 static int params_or_problem(dg_req_t *r, params_t *p) {
@@ -178,6 +180,13 @@ static int params_or_problem(dg_req_t *r, params_t *p) {
     dg_problem(r, 400, NULL, "'%.80s' is not a valid table name", p->table);
     return DG_EINVAL;
   }
+  /* A key limited to some tables sees only the updates within them. */
+  p->scope = r->who.tables[0] ? r->who.tables : NULL;
+  if (p->table && !dg_principal_can(&r->who, p->table)) {
+    dg_problem(r, 403, NULL, "this key is limited to other tables than '%s'", p->table);
+    return DG_EINVAL;
+  }
+  p->filtering = p->table != NULL || p->scope != NULL;
   s = dg_query(r, "since");
   if (s == NULL || *s == '\0' || strcmp(s, "0") == 0) {
     p->since_kind = SINCE_OLDEST;
@@ -319,6 +328,7 @@ static size_t consume(scan_t *s, const redisReply *rep) {
       continue;
     }
     if (s->p->table && !matches_table(res.ptr, res.len, s->p->table)) continue;
+    if (s->p->scope && !dg_update_within(res.ptr, res.len, s->p->scope)) continue;
     dg_jsonw_raw(&s->w, res.ptr, res.len);
     if (++s->matched == s->p->limit || s->body.len >= s->r->app->cfg->page_bytes) s->stop = 1;
   }
@@ -372,7 +382,7 @@ static const char *reply_error(const redisReply *rep) {
 static int scan(scan_t *s, redisReply *first) {
   const params_t *p = s->p;
   int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
-  int64_t batch = p->table ? FILTER_BATCH : p->limit;
+  int64_t batch = p->filtering ? FILTER_BATCH : p->limit;
   if (batch > REDIS_BATCH) batch = REDIS_BATCH;
   redisReply *rep = first;
   int may_block = 0; /* the stream had nothing more: the next read blocks */
@@ -399,7 +409,7 @@ static int scan(scan_t *s, redisReply *first) {
     if (s->stop || s->scanned >= SCAN_MAX) return 0;
     /* Unfiltered: what came is the answer, unless a full batch says more
      * may follow right behind (a limit above REDIS_BATCH). */
-    if (seen > 0 && !p->table && (int64_t)seen < batch) return 0;
+    if (seen > 0 && !p->filtering && (int64_t)seen < batch) return 0;
     if ((int64_t)seen == batch) {
       may_block = 0; /* filtered: there may be more right behind */
       continue;
@@ -449,7 +459,7 @@ static int xinfo_run(void *arg, void *result) {
  * entry (one batch is the answer); filtered, the first match or the scan
  * budget; either, the limit. */
 static int ring_done(const params_t *p, const dg_ring_read_t *rd) {
-  return rd->matched > 0 || (!p->table && rd->scanned > 0) || rd->scanned >= rd->scan_max;
+  return rd->matched > 0 || (!p->filtering && rd->scanned > 0) || rd->scanned >= rd->scan_max;
 }
 
 /* Outcome of serve_from_ring. */
@@ -472,9 +482,10 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   memset(&rd, 0, sizeof rd);
   rd.cursor = s->cursor;
   rd.table = p->table;
+  rd.scope = p->scope;
   rd.limit = (size_t)p->limit;
-  rd.scan_max = p->table ? SCAN_MAX : (size_t)p->limit;
-  rd.any_entry = p->table == NULL; /* ring_done's rule */
+  rd.scan_max = p->filtering ? SCAN_MAX : (size_t)p->limit;
+  rd.any_entry = !p->filtering; /* ring_done's rule */
   rd.max_bytes = app->cfg->page_bytes;
   rd.out = s->hits;
   *rc = 0;
@@ -611,7 +622,7 @@ static int get_updates(dg_req_t *r) {
     redisReply *first = NULL;
     if (path == RING_FALLBACK && p.since_kind == SINCE_ID) {
       /* First round trip: check 410 and read the first batch. */
-      int64_t batch = p.table ? FILTER_BATCH : p.limit;
+      int64_t batch = p.filtering ? FILTER_BATCH : p.limit;
       if (batch > REDIS_BATCH) batch = REDIS_BATCH; /* as scan() reads on */
       dg_redis_xid_format(p.since, idbuf, sizeof idbuf);
       snprintf(cnt, sizeof cnt, "%lld", (long long)batch);
@@ -706,6 +717,28 @@ static int update_changes(dg_req_t *r) {
       " WHERE l.ms = $1 AND l.seq = $2 AND c.column_name IS NOT NULL"
       " AND NOT (l.old_num IS NULL AND l.new_num IS NULL AND coalesce(l.old_text, '') IN ('held', 'free')"
       " AND coalesce(l.new_text, '') IN ('held', 'free') AND c.scale > 0)";
+  if (r->who.tables[0] != '\0') {
+    /* A scoped key sees an update's changes only when they are all within
+     * its tables, as with its events. */
+    char ssql[768];
+    snprintf(ssql, sizeof ssql, "SELECT count(*)%s AND strpos($3, ',' || c.table_name || ',') = 0", where);
+    duckdb_prepared_statement sc = NULL;
+    duckdb_result sres;
+    int64_t outside = -1;
+    if (duckdb_prepare(c, ssql, &sc) == DuckDBSuccess) {
+      duckdb_bind_int64(sc, 1, (int64_t)id.ms);
+      duckdb_bind_int64(sc, 2, (int64_t)id.seq);
+      duckdb_bind_varchar(sc, 3, r->who.tables);
+      if (duckdb_execute_prepared(sc, &sres) == DuckDBSuccess) outside = duckdb_value_int64(&sres, 0, 0);
+      duckdb_destroy_result(&sres);
+    }
+    duckdb_destroy_prepare(&sc);
+    if (outside != 0) {
+      if (outside < 0) dg_problem(r, 503, NULL, "the audit log cannot be read");
+      else dg_problem(r, 403, NULL, "update %s also changes tables outside this key's scope", uid);
+      return 0;
+    }
+  }
   char sql[1024];
   duckdb_prepared_statement st = NULL, cnt = NULL;
   duckdb_result res, total;

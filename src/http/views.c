@@ -40,6 +40,7 @@
 #include "dg/http.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
+#include "dg/views.h"
 
 /* Rows per page unless the client asks otherwise. */
 #define VIEW_LIMIT_DEFAULT 100
@@ -259,6 +260,48 @@ static void put_value(dg_jsonw_t *w, const vcol_t *col, idx_t i) {
 /* Routes                                                                    */
 /* ======================================================================= */
 
+/* The SQL of view name into a fresh string (dg_free), or NULL. */
+static char *view_sql(duckdb_connection c, const char *name) {
+  duckdb_prepared_statement st = NULL;
+  char *out = NULL;
+  if (duckdb_prepare(c, "SELECT sql FROM dg.views WHERE name = $1", &st) == DuckDBSuccess) {
+    duckdb_bind_varchar(st, 1, name);
+    duckdb_result res;
+    if (duckdb_execute_prepared(st, &res) == DuckDBSuccess && duckdb_row_count(&res) == 1) {
+      char *v = duckdb_value_varchar(&res, 0, 0);
+      out = v ? dg_strdup(v) : NULL;
+      duckdb_free(v);
+    }
+    duckdb_destroy_result(&res);
+  }
+  duckdb_destroy_prepare(&st);
+  return out;
+}
+
+/* Key scopes: may this caller see a view whose SQL is sql? Yes when every
+ * table it reads is in the caller's scope, a view it reads counting by the
+ * tables that view reads in turn (views nest a few levels at most; past
+ * VIEW_SCOPE_DEPTH the answer is no). An unscoped caller sees every view. */
+#define VIEW_SCOPE_DEPTH 8
+static int view_in_scope(duckdb_connection c, const dg_principal_t *who, const char *sql, int depth) {
+  if (who->tables[0] == '\0') return 1;
+  char reads[DG_SCOPE_MAX];
+  if (sql == NULL || depth > VIEW_SCOPE_DEPTH || dg_view_sql_reads(c, sql, reads, sizeof reads) != 0) return 0;
+  int ok = 1;
+  for (char *p = reads + 1; ok && *p; ) {
+    char *end = strchr(p, ',');
+    if (end == NULL) break;
+    *end = '\0';
+    if (!dg_principal_can(who, p)) {
+      char *inner = view_sql(c, p); /* not a table in scope: a view within it? */
+      ok = inner != NULL && view_in_scope(c, who, inner, depth + 1);
+      dg_free(inner);
+    }
+    p = end + 1;
+  }
+  return ok;
+}
+
 static int views_list(dg_req_t *r) {
   if (dg_read_consistent_or_problem(r) != 0) return 0;
   duckdb_connection c = conn_or_problem(r);
@@ -283,6 +326,12 @@ static int views_list(dg_req_t *r) {
     duckdb_string_t *names = duckdb_vector_get_data(duckdb_data_chunk_get_vector(chunk, 0));
     duckdb_string_t *sqls = duckdb_vector_get_data(duckdb_data_chunk_get_vector(chunk, 1));
     for (idx_t i = 0; i < n; i++) {
+      if (r->who.tables[0] != '\0') { /* a scoped key lists the views within its tables */
+        char *sql = dg_strndup(duckdb_string_t_data(&sqls[i]), duckdb_string_t_length(sqls[i]));
+        int in = view_in_scope(c, &r->who, sql, 0);
+        dg_free(sql);
+        if (!in) continue;
+      }
       dg_jsonw_obj(&w);
       dg_jsonw_key(&w, "name");
       dg_jsonw_strn(&w, duckdb_string_t_data(&names[i]), duckdb_string_t_length(names[i]));
@@ -474,6 +523,11 @@ static int view_get(dg_req_t *r) {
   if (exists < 0) {
     dg_problem(r, 500, NULL, "reading the view catalog failed");
     return 0;
+  }
+  if (exists && r->who.tables[0] != '\0') { /* outside a key's scope: as if absent */
+    char *sql = view_sql(c, name);
+    exists = view_in_scope(c, &r->who, sql, 0);
+    dg_free(sql);
   }
   if (!exists) {
     dg_problem(r, 404, NULL, "view '%s' does not exist", name);

@@ -40,6 +40,7 @@
  */
 #include "dg/views.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -424,7 +425,11 @@ static int check_bound(duckdb_connection c, duckdb_extracted_statements ex, char
   return rc;
 }
 
-int dg_view_sql_check(duckdb_connection c, const char *sql, char *err, size_t errcap) {
+/* The check; with reads != NULL, also the names read as ",a,b," (lower
+ * case; empty when the walk failed). bind = 0 skips steps 3 and 4. */
+static int check_sql(duckdb_connection c, const char *sql, char *err, size_t errcap, char *reads,
+                     size_t readcap, int bind) {
+  if (reads && readcap) reads[0] = '\0';
   if (err && errcap) err[0] = '\0';
   if (sql == NULL || sql[strspn(sql, " \t\r\n")] == '\0') {
     set_reason(err, errcap, "the SQL is empty");
@@ -474,12 +479,36 @@ int dg_view_sql_check(duckdb_connection c, const char *sql, char *err, size_t er
     }
   }
 
+  if (rc == 0 && reads && readcap > 1) {
+    size_t o = 0;
+    reads[o++] = ',';
+    for (size_t i = 0; i < w->nrefs && rc == 0; i++) {
+      size_t n = strlen(w->refs[i]);
+      if (o + n + 2 > readcap) {
+        rc = DG_EINVAL;
+        set_reason(err, errcap, "the query reads too many tables");
+        break;
+      }
+      for (size_t k = 0; k < n; k++) reads[o++] = (char)tolower((unsigned char)w->refs[i][k]);
+      reads[o++] = ',';
+    }
+    reads[rc == 0 ? o : 0] = '\0';
+  }
   /* 3. Every name read is the grid's; 4. it binds, as a SELECT. */
-  if (rc == 0) rc = check_refs(c, w, err, errcap);
-  if (rc == 0) rc = check_bound(c, ex, err, errcap);
+  if (rc == 0 && bind) rc = check_refs(c, w, err, errcap);
+  if (rc == 0 && bind) rc = check_bound(c, ex, err, errcap);
 
   dg_free(w);
   json_decref(tree); /* the refs borrowed from it are not used after here */
   duckdb_destroy_extracted(&ex);
   return rc;
+}
+
+int dg_view_sql_check(duckdb_connection c, const char *sql, char *err, size_t errcap) {
+  return check_sql(c, sql, err, errcap, NULL, 0, 1);
+}
+
+int dg_view_sql_reads(duckdb_connection c, const char *sql, char *reads, size_t cap) {
+  char err[256];
+  return check_sql(c, sql, err, sizeof err, reads, cap, 0);
 }

@@ -465,6 +465,12 @@ static dg_tabledef_t *table_or_problem(dg_req_t *r, const char *name) {
                name ? name : "");
     return NULL;
   }
+  if (!dg_principal_can(&r->who, name)) {
+    /* Decided before the catalog is asked: a scoped key learns nothing of
+     * the other tables, not even whether they exist. */
+    dg_problem(r, 403, NULL, "this key is limited to other tables than '%s'", name);
+    return NULL;
+  }
   dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
   if (t == NULL) dg_problem(r, 404, NULL, "table '%s' does not exist", name);
   return t;

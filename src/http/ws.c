@@ -113,6 +113,10 @@ static void subscribe(ws_t *w, struct _websocket_manager *wsm, json_t *msg) {
       send_error(wsm, 400, "tables holds an invalid table name");
       return;
     }
+    if (!dg_principal_can(&w->who, names[i])) {
+      send_error(wsm, 403, "tables holds a table outside this key's scope");
+      return;
+    }
   }
   dg_sub_set_tables(w->app->hub, w->sub, names, json_array_size(tables), 0);
   send_json(wsm, json_pack("{s:s,s:O}", "type", "subscribed", "tables", tables));
@@ -254,7 +258,7 @@ static int ws_get(dg_req_t *r) {
   w->app = r->app;
   w->who = r->who;
   /* Nothing until the client subscribes. */
-  w->sub = dg_hub_subscribe(r->app->hub, NULL, 0, r->app->cfg->client_buffer);
+  w->sub = dg_hub_subscribe_scoped(r->app->hub, NULL, 0, r->app->cfg->client_buffer, r->who.tables);
   dg_sub_set_tables(r->app->hub, w->sub, NULL, 0, 0);
   if (ulfius_set_websocket_response(r->resp, NULL, NULL, manage, w, on_message, w, on_close, w) != U_OK) {
     dg_hub_unsubscribe(r->app->hub, w->sub);

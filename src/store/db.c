@@ -159,6 +159,20 @@ static const char *const migrations[] = {
     "  jti VARCHAR PRIMARY KEY,"
     "  revoked_by VARCHAR NOT NULL,"
     "  revoked_at TIMESTAMP NOT NULL DEFAULT current_timestamp);",
+    /* 8: key scopes and expiry (POST /admin/keys "tables", "expires_at"),
+     * and the admin audit log (GET /admin/audit). A key without a row in
+     * key_scopes reaches every table and never expires. */
+    "CREATE TABLE dg.key_scopes ("
+    "  key_id BIGINT PRIMARY KEY,"
+    "  tables VARCHAR,"      /* ",a,b," or NULL: every table      */
+    "  expires_s BIGINT);"   /* seconds since the epoch, or NULL  */
+    "CREATE SEQUENCE dg.admin_audit_seq START 1;"
+    "CREATE TABLE dg.admin_audit ("
+    "  id BIGINT PRIMARY KEY,"
+    "  done_at TIMESTAMP NOT NULL DEFAULT current_timestamp,"
+    "  actor VARCHAR NOT NULL,"
+    "  action VARCHAR NOT NULL,"
+    "  detail VARCHAR NOT NULL);",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

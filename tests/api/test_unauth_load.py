@@ -43,3 +43,33 @@ def test_unknown_keys_are_refused_from_a_negative_cache(server):
     text = server.get("/metrics").text
     m = re.search(r"^duckgrid_auth_unknown_key_cache_hits_total (\d+)$", text, re.M)
     assert m and int(m.group(1)) >= 29, text[-2000:]
+
+
+def test_requests_per_ip_are_rate_limited_before_auth(make_server):
+    """A burst over DUCKGRID_IP_RATE is 429 with Retry-After, decided
+    before the key is looked at: made-up keys then cost no HMAC or cache
+    lookup (the negative-cache counter does not move), and a good key from
+    the same address is refused too until a token is back."""
+    s = make_server(env={"DUCKGRID_IP_RATE": "2", "DUCKGRID_IP_BURST": "5"}).start()
+    time.sleep(3)  # the health polls of start() took tokens; let the bucket refill
+    bad = {"Authorization": "Bearer dg_not-a-key-" + "y" * 30}
+    codes = []
+    with requests.Session() as sess:
+        for _ in range(12):
+            codes.append(sess.get(s.base + "/tables", headers=bad, timeout=5).status_code)
+        limited = sess.get(s.base + "/tables", headers=s.headers(), timeout=5)
+    assert codes[0] == 401 and codes.count(429) >= 5, codes
+    assert limited.status_code == 429, limited.text
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.headers["Content-Type"].startswith("application/problem+json")
+    time.sleep(2.5)
+    m = s.get("/metrics")
+    assert m.status_code == 200, m.text
+    hits = re.search(r"^duckgrid_auth_unknown_key_cache_hits_total (\d+)$", m.text, re.M)
+    assert hits and int(hits.group(1)) <= 5, hits  # only the requests let through reached auth
+
+
+def test_the_ip_rate_is_on_by_default():
+    out = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True).stdout + \
+        subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout
+    assert re.search(r"DUCKGRID_IP_RATE .*default 2000", out), out

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -217,9 +218,44 @@ static void test_threads_check_while_deleting(void **state) {
     assert_int_equal(dg_auth_check(f->auth, s.keys[j], DG_KEY_LEN, &pr), j < KEPT ? 0 : DG_EAUTH);
 }
 
+/* Key scopes and expiry (issue 14, item 9): a scope set after creation is
+ * seen at once although the key was cached; an expired key is refused like
+ * an unknown one; dg_principal_can matches whole names only. */
+static void test_scope_and_expiry(void **state) {
+  fx_t *f = *state;
+  dg_principal_t p;
+  char key[DG_KEY_LEN + 1];
+  int64_t id = 0;
+  assert_int_equal(dg_auth_key_create(f->auth, "scoped", DG_ROLE_WRITE, key, &id), 0);
+  assert_int_equal(dg_auth_check(f->auth, key, strlen(key), &p), 0);
+  assert_true(dg_principal_can(&p, "anything"));
+  assert_int_equal(dg_auth_key_scope(f->auth, id, ",sales,sales_eu,", 0), 0);
+  assert_int_equal(dg_auth_check(f->auth, key, strlen(key), &p), 0);
+  assert_string_equal(p.tables, ",sales,sales_eu,");
+  assert_int_equal(p.expires_s, 0);
+  assert_true(dg_principal_can(&p, "sales"));
+  assert_true(dg_principal_can(&p, "sales_eu"));
+  assert_false(dg_principal_can(&p, "sale"));
+  assert_false(dg_principal_can(&p, "eu"));
+  assert_false(dg_principal_can(&p, "costs"));
+  assert_false(dg_principal_can(&p, NULL));
+
+  int64_t soon = (int64_t)time(NULL) + 2; /* at least a second away */
+  assert_int_equal(dg_auth_key_scope(f->auth, id, NULL, soon), 0);
+  assert_int_equal(dg_auth_check(f->auth, key, strlen(key), &p), 0);
+  assert_int_equal(p.expires_s, soon);
+  assert_string_equal(p.tables, "");
+  for (int i = 0; i < 60 && time(NULL) < soon; i++) usleep(50000);
+  assert_int_equal(dg_auth_check(f->auth, key, strlen(key), &p), DG_EAUTH); /* from the cache */
+  dg_auth_invalidate(f->auth);
+  assert_int_equal(dg_auth_check(f->auth, key, strlen(key), &p), DG_EAUTH); /* from DuckDB */
+  assert_int_equal(dg_auth_key_delete(f->auth, id), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_create_check_delete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_scope_and_expiry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_check_while_deleting, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
