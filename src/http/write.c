@@ -1106,6 +1106,15 @@ static int revert_update(dg_req_t *r) {
       duckdb_free(o);
       duckdb_free(nw);
     }
+    if (tn && !dg_principal_can(&r->who, tn)) {
+      /* A key limited to some tables reverts only within them. */
+      dg_problem(r, 403, NULL, "update %s changed table '%s', and this key is limited to other tables", uid, tn);
+      duckdb_free(tn);
+      duckdb_free(cn);
+      duckdb_free(type);
+      json_decref(cells);
+      goto out;
+    }
     if (is_row || is_hold || type == NULL) {
       dg_problem(r, 400, NULL,
                  "update %s %s; only cell writes can be reverted (inserts, deletes, moves and holds not yet)", uid,

@@ -252,3 +252,22 @@ def test_duckdb_error_text_is_not_returned_to_read_users(ks):
     with open(ks.stdout_path, errors="replace") as f:
         logged += f.read()
     assert "v_bad" in logged and "Conversion" in logged
+
+
+def test_scoped_history_export_and_revert(ks):
+    """The planning routes (history, export, revert) keep to the key's tables."""
+    key = new_key(ks, "write", ["sales"])["key"]
+    other = ks.post("/update_cell", {"table": "costs", "row_id": 1, "column": "v", "value": 41})
+    assert other.status_code == 200, other.text
+    mine = ks.post("/update_cell", {"table": "sales", "row_id": 1, "column": "v", "value": 42}, key)
+    assert mine.status_code == 200, mine.text
+    assert ks.get("/tables/sales/rows/1/history", key).status_code == 200
+    assert ks.get("/tables/costs/rows/1/history", key).status_code == 403
+    assert ks.get("/tables/sales/export?format=csv", key).status_code == 200
+    assert ks.get("/tables/costs/export?format=csv", key).status_code == 403
+    r = ks.post(f"/updates/{other.json()['update_id']}/revert", {}, key)
+    assert r.status_code == 403, r.text
+    assert ks.get("/tables/costs/rows/1").json()["v"] == 41  # the refused revert changed nothing
+    r = ks.post(f"/updates/{mine.json()['update_id']}/revert", {}, key)
+    assert r.status_code == 200, r.text
+    assert ks.get("/tables/sales/rows/1").json()["v"] != 42
