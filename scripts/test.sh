@@ -40,7 +40,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "== unit tests (TSan build)"
 (cd "$BUILD_TSAN" && TSAN_OPTIONS=$TSAN_OPTS ctest --output-on-failure --timeout 600)
 
-echo "== fuzzing (libFuzzer, 10 s per target, from the committed corpus; `make fuzz` runs 10 min each)"
+echo "== fuzzing (libFuzzer, 10 s per target, from the committed corpus; make fuzz runs 10 min each)"
 FUZZ_FRESH=1 bash scripts/fuzz.sh 10
 
 echo "== API and property tests (release build)"
