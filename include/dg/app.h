@@ -27,6 +27,8 @@ typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
   DG_MANAGER_STANDBY = 1, /* waiting for the lease               */
   DG_MANAGER_LEADER = 2,  /* holds the lease and applies writes  */
+  DG_MANAGER_FOLLOWER = 3,/* applies the log behind the leader: a read
+                             replica and hot standby (DUCKGRID_ROLE)    */
 } dg_manager_state_t;
 
 typedef struct dg_app_s {
@@ -49,6 +51,8 @@ typedef struct dg_app_s {
   char lease_key[128];              /* "<prefix>duckgrid:manager"        */
   atomic_int manager_state;         /* dg_manager_state_t                */
   atomic_long lag;                  /* requests waiting for the manager  */
+  atomic_long lag_ms;               /* follower: stream time behind the log's top */
+  atomic_int diverged;              /* follower: its outcome differed from the leader's */
   atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
   struct dg_progress_s *progress;   /* published / persisted update ids  */
   atomic_int manager_broken;        /* DuckDB kept failing: not leading  */

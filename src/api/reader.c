@@ -32,6 +32,7 @@
 #include "dg/hub.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
+#include "dg/progress.h"
 #include "dg/waiters.h"
 
 /* How long one XREAD blocks: bounds how long dg_reader_stop waits. */
@@ -313,6 +314,12 @@ static void *run(void *arg) {
         snprintf(rd->last_id, sizeof rd->last_id, "%.*s", (int)e.id.len, e.id.ptr);
         dg_redis_xid_t xid;
         if (dg_redis_xid_parse(e.id.ptr, e.id.len, &xid) != 0) continue;
+        /* On a follower the published mark follows the leader's outcomes:
+         * a read that arrives after one of them (a sync write answered
+         * here, an event seen) waits until this node has applied and
+         * persisted it (consistency.c). The leader's manager raised it. */
+        if (atomic_load(&rd->app->manager_state) == DG_MANAGER_FOLLOWER && rd->app->progress)
+          dg_progress_published(rd->app->progress, xid);
         pthread_mutex_lock(&rd->feed_lock);
         /* The manager may have handed it over already. */
         if (!rd->fed_valid || dg_redis_xid_cmp(xid, rd->fed) > 0) {

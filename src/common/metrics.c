@@ -144,6 +144,16 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "# HELP duckgrid_manager_leader 1 when this process's manager holds the lease.\n"
                 "# TYPE duckgrid_manager_leader gauge\nduckgrid_manager_leader %d\n",
                 atomic_load(&app->manager_state) == DG_MANAGER_LEADER);
+  dg_buf_printf(out,
+                "# HELP duckgrid_manager_follower 1 when this process follows the leader (a read replica).\n"
+                "# TYPE duckgrid_manager_follower gauge\nduckgrid_manager_follower %d\n"
+                "# HELP duckgrid_follower_lag_ms Stream time between the newest request and the newest one "
+                "this node applied.\n"
+                "# TYPE duckgrid_follower_lag_ms gauge\nduckgrid_follower_lag_ms %ld\n"
+                "# HELP duckgrid_follower_diverged 1 when this follower's outcome differed from the leader's.\n"
+                "# TYPE duckgrid_follower_diverged gauge\nduckgrid_follower_diverged %d\n",
+                atomic_load(&app->manager_state) == DG_MANAGER_FOLLOWER, atomic_load(&app->lag_ms),
+                atomic_load(&app->diverged));
   dg_buf_puts(out, "# HELP duckgrid_batch_size Requests applied per DuckDB transaction.\n"
                    "# TYPE duckgrid_batch_size histogram\n");
   unsigned long long cum = 0;

@@ -8,12 +8,14 @@
 #include <string.h>
 
 #include "dg/http.h"
+#include "dg/progress.h"
 #include "dg/redis_pool.h"
 
 static const char *manager_name(int s) {
   switch (s) {
     case DG_MANAGER_LEADER: return "leader";
     case DG_MANAGER_STANDBY: return "standby";
+    case DG_MANAGER_FOLLOWER: return "follower";
     default: return "off";
   }
 }
@@ -26,11 +28,23 @@ static int health_get(dg_req_t *r) {
   int duck_ok = dg_db_ping(app->db) == 0;
   /* DuckDB answers but keeps failing to persist: the manager stood down. */
   if (atomic_load(&app->manager_broken)) duck_ok = 0;
-  int ok = redis_ok && duck_ok && !atomic_load(&app->stopping);
-  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:I}", "status", ok ? "ok" : "degraded", "redis",
+  int diverged = atomic_load(&app->diverged);
+  int ok = redis_ok && duck_ok && !diverged && !atomic_load(&app->stopping);
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I}", "status", ok ? "ok" : "degraded", "redis",
                            redis_ok ? "ok" : "down", "duckdb", duck_ok ? "ok" : "down", "manager",
-                           manager_name(atomic_load(&app->manager_state)), "lag",
-                           (json_int_t)atomic_load(&app->lag));
+                           diverged ? "diverged" : manager_name(atomic_load(&app->manager_state)), "lag",
+                           (json_int_t)atomic_load(&app->lag), "lag_ms", (json_int_t)atomic_load(&app->lag_ms));
+  if (app->progress) {
+    /* What reads on this node reflect (persisted) and what it has seen
+     * published: the applied id of API v1.1's X-Duckgrid-Applied. */
+    dg_redis_xid_t pub, per;
+    char a[DG_REDIS_XID_BUFSZ], b[DG_REDIS_XID_BUFSZ];
+    dg_progress_get(app->progress, &pub, &per);
+    dg_redis_xid_format(per, a, sizeof a);
+    dg_redis_xid_format(pub, b, sizeof b);
+    json_object_set_new(body, "applied", json_string(a));
+    json_object_set_new(body, "published", json_string(b));
+  }
   dg_reply_json(r, ok ? 200 : 503, body);
   return 0;
 }

@@ -80,6 +80,13 @@ typedef struct midem_s {
   size_t cap, count;       /* cap a power of two                              */
 } midem_t;
 
+/* A follower's outcome waiting to be compared with the leader's. */
+typedef struct mverify_s {
+  dg_redis_xid_t id;
+  uint64_t hash;           /* FNV-1a of the outcome bytes                     */
+  uint8_t duplicate;       /* no outcome (a repeated request_id)              */
+} mverify_t;
+
 /* One request of a batch, from stream entry to outcome. */
 typedef struct mreq_s {
   char stream_id[DG_REDIS_XID_BUFSZ];
@@ -155,6 +162,26 @@ struct dg_manager_s {
   dg_redis_t *redis;             /* the manager's own connection              */
   duckdb_connection conn;        /* the manager's own DuckDB connection       */
   char consumer[64];             /* consumer name in the group                */
+  /* ---- followers and failover (see "Followers" in manager.c) ---- */
+  int role_follower;             /* DUCKGRID_ROLE=follower: never lead         */
+  atomic_int following;          /* state loaded, applying behind the leader   */
+  char fpos[DG_REDIS_XID_BUFSZ]; /* newest request applied in memory (either role) */
+  int64_t lease_ms;              /* lease length (DUCKGRID_LEASE_MS)           */
+  dg_redis_t *lredis;            /* the lease thread's connection              */
+  pthread_t lthread;             /* renews the lease while we hold it          */
+  atomic_int holding;            /* the lease thread renews while 1            */
+  atomic_int lease_lost;         /* the lease thread found it gone             */
+  atomic_int lstop;
+  struct mverify_s *vq;          /* follower: our outcomes, to compare ...     */
+  size_t vq_head, vq_n, vq_cap;  /* (a ring)                                   */
+  struct mverify_s *lq;          /* ... with the leader's, read from response_duck */
+  size_t lq_head, lq_n, lq_cap;
+  char rtop[DG_REDIS_XID_BUFSZ]; /* follower: newest leader outcome read        */
+  uint64_t verified, unverified; /* follower: outcomes compared / not comparable */
+  int64_t gap_logged_ms;
+  int claim_misses;              /* waits that saw requests the claim did not get */
+  char lease_base[80];           /* host:pid:start, after the epoch in the value */
+  pthread_mutex_t lease_lock;    /* lease_value, between the manager and the lease thread */
   char lease_value[96];          /* what we store in the lease key            */
   int leader;                    /* we hold the lease and state is loaded     */
   int64_t lease_renewed_ms;      /* when the lease was last set or renewed    */

@@ -65,7 +65,8 @@
  * The tail kept in memory is capped (tail_max requests): over it, the
  * manager stops reading request_duck until the persister catches up.
  *
- * Leadership: a lease key (SET NX PX), renewed every LEASE_RENEW_MS by a
+ * Leadership: a lease key (SET NX PX) with an epoch (see lease_acquire),
+ * renewed every quarter of DUCKGRID_LEASE_MS by the lease thread with a
  * compare-and-extend script; a manager that cannot renew stops writing and
  * becomes a standby. DuckDB itself allows one writing process per file, so
  * the lease mostly guards against a second process on another copy.
@@ -82,15 +83,22 @@
 #include "dg/common.h"
 #include "dg/db.h"
 #include "dg/entry_mac.h"
+#include "dg/hash.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
 #include "dg/metrics.h"
 #include "dg/progress.h"
 #include "internal.h"
 
-/* The lease outlives a renewal gap of several missed renewals. */
-#define LEASE_MS 10000
-#define LEASE_RENEW_MS 2000
+/* The lease (DUCKGRID_LEASE_MS) outlives three missed renewals; a
+ * follower takes it over about this long after the leader died. */
+#define LEASE_MS_DEFAULT 1500
+/* How long a follower's XREAD blocks: bounds how late it sees the lease
+ * lapse. */
+#define FOLLOW_BLOCK_MS 200
+/* Outcomes a follower keeps to compare with the leader's (a ring): past
+ * it the oldest go uncompared (the leader is far behind or gone). */
+#define VERIFY_MAX 200000
 /* How long XREADGROUP blocks: bounds how late a stop is noticed. */
 #define BLOCK_MS 500
 /* request_duck keeps applied requests for this long (replay, audit). */
@@ -160,35 +168,116 @@ static const char *RENEW_LUA =
 static const char *RELEASE_LUA =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+/* The lease value carries an epoch (INCR of <lease>:epoch at each
+ * acquisition): a fencing token. Publishing and claiming requests run in
+ * scripts that first compare the lease with our value, so a leader that was
+ * paused past its lease (SIGSTOP, a long GC-like stall, a partition) and
+ * resumes cannot write a single outcome: Redis refuses it (NOTLEADER). */
 static int lease_acquire(dg_manager_t *m) {
-  char ms[16];
-  snprintf(ms, sizeof ms, "%d", LEASE_MS);
-  const char *argv[] = {"SET", m->app->lease_key, m->lease_value, "NX", "PX", ms};
+  char ms[24], ekey[160];
+  snprintf(ms, sizeof ms, "%lld", (long long)m->lease_ms);
+  /* Cheap check first: a follower polls this every FOLLOW_BLOCK_MS. */
+  const char *get[] = {"GET", m->app->lease_key};
+  redisReply *cur = cmd(m, 2, get);
+  if (cur == NULL) return 0;
+  int held = cur->type == REDIS_REPLY_STRING;
+  int ours = held && strcmp(cur->str, m->lease_value) == 0;
+  freeReplyObject(cur);
+  if (ours) {
+    m->lease_renewed_ms = now_ms();
+    atomic_store(&m->lease_lost, 0);
+    atomic_store(&m->holding, 1);
+    return 1;
+  }
+  if (held) return 0;
+  snprintf(ekey, sizeof ekey, "%s:epoch", m->app->lease_key);
+  const char *incr[] = {"INCR", ekey};
+  redisReply *e = cmd(m, 2, incr);
+  if (e == NULL) return 0;
+  long long epoch = e->type == REDIS_REPLY_INTEGER ? e->integer : 0;
+  freeReplyObject(e);
+  char value[sizeof m->lease_value];
+  snprintf(value, sizeof value, "e%lld:%s", epoch, m->lease_base);
+  const char *argv[] = {"SET", m->app->lease_key, value, "NX", "PX", ms};
   redisReply *rep = cmd(m, 6, argv);
   int ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0;
   if (rep) freeReplyObject(rep);
-  if (ok) m->lease_renewed_ms = now_ms();
+  if (ok) {
+    pthread_mutex_lock(&m->lease_lock);
+    memcpy(m->lease_value, value, sizeof value);
+    pthread_mutex_unlock(&m->lease_lock);
+    m->lease_renewed_ms = now_ms();
+    atomic_store(&m->lease_lost, 0);
+    atomic_store(&m->holding, 1);
+  }
   return ok;
 }
 
 /* 1 renewed, 0 lost, -1 Redis unreachable (keep going until the lease would lapse). */
-static int lease_renew(dg_manager_t *m) {
-  char ms[16];
-  snprintf(ms, sizeof ms, "%d", LEASE_MS);
-  const char *argv[] = {"EVAL", RENEW_LUA, "1", m->app->lease_key, m->lease_value, ms};
-  redisReply *rep = cmd(m, 6, argv);
-  if (rep == NULL) return -1;
+static int lease_renew(dg_manager_t *m, dg_redis_t *conn, const char *value) {
+  char ms[24];
+  snprintf(ms, sizeof ms, "%lld", (long long)m->lease_ms);
+  const char *argv[] = {"EVAL", RENEW_LUA, "1", m->app->lease_key, value, ms};
+  redisReply *rep = NULL;
+  if (dg_redis_command(conn, 6, argv, NULL, &rep) != 0) return -1;
   int ok = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
   freeReplyObject(rep);
-  if (ok) m->lease_renewed_ms = now_ms();
   return ok;
 }
 
 static void lease_release(dg_manager_t *m) {
+  atomic_store(&m->holding, 0);
   const char *argv[] = {"EVAL", RELEASE_LUA, "1", m->app->lease_key, m->lease_value};
   redisReply *rep = cmd(m, 5, argv);
   if (rep) freeReplyObject(rep);
 }
+
+/* The lease thread: renews every lease/4 while the manager holds it, on
+ * its own connection, so a long batch (a million-cell spread) never lets
+ * the lease lapse. It only raises lease_lost; the manager steps down. */
+static void *lease_run(void *arg) {
+  dg_manager_t *m = arg;
+  pthread_setname_np(pthread_self(), "dg-lease");
+  int64_t renewed = now_ms();
+  while (!atomic_load(&m->lstop)) {
+    usleep((useconds_t)(m->lease_ms / 4) * 1000);
+    if (!atomic_load(&m->holding)) {
+      renewed = now_ms();
+      continue;
+    }
+    char value[sizeof m->lease_value];
+    pthread_mutex_lock(&m->lease_lock);
+    memcpy(value, m->lease_value, sizeof value);
+    pthread_mutex_unlock(&m->lease_lock);
+    int r = lease_renew(m, m->lredis, value);
+    if (r == 1) renewed = now_ms();
+    if (atomic_load(&m->holding) && (r == 0 || (r < 0 && now_ms() - renewed >= m->lease_ms)))
+      atomic_store(&m->lease_lost, 1);
+  }
+  return NULL;
+}
+
+/* Requests for the leader, fenced: the claim (a non-blocking XREADGROUP)
+ * runs only while the lease is ours. */
+static const char *CLAIM_LUA =
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then "
+    "return redis.error_reply('NOTLEADER this node no longer holds the manager lease') end "
+    "return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS', KEYS[2], '>')";
+
+/* Outcomes, fenced: ARGV = lease value, maxlen, then (id, res, mac) per
+ * outcome. Answers per outcome 1 (added), 2 (there already: "equal or
+ * smaller") or the error text. */
+static const char *PUBLISH_LUA =
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then "
+    "return redis.error_reply('NOTLEADER this node no longer holds the manager lease') end "
+    "local out = {} "
+    "for i = 3, #ARGV, 3 do "
+    "local r = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[i], 'res', ARGV[i + 1], 'mac', ARGV[i + 2]) "
+    "if type(r) == 'table' and r.err then "
+    "if string.find(r.err, 'equal or smaller', 1, true) then out[#out + 1] = 2 else out[#out + 1] = r.err end "
+    "else out[#out + 1] = 1 end "
+    "end "
+    "return out";
 
 /* ---- batch bookkeeping -------------------------------------------------------------- */
 
@@ -257,7 +346,9 @@ static void xack(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_BUFSZ]
 static void persisted(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_BUFSZ], size_t n,
                       int64_t took_us) {
   if (n == 0) return;
-  xack(m, r, ids, n);
+  /* A follower is not in the consumer group's business: the pending list
+   * is the leader's unpersisted tail. */
+  if (!atomic_load(&m->following)) xack(m, r, ids, n);
   dg_redis_xid_t last;
   if (dg_redis_xid_parse(ids[n - 1], strlen(ids[n - 1]), &last) == 0) dg_progress_persisted(m->app->progress, last);
   dg_metrics_batch(m->app->metrics, n, took_us);
@@ -366,6 +457,8 @@ static int drain(dg_manager_t *m) {
 static void step_down(dg_manager_t *m, const char *why) {
   dg_log_warn("manager: standing by: %s", why);
   m->leader = 0;
+  atomic_store(&m->following, 0);
+  atomic_store(&m->holding, 0);
   atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
   pthread_mutex_lock(&m->conn_lock); /* waits out a persist under way */
   pthread_mutex_lock(&m->state_lock);
@@ -379,12 +472,60 @@ static void step_down(dg_manager_t *m, const char *why) {
 
 static char maxlen_arg[24];
 
-/* XADDs each outcome under its request's id (pipelined). r->published is
- * set for each XADD Redis took (a refusal as "equal or smaller" means an
- * earlier run published it). DG_EIO when Redis failed. */
+/* A ring of outcome digests (a follower's own, and the leader's). Past
+ * VERIFY_MAX the oldest goes uncompared (the other side is far behind). */
+static void vq_push(mverify_t **q, size_t *head, size_t *n, size_t *cap, dg_redis_xid_t id, const char *res,
+                    size_t len) {
+  if (*cap == 0) {
+    *cap = 1024;
+    *q = dg_calloc(*cap, sizeof **q);
+  }
+  if (*n == *cap) {
+    if (*cap < VERIFY_MAX) {
+      size_t ncap = *cap * 2;
+      mverify_t *nq = dg_calloc(ncap, sizeof *nq);
+      for (size_t i = 0; i < *n; i++) nq[i] = (*q)[(*head + i) % *cap];
+      dg_free(*q);
+      *q = nq;
+      *cap = ncap;
+      *head = 0;
+    } else {
+      *head = (*head + 1) % *cap;
+      (*n)--;
+    }
+  }
+  mverify_t *v = &(*q)[(*head + *n) % *cap];
+  memset(v, 0, sizeof *v);
+  v->id = id;
+  v->duplicate = res == NULL;
+  if (res) v->hash = dg_fnv1a64(res, len);
+  (*n)++;
+}
+
+/* A follower does not publish: it keeps each outcome's digest to compare
+ * with the leader's (verify). */
+static void verify_push(dg_manager_t *m, const mreq_t *r) {
+  dg_redis_xid_t id = {0, 0};
+  dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &id);
+  int dup = r->duplicate || r->res == NULL;
+  vq_push(&m->vq, &m->vq_head, &m->vq_n, &m->vq_cap, id, dup ? NULL : r->res, dup ? 0 : r->res_len);
+}
+
+/* Publishes the batch's outcomes, each under its request's id, in one
+ * fenced script (PUBLISH_LUA). r->published is set for each outcome Redis
+ * took (1) or had already (2: an earlier run published it). DG_EIO when
+ * Redis failed, DG_EAUTH when the lease is no longer ours. A follower
+ * publishes nothing: it queues its outcomes for comparison. */
 static int publish(dg_manager_t *m) {
   dg_app_t *app = m->app;
-  size_t sent = 0;
+  if (atomic_load(&m->following)) {
+    for (size_t i = 0; i < m->nreqs; i++) {
+      mreq_t *r = &m->reqs[i];
+      verify_push(m, r);
+      r->published = r->duplicate || r->res == NULL ? 0 : 1;
+    }
+    return 0;
+  }
   /* The published mark moves before the XADDs, not after: this process's
    * reader may read an outcome from Redis, wake its waiter and its live
    * clients while this thread is still collecting the replies (a loaded
@@ -399,39 +540,66 @@ static int publish(dg_manager_t *m) {
       dg_progress_published(app->progress, x);
     break;
   }
+  size_t sent = 0;
+  for (size_t i = 0; i < m->nreqs; i++) {
+    m->reqs[i].published = 0;
+    if (!m->reqs[i].duplicate && m->reqs[i].res != NULL) sent++;
+  }
+  if (sent == 0) return 0;
+  size_t argc = 7 + 3 * sent; /* EVAL script 2 lease res_stream | value maxlen (id res mac)* */
+  const char **argv = dg_malloc(argc * sizeof *argv);
+  size_t *lens = dg_malloc(argc * sizeof *lens);
+  char (*macs)[DG_ENTRY_MAC_HEX + 1] = dg_malloc(sent * sizeof *macs);
+  char value[sizeof m->lease_value];
+  memcpy(value, m->lease_value, sizeof value); /* only this thread writes it */
+  size_t k = 0;
+  argv[k] = "EVAL", lens[k++] = 4;
+  argv[k] = PUBLISH_LUA, lens[k++] = strlen(PUBLISH_LUA);
+  argv[k] = "2", lens[k++] = 1;
+  argv[k] = app->lease_key, lens[k++] = strlen(app->lease_key);
+  argv[k] = app->res_stream, lens[k++] = strlen(app->res_stream);
+  argv[k] = value, lens[k++] = strlen(value);
+  argv[k] = maxlen_arg, lens[k++] = strlen(maxlen_arg);
+  size_t j = 0;
   for (size_t i = 0; i < m->nreqs; i++) {
     mreq_t *r = &m->reqs[i];
-    r->published = 0;
     if (r->duplicate || r->res == NULL) continue;
-    char mac[DG_ENTRY_MAC_HEX + 1]; /* signed under its stream id: entry_mac.h */
-    dg_entry_mac_res(app->stream_key, r->stream_id, strlen(r->stream_id), r->res, r->res_len, mac);
-    const char *argv[] = {"XADD", app->res_stream, "MAXLEN", "~", maxlen_arg, r->stream_id, "res", r->res, "mac", mac};
-    size_t lens[] = {4, strlen(app->res_stream), 6, 1, strlen(maxlen_arg), strlen(r->stream_id), 3, r->res_len, 3, 64};
-    if (dg_redis_append(m->redis, 10, argv, lens) != 0) return DG_EIO;
-    sent++;
+    /* signed under its stream id: entry_mac.h */
+    dg_entry_mac_res(app->stream_key, r->stream_id, strlen(r->stream_id), r->res, r->res_len, macs[j]);
+    argv[k] = r->stream_id, lens[k++] = strlen(r->stream_id);
+    argv[k] = r->res, lens[k++] = r->res_len;
+    argv[k] = macs[j], lens[k++] = DG_ENTRY_MAC_HEX;
+    j++;
   }
-  int rc = 0;
-  size_t k = 0;
-  for (size_t i = 0; i < sent; i++) {
-    redisReply *rep;
-    while (k < m->nreqs && (m->reqs[k].duplicate || m->reqs[k].res == NULL)) k++;
-    mreq_t *r = k < m->nreqs ? &m->reqs[k++] : NULL;
-    if (dg_redis_get_reply(m->redis, &rep) != 0) {
-      rc = DG_EIO;
-      continue;
-    }
-    if (rep->type == REDIS_REPLY_ERROR) {
-      if (strstr(rep->str, "equal or smaller") == NULL) {
-        dg_log_error("manager: publishing: %s", rep->str);
-        rc = DG_EIO;
-      } else if (r) {
-        r->published = 2; /* there already */
-      }
-    } else if (r) {
-      r->published = 1;
-    }
+  redisReply *rep = NULL;
+  int rc = dg_redis_command(m->redis, (int)k, argv, lens, &rep);
+  dg_free(argv);
+  dg_free(lens);
+  dg_free(macs);
+  if (rc != 0) return DG_EIO;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    int fenced = strncmp(rep->str, "NOTLEADER", 9) == 0;
+    dg_log_error("manager: publishing: %s", rep->str);
     freeReplyObject(rep);
+    return fenced ? DG_EAUTH : DG_EIO;
   }
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != sent) {
+    freeReplyObject(rep);
+    return DG_EIO;
+  }
+  j = 0;
+  for (size_t i = 0; i < m->nreqs; i++) {
+    mreq_t *r = &m->reqs[i];
+    if (r->duplicate || r->res == NULL) continue;
+    redisReply *e = rep->element[j++];
+    if (e->type == REDIS_REPLY_INTEGER) {
+      r->published = (int)e->integer;
+    } else {
+      dg_log_error("manager: publishing %s: %s", r->stream_id, e->type == REDIS_REPLY_STRING ? e->str : "?");
+      rc = DG_EIO;
+    }
+  }
+  freeReplyObject(rep);
   /* Test hook, honoured only with DUCKGRID_TEST_HOOKS=1: the manager pauses
    * here, after Redis took the outcomes, as a loaded machine may pause it
    * (tests/api/test_writebehind.py::test_read_after_write_while_the_manager_is_paused). */
@@ -446,6 +614,7 @@ static int publish(dg_manager_t *m) {
 /* Raises the published mark to the batch's last outcome in Redis, before
  * any client is answered: a read that arrives after an answer waits for it. */
 static void published_mark(dg_manager_t *m) {
+  if (atomic_load(&m->following)) return; /* the reader raises it from the leader's outcomes */
   for (size_t i = m->nreqs; i-- > 0;) {
     dg_redis_xid_t x;
     if (m->reqs[i].published && dg_redis_xid_parse(m->reqs[i].stream_id, strlen(m->reqs[i].stream_id), &x) == 0) {
@@ -459,6 +628,7 @@ static void published_mark(dg_manager_t *m) {
  * moves the published mark. Outside state_lock. */
 static void feed(dg_manager_t *m) {
   dg_app_t *app = m->app;
+  if (atomic_load(&m->following)) return; /* the reader reads the leader's outcomes */
   size_t applied = 0, rejected = 0;
   dg_redis_xid_t top = {0, 0};
   int any = 0;
@@ -517,7 +687,7 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
     pthread_mutex_unlock(&m->state_lock);
     /* Some outcomes may be missing from Redis while the engine holds
      * their effects: start again from DuckDB and the log. */
-    step_down(m, "publishing to Redis failed");
+    step_down(m, rc == DG_EAUTH ? "fenced: the lease is no longer ours" : "publishing to Redis failed");
     return rc;
   }
   published_mark(m);
@@ -674,6 +844,7 @@ static int run_entries(dg_manager_t *m, const entry_t *e, size_t n) {
     if (e[i].ddl) {
       int rc = run_ddl_entry(m, &e[i]);
       if (rc != 0) return rc;
+      snprintf(m->fpos, sizeof m->fpos, "%.*s", (int)e[i].id_len, e[i].id);
       i++;
       continue;
     }
@@ -681,17 +852,18 @@ static int run_entries(dg_manager_t *m, const entry_t *e, size_t n) {
     while (j < n && !e[j].ddl) j++;
     int rc = run_batch(m, &e[i], j - i);
     if (rc != 0) return rc;
+    snprintf(m->fpos, sizeof m->fpos, "%.*s", (int)e[j - 1].id_len, e[j - 1].id);
     i = j;
   }
   return 0;
 }
 
 /* Reads an XREADGROUP reply into entries (borrowing from the reply). */
-static size_t entries_of(dg_manager_t *m, redisReply *rep, entry_t **out) {
+static size_t entries_of(dg_manager_t *m, redisReply *rep, entry_t **out, int xrange) {
   dg_redis_xiter_t it;
   size_t n = 0, cap = 0;
   entry_t *e = NULL;
-  if (dg_redis_xiter_init_xread(&it, rep) != 0) {
+  if ((xrange ? dg_redis_xiter_init_xrange(&it, rep) : dg_redis_xiter_init_xread(&it, rep)) != 0) {
     *out = NULL;
     return 0;
   }
@@ -773,51 +945,108 @@ static int run_suspect(dg_manager_t *m, const entry_t *e0) {
   return rc;
 }
 
-/* Re-reads this consumer's pending entries: acknowledges what DuckDB holds
- * (committed, not acknowledged), applies the rest in order. */
+/* The consumer group's last-delivered-id: how far any leader has claimed
+ * request_duck. 0, or DG_EUNAVAIL. */
+static int group_delivered(dg_manager_t *m, char *out, size_t cap) {
+  const char *argv[] = {"XINFO", "GROUPS", m->app->req_stream};
+  redisReply *rep = cmd(m, 3, argv);
+  if (rep == NULL) return DG_EUNAVAIL;
+  snprintf(out, cap, "0-0");
+  for (size_t g = 0; rep->type == REDIS_REPLY_ARRAY && g < rep->elements; g++) {
+    redisReply *grp = rep->element[g];
+    if (grp->type != REDIS_REPLY_ARRAY) continue;
+    int ours = 0;
+    const char *last = NULL;
+    for (size_t k = 0; k + 1 < grp->elements; k += 2) {
+      redisReply *key = grp->element[k], *val = grp->element[k + 1];
+      if (key->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING) continue;
+      if (strcmp(key->str, "name") == 0) ours = strcmp(val->str, GROUP) == 0;
+      if (strcmp(key->str, "last-delivered-id") == 0) last = val->str;
+    }
+    if (ours && last) snprintf(out, cap, "%s", last);
+  }
+  freeReplyObject(rep);
+  return 0;
+}
+
+/* Catches up with the log up to what a leader has claimed (the group's
+ * last-delivered-id), from the newest request applied here (fpos): what a
+ * previous leader -- this process before a crash, or another node -- read,
+ * and maybe published, and maybe persisted in its own database. Applied in
+ * order; outcomes already in response_duck are refused by Redis and stand.
+ * Entries on the pending list are claimed again (counting a delivery, for
+ * the poison check); at the end the pending entries at or below what this
+ * node's DuckDB holds are acknowledged. */
 static int recover(dg_manager_t *m) {
-  char cursor[DG_REDIS_XID_BUFSZ] = "0";
+  char until[DG_REDIS_XID_BUFSZ], persisted_id[DG_REDIS_XID_BUFSZ];
+  if (group_delivered(m, until, sizeof until) != 0) return DG_EUNAVAIL;
+  pthread_mutex_lock(&m->state_lock);
+  memcpy(persisted_id, m->last_applied, sizeof persisted_id);
+  pthread_mutex_unlock(&m->state_lock);
   size_t reapplied = 0, acked = 0;
-  for (;;) {
-    const char *argv[] = {"XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", "1000", "STREAMS",
-                          m->app->req_stream, cursor};
-    redisReply *rep = cmd(m, 9, argv);
+  while (!xid_le(until, m->fpos)) {
+    char from[DG_REDIS_XID_BUFSZ + 1];
+    snprintf(from, sizeof from, "(%s", m->fpos);
+    const char *argv[] = {"XRANGE", m->app->req_stream, from, until, "COUNT", "1000"};
+    redisReply *rep = cmd(m, 6, argv);
     if (rep == NULL) return DG_EUNAVAIL;
     entry_t *e;
-    size_t n = entries_of(m, rep, &e);
+    size_t n = entries_of(m, rep, &e, 1);
     if (n == 0) {
       freeReplyObject(rep);
       dg_free(e);
       break;
     }
-    size_t done = 0;
     char (*ids)[DG_REDIS_XID_BUFSZ] = dg_malloc(n * sizeof *ids);
-    for (size_t i = 0; i < n; i++) {
-      snprintf(ids[done], sizeof ids[done], "%.*s", (int)e[i].id_len, e[i].id);
-      if (!xid_le(ids[done], m->last_applied)) break;
-      done++;
+    for (size_t i = 0; i < n; i++) snprintf(ids[i], sizeof ids[i], "%.*s", (int)e[i].id_len, e[i].id);
+    long long *deliveries = dg_malloc(n * sizeof *deliveries);
+    delivery_counts(m, ids, n, deliveries);
+    /* Claim the pending ones again: their delivery count goes up by one,
+     * as a re-read of the pending list would. */
+    size_t np = 0;
+    const char **cargv = dg_malloc((n + 5) * sizeof *cargv);
+    cargv[0] = "XCLAIM", cargv[1] = m->app->req_stream, cargv[2] = GROUP, cargv[3] = CONSUMER, cargv[4] = "0";
+    for (size_t i = 0; i < n; i++)
+      if (deliveries[i] > 0) cargv[5 + np++] = ids[i], deliveries[i]++;
+    if (np) {
+      redisReply *c = cmd(m, (int)(np + 5), cargv);
+      if (c) freeReplyObject(c);
     }
-    if (done) xack(m, m->redis, ids, done);
-    for (size_t i = done; i < n; i++) snprintf(ids[i], sizeof ids[i], "%.*s", (int)e[i].id_len, e[i].id);
-    long long *deliveries = dg_malloc((n - done + 1) * sizeof *deliveries);
-    delivery_counts(m, ids + done, n - done, deliveries);
+    dg_free(cargv);
     dg_free(ids);
-    acked += done;
-    reapplied += n - done;
+    reapplied += n;
     int rc = 0;
     /* Entries before the first suspect run in batches, the rest one by one. */
-    size_t first = done;
-    while (first < n && deliveries[first - done] < POISON_SUSPECT_DELIVERIES) first++;
-    if (first > done) rc = run_entries(m, e + done, first - done);
+    size_t first = 0;
+    while (first < n && deliveries[first] < POISON_SUSPECT_DELIVERIES) first++;
+    if (first > 0) rc = run_entries(m, e, first);
     for (size_t i = first; rc == 0 && i < n; i++) rc = run_suspect(m, &e[i]);
     dg_free(deliveries);
-    snprintf(cursor, sizeof cursor, "%.*s", (int)e[n - 1].id_len, e[n - 1].id);
     freeReplyObject(rep);
     dg_free(e);
     if (rc != 0) return rc;
   }
+  /* Pending entries this node's DuckDB holds: acknowledged. */
+  for (int round = 0; round < 10000; round++) {
+    const char *argv[] = {"XPENDING", m->app->req_stream, GROUP, "-", persisted_id, "1000"};
+    redisReply *rep = cmd(m, 6, argv);
+    if (rep == NULL) break;
+    size_t n = 0;
+    char (*ids)[DG_REDIS_XID_BUFSZ] = dg_malloc(((rep->type == REDIS_REPLY_ARRAY ? rep->elements : 0) + 1) * sizeof *ids);
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+      redisReply *p = rep->element[i];
+      if (p->type == REDIS_REPLY_ARRAY && p->elements >= 1 && p->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(ids[n++], sizeof ids[0], "%s", p->element[0]->str);
+    }
+    freeReplyObject(rep);
+    if (n) xack(m, m->redis, ids, n);
+    dg_free(ids);
+    acked += n;
+    if (n < 1000) break;
+  }
   if (acked || reapplied)
-    dg_log_info("manager: recovery acknowledged %zu persisted request(s), applied %zu again", acked, reapplied);
+    dg_log_info("manager: recovery acknowledged %zu persisted request(s), applied %zu (up to %s)", acked, reapplied,
+                until);
   return 0;
 }
 
@@ -837,12 +1066,14 @@ static void res_top_read(dg_manager_t *m) {
   freeReplyObject(rep);
 }
 
-static int become_leader(dg_manager_t *m) {
+/* Loads the state from this node's DuckDB; fpos = what it holds. */
+static int load_state(dg_manager_t *m) {
   char err[512];
   pthread_mutex_lock(&m->conn_lock);
   pthread_mutex_lock(&m->state_lock);
   dg__mgr_pend_drop(m);
   int rc = dg__mgr_load(m, err, sizeof err);
+  memcpy(m->fpos, m->last_applied, sizeof m->fpos);
   pthread_mutex_unlock(&m->state_lock);
   pthread_mutex_unlock(&m->conn_lock);
   if (rc != 0) {
@@ -850,11 +1081,21 @@ static int become_leader(dg_manager_t *m) {
     return DG_EIO;
   }
   dg_redis_xid_t applied;
-  if (dg_redis_xid_parse(m->last_applied, strlen(m->last_applied), &applied) == 0)
-    dg_progress_persisted(m->app->progress, applied);
+  if (dg_redis_xid_parse(m->fpos, strlen(m->fpos), &applied) == 0) dg_progress_persisted(m->app->progress, applied);
+  return 0;
+}
+
+static int become_leader(dg_manager_t *m) {
+  /* A follower's state is the log applied up to fpos (in memory, the tail
+   * on its way to DuckDB): it leads from there without reloading, which
+   * is what makes a failover fast. */
+  int from_follower = atomic_load(&m->following);
+  atomic_store(&m->following, 0);
+  m->vq_n = m->lq_n = 0;
+  if (!from_follower && load_state(m) != 0) return DG_EIO;
   atomic_store(&m->broken, 0);
   atomic_store(&m->app->manager_broken, 0);
-  const char *argv[] = {"XGROUP", "CREATE", m->app->req_stream, GROUP, m->last_applied, "MKSTREAM"};
+  const char *argv[] = {"XGROUP", "CREATE", m->app->req_stream, GROUP, m->fpos, "MKSTREAM"};
   redisReply *rep = cmd(m, 6, argv);
   if (rep == NULL) return DG_EUNAVAIL;
   if (rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "BUSYGROUP") == NULL) {
@@ -865,14 +1106,202 @@ static int become_leader(dg_manager_t *m) {
   freeReplyObject(rep);
   res_top_read(m);
   m->leader = 1; /* recovery runs batches as a leader does */
-  rc = recover(m);
+  int64_t t0 = dg_mono_us();
+  int rc = recover(m);
   if (rc != 0) {
     if (m->leader) step_down(m, "recovery failed");
     return rc;
   }
+  atomic_store(&m->app->lag_ms, 0);
   atomic_store(&m->app->manager_state, DG_MANAGER_LEADER);
-  dg_log_info("manager: leader (last applied %s, %u tables)", m->last_applied, m->ntables);
+  dg_log_info("manager: leader%s (applied %s, %u tables, caught up in %lld ms)",
+              from_follower ? ", was a follower" : "", m->fpos, m->ntables, (long long)(dg_mono_us() - t0) / 1000);
   return 0;
+}
+
+/* ---- followers -------------------------------------------------------------------------
+ *
+ * Every node that does not hold the lease follows: it loads its own DuckDB,
+ * then applies request_duck from there with the same engine (plain XREAD,
+ * not the consumer group), only as far as the leader has published
+ * (response_duck's top), persists to its own DuckDB, and compares each of
+ * its outcomes with the leader's (FNV-1a of the bytes). A difference stops
+ * it loudly: the two states have diverged, which must never happen since
+ * apply is a pure function of (state, request).
+ *
+ * Never running ahead of the leader's outcomes keeps failover simple: the
+ * follower that takes the lease has applied nothing the old leader did not
+ * publish, so recovery from fpos up to the group's last-delivered-id
+ * publishes exactly what is missing.
+ *
+ * Reads on a follower: this process's reader raises the published mark as
+ * it reads the leader's outcomes, so a read waits until this node has
+ * applied and persisted everything answered before it (consistency.c). */
+
+/* 1 when request_duck lost entries right after pos (trimmed past it): this
+ * node's database is too old to follow from the log. */
+static int log_gap(dg_manager_t *m, const char *pos) {
+  const char *argv[] = {"XINFO", "STREAM", m->app->req_stream};
+  redisReply *rep = cmd(m, 3, argv);
+  if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+    if (rep) freeReplyObject(rep);
+    return 0; /* no stream yet: nothing was lost */
+  }
+  int gap = 0;
+  for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+    redisReply *k = rep->element[i], *v = rep->element[i + 1];
+    if (k->type == REDIS_REPLY_STRING && strcmp(k->str, "max-deleted-entry-id") == 0 &&
+        v->type == REDIS_REPLY_STRING)
+      gap = !xid_le(v->str, pos);
+  }
+  freeReplyObject(rep);
+  return gap;
+}
+
+static int become_follower(dg_manager_t *m) {
+  if (load_state(m) != 0) return DG_EIO;
+  if (log_gap(m, m->fpos)) {
+    if (now_ms() - m->gap_logged_ms >= 30000) {
+      dg_log_error("manager: cannot follow: %s no longer holds the requests after %s, which this node's "
+                   "database is at; start it from a snapshot or a copy of the leader's database",
+                   m->app->req_stream, m->fpos);
+      m->gap_logged_ms = now_ms();
+    }
+    atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
+    return DG_EGONE;
+  }
+  m->vq_n = m->lq_n = 0;
+  memcpy(m->rtop, m->fpos, sizeof m->rtop);
+  /* Reads wait until this node has caught up with what the leader had
+   * published when it started following (the reader raises the mark from
+   * here on). */
+  res_top_read(m);
+  if (m->res_top_known) dg_progress_published(m->app->progress, m->res_top);
+  atomic_store(&m->following, 1);
+  atomic_store(&m->app->manager_state, DG_MANAGER_FOLLOWER);
+  dg_log_info("manager: following from %s (%u tables)", m->fpos, m->ntables);
+  return 0;
+}
+
+/* Compares our outcomes with the leader's, in id order. */
+static void verify(dg_manager_t *m) {
+  while (m->vq_n > 0 && m->lq_n > 0) {
+    mverify_t *ours = &m->vq[m->vq_head], *theirs = &m->lq[m->lq_head];
+    int c = dg_redis_xid_cmp(ours->id, theirs->id);
+    if (c < 0) {
+      /* The leader published nothing for it although it published a later
+       * one: a repeated request_id there. */
+      if (!ours->duplicate) goto diverged;
+      m->vq_head = (m->vq_head + 1) % m->vq_cap, m->vq_n--;
+    } else if (c > 0) {
+      m->lq_head = (m->lq_head + 1) % m->lq_cap, m->lq_n--; /* before we started */
+    } else {
+      if (ours->duplicate || ours->hash != theirs->hash) goto diverged;
+      m->verified++;
+      m->vq_head = (m->vq_head + 1) % m->vq_cap, m->vq_n--;
+      m->lq_head = (m->lq_head + 1) % m->lq_cap, m->lq_n--;
+    }
+  }
+  return;
+diverged:;
+  char id[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(m->vq[m->vq_head].id, id, sizeof id);
+  dg_log_error("manager: FOLLOWER DIVERGED at request %s: this node's outcome differs from the leader's "
+               "(%s). It stops applying and will not lead; rebuild its database from the leader's "
+               "(a copy or a snapshot) and restart it.",
+               id, m->vq[m->vq_head].duplicate ? "none here, one there" : "different bytes");
+  atomic_store(&m->app->diverged, 1);
+  atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
+}
+
+/* One step of following: read the leader's new outcomes, apply the
+ * requests up to the newest of them, compare. */
+static void follow_step(dg_manager_t *m, const char *bmax) {
+  dg_app_t *app = m->app;
+  if (atomic_load(&app->diverged)) {
+    usleep(FOLLOW_BLOCK_MS * 1000);
+    return;
+  }
+  if (!atomic_load(&m->following) && become_follower(m) != 0) {
+    usleep(1000 * 1000);
+    return;
+  }
+  if (atomic_load(&m->npend_atomic) >= m->tail_max) {
+    persister_kick(m);
+    usleep(10 * 1000);
+    return;
+  }
+  /* Block for new outcomes only when every request they cover is applied. */
+  int behind = !xid_le(m->rtop, m->fpos);
+  const char *rargv[] = {"XREAD", "COUNT", "1000", "BLOCK", "200", "STREAMS", app->res_stream, m->rtop};
+  const char *nargv[] = {"XREAD", "COUNT", "1000", "STREAMS", app->res_stream, m->rtop};
+  redisReply *rep = NULL;
+  int rc = behind ? dg_redis_command(m->redis, 6, nargv, NULL, &rep)
+                  : dg_redis_command_timeout(m->redis, FOLLOW_BLOCK_MS + 2000, 8, rargv, NULL, &rep);
+  if (rc != 0) {
+    usleep(50 * 1000);
+    return;
+  }
+  dg_redis_xiter_t it;
+  dg_redis_xentry_t x;
+  if (dg_redis_xiter_init_xread(&it, rep) == 0) {
+    while (dg_redis_xiter_next(&it, &x)) {
+      dg_redis_xid_t id;
+      dg_redis_str_t v;
+      if (dg_redis_xid_parse(x.id.ptr, x.id.len, &id) != 0) continue;
+      snprintf(m->rtop, sizeof m->rtop, "%.*s", (int)x.id.len, x.id.ptr);
+      if (dg_entry_open_res(app, &x, &v) == 0)
+        vq_push(&m->lq, &m->lq_head, &m->lq_n, &m->lq_cap, id, v.ptr, v.len);
+    }
+  }
+  freeReplyObject(rep);
+  if (xid_le(m->rtop, m->fpos)) {
+    verify(m);
+    return;
+  }
+  char from[DG_REDIS_XID_BUFSZ + 1];
+  snprintf(from, sizeof from, "(%s", m->fpos);
+  const char *argv[] = {"XRANGE", app->req_stream, from, m->rtop, "COUNT", bmax};
+  rep = cmd(m, 6, argv);
+  if (rep == NULL) return;
+  entry_t *e;
+  size_t n = entries_of(m, rep, &e, 1);
+  if (n > 0 && run_entries(m, e, n) != 0) step_down(m, "applying the log as a follower failed");
+  dg_free(e);
+  freeReplyObject(rep);
+  if (atomic_load(&m->following)) verify(m);
+}
+
+/* A follower's lag: stream time and entries between what it applied and
+ * the newest request. */
+static const char *COUNT_AFTER_LUA =
+    "return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])";
+
+static void follower_lag(dg_manager_t *m) {
+  const char *argv[] = {"XINFO", "STREAM", m->app->req_stream};
+  redisReply *rep = cmd(m, 3, argv);
+  if (rep == NULL) return;
+  char top[DG_REDIS_XID_BUFSZ] = "0-0";
+  for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
+    redisReply *k = rep->element[i], *v = rep->element[i + 1];
+    if (k->type == REDIS_REPLY_STRING && strcmp(k->str, "last-generated-id") == 0 && v->type == REDIS_REPLY_STRING)
+      snprintf(top, sizeof top, "%s", v->str);
+  }
+  freeReplyObject(rep);
+  if (xid_le(top, m->fpos)) {
+    atomic_store(&m->app->lag, 0);
+    atomic_store(&m->app->lag_ms, 0);
+    return;
+  }
+  dg_redis_xid_t a, b;
+  if (dg_redis_xid_parse(top, strlen(top), &a) == 0 && dg_redis_xid_parse(m->fpos, strlen(m->fpos), &b) == 0)
+    atomic_store(&m->app->lag_ms, (long)(a.ms - b.ms));
+  char from[DG_REDIS_XID_BUFSZ + 1];
+  snprintf(from, sizeof from, "(%s", m->fpos);
+  const char *cargv[] = {"EVAL", COUNT_AFTER_LUA, "1", m->app->req_stream, from, "100000"};
+  rep = cmd(m, 6, cargv);
+  if (rep && rep->type == REDIS_REPLY_INTEGER) atomic_store(&m->app->lag, (long)rep->integer);
+  if (rep) freeReplyObject(rep);
 }
 
 /* ---- housekeeping ------------------------------------------------------------------- */
@@ -1019,9 +1448,15 @@ static void *run(void *arg) {
         usleep(100 * 1000);
         continue;
       }
-      if (!lease_acquire(m) && lease_renew(m) != 1) {
-        atomic_store(&app->manager_state, DG_MANAGER_STANDBY);
-        usleep(300 * 1000);
+      /* Lead when the lease is free (DUCKGRID_ROLE=auto), else follow. */
+      int may_lead = !m->role_follower && !atomic_load(&app->diverged);
+      if (!may_lead || !lease_acquire(m)) {
+        follow_step(m, bmax);
+        int64_t t = now_ms();
+        if (t - m->lag_checked_ms >= 1000) {
+          if (atomic_load(&m->following)) follower_lag(m);
+          m->lag_checked_ms = t;
+        }
         continue;
       }
       if (become_leader(m) != 0) {
@@ -1031,12 +1466,9 @@ static void *run(void *arg) {
       broken_at = 0;
     }
     int64_t now = now_ms();
-    if (now - m->lease_renewed_ms >= LEASE_RENEW_MS) {
-      int r = lease_renew(m);
-      if (r == 0 || (r < 0 && now - m->lease_renewed_ms >= LEASE_MS)) {
-        step_down(m, "lost the lease");
-        continue;
-      }
+    if (atomic_load(&m->lease_lost)) {
+      step_down(m, "lost the lease");
+      continue;
     }
     if (now - m->lag_checked_ms >= 1000) {
       update_lag(m);
@@ -1061,24 +1493,50 @@ static void *run(void *arg) {
       pthread_mutex_unlock(&m->plock);
       continue;
     }
-    const char *argv[] = {"XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", bmax, "BLOCK", "500",
-                          "STREAMS", app->req_stream, ">"};
+    /* Claim new requests (fenced: only while the lease is ours); when
+     * there are none, wait for one with a plain XREAD, which claims
+     * nothing -- so a leader paused inside the wait and resumed after
+     * another took over has taken no request from it. */
+    char value[sizeof m->lease_value];
+    memcpy(value, m->lease_value, sizeof value);
+    const char *argv[] = {"EVAL", CLAIM_LUA, "2", app->lease_key, app->req_stream, value, GROUP, CONSUMER, bmax};
     redisReply *rep = NULL;
-    int rc = dg_redis_command_timeout(m->redis, BLOCK_MS + 2000, 11, argv, NULL, &rep);
+    int rc = dg_redis_command(m->redis, 9, argv, NULL, &rep);
     if (rc != 0) {
       usleep(50 * 1000);
       continue;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
-      /* NOGROUP: the stream was deleted under us; make the group again. */
+      /* NOTLEADER: fenced. NOGROUP: the stream was deleted under us; make
+       * the group again. */
       dg_log_warn("manager: %s", rep->str);
+      int fenced = strncmp(rep->str, "NOTLEADER", 9) == 0;
       freeReplyObject(rep);
-      step_down(m, "request_duck has no consumer group");
+      step_down(m, fenced ? "fenced: the lease is no longer ours" : "request_duck has no consumer group");
       usleep(100 * 1000);
       continue;
     }
+    if (rep->type == REDIS_REPLY_NIL) {
+      freeReplyObject(rep);
+      const char *wargv[] = {"XREAD", "COUNT", "1", "BLOCK", "500", "STREAMS", app->req_stream, m->fpos};
+      redisReply *w = NULL;
+      if (dg_redis_command_timeout(m->redis, BLOCK_MS + 2000, 8, wargv, NULL, &w) != 0) {
+        usleep(50 * 1000);
+        continue;
+      }
+      int more = w->type == REDIS_REPLY_ARRAY;
+      freeReplyObject(w);
+      if (more && ++m->claim_misses >= 3) {
+        /* Requests after ours, none to claim: someone claimed them (a
+         * leader before us that we did not catch up with). */
+        m->claim_misses = 0;
+        if (recover(m) != 0 && m->leader) step_down(m, "catching up with the log failed");
+      }
+      continue;
+    }
+    m->claim_misses = 0;
     entry_t *e;
-    size_t n = entries_of(m, rep, &e);
+    size_t n = entries_of(m, rep, &e, 0);
     /* After a Redis failover the new master may deliver again entries this
      * manager has applied and published already (it had not received their
      * delivery): they are in the unpersisted tail or in DuckDB, and stay
@@ -1096,11 +1554,11 @@ static void *run(void *arg) {
     dg_free(e);
     freeReplyObject(rep);
   }
-  if (m->leader) {
+  if (m->leader || atomic_load(&m->following)) {
     /* A clean stop persists the tail first, so a restart replays nothing. */
     persister_kick(m);
     drain(m);
-    lease_release(m);
+    if (m->leader) lease_release(m);
   }
   atomic_store(&app->manager_state, DG_MANAGER_OFF);
   return NULL;
@@ -1112,15 +1570,23 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   m->app = app;
   char err[200];
   if (dg_redis_create(url, opts, &m->redis, err, sizeof err) != 0 ||
-      dg_redis_create(url, opts, &m->predis, err, sizeof err) != 0 || dg_db_connect(app->db, &m->conn) != 0) {
+      dg_redis_create(url, opts, &m->predis, err, sizeof err) != 0 ||
+      dg_redis_create(url, opts, &m->lredis, err, sizeof err) != 0 || dg_db_connect(app->db, &m->conn) != 0) {
     dg_redis_destroy(m->redis);
     dg_redis_destroy(m->predis);
+    dg_redis_destroy(m->lredis);
     dg_free(m);
     return DG_EIO;
   }
   char host[64] = "host";
   gethostname(host, sizeof host - 1);
-  snprintf(m->lease_value, sizeof m->lease_value, "%.40s:%d:%lld", host, (int)getpid(), (long long)now_ms());
+  snprintf(m->lease_base, sizeof m->lease_base, "%.40s:%d:%lld", host, (int)getpid(), (long long)now_ms());
+  snprintf(m->lease_value, sizeof m->lease_value, "e0:%s", m->lease_base);
+  snprintf(m->fpos, sizeof m->fpos, "0-0");
+  snprintf(m->rtop, sizeof m->rtop, "0-0");
+  m->lease_ms = env_long("DUCKGRID_LEASE_MS", LEASE_MS_DEFAULT, 300, 600000);
+  const char *role = getenv("DUCKGRID_ROLE");
+  m->role_follower = role && strcmp(role, "follower") == 0;
   snprintf(m->consumer, sizeof m->consumer, CONSUMER);
   snprintf(m->last_applied, sizeof m->last_applied, "0-0");
   m->persist_interval_us = env_long("DUCKGRID_PERSIST_INTERVAL_MS", PERSIST_INTERVAL_MS_DEFAULT, 1, 60000) * 1000;
@@ -1150,6 +1616,7 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   pthread_mutex_init(&m->conn_lock, NULL);
   pthread_mutex_init(&m->idem_lock, NULL);
   pthread_mutex_init(&m->plock, NULL);
+  pthread_mutex_init(&m->lease_lock, NULL);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -1167,12 +1634,19 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
     dg_free(m);
     return DG_EIO;
   }
+  if (pthread_create(&m->lthread, NULL, lease_run, m) != 0) {
+    atomic_store(&m->lstop, 1);
+    m->lthread = 0;
+  }
   if (pthread_create(&m->thread, NULL, run, m) != 0) {
     pthread_mutex_lock(&m->plock);
     m->pstop = 1;
     pthread_cond_signal(&m->pcond);
     pthread_mutex_unlock(&m->plock);
     pthread_join(m->pthread, NULL);
+    atomic_store(&m->lstop, 1);
+    if (m->lthread) pthread_join(m->lthread, NULL);
+    dg_redis_destroy(m->lredis);
     dg_changes_destroy(m->changes);
     dg_db_disconnect(&m->conn);
     dg_redis_destroy(m->redis);
@@ -1188,6 +1662,12 @@ void dg_manager_stop(dg_manager_t *m) {
   if (m == NULL) return;
   atomic_store(&m->stop, 1);
   pthread_join(m->thread, NULL);
+  atomic_store(&m->lstop, 1);
+  if (m->lthread) pthread_join(m->lthread, NULL);
+  dg_redis_destroy(m->lredis);
+  dg_free(m->vq);
+  dg_free(m->lq);
+  pthread_mutex_destroy(&m->lease_lock);
   dg_progress_set_kick(m->app->progress, NULL, NULL);
   m->app->idem_lookup = NULL;
   pthread_mutex_lock(&m->plock);
