@@ -55,7 +55,7 @@
 
 /* ---- options ------------------------------------------------------------------ */
 
-enum { T_HEALTH, T_UPDATE, T_ASYNC };
+enum { T_HEALTH, T_UPDATE, T_ASYNC, T_ROW };
 
 static struct {
   int port;
@@ -394,6 +394,13 @@ static void send_write(conn_t *c, uint64_t t_sched) {
   sent_total++;
   if (O.target == T_HEALTH) {
     send_request(c, "GET", "/health", NULL, 0);
+    return;
+  }
+  if (O.target == T_ROW) { /* an authenticated read of a random leaf */
+    char path[160];
+    snprintf(path, sizeof path, "/tables/%s/rows/%" PRId64, O.table,
+             O.leaf_first + (int64_t)(rnd() % (uint64_t)O.leaf_count));
+    send_request(c, "GET", path, NULL, 0);
     return;
   }
   int64_t row;
@@ -853,7 +860,7 @@ static void report_watchers(FILE *f, samples_t *vis, samples_t *e2e) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: bench_load --port N --key KEY [--target health|update|async] [--conns N]\n"
+          "usage: bench_load --port N --key KEY [--target health|update|async|row] [--conns N]\n"
           "                  [--rate R (0=closed loop)] [--duration S] [--warmup S] [--count N]\n"
           "                  [--table T] [--leaf FIRST:COUNT] [--mid FIRST:COUNT] [--mid-pct P]\n"
           "                  [--pollers N] [--sse N] [--redis URL --res-stream KEY] [--drain S]\n"
@@ -872,7 +879,8 @@ int main(int argc, char **argv) {
 #define ARG(name) (strcmp(a, name) == 0 && v && (i++, 1))
     if (ARG("--port")) O.port = atoi(v);
     else if (ARG("--key")) O.key = v;
-    else if (ARG("--target")) O.target = strcmp(v, "health") == 0 ? T_HEALTH : strcmp(v, "async") == 0 ? T_ASYNC : T_UPDATE;
+    else if (ARG("--target"))
+      O.target = strcmp(v, "health") == 0 ? T_HEALTH : strcmp(v, "async") == 0 ? T_ASYNC : strcmp(v, "row") == 0 ? T_ROW : T_UPDATE;
     else if (ARG("--conns")) O.conns = atoi(v);
     else if (ARG("--rate")) O.rate = atof(v);
     else if (ARG("--duration")) O.duration = atof(v);
@@ -1010,7 +1018,7 @@ int main(int argc, char **argv) {
   if (O.rate > 0) meas_s = O.duration;
   else if (O.count > 0) meas_s = (double)(t_last_resp - t_start) / 1e9;
   else meas_s = O.duration;
-  const char *tn = O.target == T_HEALTH ? "health" : O.target == T_ASYNC ? "async" : "update";
+  const char *tn = O.target == T_HEALTH ? "health" : O.target == T_ASYNC ? "async" : O.target == T_ROW ? "row" : "update";
   fprintf(f, "{\"label\":\"%s\",\"target\":\"%s\",\"mode\":\"%s\",\"conns\":%d,\"rate\":%.1f,"
              "\"duration_s\":%.3f,\"warmup_s\":%.3f",
           O.label, tn, O.rate > 0 ? "open" : "closed", O.conns, O.rate, meas_s, O.warmup);

@@ -20,6 +20,11 @@ from helpers import Resp
 COLS = [{"name": "v", "type": "number"}, {"name": "t", "type": "text"}]
 
 
+def _seq(text):
+    """The write number at the end of a test value ("x" * 2000 + n)."""
+    return int(text[2000:])
+
+
 def _sizes(s):
     return sum(os.path.getsize(os.path.join(s.dir, f)) for f in os.listdir(s.dir)
                if f.startswith("duckgrid.duckdb"))
@@ -67,7 +72,10 @@ def test_disk_full_loses_nothing_and_recovers(make_server, redis_server):
     r = s.get(f"/tables/f/rows?min_update={last}&wait_ms=20000")
     assert r.status_code == 200, r.text
     rows = {r["id"]: r for r in r.json()["rows"]}
-    lost = {row: (t[2000:], rows[row]["t"][2000:]) for row, t in acked.items() if rows[row]["t"] != t}
+    # A write that got no answer (in flight when the manager stood down)
+    # is in the log and may be applied after the restart: a cell holds its
+    # last acknowledged value or a later one, never an earlier one.
+    lost = {row: (t[2000:], rows[row]["t"][2000:]) for row, t in acked.items() if _seq(rows[row]["t"]) < _seq(t)}
     assert not lost, lost
     r = s.post("/update_cell", {"table": "f", "row_id": 1, "column": "v", "value": 9})
     assert r.status_code == 200, r.text
@@ -76,5 +84,5 @@ def test_disk_full_loses_nothing_and_recovers(make_server, redis_server):
     s.start()
     rows = {r["id"]: r for r in s.get("/tables/f/rows").json()["rows"]}
     for row, t in acked.items():
-        assert rows[row]["t"] == t, row
+        assert _seq(rows[row]["t"]) >= _seq(t), row
     assert float(rows[1]["v"]) == 9
