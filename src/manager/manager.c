@@ -1411,7 +1411,16 @@ static void trim_idem(dg_manager_t *m) {
 
 static int idem_lookup(void *arg, const char *caller, const char *request_id, char *out, size_t cap) {
   dg_manager_t *m = arg;
-  if (atomic_load(&m->app->manager_state) != DG_MANAGER_LEADER) return 0;
+  int st = atomic_load(&m->app->manager_state);
+  if (st != DG_MANAGER_LEADER && st != DG_MANAGER_FOLLOWER) return 0;
+  if (st == DG_MANAGER_FOLLOWER && m->app->progress) {
+    /* A retry on a follower: its map holds what it has applied, which may
+     * be behind the outcome the first try was answered with. Catch up
+     * with what this node has seen published first (bounded). */
+    dg_redis_xid_t pub, reached;
+    dg_progress_get(m->app->progress, &pub, NULL);
+    dg_progress_wait(m->app->progress, pub, 5000, &reached);
+  }
   dg_redis_xid_t id;
   pthread_mutex_lock(&m->idem_lock);
   int found = dg__mgr_idem_find(&m->idem, dg__mgr_idem_key(caller, request_id), 0, 0, &id);

@@ -85,6 +85,14 @@ def test_followers_serve_reads_and_writes(make_server):
         assert got.status_code == 200
         assert jloads(got.text)["v"] == Decimal(f"{i}.25"), (node.base, got.text)
         assert "X-Duckgrid-Applied" in got.headers
+    # a retry with the same request_id through a follower: the first outcome
+    body = {"table": "f", "row_id": LEAVES[0], "column": "v", "value": "7.00", "request_id": "fol-retry-1"}
+    r1 = c.post("/update_cell", body)
+    r2 = c.post("/update_cell", body)
+    r3 = b.post("/update_cell", body)
+    assert r1.status_code == r2.status_code == r3.status_code == 200, (r2.text, r3.text)
+    assert r1.json()["update_id"] == r2.json()["update_id"] == r3.json()["update_id"]
+    last = r1.json()["update_id"]
     # every node reaches the last update and holds the same rows
     for s in (a, b, c):
         r = s.get(f"/tables/f/rows/1?min_update={last}&wait_ms=10000")
