@@ -27,6 +27,8 @@ TSAN_API_TESTS=(
   tests/api/test_write_path.py::test_same_request_id_concurrently_applies_once
   tests/api/test_security.py::test_deleted_key_refused_while_in_concurrent_use
   tests/api/test_seed.py::test_2_concurrent_clients_applied_once_in_stream_order
+  tests/api/test_followers.py::test_followers_serve_reads_and_writes
+  tests/api/test_manager.py::test_follower_takes_over_after_a_crash
 )
 
 echo "== unit tests (release build)"
