@@ -22,6 +22,9 @@ Scenarios (BENCH=a,b or --only a,b; default: all but `profile`):
   spread    one write to a root over 1,000,000 leaves, end to end
   scale     10M number cells: start-up time and resident bytes per cell
   profile   (opt-in) perf record of the server under the sync load
+  followers (opt-in) bench/followers.py: a follower's cost to the leader,
+            its staleness under load, row reads on leader and follower,
+            failover time (kill -9 of the leader, 10 times)
   cluster   (opt-in) bench/cluster.py: sync and async rates on a 3-master
             Redis Cluster vs a single Redis, failover interruption (5 kills)
 
@@ -689,9 +692,21 @@ def sc_cluster(ctx):
         return json.load(f)
 
 
+def sc_followers(ctx):
+    """bench/followers.py: its own Redis, leader and follower (see its docstring)."""
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "followers.py"),
+           "--build", ctx.build] + (["--quick"] if ctx.quick else [])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    sys.stdout.write(p.stdout)
+    if p.returncode != 0:
+        raise RuntimeError(f"followers.py failed: {p.stderr[-2000:]}")
+    with open(os.path.join(RESULTS, "followers.json")) as f:
+        return json.load(f)
+
+
 SCEN = {"engine": sc_engine, "duckdb": sc_duckdb, "ceiling": sc_ceiling, "sync": sc_sync, "async": sc_async,
         "visible": sc_visible, "fanout": sc_fanout, "spread": sc_spread, "scale": sc_scale,
-        "profile": sc_profile, "cluster": sc_cluster}
+        "profile": sc_profile, "cluster": sc_cluster, "followers": sc_followers}
 
 
 # ---- output ----------------------------------------------------------------------
@@ -811,14 +826,14 @@ def main():
     # The ratios need their references from the same run.
     if any(s in want for s in ("sync", "async")) and "ceiling" not in want:
         want.insert(0, "ceiling")
-    order = [s for s in ALL + ["profile", "cluster"] if s in want]
+    order = [s for s in ALL + ["profile", "cluster", "followers"] if s in want]
     os.makedirs(RESULTS, exist_ok=True)
     ctx = Ctx(args)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     t_all = time.monotonic()
     failed = {}
     try:
-        if any(s not in ("engine", "cluster") for s in order):
+        if any(s not in ("engine", "cluster", "followers") for s in order):
             ctx.start()
         for s in order:
             log(f"--- {s}")
