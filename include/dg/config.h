@@ -57,6 +57,8 @@ typedef struct dg_config_s {
   int redis_wait_replicas;   /* -1: 1 on a cluster, else 0; N: a sync answer waits
                                 until its outcome is on N replicas (WAIT)        */
   int redis_wait_ms;         /* WAIT timeout, ms                                */
+  int role_follower;         /* DUCKGRID_ROLE=follower: never lead              */
+  int lease_ms;              /* the manager lease, ms                           */
 } dg_config_t;
 
 /**

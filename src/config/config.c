@@ -32,6 +32,7 @@ enum {
   OPT_IP_RATE, OPT_IP_BURST,
   OPT_JWT_SECRET_FROM, OPT_REDIS_URL_FROM, OPT_ADMIN_KEY_FROM,
   OPT_REDIS_CLUSTER, OPT_REDIS_WAIT_REPLICAS, OPT_REDIS_WAIT_MS,
+  OPT_ROLE, OPT_LEASE_MS,
 };
 
 /* One row per setting: its id, the flag, the environment variable, its help. */
@@ -101,6 +102,10 @@ static const option_t options[] = {
     {OPT_REDIS_WAIT_MS, "--redis-wait-ms", "DUCKGRID_REDIS_WAIT_MS",
      "how long a write waits for its replicas before answering with X-Duckgrid-Replicated: "
      "timeout (default 1000)"},
+    {OPT_ROLE, "--role", "DUCKGRID_ROLE",
+     "auto (lead when the manager lease is free, else follow) or follower (a read replica that never leads)"},
+    {OPT_LEASE_MS, "--lease-ms", "DUCKGRID_LEASE_MS", "the manager lease, ms: a follower takes over about this long "
+     "after the leader died (default 1500)"},
 };
 
 void dg_config_usage(void *file) {
@@ -362,6 +367,15 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
       if (parse_long(v, 1, 600000, &n) != 0) break;
       c->redis_wait_ms = (int)n;
       return 0;
+    case OPT_ROLE:
+      if (strcmp(v, "auto") == 0) c->role_follower = 0;
+      else if (strcmp(v, "follower") == 0) c->role_follower = 1;
+      else break;
+      return 0;
+    case OPT_LEASE_MS:
+      if (parse_long(v, 300, 600000, &n) != 0) break;
+      c->lease_ms = (int)n;
+      return 0;
     case OPT_LOG_FORMAT:
       if (strcmp(v, "json") == 0) c->log_json = 1;
       else if (strcmp(v, "text") == 0) c->log_json = 0;
@@ -436,6 +450,7 @@ int dg_config_load(dg_config_t *c, int argc, char **argv, char *err, size_t errc
   c->redis_cluster = -1;
   c->redis_wait_replicas = -1;
   c->redis_wait_ms = 1000;
+  c->lease_ms = 1500;
 
   for (size_t i = 0; i < DG_ARRAY_SIZE(options); i++) {
     const char *v = getenv(options[i].env);

@@ -1593,9 +1593,8 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   snprintf(m->lease_value, sizeof m->lease_value, "e0:%s", m->lease_base);
   snprintf(m->fpos, sizeof m->fpos, "0-0");
   snprintf(m->rtop, sizeof m->rtop, "0-0");
-  m->lease_ms = env_long("DUCKGRID_LEASE_MS", LEASE_MS_DEFAULT, 300, 600000);
-  const char *role = getenv("DUCKGRID_ROLE");
-  m->role_follower = role && strcmp(role, "follower") == 0;
+  m->lease_ms = app->cfg->lease_ms > 0 ? app->cfg->lease_ms : LEASE_MS_DEFAULT;
+  m->role_follower = app->cfg->role_follower;
   snprintf(m->consumer, sizeof m->consumer, CONSUMER);
   snprintf(m->last_applied, sizeof m->last_applied, "0-0");
   m->persist_interval_us = env_long("DUCKGRID_PERSIST_INTERVAL_MS", PERSIST_INTERVAL_MS_DEFAULT, 1, 60000) * 1000;
