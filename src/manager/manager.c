@@ -192,7 +192,7 @@ static void lease_release(dg_manager_t *m) {
 
 /* ---- batch bookkeeping -------------------------------------------------------------- */
 
-static mreq_t *req_add(dg_manager_t *m, const char *sid, size_t len) {
+mreq_t *dg__mgr_req_add(dg_manager_t *m, const char *sid, size_t len) {
   if (m->nreqs == m->reqs_cap) {
     m->reqs_cap = m->reqs_cap ? m->reqs_cap * 2 : 64;
     m->reqs = dg_realloc(m->reqs, m->reqs_cap * sizeof *m->reqs);
@@ -205,7 +205,7 @@ static mreq_t *req_add(dg_manager_t *m, const char *sid, size_t len) {
 
 /* The batch joins the unpersisted tail (state_lock held), after its
  * outcomes are in Redis. */
-static void hand_over(dg_manager_t *m) {
+void dg__mgr_hand_over(dg_manager_t *m) {
   if (m->nreqs == 0) return;
   if (m->npend + m->nreqs > m->pend_cap) {
     m->pend_cap = m->pend_cap ? m->pend_cap : 256;
@@ -500,7 +500,7 @@ typedef struct {
 #define SLOW_BATCH_MS 500
 
 static void apply_entry(dg_manager_t *m, const entry_t *e) {
-  mreq_t *r = req_add(m, e->id, e->id_len);
+  mreq_t *r = dg__mgr_req_add(m, e->id, e->id_len);
   r->poison = e->poison;
   if (e->req == NULL) dg__mgr_apply(m, r, "{}", 2);
   else dg__mgr_apply(m, r, e->req, e->req_len);
@@ -521,7 +521,7 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
     return rc;
   }
   published_mark(m);
-  hand_over(m);
+  dg__mgr_hand_over(m);
   pthread_mutex_unlock(&m->state_lock);
   int64_t published = dg_mono_us();
   feed(m);
@@ -603,7 +603,7 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
   apply_entry(m, e);
   dg__mgr_batch_end(m, 1);
   mreq_t *r = &m->reqs[0];
-  hand_over(m);
+  dg__mgr_hand_over(m);
   pthread_mutex_unlock(&m->state_lock);
   char (*acked)[DG_REDIS_XID_BUFSZ] = NULL;
   size_t nacked = 0;
@@ -631,7 +631,7 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
     rc = publish(m);
     if (rc == 0) {
       published_mark(m);
-      hand_over(m);
+      dg__mgr_hand_over(m);
     }
     pthread_mutex_unlock(&m->state_lock);
     pthread_mutex_unlock(&m->conn_lock);
@@ -1106,6 +1106,16 @@ static void *run(void *arg) {
   return NULL;
 }
 
+/* The settings apply depends on: a replay (replay.c) must use the same. */
+void dg__mgr_apply_settings(dg_manager_t *m) {
+  m->idem_window_ms = (int64_t)env_long("DUCKGRID_IDEMPOTENCY_WINDOW_MS", (long)IDEM_WINDOW_MS_DEFAULT, 1000,
+                                        366L * 24 * 3600 * 1000);
+  /* API v1.1: outcomes list at most 10,000 changes (a larger one is paged
+   * from the audit log); a request may change at most 5,000,000 cells. */
+  m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
+  m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
+}
+
 int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
                      dg_manager_t **out) {
   dg_manager_t *m = dg_calloc(1, sizeof *m);
@@ -1126,12 +1136,7 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   m->persist_interval_us = env_long("DUCKGRID_PERSIST_INTERVAL_MS", PERSIST_INTERVAL_MS_DEFAULT, 1, 60000) * 1000;
   m->persist_max = (size_t)env_long("DUCKGRID_PERSIST_MAX", PERSIST_MAX_DEFAULT, 1, 10000000);
   m->tail_max = (size_t)env_long("DUCKGRID_TAIL_MAX", TAIL_MAX_DEFAULT, 1, 100000000);
-  m->idem_window_ms = (int64_t)env_long("DUCKGRID_IDEMPOTENCY_WINDOW_MS", (long)IDEM_WINDOW_MS_DEFAULT, 1000,
-                                        366L * 24 * 3600 * 1000);
-  /* API v1.1: outcomes list at most 10,000 changes (a larger one is paged
-   * from the audit log); a request may change at most 5,000,000 cells. */
-  m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
-  m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
+  dg__mgr_apply_settings(m);
   m->request_maxlen = env_long("DUCKGRID_REQUEST_MAXLEN", 1000000, 1, 1000000000);
   m->poison_attempts = env_long("DUCKGRID_POISON_ATTEMPTS", 3, 1, 1000);
   snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->req_stream);
