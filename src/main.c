@@ -35,6 +35,7 @@
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
 #include "dg/waiters.h"
+#include "dg/archive.h"
 #include "dg/cli.h"
 #include "dg/snapshot.h"
 
@@ -262,6 +263,7 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "duckgrid: %s\n", err);
     goto done;
   }
+  app.archive = dg_archive_start(&app, &url, &opts); /* before the manager: it trims up to it */
   if (dg_reader_start(&app, &url, &opts, &reader) != 0 ||
       dg_manager_start(&app, &url, &opts, &manager) != 0) {
     fprintf(stderr, "duckgrid: cannot start the response reader or the manager\n");
@@ -306,6 +308,7 @@ done:
   dg_snapshots_destroy(app.snapshots); /* waits for one under way */
   dg_manager_stop(manager);
   dg_reader_stop(reader);
+  dg_archive_stop(app.archive);
   dg_waiters_destroy(app.waiters);
   dg_progress_destroy(app.progress);
   dg_catalog_destroy(app.catalog);

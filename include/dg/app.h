@@ -23,6 +23,7 @@ struct dg_progress_s;
 struct dg_alive_s;
 struct dg_qguard_s;
 struct dg_snapshots_s;
+struct dg_archive_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -74,6 +75,7 @@ typedef struct dg_app_s {
   atomic_long repl_ok;              /* writes answered after WAIT reached its replicas */
   atomic_long repl_timeout;         /* ... answered when WAIT timed out or failed */
   struct dg_snapshots_s *snapshots; /* POST /admin/snapshots (snapshot.h) */
+  struct dg_archive_s *archive;     /* request_duck archive, or NULL (archive.h) */
 } dg_app_t;
 
 /**

@@ -55,6 +55,11 @@ void dg_snapshot_retention(long *keep, long *max_age_s);
 /** SHA-256 of a file as 64 hex digits, and its size. */
 int dg_sha256_file(const char *path, char hex[65], uint64_t *size);
 
+/** mkdir -p with mode 0700; 0 or DG_EIO (errno set). */
+int dg_fs_mkdir_p(const char *dir);
+/** fsync of a file (dir 0) or a directory (dir 1); 0 or DG_EIO. */
+int dg_fs_sync(const char *path, int dir);
+
 /* ---- the service behind POST /admin/snapshots --------------------------------- */
 
 typedef struct dg_snapshots_s dg_snapshots_t;

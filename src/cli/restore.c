@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "dg/app.h"
+#include "dg/archive.h"
 #include "dg/auth.h"
 #include "dg/cli.h"
 #include "dg/common.h"
@@ -200,6 +201,76 @@ static void progress(size_t n, dg_redis_xid_t at, dg_redis_xid_t first, dg_redis
   fflush(stderr);
 }
 
+/* Which archive segments carry the log on from `from`: [*a, *b) of *segs,
+ * chained without a hole (each one's prev_id the last id of the one
+ * before), the first one starting at or before the entry after `from`,
+ * up to `until` or the archive's end. 0, or nonzero with the reason. */
+static int archive_plan(const char *dir, dg_redis_xid_t from, dg_redis_xid_t until, dg_segment_t **segs,
+                        size_t *nsegs, size_t *a, size_t *b, char *why, size_t cap) {
+  dg_archive_segments(dir, segs, nsegs);
+  size_t i = 0;
+  while (i < *nsegs && dg_redis_xid_cmp((*segs)[i].last, from) <= 0) i++;
+  if (i == *nsegs) {
+    snprintf(why, cap, "no segment in %s holds entries after it", dir);
+    return DG_ENOTFOUND;
+  }
+  const dg_segment_t *s = &(*segs)[i];
+  if (dg_redis_xid_cmp(s->first, from) > 0 && !(s->has_prev && dg_redis_xid_cmp(s->prev, from) <= 0)) {
+    snprintf(why, cap, "it starts at %" PRIu64 "-%" PRIu64 " (segment %s), after the snapshot, and the entries "
+             "between are missing", s->first.ms, s->first.seq, s->file);
+    return DG_EGONE;
+  }
+  size_t j = i + 1;
+  while (j < *nsegs && dg_redis_xid_cmp((*segs)[j - 1].last, until) < 0) {
+    const dg_segment_t *p = &(*segs)[j - 1], *q = &(*segs)[j];
+    if (!q->has_prev || dg_redis_xid_cmp(q->prev, p->last) != 0) {
+      /* A hole: what follows may still be in Redis (checked by the caller). */
+      dg_log_warn("restore: archive segment %s does not follow %s", q->file, p->file);
+      break;
+    }
+    j++;
+  }
+  *a = i;
+  *b = j;
+  return 0;
+}
+
+typedef struct {
+  dg_app_t *app;
+  dg_replay_t *rp;
+  dg_redis_xid_t until;
+  dg_redis_xid_t *at;
+  dg_redis_xid_t from, last;
+  int64_t t0;
+  int64_t *shown;
+  int failed;
+  char err[512];
+} replay_arg_t;
+
+static void progress(size_t n, dg_redis_xid_t at, dg_redis_xid_t first, dg_redis_xid_t last, int64_t t0, int done);
+
+/* One archived entry: applied when it is after what is applied and not
+ * after --until; 1 ends the segment early (past --until). */
+static int replay_one(void *arg, const dg_redis_xentry_t *x) {
+  replay_arg_t *ra = arg;
+  dg_redis_xid_t id;
+  if (dg_redis_xid_parse(x->id.ptr, x->id.len, &id) != 0) return 0;
+  if (dg_redis_xid_cmp(id, *ra->at) <= 0) return 0;
+  if (dg_redis_xid_cmp(id, ra->until) > 0) return 1;
+  dg_redis_str_t v;
+  int has = dg_entry_open_req(ra->app, x, &v) == 0;
+  if (dg_replay_apply(ra->rp, x->id.ptr, x->id.len, has ? v.ptr : NULL, has ? v.len : 0, ra->err, sizeof ra->err) != 0) {
+    ra->failed = 1;
+    return DG_EIO;
+  }
+  *ra->at = id;
+  if (dg_mono_us() - *ra->shown >= 500 * 1000) {
+    progress(dg_replay_count(ra->rp), id, ra->from, ra->last, ra->t0, 0);
+    *ra->shown = dg_mono_us();
+  }
+  return 0;
+}
+
 int dg_cli_restore(int argc, char **argv) {
   const char *snap = NULL, *until_s = NULL, *until_time = NULL, *target = NULL;
   char **rest = dg_calloc((size_t)argc + 1, sizeof *rest);
@@ -270,6 +341,8 @@ int dg_cli_restore(int argc, char **argv) {
   dg_redis_url_t url;
   int have_url = 0;
   struct stat st;
+  dg_segment_t *segs = NULL;
+  size_t nsegs = 0, seg_a = 0, seg_b = 0;
 
   if (lstat(target, &st) == 0) {
     fprintf(stderr, "duckgrid restore: %s exists; restore never overwrites a file (choose a new path)\n", target);
@@ -314,9 +387,21 @@ int dg_cli_restore(int argc, char **argv) {
   }
   char req_stream[128];
   snprintf(req_stream, sizeof req_stream, "%srequest_duck", cfg.stream_prefix);
+  /* Redis alone, when it still holds everything after the snapshot; else
+   * the archive's segments from the snapshot on, then Redis after them. */
+  const char *adir = dg_archive_dir();
   if (stream_covers(redis, req_stream, from, err, sizeof err) != 0) {
-    fprintf(stderr, "duckgrid restore: refused: %s\n", err);
-    goto done;
+    char why[1024];
+    if (adir == NULL || archive_plan(adir, from, until, &segs, &nsegs, &seg_a, &seg_b, why, sizeof why) != 0) {
+      fprintf(stderr, "duckgrid restore: refused: %s%s%s\n", err, adir ? "; the archive: " : "", adir ? why : "");
+      goto done;
+    }
+    if (dg_redis_xid_cmp(segs[seg_b - 1].last, until) < 0 &&
+        stream_covers(redis, req_stream, segs[seg_b - 1].last, err, sizeof err) != 0) {
+      fprintf(stderr, "duckgrid restore: refused: the archive ends at %" PRIu64 "-%" PRIu64 " and %s\n",
+              segs[seg_b - 1].last.ms, segs[seg_b - 1].last.seq, err);
+      goto done;
+    }
   }
 
   snprintf(src, sizeof src, "%s/%s", dir, sfile);
@@ -372,12 +457,25 @@ int dg_cli_restore(int argc, char **argv) {
       freeReplyObject(rep);
     }
   }
+  if (seg_b > 0 && dg_redis_xid_cmp(segs[seg_b - 1].last, last) > 0)
+    last = dg_redis_xid_cmp(segs[seg_b - 1].last, until) < 0 ? segs[seg_b - 1].last : until;
   char cursor[DG_REDIS_XID_BUFSZ + 1], endid[DG_REDIS_XID_BUFSZ];
-  snprintf(cursor, sizeof cursor, "(%s", supd);
-  dg_redis_xid_format(last, endid, sizeof endid);
   int64_t t0 = dg_mono_us(), shown = 0;
   dg_redis_xid_t at = from;
   int failed = 0;
+  replay_arg_t ra = {&app, rp, until, &at, from, last, t0, &shown, 0, ""};
+  for (size_t k = seg_a; k < seg_b && !failed; k++) {
+    int rc2 = dg_archive_read(adir, &segs[k], replay_one, &ra, err, sizeof err);
+    if (rc2 != 0 && rc2 != 1) {
+      fprintf(stderr, "\nduckgrid restore: refused: %s\n", ra.failed ? ra.err : err);
+      failed = 1;
+    }
+  }
+  if (failed) goto done;
+  char atbuf[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(at, atbuf, sizeof atbuf);
+  snprintf(cursor, sizeof cursor, "(%s", atbuf);
+  dg_redis_xid_format(last, endid, sizeof endid);
   while (!failed && dg_redis_xid_cmp(at, last) < 0) {
     const char *av[] = {"XRANGE", req_stream, cursor, endid, "COUNT", PAGE};
     redisReply *rep = NULL;
@@ -468,6 +566,7 @@ done:
   dg_redis_destroy(redis);
   if (have_url) dg_redis_url_dispose(&url);
   json_decref(man);
+  dg_free(segs);
   dg_config_dispose(&cfg);
   return code;
 }

@@ -1,7 +1,9 @@
 /*
  * snapshots.c -- POST /admin/snapshots and GET /admin/snapshots (admin).
  *
- * POST starts a snapshot (snapshot.h) in the background and waits for it
+ * POST first waits, like a read, until DuckDB holds every write answered
+ * before it arrived (consistency.c; ?min_update= too), so the snapshot
+ * holds them. It then starts a snapshot (snapshot.h) in the background and waits for it
  * up to ?wait_ms= (default 10000, 0..60000): 201 with the manifest when it
  * finished in time, 202 {"id","status":"running"} otherwise -- it goes on,
  * and GET /admin/snapshots shows it ("running", then "done" with its
@@ -27,6 +29,9 @@ static int snapshots_post(dg_req_t *r) {
     dg_problem(r, 503, NULL, "snapshots are not available in this process");
     return 0;
   }
+  /* Like a read: the snapshot holds every write answered before this
+   * request arrived (and ?min_update=). */
+  if (dg_read_consistent_or_problem(r) != 0) return 0;
   char id[DG_SNAPSHOT_ID_MAX];
   int rc = dg_snapshots_start(s, id);
   if (rc == DG_ECONFLICT) {

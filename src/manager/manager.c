@@ -79,6 +79,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dg/archive.h"
 #include "dg/common.h"
 #include "dg/db.h"
 #include "dg/entry_mac.h"
@@ -911,6 +912,7 @@ static void trim_requests(dg_manager_t *m) {
   pthread_mutex_lock(&m->state_lock);
   memcpy(last, m->last_applied, sizeof last);
   pthread_mutex_unlock(&m->state_lock);
+  dg_archive_clamp(m->app->archive, last, sizeof last); /* trim only what is archived */
   dg_redis_xid_t applied;
   if (dg_redis_xid_parse(last, strlen(last), &applied) != 0) return;
   uint64_t keep_from = (uint64_t)(now_ms() - REQUEST_RETENTION_MS);
@@ -943,6 +945,7 @@ static void trim_requests_count(dg_manager_t *m) {
   pthread_mutex_lock(&m->state_lock);
   memcpy(last, m->last_applied, sizeof last);
   pthread_mutex_unlock(&m->state_lock);
+  dg_archive_clamp(m->app->archive, last, sizeof last); /* trim only what is archived */
   if (strcmp(last, "0-0") == 0) return;
   snprintf(maxlen, sizeof maxlen, "%ld", m->request_maxlen);
   snprintf(step, sizeof step, "%d", TRIM_COUNT_STEP);

@@ -37,7 +37,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,7 +145,7 @@ static char *one_text(duckdb_connection c, const char *sql, char *err, size_t er
   return out;
 }
 
-static int fsync_path(const char *path, int dir) {
+int dg_fs_sync(const char *path, int dir) {
   int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
   if (fd < 0) return DG_EIO;
   int rc = fsync(fd) == 0 ? 0 : DG_EIO;
@@ -151,7 +153,7 @@ static int fsync_path(const char *path, int dir) {
   return rc;
 }
 
-static int mkdir_p(const char *dir) {
+int dg_fs_mkdir_p(const char *dir) {
   char tmp[PATH_MAX];
   snprintf(tmp, sizeof tmp, "%s", dir);
   for (char *p = tmp + 1; *p; p++) {
@@ -228,7 +230,7 @@ static json_t *table_rows(duckdb_connection c, char *err, size_t errcap) {
 int dg_snapshot_take(duckdb_connection conn, const char *dir, int schema_version, const char *want_id,
                      json_t **manifest, char *err, size_t errcap) {
   *manifest = NULL;
-  if (mkdir_p(dir) != 0) {
+  if (dg_fs_mkdir_p(dir) != 0) {
     snprintf(err, errcap, "cannot make the snapshot directory %s: %s", dir, strerror(errno));
     return DG_EIO;
   }
@@ -288,7 +290,7 @@ int dg_snapshot_take(duckdb_connection conn, const char *dir, int schema_version
   }
   char hex[65] = "";
   uint64_t bytes = 0;
-  if (rc == 0 && fsync_path(tmp, 0) != 0) {
+  if (rc == 0 && dg_fs_sync(tmp, 0) != 0) {
     snprintf(err, errcap, "cannot sync %s: %s", tmp, strerror(errno));
     rc = DG_EIO;
   }
@@ -324,7 +326,7 @@ int dg_snapshot_take(duckdb_connection conn, const char *dir, int schema_version
   json_object_set_new(m, "took_ms", json_integer((dg_mono_us() - t0) / 1000));
   json_object_set_new(m, "duckdb", json_string(duckdb_library_version()));
   dg_free(applied);
-  if (json_dump_file(m, mtmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 || fsync_path(mtmp, 0) != 0 ||
+  if (json_dump_file(m, mtmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 || dg_fs_sync(mtmp, 0) != 0 ||
       rename(mtmp, mpath) != 0) {
     snprintf(err, errcap, "cannot write the manifest %s: %s", mpath, strerror(errno));
     unlink(mtmp);
@@ -332,7 +334,7 @@ int dg_snapshot_take(duckdb_connection conn, const char *dir, int schema_version
     json_decref(m);
     return DG_EIO;
   }
-  fsync_path(dir, 1);
+  dg_fs_sync(dir, 1);
   *manifest = m;
   return 0;
 }
@@ -488,6 +490,12 @@ dg_snapshots_t *dg_snapshots_create(dg_db_t *db) {
 static void *worker(void *arg) {
   dg_snapshots_t *s = arg;
   pthread_setname_np(pthread_self(), "dg-snapshot");
+  /* The copy is CPU-bound: at the lowest priority it takes what the
+   * manager, the persister and the HTTP threads leave, so writes do not
+   * queue behind it on a busy machine (bench/snapshot.py). DuckDB runs the
+   * COPY on this thread (threads = 1, see main.c). */
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) != 0)
+    dg_log_warn("snapshot: cannot lower the thread's priority: %s", strerror(errno));
   char id[DG_SNAPSHOT_ID_MAX], err[512] = "";
   pthread_mutex_lock(&s->lock);
   memcpy(id, s->cur, sizeof id);
@@ -526,7 +534,7 @@ int dg_snapshots_start(dg_snapshots_t *s, char id[DG_SNAPSHOT_ID_MAX]) {
   }
   if (s->has_thread) pthread_join(s->thread, NULL); /* finished: running is 0 */
   s->has_thread = 0;
-  mkdir_p(s->dir);
+  dg_fs_mkdir_p(s->dir);
   new_id(s->dir, s->cur);
   s->running = 1;
   s->failed = 0;

@@ -249,3 +249,70 @@ def test_retention_and_offline_snapshot(make_server):
     m = json.loads(out.stdout)
     assert sorted(os.listdir(snapdir)) == [m["id"] + ".duckdb", m["id"] + ".json"]
     assert m["tables"]["sn"] >= 16
+
+
+def _metric(s, name):
+    for line in s.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def _segments(d):
+    out = []
+    for f in sorted(os.listdir(d)):
+        if f.startswith("seg-") and f.endswith(".json"):
+            with open(os.path.join(d, f)) as fh:
+                out.append(json.load(fh))
+    return sorted(out, key=lambda m: tuple(int(x) for x in m["first_id"].split("-")))
+
+
+def test_archive_trim_waits_and_restore_past_the_trim(make_server, tmp_path, redis_server):
+    arch = str(tmp_path / "archive")
+    s = make_server(env={"DUCKGRID_ARCHIVE_DIR": arch, "DUCKGRID_ARCHIVE_INTERVAL_MS": "2500",
+                         "DUCKGRID_REQUEST_MAXLEN": "5"}).start()
+    stream = s.prefix + "request_duck"
+    _tree(s)
+    snap = snapshot(s)
+    _writes(s, 40, 8, "p")
+    # Nothing is archived yet (the oldest entry is younger than the
+    # interval): trimming by count waits, although 40 > DUCKGRID_REQUEST_MAXLEN.
+    time.sleep(1.5)
+    assert int(redis_server.cli("XLEN", stream)) >= 40
+    assert _metric(s, "duckgrid_archive_lag_seconds") is not None
+    # Once sealed, the stream is trimmed down to the archived, persisted part.
+    assert wait_until(lambda: int(redis_server.cli("XLEN", stream)) <= 10, 20), redis_server.cli("XLEN", stream)
+    _writes(s, 30, 9, "q")
+    assert wait_until(lambda: _metric(s, "duckgrid_archive_lag_seconds") == 0
+                      and int(redis_server.cli("XLEN", stream)) <= 10, 20)
+    segs = _segments(arch)
+    assert len(segs) >= 2 and segs[0]["prev_id"] == "0-0"
+    for a, b in zip(segs, segs[1:]):
+        assert b["prev_id"] == a["last_id"]
+    assert sum(m["count"] for m in segs) >= 72  # table, rows, 70 writes
+    assert _metric(s, "duckgrid_archive_entries_total") == sum(m["count"] for m in segs)
+    _writes(s, 5, 10, "r")  # the newest ones only in Redis
+    assert s.stop() == 0
+    ref = dump(_copy(s.db, str(tmp_path / "ref.duckdb")))
+
+    # The snapshot's successors are gone from Redis: restore reads the archive, then Redis.
+    out = restore(s, "--snapshot", snap["id"], "--db", str(tmp_path / "r.duckdb"))
+    assert json.loads(out.stdout)["replayed"] == 75
+    assert dump(str(tmp_path / "r.duckdb")) == ref
+    # Without the archive the same restore is refused.
+    env = dict(s.env)
+    env.pop("DUCKGRID_ARCHIVE_DIR")
+    out = subprocess.run([BIN, "restore", "--snapshot", snap["id"], "--db", str(tmp_path / "x.duckdb")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "trimmed" in out.stderr
+    # A corrupt segment: refused, naming it; a missing one: refused.
+    f = os.path.join(arch, segs[1]["file"])
+    good = open(f, "rb").read()
+    open(f, "wb").write(good[:-1] + bytes([good[-1] ^ 1]))
+    out = restore(s, "--snapshot", snap["id"], "--db", str(tmp_path / "c.duckdb"), expect=1)
+    assert "corrupt" in out.stderr and segs[1]["file"] in out.stderr
+    assert not (tmp_path / "c.duckdb").exists()
+    open(f, "wb").write(good)
+    os.rename(os.path.join(arch, segs[0]["file"].replace(".duckdb", ".json")), str(tmp_path / "away.json"))
+    out = restore(s, "--snapshot", snap["id"], "--db", str(tmp_path / "m.duckdb"), expect=1)
+    assert "missing" in out.stderr or "trimmed" in out.stderr
