@@ -62,7 +62,9 @@ def main():
     try:
         redis = B.Redis(wd.path).start()
         srv = B.Server(os.path.join(build, "duckgrid"), redis, wd.path,
-                       env={"DUCKGRID_SNAPSHOT_KEEP": "0", "DUCKGRID_LOG_LEVEL": "info"}).start()
+                       env={"DUCKGRID_SNAPSHOT_KEEP": "0", "DUCKGRID_LOG_LEVEL": "info",
+                            "DUCKGRID_ARCHIVE_DIR": os.path.join(wd.path, "archive"),
+                            "DUCKGRID_ARCHIVE_INTERVAL_MS": "1000"}).start()
         srv.ok("POST", "/tables", {"name": "big", "columns": [{"name": "v", "type": "number", "scale": 2}]})
         srv.stop()
         lv, sql = tree_sql("big", fanout)
@@ -81,6 +83,11 @@ def main():
         B.create_table(srv, "bench")
         levels, _ = B.load_tree(srv, "bench", [10, 100, 100])
         time.sleep(1.5)
+
+        # A snapshot with the server idle.
+        st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
+        m0 = json.loads(body)
+        out["snapshot_idle"] = {"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"]}
 
         # Writes without, then with, a snapshot running.
         out["writes_without_snapshot"] = lat(loadgen(build, srv, levels, "--target", "update", "--conns", 16,
@@ -107,6 +114,26 @@ def main():
         r = loadgen(build, srv, levels, "--target", "async", "--conns", 32, "--count", a.count, "--drain", 300,
                     "--redis", redis.url, "--res-stream", "response_duck")
         out["async_applied_rps"] = round(r.get("applied_rps") or 0)
+        out["async_submit_rps"] = round(r.get("submit_rps") or 0)
+        # The archive: sealed segments, and how fast they were written.
+        adir = os.path.join(wd.path, "archive")
+
+        def segs():
+            ms = []
+            for f in os.listdir(adir):
+                if f.endswith(".json"):
+                    with open(os.path.join(adir, f)) as fh:
+                        ms.append(json.load(fh))
+            return ms
+        total = int(redis.cli("XINFO", "STREAM", "request_duck").split("\n")[
+            redis.cli("XINFO", "STREAM", "request_duck").split("\n").index("entries-added") + 1])
+        B.wait_until(lambda: sum(m["count"] for m in segs()) >= total, 120, 0.2)
+        ss = segs()
+        n_arch = sum(m["count"] for m in ss)
+        w_ms = sum(m.get("write_ms", 0) for m in ss)
+        out["archive"] = {"entries": n_arch, "stream_entries": total, "segments": len(ss),
+                          "write_s": round(w_ms / 1000, 2), "entries_per_s": round(n_arch / max(1e-3, w_ms / 1000)),
+                          "bytes_per_entry": round(sum(m["bytes"] for m in ss) / max(1, n_arch), 1)}
         srv.stop()
         target = os.path.join(wd.path, "restored.duckdb")
         t0 = time.monotonic()

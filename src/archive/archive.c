@@ -231,6 +231,7 @@ static void append_field(duckdb_appender app, const dg_redis_xentry_t *x, const 
 static int write_segment(dg_archive_t *a, redisReply **reps, size_t nreps, const dg_redis_xid_t *prev,
                          dg_redis_xid_t *first, dg_redis_xid_t *last, long long *count, char *err, size_t errcap) {
   /* Ids first, for the name. */
+  int64_t t0 = dg_mono_us();
   *count = 0;
   for (size_t r = 0; r < nreps; r++) {
     dg_redis_xiter_t it;
@@ -332,6 +333,7 @@ static int write_segment(dg_archive_t *a, redisReply **reps, size_t nreps, const
   json_object_set_new(m, "bytes", json_integer((json_int_t)bytes));
   json_object_set_new(m, "sha256", json_string(hex));
   json_object_set_new(m, "created_ms", json_integer(wall_ms()));
+  json_object_set_new(m, "write_ms", json_integer((dg_mono_us() - t0) / 1000));
   if (json_dump_file(m, mtmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 || dg_fs_sync(mtmp, 0) != 0 ||
       rename(mtmp, mpath) != 0) {
     snprintf(err, errcap, "cannot write %.300s: %s", mpath, strerror(errno));
