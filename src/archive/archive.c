@@ -124,6 +124,25 @@ int dg_archive_segments(const char *dir, dg_segment_t **out, size_t *n) {
   return 0;
 }
 
+/* A segment file as a DuckDB instance of its own: one thread, no file
+ * access from SQL; read-only for restore. */
+static int open_segment(const char *path, int readonly, duckdb_database *db, char *err, size_t errcap) {
+  duckdb_config cfg;
+  duckdb_create_config(&cfg);
+  if (readonly) duckdb_set_config(cfg, "access_mode", "READ_ONLY");
+  duckdb_set_config(cfg, "threads", "1");
+  duckdb_set_config(cfg, "enable_external_access", "false");
+  char *oerr = NULL;
+  int rc = 0;
+  if (duckdb_open_ext(path, db, cfg, &oerr) == DuckDBError) {
+    snprintf(err, errcap, "%s", oerr ? oerr : "?");
+    duckdb_free(oerr);
+    rc = DG_EIO;
+  }
+  duckdb_destroy_config(&cfg);
+  return rc;
+}
+
 /* A reply element for a stored field, so that archived entries go through
  * the same MAC check as live ones (dg_entry_check_req reads the fields of a
  * dg_redis_xentry_t). */
@@ -148,20 +167,12 @@ int dg_archive_read(const char *dir, const dg_segment_t *s, dg_archive_entry_fn 
              s->sha256);
     return DG_EIO;
   }
-  duckdb_config cfg;
-  duckdb_create_config(&cfg);
-  duckdb_set_config(cfg, "access_mode", "READ_ONLY");
-  duckdb_set_config(cfg, "threads", "1");
-  duckdb_set_config(cfg, "enable_external_access", "false");
   duckdb_database db;
-  char *oerr = NULL;
-  if (duckdb_open_ext(path, &db, cfg, &oerr) == DuckDBError) {
-    snprintf(err, errcap, "archive segment %s does not open: %s", s->file, oerr ? oerr : "?");
-    duckdb_free(oerr);
-    duckdb_destroy_config(&cfg);
+  char oerr[256];
+  if (open_segment(path, 1, &db, oerr, sizeof oerr) != 0) {
+    snprintf(err, errcap, "archive segment %s does not open: %s", s->file, oerr);
     return DG_EIO;
   }
-  duckdb_destroy_config(&cfg);
   duckdb_connection c;
   duckdb_connect(db, &c);
   duckdb_result res;
@@ -259,19 +270,12 @@ static int write_segment(dg_archive_t *a, redisReply **reps, size_t nreps, const
   snprintf(mtmp, sizeof mtmp, "%s.tmp", mpath);
   unlink(tmp);
   unlink(wal);
-  duckdb_config cfg;
-  duckdb_create_config(&cfg);
-  duckdb_set_config(cfg, "threads", "1");
-  duckdb_set_config(cfg, "enable_external_access", "false");
   duckdb_database db;
-  char *oerr = NULL;
-  if (duckdb_open_ext(tmp, &db, cfg, &oerr) == DuckDBError) {
-    snprintf(err, errcap, "cannot create %.300s: %.150s", tmp, oerr ? oerr : "?");
-    duckdb_free(oerr);
-    duckdb_destroy_config(&cfg);
+  char oerr[256];
+  if (open_segment(tmp, 0, &db, oerr, sizeof oerr) != 0) {
+    snprintf(err, errcap, "cannot create %.300s: %.150s", tmp, oerr);
     return DG_EIO;
   }
-  duckdb_destroy_config(&cfg);
   duckdb_connection c;
   duckdb_connect(db, &c);
   int rc = 0;

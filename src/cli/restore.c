@@ -43,6 +43,7 @@
 #include "dg/config.h"
 #include "dg/db.h"
 #include "dg/entry_mac.h"
+#include "dg/isotime.h"
 #include "dg/log.h"
 #include "dg/redis.h"
 #include "dg/replay.h"
@@ -54,45 +55,6 @@ static int usage(void) {
   fprintf(stderr, "usage: duckgrid restore --snapshot <id|latest> [--until <update id> | --until-time <ISO time>] "
                   "--db NEW.duckdb [options]\n");
   return 2;
-}
-
-/* "2026-12-05T18:30:00Z", "...00.250Z", "...00+01:00": milliseconds since
- * the epoch, or -1. */
-static int64_t parse_time_ms(const char *s) {
-  int Y, M, D, h, m, sec, n = 0;
-  char T;
-  if (sscanf(s, "%4d-%2d-%2d%c%2d:%2d:%2d%n", &Y, &M, &D, &T, &h, &m, &sec, &n) != 7 || n != 19 ||
-      (T != 'T' && T != ' ') || M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
-    return -1;
-  const char *p = s + 19;
-  int frac = 0, digits = 0;
-  if (*p == '.') {
-    for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-      if (digits < 3) frac = frac * 10 + (*p - '0');
-    if (digits == 0) return -1;
-    for (int d = digits; d < 3; d++) frac *= 10;
-  }
-  int off = 0;
-  if (*p == 'Z' || *p == 'z') {
-    p++;
-  } else if (*p == '+' || *p == '-') {
-    int oh, om, k = 0;
-    if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59) return -1;
-    off = (*p == '-' ? -1 : 1) * (oh * 3600 + om * 60);
-    p += 6;
-  } else {
-    return -1;
-  }
-  if (*p != '\0') return -1;
-  struct tm tm = {0};
-  tm.tm_year = Y - 1900;
-  tm.tm_mon = M - 1;
-  tm.tm_mday = D;
-  tm.tm_hour = h;
-  tm.tm_min = m;
-  tm.tm_sec = sec;
-  int64_t t = (int64_t)timegm(&tm) - off;
-  return t * 1000 + frac;
 }
 
 /* "ms-seq" or "ms" (every entry of that millisecond). */
@@ -303,8 +265,8 @@ int dg_cli_restore(int argc, char **argv) {
     return 2;
   }
   if (until_time) {
-    int64_t ms = parse_time_ms(until_time);
-    if (ms < 0) {
+    int64_t ms = -1;
+    if (dg_parse_rfc3339_ms(until_time, &ms) != 0 || ms < 0) {
       fprintf(stderr, "duckgrid restore: --until-time '%s' is not an ISO time (e.g. 2026-12-05T18:30:00Z)\n",
               until_time);
       dg_free(rest);

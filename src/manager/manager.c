@@ -1203,8 +1203,22 @@ void dg_manager_stop(dg_manager_t *m) {
   pthread_cond_signal(&m->pcond);
   pthread_mutex_unlock(&m->plock);
   pthread_join(m->pthread, NULL);
+  dg_free(m->test_crash_on);
+  dg__mgr_release(m);
+  dg_redis_destroy(m->redis);
+  dg_redis_destroy(m->predis);
+  pthread_cond_destroy(&m->pcond);
+  pthread_cond_destroy(&m->dcond);
+  dg_free(m);
+}
+
+/* Frees the state, the batch, the tail, the DuckDB connection and the
+ * locks (not the threads, Redis or conditions: dg_manager_stop). */
+void dg__mgr_release(dg_manager_t *m) {
   dg__mgr_batch_clear(m);
+  pthread_mutex_lock(&m->state_lock);
   dg__mgr_pend_drop(m);
+  pthread_mutex_unlock(&m->state_lock);
   for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
   dg_free(m->tables);
   for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);
@@ -1214,18 +1228,12 @@ void dg_manager_stop(dg_manager_t *m) {
   dg_free(m->hist);
   dg_free(m->pend);
   dg_free(m->ddl);
-  dg_free(m->test_crash_on);
   dg_changes_destroy(m->changes);
   dg_buf_dispose(&m->json);
   dg__mgr_persist_dispose(m);
   dg_db_disconnect(&m->conn);
-  dg_redis_destroy(m->redis);
-  dg_redis_destroy(m->predis);
-  pthread_cond_destroy(&m->pcond);
-  pthread_cond_destroy(&m->dcond);
   pthread_mutex_destroy(&m->plock);
   pthread_mutex_destroy(&m->idem_lock);
   pthread_mutex_destroy(&m->conn_lock);
   pthread_mutex_destroy(&m->state_lock);
-  dg_free(m);
 }

@@ -140,27 +140,6 @@ int dg_replay_apply(dg_replay_t *r, const char *id, size_t idlen, const char *re
 
 void dg_replay_close(dg_replay_t *r) {
   if (r == NULL) return;
-  dg_manager_t *m = &r->m;
-  dg__mgr_batch_clear(m);
-  pthread_mutex_lock(&m->state_lock);
-  dg__mgr_pend_drop(m);
-  pthread_mutex_unlock(&m->state_lock);
-  for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
-  dg_free(m->tables);
-  for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);
-  dg_free(m->views);
-  dg__mgr_idem_dispose(&m->idem);
-  dg_free(m->reqs);
-  dg_free(m->hist);
-  dg_free(m->pend);
-  dg_free(m->ddl);
-  dg_changes_destroy(m->changes);
-  dg_buf_dispose(&m->json);
-  dg__mgr_persist_dispose(m);
-  dg_db_disconnect(&m->conn);
-  pthread_mutex_destroy(&m->plock);
-  pthread_mutex_destroy(&m->idem_lock);
-  pthread_mutex_destroy(&m->conn_lock);
-  pthread_mutex_destroy(&m->state_lock);
+  dg__mgr_release(&r->m);
   dg_free(r);
 }
