@@ -87,6 +87,8 @@ def main():
         # A snapshot with the server idle.
         st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
         m0 = json.loads(body)
+        if st != 201:
+            raise RuntimeError(f"idle snapshot: {st} {body[:400]!r}")
         out["snapshot_idle"] = {"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"]}
 
         # Writes without, then with, a snapshot running.
