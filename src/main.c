@@ -35,6 +35,9 @@
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
 #include "dg/waiters.h"
+#include "dg/archive.h"
+#include "dg/cli.h"
+#include "dg/snapshot.h"
 
 /* Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or configuration. */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -44,6 +47,10 @@ static void usage(FILE *f) {
           "duckgrid %s -- real-time shared planning spreadsheet backend\n\n"
           "Usage:\n"
           "  duckgrid serve [options]   run the HTTP API and the manager\n"
+          "  duckgrid snapshot [options]  copy the database at its update id (server stopped;\n"
+          "                             a running one: POST /admin/snapshots)\n"
+          "  duckgrid restore --snapshot <id|latest> [--until <update id> | --until-time <ISO time>]\n"
+          "                   --db NEW.duckdb [options]   rebuild the state at a point in time\n"
           "  duckgrid --version         print the versions of duckgrid, DuckDB and Redis\n"
           "  duckgrid --help            this text\n\n",
           DG_VERSION);
@@ -189,6 +196,7 @@ static int cmd_serve(int argc, char **argv) {
   }
   dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.stream_key);
   app.alive = dg_alive_create(app.db);
+  app.snapshots = dg_snapshots_create(app.db);
   app.qguard = dg_qguard_create(cfg.view_timeout_ms, cfg.view_concurrency);
   {
     /* DuckDB has no per-query memory cap: this bounds the instance, views
@@ -255,6 +263,7 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "duckgrid: %s\n", err);
     goto done;
   }
+  app.archive = dg_archive_start(&app, &url, &opts); /* before the manager: it trims up to it */
   if (dg_reader_start(&app, &url, &opts, &reader) != 0 ||
       dg_manager_start(&app, &url, &opts, &manager) != 0) {
     fprintf(stderr, "duckgrid: cannot start the response reader or the manager\n");
@@ -296,8 +305,10 @@ done:
   if (app.progress) dg_progress_close(app.progress); /* reads waiting for a flush answer now */
   dg_qguard_stop(app.qguard); /* running view queries are interrupted */
   dg_http_stop(http);
+  dg_snapshots_destroy(app.snapshots); /* waits for one under way */
   dg_manager_stop(manager);
   dg_reader_stop(reader);
+  dg_archive_stop(app.archive);
   dg_waiters_destroy(app.waiters);
   dg_progress_destroy(app.progress);
   dg_catalog_destroy(app.catalog);
@@ -326,6 +337,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)
     return cmd_version(argc - 2, argv + 2);
   if (strcmp(argv[1], "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+  if (strcmp(argv[1], "snapshot") == 0) return dg_cli_snapshot(argc - 2, argv + 2);
+  if (strcmp(argv[1], "restore") == 0) return dg_cli_restore(argc - 2, argv + 2);
   fprintf(stderr, "duckgrid: unknown command '%s' (see duckgrid --help)\n", argv[1]);
   return EXIT_USAGE;
 }

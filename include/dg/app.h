@@ -22,6 +22,8 @@ struct dg_metrics_s;
 struct dg_progress_s;
 struct dg_alive_s;
 struct dg_qguard_s;
+struct dg_snapshots_s;
+struct dg_archive_s;
 
 typedef enum {
   DG_MANAGER_OFF = 0,     /* no manager runs in this process    */
@@ -76,6 +78,8 @@ typedef struct dg_app_s {
   char fence_key[128];              /* "<prefix>duckgrid:fence" (WAIT)   */
   atomic_long repl_ok;              /* writes answered after WAIT reached its replicas */
   atomic_long repl_timeout;         /* ... answered when WAIT timed out or failed */
+  struct dg_snapshots_s *snapshots; /* POST /admin/snapshots (snapshot.h) */
+  struct dg_archive_s *archive;     /* request_duck archive, or NULL (archive.h) */
 } dg_app_t;
 
 /**

@@ -81,6 +81,7 @@ extern const dg_route_t dg_routes_keys[];    /* keys.c: /admin/keys          */
 extern const dg_route_t dg_routes_events[];  /* events.c: GET /events (SSE)  */
 extern const dg_route_t dg_routes_metrics[]; /* metrics_route.c: /metrics    */
 extern const dg_route_t dg_routes_ws[];      /* ws.c: GET /ws (WebSocket)     */
+extern const dg_route_t dg_routes_snapshots[]; /* snapshots.c: /admin/snapshots */
 
 /** POST /update_cell's handler, for the WebSocket front end: the same
  *  validation, queueing and answers. r->body must be set. */

@@ -6,6 +6,7 @@
  * and two manager histograms. Rendering skips series that never moved.
  */
 #include "dg/metrics.h"
+#include "dg/archive.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -202,4 +203,5 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "duckgrid_redis_replication_total{result=\"ok\"} %ld\n"
                 "duckgrid_redis_replication_total{result=\"timeout\"} %ld\n",
                 atomic_load(&app->repl_ok), atomic_load(&app->repl_timeout));
+  dg_archive_metrics(app->archive, out);
 }

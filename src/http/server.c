@@ -40,6 +40,7 @@ static const dg_route_t *const route_tables[] = {
     dg_routes_health, dg_routes_read, dg_routes_views, dg_routes_updates, dg_routes_write,
     dg_routes_keys, dg_routes_events, dg_routes_metrics,
     dg_routes_ws,
+    dg_routes_snapshots,
     dg_routes_docs,
 };
 

@@ -245,6 +245,17 @@ mtable_t *dg__mgr_table(dg_manager_t *m, const char *name);
 uint64_t dg__mgr_hash(const char *s);
 void dg__mgr_table_free(mtable_t *t);
 
+/* ---- manager.c (also used by replay.c) ----------------------------------------- */
+
+/** A new request at the end of the batch in hand, for stream id sid. */
+mreq_t *dg__mgr_req_add(dg_manager_t *m, const char *sid, size_t len);
+/** The batch joins the unpersisted tail (state_lock held). */
+void dg__mgr_hand_over(dg_manager_t *m);
+/** Frees the state, batch, tail, DuckDB connection and locks. */
+void dg__mgr_release(dg_manager_t *m);
+/** Reads the settings apply depends on (idempotency window, change caps). */
+void dg__mgr_apply_settings(dg_manager_t *m);
+
 /* ---- persist.c ------------------------------------------------------------------ */
 
 /** Loads tables, rows, holds, views, the idempotency map, next_row_id and

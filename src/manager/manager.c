@@ -80,6 +80,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dg/archive.h"
 #include "dg/common.h"
 #include "dg/db.h"
 #include "dg/entry_mac.h"
@@ -281,7 +282,7 @@ static const char *PUBLISH_LUA =
 
 /* ---- batch bookkeeping -------------------------------------------------------------- */
 
-static mreq_t *req_add(dg_manager_t *m, const char *sid, size_t len) {
+mreq_t *dg__mgr_req_add(dg_manager_t *m, const char *sid, size_t len) {
   if (m->nreqs == m->reqs_cap) {
     m->reqs_cap = m->reqs_cap ? m->reqs_cap * 2 : 64;
     m->reqs = dg_realloc(m->reqs, m->reqs_cap * sizeof *m->reqs);
@@ -294,7 +295,7 @@ static mreq_t *req_add(dg_manager_t *m, const char *sid, size_t len) {
 
 /* The batch joins the unpersisted tail (state_lock held), after its
  * outcomes are in Redis. */
-static void hand_over(dg_manager_t *m) {
+void dg__mgr_hand_over(dg_manager_t *m) {
   if (m->nreqs == 0) return;
   if (m->npend + m->nreqs > m->pend_cap) {
     m->pend_cap = m->pend_cap ? m->pend_cap : 256;
@@ -670,7 +671,7 @@ typedef struct {
 #define SLOW_BATCH_MS 500
 
 static void apply_entry(dg_manager_t *m, const entry_t *e) {
-  mreq_t *r = req_add(m, e->id, e->id_len);
+  mreq_t *r = dg__mgr_req_add(m, e->id, e->id_len);
   r->poison = e->poison;
   if (e->req == NULL) dg__mgr_apply(m, r, "{}", 2);
   else dg__mgr_apply(m, r, e->req, e->req_len);
@@ -691,7 +692,7 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
     return rc;
   }
   published_mark(m);
-  hand_over(m);
+  dg__mgr_hand_over(m);
   pthread_mutex_unlock(&m->state_lock);
   int64_t published = dg_mono_us();
   feed(m);
@@ -773,7 +774,7 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
   apply_entry(m, e);
   dg__mgr_batch_end(m, 1);
   mreq_t *r = &m->reqs[0];
-  hand_over(m);
+  dg__mgr_hand_over(m);
   pthread_mutex_unlock(&m->state_lock);
   char (*acked)[DG_REDIS_XID_BUFSZ] = NULL;
   size_t nacked = 0;
@@ -801,7 +802,7 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
     rc = publish(m);
     if (rc == 0) {
       published_mark(m);
-      hand_over(m);
+      dg__mgr_hand_over(m);
     }
     pthread_mutex_unlock(&m->state_lock);
     pthread_mutex_unlock(&m->conn_lock);
@@ -1340,6 +1341,7 @@ static void trim_requests(dg_manager_t *m) {
   pthread_mutex_lock(&m->state_lock);
   memcpy(last, m->last_applied, sizeof last);
   pthread_mutex_unlock(&m->state_lock);
+  dg_archive_clamp(m->app->archive, last, sizeof last); /* trim only what is archived */
   dg_redis_xid_t applied;
   if (dg_redis_xid_parse(last, strlen(last), &applied) != 0) return;
   uint64_t keep_from = (uint64_t)(now_ms() - REQUEST_RETENTION_MS);
@@ -1372,6 +1374,7 @@ static void trim_requests_count(dg_manager_t *m) {
   pthread_mutex_lock(&m->state_lock);
   memcpy(last, m->last_applied, sizeof last);
   pthread_mutex_unlock(&m->state_lock);
+  dg_archive_clamp(m->app->archive, last, sizeof last); /* trim only what is archived */
   if (strcmp(last, "0-0") == 0) return;
   snprintf(maxlen, sizeof maxlen, "%ld", m->request_maxlen);
   snprintf(step, sizeof step, "%d", TRIM_COUNT_STEP);
@@ -1573,6 +1576,16 @@ static void *run(void *arg) {
   return NULL;
 }
 
+/* The settings apply depends on: a replay (replay.c) must use the same. */
+void dg__mgr_apply_settings(dg_manager_t *m) {
+  m->idem_window_ms = (int64_t)env_long("DUCKGRID_IDEMPOTENCY_WINDOW_MS", (long)IDEM_WINDOW_MS_DEFAULT, 1000,
+                                        366L * 24 * 3600 * 1000);
+  /* API v1.1: outcomes list at most 10,000 changes (a larger one is paged
+   * from the audit log); a request may change at most 5,000,000 cells. */
+  m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
+  m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
+}
+
 int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
                      dg_manager_t **out) {
   dg_manager_t *m = dg_calloc(1, sizeof *m);
@@ -1600,12 +1613,7 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   m->persist_interval_us = env_long("DUCKGRID_PERSIST_INTERVAL_MS", PERSIST_INTERVAL_MS_DEFAULT, 1, 60000) * 1000;
   m->persist_max = (size_t)env_long("DUCKGRID_PERSIST_MAX", PERSIST_MAX_DEFAULT, 1, 10000000);
   m->tail_max = (size_t)env_long("DUCKGRID_TAIL_MAX", TAIL_MAX_DEFAULT, 1, 100000000);
-  m->idem_window_ms = (int64_t)env_long("DUCKGRID_IDEMPOTENCY_WINDOW_MS", (long)IDEM_WINDOW_MS_DEFAULT, 1000,
-                                        366L * 24 * 3600 * 1000);
-  /* API v1.1: outcomes list at most 10,000 changes (a larger one is paged
-   * from the audit log); a request may change at most 5,000,000 cells. */
-  m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
-  m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
+  dg__mgr_apply_settings(m);
   m->request_maxlen = env_long("DUCKGRID_REQUEST_MAXLEN", 1000000, 1, 1000000000);
   m->poison_attempts = env_long("DUCKGRID_POISON_ATTEMPTS", 3, 1, 1000);
   snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->req_stream);
@@ -1683,8 +1691,22 @@ void dg_manager_stop(dg_manager_t *m) {
   pthread_cond_signal(&m->pcond);
   pthread_mutex_unlock(&m->plock);
   pthread_join(m->pthread, NULL);
+  dg_free(m->test_crash_on);
+  dg__mgr_release(m);
+  dg_redis_destroy(m->redis);
+  dg_redis_destroy(m->predis);
+  pthread_cond_destroy(&m->pcond);
+  pthread_cond_destroy(&m->dcond);
+  dg_free(m);
+}
+
+/* Frees the state, the batch, the tail, the DuckDB connection and the
+ * locks (not the threads, Redis or conditions: dg_manager_stop). */
+void dg__mgr_release(dg_manager_t *m) {
   dg__mgr_batch_clear(m);
+  pthread_mutex_lock(&m->state_lock);
   dg__mgr_pend_drop(m);
+  pthread_mutex_unlock(&m->state_lock);
   for (uint32_t i = 0; i < m->ntables; i++) dg__mgr_table_free(m->tables[i]);
   dg_free(m->tables);
   for (size_t i = 0; i < m->nviews; i++) dg_free(m->views[i]);
@@ -1694,18 +1716,12 @@ void dg_manager_stop(dg_manager_t *m) {
   dg_free(m->hist);
   dg_free(m->pend);
   dg_free(m->ddl);
-  dg_free(m->test_crash_on);
   dg_changes_destroy(m->changes);
   dg_buf_dispose(&m->json);
   dg__mgr_persist_dispose(m);
   dg_db_disconnect(&m->conn);
-  dg_redis_destroy(m->redis);
-  dg_redis_destroy(m->predis);
-  pthread_cond_destroy(&m->pcond);
-  pthread_cond_destroy(&m->dcond);
   pthread_mutex_destroy(&m->plock);
   pthread_mutex_destroy(&m->idem_lock);
   pthread_mutex_destroy(&m->conn_lock);
   pthread_mutex_destroy(&m->state_lock);
-  dg_free(m);
 }

@@ -11,6 +11,7 @@
  * bump of that number, so a crash mid-migration leaves the old version.
  */
 #include "dg/db.h"
+#include "dg/snapshot.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dg/buf.h"
 #include "dg/common.h"
 #include "dg/log.h"
 
@@ -313,6 +315,27 @@ static void thread_conn_free(void *p) {
   dg_free(n);
 }
 
+/* No file or network access from SQL (a view is user-written SQL), except
+ * the snapshot directory (snapshot.c ATTACHes its copies there; views
+ * cannot name files: views_check.c refuses table functions). Both
+ * settings are locked once external access is off. */
+static int lock_down(duckdb_connection c, const char *path, char *err, size_t errcap) {
+  char dir[4096];
+  dg_snapshot_dir(path, dir, sizeof dir);
+  dg_buf_t sql;
+  dg_buf_init(&sql);
+  dg_buf_puts(&sql, "SET allowed_directories = ['");
+  for (const char *p = dir; *p; p++) {
+    if (*p == '\'') dg_buf_puts(&sql, "'");
+    dg_buf_printf(&sql, "%c", *p);
+  }
+  dg_buf_puts(&sql, "/']");
+  int rc = dg_db_exec(c, sql.data, err, errcap);
+  dg_buf_dispose(&sql);
+  if (rc == 0) rc = dg_db_exec(c, "SET enable_external_access = false", err, errcap);
+  return rc;
+}
+
 int dg_db_open(const char *path, int threads, dg_db_t **out, char *err, size_t errcap) {
   int rc = check_path(path, err, errcap);
   if (rc != 0) return rc;
@@ -325,7 +348,8 @@ int dg_db_open(const char *path, int threads, dg_db_t **out, char *err, size_t e
    * no file or network access from SQL (a view is user-written SQL). */
   duckdb_set_config(config, "autoinstall_known_extensions", "false");
   duckdb_set_config(config, "autoload_known_extensions", "false");
-  duckdb_set_config(config, "enable_external_access", "false");
+  /* enable_external_access goes off right after the open (below), once the
+   * snapshot directory is allowed: snapshots ATTACH a file there. */
   /* Automatic checkpoints run inside a COMMIT and stalled writes for up to
    * a second at the default 16 MB of WAL; the manager checkpoints when idle
    * instead, and this only bounds the WAL under sustained load. */
@@ -354,7 +378,8 @@ int dg_db_open(const char *path, int threads, dg_db_t **out, char *err, size_t e
     dg_db_close(db);
     return DG_EIO;
   }
-  rc = migrate(db, c, err, errcap);
+  rc = lock_down(c, path, err, errcap);
+  if (rc == 0) rc = migrate(db, c, err, errcap);
   duckdb_disconnect(&c);
   if (rc != 0) {
     dg_db_close(db);

@@ -1,0 +1,534 @@
+/*
+ * restore.c -- `duckgrid restore --snapshot <id|latest>
+ *                 [--until <update id> | --until-time <ISO time>] --db NEW.duckdb [options]`
+ *
+ * Rebuilds the state at a point of the log: copies the snapshot (checking
+ * its SHA-256 against the manifest while copying), then applies the
+ * request_duck entries after the snapshot's update id, up to --until (or
+ * the last entry with a time at or before --until-time; default: the end
+ * of the stream), with the manager's apply and persist code (replay.h).
+ * Entries are checked with the stream MAC as the manager checks them, so
+ * the pepper file of the server (DUCKGRID_KEY_PEPPER_FILE, default
+ * <DUCKGRID_DB>.pepper) must be there; it is copied next to NEW.duckdb
+ * (NEW.duckdb.pepper, unless one exists) so a server started on NEW
+ * accepts the same keys.
+ *
+ * It refuses, changing nothing, when: a file exists at --db (never
+ * touched: the copy is made under a temporary name and linked into place
+ * only at the end, link() failing if a file appeared meanwhile); the
+ * snapshot is unknown or its checksum fails; entries after the snapshot
+ * are gone from request_duck (Redis trimmed past the snapshot:
+ * XINFO STREAM's max-deleted-entry-id is above its update id); --until is
+ * before the snapshot. The settings that apply depends on
+ * (DUCKGRID_IDEMPOTENCY_WINDOW_MS, DUCKGRID_REQUEST_CHANGES_MAX) must be
+ * the server's. A progress line goes to stderr.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dg/app.h"
+#include "dg/archive.h"
+#include "dg/auth.h"
+#include "dg/cli.h"
+#include "dg/common.h"
+#include "dg/config.h"
+#include "dg/db.h"
+#include "dg/entry_mac.h"
+#include "dg/isotime.h"
+#include "dg/log.h"
+#include "dg/redis.h"
+#include "dg/replay.h"
+#include "dg/snapshot.h"
+
+#define PAGE "5000"
+
+static int usage(void) {
+  fprintf(stderr, "usage: duckgrid restore --snapshot <id|latest> [--until <update id> | --until-time <ISO time>] "
+                  "--db NEW.duckdb [options]\n");
+  return 2;
+}
+
+/* "ms-seq" or "ms" (every entry of that millisecond). */
+static int parse_until(const char *s, dg_redis_xid_t *out) {
+  if (dg_redis_xid_parse(s, strlen(s), out) == 0) return 0;
+  char *end;
+  errno = 0;
+  unsigned long long ms = strtoull(s, &end, 10);
+  if (*s < '0' || *s > '9' || *end != '\0' || errno) return -1;
+  *out = (dg_redis_xid_t){ms, UINT64_MAX};
+  return 0;
+}
+
+/* Copies src to a new file dst (O_EXCL), hashing what it copies. */
+static int copy_hashed(const char *src, const char *dst, char hex[65], char *err, size_t errcap) {
+  int in = open(src, O_RDONLY);
+  if (in < 0) {
+    snprintf(err, errcap, "cannot open %s: %s", src, strerror(errno));
+    return DG_EIO;
+  }
+  int out = open(dst, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (out < 0) {
+    snprintf(err, errcap, "cannot create %s: %s", dst, strerror(errno));
+    close(in);
+    return DG_EIO;
+  }
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+  unsigned char *buf = dg_malloc(1 << 20);
+  int rc = 0;
+  for (;;) {
+    ssize_t n = read(in, buf, 1 << 20);
+    if (n == 0) break;
+    if (n < 0 || write(out, buf, (size_t)n) != n) {
+      snprintf(err, errcap, "copying %s: %s", src, strerror(errno));
+      rc = DG_EIO;
+      break;
+    }
+    EVP_DigestUpdate(ctx, buf, (size_t)n);
+  }
+  if (rc == 0 && fsync(out) != 0) rc = DG_EIO;
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  EVP_DigestFinal_ex(ctx, md, &mdlen);
+  EVP_MD_CTX_free(ctx);
+  dg_free(buf);
+  close(in);
+  close(out);
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  return rc;
+}
+
+/* Entries after `from` are all still in the stream: nothing was ever
+ * removed from it, or the entry `from` itself is still there (trimming
+ * takes the oldest first) and nothing after it was deleted. Conservative:
+ * a stream trimmed to exactly `from` is refused too. 0, or DG_EGONE with
+ * the reason. (Redis 7.0 updates max-deleted-entry-id on XDEL only, so it
+ * cannot tell alone.) */
+static int stream_covers(dg_redis_t *r, const char *stream, dg_redis_xid_t from, char *err, size_t errcap) {
+  const char *argv[] = {"XINFO", "STREAM", stream};
+  redisReply *rep = NULL;
+  if (dg_redis_command(r, 3, argv, NULL, &rep) != 0) {
+    snprintf(err, errcap, "redis: %s", dg_redis_last_error(r));
+    return DG_EUNAVAIL;
+  }
+  long long length = -1, added = -1;
+  dg_redis_xid_t del = {0, 0};
+  int have_del = 0;
+  if (rep->type == REDIS_REPLY_ARRAY) {
+    for (size_t k = 0; k + 1 < rep->elements; k += 2) {
+      redisReply *key = rep->element[k], *val = rep->element[k + 1];
+      if (key->type != REDIS_REPLY_STRING && key->type != REDIS_REPLY_STATUS) continue;
+      if (strcmp(key->str, "length") == 0 && val->type == REDIS_REPLY_INTEGER) length = val->integer;
+      if (strcmp(key->str, "entries-added") == 0 && val->type == REDIS_REPLY_INTEGER) added = val->integer;
+      if (strcmp(key->str, "max-deleted-entry-id") == 0 && val->type == REDIS_REPLY_STRING)
+        have_del = dg_redis_xid_parse(val->str, val->len, &del) == 0;
+    }
+  }
+  int is_error = rep->type == REDIS_REPLY_ERROR; /* no such stream */
+  freeReplyObject(rep);
+  if (is_error) return 0; /* nothing was ever written after the snapshot */
+  if (length >= 0 && added == length) return 0;
+  char fid[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(from, fid, sizeof fid);
+  const char *av[] = {"XRANGE", stream, fid, fid};
+  int present = 0;
+  if (dg_redis_command(r, 4, av, NULL, &rep) == 0) {
+    present = rep->type == REDIS_REPLY_ARRAY && rep->elements == 1;
+    freeReplyObject(rep);
+  }
+  if (present && (!have_del || dg_redis_xid_cmp(del, from) <= 0)) return 0;
+  snprintf(err, errcap,
+           "request_duck no longer holds every entry after the snapshot's update id %s (it was trimmed "
+           "past it%s), and there is no archive of them; use a newer snapshot",
+           fid, have_del && del.ms ? "; entries were deleted" : "");
+  return DG_EGONE;
+}
+
+static void progress(size_t n, dg_redis_xid_t at, dg_redis_xid_t first, dg_redis_xid_t last, int64_t t0, int done) {
+  double pct = 100.0;
+  if (last.ms > first.ms) pct = 100.0 * (double)(at.ms - first.ms) / (double)(last.ms - first.ms);
+  if (pct > 100.0) pct = 100.0;
+  double s = (double)(dg_mono_us() - t0) / 1e6;
+  fprintf(stderr, "\rrestore: %5.1f%% %zu requests applied, at %" PRIu64 "-%" PRIu64 ", %.0f requests/s%s", pct, n,
+          at.ms, at.seq, s > 0 ? (double)n / s : 0.0, done ? "\n" : "   ");
+  fflush(stderr);
+}
+
+/* Which archive segments carry the log on from `from`: [*a, *b) of *segs,
+ * chained without a hole (each one's prev_id the last id of the one
+ * before), the first one starting at or before the entry after `from`,
+ * up to `until` or the archive's end. 0, or nonzero with the reason. */
+static int archive_plan(const char *dir, dg_redis_xid_t from, dg_redis_xid_t until, dg_segment_t **segs,
+                        size_t *nsegs, size_t *a, size_t *b, char *why, size_t cap) {
+  dg_archive_segments(dir, segs, nsegs);
+  size_t i = 0;
+  while (i < *nsegs && dg_redis_xid_cmp((*segs)[i].last, from) <= 0) i++;
+  if (i == *nsegs) {
+    snprintf(why, cap, "no segment in %s holds entries after it", dir);
+    return DG_ENOTFOUND;
+  }
+  const dg_segment_t *s = &(*segs)[i];
+  if (dg_redis_xid_cmp(s->first, from) > 0 && !(s->has_prev && dg_redis_xid_cmp(s->prev, from) <= 0)) {
+    snprintf(why, cap, "it starts at %" PRIu64 "-%" PRIu64 " (segment %s), after the snapshot, and the entries "
+             "between are missing", s->first.ms, s->first.seq, s->file);
+    return DG_EGONE;
+  }
+  size_t j = i + 1;
+  while (j < *nsegs && dg_redis_xid_cmp((*segs)[j - 1].last, until) < 0) {
+    const dg_segment_t *p = &(*segs)[j - 1], *q = &(*segs)[j];
+    if (!q->has_prev || dg_redis_xid_cmp(q->prev, p->last) != 0) {
+      /* A hole: what follows may still be in Redis (checked by the caller). */
+      dg_log_warn("restore: archive segment %s does not follow %s", q->file, p->file);
+      break;
+    }
+    j++;
+  }
+  *a = i;
+  *b = j;
+  return 0;
+}
+
+typedef struct {
+  dg_app_t *app;
+  dg_replay_t *rp;
+  dg_redis_xid_t until;
+  dg_redis_xid_t *at;
+  dg_redis_xid_t from, last;
+  int64_t t0;
+  int64_t *shown;
+  int failed;
+  char err[512];
+} replay_arg_t;
+
+static void progress(size_t n, dg_redis_xid_t at, dg_redis_xid_t first, dg_redis_xid_t last, int64_t t0, int done);
+
+/* One archived entry: applied when it is after what is applied and not
+ * after --until; 1 ends the segment early (past --until). */
+static int replay_one(void *arg, const dg_redis_xentry_t *x) {
+  replay_arg_t *ra = arg;
+  dg_redis_xid_t id;
+  if (dg_redis_xid_parse(x->id.ptr, x->id.len, &id) != 0) return 0;
+  if (dg_redis_xid_cmp(id, *ra->at) <= 0) return 0;
+  if (dg_redis_xid_cmp(id, ra->until) > 0) return 1;
+  dg_redis_str_t v;
+  int has = dg_entry_open_req(ra->app, x, &v) == 0;
+  if (dg_replay_apply(ra->rp, x->id.ptr, x->id.len, has ? v.ptr : NULL, has ? v.len : 0, ra->err, sizeof ra->err) != 0) {
+    ra->failed = 1;
+    return DG_EIO;
+  }
+  *ra->at = id;
+  if (dg_mono_us() - *ra->shown >= 500 * 1000) {
+    progress(dg_replay_count(ra->rp), id, ra->from, ra->last, ra->t0, 0);
+    *ra->shown = dg_mono_us();
+  }
+  return 0;
+}
+
+int dg_cli_restore(int argc, char **argv) {
+  const char *snap = NULL, *until_s = NULL, *until_time = NULL, *target = NULL;
+  char **rest = dg_calloc((size_t)argc + 1, sizeof *rest);
+  int nrest = 0;
+  for (int i = 0; i < argc; i++) {
+    const char **slot = strcmp(argv[i], "--snapshot") == 0     ? &snap
+                        : strcmp(argv[i], "--until") == 0      ? &until_s
+                        : strcmp(argv[i], "--until-time") == 0 ? &until_time
+                        : strcmp(argv[i], "--db") == 0         ? &target
+                                                               : NULL;
+    if (slot == NULL) {
+      rest[nrest++] = argv[i];
+      continue;
+    }
+    if (i + 1 >= argc) {
+      dg_free(rest);
+      fprintf(stderr, "duckgrid restore: %s needs a value\n", argv[i]);
+      return usage();
+    }
+    *slot = argv[++i];
+  }
+  if (snap == NULL || target == NULL || (until_s && until_time)) {
+    dg_free(rest);
+    return usage();
+  }
+  dg_redis_xid_t until = {UINT64_MAX, UINT64_MAX};
+  if (until_s && parse_until(until_s, &until) != 0) {
+    fprintf(stderr, "duckgrid restore: --until '%s' is not an update id (ms-seq)\n", until_s);
+    dg_free(rest);
+    return 2;
+  }
+  if (until_time) {
+    int64_t ms = -1;
+    if (dg_parse_rfc3339_ms(until_time, &ms) != 0 || ms < 0) {
+      fprintf(stderr, "duckgrid restore: --until-time '%s' is not an ISO time (e.g. 2026-12-05T18:30:00Z)\n",
+              until_time);
+      dg_free(rest);
+      return 2;
+    }
+    until = (dg_redis_xid_t){(uint64_t)ms, UINT64_MAX};
+  }
+  if (strcmp(snap, "latest") != 0 && !dg_snapshot_id_ok(snap)) {
+    fprintf(stderr, "duckgrid restore: '%s' is not a snapshot id\n", snap);
+    dg_free(rest);
+    return 2;
+  }
+  dg_config_t cfg;
+  char err[1024];
+  umask(077);
+  int rc = dg_config_load(&cfg, nrest, rest, err, sizeof err);
+  dg_free(rest);
+  if (rc != 0) {
+    fprintf(stderr, "duckgrid restore: %s\n", err);
+    return 2;
+  }
+  dg_log_setup(DG_LOG_WARN, 0);
+  int code = 1;
+  char dir[PATH_MAX], tmp[PATH_MAX + 32], tmpwal[PATH_MAX + 40], src[PATH_MAX + 80];
+  dg_snapshot_dir(cfg.db_path, dir, sizeof dir);
+  snprintf(tmp, sizeof tmp, "%s.restoring", target);
+  snprintf(tmpwal, sizeof tmpwal, "%s.wal", tmp);
+  json_t *man = NULL;
+  dg_db_t *db = NULL;
+  dg_auth_t *auth = NULL;
+  dg_redis_t *redis = NULL;
+  dg_replay_t *rp = NULL;
+  int made_tmp = 0;
+  dg_redis_url_t url;
+  int have_url = 0;
+  struct stat st;
+  dg_segment_t *segs = NULL;
+  size_t nsegs = 0, seg_a = 0, seg_b = 0;
+
+  if (lstat(target, &st) == 0) {
+    fprintf(stderr, "duckgrid restore: %s exists; restore never overwrites a file (choose a new path)\n", target);
+    goto done;
+  }
+  man = dg_snapshot_find(dir, snap);
+  if (man == NULL) {
+    fprintf(stderr, "duckgrid restore: no snapshot '%s' in %s\n", snap, dir);
+    goto done;
+  }
+  const char *sid = json_string_value(json_object_get(man, "id"));
+  const char *supd = json_string_value(json_object_get(man, "update_id"));
+  const char *ssha = json_string_value(json_object_get(man, "sha256"));
+  const char *sfile = json_string_value(json_object_get(man, "file"));
+  dg_redis_xid_t from;
+  if (supd == NULL || ssha == NULL || sfile == NULL || strchr(sfile, '/') != NULL ||
+      dg_redis_xid_parse(supd, strlen(supd), &from) != 0) {
+    fprintf(stderr, "duckgrid restore: the manifest of snapshot %s is damaged\n", sid);
+    goto done;
+  }
+  if (dg_redis_xid_cmp(until, from) < 0) {
+    fprintf(stderr, "duckgrid restore: --until is before snapshot %s (update %s): restore from an older snapshot\n",
+            sid, supd);
+    goto done;
+  }
+  if (access(cfg.pepper_file, R_OK) != 0) {
+    fprintf(stderr, "duckgrid restore: the server's key pepper file %s is missing: stream entries cannot be "
+                    "checked without it (DUCKGRID_KEY_PEPPER_FILE)\n", cfg.pepper_file);
+    goto done;
+  }
+  /* Redis first: refuse before copying anything when entries are gone. */
+  dg_redis_opts_t opts;
+  memset(&opts, 0, sizeof opts);
+  opts.connect_timeout_ms = opts.command_timeout_ms = cfg.redis_timeout_ms;
+  opts.tls_ca_file = cfg.redis_ca;
+  opts.tls_cert_file = cfg.redis_cert;
+  opts.tls_key_file = cfg.redis_key;
+  if (dg_redis_url_parse(cfg.redis_url, &url, err, sizeof err) != 0 ||
+      (have_url = 1, dg_redis_connect(&url, &opts, &redis, err, sizeof err)) != 0) {
+    fprintf(stderr, "duckgrid restore: redis: %s\n", err);
+    goto done;
+  }
+  char req_stream[128];
+  snprintf(req_stream, sizeof req_stream, "%srequest_duck", cfg.stream_prefix);
+  /* Redis alone, when it still holds everything after the snapshot; else
+   * the archive's segments from the snapshot on, then Redis after them. */
+  const char *adir = dg_archive_dir();
+  if (stream_covers(redis, req_stream, from, err, sizeof err) != 0) {
+    char why[1024];
+    if (adir == NULL || archive_plan(adir, from, until, &segs, &nsegs, &seg_a, &seg_b, why, sizeof why) != 0) {
+      fprintf(stderr, "duckgrid restore: refused: %s%s%s\n", err, adir ? "; the archive: " : "", adir ? why : "");
+      goto done;
+    }
+    if (dg_redis_xid_cmp(segs[seg_b - 1].last, until) < 0 &&
+        stream_covers(redis, req_stream, segs[seg_b - 1].last, err, sizeof err) != 0) {
+      fprintf(stderr, "duckgrid restore: refused: the archive ends at %" PRIu64 "-%" PRIu64 " and %s\n",
+              segs[seg_b - 1].last.ms, segs[seg_b - 1].last.seq, err);
+      goto done;
+    }
+  }
+
+  snprintf(src, sizeof src, "%s/%s", dir, sfile);
+  char hex[65];
+  unlink(tmpwal);
+  if (lstat(tmp, &st) == 0) {
+    fprintf(stderr, "duckgrid restore: %s exists (an earlier restore that stopped?); remove it first\n", tmp);
+    goto done;
+  }
+  made_tmp = 1;
+  if (copy_hashed(src, tmp, hex, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid restore: %s\n", err);
+    goto done;
+  }
+  if (strcmp(hex, ssha) != 0) {
+    fprintf(stderr, "duckgrid restore: refused: snapshot %s is corrupt: its file's SHA-256 is %s, the manifest "
+                    "says %s\n", sid, hex, ssha);
+    goto done;
+  }
+  if (dg_db_open(tmp, 1, &db, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid restore: cannot open the copy: %s\n", err);
+    goto done;
+  }
+  if (dg_auth_create(db, cfg.pepper_file, &auth, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid restore: %s\n", err);
+    goto done;
+  }
+  dg_app_t app;
+  memset(&app, 0, sizeof app);
+  dg_auth_derive(auth, DG_ENTRY_KEY_LABEL, app.stream_key);
+  snprintf(app.req_stream, sizeof app.req_stream, "%s", req_stream);
+  if (dg_replay_open(db, &rp, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid restore: cannot load the snapshot: %s\n", err);
+    goto done;
+  }
+  if (strcmp(dg_replay_at(rp), supd) != 0) {
+    fprintf(stderr, "duckgrid restore: snapshot %s holds update %s, its manifest says %s\n", sid, dg_replay_at(rp),
+            supd);
+    goto done;
+  }
+  /* The end: --until, or the stream's last entry now. */
+  dg_redis_xid_t last = until;
+  {
+    const char *av[] = {"XREVRANGE", req_stream, "+", "-", "COUNT", "1"};
+    redisReply *rep = NULL;
+    if (dg_redis_command(redis, 6, av, NULL, &rep) == 0) {
+      dg_redis_xiter_t it;
+      dg_redis_xentry_t e;
+      dg_redis_xid_t top;
+      if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e) &&
+          dg_redis_xid_parse(e.id.ptr, e.id.len, &top) == 0 && dg_redis_xid_cmp(top, last) < 0)
+        last = top;
+      freeReplyObject(rep);
+    }
+  }
+  if (seg_b > 0 && dg_redis_xid_cmp(segs[seg_b - 1].last, last) > 0)
+    last = dg_redis_xid_cmp(segs[seg_b - 1].last, until) < 0 ? segs[seg_b - 1].last : until;
+  char cursor[DG_REDIS_XID_BUFSZ + 1], endid[DG_REDIS_XID_BUFSZ];
+  int64_t t0 = dg_mono_us(), shown = 0;
+  dg_redis_xid_t at = from;
+  int failed = 0;
+  replay_arg_t ra = {&app, rp, until, &at, from, last, t0, &shown, 0, ""};
+  for (size_t k = seg_a; k < seg_b && !failed; k++) {
+    int rc2 = dg_archive_read(adir, &segs[k], replay_one, &ra, err, sizeof err);
+    if (rc2 != 0 && rc2 != 1) {
+      fprintf(stderr, "\nduckgrid restore: refused: %s\n", ra.failed ? ra.err : err);
+      failed = 1;
+    }
+  }
+  if (failed) goto done;
+  char atbuf[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(at, atbuf, sizeof atbuf);
+  snprintf(cursor, sizeof cursor, "(%s", atbuf);
+  dg_redis_xid_format(last, endid, sizeof endid);
+  while (!failed && dg_redis_xid_cmp(at, last) < 0) {
+    const char *av[] = {"XRANGE", req_stream, cursor, endid, "COUNT", PAGE};
+    redisReply *rep = NULL;
+    if (dg_redis_command(redis, 6, av, NULL, &rep) != 0) {
+      fprintf(stderr, "\nduckgrid restore: redis: %s\n", dg_redis_last_error(redis));
+      failed = 1;
+      break;
+    }
+    dg_redis_xiter_t it;
+    dg_redis_xentry_t e;
+    size_t got = 0;
+    if (dg_redis_xiter_init_xrange(&it, rep) != 0) {
+      failed = 1;
+    } else {
+      while (!failed && dg_redis_xiter_next(&it, &e)) {
+        dg_redis_str_t v;
+        int has = !e.deleted && dg_entry_open_req(&app, &e, &v) == 0;
+        if (dg_replay_apply(rp, e.id.ptr, e.id.len, has ? v.ptr : NULL, has ? v.len : 0, err, sizeof err) != 0) {
+          fprintf(stderr, "\nduckgrid restore: applying %.*s: %s\n", (int)e.id.len, e.id.ptr, err);
+          failed = 1;
+        }
+        dg_redis_xid_parse(e.id.ptr, e.id.len, &at);
+        snprintf(cursor, sizeof cursor, "(%.*s", (int)e.id.len, e.id.ptr);
+        got++;
+      }
+    }
+    freeReplyObject(rep);
+    if (got == 0) break;
+    if (dg_mono_us() - shown >= 500 * 1000) {
+      progress(dg_replay_count(rp), at, from, last, t0, 0);
+      shown = dg_mono_us();
+    }
+  }
+  if (failed) goto done;
+  if (dg_replay_flush(rp, err, sizeof err) != 0) {
+    fprintf(stderr, "\nduckgrid restore: writing the state: %s\n", err);
+    goto done;
+  }
+  progress(dg_replay_count(rp), at, from, last, t0, 1);
+  char final_at[DG_REDIS_XID_BUFSZ];
+  snprintf(final_at, sizeof final_at, "%s", dg_replay_at(rp));
+  size_t replayed = dg_replay_count(rp);
+  double rate_s = (double)(dg_mono_us() - t0) / 1e6;
+  dg_replay_close(rp);
+  rp = NULL;
+  dg_auth_destroy(auth);
+  auth = NULL;
+  dg_db_close(db); /* checkpoints: no WAL left */
+  db = NULL;
+  if (lstat(tmpwal, &st) == 0) {
+    fprintf(stderr, "duckgrid restore: DuckDB left a WAL behind (%s)\n", tmpwal);
+    goto done;
+  }
+  if (link(tmp, target) != 0) {
+    fprintf(stderr, "duckgrid restore: cannot put the result at %s: %s\n", target, strerror(errno));
+    goto done;
+  }
+  unlink(tmp);
+  made_tmp = 0;
+  {
+    /* The pepper goes along, so a server on the new file knows the keys. */
+    char pep[PATH_MAX + 16];
+    snprintf(pep, sizeof pep, "%s.pepper", target);
+    if (lstat(pep, &st) != 0 && strcmp(pep, cfg.pepper_file) != 0) {
+      char ignored[65], perr[256];
+      if (copy_hashed(cfg.pepper_file, pep, ignored, perr, sizeof perr) != 0)
+        fprintf(stderr, "duckgrid restore: note: %s\n", perr);
+    }
+  }
+  {
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:s}", "snapshot", sid, "snapshot_update_id", supd, "update_id",
+                          final_at, "replayed", (json_int_t)replayed, "seconds", rate_s, "db", target);
+    char *text = json_dumps(o, JSON_SORT_KEYS);
+    printf("%s\n", text);
+    free(text);
+    json_decref(o);
+  }
+  code = 0;
+
+done:
+  if (rp) dg_replay_close(rp);
+  dg_auth_destroy(auth);
+  dg_db_close(db);
+  if (made_tmp) {
+    unlink(tmp);
+    unlink(tmpwal);
+  }
+  dg_redis_destroy(redis);
+  if (have_url) dg_redis_url_dispose(&url);
+  json_decref(man);
+  dg_free(segs);
+  dg_config_dispose(&cfg);
+  return code;
+}
