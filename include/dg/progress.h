@@ -4,6 +4,8 @@
  *   published  the newest update id whose outcome is in response_duck
  *              (a write answered to a client is at or below it)
  *   persisted  the newest update id whose effects are committed in DuckDB
+ *   submitted  the newest request this process queued with ?async=true
+ *              (answered 202; an update id is its request's stream id)
  *
  * persisted <= published always ("persisted => published"). The manager
  * raises both; a read that must reflect every answered write waits until
@@ -32,6 +34,10 @@ void dg_progress_set_kick(dg_progress_t *p, void (*kick)(void *arg), void *arg);
 void dg_progress_published(dg_progress_t *p, dg_redis_xid_t id);
 /** Raises the persisted mark (never lowers it) and wakes waiting reads. */
 void dg_progress_persisted(dg_progress_t *p, dg_redis_xid_t id);
+/** Raises the submitted mark (an async request this process queued). */
+void dg_progress_submitted(dg_progress_t *p, dg_redis_xid_t id);
+/** What a read must reflect: the later of published and submitted. */
+dg_redis_xid_t dg_progress_read_mark(dg_progress_t *p);
 /** Both marks now. */
 void dg_progress_get(dg_progress_t *p, dg_redis_xid_t *published, dg_redis_xid_t *persisted);
 /**

@@ -14,6 +14,7 @@ struct dg_progress_s {
   pthread_cond_t cond;       /* broadcast when persisted rises, on close */
   dg_redis_xid_t published;  /* newest outcome in response_duck          */
   dg_redis_xid_t persisted;  /* newest update committed in DuckDB        */
+  dg_redis_xid_t submitted;  /* newest async request this process queued */
   void (*kick)(void *);      /* asks the persister to flush now          */
   void *kick_arg;
   int closed;
@@ -57,6 +58,19 @@ void dg_progress_persisted(dg_progress_t *p, dg_redis_xid_t id) {
   if (dg_redis_xid_cmp(id, p->published) > 0) p->published = id;
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->lock);
+}
+
+void dg_progress_submitted(dg_progress_t *p, dg_redis_xid_t id) {
+  pthread_mutex_lock(&p->lock);
+  if (dg_redis_xid_cmp(id, p->submitted) > 0) p->submitted = id;
+  pthread_mutex_unlock(&p->lock);
+}
+
+dg_redis_xid_t dg_progress_read_mark(dg_progress_t *p) {
+  pthread_mutex_lock(&p->lock);
+  dg_redis_xid_t m = dg_redis_xid_cmp(p->submitted, p->published) > 0 ? p->submitted : p->published;
+  pthread_mutex_unlock(&p->lock);
+  return m;
 }
 
 void dg_progress_get(dg_progress_t *p, dg_redis_xid_t *published, dg_redis_xid_t *persisted) {

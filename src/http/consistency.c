@@ -5,7 +5,9 @@
  * query, is written behind (src/manager/manager.c). So a read first waits
  * until the persisted mark reaches what the published mark was when the
  * read arrived -- asking the persister for an early flush rather than
- * waiting for its timer -- or until ?min_update=<update id> is persisted,
+ * waiting for its timer -- and until the newest request this process
+ * queued with ?async=true (answered 202) is persisted (its update id is
+ * its stream id), or until ?min_update=<update id> is persisted,
  * whichever is later, and answers with X-Duckgrid-Applied: the newest
  * update it reflects.
  */
@@ -48,7 +50,7 @@ int dg_read_consistent_or_problem(dg_req_t *r) {
     wait_ms = (int)v;
   }
   if (app->progress == NULL) return 0;
-  dg_progress_get(app->progress, &want, NULL);
+  want = dg_progress_read_mark(app->progress);
   if (has_min && dg_redis_xid_cmp(min, want) > 0) want = min;
   int rc = dg_progress_wait(app->progress, want, has_min ? wait_ms : CATCH_UP_MAX_MS, &reached);
   char applied[DG_REDIS_XID_BUFSZ];

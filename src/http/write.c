@@ -439,6 +439,10 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
     return;
   }
   if (async) {
+    /* A read this process answers after the 202 reflects the request
+     * (API.md: a read reflects every write answered before it arrived). */
+    dg_redis_xid_t x;
+    if (app->progress && dg_redis_xid_parse(sid, strlen(sid), &x) == 0) dg_progress_submitted(app->progress, x);
     dg_reply_json(r, 202, json_pack("{s:s,s:s,s:s}", "request_id", rid, "stream_id", sid,
                                     "status", "queued"));
     return;

@@ -1509,6 +1509,14 @@ static void *run(void *arg) {
      * there are none, wait for one with a plain XREAD, which claims
      * nothing -- so a leader paused inside the wait and resumed after
      * another took over has taken no request from it. */
+    /* Test hook, honoured only with DUCKGRID_TEST_HOOKS=1: the manager is
+     * slow to take new requests, as a loaded machine may make it
+     * (tests/api/test_writebehind.py::test_read_after_async_write_while_the_manager_is_slow). */
+    static long claim_delay_ms = -1; /* only the manager thread claims */
+    if (claim_delay_ms < 0)
+      claim_delay_ms = env_long("DUCKGRID_TEST_HOOKS", 0, 0, 1) == 1
+                           ? env_long("DUCKGRID_TEST_CLAIM_DELAY_MS", 0, 0, 10000) : 0;
+    if (claim_delay_ms > 0) usleep((useconds_t)claim_delay_ms * 1000);
     char value[sizeof m->lease_value];
     memcpy(value, m->lease_value, sizeof value);
     const char *argv[] = {"EVAL", CLAIM_LUA, "2", app->lease_key, app->req_stream, value, GROUP, CONSUMER, bmax};
