@@ -89,6 +89,9 @@ def test_kill_9_replay_is_byte_identical(make_server, redis_server):
         for th in ths:
             th.start()
         time.sleep(rnd.uniform(0.4, 1.5))
+        # A loaded machine (ASan, a busy CI) queues slowly: each round kills
+        # only after enough requests for the replay to mean something.
+        wait_until(lambda: len(sent) >= 40 * (round_ + 1), 20)
         s.stop(signal.SIGKILL)
         time.sleep(0.2)
         s.start()
