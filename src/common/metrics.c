@@ -152,9 +152,12 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "this node applied.\n"
                 "# TYPE duckgrid_follower_lag_ms gauge\nduckgrid_follower_lag_ms %ld\n"
                 "# HELP duckgrid_follower_diverged 1 when this follower's outcome differed from the leader's.\n"
-                "# TYPE duckgrid_follower_diverged gauge\nduckgrid_follower_diverged %d\n",
+                "# TYPE duckgrid_follower_diverged gauge\nduckgrid_follower_diverged %d\n"
+                "# HELP duckgrid_redis_log_losses_total Times this node, leading, found that Redis had lost "
+                "the request log (and went on from its database and the archive).\n"
+                "# TYPE duckgrid_redis_log_losses_total counter\nduckgrid_redis_log_losses_total %ld\n",
                 atomic_load(&app->manager_state) == DG_MANAGER_FOLLOWER, atomic_load(&app->lag_ms),
-                atomic_load(&app->diverged));
+                atomic_load(&app->diverged), atomic_load(&app->log_losses));
   dg_buf_puts(out, "# HELP duckgrid_batch_size Requests applied per DuckDB transaction.\n"
                    "# TYPE duckgrid_batch_size histogram\n");
   unsigned long long cum = 0;

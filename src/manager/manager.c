@@ -1086,6 +1086,196 @@ static int load_state(dg_manager_t *m) {
   return 0;
 }
 
+/* ---- Redis lost its data ------------------------------------------------------------
+ *
+ * Redis may lose everything (FLUSHALL, a restart without its files, a new
+ * empty server). This node's DuckDB holds the log up to fpos, and the
+ * archive (DUCKGRID_ARCHIVE_DIR) may hold requests after it. A leader that
+ * finds request_duck without the entries its database came from:
+ *   - persists the requests it applied in memory first (a running leader:
+ *     they were published, perhaps answered, and are nowhere else now);
+ *   - applies the archived requests after fpos, publishing their outcomes
+ *     under their own ids (the archive keeps entries and MACs as stored);
+ *   - moves both streams' last ids up to what it holds (XSETID), so new
+ *     ids, update ids and client cursors never go backwards, and records it
+ *     as deleted: a follower behind it sees a gap (log_gap) and a client
+ *     whose get_updates cursor is older gets 410 and reloads. */
+
+typedef struct {
+  int exists;
+  char last[DG_REDIS_XID_BUFSZ];  /* last-generated-id */
+  char first[DG_REDIS_XID_BUFSZ]; /* first entry, "" when empty */
+  long long length, added;        /* added: entries-added, -1 unknown */
+} stream_info_t;
+
+static int stream_info(dg_manager_t *m, const char *key, stream_info_t *out) {
+  memset(out, 0, sizeof *out);
+  out->added = -1;
+  const char *argv[] = {"XINFO", "STREAM", key};
+  redisReply *rep = cmd(m, 3, argv);
+  if (rep == NULL) return DG_EUNAVAIL;
+  if (rep->type != REDIS_REPLY_ARRAY) { /* no such key */
+    freeReplyObject(rep);
+    snprintf(out->last, sizeof out->last, "0-0");
+    return 0;
+  }
+  out->exists = 1;
+  for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+    redisReply *k = rep->element[i], *v = rep->element[i + 1];
+    if (k->type != REDIS_REPLY_STRING) continue;
+    if (strcmp(k->str, "last-generated-id") == 0 && v->type == REDIS_REPLY_STRING)
+      snprintf(out->last, sizeof out->last, "%s", v->str);
+    else if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER)
+      out->length = v->integer;
+    else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER)
+      out->added = v->integer;
+    else if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY && v->elements >= 1 &&
+             v->element[0]->type == REDIS_REPLY_STRING)
+      snprintf(out->first, sizeof out->first, "%s", v->element[0]->str);
+  }
+  freeReplyObject(rep);
+  return 0;
+}
+
+/* 1 when request_duck no longer holds the log this node holds up to fpos,
+ * though nothing was trimmed from it: Redis lost its data. */
+static int log_wiped(dg_manager_t *m) {
+  if (strcmp(m->fpos, "0-0") == 0) return 0;
+  stream_info_t si;
+  if (stream_info(m, m->app->req_stream, &si) != 0) return 0;
+  if (!xid_le(m->fpos, si.last)) return 1; /* its ids begin below ours */
+  /* Ids above ours (clients queued after the loss) and nothing ever
+   * trimmed, yet the entry we applied last is not there. */
+  return si.added >= 0 && si.added == si.length && (si.length == 0 || !xid_le(si.first, m->fpos));
+}
+
+/* A leader that stops: when Redis lost the log, the requests it applied
+ * and published are only in its memory -- persist them before dropping. */
+static void step_down_keeping(dg_manager_t *m, const char *why) {
+  if (m->leader && !atomic_load(&m->following) && log_wiped(m)) {
+    dg_log_error("manager: %s no longer holds the requests this node applied (up to %s): Redis lost its data; "
+                 "persisting the %zu requests applied in memory before leading again",
+                 m->app->req_stream, m->fpos, (size_t)atomic_load(&m->npend_atomic));
+    if (drain(m) != 0) dg_log_error("manager: persisting them failed; they are lost");
+  }
+  step_down(m, why);
+}
+
+typedef struct {
+  dg_manager_t *m;
+  entry_t *e;
+  char (*ids)[DG_REDIS_XID_BUFSZ];
+  char **reqs;
+  size_t *lens;
+  size_t n, cap, total, bad;
+  int rc;
+} arch_replay_t;
+
+static void arch_flush(arch_replay_t *a) {
+  if (a->n == 0 || a->rc != 0) return;
+  for (size_t i = 0; i < a->n; i++) {
+    a->e[i] = (entry_t){a->ids[i], strlen(a->ids[i]), a->reqs[i], a->lens[i], 0, 0};
+    a->e[i].ddl = a->reqs[i] && dg__mgr_is_ddl(a->reqs[i], a->lens[i]);
+  }
+  a->rc = run_entries(a->m, a->e, a->n);
+  a->total += a->n;
+  for (size_t i = 0; i < a->n; i++) dg_free(a->reqs[i]);
+  a->n = 0;
+}
+
+static int arch_entry(void *arg, const dg_redis_xentry_t *x) {
+  arch_replay_t *a = arg;
+  char id[DG_REDIS_XID_BUFSZ];
+  snprintf(id, sizeof id, "%.*s", (int)x->id.len, x->id.ptr);
+  if (xid_le(id, a->m->fpos)) return 0;
+  if (a->n == a->cap) {
+    a->cap = a->cap ? a->cap * 2 : 256;
+    a->e = dg_realloc(a->e, a->cap * sizeof *a->e);
+    a->ids = dg_realloc(a->ids, a->cap * sizeof *a->ids);
+    a->reqs = dg_realloc(a->reqs, a->cap * sizeof *a->reqs);
+    a->lens = dg_realloc(a->lens, a->cap * sizeof *a->lens);
+  }
+  dg_redis_str_t v;
+  int has = dg_entry_open_req(a->m->app, x, &v) == 0; /* the MAC, as for a live entry */
+  if (!has) a->bad++;
+  memcpy(a->ids[a->n], id, sizeof id);
+  a->reqs[a->n] = has ? dg_strndup(v.ptr, v.len) : NULL;
+  a->lens[a->n] = has ? v.len : 0;
+  a->n++;
+  if (a->n >= 1000) arch_flush(a);
+  return a->rc;
+}
+
+/* Applies the archived requests after fpos (leader, after a loss). */
+static int archive_catch_up(dg_manager_t *m) {
+  const char *dir = dg_archive_dir();
+  if (dir == NULL) return 0;
+  dg_segment_t *segs = NULL;
+  size_t nseg = 0;
+  if (dg_archive_segments(dir, &segs, &nseg) != 0) return 0;
+  arch_replay_t a = {.m = m};
+  char err[512] = "";
+  for (size_t i = 0; i < nseg && a.rc == 0; i++) {
+    char last[DG_REDIS_XID_BUFSZ];
+    dg_redis_xid_format(segs[i].last, last, sizeof last);
+    if (xid_le(last, m->fpos)) continue;
+    int rc = dg_archive_read(dir, &segs[i], arch_entry, &a, err, sizeof err);
+    if (rc != 0 && a.rc == 0) {
+      dg_log_error("manager: the archive cannot be read past %s: %s", m->fpos, err);
+      break;
+    }
+  }
+  arch_flush(&a);
+  for (size_t i = 0; i < a.n; i++) dg_free(a.reqs[i]);
+  dg_free(a.e);
+  dg_free(a.ids);
+  dg_free(a.reqs);
+  dg_free(a.lens);
+  dg_free(segs);
+  if (a.total)
+    dg_log_warn("manager: applied %zu archived requests Redis no longer held (%zu without a valid MAC), up to %s",
+                a.total, a.bad, m->fpos);
+  return a.rc;
+}
+
+/* XSETID `key` up to `id` (never down), recorded as trimmed up to `deleted`. */
+static void stream_floor(dg_manager_t *m, const char *key, const char *id, const char *deleted) {
+  stream_info_t si;
+  if (stream_info(m, key, &si) != 0) return;
+  if (!si.exists) {
+    /* XSETID needs the key: an empty stream is made with a group, dropped. */
+    const char *mk[] = {"XGROUP", "CREATE", key, "dg-floor", "$", "MKSTREAM"};
+    const char *rm[] = {"XGROUP", "DESTROY", key, "dg-floor"};
+    redisReply *r = cmd(m, 6, mk);
+    if (r) freeReplyObject(r);
+    r = cmd(m, 4, rm);
+    if (r) freeReplyObject(r);
+  }
+  const char *last = xid_le(id, si.last) ? si.last : id;
+  char added[24];
+  /* entries-added above length: something was trimmed (updates.c's 410 rule). */
+  snprintf(added, sizeof added, "%lld", (si.added > si.length ? si.added : si.length) + 1);
+  const char *argv[] = {"XSETID", key, last, "ENTRIESADDED", added, "MAXDELETEDID", deleted};
+  redisReply *rep = cmd(m, 7, argv);
+  if (rep && rep->type == REDIS_REPLY_ERROR) dg_log_error("manager: XSETID %s %s: %s", key, last, rep->str);
+  if (rep) freeReplyObject(rep);
+}
+
+/* become_leader, after the group exists: the loss, handled as above. */
+static int after_loss(dg_manager_t *m) {
+  if (!log_wiped(m)) return 0;
+  char was[DG_REDIS_XID_BUFSZ];
+  memcpy(was, m->fpos, sizeof was);
+  dg_log_error("manager: %s does not hold the log this node's database holds (up to %s): Redis lost its data; "
+               "going on from the database%s", m->app->req_stream, was, dg_archive_dir() ? " and the archive" : "");
+  stream_floor(m, m->app->res_stream, was, was);
+  int rc = archive_catch_up(m);
+  if (rc != 0) return rc;
+  stream_floor(m, m->app->req_stream, m->fpos, m->fpos);
+  atomic_fetch_add(&m->app->log_losses, 1);
+  return 0;
+}
+
 static int become_leader(dg_manager_t *m) {
   /* A follower's state is the log applied up to fpos (in memory, the tail
    * on its way to DuckDB): it leads from there without reloading, which
@@ -1105,10 +1295,15 @@ static int become_leader(dg_manager_t *m) {
     return DG_EIO;
   }
   freeReplyObject(rep);
-  res_top_read(m);
   m->leader = 1; /* recovery runs batches as a leader does */
   int64_t t0 = dg_mono_us();
-  int rc = recover(m);
+  int rc = after_loss(m);
+  if (rc != 0) {
+    if (m->leader) step_down(m, "applying the archive failed");
+    return rc;
+  }
+  res_top_read(m);
+  rc = recover(m);
   if (rc != 0) {
     if (m->leader) step_down(m, "recovery failed");
     return rc;
@@ -1479,7 +1674,7 @@ static void *run(void *arg) {
     }
     int64_t now = now_ms();
     if (atomic_load(&m->lease_lost)) {
-      step_down(m, "lost the lease");
+      step_down_keeping(m, "lost the lease");
       continue;
     }
     if (now - m->lag_checked_ms >= 1000) {
@@ -1532,7 +1727,7 @@ static void *run(void *arg) {
       dg_log_warn("manager: %s", rep->str);
       int fenced = strncmp(rep->str, "NOTLEADER", 9) == 0;
       freeReplyObject(rep);
-      step_down(m, fenced ? "fenced: the lease is no longer ours" : "request_duck has no consumer group");
+      step_down_keeping(m, fenced ? "fenced: the lease is no longer ours" : "request_duck has no consumer group");
       usleep(100 * 1000);
       continue;
     }

@@ -201,6 +201,7 @@ void dg_progress_get(dg_progress_t *p, dg_redis_xid_t *published, dg_redis_xid_t
   if (published) *published = (dg_redis_xid_t){0, 0};
   if (persisted) *persisted = (dg_redis_xid_t){0, 0};
 }
+void dg_progress_submitted(dg_progress_t *p, dg_redis_xid_t id) { (void)p, (void)id; }
 int dg_redis_wait_replicas(dg_redis_t *r, int numreplicas, int timeout_ms, int *acked) {
   (void)r, (void)timeout_ms;
   *acked = numreplicas;
