@@ -328,3 +328,37 @@ def test_archive_trim_waits_and_restore_past_the_trim(make_server, tmp_path, red
     os.rename(os.path.join(arch, segs[0]["file"].replace(".duckdb", ".json")), str(tmp_path / "away.json"))
     out = restore(s, "--snapshot", snap["id"], "--db", str(tmp_path / "m.duckdb"), expect=1)
     assert "missing" in out.stderr or "trimmed" in out.stderr
+
+
+def test_snapshot_on_a_follower_bootstraps_a_new_follower(make_server, tmp_path):
+    """The issue asks for snapshots taken on a follower where one exists, so
+    the leader never pauses: a follower's snapshot holds every write the
+    leader answered before it was asked. A new node restored from it (while
+    the others run) follows from there and ends with the leader's tables."""
+    from test_followers import cluster, role
+    lead, fol = cluster(make_server, "snf:", n=2)
+    _tree(lead)
+    last = _writes(lead, 40, 6, "f")
+    m = snapshot(fol)
+    xid = lambda t: tuple(map(int, t.split("-")))  # noqa: E731
+    assert xid(m["update_id"]) >= xid(last), (m, last)
+    assert m["tables"]["sn"] >= 16
+    assert os.path.exists(os.path.join(fol.dir, "snapshots", m["file"]))
+    assert not os.path.exists(os.path.join(lead.dir, "snapshots"))
+    _writes(lead, 20, 7, "g")
+    # A third node: its database restored from the follower's snapshot
+    # (and the log after it), then started as one more follower.
+    new = make_server(prefix="snf:", admin_key=lead.admin_key,
+                      env={"DUCKGRID_KEY_PEPPER_FILE": lead.db + ".pepper"})
+    out = restore(fol, "--snapshot", m["id"], "--db", new.db)
+    assert json.loads(out.stdout)["replayed"] >= 20
+    new.start()
+    assert wait_until(lambda: role(new) == "follower", 10), new.logs()
+    last = _writes(lead, 10, 8, "h")
+    r = new.get(f"/tables/sn/rows?limit=10000&min_update={last}")
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == lead.get("/tables/sn/rows?limit=10000").json()["rows"]
+    assert role(lead) == "leader" and role(fol) == "follower"
+    for s in (new, fol, lead):
+        assert s.stop() == 0
+    assert dump(new.db) == dump(lead.db)
