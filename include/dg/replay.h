@@ -26,6 +26,16 @@ const char *dg_replay_at(const dg_replay_t *r);
  */
 int dg_replay_apply(dg_replay_t *r, const char *id, size_t idlen, const char *req, size_t reqlen, char *err,
                     size_t errcap);
+/**
+ * The hash, `<request stream>` DG_POISONED_SUFFIX, where the leader records
+ * each request it rejected as poison (stream id -> how many times applying
+ * it stopped the manager). Followers and restore reject those entries the
+ * same way instead of applying them (which would crash them too).
+ */
+#define DG_POISONED_SUFFIX "poisoned"
+/** Registers a request the leader rejected as poison: dg_replay_apply
+ *  rejects it with the same 500 outcome. */
+void dg_replay_poisoned(dg_replay_t *r, const char *id, int times);
 /** Persists what was applied. */
 int dg_replay_flush(dg_replay_t *r, char *err, size_t errcap);
 /** Requests applied so far. */

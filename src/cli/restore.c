@@ -399,6 +399,19 @@ int dg_cli_restore(int argc, char **argv) {
     fprintf(stderr, "duckgrid restore: cannot load the snapshot: %s\n", err);
     goto done;
   }
+  {
+    /* Requests the leader rejected as poison are rejected here too. */
+    char pkey[160];
+    snprintf(pkey, sizeof pkey, "%s" DG_POISONED_SUFFIX, req_stream);
+    const char *av[] = {"HGETALL", pkey};
+    redisReply *rep = NULL;
+    if (dg_redis_command(redis, 2, av, NULL, &rep) == 0) {
+      for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2)
+        if (rep->element[i]->type == REDIS_REPLY_STRING && rep->element[i + 1]->type == REDIS_REPLY_STRING)
+          dg_replay_poisoned(rp, rep->element[i]->str, atoi(rep->element[i + 1]->str));
+      freeReplyObject(rep);
+    }
+  }
   if (strcmp(dg_replay_at(rp), supd) != 0) {
     fprintf(stderr, "duckgrid restore: snapshot %s holds update %s, its manifest says %s\n", sid, dg_replay_at(rp),
             supd);

@@ -151,6 +151,9 @@ struct dg_manager_s {
   long request_maxlen;           /* persisted entries kept in request_duck     */
   long poison_attempts;          /* careful applies before a 500 rejection     */
   char poison_key[160];          /* hash: stream id -> careful apply attempts  */
+  char poisoned_key[160];        /* hash: stream id -> times it stopped the
+                                    manager, for each request rejected as
+                                    poison (replay.h DG_POISONED_SUFFIX)      */
   char *test_crash_on;           /* test hook: abort applying this request_id  */
   dg_redis_xid_t res_top;        /* newest entry of response_duck we know of  */
   int res_top_known;

@@ -81,6 +81,7 @@
 #include <unistd.h>
 
 #include "dg/archive.h"
+#include "dg/replay.h"
 #include "dg/common.h"
 #include "dg/db.h"
 #include "dg/entry_mac.h"
@@ -929,6 +930,26 @@ static long long poison_count(dg_manager_t *m, const char *field, int incr) {
   return v;
 }
 
+/* Entries a leader rejected as poison (its hash): rejected the same way
+ * here, never applied -- applying one stopped that leader, it would stop
+ * this node too. One HMGET per batch. */
+static void mark_poisoned(dg_manager_t *m, entry_t *e, size_t n) {
+  if (n == 0) return;
+  const char **argv = dg_malloc((n + 2) * sizeof *argv);
+  size_t *lens = dg_malloc((n + 2) * sizeof *lens);
+  argv[0] = "HMGET", lens[0] = 5;
+  argv[1] = m->poisoned_key, lens[1] = strlen(m->poisoned_key);
+  for (size_t i = 0; i < n; i++) argv[2 + i] = e[i].id, lens[2 + i] = e[i].id_len;
+  redisReply *rep = NULL;
+  if (dg_redis_command(m->redis, (int)n + 2, argv, lens, &rep) == 0) {
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements && i < n; i++)
+      if (rep->element[i]->type == REDIS_REPLY_STRING) e[i].poison = atoi(rep->element[i]->str);
+    freeReplyObject(rep);
+  }
+  dg_free(argv);
+  dg_free(lens);
+}
+
 /* Applies one suspect entry, counting the attempt first. */
 static int run_suspect(dg_manager_t *m, const entry_t *e0) {
   entry_t e = *e0;
@@ -940,6 +961,15 @@ static int run_suspect(dg_manager_t *m, const entry_t *e0) {
     e.poison = (int)(attempts - 1);
     dg_log_error("manager: request %s stopped the manager %lld time(s): rejected with 500 (poison)", id,
                  attempts - 1);
+    /* Recorded before the outcome is published: a follower applies the
+     * entry only after that, and rejects it the same way (mark_poisoned). */
+    char times[24];
+    snprintf(times, sizeof times, "%d", e.poison);
+    const char *argv[] = {"HSET", m->poisoned_key, id, times};
+    redisReply *rep = cmd(m, 4, argv);
+    int ok = rep && rep->type == REDIS_REPLY_INTEGER;
+    if (rep) freeReplyObject(rep);
+    if (!ok) return DG_EUNAVAIL;
   }
   int rc = run_entries(m, &e, 1);
   if (rc == 0) poison_count(m, id, 0);
@@ -1016,6 +1046,7 @@ static int recover(dg_manager_t *m) {
     dg_free(cargv);
     dg_free(ids);
     reapplied += n;
+    mark_poisoned(m, e, n);
     int rc = 0;
     /* Entries before the first suspect run in batches, the rest one by one. */
     size_t first = 0;
@@ -1177,6 +1208,7 @@ static void arch_flush(arch_replay_t *a) {
     a->e[i] = (entry_t){a->ids[i], strlen(a->ids[i]), a->reqs[i], a->lens[i], 0, 0};
     a->e[i].ddl = a->reqs[i] && dg__mgr_is_ddl(a->reqs[i], a->lens[i]);
   }
+  mark_poisoned(a->m, a->e, a->n);
   a->rc = run_entries(a->m, a->e, a->n);
   a->total += a->n;
   for (size_t i = 0; i < a->n; i++) dg_free(a->reqs[i]);
@@ -1462,6 +1494,7 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
   if (rep == NULL) return;
   entry_t *e;
   size_t n = entries_of(m, rep, &e, 1);
+  mark_poisoned(m, e, n);
   if (n > 0 && run_entries(m, e, n) != 0) step_down(m, "applying the log as a follower failed");
   dg_free(e);
   freeReplyObject(rep);
@@ -1820,6 +1853,7 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   m->request_maxlen = env_long("DUCKGRID_REQUEST_MAXLEN", 1000000, 1, 1000000000);
   m->poison_attempts = env_long("DUCKGRID_POISON_ATTEMPTS", 3, 1, 1000);
   snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->req_stream);
+  snprintf(m->poisoned_key, sizeof m->poisoned_key, "%s" DG_POISONED_SUFFIX, app->req_stream);
   /* Test-only (documented as such in the README): abort while applying the
    * request with this request_id, to test poison handling. Never set it in
    * a deployment; without DUCKGRID_TEST_HOOKS=1 it is ignored. */

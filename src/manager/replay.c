@@ -28,7 +28,24 @@ struct dg_replay_s {
   dg_manager_t m;
   size_t count;
   char at[DG_REDIS_XID_BUFSZ];
+  char (*poisoned)[DG_REDIS_XID_BUFSZ]; /* ids the leader rejected as poison */
+  int *poison_times;
+  size_t npoisoned;
 };
+
+void dg_replay_poisoned(dg_replay_t *r, const char *id, int times) {
+  r->poisoned = dg_realloc(r->poisoned, (r->npoisoned + 1) * sizeof *r->poisoned);
+  r->poison_times = dg_realloc(r->poison_times, (r->npoisoned + 1) * sizeof *r->poison_times);
+  snprintf(r->poisoned[r->npoisoned], sizeof r->poisoned[0], "%s", id);
+  r->poison_times[r->npoisoned++] = times;
+}
+
+/* Few: a poison request is a bug's footprint, not traffic. */
+static int poison_of(const dg_replay_t *r, const char *id, size_t idlen) {
+  for (size_t i = 0; i < r->npoisoned; i++)
+    if (strlen(r->poisoned[i]) == idlen && memcmp(r->poisoned[i], id, idlen) == 0) return r->poison_times[i];
+  return 0;
+}
 
 int dg_replay_open(dg_db_t *db, dg_replay_t **out, char *err, size_t errcap) {
   dg_replay_t *r = dg_calloc(1, sizeof *r);
@@ -102,6 +119,7 @@ int dg_replay_apply(dg_replay_t *r, const char *id, size_t idlen, const char *re
   }
   pthread_mutex_lock(&m->state_lock);
   mreq_t *q = dg__mgr_req_add(m, id, idlen);
+  q->poison = poison_of(r, id, idlen);
   dg__mgr_apply(m, q, req, reqlen);
   pthread_mutex_unlock(&m->state_lock);
   dg_redis_xid_format(x, r->at, sizeof r->at);
@@ -141,5 +159,7 @@ int dg_replay_apply(dg_replay_t *r, const char *id, size_t idlen, const char *re
 void dg_replay_close(dg_replay_t *r) {
   if (r == NULL) return;
   dg__mgr_release(&r->m);
+  dg_free(r->poisoned);
+  dg_free(r->poison_times);
   dg_free(r);
 }

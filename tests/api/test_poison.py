@@ -6,8 +6,12 @@ The crash is provoked by the test-only hook DUCKGRID_TEST_CRASH_ON (honoured
 only with DUCKGRID_TEST_HOOKS=1): applying the request with that request_id
 aborts the process.
 """
+import json
+import subprocess
+
 import requests
 
+from conftest import BIN, wait_until
 from helpers import Resp, outcomes_in, problem
 
 COLS = [{"name": "v", "type": "number"}]
@@ -32,6 +36,8 @@ def test_poison_request_is_rejected_after_attempts(make_server, redis_server):
     s = make_server(env=HOOKS).start()
     assert s.post("/tables", {"name": "p", "columns": COLS}).status_code == 201
     assert s.post("/tables/p/rows", {"rows": [{"id": 1, "v": 1}]}).status_code == 201
+    snap = s.post("/admin/snapshots", timeout=70)
+    assert snap.status_code == 201, snap.text
     try:
         r = s.post("/update_cell?async=true", {"table": "p", "row_id": 1, "column": "v", "value": 5,
                                                "request_id": "poison-1"})
@@ -67,6 +73,33 @@ def test_poison_request_is_rejected_after_attempts(make_server, redis_server):
     problem(r, 500)
     assert s.proc.poll() is None
     assert s.get("/tables/p/rows").json()["rows"][0]["v"] == 7
+    with Resp(redis_server) as rr:
+        assert rr.cmd("HGETALL", s.prefix + "request_duckpoisoned")[1] == "1"
+
+    # A new follower (an empty database, the same crash hook) follows the
+    # log across the poison: it rejects it as the leader did, instead of
+    # applying it (which would stop it too), and does not diverge.
+    f = make_server(prefix=s.prefix, admin_key=s.admin_key,
+                    env=dict(HOOKS, DUCKGRID_KEY_PEPPER_FILE=s.db + ".pepper")).start()
+    last = s.post("/update_cell", {"table": "p", "row_id": 1, "column": "v", "value": 8}).json()["update_id"]
+    r = f.get(f"/tables/p/rows?min_update={last}&wait_ms=20000")
+    assert r.status_code == 200, r.text + f.logs()
+    assert r.json()["rows"][0]["v"] == 8
+    assert f.proc.poll() is None
+    h = f.get("/health").json()
+    assert h["manager"] == "follower", h
+    assert f.stop() == 0
+
+    # A restore from the snapshot taken before the poison rejects it too:
+    # the restored database is the server's, audit log included.
+    assert s.stop() == 0
+    out = str(s.dir) + "/restored.duckdb"
+    p = subprocess.run([BIN, "restore", "--snapshot", snap.json()["id"], "--db", out], env=s.env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["replayed"] >= 3
+    from test_snapshots import dump
+    assert dump(out) == dump(s.db)
 
 
 def test_crash_hook_needs_test_hooks(make_server):
