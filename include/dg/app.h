@@ -56,6 +56,7 @@ typedef struct dg_app_s {
   atomic_long lag_ms;               /* follower: stream time behind the log's top */
   atomic_int diverged;              /* follower: its outcome differed from the leader's */
   atomic_long log_losses;           /* times the leader found Redis had lost the log */
+  atomic_int cannot_follow;         /* standby: the log lacks what follows this node's database */
   atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
   struct dg_progress_s *progress;   /* published / persisted update ids  */
   atomic_int manager_broken;        /* DuckDB kept failing: not leading  */

@@ -250,6 +250,11 @@ static int position(dg_reader_t *rd) {
   freeReplyObject(rep);
   dg_redis_xid_t start;
   if (dg_redis_xid_parse(rd->last_id, strlen(rd->last_id), &start) != 0) return DG_EIO;
+  /* Every outcome up to the stream's top was published, and perhaps
+   * answered, before this process started: a read waits until this node's
+   * DuckDB holds it -- also in the moments after a restart, before the
+   * manager has led or followed its way there (consistency.c). */
+  if (rd->app->progress) dg_progress_published(rd->app->progress, start);
   char err[256];
   duckdb_connection c = dg_db_conn(rd->app->db);
   /* DuckDB is written behind the stream: it holds every outcome up to

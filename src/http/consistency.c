@@ -50,9 +50,13 @@ int dg_read_consistent_or_problem(dg_req_t *r) {
     wait_ms = (int)v;
   }
   if (app->progress == NULL) return 0;
+  /* A node that cannot catch up (the log lacks what follows its database,
+   * or it diverged) answers from what it has at once; the header says how
+   * far that is, and /health why. */
+  int stuck = atomic_load(&app->cannot_follow) || atomic_load(&app->diverged);
   want = dg_progress_read_mark(app->progress);
   if (has_min && dg_redis_xid_cmp(min, want) > 0) want = min;
-  int rc = dg_progress_wait(app->progress, want, has_min ? wait_ms : CATCH_UP_MAX_MS, &reached);
+  int rc = dg_progress_wait(app->progress, want, has_min ? wait_ms : stuck ? 0 : CATCH_UP_MAX_MS, &reached);
   char applied[DG_REDIS_XID_BUFSZ];
   dg_redis_xid_format(reached, applied, sizeof applied);
   u_map_put(r->resp->map_header, "X-Duckgrid-Applied", applied);

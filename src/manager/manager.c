@@ -1341,6 +1341,7 @@ static int become_leader(dg_manager_t *m) {
     return rc;
   }
   atomic_store(&m->app->lag_ms, 0);
+  atomic_store(&m->app->cannot_follow, 0);
   atomic_store(&m->app->manager_state, DG_MANAGER_LEADER);
   dg_log_info("manager: leader%s (applied %s, %u tables, caught up in %lld ms)",
               from_follower ? ", was a follower" : "", m->fpos, m->ntables, (long long)(dg_mono_us() - t0) / 1000);
@@ -1396,6 +1397,7 @@ static int become_follower(dg_manager_t *m) {
       m->gap_logged_ms = now_ms();
     }
     atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
+    atomic_store(&m->app->cannot_follow, 1);
     return DG_EGONE;
   }
   m->vq_n = m->lq_n = 0;
@@ -1406,6 +1408,7 @@ static int become_follower(dg_manager_t *m) {
   res_top_read(m);
   if (m->res_top_known) dg_progress_published(m->app->progress, m->res_top);
   atomic_store(&m->following, 1);
+  atomic_store(&m->app->cannot_follow, 0);
   atomic_store(&m->app->manager_state, DG_MANAGER_FOLLOWER);
   dg_log_info("manager: following from %s (%u tables)", m->fpos, m->ntables);
   return 0;
@@ -1670,6 +1673,12 @@ static void *run(void *arg) {
   snprintf(bmax, sizeof bmax, "%d", app->cfg->batch_max);
   snprintf(maxlen_arg, sizeof maxlen_arg, "%ld", app->cfg->response_maxlen);
   atomic_store(&app->manager_state, DG_MANAGER_STANDBY);
+  /* Test hook, honoured only with DUCKGRID_TEST_HOOKS=1: the manager starts
+   * late, as on a loaded machine or before a long recovery, while HTTP
+   * already answers (tests/api/test_writebehind.py::test_reads_right_after_a_restart). */
+  long start_delay_ms = env_long("DUCKGRID_TEST_HOOKS", 0, 0, 1) == 1
+                            ? env_long("DUCKGRID_TEST_MANAGER_START_DELAY_MS", 0, 0, 10000) : 0;
+  if (start_delay_ms > 0) usleep((useconds_t)start_delay_ms * 1000);
   int64_t broken_at = 0;
   while (!atomic_load(&m->stop)) {
     if (atomic_load(&m->broken)) {

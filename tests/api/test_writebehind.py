@@ -297,3 +297,31 @@ def test_compact_outcome_and_paged_changes(make_server):
     assert r.status_code == 400, r.text
     assert "DUCKGRID_REQUEST_CHANGES_MAX" in r.json()["detail"]
     assert s.get("/tables/big/rows/1").json()["v"] == before
+
+
+def test_reads_right_after_a_restart_see_every_answered_write(make_server):
+    """Killed with answered writes only in memory, restarted with a manager
+    that starts late (a test hook): HTTP answers at once, and its first
+    read already holds every write answered before the kill -- it waits
+    for the new manager to catch up with response_duck."""
+    s = make_server(env={"DUCKGRID_TEST_HOOKS": "1", "DUCKGRID_TEST_MANAGER_START_DELAY_MS": "1500",
+                         "DUCKGRID_PERSIST_INTERVAL_MS": "60000"}).start()
+    _tree(s)
+    assert s.get("/tables/wb/rows/101").status_code == 200  # the tree is in DuckDB
+    for i in range(10):
+        r = s.post("/update_cell", {"table": "wb", "row_id": 101, "column": "name", "value": f"w{i}"})
+        assert r.status_code == 200, r.text
+    s.stop(signal.SIGKILL)
+    s.start(wait=False)
+    first = []
+
+    def answered():
+        try:
+            g = requests.get(s.base + "/tables/wb/rows/101", headers=s.headers(), timeout=15)
+        except requests.ConnectionError:
+            return False
+        first.append(g)
+        return True
+    assert wait_until(answered, 20, 0.01), s.logs()
+    g = first[0]
+    assert g.status_code == 200 and g.json()["name"] == "w9", g.text
