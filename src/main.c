@@ -30,6 +30,7 @@
 #include "dg/log.h"
 #include "dg/manager.h"
 #include "dg/metrics.h"
+#include "dg/bootstrap.h"
 #include "dg/progress.h"
 #include "dg/reader.h"
 #include "dg/redis.h"
@@ -184,6 +185,27 @@ static int cmd_serve(int argc, char **argv) {
 
   dg_reader_t *reader = NULL;
   dg_manager_t *manager = NULL;
+  if (redis_opts_from(&cfg, &url, &opts, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  have_url = 1;
+  if (resolve_cluster(&cfg, &url, &opts, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
+  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
+  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
+  snprintf(app.fence_key, sizeof app.fence_key, "%sduckgrid:fence", cfg.stream_prefix);
+  /* A node without a database file: from the log, or the newest snapshot
+   * the log still follows, or not at all (bootstrap.h). */
+  if (dg_bootstrap(cfg.db_path, &url, &opts, app.req_stream, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    goto done;
+  }
   /* One DuckDB thread: see DESIGN.md on the double-applied point update. */
   if (dg_db_open(cfg.db_path, 1, &app.db, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
@@ -221,21 +243,6 @@ static int cmd_serve(int argc, char **argv) {
     fflush(stdout);
     dg_free(generated);
   }
-  if (redis_opts_from(&cfg, &url, &opts, err, sizeof err) != 0) {
-    fprintf(stderr, "duckgrid: %s\n", err);
-    code = EXIT_USAGE;
-    goto done;
-  }
-  have_url = 1;
-  if (resolve_cluster(&cfg, &url, &opts, err, sizeof err) != 0) {
-    fprintf(stderr, "duckgrid: %s\n", err);
-    code = EXIT_USAGE;
-    goto done;
-  }
-  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
-  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
-  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
-  snprintf(app.fence_key, sizeof app.fence_key, "%sduckgrid:fence", cfg.stream_prefix);
   if (dg_redis_pool_create(&url, &opts, 64, &app.redis, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     code = EXIT_USAGE;

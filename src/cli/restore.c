@@ -47,6 +47,7 @@
 #include "dg/log.h"
 #include "dg/redis.h"
 #include "dg/replay.h"
+#include "dg/streamlog.h"
 #include "dg/snapshot.h"
 
 #define PAGE "5000"
@@ -107,50 +108,20 @@ static int copy_hashed(const char *src, const char *dst, char hex[65], char *err
   return rc;
 }
 
-/* Entries after `from` are all still in the stream: nothing was ever
- * removed from it, or the entry `from` itself is still there (trimming
- * takes the oldest first) and nothing after it was deleted. Conservative:
- * a stream trimmed to exactly `from` is refused too. 0, or DG_EGONE with
- * the reason. (Redis 7.0 updates max-deleted-entry-id on XDEL only, so it
- * cannot tell alone.) */
+/* Entries after `from` are all still in the stream (streamlog.h): 0, or
+ * DG_EGONE with the reason. */
 static int stream_covers(dg_redis_t *r, const char *stream, dg_redis_xid_t from, char *err, size_t errcap) {
-  const char *argv[] = {"XINFO", "STREAM", stream};
-  redisReply *rep = NULL;
-  if (dg_redis_command(r, 3, argv, NULL, &rep) != 0) {
-    snprintf(err, errcap, "redis: %s", dg_redis_last_error(r));
-    return DG_EUNAVAIL;
+  char why[256];
+  int rc = dg_streamlog_covers(r, stream, from, why, sizeof why);
+  if (rc == DG_EUNAVAIL) snprintf(err, errcap, "%s", why);
+  if (rc == DG_EGONE) {
+    char fid[DG_REDIS_XID_BUFSZ];
+    dg_redis_xid_format(from, fid, sizeof fid);
+    snprintf(err, errcap,
+             "request_duck no longer holds every entry after the snapshot's update id %s (%s), and there is "
+             "no archive of them; use a newer snapshot", fid, why);
   }
-  long long length = -1, added = -1;
-  dg_redis_xid_t del = {0, 0};
-  int have_del = 0;
-  if (rep->type == REDIS_REPLY_ARRAY) {
-    for (size_t k = 0; k + 1 < rep->elements; k += 2) {
-      redisReply *key = rep->element[k], *val = rep->element[k + 1];
-      if (key->type != REDIS_REPLY_STRING && key->type != REDIS_REPLY_STATUS) continue;
-      if (strcmp(key->str, "length") == 0 && val->type == REDIS_REPLY_INTEGER) length = val->integer;
-      if (strcmp(key->str, "entries-added") == 0 && val->type == REDIS_REPLY_INTEGER) added = val->integer;
-      if (strcmp(key->str, "max-deleted-entry-id") == 0 && val->type == REDIS_REPLY_STRING)
-        have_del = dg_redis_xid_parse(val->str, val->len, &del) == 0;
-    }
-  }
-  int is_error = rep->type == REDIS_REPLY_ERROR; /* no such stream */
-  freeReplyObject(rep);
-  if (is_error) return 0; /* nothing was ever written after the snapshot */
-  if (length >= 0 && added == length) return 0;
-  char fid[DG_REDIS_XID_BUFSZ];
-  dg_redis_xid_format(from, fid, sizeof fid);
-  const char *av[] = {"XRANGE", stream, fid, fid};
-  int present = 0;
-  if (dg_redis_command(r, 4, av, NULL, &rep) == 0) {
-    present = rep->type == REDIS_REPLY_ARRAY && rep->elements == 1;
-    freeReplyObject(rep);
-  }
-  if (present && (!have_del || dg_redis_xid_cmp(del, from) <= 0)) return 0;
-  snprintf(err, errcap,
-           "request_duck no longer holds every entry after the snapshot's update id %s (it was trimmed "
-           "past it%s), and there is no archive of them; use a newer snapshot",
-           fid, have_del && del.ms ? "; entries were deleted" : "");
-  return DG_EGONE;
+  return rc;
 }
 
 static void progress(size_t n, dg_redis_xid_t at, dg_redis_xid_t first, dg_redis_xid_t last, int64_t t0, int done) {

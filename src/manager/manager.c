@@ -82,6 +82,7 @@
 
 #include "dg/archive.h"
 #include "dg/replay.h"
+#include "dg/streamlog.h"
 #include "dg/common.h"
 #include "dg/db.h"
 #include "dg/entry_mac.h"
@@ -1117,6 +1118,15 @@ static int load_state(dg_manager_t *m) {
   return 0;
 }
 
+/* 1 when request_duck lost entries right after pos (trimmed past it): this
+ * node's database is too old to follow or lead from the log (why: the
+ * reason). Redis not answering is no gap: the next steps fail anyway. */
+static int log_gap(dg_manager_t *m, const char *pos, char *why, size_t cap) {
+  dg_redis_xid_t x;
+  if (dg_redis_xid_parse(pos, strlen(pos), &x) != 0) return 0;
+  return dg_streamlog_covers(m->redis, m->app->req_stream, x, why, cap) == DG_EGONE;
+}
+
 /* ---- Redis lost its data ------------------------------------------------------------
  *
  * Redis may lose everything (FLUSHALL, a restart without its files, a new
@@ -1334,6 +1344,19 @@ static int become_leader(dg_manager_t *m) {
     if (m->leader) step_down(m, "applying the archive failed");
     return rc;
   }
+  char why[320];
+  if (log_gap(m, m->fpos, why, sizeof why)) {
+    /* Recovery would skip what was trimmed: a wrong state, published. */
+    if (now_ms() - m->gap_logged_ms >= 30000) {
+      dg_log_error("manager: cannot lead: %s, which this node's database is at; start it from a snapshot "
+                   "(duckgrid restore) or a copy of another node's database", why);
+      m->gap_logged_ms = now_ms();
+    }
+    step_down(m, "this node's database is older than the log");
+    lease_release(m);
+    atomic_store(&m->app->cannot_follow, 1);
+    return DG_EGONE;
+  }
   res_top_read(m);
   rc = recover(m);
   if (rc != 0) {
@@ -1367,33 +1390,13 @@ static int become_leader(dg_manager_t *m) {
  * it reads the leader's outcomes, so a read waits until this node has
  * applied and persisted everything answered before it (consistency.c). */
 
-/* 1 when request_duck lost entries right after pos (trimmed past it): this
- * node's database is too old to follow from the log. */
-static int log_gap(dg_manager_t *m, const char *pos) {
-  const char *argv[] = {"XINFO", "STREAM", m->app->req_stream};
-  redisReply *rep = cmd(m, 3, argv);
-  if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
-    if (rep) freeReplyObject(rep);
-    return 0; /* no stream yet: nothing was lost */
-  }
-  int gap = 0;
-  for (size_t i = 0; i + 1 < rep->elements; i += 2) {
-    redisReply *k = rep->element[i], *v = rep->element[i + 1];
-    if (k->type == REDIS_REPLY_STRING && strcmp(k->str, "max-deleted-entry-id") == 0 &&
-        v->type == REDIS_REPLY_STRING)
-      gap = !xid_le(v->str, pos);
-  }
-  freeReplyObject(rep);
-  return gap;
-}
-
 static int become_follower(dg_manager_t *m) {
   if (load_state(m) != 0) return DG_EIO;
-  if (log_gap(m, m->fpos)) {
+  char why[320];
+  if (log_gap(m, m->fpos, why, sizeof why)) {
     if (now_ms() - m->gap_logged_ms >= 30000) {
-      dg_log_error("manager: cannot follow: %s no longer holds the requests after %s, which this node's "
-                   "database is at; start it from a snapshot or a copy of the leader's database",
-                   m->app->req_stream, m->fpos);
+      dg_log_error("manager: cannot follow: %s, which this node's database is at; start it from a snapshot "
+                   "(duckgrid restore) or a copy of the leader's database", why);
       m->gap_logged_ms = now_ms();
     }
     atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
@@ -1490,15 +1493,34 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
     verify(m);
     return;
   }
+  /* From fpos itself: its presence shows that nothing after it was
+   * trimmed while this node lagged (no extra round trip). */
+  int from_start = strcmp(m->fpos, "0-0") == 0;
   char from[DG_REDIS_XID_BUFSZ + 1];
-  snprintf(from, sizeof from, "(%s", m->fpos);
+  snprintf(from, sizeof from, "%s%s", from_start ? "(" : "", m->fpos);
   const char *argv[] = {"XRANGE", app->req_stream, from, m->rtop, "COUNT", bmax};
   rep = cmd(m, 6, argv);
   if (rep == NULL) return;
   entry_t *e;
   size_t n = entries_of(m, rep, &e, 1);
-  mark_poisoned(m, e, n);
-  if (n > 0 && run_entries(m, e, n) != 0) step_down(m, "applying the log as a follower failed");
+  size_t skip = 0;
+  if (!from_start) {
+    char why[320];
+    if (n > 0 && e[0].id_len == strlen(m->fpos) && memcmp(e[0].id, m->fpos, e[0].id_len) == 0) {
+      skip = 1;
+    } else if (log_gap(m, m->fpos, why, sizeof why)) {
+      dg_log_error("manager: stopped following: %s, which this node has applied; start it from a snapshot "
+                   "(duckgrid restore) or a copy of the leader's database", why);
+      m->gap_logged_ms = now_ms();
+      dg_free(e);
+      freeReplyObject(rep);
+      step_down(m, "the log lost entries this node had not applied");
+      atomic_store(&app->cannot_follow, 1);
+      return;
+    }
+  }
+  mark_poisoned(m, e + skip, n - skip);
+  if (n > skip && run_entries(m, e + skip, n - skip) != 0) step_down(m, "applying the log as a follower failed");
   dg_free(e);
   freeReplyObject(rep);
   if (atomic_load(&m->following)) verify(m);
@@ -1585,8 +1607,10 @@ static void trim_requests(dg_manager_t *m) {
 }
 
 /* Bounds request_duck by count as well: the oldest entries beyond
- * request_maxlen go, but only those at or below the persisted watermark
- * (ARGV[2]), at most ARGV[3] per call (the script reads their ids with
+ * request_maxlen go, but only those below the persisted watermark
+ * (ARGV[2]; its own entry stays, so a restart finds the entry its database
+ * is at and knows nothing after it was trimmed: streamlog.h), at most
+ * ARGV[3] per call (the script reads their ids with
  * XRANGE, so one call stays short). Atomic, so entries added meanwhile
  * cannot shift the cut above what is persisted. Returns entries removed. */
 static const char *TRIM_COUNT_LUA =
@@ -1594,10 +1618,9 @@ static const char *TRIM_COUNT_LUA =
     "local excess = len - tonumber(ARGV[1]) "
     "if excess <= 0 then return 0 end "
     "if excess > tonumber(ARGV[3]) then excess = tonumber(ARGV[3]) end "
-    "local r = redis.call('XRANGE', KEYS[1], '-', ARGV[2], 'COUNT', excess) "
-    "if #r == 0 then return 0 end "
-    "local ms, seq = string.match(r[#r][1], '^(%d+)-(%d+)$') "
-    "return redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))";
+    "local r = redis.call('XRANGE', KEYS[1], '-', ARGV[2], 'COUNT', excess + 1) "
+    "if #r < 2 then return 0 end "
+    "return redis.call('XTRIM', KEYS[1], 'MINID', r[#r][1])";
 #define TRIM_COUNT_STEP 20000
 
 static void trim_requests_count(dg_manager_t *m) {

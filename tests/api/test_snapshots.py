@@ -362,3 +362,49 @@ def test_snapshot_on_a_follower_bootstraps_a_new_follower(make_server, tmp_path)
     for s in (new, fol, lead):
         assert s.stop() == 0
     assert dump(new.db) == dump(lead.db)
+
+
+def test_a_new_node_after_trimming_starts_from_a_snapshot_or_refuses(make_server, tmp_path, redis_server):
+    """Once Redis trimmed request_duck, a node without a database cannot
+    start from the log: it copies the newest snapshot the log still follows
+    from the snapshot directory (nodes may share one), or refuses to start
+    with a message saying what to do -- never builds a state without the
+    trimmed requests."""
+    from test_followers import cluster, role
+    shared = str(tmp_path / "shared-snapshots")
+    env = {"DUCKGRID_REQUEST_MAXLEN": "40", "DUCKGRID_SNAPSHOT_DIR": shared}
+    lead, fol = cluster(make_server, "boot:", n=2, env=env)
+    _tree(lead)
+    _writes(lead, 120, 9, "t")
+    stream = lead.prefix + "request_duck"
+
+    def xlen():
+        r = requests.get(lead.base + "/health", timeout=5)  # keeps the persister moving
+        assert r.status_code == 200
+        return int(redis_server.cli("XLEN", stream))
+    assert lead.get("/tables/sn").status_code == 200  # a read: everything persisted
+    assert wait_until(lambda: xlen() <= 41, 20), xlen()
+
+    # No snapshot yet: a new node refuses to start, and says why.
+    pepper = {"DUCKGRID_KEY_PEPPER_FILE": lead.db + ".pepper"}
+    bad = make_server(prefix="boot:", admin_key=lead.admin_key, env=dict(env, **pepper))
+    bad.start(wait=False)
+    assert bad.proc.wait(30) == 1
+    text = bad.logs()
+    assert "no database" in text and "duckgrid restore" in text and "trimmed" in text, text
+    assert not os.path.exists(bad.db)
+    bad.proc = None
+
+    m = snapshot(fol)  # into the shared directory
+    _writes(lead, 10, 10, "u")
+    new = make_server(prefix="boot:", admin_key=lead.admin_key, env=dict(env, **pepper))
+    new.start()
+    assert wait_until(lambda: role(new) == "follower", 10), new.logs()
+    assert "starts from snapshot " + m["id"] in new.logs()
+    last = _writes(lead, 5, 11, "v")
+    r = new.get(f"/tables/sn/rows?limit=10000&min_update={last}")
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == lead.get("/tables/sn/rows?limit=10000").json()["rows"]
+    for s in (new, fol, lead):
+        assert s.stop() == 0
+    assert dump(new.db) == dump(lead.db)
