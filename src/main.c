@@ -185,26 +185,22 @@ static int cmd_serve(int argc, char **argv) {
 
   dg_reader_t *reader = NULL;
   dg_manager_t *manager = NULL;
-  if (redis_opts_from(&cfg, &url, &opts, err, sizeof err) != 0) {
-    fprintf(stderr, "duckgrid: %s\n", err);
-    code = EXIT_USAGE;
-    goto done;
-  }
-  have_url = 1;
-  if (resolve_cluster(&cfg, &url, &opts, err, sizeof err) != 0) {
-    fprintf(stderr, "duckgrid: %s\n", err);
-    code = EXIT_USAGE;
-    goto done;
-  }
-  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
-  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
-  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
-  snprintf(app.fence_key, sizeof app.fence_key, "%sduckgrid:fence", cfg.stream_prefix);
-  /* A node without a database file: from the log, or the newest snapshot
-   * the log still follows, or not at all (bootstrap.h). */
-  if (dg_bootstrap(cfg.db_path, &url, &opts, app.req_stream, err, sizeof err) != 0) {
-    fprintf(stderr, "duckgrid: %s\n", err);
-    goto done;
+  {
+    /* A node without a database file: from the log, or the newest snapshot
+     * the log still follows, or not at all (bootstrap.h). A bad Redis URL
+     * is reported below, once. */
+    dg_redis_url_t burl;
+    dg_redis_opts_t bopts;
+    char berr[256], bstream[sizeof app.req_stream];
+    if (redis_opts_from(&cfg, &burl, &bopts, berr, sizeof berr) == 0) {
+      snprintf(bstream, sizeof bstream, "%srequest_duck", cfg.stream_prefix);
+      int brc = dg_bootstrap(cfg.db_path, &burl, &bopts, bstream, err, sizeof err);
+      dg_redis_url_dispose(&burl);
+      if (brc != 0) {
+        fprintf(stderr, "duckgrid: %s\n", err);
+        goto done;
+      }
+    }
   }
   /* One DuckDB thread: see DESIGN.md on the double-applied point update. */
   if (dg_db_open(cfg.db_path, 1, &app.db, err, sizeof err) != 0) {
@@ -243,6 +239,21 @@ static int cmd_serve(int argc, char **argv) {
     fflush(stdout);
     dg_free(generated);
   }
+  if (redis_opts_from(&cfg, &url, &opts, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  have_url = 1;
+  if (resolve_cluster(&cfg, &url, &opts, err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
+  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
+  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
+  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
+  snprintf(app.fence_key, sizeof app.fence_key, "%sduckgrid:fence", cfg.stream_prefix);
   if (dg_redis_pool_create(&url, &opts, 64, &app.redis, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     code = EXIT_USAGE;

@@ -18,8 +18,8 @@
  * db_path, its SHA-256 checked against its manifest, and the node follows
  * (or leads) from there. With neither: DG_EGONE and a message saying what
  * to do -- the node refuses to start rather than build a state that lacks
- * the trimmed requests. Redis not answering: 0 (the manager's own checks
- * stand by later).
+ * the trimmed requests. Redis not answering: 0, silently (the start reports
+ * it; the manager's own checks stand by later).
  */
 int dg_bootstrap(const char *db_path, const dg_redis_url_t *url, const dg_redis_opts_t *opts, const char *req_stream,
                  char *err, size_t errcap);

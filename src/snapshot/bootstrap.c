@@ -56,8 +56,8 @@ int dg_bootstrap(const char *db_path, const dg_redis_url_t *url, const dg_redis_
   dg_redis_t *r = NULL;
   char why[320];
   if (dg_redis_connect(url, opts, &r, why, sizeof why) != 0) {
-    dg_log_warn("bootstrap: cannot ask Redis whether it holds the whole log (%s); starting from an empty "
-                "database", why);
+    /* Said once by the rest of the start (and the manager checks the log
+     * again before it follows or leads). */
     dg_redis_destroy(r);
     return 0;
   }
