@@ -187,7 +187,6 @@ struct dg_manager_s {
   pthread_mutex_t lease_lock;    /* lease_value, between the manager and the lease thread */
   char lease_value[96];          /* what we store in the lease key            */
   int leader;                    /* we hold the lease and state is loaded     */
-  int64_t lease_renewed_ms;      /* when the lease was last set or renewed    */
   int64_t lag_checked_ms;
   int64_t trimmed_ms;
   uint64_t connects_seen;        /* Redis connects already counted in metrics  */

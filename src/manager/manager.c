@@ -187,7 +187,6 @@ static int lease_acquire(dg_manager_t *m) {
   int ours = held && strcmp(cur->str, m->lease_value) == 0;
   freeReplyObject(cur);
   if (ours) {
-    m->lease_renewed_ms = now_ms();
     atomic_store(&m->lease_lost, 0);
     atomic_store(&m->holding, 1);
     return 1;
@@ -209,7 +208,6 @@ static int lease_acquire(dg_manager_t *m) {
     pthread_mutex_lock(&m->lease_lock);
     memcpy(m->lease_value, value, sizeof value);
     pthread_mutex_unlock(&m->lease_lock);
-    m->lease_renewed_ms = now_ms();
     atomic_store(&m->lease_lost, 0);
     atomic_store(&m->holding, 1);
   }

@@ -114,7 +114,8 @@ def test_malformed_redis_url_is_one_clear_line(tmp_path):
 def test_bad_listen_and_numbers(tmp_path):
     for env in ({"DUCKGRID_LISTEN": "nonsense"}, {"DUCKGRID_LISTEN": "127.0.0.1:0"},
                 {"DUCKGRID_BODY_LIMIT": "-5"}, {"DUCKGRID_SYNC_TIMEOUT_MS": "12abc"},
-                {"DUCKGRID_LOG_FORMAT": "xml"}):
+                {"DUCKGRID_LOG_FORMAT": "xml"}, {"DUCKGRID_ROLE": "leader"}, {"DUCKGRID_LEASE_MS": "50"},
+                {"DUCKGRID_LEASE_MS": "1.5s"}):
         env["DUCKGRID_DB"] = str(tmp_path / "x.duckdb")
         r = run_cli("serve", env=env)
         assert r.returncode == 2, (env, r.stderr)
