@@ -113,6 +113,8 @@
  * (hundreds to tens of thousands of requests) that DuckDB's per-commit
  * cost (~1.5 ms) is spread thin. */
 #define PERSIST_INTERVAL_MS_DEFAULT 50
+/* A node whose database is older than the log looks again this often. */
+#define STUCK_RETRY_MS 5000
 /* ...or once this many requests wait: bounds a transaction's size. */
 #define PERSIST_MAX_DEFAULT 20000
 /* The unpersisted tail kept in memory: about 200-400 bytes a request of
@@ -1455,7 +1457,9 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
     return;
   }
   if (!atomic_load(&m->following) && become_follower(m) != 0) {
-    usleep(1000 * 1000);
+    /* A database older than the log stays so: look again now and then
+     * (each look reloads it). */
+    usleep(atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS * 1000 : 1000 * 1000);
     return;
   }
   if (atomic_load(&m->npend_atomic) >= m->tail_max) {
@@ -1730,7 +1734,7 @@ static void *run(void *arg) {
         continue;
       }
       if (become_leader(m) != 0) {
-        usleep(300 * 1000);
+        usleep(atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS * 1000 : 300 * 1000);
         continue;
       }
       broken_at = 0;
