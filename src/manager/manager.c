@@ -153,6 +153,11 @@ static redisReply *cmd(dg_manager_t *m, int argc, const char **argv) {
   return rep;
 }
 
+/* Sleeps ms, waking early when the manager stops. */
+static void nap(dg_manager_t *m, int ms) {
+  for (int t = 0; t < ms && !atomic_load(&m->stop); t += 100) usleep((useconds_t)(ms - t < 100 ? ms - t : 100) * 1000);
+}
+
 static long env_long(const char *name, long def, long lo, long hi) {
   const char *v = getenv(name);
   if (v == NULL || *v == '\0') return def;
@@ -1459,7 +1464,7 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
   if (!atomic_load(&m->following) && become_follower(m) != 0) {
     /* A database older than the log stays so: look again now and then
      * (each look reloads it). */
-    usleep(atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS * 1000 : 1000 * 1000);
+    nap(m, atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS : 1000);
     return;
   }
   if (atomic_load(&m->npend_atomic) >= m->tail_max) {
@@ -1734,7 +1739,7 @@ static void *run(void *arg) {
         continue;
       }
       if (become_leader(m) != 0) {
-        usleep(atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS * 1000 : 300 * 1000);
+        nap(m, atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS : 300);
         continue;
       }
       broken_at = 0;
