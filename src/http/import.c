@@ -1,6 +1,6 @@
 /*
- * import.c -- POST /tables/{table}/import?format=csv (write role): the file
- * is the body; its rows are inserted through the log as one request.
+ * import.c -- POST /tables/{table}/import?format=csv|parquet (write role):
+ * the file is the body; its rows are inserted through the log as one request.
  *
  *   body ──scratch file (dg/iofile.h)──▶ DuckDB read_csv, every field VARCHAR
  *        ──validate every value here, as POST /tables/{t}/rows does──▶ 400 with
@@ -29,6 +29,11 @@
  * {"table","imported","update_id","request_id","status":"applied"}),
  * ?async=true 202, ?request_id= / Idempotency-Key replays. The body limit
  * (DUCKGRID_BODY_LIMIT) applies as to every request.
+ *
+ * Parquet (?format=parquet) is read the same way with DuckDB's Parquet
+ * reader, every column cast to VARCHAR (a DECIMAL keeps its exact digits),
+ * its column names standing for the header; rows are numbered from 1 and
+ * errors name a "row" instead of a "line".
  *
  * DuckDB parses (external access is off: the body goes to a scratch file of
  * the server's making in the one directory SQL may read, and is removed at
@@ -75,7 +80,7 @@ typedef struct {
   uint32_t *at_chunk;    /* per data row: its chunk and its row in it      */
   uint16_t *at_off;
   int64_t *line;         /* per data row: the CSV line its record starts on */
-  int64_t header_line;   /* the line of the header                          */
+  int64_t header_line;   /* the line of the header (0: Parquet, none)       */
   char **names;          /* the header's fields (NULL for an empty one)    */
 } sheet_t;
 
@@ -194,16 +199,18 @@ static void reader_message(const char *msg, const char *path, char *out, size_t 
   if (cut) *cut = '\0';
   cut = strstr(out, path);
   if (cut) *cut = '\0';
-  for (size_t n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == ':'); n--)
+  for (size_t n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == ':' ||
+                                out[n - 1] == '\'' || out[n - 1] == '"'); n--)
     out[n - 1] = '\0';
   for (char *q = out; *q; q++)
     if (*q == '\n') *q = ' ';
 }
 
 /* Runs sql (one parameter: path) and keeps every chunk of the answer in s
- * (ncols set); rows are numbered in result order. On DuckDB's refusal
+ * (ncols set, and names from the result's columns when names_from_columns);
+ * rows are numbered in result order. On DuckDB's refusal
  * answers 400 with its message (and the line it names) and returns DG_EINVAL. */
-static int read_into(dg_req_t *r, const char *sql, const char *path, sheet_t *s) {
+static int read_into(dg_req_t *r, const char *sql, const char *path, sheet_t *s, int names_from_columns) {
   duckdb_connection c = dg_db_conn(r->app->db);
   if (c == NULL) {
     dg_problem(r, 503, NULL, "the database is unavailable");
@@ -233,6 +240,13 @@ static int read_into(dg_req_t *r, const char *sql, const char *path, sheet_t *s)
     rc = DG_EINVAL;
   } else {
     s->ncols = duckdb_column_count(&res);
+    if (names_from_columns) {
+      s->names = dg_calloc(s->ncols + 1, sizeof *s->names);
+      for (idx_t k = 0; k < s->ncols; k++) {
+        const char *n = duckdb_column_name(&res, k);
+        s->names[k] = n ? dg_strdup(n) : NULL;
+      }
+    }
     size_t cap = 0;
     duckdb_data_chunk ch;
     while ((ch = duckdb_fetch_chunk(res)) != NULL) {
@@ -310,7 +324,7 @@ static int read_csv_body(dg_req_t *r, sheet_t *s) {
                     " columns = {");
   for (size_t k = 0; k < fields; k++) dg_buf_printf(&sql, "%s'c%zu': 'VARCHAR'", k ? ", " : "", k);
   dg_buf_puts(&sql, "})");
-  int rc = read_into(r, sql.data, path, s);
+  int rc = read_into(r, sql.data, path, s, 0);
   unlink(path);
   dg_buf_dispose(&sql);
   if (rc != 0) {
@@ -338,9 +352,42 @@ static int read_csv_body(dg_req_t *r, sheet_t *s) {
   return 0;
 }
 
+/* The Parquet body into s: names from its columns, rows numbered from 1.
+ * 0, or nonzero with the problem answered. */
+static int read_parquet_body(dg_req_t *r, sheet_t *s) {
+  const char *body = r->u->binary_body;
+  size_t len = r->u->binary_body_length;
+  if (len == 0) {
+    dg_problem(r, 400, NULL, "the body is empty: send the Parquet file");
+    return DG_EINVAL;
+  }
+  char path[DG_IOFILE_PATH_MAX];
+  if (dg_iofile_path(dg_db_path(r->app->db), "import", "parquet", path, sizeof path) != 0 ||
+      write_file(path, body, len) != 0) {
+    dg_log_error("import: cannot write a scratch file: %s", strerror(errno));
+    unlink(path);
+    dg_problem(r, 500, NULL, "the file could not be stored for reading");
+    return DG_EIO;
+  }
+  /* COLUMNS(*): no name of the file's is ever spliced into SQL. */
+  int rc = read_into(r, "SELECT COLUMNS(*)::VARCHAR FROM read_parquet($1)", path, s, 1);
+  unlink(path);
+  if (rc != 0) return rc;
+  if (s->ncols > MAX_FIELDS) {
+    dg_problem(r, 400, NULL, "the file has %llu columns, more than %d", (unsigned long long)s->ncols, MAX_FIELDS);
+    return DG_EINVAL;
+  }
+  index_rows(s, 0);
+  s->header_line = 0;
+  s->line = dg_malloc((s->nrows + 1) * sizeof *s->line);
+  for (size_t i = 0; i < s->nrows; i++) s->line[i] = (int64_t)i + 1;
+  return 0;
+}
+
 /* ---- validation --------------------------------------------------------------------- */
 
 typedef struct {
+  const char *key;   /* "line" (CSV) or "row" (Parquet)     */
   json_t *list;      /* the first MAX_LISTED                */
   size_t total;
   size_t conflicts;  /* of which: ids that exist already    */
@@ -357,7 +404,8 @@ static void add_error(errors_t *e, int64_t line, const char *column, int conflic
   va_start(ap, fmt);
   vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
-  json_t *o = json_pack("{s:I}", "line", (json_int_t)line);
+  json_t *o = json_object();
+  if (line > 0) json_object_set_new(o, e->key, json_integer((json_int_t)line));
   json_object_set_new(o, "column", column ? json_text(column) : json_null());
   json_object_set_new(o, "detail", json_text(detail));
   json_array_append_new(e->list, o);
@@ -630,8 +678,9 @@ static int table_import(dg_req_t *r) {
   if (dg_write_import_replayed(r)) return 0;
   const char *format = dg_query(r, "format");
   if (format == NULL) format = "csv";
-  if (strcmp(format, "csv") != 0) {
-    dg_problem(r, 400, NULL, "format must be csv; got '%.20s'", format);
+  int parquet = strcmp(format, "parquet") == 0;
+  if (!parquet && strcmp(format, "csv") != 0) {
+    dg_problem(r, 400, NULL, "format must be csv or parquet; got '%.20s'", format);
     return 0;
   }
   dg_tabledef_t *t = table_or_problem(r);
@@ -640,13 +689,13 @@ static int table_import(dg_req_t *r) {
   memset(&s, 0, sizeof s);
   plan_t p;
   memset(&p, 0, sizeof p);
-  errors_t e = {json_array(), 0, 0};
+  errors_t e = {parquet ? "row" : "line", json_array(), 0, 0};
   int *fmap = NULL;
-  if (read_csv_body(r, &s) != 0) goto out;
+  if ((parquet ? read_parquet_body(r, &s) : read_csv_body(r, &s)) != 0) goto out;
   fmap = dg_calloc(s.ncols + 1, sizeof *fmap);
   check_header(&s, t, fmap, &e);
   if (e.total == 0 && s.nrows == 0) {
-    dg_problem(r, 400, NULL, "the file has a header and no rows");
+    dg_problem(r, 400, NULL, "the file has %s and no rows", parquet ? "columns" : "a header");
     goto out;
   }
   if (e.total == 0 && s.nrows > MAX_ROWS) {
@@ -660,10 +709,11 @@ static int table_import(dg_req_t *r) {
     char more[64] = "";
     if (e.total > 1) snprintf(more, sizeof more, " (and %zu more)", e.total - 1);
     const char *col = json_string_value(json_object_get(first, "column"));
-    char where[120];
-    if (col) snprintf(where, sizeof where, "line %" JSON_INTEGER_FORMAT ", column '%s'",
-                      json_integer_value(json_object_get(first, "line")), col);
-    else snprintf(where, sizeof where, "line %" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(first, "line")));
+    json_t *at = json_object_get(first, e.key);
+    char where[160];
+    if (at) snprintf(where, sizeof where, "%s %" JSON_INTEGER_FORMAT "%s%.80s%s", e.key, json_integer_value(at),
+                     col ? ", column '" : "", col ? col : "", col ? "'" : "");
+    else snprintf(where, sizeof where, "column '%.80s'", col ? col : "?");
     dg_problem(r, conflict ? 409 : 400, json_pack("{s:O,s:I}", "errors", e.list, "errors_total", (json_int_t)e.total),
                "nothing was imported: %s: %s%s", where, json_string_value(json_object_get(first, "detail")), more);
     goto out;

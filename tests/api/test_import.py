@@ -212,3 +212,51 @@ def test_import_respects_the_body_limit(make_server):
     small = b"id,name\n" + b"".join(b"%d,r%d\n" % (i, i) for i in range(1, 50))
     assert ok(imp(s, "t", small), 201).json()["imported"] == 49
     assert s.stop() == 0
+
+
+def test_import_parquet(make_server, redis_server):
+    s = make_server().start()
+    new_table(s, "src")
+    # Parents with larger ids than their children: the id-ordered export
+    # lists children first.
+    ok(s.post("/tables/src/rows", {"rows": [
+        {"id": 100, "name": "top"},
+        {"id": 50, "parent_id": 100, "name": "mid, \"quoted\""},
+        {"id": 1, "parent_id": 50, "name": "leaf\nline", "v": "999999999999999.99", "n": 3},
+        {"id": 2, "parent_id": 50, "name": "", "v": "-0.01", "n": -4},
+        {"id": 3, "parent_id": 100, "v": "0.10"},
+    ]}), 201)
+    original = export(s, "src")
+    pq = ok(s.get("/tables/src/export?format=parquet")).content
+
+    new_table(s, "dst")
+    r = ok(imp(s, "dst", pq, "?format=parquet", headers={"Content-Type": "application/vnd.apache.parquet"}), 201)
+    assert r.json()["imported"] == 5 and r.json()["status"] == "applied", r.text
+    assert export(s, "dst") == original
+    assert len([q for q in imports_queued(redis_server, s) if q["table"] == "dst"]) == 1
+
+    # A file of another table: its text column "name" lands in a number column.
+    ok(s.post("/tables", {"name": "nums", "columns": [{"name": "name", "type": "number", "scale": 2},
+                                                      COLUMNS[1], COLUMNS[2]]}), 201)
+    body = problem(imp(s, "nums", pq, "?format=parquet"), 400)
+    # Rows in file order (by id): 1 "leaf…", 2 "", 3 null (fine: left at 0), 50 "mid…", 100 "top".
+    assert [(e["row"], e["column"]) for e in body["errors"]] == [(1, "name"), (2, "name"), (4, "name"), (5, "name")], body
+    assert "line" not in body["errors"][0] and "row 1, column 'name'" in body["detail"], body
+    assert body["errors_total"] == 4
+    # Its columns where the table has none of them.
+    ok(s.post("/tables", {"name": "other", "columns": [{"name": "w", "type": "text"}]}), 201)
+    body = problem(imp(s, "other", pq, "?format=parquet"), 400)
+    assert sorted(e["column"] for e in body["errors"]) == ["n", "name", "v"], body
+    assert all("row" not in e and "line" not in e for e in body["errors"]), body
+    # Into the table it came from: every id exists already.
+    body = problem(imp(s, "src", pq, "?format=parquet"), 409)
+    assert body["errors_total"] == 5 and body["errors"][0]["row"] == 1, body
+
+    # Not Parquet at all; nothing.
+    body = problem(imp(s, "dst", b"id,name\n1,a\n", "?format=parquet"), 400)
+    assert "/" not in body["detail"] and "magic" in body["detail"].lower(), body
+    body = problem(imp(s, "dst", b"", "?format=parquet"), 400)
+    assert "empty" in body["detail"], body
+    assert export(s, "dst") == original and export(s, "src") == original
+    assert glob.glob(os.path.join(s.dir, "snapshots", "io", "*")) == []
+    assert s.stop() == 0
