@@ -288,7 +288,13 @@ static void reply_import(dg_req_t *r, const char *res, size_t len) {
     json_t *m = outcome_member(res, len, ids[i]);
     json_object_set_new(out, ids[i], m ? m : json_null());
   }
-  size_t n = dg_json_raw_member(res, len, "rows", &v, &vn) == 0 ? raw_array_count(v, vn) : 0;
+  /* An import's outcome counts its rows ("echo_rows": false); an outcome
+   * with the rows themselves (replayed from before) is counted here. */
+  json_t *count = outcome_member(res, len, "rows_inserted");
+  size_t n = json_is_integer(count) ? (size_t)json_integer_value(count)
+             : dg_json_raw_member(res, len, "rows", &v, &vn) == 0 ? raw_array_count(v, vn)
+                                                                 : 0;
+  json_decref(count);
   json_object_set_new(out, "imported", json_integer((json_int_t)n));
   json_object_set_new(out, "status", json_string("applied"));
   dg_reply_json(r, 201, out);
@@ -1266,6 +1272,8 @@ void dg_write_import_begin(dg_req_t *r, dg_buf_t *raw, const char *table) {
   dg_jsonw_str(&w, caller);
   dg_jsonw_key(&w, "table");
   dg_jsonw_str(&w, table);
+  dg_jsonw_key(&w, "echo_rows"); /* the outcome counts the rows (apply.c) */
+  dg_jsonw_bool(&w, 0);
 }
 
 void dg_write_import_submit(dg_req_t *r, dg_buf_t *raw) { submit_any(r, NULL, raw, REPLY_IMPORT); }

@@ -9,7 +9,7 @@ import os
 
 import requests
 
-from helpers import problem, requests_in
+from helpers import outcomes_in, problem, requests_in
 
 COLUMNS = [
     {"name": "name", "type": "text"},
@@ -65,7 +65,11 @@ def test_import_round_trip(make_server, redis_server):
     assert ok(s.get("/tables/dst/export?format=json")).json()["rows"] == \
         ok(s.get("/tables/src/export?format=json")).json()["rows"]
     reqs = [q for q in imports_queued(redis_server, s) if q["table"] == "dst"]
-    assert len(reqs) == 1 and len(reqs[0]["rows"]) == 6
+    assert len(reqs) == 1 and len(reqs[0]["rows"]) == 6 and reqs[0]["echo_rows"] is False
+    # Its outcome counts the rows instead of listing them; ids still in "inserted".
+    out = dict(outcomes_in(redis_server, s))[body["update_id"]]
+    assert out["rows_inserted"] == 6 and "rows" not in out, out
+    assert sorted(out["inserted"]) == [1, 2, 3, 10, 11, 12], out
     # The scratch file is gone.
     assert glob.glob(os.path.join(s.dir, "snapshots", "io", "*")) == []
     assert s.stop() == 0
