@@ -105,14 +105,19 @@ def main():
         print(f"RESULT import csv, in DuckDB (the next read sees it): {s + s2:.2f} s", flush=True)
 
         exports = {}
-        for fmt in ("csv", "parquet", "json"):
+        # Each format twice: the first read after the import also pays for
+        # DuckDB's first scan of the new rows.
+        for fmt in ("csv", "parquet", "json", "csv", "parquet", "json"):
             s, st, body = timed(srv, "GET", f"/tables/imp/export?format={fmt}")
             if st != 200:
                 raise RuntimeError(f"export {fmt}: {st} {body[:400]!r}")
+            again = fmt in exports
+            assert not again or body == exports[fmt] or fmt == "parquet"
             exports[fmt] = body
-            out[f"export_{fmt}_s"] = round(s, 2)
+            out[f"export_{fmt}{'_again' if again else ''}_s"] = round(s, 2)
             out[f"export_{fmt}_bytes"] = len(body)
-            print(f"RESULT export {fmt}: {a.rows} rows, {len(body) / 1e6:.1f} MB in {s:.2f} s", flush=True)
+            print(f"RESULT export {fmt}{' again' if again else ''}: {a.rows} rows, {len(body) / 1e6:.1f} MB in {s:.2f} s",
+                  flush=True)
 
         s, st, body = timed(srv, "POST", "/tables/imp2/import?format=parquet", exports["parquet"],
                             "application/vnd.apache.parquet")

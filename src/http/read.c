@@ -694,21 +694,25 @@ out_t:
   return 0;
 }
 
-/* One CSV field (RFC 4180): NULL is empty, anything with a comma, quote, CR,
- * LF, or nothing at all is quoted with its quotes doubled. */
-static void csv_field(dg_buf_t *b, const char *v) {
+/* One CSV field (RFC 4180) of n bytes: NULL is empty, anything with a comma,
+ * quote, CR, LF, or nothing at all is quoted with its quotes doubled. */
+static void csv_fieldn(dg_buf_t *b, const char *v, size_t n) {
   if (v == NULL) return;
-  if (*v != '\0' && strpbrk(v, ",\"\r\n") == NULL) {
-    dg_buf_puts(b, v);
+  int plain = n > 0;
+  for (size_t i = 0; plain && i < n; i++) plain = v[i] != ',' && v[i] != '"' && v[i] != '\r' && v[i] != '\n';
+  if (plain) {
+    dg_buf_append(b, v, n);
     return;
   }
   dg_buf_putc(b, '"');
-  for (const char *p = v; *p; p++) {
-    if (*p == '"') dg_buf_putc(b, '"');
-    dg_buf_putc(b, *p);
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] == '"') dg_buf_putc(b, '"');
+    dg_buf_putc(b, v[i]);
   }
   dg_buf_putc(b, '"');
 }
+
+static void csv_field(dg_buf_t *b, const char *v) { csv_fieldn(b, v, v ? strlen(v) : 0); }
 
 /* A Parquet export being sent: the file, already unlinked. */
 typedef struct {
@@ -817,7 +821,7 @@ static int table_export(dg_req_t *r) {
   } else {
     dg_buf_t body;
     dg_buf_init(&body);
-    idx_t n = duckdb_row_count(&res), ncols = 2 + (idx_t)t->ncols;
+    idx_t ncols = 2 + (idx_t)t->ncols;
     dg_jsonw_t w;
     if (csv) {
       dg_buf_puts(&body, "id,parent_id");
@@ -838,24 +842,45 @@ static int table_export(dg_req_t *r) {
       dg_jsonw_key(&w, "rows");
       dg_jsonw_arr(&w);
     }
-    for (idx_t i = 0; i < n; i++) {
-      if (!csv) dg_jsonw_obj(&w);
+    /* Straight from the result's chunks (every column is VARCHAR): no
+     * allocation per cell. */
+    duckdb_data_chunk chunk;
+    const duckdb_string_t **data = dg_calloc(ncols, sizeof *data);
+    uint64_t **valid = dg_calloc(ncols, sizeof *valid);
+    while ((chunk = duckdb_fetch_chunk(res)) != NULL) {
+      idx_t n = duckdb_data_chunk_get_size(chunk);
       for (idx_t k = 0; k < ncols; k++) {
-        char *v = duckdb_value_is_null(&res, k, i) ? NULL : duckdb_value_varchar(&res, k, i);
-        if (csv) {
-          if (k) dg_buf_putc(&body, ',');
-          csv_field(&body, v);
-        } else {
-          dg_jsonw_key(&w, k == 0 ? "id" : k == 1 ? "parent_id" : t->cols[k - 2].name);
-          if (v == NULL) dg_jsonw_null(&w);
-          else if (k < 2 || t->cols[k - 2].type == DG_COL_NUMBER) dg_jsonw_raw(&w, v, strlen(v));
-          else dg_jsonw_str(&w, v);
-        }
-        duckdb_free(v);
+        duckdb_vector v = duckdb_data_chunk_get_vector(chunk, k);
+        data[k] = duckdb_vector_get_data(v);
+        valid[k] = duckdb_vector_get_validity(v);
       }
-      if (csv) dg_buf_puts(&body, "\r\n");
-      else dg_jsonw_end(&w);
+      for (idx_t i = 0; i < n; i++) {
+        if (!csv) dg_jsonw_obj(&w);
+        for (idx_t k = 0; k < ncols; k++) {
+          const char *v = NULL;
+          size_t vn = 0;
+          if (valid[k] == NULL || duckdb_validity_row_is_valid(valid[k], i)) {
+            duckdb_string_t *sv = (duckdb_string_t *)&data[k][i];
+            v = duckdb_string_t_data(sv);
+            vn = duckdb_string_t_length(*sv);
+          }
+          if (csv) {
+            if (k) dg_buf_putc(&body, ',');
+            csv_fieldn(&body, v, vn);
+          } else {
+            dg_jsonw_key(&w, k == 0 ? "id" : k == 1 ? "parent_id" : t->cols[k - 2].name);
+            if (v == NULL) dg_jsonw_null(&w);
+            else if (k < 2 || t->cols[k - 2].type == DG_COL_NUMBER) dg_jsonw_raw(&w, v, vn);
+            else dg_jsonw_strn(&w, v, vn);
+          }
+        }
+        if (csv) dg_buf_puts(&body, "\r\n");
+        else dg_jsonw_end(&w);
+      }
+      duckdb_destroy_data_chunk(&chunk);
     }
+    dg_free(data);
+    dg_free(valid);
     if (!csv) {
       dg_jsonw_end(&w);
       dg_jsonw_end(&w);
