@@ -497,7 +497,11 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   size_t argvlen[] = {4, strlen(app->req_stream), 1, 3, strlen(text), 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep = NULL;
+  int64_t t_xadd = dg_mono_us();
   int rc = dg_redis_command(c, 9, argv, argvlen, &rep);
+  if (raw) /* an import: a request of megabytes */
+    dg_log_info("import request %s: %zu bytes queued (XADD) in %.0f ms", rid, argvlen[4],
+                (double)(dg_mono_us() - t_xadd) / 1000.0);
   if (rc == 0 && async && rep->type == REDIS_REPLY_STRING) await_replicas(r, c);
   dg_redis_pool_put(app->redis, c);
   if (raw) dg_buf_dispose(raw);
