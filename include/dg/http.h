@@ -77,6 +77,7 @@ extern const dg_route_t dg_routes_read[];    /* read.c: GET tables, rows     */
 extern const dg_route_t dg_routes_views[];   /* views.c                      */
 extern const dg_route_t dg_routes_updates[]; /* updates.c: GET /get_updates  */
 extern const dg_route_t dg_routes_write[];   /* write.c: every write          */
+extern const dg_route_t dg_routes_import[];  /* import.c: POST …/import       */
 extern const dg_route_t dg_routes_keys[];    /* keys.c: /admin/keys          */
 extern const dg_route_t dg_routes_events[];  /* events.c: GET /events (SSE)  */
 extern const dg_route_t dg_routes_metrics[]; /* metrics_route.c: /metrics    */
@@ -86,6 +87,22 @@ extern const dg_route_t dg_routes_snapshots[]; /* snapshots.c: /admin/snapshots 
 /** POST /update_cell's handler, for the WebSocket front end: the same
  *  validation, queueing and answers. r->body must be set. */
 int dg_write_update_cell(dg_req_t *r);
+
+/*
+ * For import.c: a CSV or Parquet import is an insert_rows request written
+ * as text. dg_write_import_replayed answers (1) a known request_id or a
+ * malformed one, as every write does first. dg_write_import_begin writes
+ * into raw the opening of the request ({"op":"insert_rows","user",
+ * "caller","table") for the caller to append ,"rows":[…] to;
+ * dg_write_import_submit adds request_id, queues it and answers like every
+ * write (sync outcome, ?async=true 202, request_id replay), a success as
+ * 201 {"table","imported","update_id","request_id","status"}. raw is
+ * disposed.
+ */
+struct dg_buf_s;
+int dg_write_import_replayed(dg_req_t *r);
+void dg_write_import_begin(dg_req_t *r, struct dg_buf_s *raw, const char *table);
+void dg_write_import_submit(dg_req_t *r, struct dg_buf_s *raw);
 
 /** Appends to the admin audit log (dg.admin_audit, GET /admin/audit, and the
  *  log): who (r->who) did action ("key.create", "admin.denied" ...), detail. */

@@ -37,7 +37,7 @@
 
 /* Every route table the server serves, in matching order. */
 static const dg_route_t *const route_tables[] = {
-    dg_routes_health, dg_routes_read, dg_routes_views, dg_routes_updates, dg_routes_write,
+    dg_routes_health, dg_routes_read, dg_routes_views, dg_routes_updates, dg_routes_write, dg_routes_import,
     dg_routes_keys, dg_routes_events, dg_routes_metrics,
     dg_routes_ws,
     dg_routes_snapshots,

@@ -236,6 +236,7 @@ typedef enum {
   REPLY_ROW,     /* 200, its "row"                            */
   REPLY_VIEW,    /* 201, {"name","sql"}: its "view_def"       */
   REPLY_EMPTY,   /* 204                                        */
+  REPLY_IMPORT,  /* 201, {"table","imported","update_id","request_id"} */
 } reply_kind_t;
 
 /* A top-level member of the outcome decoded on its own (no DOM of the
@@ -245,6 +246,58 @@ static json_t *outcome_member(const char *res, size_t len, const char *key) {
   size_t n;
   if (dg_json_raw_member(res, len, key, &v, &n) != 0) return NULL;
   return json_loadb(v, n, JSON_DECODE_ANY, NULL);
+}
+
+/* The count of the elements of the raw JSON array a[0..n) (strings skipped
+ * whole, so no comma inside one counts). */
+static size_t raw_array_count(const char *a, size_t n) {
+  size_t i = 0;
+  while (i < n && a[i] != '[') i++;
+  for (i++; i < n && (a[i] == ' ' || a[i] == '\n' || a[i] == '\r' || a[i] == '\t'); i++) {
+  }
+  if (i >= n || a[i] == ']') return 0;
+  size_t count = 1;
+  int depth = 0, in_str = 0;
+  for (; i < n; i++) {
+    char ch = a[i];
+    if (in_str) {
+      if (ch == '\\') i++;
+      else if (ch == '"') in_str = 0;
+    } else if (ch == '"') {
+      in_str = 1;
+    } else if (ch == '[' || ch == '{') {
+      depth++;
+    } else if (ch == ']' || ch == '}') {
+      if (depth-- == 0) break;
+    } else if (ch == ',' && depth == 0) {
+      count++;
+    }
+  }
+  return count;
+}
+
+/* 201 {"table","imported":<rows>,"update_id","request_id","status":"applied"}:
+ * an import's answer names the update, not the rows (a million of them
+ * would be a response as big as the file). */
+static void reply_import(dg_req_t *r, const char *res, size_t len) {
+  const char *v;
+  size_t vn;
+  json_t *out = json_object();
+  static const char *const ids[] = {"table", "update_id", "request_id"};
+  for (size_t i = 0; i < DG_ARRAY_SIZE(ids); i++) {
+    json_t *m = outcome_member(res, len, ids[i]);
+    json_object_set_new(out, ids[i], m ? m : json_null());
+  }
+  /* An import's outcome counts its rows ("echo_rows": false); an outcome
+   * with the rows themselves (replayed from before) is counted here. */
+  json_t *count = outcome_member(res, len, "rows_inserted");
+  size_t n = json_is_integer(count) ? (size_t)json_integer_value(count)
+             : dg_json_raw_member(res, len, "rows", &v, &vn) == 0 ? raw_array_count(v, vn)
+                                                                 : 0;
+  json_decref(count);
+  json_object_set_new(out, "imported", json_integer((json_int_t)n));
+  json_object_set_new(out, "status", json_string("applied"));
+  dg_reply_json(r, 201, out);
 }
 
 static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t kind) {
@@ -266,6 +319,10 @@ static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t
     dg_problem(r, code >= 400 && code < 600 ? code : 500, extra, "%s",
                detail ? detail : "the request was rejected");
     json_decref(err);
+    return;
+  }
+  if (kind == REPLY_IMPORT) {
+    reply_import(r, res, len);
     return;
   }
   const char *key = kind == REPLY_TABLE ? "table_def"
@@ -368,20 +425,40 @@ static void await_replicas(dg_req_t *r, dg_redis_t *c) {
   u_map_put(r->resp->map_header, "X-Duckgrid-Replicated", ok ? "ok" : "timeout");
 }
 
+/* Drops a request not queued: its DOM, or its text (submit_any). */
+static void drop_request(json_t *req, dg_buf_t *raw) {
+  json_decref(req);
+  if (raw) dg_buf_dispose(raw);
+}
+
 /*
- * Queues req (stolen) and answers. The waiter is registered before XADD, so
- * an outcome that arrives before we start waiting is not missed.
+ * Queues a request and answers: req (stolen), or else raw (disposed here),
+ * the text of a request object written without its closing brace, to which
+ * "request_id" is added (import.c writes its rows as text: a million-row
+ * DOM would be hundreds of megabytes). The waiter is registered before
+ * XADD, so an outcome that arrives before we start waiting is not missed.
  */
-static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
+static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kind) {
   dg_app_t *app = r->app;
   char rid[MAX_REQUEST_ID + 1];
   int given = 0;
   if (request_id_of(r, rid, &given) != 0) {
-    json_decref(req);
+    drop_request(req, raw);
     dg_problem(r, 400, NULL, "request_id must be 1..%d printable ASCII characters", MAX_REQUEST_ID);
     return;
   }
-  json_object_set_new(req, "request_id", json_string(rid));
+  if (req) {
+    json_object_set_new(req, "request_id", json_string(rid));
+  } else {
+    dg_jsonw_t jw;
+    dg_jsonw_init(&jw, raw);
+    jw.depth = 1; /* inside the request object, after its other members */
+    jw.first[1] = 0;
+    jw.close[1] = '}';
+    dg_jsonw_key(&jw, "request_id");
+    dg_jsonw_str(&jw, rid);
+    dg_jsonw_end(&jw);
+  }
   int async = is_async(r);
   dg_waiter_t w;
   char key[sizeof w.request_id];
@@ -393,13 +470,13 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
    * look is found here, and one published after this wakes the waiter. */
   int known = given ? replay_known(r, rid, kind) : REPLAY_NONE;
   if (known == REPLAY_ANSWERED) {
-    json_decref(req);
+    drop_request(req, raw);
     dg_waiters_remove(app->waiters, &w);
     return;
   }
   if (known == REPLAY_IN_FLIGHT) {
     /* Nothing is queued again: the first request's outcome answers. */
-    json_decref(req);
+    drop_request(req, raw);
     if (dg_waiters_wait(app->waiters, &w, app->cfg->sync_timeout_ms) == 0) {
       if (async) dg_reply_json(r, 202, json_pack("{s:s,s:s}", "request_id", rid, "status", "duplicate"));
       else reply_outcome(r, w.res, w.res_len, kind);
@@ -411,18 +488,24 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
     return;
   }
   if (async) dg_waiters_remove(app->waiters, &w);
-  char *text = json_dumps(req, JSON_COMPACT);
+  char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
   json_decref(req);
+  if (raw) text = raw->data;
   char t[24], mac[DG_ENTRY_MAC_HEX + 1];
   dg_entry_sign_req(app, text, strlen(text), t, mac);
   const char *argv[] = {"XADD", app->req_stream, "*", "req", text, "t", t, "mac", mac};
   size_t argvlen[] = {4, strlen(app->req_stream), 1, 3, strlen(text), 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep = NULL;
+  int64_t t_xadd = dg_mono_us();
   int rc = dg_redis_command(c, 9, argv, argvlen, &rep);
+  if (raw) /* an import: a request of megabytes */
+    dg_log_info("import request %s: %zu bytes queued (XADD) in %.0f ms", rid, argvlen[4],
+                (double)(dg_mono_us() - t_xadd) / 1000.0);
   if (rc == 0 && async && rep->type == REDIS_REPLY_STRING) await_replicas(r, c);
   dg_redis_pool_put(app->redis, c);
-  free(text);
+  if (raw) dg_buf_dispose(raw);
+  else free(text);
   char sid[DG_REDIS_XID_BUFSZ] = "";
   if (rc == 0 && rep->type == REDIS_REPLY_STRING && rep->len < sizeof sid) {
     memcpy(sid, rep->str, rep->len);
@@ -459,6 +542,8 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) {
   }
   dg_waiters_remove(app->waiters, &w);
 }
+
+static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) { submit_any(r, req, NULL, kind); }
 
 /* ---- shared validation ------------------------------------------------------ */
 
@@ -1174,3 +1259,25 @@ const dg_route_t dg_routes_write[] = {
 /* ---- for other front ends ------------------------------------------------------ */
 
 int dg_write_update_cell(dg_req_t *r) { return update_cell(r); }
+
+int dg_write_import_replayed(dg_req_t *r) { return replayed(r, REPLY_IMPORT); }
+
+void dg_write_import_begin(dg_req_t *r, dg_buf_t *raw, const char *table) {
+  char caller[96];
+  caller_of(r, caller, sizeof caller);
+  dg_jsonw_t w;
+  dg_jsonw_init(&w, raw);
+  dg_jsonw_obj(&w);
+  dg_jsonw_key(&w, "op");
+  dg_jsonw_str(&w, "insert_rows");
+  dg_jsonw_key(&w, "user");
+  dg_jsonw_str(&w, r->who.user);
+  dg_jsonw_key(&w, "caller");
+  dg_jsonw_str(&w, caller);
+  dg_jsonw_key(&w, "table");
+  dg_jsonw_str(&w, table);
+  dg_jsonw_key(&w, "echo_rows"); /* the outcome counts the rows (apply.c) */
+  dg_jsonw_bool(&w, 0);
+}
+
+void dg_write_import_submit(dg_req_t *r, dg_buf_t *raw) { submit_any(r, NULL, raw, REPLY_IMPORT); }

@@ -1,0 +1,751 @@
+/*
+ * import.c -- POST /tables/{table}/import?format=csv|parquet (write role):
+ * the file is the body; its rows are inserted through the log as one request.
+ *
+ *   body ──scratch file (dg/iofile.h)──▶ DuckDB read_csv, every field VARCHAR
+ *        ──validate every value here, as POST /tables/{t}/rows does──▶ 400 with
+ *          {"errors":[{"line","column","detail"}…]} and nothing queued
+ *        ──parents before children──▶ one insert_rows request ──▶ request_duck
+ *
+ * The CSV is what GET /tables/{t}/export?format=csv writes: RFC 4180, a
+ * header line naming the fields, "," between fields, '"' quoting with '""'
+ * for a quote, CRLF or LF lines. The header may name id, parent_id and any
+ * of the table's columns, each at most once, in any order; any other name is
+ * a 400. An empty field is null: no id (the row gets a new one), no parent (a
+ * root), a null text, or a number left at 0 (at its children's sum once it
+ * has some); "" (quoted) is an empty text. A column the header leaves out is
+ * left out of every row the same way. A parent_id names a row of the table
+ * or a row of the file, before or after its child in the file: the rows are
+ * queued parents first, in file order otherwise, so a file exported from a
+ * tree imports into an empty table as the same tree. An id that exists
+ * already (409 when that is all that is wrong), twice in the file, an unknown
+ * parent or a cycle among the file's rows is a line error like a malformed
+ * value. The first MAX_LISTED errors are listed by CSV line (the header is
+ * line 1; a quoted field may span lines: a record is reported at the line it
+ * starts on). Nothing is applied unless every row is good, and then the
+ * manager applies them in one request, all or nothing.
+ *
+ * The answer is like every write's: the outcome (sync, 201
+ * {"table","imported","update_id","request_id","status":"applied"}),
+ * ?async=true 202, ?request_id= / Idempotency-Key replays. The body limit
+ * (DUCKGRID_BODY_LIMIT) applies as to every request.
+ *
+ * Parquet (?format=parquet) is read the same way with DuckDB's Parquet
+ * reader, every column cast to VARCHAR (a DECIMAL keeps its exact digits),
+ * its column names standing for the header; rows are numbered from 1 and
+ * errors name a "row" instead of a "line".
+ *
+ * DuckDB parses (external access is off: the body goes to a scratch file of
+ * the server's making in the one directory SQL may read, and is removed at
+ * once); line numbers come from a scan of the body here that follows the
+ * same quoting, checked against DuckDB's record count.
+ */
+#include <duckdb.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ulfius.h>
+#include <unistd.h>
+
+#include "dg/buf.h"
+#include "dg/catalog.h"
+#include "dg/common.h"
+#include "dg/db.h"
+#include "dg/decimal.h"
+#include "dg/http.h"
+#include "dg/iofile.h"
+#include "dg/jsonw.h"
+#include "dg/log.h"
+
+/* Rows in one import: as many as one POST /tables/{t}/rows takes. */
+#define MAX_ROWS 1000000
+/* Fields in the header: id, parent_id and far more columns than a table has. */
+#define MAX_FIELDS 1024
+/* Line errors listed in a 400 (the total is given too). */
+#define MAX_LISTED 100
+
+enum { FIELD_ID = -1, FIELD_PARENT = -2 };
+enum { PARENT_NONE = 0, PARENT_IN_FILE = 1, PARENT_IN_TABLE = 2 };
+
+/* The file as DuckDB read it: every field VARCHAR, in chunks. */
+typedef struct {
+  duckdb_data_chunk *chunks;
+  size_t nchunks;
+  idx_t ncols;
+  size_t nrows;          /* data rows (the header excluded)                */
+  uint32_t *at_chunk;    /* per data row: its chunk and its row in it      */
+  uint16_t *at_off;
+  int64_t *line;         /* per data row: the CSV line its record starts on */
+  int64_t header_line;   /* the line of the header (0: Parquet, none)       */
+  char **names;          /* the header's fields (NULL for an empty one)    */
+} sheet_t;
+
+static void sheet_dispose(sheet_t *s) {
+  for (size_t i = 0; i < s->nchunks; i++) duckdb_destroy_data_chunk(&s->chunks[i]);
+  dg_free(s->chunks);
+  dg_free(s->at_chunk);
+  dg_free(s->at_off);
+  dg_free(s->line);
+  for (idx_t k = 0; s->names && k < s->ncols; k++) dg_free(s->names[k]);
+  dg_free(s->names);
+}
+
+/* Field k of chunk row `off` of chunk c: its bytes and length, or NULL. */
+static const char *chunk_cell(duckdb_data_chunk c, idx_t off, idx_t k, size_t *len) {
+  duckdb_vector v = duckdb_data_chunk_get_vector(c, k);
+  uint64_t *valid = duckdb_vector_get_validity(v);
+  if (valid && !duckdb_validity_row_is_valid(valid, off)) return NULL;
+  duckdb_string_t *s = &((duckdb_string_t *)duckdb_vector_get_data(v))[off];
+  *len = duckdb_string_t_length(*s);
+  return duckdb_string_t_data(s);
+}
+
+static const char *cell(const sheet_t *s, size_t row, idx_t k, size_t *len) {
+  return chunk_cell(s->chunks[s->at_chunk[row]], s->at_off[row], k, len);
+}
+
+/* ---- the CSV scan: where each record starts ------------------------------------ */
+
+/*
+ * The line each record of the CSV text starts on (1-based), skipping blank
+ * lines as DuckDB's reader does, and the field count of the first record.
+ * Quotes toggle quoting ('""' inside quotes toggles twice, so it stays
+ * quoted); a line break inside quotes belongs to the field. Returns the
+ * array (owned) and sets *n.
+ */
+static int64_t *record_lines(const char *p, size_t len, size_t *n, size_t *fields0) {
+  size_t cap = 1024, count = 0;
+  int64_t *lines = dg_malloc(cap * sizeof *lines);
+  int64_t line = 1;
+  size_t i = 0;
+  *fields0 = 0;
+  while (i < len) {
+    if (p[i] == '\n' || p[i] == '\r') { /* a blank line */
+      i += p[i] == '\r' && i + 1 < len && p[i + 1] == '\n' ? 2 : 1;
+      line++;
+      continue;
+    }
+    if (count == cap) {
+      cap *= 2;
+      lines = dg_realloc(lines, cap * sizeof *lines);
+    }
+    lines[count++] = line;
+    int quoted = 0;
+    size_t fields = 1;
+    for (; i < len; i++) {
+      char c = p[i];
+      if (c == '"') {
+        quoted = !quoted;
+      } else if (c == ',' && !quoted) {
+        fields++;
+      } else if (c == '\n' || c == '\r') {
+        if (c == '\r' && i + 1 < len && p[i + 1] == '\n') i++;
+        line++;
+        if (!quoted) {
+          i++;
+          break;
+        }
+      }
+    }
+    if (count == 1) *fields0 = fields;
+  }
+  *n = count;
+  return lines;
+}
+
+/* ---- reading with DuckDB ---------------------------------------------------------- */
+
+/* Writes len bytes to a new file at path (mode 0600). 0 or DG_EIO. */
+static int write_file(const char *path, const char *p, size_t len) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return DG_EIO;
+  while (len > 0) {
+    ssize_t w = write(fd, p, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      close(fd);
+      return DG_EIO;
+    }
+    p += w;
+    len -= (size_t)w;
+  }
+  return close(fd) == 0 ? 0 : DG_EIO;
+}
+
+/* A JSON string of text that should be UTF-8; where it is not (a value cut
+ * short inside a character), its bytes beyond ASCII become '?'. */
+static json_t *json_text(const char *text) {
+  json_t *j = json_string(text);
+  if (j) return j;
+  char *copy = dg_strdup(text);
+  for (char *q = copy; *q; q++)
+    if ((unsigned char)*q >= 0x80) *q = '?';
+  j = json_string(copy);
+  dg_free(copy);
+  return j;
+}
+
+/* DuckDB's message about a bad file, cut to what concerns the client: its
+ * first paragraph, without the reader's settings or the scratch path. */
+static void reader_message(const char *msg, const char *path, char *out, size_t cap) {
+  snprintf(out, cap, "%s", msg ? msg : "the file could not be read");
+  char *cut = strstr(out, "\n\n");
+  if (cut) *cut = '\0';
+  cut = strstr(out, "Possible fixes");
+  if (cut) *cut = '\0';
+  cut = strstr(out, path);
+  if (cut) *cut = '\0';
+  for (size_t n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == ':' ||
+                                out[n - 1] == '\'' || out[n - 1] == '"'); n--)
+    out[n - 1] = '\0';
+  for (char *q = out; *q; q++)
+    if (*q == '\n') *q = ' ';
+}
+
+/* Runs sql (one parameter: path) and keeps every chunk of the answer in s
+ * (ncols set, and names from the result's columns when names_from_columns);
+ * rows are numbered in result order. On DuckDB's refusal
+ * answers 400 with its message (and the line it names) and returns DG_EINVAL. */
+static int read_into(dg_req_t *r, const char *sql, const char *path, sheet_t *s, int names_from_columns) {
+  duckdb_connection c = dg_db_conn(r->app->db);
+  if (c == NULL) {
+    dg_problem(r, 503, NULL, "the database is unavailable");
+    return DG_EUNAVAIL;
+  }
+  duckdb_prepared_statement st;
+  duckdb_result res;
+  if (duckdb_prepare(c, sql, &st) == DuckDBError) {
+    dg_log_error("import: preparing the reader failed: %s", duckdb_prepare_error(st));
+    duckdb_destroy_prepare(&st);
+    dg_problem(r, 500, NULL, "reading the file failed");
+    return DG_EIO;
+  }
+  duckdb_bind_varchar(st, 1, path);
+  int rc = 0;
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    char why[400];
+    reader_message(duckdb_result_error(&res), path, why, sizeof why);
+    json_t *errors = json_array();
+    const char *on = strstr(why, "on Line: ");
+    json_t *e = json_object();
+    json_object_set_new(e, "detail", json_text(why));
+    if (on) json_object_set_new(e, "line", json_integer(strtoll(on + 9, NULL, 10)));
+    json_array_append_new(errors, e);
+    dg_problem(r, 400, json_pack("{s:o,s:i}", "errors", errors, "errors_total", 1), "the file cannot be read: %s",
+               why);
+    rc = DG_EINVAL;
+  } else {
+    s->ncols = duckdb_column_count(&res);
+    if (names_from_columns) {
+      s->names = dg_calloc(s->ncols + 1, sizeof *s->names);
+      for (idx_t k = 0; k < s->ncols; k++) {
+        const char *n = duckdb_column_name(&res, k);
+        s->names[k] = n ? dg_strdup(n) : NULL;
+      }
+    }
+    size_t cap = 0;
+    duckdb_data_chunk ch;
+    while ((ch = duckdb_fetch_chunk(res)) != NULL) {
+      if (duckdb_data_chunk_get_size(ch) == 0) {
+        duckdb_destroy_data_chunk(&ch);
+        continue;
+      }
+      if (s->nchunks == cap) {
+        cap = cap ? cap * 2 : 64;
+        s->chunks = dg_realloc(s->chunks, cap * sizeof *s->chunks);
+      }
+      s->chunks[s->nchunks++] = ch;
+    }
+  }
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  return rc;
+}
+
+/* Numbers the rows of s from result row `first` on (the rows before are
+ * the header): at_chunk/at_off for each, nrows set. */
+static void index_rows(sheet_t *s, size_t first) {
+  size_t total = 0;
+  for (size_t i = 0; i < s->nchunks; i++) total += duckdb_data_chunk_get_size(s->chunks[i]);
+  s->nrows = total > first ? total - first : 0;
+  s->at_chunk = dg_malloc((s->nrows + 1) * sizeof *s->at_chunk);
+  s->at_off = dg_malloc((s->nrows + 1) * sizeof *s->at_off);
+  size_t row = 0;
+  for (size_t i = 0; i < s->nchunks; i++) {
+    idx_t n = duckdb_data_chunk_get_size(s->chunks[i]);
+    for (idx_t k = 0; k < n; k++, row++) {
+      if (row < first) continue;
+      s->at_chunk[row - first] = (uint32_t)i;
+      s->at_off[row - first] = (uint16_t)k;
+    }
+  }
+}
+
+/* The CSV body into s: names from its first record, lines from the scan.
+ * 0, or nonzero with the problem answered. */
+static int read_csv_body(dg_req_t *r, sheet_t *s) {
+  const char *body = r->u->binary_body;
+  size_t len = r->u->binary_body_length;
+  if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) { /* a UTF-8 byte order mark */
+    body += 3;
+    len -= 3;
+  }
+  size_t nrec = 0, fields = 0;
+  int64_t *lines = record_lines(body, len, &nrec, &fields);
+  if (nrec == 0) {
+    dg_free(lines);
+    dg_problem(r, 400, NULL, "the body is empty: send the CSV file, a header line and the rows");
+    return DG_EINVAL;
+  }
+  if (fields > MAX_FIELDS) {
+    dg_free(lines);
+    dg_problem(r, 400, NULL, "the header has %zu fields, more than %d", fields, MAX_FIELDS);
+    return DG_EINVAL;
+  }
+  char path[DG_IOFILE_PATH_MAX];
+  if (dg_iofile_path(dg_db_path(r->app->db), "import", "csv", path, sizeof path) != 0 ||
+      write_file(path, body, len) != 0) {
+    dg_log_error("import: cannot write a scratch file: %s", strerror(errno));
+    unlink(path);
+    dg_free(lines);
+    dg_problem(r, 500, NULL, "the file could not be stored for reading");
+    return DG_EIO;
+  }
+  /* Every choice spelled out, nothing sniffed: the reader parses exactly
+   * what the scan above counted. The names c0… are ours. */
+  dg_buf_t sql;
+  dg_buf_init(&sql);
+  dg_buf_puts(&sql, "SELECT * FROM read_csv($1, header = false, auto_detect = false, delim = ',', quote = '\"',"
+                    " escape = '\"', allow_quoted_nulls = false, strict_mode = true, null_padding = false,"
+                    " columns = {");
+  for (size_t k = 0; k < fields; k++) dg_buf_printf(&sql, "%s'c%zu': 'VARCHAR'", k ? ", " : "", k);
+  dg_buf_puts(&sql, "})");
+  int rc = read_into(r, sql.data, path, s, 0);
+  unlink(path);
+  dg_buf_dispose(&sql);
+  if (rc != 0) {
+    dg_free(lines);
+    return rc;
+  }
+  index_rows(s, 1);
+  if (s->nchunks == 0 || s->nrows + 1 != nrec) {
+    dg_log_error("import: DuckDB read %zu records where the scan counted %zu", s->nchunks ? s->nrows + 1 : 0, nrec);
+    dg_free(lines);
+    dg_problem(r, 400, NULL, "the CSV could not be read consistently (%zu records counted, %zu read): "
+               "check its quoting", nrec, s->nchunks ? s->nrows + 1 : 0);
+    return DG_EINVAL;
+  }
+  s->header_line = lines[0];
+  s->line = dg_malloc((s->nrows + 1) * sizeof *s->line);
+  memcpy(s->line, lines + 1, s->nrows * sizeof *s->line);
+  dg_free(lines);
+  s->names = dg_calloc(s->ncols, sizeof *s->names);
+  for (idx_t k = 0; k < s->ncols; k++) {
+    size_t n = 0;
+    const char *v = chunk_cell(s->chunks[0], 0, k, &n);
+    s->names[k] = v ? dg_strndup(v, n) : NULL;
+  }
+  return 0;
+}
+
+/* The Parquet body into s: names from its columns, rows numbered from 1.
+ * 0, or nonzero with the problem answered. */
+static int read_parquet_body(dg_req_t *r, sheet_t *s) {
+  const char *body = r->u->binary_body;
+  size_t len = r->u->binary_body_length;
+  if (len == 0) {
+    dg_problem(r, 400, NULL, "the body is empty: send the Parquet file");
+    return DG_EINVAL;
+  }
+  char path[DG_IOFILE_PATH_MAX];
+  if (dg_iofile_path(dg_db_path(r->app->db), "import", "parquet", path, sizeof path) != 0 ||
+      write_file(path, body, len) != 0) {
+    dg_log_error("import: cannot write a scratch file: %s", strerror(errno));
+    unlink(path);
+    dg_problem(r, 500, NULL, "the file could not be stored for reading");
+    return DG_EIO;
+  }
+  /* COLUMNS(*): no name of the file's is ever spliced into SQL. */
+  int rc = read_into(r, "SELECT COLUMNS(*)::VARCHAR FROM read_parquet($1)", path, s, 1);
+  unlink(path);
+  if (rc != 0) return rc;
+  if (s->ncols > MAX_FIELDS) {
+    dg_problem(r, 400, NULL, "the file has %llu columns, more than %d", (unsigned long long)s->ncols, MAX_FIELDS);
+    return DG_EINVAL;
+  }
+  index_rows(s, 0);
+  s->header_line = 0;
+  s->line = dg_malloc((s->nrows + 1) * sizeof *s->line);
+  for (size_t i = 0; i < s->nrows; i++) s->line[i] = (int64_t)i + 1;
+  return 0;
+}
+
+/* ---- validation --------------------------------------------------------------------- */
+
+typedef struct {
+  const char *key;   /* "line" (CSV) or "row" (Parquet)     */
+  json_t *list;      /* the first MAX_LISTED                */
+  size_t total;
+  size_t conflicts;  /* of which: ids that exist already    */
+} errors_t;
+
+static void add_error(errors_t *e, int64_t line, const char *column, int conflict, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void add_error(errors_t *e, int64_t line, const char *column, int conflict, const char *fmt, ...) {
+  e->total++;
+  e->conflicts += conflict != 0;
+  if (json_array_size(e->list) >= MAX_LISTED) return;
+  char detail[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+  json_t *o = json_object();
+  if (line > 0) json_object_set_new(o, e->key, json_integer((json_int_t)line));
+  json_object_set_new(o, "column", column ? json_text(column) : json_null());
+  json_object_set_new(o, "detail", json_text(detail));
+  json_array_append_new(e->list, o);
+}
+
+/* A strict 64-bit integer id: optional '-', digits, no spaces, not INT64_MIN
+ * (as POST /tables/{t}/rows takes ids). 0 or DG_EINVAL. */
+static int id_parse(const char *p, size_t n, int64_t *out) {
+  if (n == 0 || n > 20) return DG_EINVAL;
+  int neg = p[0] == '-';
+  if (neg && n == 1) return DG_EINVAL;
+  uint64_t acc = 0;
+  for (size_t i = neg; i < n; i++) {
+    if (p[i] < '0' || p[i] > '9') return DG_EINVAL;
+    uint64_t d = (uint64_t)(p[i] - '0');
+    if (acc > (UINT64_MAX - d) / 10) return DG_EINVAL;
+    acc = acc * 10 + d;
+  }
+  if (acc > (uint64_t)INT64_MAX) return DG_EINVAL;
+  *out = neg ? -(int64_t)acc : (int64_t)acc;
+  return 0;
+}
+
+typedef struct {
+  int64_t id;
+  size_t row;
+} idrow_t;
+
+static int by_id(const void *a, const void *b) {
+  const idrow_t *x = a, *y = b;
+  if (x->id != y->id) return x->id < y->id ? -1 : 1;
+  return x->row < y->row ? -1 : x->row > y->row;
+}
+
+/* The rows of a validated file, parsed. */
+typedef struct {
+  int64_t *id, *parent;
+  uint8_t *has_id, *pkind;
+  size_t *pidx;      /* the parent's row when it is in the file */
+  size_t *order;     /* rows in queueing order: parents first    */
+} plan_t;
+
+static void plan_dispose(plan_t *p) {
+  dg_free(p->id);
+  dg_free(p->parent);
+  dg_free(p->has_id);
+  dg_free(p->pkind);
+  dg_free(p->pidx);
+  dg_free(p->order);
+}
+
+/* The header: fmap[k] is FIELD_ID, FIELD_PARENT or the column's index. */
+static void check_header(const sheet_t *s, const dg_tabledef_t *t, int *fmap, errors_t *e) {
+  for (idx_t k = 0; k < s->ncols; k++) {
+    const char *name = s->names[k];
+    fmap[k] = INT32_MIN;
+    if (name == NULL || *name == '\0') {
+      add_error(e, s->header_line, NULL, 0, "field %llu of the header is empty: name a column", (unsigned long long)k + 1);
+      continue;
+    }
+    if (strcmp(name, "id") == 0) {
+      fmap[k] = FIELD_ID;
+    } else if (strcmp(name, "parent_id") == 0) {
+      fmap[k] = FIELD_PARENT;
+    } else {
+      const dg_coldef_t *c = dg_name_valid(name) ? dg_tabledef_col(t, name) : NULL;
+      if (c == NULL) {
+        add_error(e, s->header_line, name, 0, "table '%s' has no column '%.80s'", t->name, name);
+        continue;
+      }
+      fmap[k] = (int)(c - t->cols);
+    }
+    for (idx_t j = 0; j < k; j++) {
+      if (fmap[j] == fmap[k]) {
+        add_error(e, s->header_line, name, 0, "'%.80s' is named twice in the header", name);
+        fmap[k] = INT32_MIN;
+        break;
+      }
+    }
+  }
+}
+
+/* Every value of every row, then ids, parents and their order. */
+static void check_rows(dg_req_t *r, const sheet_t *s, const dg_tabledef_t *t, const int *fmap, plan_t *p,
+                       errors_t *e) {
+  size_t n = s->nrows;
+  p->id = dg_calloc(n + 1, sizeof *p->id);
+  p->parent = dg_calloc(n + 1, sizeof *p->parent);
+  p->has_id = dg_calloc(n + 1, 1);
+  p->pkind = dg_calloc(n + 1, 1);
+  p->pidx = dg_calloc(n + 1, sizeof *p->pidx);
+  idrow_t *ids = dg_malloc((n + 1) * sizeof *ids);
+  size_t nids = 0;
+  for (size_t i = 0; i < n; i++) {
+    int64_t line = s->line[i];
+    for (idx_t k = 0; k < s->ncols; k++) {
+      size_t len = 0;
+      const char *v = cell(s, i, k, &len);
+      if (fmap[k] == FIELD_ID || fmap[k] == FIELD_PARENT) {
+        int is_id = fmap[k] == FIELD_ID;
+        int64_t x;
+        if (v == NULL) continue;
+        if (id_parse(v, len, &x) != 0) {
+          add_error(e, line, is_id ? "id" : "parent_id", 0, "%s must be a 64-bit integer%s",
+                    is_id ? "id" : "parent_id", is_id ? " or empty (a new id)" : " or empty (a root)");
+          continue;
+        }
+        if (is_id) {
+          p->id[i] = x;
+          p->has_id[i] = 1;
+          ids[nids].id = x;
+          ids[nids++].row = i;
+        } else {
+          p->parent[i] = x;
+          p->pkind[i] = PARENT_IN_TABLE; /* settled below */
+        }
+        continue;
+      }
+      if (fmap[k] < 0) continue;
+      const dg_coldef_t *c = &t->cols[fmap[k]];
+      if (v == NULL) continue;
+      if (c->type == DG_COL_TEXT) {
+        if (memchr(v, '\0', len) != NULL) add_error(e, line, c->name, 0, "a text cannot hold a NUL byte");
+        continue;
+      }
+      int64_t x;
+      int rc = dg_decimal_parse(v, len, c->scale, &x);
+      if (rc == DG_EOVERFLOW)
+        add_error(e, line, c->name, 0, "value out of range for column '%s' (|v| < 10^%d)", c->name, 18 - c->scale);
+      else if (rc != 0)
+        add_error(e, line, c->name, 0, "column '%s' is a number (scale %d); '%.*s' is not a decimal number", c->name,
+                  c->scale, (int)(len <= 40 ? len : 40), v);
+    }
+  }
+  /* Ids: each once in the file, none in the table yet. */
+  qsort(ids, nids, sizeof *ids, by_id);
+  for (size_t j = 0; j < nids; j++) {
+    size_t i = ids[j].row;
+    if (j > 0 && ids[j - 1].id == ids[j].id)
+      add_error(e, s->line[i], "id", 0, "id %" PRId64 " is on line %" PRId64 " already", ids[j].id,
+                s->line[ids[j - 1].row]);
+    else if (dg_catalog_has_row(r->app->catalog, t->name, ids[j].id))
+      add_error(e, s->line[i], "id", 1, "row %" PRId64 " exists already in table '%s'", ids[j].id, t->name);
+  }
+  /* Parents: a row of the file, or of the table. */
+  for (size_t i = 0; i < n; i++) {
+    if (p->pkind[i] == PARENT_NONE) continue;
+    /* The first row with that id (ids are sorted by id, then row). */
+    const idrow_t *hit = NULL;
+    size_t lo = 0, hi = nids;
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      if (ids[mid].id < p->parent[i]) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < nids && ids[lo].id == p->parent[i]) hit = &ids[lo];
+    if (hit) {
+      p->pkind[i] = PARENT_IN_FILE;
+      p->pidx[i] = hit->row;
+    } else if (!dg_catalog_has_row(r->app->catalog, t->name, p->parent[i])) {
+      add_error(e, s->line[i], "parent_id", 0, "parent %" PRId64 " is neither in the file nor in table '%s'",
+                p->parent[i], t->name);
+    }
+  }
+  dg_free(ids);
+  /* The order: each row after its parent, file order otherwise. A walk up
+   * from each row not yet placed stacks its unplaced ancestors; meeting a
+   * row of the walk again is a cycle. */
+  p->order = dg_malloc((n + 1) * sizeof *p->order);
+  uint8_t *state = dg_calloc(n + 1, 1); /* 0 new, 1 on the walk, 2 placed */
+  size_t *stack = dg_malloc((n + 1) * sizeof *stack);
+  size_t placed = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t sp = 0, j = i;
+    int cycle = 0;
+    for (;;) {
+      if (state[j] == 2) break;
+      if (state[j] == 1) { /* reached again on this walk */
+        cycle = 1;
+        break;
+      }
+      state[j] = 1;
+      stack[sp++] = j;
+      if (p->pkind[j] != PARENT_IN_FILE) break;
+      j = p->pidx[j];
+    }
+    if (cycle) {
+      size_t k = j;
+      do {
+        add_error(e, s->line[k], "parent_id", 0, "row %" PRId64 " is its own ancestor (a cycle of parents)", p->id[k]);
+        k = p->pidx[k];
+      } while (k != j);
+    }
+    while (sp > 0) {
+      size_t k = stack[--sp];
+      state[k] = 2;
+      p->order[placed++] = k;
+    }
+  }
+  dg_free(stack);
+  dg_free(state);
+}
+
+/* ---- the request ------------------------------------------------------------------- */
+
+/* Appends ,"rows":[…] in the plan's order to raw (the request's text). */
+static void write_rows(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *t, const int *fmap, const plan_t *p) {
+  dg_jsonw_t w;
+  dg_jsonw_init(&w, raw);
+  w.depth = 1; /* inside the request object, after its first members */
+  w.first[1] = 0;
+  w.close[1] = '}';
+  dg_jsonw_key(&w, "rows");
+  dg_jsonw_arr(&w);
+  for (size_t o = 0; o < s->nrows; o++) {
+    size_t i = p->order[o];
+    dg_jsonw_obj(&w);
+    if (p->has_id[i]) {
+      dg_jsonw_key(&w, "id");
+      dg_jsonw_int(&w, p->id[i]);
+    }
+    if (p->pkind[i] != PARENT_NONE) {
+      dg_jsonw_key(&w, "parent_id");
+      dg_jsonw_int(&w, p->parent[i]);
+    }
+    dg_jsonw_key(&w, "cells");
+    dg_jsonw_obj(&w);
+    for (idx_t k = 0; k < s->ncols; k++) {
+      if (fmap[k] < 0) continue;
+      const dg_coldef_t *c = &t->cols[fmap[k]];
+      size_t len = 0;
+      const char *v = cell(s, i, k, &len);
+      if (c->type == DG_COL_NUMBER) {
+        int64_t x;
+        if (v == NULL || dg_decimal_parse(v, len, c->scale, &x) != 0) continue; /* empty: left at 0 */
+        dg_jsonw_key(&w, c->name);
+        char dec[DG_DECIMAL_FORMAT_MAX + 8];
+        size_t dn = dg_decimal_format(x, c->scale, dec, sizeof dec);
+        dg_jsonw_strn(&w, dec, dn);
+      } else {
+        dg_jsonw_key(&w, c->name);
+        if (v) dg_jsonw_strn(&w, v, len);
+        else dg_jsonw_null(&w);
+      }
+    }
+    dg_jsonw_end(&w);
+    dg_jsonw_end(&w);
+  }
+  dg_jsonw_end(&w);
+  /* The request object stays open: dg_write_import_submit closes it. */
+}
+
+/* The table named by path parameter 0, or NULL with 400/403/404 answered. */
+static dg_tabledef_t *table_or_problem(dg_req_t *r) {
+  const char *name = r->params[0];
+  if (!dg_name_valid(name)) {
+    dg_problem(r, 400, NULL, "'%.80s' is not a valid table name (^[a-z_][a-z0-9_]{0,62}$)", name ? name : "");
+    return NULL;
+  }
+  if (!dg_principal_can(&r->who, name)) {
+    dg_problem(r, 403, NULL, "this key is limited to other tables than '%s'", name);
+    return NULL;
+  }
+  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
+  if (t == NULL) dg_problem(r, 404, NULL, "table '%s' does not exist", name);
+  return t;
+}
+
+static int table_import(dg_req_t *r) {
+  if (dg_write_import_replayed(r)) return 0;
+  const char *format = dg_query(r, "format");
+  if (format == NULL) format = "csv";
+  int parquet = strcmp(format, "parquet") == 0;
+  if (!parquet && strcmp(format, "csv") != 0) {
+    dg_problem(r, 400, NULL, "format must be csv or parquet; got '%.20s'", format);
+    return 0;
+  }
+  dg_tabledef_t *t = table_or_problem(r);
+  if (t == NULL) return 0;
+  sheet_t s;
+  memset(&s, 0, sizeof s);
+  plan_t p;
+  memset(&p, 0, sizeof p);
+  errors_t e = {parquet ? "row" : "line", json_array(), 0, 0};
+  int *fmap = NULL;
+  int64_t t0 = dg_mono_us();
+  if ((parquet ? read_parquet_body(r, &s) : read_csv_body(r, &s)) != 0) goto out;
+  int64_t t_read = dg_mono_us();
+  fmap = dg_calloc(s.ncols + 1, sizeof *fmap);
+  check_header(&s, t, fmap, &e);
+  if (e.total == 0 && s.nrows == 0) {
+    dg_problem(r, 400, NULL, "the file has %s and no rows", parquet ? "columns" : "a header");
+    goto out;
+  }
+  if (e.total == 0 && s.nrows > MAX_ROWS) {
+    dg_problem(r, 400, NULL, "the file has %zu rows; one import takes at most %d", s.nrows, MAX_ROWS);
+    goto out;
+  }
+  if (e.total == 0) check_rows(r, &s, t, fmap, &p, &e);
+  if (e.total > 0) {
+    json_t *first = json_array_get(e.list, 0);
+    int conflict = e.conflicts == e.total;
+    char more[64] = "";
+    if (e.total > 1) snprintf(more, sizeof more, " (and %zu more)", e.total - 1);
+    const char *col = json_string_value(json_object_get(first, "column"));
+    json_t *at = json_object_get(first, e.key);
+    char where[160];
+    if (at) snprintf(where, sizeof where, "%s %" JSON_INTEGER_FORMAT "%s%.80s%s", e.key, json_integer_value(at),
+                     col ? ", column '" : "", col ? col : "", col ? "'" : "");
+    else snprintf(where, sizeof where, "column '%.80s'", col ? col : "?");
+    dg_problem(r, conflict ? 409 : 400, json_pack("{s:O,s:I}", "errors", e.list, "errors_total", (json_int_t)e.total),
+               "nothing was imported: %s: %s%s", where, json_string_value(json_object_get(first, "detail")), more);
+    goto out;
+  }
+  int64_t t_check = dg_mono_us();
+  dg_buf_t raw;
+  dg_buf_init(&raw);
+  dg_write_import_begin(r, &raw, t->name);
+  write_rows(&raw, &s, t, fmap, &p);
+  size_t nrows = s.nrows, nbytes = raw.len;
+  int64_t t_text = dg_mono_us();
+  sheet_dispose(&s); /* the text has every value now */
+  memset(&s, 0, sizeof s);
+  plan_dispose(&p);
+  memset(&p, 0, sizeof p);
+  dg_write_import_submit(r, &raw);
+  dg_log_info("import into '%s': %zu rows (%.1f MB of request): read %.0f ms, checked %.0f ms, request written %.0f ms, "
+              "queued and answered %.0f ms", t->name, nrows, (double)nbytes / 1e6, (double)(t_read - t0) / 1000.0,
+              (double)(t_check - t_read) / 1000.0, (double)(t_text - t_check) / 1000.0,
+              (double)(dg_mono_us() - t_text) / 1000.0);
+out:
+  dg_free(fmap);
+  json_decref(e.list);
+  plan_dispose(&p);
+  sheet_dispose(&s);
+  dg_tabledef_unref(t);
+  return 0;
+}
+
+const dg_route_t dg_routes_import[] = {
+    {"POST", "/tables/:table/import", DG_ROLE_WRITE, table_import, 0},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+};

@@ -1,0 +1,266 @@
+"""POST /tables/{t}/import?format=csv (issue 19): the CSV file is the body,
+parsed by DuckDB's reader, every value validated as POST /tables/{t}/rows
+validates it, parents queued before their children wherever they are in the
+file, one request through the log; bad rows are listed by CSV line and
+nothing is applied.
+"""
+import glob
+import os
+
+import requests
+
+from helpers import outcomes_in, problem, requests_in
+
+COLUMNS = [
+    {"name": "name", "type": "text"},
+    {"name": "v", "type": "number", "scale": 2},
+    {"name": "n", "type": "number", "scale": 0},
+]
+
+
+def ok(r, status=200):
+    assert r.status_code == status, f"want {status}, got {r.status_code}: {r.text}"
+    return r
+
+
+def imp(s, table, body, query="", key=None, headers=None):
+    h = s.headers(key)
+    h["Content-Type"] = "text/csv"
+    h.update(headers or {})
+    return requests.post(s.base + f"/tables/{table}/import{query}", data=body, headers=h, timeout=30)
+
+
+def imports_queued(redis, s):
+    return [q for _, q in requests_in(redis, s) if q["op"] == "insert_rows"]
+
+
+def export(s, table):
+    return ok(s.get(f"/tables/{table}/export?format=csv")).content
+
+
+def new_table(s, name):
+    ok(s.post("/tables", {"name": name, "columns": COLUMNS}), 201)
+
+
+def test_import_round_trip(make_server, redis_server):
+    s = make_server().start()
+    new_table(s, "src")
+    ok(s.post("/tables/src/rows", {"rows": [
+        {"id": 1, "name": "Root, \"all\""},
+        {"id": 10, "parent_id": 1, "name": "line\nbreak", "v": "10.01", "n": 3},
+        {"id": 11, "parent_id": 1, "name": "", "v": "-0.05", "n": -7},
+        {"id": 12, "parent_id": 11, "name": "Zoë ✓", "v": "123456789.99", "n": 1},
+        {"id": 2},
+        {"id": 3, "name": "with \"quotes\" and, commas", "v": "0.10"},
+    ]}), 201)
+    original = export(s, "src")
+
+    new_table(s, "dst")
+    r = ok(imp(s, "dst", original), 201)
+    body = r.json()
+    assert body["imported"] == 6 and body["table"] == "dst" and body["status"] == "applied", body
+    assert body["update_id"] and body["request_id"], body
+    assert export(s, "dst") == original
+    # The same rows as JSON too, and one request in the log did it.
+    assert ok(s.get("/tables/dst/export?format=json")).json()["rows"] == \
+        ok(s.get("/tables/src/export?format=json")).json()["rows"]
+    reqs = [q for q in imports_queued(redis_server, s) if q["table"] == "dst"]
+    assert len(reqs) == 1 and len(reqs[0]["rows"]) == 6 and reqs[0]["echo_rows"] is False
+    # Its outcome counts the rows instead of listing them; ids still in "inserted".
+    out = dict(outcomes_in(redis_server, s))[body["update_id"]]
+    assert out["rows_inserted"] == 6 and "rows" not in out, out
+    assert sorted(out["inserted"]) == [1, 2, 3, 10, 11, 12], out
+    # The scratch file is gone.
+    assert glob.glob(os.path.join(s.dir, "snapshots", "io", "*")) == []
+    assert s.stop() == 0
+
+
+def test_import_parents_after_children(make_server):
+    s = make_server().start()
+    new_table(s, "t")
+    ok(s.post("/tables/t/rows", {"rows": [{"id": 500, "name": "existing"}]}), 201)
+    # Children first, a grandchild before its parent, a row under a row of
+    # the table, LF line ends, columns in another order, n left out.
+    csv = (b"v,name,parent_id,id\n"
+           b"1.25,leaf a,20,21\n"
+           b"2.50,leaf b,20,22\n"
+           b",mid,1,20\n"
+           b"4,leaf c,1,30\n"
+           b",top,,1\n"
+           b"7,under existing,500,501\n")
+    r = ok(imp(s, "t", csv), 201)
+    assert r.json()["imported"] == 6
+    assert export(s, "t") == (b"id,parent_id,name,v,n\r\n"
+                              b"1,,top,7.75,0\r\n"
+                              b"20,1,mid,3.75,0\r\n"
+                              b"21,20,leaf a,1.25,0\r\n"
+                              b"22,20,leaf b,2.50,0\r\n"
+                              b"30,1,leaf c,4.00,0\r\n"
+                              b"500,,existing,7.00,0\r\n"
+                              b"501,500,under existing,7.00,0\r\n")
+    # Without an id column, rows get new ids (above every id in use).
+    r = ok(imp(s, "t", b"name,v\r\nfresh,1\r\nfresh too,2\r\n"), 201)
+    assert r.json()["imported"] == 2
+    rows = ok(s.get("/tables/t/export?format=json")).json()["rows"]
+    fresh = [x for x in rows if x["name"] in ("fresh", "fresh too")]
+    assert len(fresh) == 2 and all(x["id"] > 501 and x["parent_id"] is None for x in fresh)
+    assert s.stop() == 0
+
+
+def test_import_bad_rows_change_nothing(make_server, redis_server):
+    s = make_server().start()
+    new_table(s, "t")
+    ok(s.post("/tables/t/rows", {"rows": [{"id": 1, "name": "a", "v": "1"}]}), 201)
+    before = export(s, "t")
+    nreq = len(requests_in(redis_server, s))
+
+    # A bad number on line 4: record 2 spans lines 2-3 (a quoted line break).
+    csv = (b"id,parent_id,name,v\r\n"
+           b"2,1,\"two\r\nlines\",1.00\r\n"
+           b"3,1,three,12x\r\n"
+           b"4,1,four,4\r\n")
+    body = problem(imp(s, "t", csv), 400)
+    assert body["errors"] == [{"line": 4, "column": "v",
+                               "detail": "column 'v' is a number (scale 2); '12x' is not a decimal number"}], body
+    assert body["errors_total"] == 1 and "line 4" in body["detail"], body
+    assert export(s, "t") == before
+
+    # Every bad row is listed, in file order per kind.
+    csv = (b"id,parent_id,name,v,n\n"
+           b"x,,a,1,1\n"            # line 2: id
+           b"5,77,b,1,1\n"          # line 3: unknown parent
+           b"6,,c,1e30,1\n"         # line 4: out of range
+           b"6,,d,1,1.5\n"          # line 5: duplicate id (n 1.5 rounds: scale 0 accepts it)
+           b"1,,e,1,1\n")           # line 6: exists already
+    body = problem(imp(s, "t", csv), 400)
+    got = sorted((e["line"], e["column"]) for e in body["errors"])
+    assert got == [(2, "id"), (3, "parent_id"), (4, "v"), (5, "id"), (6, "id")], body
+    assert body["errors_total"] == 5
+
+    # A cycle among the file's rows.
+    body = problem(imp(s, "t", b"id,parent_id\n7,8\n8,9\n9,7\n10,\n"), 400)
+    assert sorted(e["line"] for e in body["errors"]) == [2, 3, 4], body
+    assert all("cycle" in e["detail"] for e in body["errors"]), body
+    body = problem(imp(s, "t", b"id,parent_id\n11,11\n"), 400)
+    assert body["errors"][0]["line"] == 2, body
+
+    # Only ids that exist already: 409, still by line.
+    body = problem(imp(s, "t", b"id,name\n1,again\n"), 409)
+    assert body["errors"] == [{"line": 2, "column": "id", "detail": "row 1 exists already in table 't'"}], body
+
+    # The header: an unknown column, a column twice, an empty name.
+    body = problem(imp(s, "t", b"id,name,colour\n20,a,red\n"), 400)
+    assert body["errors"] == [{"line": 1, "column": "colour", "detail": "table 't' has no column 'colour'"}], body
+    assert "colour" in body["detail"]
+    body = problem(imp(s, "t", b"id,name,name\n20,a,b\n"), 400)
+    assert body["errors"][0]["column"] == "name" and "twice" in body["errors"][0]["detail"], body
+    problem(imp(s, "t", b"id,,name\n20,,a\n"), 400)
+
+    # A ragged row: DuckDB's reader names the line.
+    body = problem(imp(s, "t", b"id,name,v\n20,a,1\n21,b\n"), 400)
+    assert body["errors"][0]["line"] == 3, body
+    assert "/" not in body["detail"], body  # no server path in the message
+    assert "Expected Number of Columns: 3 Found: 2" in body["detail"], body
+
+    # Text that is not UTF-8, a NUL byte in a text.
+    body = problem(imp(s, "t", b"id,name\n20,caf\xe9\n"), 400)
+    assert body["errors"][0]["line"] == 2 and "utf-8" in body["detail"].lower(), body
+    body = problem(imp(s, "t", b"id,name\n20,a\x00b\n"), 400)
+    assert body["errors"] == [{"line": 2, "column": "name", "detail": "a text cannot hold a NUL byte"}], body
+
+    # Nothing at all, a header alone, blank lines only, a bad format.
+    for data in (b"", b"\r\n\r\n"):
+        body = problem(imp(s, "t", data), 400)
+        assert "empty" in body["detail"], body
+    problem(imp(s, "t", b"id,name\r\n"), 400)
+    problem(imp(s, "t", b"id,name\n30,a\n", "?format=xlsx"), 400)
+    problem(imp(s, "nosuch", b"id\n1\n"), 404)
+    problem(imp(s, "bad%20name", b"id\n1\n"), 400)
+
+    assert export(s, "t") == before
+    assert len(requests_in(redis_server, s)) == nreq  # nothing was queued
+    assert glob.glob(os.path.join(s.dir, "snapshots", "io", "*")) == []
+    assert s.stop() == 0
+
+
+def test_import_async_idempotent_and_roles(make_server):
+    s = make_server().start()
+    new_table(s, "t")
+    r = imp(s, "t", b"id,name,v\n1,a,1.5\n", "?async=true&request_id=imp-1")
+    assert r.status_code == 202, r.text
+    assert r.json()["request_id"] == "imp-1" and r.json()["status"] == "queued"
+    # A read after the 202 reflects the import.
+    assert export(s, "t") == b"id,parent_id,name,v,n\r\n1,,a,1.50,0\r\n"
+
+    # The same request_id again: answered from the first, nothing inserted twice.
+    r = ok(imp(s, "t", b"id,name,v\n1,a,1.5\n", "?request_id=imp-1"), 201)
+    assert r.json()["request_id"] == "imp-1" and r.json()["imported"] == 1, r.text
+    r1 = ok(imp(s, "t", b"id,name\n2,b\n", "", headers={"Idempotency-Key": "imp-2"}), 201)
+    r2 = ok(imp(s, "t", b"id,name\n2,b\n", "", headers={"Idempotency-Key": "imp-2"}), 201)
+    assert r1.json() == r2.json() and r1.json()["imported"] == 1
+    assert export(s, "t") == b"id,parent_id,name,v,n\r\n1,,a,1.50,0\r\n2,,b,0.00,0\r\n"
+
+    # The write role is needed.
+    reader = s.post("/admin/keys", {"name": "reader", "role": "read"})
+    assert reader.status_code == 201, reader.text
+    problem(imp(s, "t", b"id\n9\n", key=reader.json()["key"]), 403)
+    assert s.stop() == 0
+
+
+def test_import_respects_the_body_limit(make_server):
+    s = make_server(env={"DUCKGRID_BODY_LIMIT": "2048"}).start()
+    new_table(s, "t")
+    big = b"id,name\n" + b"".join(b"%d,row number %d\n" % (i, i) for i in range(1, 200))
+    assert len(big) > 2048
+    problem(imp(s, "t", big), 413)
+    small = b"id,name\n" + b"".join(b"%d,r%d\n" % (i, i) for i in range(1, 50))
+    assert ok(imp(s, "t", small), 201).json()["imported"] == 49
+    assert s.stop() == 0
+
+
+def test_import_parquet(make_server, redis_server):
+    s = make_server().start()
+    new_table(s, "src")
+    # Parents with larger ids than their children: the id-ordered export
+    # lists children first.
+    ok(s.post("/tables/src/rows", {"rows": [
+        {"id": 100, "name": "top"},
+        {"id": 50, "parent_id": 100, "name": "mid, \"quoted\""},
+        {"id": 1, "parent_id": 50, "name": "leaf\nline", "v": "999999999999999.99", "n": 3},
+        {"id": 2, "parent_id": 50, "name": "", "v": "-0.01", "n": -4},
+        {"id": 3, "parent_id": 100, "v": "0.10"},
+    ]}), 201)
+    original = export(s, "src")
+    pq = ok(s.get("/tables/src/export?format=parquet")).content
+
+    new_table(s, "dst")
+    r = ok(imp(s, "dst", pq, "?format=parquet", headers={"Content-Type": "application/vnd.apache.parquet"}), 201)
+    assert r.json()["imported"] == 5 and r.json()["status"] == "applied", r.text
+    assert export(s, "dst") == original
+    assert len([q for q in imports_queued(redis_server, s) if q["table"] == "dst"]) == 1
+
+    # A file of another table: its text column "name" lands in a number column.
+    ok(s.post("/tables", {"name": "nums", "columns": [{"name": "name", "type": "number", "scale": 2},
+                                                      COLUMNS[1], COLUMNS[2]]}), 201)
+    body = problem(imp(s, "nums", pq, "?format=parquet"), 400)
+    # Rows in file order (by id): 1 "leaf…", 2 "", 3 null (fine: left at 0), 50 "mid…", 100 "top".
+    assert [(e["row"], e["column"]) for e in body["errors"]] == [(1, "name"), (2, "name"), (4, "name"), (5, "name")], body
+    assert "line" not in body["errors"][0] and "row 1, column 'name'" in body["detail"], body
+    assert body["errors_total"] == 4
+    # Its columns where the table has none of them.
+    ok(s.post("/tables", {"name": "other", "columns": [{"name": "w", "type": "text"}]}), 201)
+    body = problem(imp(s, "other", pq, "?format=parquet"), 400)
+    assert sorted(e["column"] for e in body["errors"]) == ["n", "name", "v"], body
+    assert all("row" not in e and "line" not in e for e in body["errors"]), body
+    # Into the table it came from: every id exists already.
+    body = problem(imp(s, "src", pq, "?format=parquet"), 409)
+    assert body["errors_total"] == 5 and body["errors"][0]["row"] == 1, body
+
+    # Not Parquet at all; nothing.
+    body = problem(imp(s, "dst", b"id,name\n1,a\n", "?format=parquet"), 400)
+    assert "/" not in body["detail"] and "magic" in body["detail"].lower(), body
+    body = problem(imp(s, "dst", b"", "?format=parquet"), 400)
+    assert "empty" in body["detail"], body
+    assert export(s, "dst") == original and export(s, "src") == original
+    assert glob.glob(os.path.join(s.dir, "snapshots", "io", "*")) == []
+    assert s.stop() == 0
