@@ -12,6 +12,7 @@
 #define DG_HTTP_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "dg/app.h"
@@ -82,6 +83,8 @@ extern const dg_route_t dg_routes_keys[];    /* keys.c: /admin/keys          */
 extern const dg_route_t dg_routes_events[];  /* events.c: GET /events (SSE)  */
 extern const dg_route_t dg_routes_metrics[]; /* metrics_route.c: /metrics    */
 extern const dg_route_t dg_routes_ws[];      /* ws.c: GET /ws (WebSocket)     */
+/** 1 once a WebSocket was accepted in this process (ws.c; server.c's stop). */
+extern atomic_int dg_ws_opened;
 extern const dg_route_t dg_routes_snapshots[]; /* snapshots.c: /admin/snapshots */
 
 /** POST /update_cell's handler, for the WebSocket front end: the same

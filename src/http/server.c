@@ -634,9 +634,22 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   return 0;
 }
 
+/* Kept, reachable, until the process ends (see dg_http_stop). */
+static dg_http_t *kept_at_exit;
+
 void dg_http_stop(dg_http_t *h) {
   if (h == NULL) return;
   ulfius_stop_framework(&h->inst);
+  if (atomic_load(&dg_ws_opened)) {
+    /* libulfius 2.7: ulfius_stop_framework returns once the last WebSocket
+     * thread has taken itself off the instance's list, but that thread
+     * still unlocks the list's mutex afterwards; cleaning the instance now
+     * frees that mutex under it (an ASan run caught the SEGV in
+     * ulfius_instance_remove_websocket_active at a stop right after an
+     * upgrade). The process is ending: the instance stays as it is. */
+    kept_at_exit = h;
+    return;
+  }
   ulfius_clean_instance(&h->inst);
   dg_free(h);
 }

@@ -209,6 +209,8 @@ static void on_message(const struct _u_request *upgrade, struct _websocket_manag
   json_decref(msg);
 }
 
+atomic_int dg_ws_opened;
+
 static void manage(const struct _u_request *upgrade, struct _websocket_manager *wsm, void *arg) {
   ws_t *w = arg;
   (void)upgrade;
@@ -266,6 +268,7 @@ static int ws_get(dg_req_t *r) {
     dg_problem(r, 400, NULL, "a WebSocket upgrade request is required (Connection: Upgrade, Upgrade: websocket)");
     return 0;
   }
+  atomic_store(&dg_ws_opened, 1);
   r->status = 101;
   return 0;
 }
