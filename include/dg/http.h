@@ -17,6 +17,7 @@
 
 #include "dg/app.h"
 #include "dg/auth.h"
+#include "dg/catalog.h"
 
 struct _u_request;
 struct _u_response;
@@ -83,6 +84,16 @@ extern const dg_route_t dg_routes_keys[];    /* keys.c: /admin/keys          */
 extern const dg_route_t dg_routes_events[];  /* events.c: GET /events (SSE)  */
 extern const dg_route_t dg_routes_metrics[]; /* metrics_route.c: /metrics    */
 extern const dg_route_t dg_routes_ws[];      /* ws.c: GET /ws (WebSocket)     */
+/**
+ * The table `name` names (write.c): a counted reference, or NULL after
+ * answering 400 (not a valid name), 403 (outside the key's scope: decided
+ * before the catalog is asked, so a scoped key learns nothing of the other
+ * tables) or 404 (no such table).
+ */
+dg_tabledef_t *dg_table_or_problem(dg_req_t *r, const char *name);
+/** A row id as text: optional '-', 1..19 digits, within int64 and not
+ *  INT64_MIN (write.c). 0 or DG_EINVAL. */
+int dg_row_id_parse(const char *s, size_t n, int64_t *out);
 /** 1 once a WebSocket was accepted in this process (ws.c; server.c's stop). */
 extern atomic_int dg_ws_opened;
 extern const dg_route_t dg_routes_snapshots[]; /* snapshots.c: /admin/snapshots */

@@ -411,24 +411,6 @@ static void add_error(errors_t *e, int64_t line, const char *column, int conflic
   json_array_append_new(e->list, o);
 }
 
-/* A strict 64-bit integer id: optional '-', digits, no spaces, not INT64_MIN
- * (as POST /tables/{t}/rows takes ids). 0 or DG_EINVAL. */
-static int id_parse(const char *p, size_t n, int64_t *out) {
-  if (n == 0 || n > 20) return DG_EINVAL;
-  int neg = p[0] == '-';
-  if (neg && n == 1) return DG_EINVAL;
-  uint64_t acc = 0;
-  for (size_t i = neg; i < n; i++) {
-    if (p[i] < '0' || p[i] > '9') return DG_EINVAL;
-    uint64_t d = (uint64_t)(p[i] - '0');
-    if (acc > (UINT64_MAX - d) / 10) return DG_EINVAL;
-    acc = acc * 10 + d;
-  }
-  if (acc > (uint64_t)INT64_MAX) return DG_EINVAL;
-  *out = neg ? -(int64_t)acc : (int64_t)acc;
-  return 0;
-}
-
 typedef struct {
   int64_t id;
   size_t row;
@@ -508,7 +490,7 @@ static void check_rows(dg_req_t *r, const sheet_t *s, const dg_tabledef_t *t, co
         int is_id = fmap[k] == FIELD_ID;
         int64_t x;
         if (v == NULL) continue;
-        if (id_parse(v, len, &x) != 0) {
+        if (dg_row_id_parse(v, len, &x) != 0) {
           add_error(e, line, is_id ? "id" : "parent_id", 0, "%s must be a 64-bit integer%s",
                     is_id ? "id" : "parent_id", is_id ? " or empty (a new id)" : " or empty (a root)");
           continue;
@@ -658,22 +640,6 @@ static void write_rows(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *t, 
   /* The request object stays open: dg_write_import_submit closes it. */
 }
 
-/* The table named by path parameter 0, or NULL with 400/403/404 answered. */
-static dg_tabledef_t *table_or_problem(dg_req_t *r) {
-  const char *name = r->params[0];
-  if (!dg_name_valid(name)) {
-    dg_problem(r, 400, NULL, "'%.80s' is not a valid table name (^[a-z_][a-z0-9_]{0,62}$)", name ? name : "");
-    return NULL;
-  }
-  if (!dg_principal_can(&r->who, name)) {
-    dg_problem(r, 403, NULL, "this key is limited to other tables than '%s'", name);
-    return NULL;
-  }
-  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
-  if (t == NULL) dg_problem(r, 404, NULL, "table '%s' does not exist", name);
-  return t;
-}
-
 static int table_import(dg_req_t *r) {
   if (dg_write_import_replayed(r)) return 0;
   const char *format = dg_query(r, "format");
@@ -683,7 +649,7 @@ static int table_import(dg_req_t *r) {
     dg_problem(r, 400, NULL, "format must be csv or parquet; got '%.20s'", format);
     return 0;
   }
-  dg_tabledef_t *t = table_or_problem(r);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   sheet_t s;
   memset(&s, 0, sizeof s);

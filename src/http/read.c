@@ -88,25 +88,6 @@ static int limit_or_problem(dg_req_t *r, int64_t *out) {
   return 0;
 }
 
-/* The table named by path parameter 0: a counted reference, or NULL after
- * answering 400 (not a valid name) or 404 (no such table). */
-static dg_tabledef_t *table_or_problem(dg_req_t *r) {
-  const char *name = r->params[0];
-  if (!dg_name_valid(name)) {
-    dg_problem(r, 400, NULL, "'%.80s' is not a valid table name", name ? name : "");
-    return NULL;
-  }
-  if (!dg_principal_can(&r->who, name)) {
-    /* Decided before the catalog is asked: a scoped key learns nothing of
-     * the other tables, not even whether they exist. */
-    dg_problem(r, 403, NULL, "this key is limited to other tables than '%s'", name);
-    return NULL;
-  }
-  dg_tabledef_t *t = dg_catalog_table(r->app->catalog, name);
-  if (t == NULL) dg_problem(r, 404, NULL, "table '%s' does not exist", name);
-  return t;
-}
-
 /* This thread's DuckDB connection, or NULL after answering 503. */
 static duckdb_connection conn_or_problem(dg_req_t *r) {
   duckdb_connection c = dg_db_conn(r->app->db);
@@ -222,7 +203,7 @@ static int tables_list(dg_req_t *r) {
 
 static int table_get(dg_req_t *r) {
   if (dg_read_consistent_or_problem(r) != 0) return 0;
-  dg_tabledef_t *t = table_or_problem(r);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   duckdb_connection c = conn_or_problem(r);
   int64_t count;
@@ -393,7 +374,7 @@ static int rows_list(dg_req_t *r) {
     dg_problem(r, 400, NULL, "after must be a 64-bit integer row id");
     return 0;
   }
-  dg_tabledef_t *t = table_or_problem(r);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   duckdb_connection c = conn_or_problem(r);
   if (c == NULL) {
@@ -480,7 +461,7 @@ out:
 static int row_get(dg_req_t *r) {
   if (dg_read_consistent_or_problem(r) != 0) return 0;
   int64_t id;
-  dg_tabledef_t *t = table_or_problem(r);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   if (parse_i64(r->params[1], &id) != 0) {
     dg_problem(r, 400, NULL, "'%.40s' is not a 64-bit integer row id", r->params[1]);
@@ -542,7 +523,7 @@ out:
  * it). */
 static int holds_list(dg_req_t *r) {
   if (dg_read_consistent_or_problem(r) != 0) return 0;
-  dg_tabledef_t *t = table_or_problem(r);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   duckdb_connection c = conn_or_problem(r);
   if (c == NULL) {
@@ -601,7 +582,7 @@ static int holds_list(dg_req_t *r) {
 static int row_history(dg_req_t *r) {
   if (dg_read_consistent_or_problem(r) != 0) return 0;
   int64_t id, limit;
-  dg_tabledef_t *t = table_or_problem(r);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   if (parse_i64(r->params[1], &id) != 0) {
     dg_problem(r, 400, NULL, "'%.40s' is not a 64-bit integer row id", r->params[1]);
@@ -802,7 +783,7 @@ static int table_export(dg_req_t *r) {
     dg_problem(r, 400, NULL, "format must be csv, json or parquet; got '%.20s'", format);
     return 0;
   }
-  dg_tabledef_t *t = table_or_problem(r);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   duckdb_connection c = conn_or_problem(r);
   if (c == NULL || parquet) {

@@ -84,8 +84,11 @@ static int row_id_of(const json_t *v, int64_t *out) {
     return *out == INT64_MIN ? DG_EINVAL : 0;
   }
   if (!json_is_string(v)) return DG_EINVAL;
-  const char *s = json_string_value(v);
-  size_t n = json_string_length(v);
+  return dg_row_id_parse(json_string_value(v), json_string_length(v), out);
+}
+
+/* A row id as text (http.h). */
+int dg_row_id_parse(const char *s, size_t n, int64_t *out) {
   if (n == 0 || n > 20) return DG_EINVAL;
   int neg = s[0] == '-';
   if (neg && n == 1) return DG_EINVAL;
@@ -547,8 +550,8 @@ static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) { submit_any(r, 
 
 /* ---- shared validation ------------------------------------------------------ */
 
-/* Looks up a table named by the client: 400 bad name, 404 absent. */
-static dg_tabledef_t *table_or_problem(dg_req_t *r, const char *name) {
+/* Looks up a table named by the client (http.h). */
+dg_tabledef_t *dg_table_or_problem(dg_req_t *r, const char *name) {
   if (!dg_name_valid(name)) {
     dg_problem(r, 400, NULL, "'%.80s' is not a valid table name (^[a-z_][a-z0-9_]{0,62}$)",
                name ? name : "");
@@ -643,7 +646,7 @@ static json_t *cell_update_or_problem(dg_req_t *r, const json_t *u, const char *
     dg_problem(r, 400, NULL, "%s: '%.80s' is not a valid column name", where, cname);
     return NULL;
   }
-  dg_tabledef_t *t = table_or_problem(r, tname);
+  dg_tabledef_t *t = dg_table_or_problem(r, tname);
   if (t == NULL) return NULL;
   json_t *out = NULL;
   const dg_coldef_t *c = dg_tabledef_col(t, cname);
@@ -766,7 +769,7 @@ static int create_table(dg_req_t *r) {
 
 static int delete_table(dg_req_t *r) {
   if (replayed(r, REPLY_EMPTY)) return 0;
-  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   json_t *req = base_request(r, "delete_table");
   json_object_set_new(req, "table", json_string(t->name));
@@ -810,7 +813,7 @@ static json_t *cells_or_problem(dg_req_t *r, const dg_tabledef_t *t, const json_
 
 static int insert_rows(dg_req_t *r) {
   if (replayed(r, REPLY_ROWS)) return 0;
-  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   json_t *rows = json_object_get(r->body, "rows");
   json_t *single = NULL;
@@ -911,7 +914,7 @@ static int row_param_or_problem(dg_req_t *r, const dg_tabledef_t *t, int64_t *id
 
 static int update_row(dg_req_t *r) {
   if (replayed(r, REPLY_ROW)) return 0;
-  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   int64_t id;
   if (row_param_or_problem(r, t, &id) == 0) {
@@ -948,7 +951,7 @@ static int update_row(dg_req_t *r) {
 
 static int delete_row(dg_req_t *r) {
   if (replayed(r, REPLY_EMPTY)) return 0;
-  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   int64_t id;
   const char *cascade = dg_query(r, "cascade");
@@ -967,7 +970,7 @@ static int delete_row(dg_req_t *r) {
 
 static int holds(dg_req_t *r, const char *op) {
   if (replayed(r, REPLY_UPDATE)) return 0;
-  dg_tabledef_t *t = table_or_problem(r, r->params[0]);
+  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
   json_t *list = json_object_get(r->body, "holds");
   json_t *norm = json_array();
