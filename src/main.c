@@ -52,6 +52,10 @@ static void usage(FILE *f) {
           "                             a running one: POST /admin/snapshots)\n"
           "  duckgrid restore --snapshot <id|latest> [--until <update id> | --until-time <ISO time>]\n"
           "                   --db NEW.duckdb [options]   rebuild the state at a point in time\n"
+          "  duckgrid import FILE --table T [--format csv|parquet] [--url URL] [--key-file F]\n"
+          "                             rows from a file through a running server (key: DUCKGRID_KEY)\n"
+          "  duckgrid export T [--format csv|parquet|json] [--output F] [--url URL] [--key-file F]\n"
+          "                             a table's rows from a running server, to stdout or F\n"
           "  duckgrid --version         print the versions of duckgrid, DuckDB and Redis\n"
           "  duckgrid --help            this text\n\n",
           DG_VERSION);
@@ -357,6 +361,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "serve") == 0) return cmd_serve(argc - 2, argv + 2);
   if (strcmp(argv[1], "snapshot") == 0) return dg_cli_snapshot(argc - 2, argv + 2);
   if (strcmp(argv[1], "restore") == 0) return dg_cli_restore(argc - 2, argv + 2);
+  if (strcmp(argv[1], "import") == 0) return dg_cli_import(argc - 2, argv + 2);
+  if (strcmp(argv[1], "export") == 0) return dg_cli_export(argc - 2, argv + 2);
   fprintf(stderr, "duckgrid: unknown command '%s' (see duckgrid --help)\n", argv[1]);
   return EXIT_USAGE;
 }

@@ -5,6 +5,7 @@ file, one request through the log; bad rows are listed by CSV line and
 nothing is applied.
 """
 import glob
+import json
 import os
 
 import requests
@@ -264,3 +265,55 @@ def test_import_parquet(make_server, redis_server):
     assert export(s, "dst") == original and export(s, "src") == original
     assert glob.glob(os.path.join(s.dir, "snapshots", "io", "*")) == []
     assert s.stop() == 0
+
+
+def test_cli_export_and_import(server, tmp_path):
+    """duckgrid export / import talk to a running server: a Parquet export
+    written to a file and imported into another table gives the same CSV
+    export; refusals exit 1 with the server's reason, bad usage exits 2."""
+    import subprocess
+    from conftest import BIN
+    assert server.post("/tables", {"name": "cli_src", "columns": COLUMNS}).status_code == 201
+    r = server.post("/tables/cli_src/rows", {"rows": [
+        {"id": 1, "name": "Root"},
+        {"id": 2, "parent_id": 1, "name": "a,b", "v": "12.34", "n": 5},
+        {"id": 3, "parent_id": 1, "name": "", "v": "-0.01", "n": -2}]})
+    assert r.status_code == 201, r.text
+    assert server.post("/tables", {"name": "cli_dst", "columns": COLUMNS}).status_code == 201
+    env = dict(os.environ, DUCKGRID_KEY=server.admin_key)
+    env.pop("DUCKGRID_URL", None)
+    url = ["--url", server.base]
+
+    def run(*args, key_env=True):
+        return subprocess.run([BIN, *args], env=env if key_env else {k: v for k, v in env.items()
+                                                                     if k != "DUCKGRID_KEY"},
+                              capture_output=True, timeout=60)
+    pq = str(tmp_path / "src.parquet")
+    p = run("export", "cli_src", "--format", "parquet", "--output", pq, *url)
+    assert p.returncode == 0, p.stderr
+    assert open(pq, "rb").read(4) == b"PAR1"
+    p = run("import", pq, "--table", "cli_dst", "--format", "parquet", *url)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["imported"] == 3
+    a = run("export", "cli_src", *url)
+    b = run("export", "cli_dst", *url)
+    assert a.returncode == 0 and b.returncode == 0
+    assert a.stdout == b.stdout and a.stdout.startswith(b"id,parent_id")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,parent_id,name,v,n\n50,,x,1.00,1\n51,,y,notanumber,2\n")
+    p = run("import", str(bad), "--table", "cli_dst", *url)
+    assert p.returncode == 1
+    assert b"400" in p.stderr and b"line 3" in p.stderr, p.stderr
+    p = run("export", "nosuch", *url)
+    assert p.returncode == 1 and b"404" in p.stderr, p.stderr
+    p = run("export", "cli_src", *url, key_env=False)
+    assert p.returncode == 2 and b"DUCKGRID_KEY" in p.stderr
+    keyfile = tmp_path / "key"
+    keyfile.write_text("dg_wrong_key\n")
+    p = run("export", "cli_src", "--key-file", str(keyfile), *url)
+    assert p.returncode == 1 and b"401" in p.stderr, p.stderr
+    for args in (("import", pq), ("export",), ("export", "cli_src", "--format", "xml"),
+                 ("export", "Bad-Name"), ("import", pq, "--table", "cli_dst", "--bogus")):
+        p = run(*args, *url)
+        assert p.returncode == 2, (args, p.stderr)
