@@ -256,6 +256,11 @@ static int cmd_serve(int argc, char **argv) {
     code = EXIT_USAGE;
     goto done;
   }
+  if (dg_webhook_allow_valid(err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
   snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
   snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
   snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);

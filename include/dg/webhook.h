@@ -38,6 +38,10 @@ int dg_webhook_url_check(const char *url, char *err, size_t errcap);
  */
 int dg_webhook_url_resolve_check(const char *url, char *err, size_t errcap);
 
+/** Checks DUCKGRID_WEBHOOK_ALLOW at start: 0, or DG_EINVAL with the first
+ *  malformed item (or too many) in err. */
+int dg_webhook_allow_valid(char *err, size_t errcap);
+
 /** A Redis key of the webhooks: "<prefix>webhooks" (id NULL) or
  *  "<prefix>webhook:<id>:<what>" (what "cursor" or "deliveries"). */
 void dg_webhook_key(const dg_app_t *app, const char *id, const char *what, char *out, size_t cap);

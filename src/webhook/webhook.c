@@ -57,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 #include <ulfius.h>
 
@@ -187,8 +188,10 @@ static int url_parse(const char *u, url_t *out, char *err, size_t errcap) {
   return 0;
 }
 
-/* DUCKGRID_WEBHOOK_ALLOW, parsed; malformed items are skipped with a warning. */
-static size_t allow_list(pattern_t *out, size_t cap) {
+/* DUCKGRID_WEBHOOK_ALLOW, parsed into out[0..cap) (the count is returned).
+ * A malformed item is skipped; with err, the first one is described there
+ * and the result is -1 (dg_webhook_allow_valid, at start). */
+static ssize_t allow_parse(pattern_t *out, size_t cap, char *err, size_t errcap) {
   const char *env = getenv("DUCKGRID_WEBHOOK_ALLOW");
   if (env == NULL || *env == '\0') env = "127.0.0.1,::1,localhost";
   size_t k = 0;
@@ -203,14 +206,29 @@ static size_t allow_list(pattern_t *out, size_t cap) {
       if (parse_hostport(s, m, out[k].host, &out[k].port, 1) == 0) {
         lower(out[k].host);
         k++;
-      } else {
-        dg_log_warn("webhooks: DUCKGRID_WEBHOOK_ALLOW item '%.*s' is not host or host:port; ignored", (int)m, s);
+      } else if (err != NULL) {
+        snprintf(err, errcap, "DUCKGRID_WEBHOOK_ALLOW: '%.*s' is not host or host:port", (int)(m > 100 ? 100 : m), s);
+        return -1;
       }
     }
     p += n;
     if (*p == ',') p++;
   }
-  return k;
+  if (*p && err != NULL) {
+    snprintf(err, errcap, "DUCKGRID_WEBHOOK_ALLOW: more than %d items", ALLOW_MAX);
+    return -1;
+  }
+  return (ssize_t)k;
+}
+
+static size_t allow_list(pattern_t *out, size_t cap) {
+  ssize_t n = allow_parse(out, cap, NULL, 0);
+  return n < 0 ? 0 : (size_t)n;
+}
+
+int dg_webhook_allow_valid(char *err, size_t errcap) {
+  pattern_t pats[ALLOW_MAX];
+  return allow_parse(pats, ALLOW_MAX, err, errcap) < 0 ? DG_EINVAL : 0;
 }
 
 /* Both hosts as addresses when both are IP literals, else as names. */

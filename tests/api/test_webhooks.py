@@ -252,3 +252,23 @@ def test_a_listed_name_must_not_resolve_inside(make_server, receiver):
     err = refused()[0]["error"]
     assert "does not allow" in err or "cannot resolve" in err, err
     assert receiver.all() == []
+
+
+def test_a_trimmed_cursor_is_recorded_as_a_gap(srv, receiver, redis_server):
+    """Updates trimmed from response_duck before they were delivered: the
+    deliveries say so, and delivery goes on from the oldest retained."""
+    make_table(srv, "a")
+    hook = create_hook(srv, receiver.url())
+    receiver.fail(10 ** 6)
+    lost = [insert(srv, "a", 1), insert(srv, "a", 2)]
+    assert wait_until(lambda: len(receiver.all()) >= 1, 20)
+    redis_server.cli("XTRIM", srv.prefix + "response_duck", "MAXLEN", "0")
+    receiver.fail(0)
+    kept = insert(srv, "a", 3)
+    assert wait_until(lambda: kept in receiver.ok_ids(), 30), srv.logs()
+    assert dedup(receiver.ok_ids()) == [kept]
+    d = srv.get(f"/admin/webhooks/{hook['id']}/deliveries").json()["deliveries"]
+    gaps = [x for x in d if x["outcome"] == "gap"]
+    xid = lambda s: tuple(int(p) for p in s.split("-"))
+    assert len(gaps) == 1 and xid(gaps[0]["update_id"]) < xid(lost[0]) and gaps[0]["attempt"] == 0, d
+    assert "oldest retained" in gaps[0]["error"]
