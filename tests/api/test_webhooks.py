@@ -38,7 +38,9 @@ class Receiver:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
                 with rec.lock:
-                    if rec.to_hang > 0:
+                    if self.path == "/redirect":
+                        mode = "redirect"
+                    elif rec.to_hang > 0:
                         rec.to_hang -= 1
                         mode = "hang"
                     elif rec.to_fail > 0:
@@ -50,8 +52,10 @@ class Receiver:
                                     "mode": mode})
                 if mode == "hang":
                     time.sleep(2.0)
-                code = 500 if mode == "fail" else 200
+                code = {"fail": 500, "redirect": 307}.get(mode, 200)
                 self.send_response(code)
+                if mode == "redirect":
+                    self.send_header("Location", "/hook")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -272,3 +276,29 @@ def test_a_trimmed_cursor_is_recorded_as_a_gap(srv, receiver, redis_server):
     xid = lambda s: tuple(int(p) for p in s.split("-"))
     assert len(gaps) == 1 and xid(gaps[0]["update_id"]) < xid(lost[0]) and gaps[0]["attempt"] == 0, d
     assert "oldest retained" in gaps[0]["error"]
+
+
+def test_proxy_settings_of_the_environment_are_not_used(make_server, receiver):
+    """A proxy from the environment would see (and could redirect) every
+    delivery: the client goes straight to the allowed address."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    s = make_server(env={**ENV, "http_proxy": dead, "HTTP_PROXY": dead, "https_proxy": dead,
+                         "ALL_PROXY": dead, "all_proxy": dead}).start()
+    make_table(s, "a")
+    create_hook(s, receiver.url())
+    want = insert(s, "a", 1)
+    assert wait_until(lambda: want in receiver.ok_ids(), 20), s.logs()
+
+
+def test_redirects_are_not_followed(srv, receiver):
+    """A 307 is a failed attempt, not a way to another address."""
+    make_table(srv, "a")
+    hook = create_hook(srv, receiver.url("/redirect"))
+    insert(srv, "a", 1)
+
+    def failed():
+        d = srv.get(f"/admin/webhooks/{hook['id']}/deliveries").json()["deliveries"]
+        return [x for x in d if x["outcome"] == "failed"]
+    assert wait_until(lambda: len(failed()) >= 2, 20), srv.logs()
+    assert failed()[0]["status"] == 307
+    assert receiver.all("/hook") == []
