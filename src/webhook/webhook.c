@@ -26,7 +26,7 @@
  * most 5 min, and tries the same update again. After 24 h of failures
  * (DUCKGRID_WEBHOOK_GIVEUP_MS) that update is recorded as "dropped" and the
  * hook goes on with the next. The backoff state is in memory: a new leader
- * retries at once, which at-least-once allows.
+ * retries at once, which at-least-once allows, and counts the 24 h anew.
  *
  * Retention. response_duck is capped; a cursor before its oldest entry,
  * when something was trimmed, has lost updates: recorded once as a "gap"
