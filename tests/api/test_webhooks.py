@@ -302,3 +302,23 @@ def test_redirects_are_not_followed(srv, receiver):
     assert wait_until(lambda: len(failed()) >= 2, 20), srv.logs()
     assert failed()[0]["status"] == 307
     assert receiver.all("/hook") == []
+
+
+def test_an_update_failing_past_the_give_up_time_is_dropped(make_server, receiver):
+    s = make_server(env={**ENV, "DUCKGRID_WEBHOOK_GIVEUP_MS": "300"}).start()
+    make_table(s, "a")
+    hook = create_hook(s, receiver.url())
+    receiver.fail(10 ** 6)
+    lost = insert(s, "a", 1)
+
+    def outcomes():
+        d = s.get(f"/admin/webhooks/{hook['id']}/deliveries").json()["deliveries"]
+        return [(x["update_id"], x["outcome"]) for x in reversed(d)]
+    assert wait_until(lambda: (lost, "dropped") in outcomes(), 20), s.logs()
+    receiver.fail(0)
+    later = insert(s, "a", 2)
+    assert wait_until(lambda: later in receiver.ok_ids(), 20), s.logs()
+    assert receiver.ok_ids() == [later]
+    got = outcomes()
+    assert got.index((lost, "dropped")) > got.index((lost, "failed"))
+    assert got[-1] == (later, "delivered") and got.count((lost, "dropped")) == 1
