@@ -37,6 +37,7 @@
 #include "dg/redis_pool.h"
 #include "dg/waiters.h"
 #include "dg/archive.h"
+#include "dg/webhook.h"
 #include "dg/cli.h"
 #include "dg/snapshot.h"
 
@@ -188,6 +189,7 @@ static int cmd_serve(int argc, char **argv) {
   int have_url = 0;
 
   dg_reader_t *reader = NULL;
+  dg_webhook_t *webhooks = NULL;
   dg_manager_t *manager = NULL;
   {
     /* A node without a database file: from the log, or the newest snapshot
@@ -254,6 +256,11 @@ static int cmd_serve(int argc, char **argv) {
     code = EXIT_USAGE;
     goto done;
   }
+  if (dg_webhook_allow_valid(err, sizeof err) != 0) {
+    fprintf(stderr, "duckgrid: %s\n", err);
+    code = EXIT_USAGE;
+    goto done;
+  }
   snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
   snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
   snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
@@ -303,6 +310,7 @@ static int cmd_serve(int argc, char **argv) {
       dg_log_info("connected to redis at %s", where);
     dg_redis_pool_put(app.redis, r);
   }
+  webhooks = dg_webhook_start(&app); /* delivers while this process leads */
   int hrc = dg_http_start(&app, &http, err, sizeof err);
   if (hrc != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
@@ -328,6 +336,7 @@ done:
   dg_qguard_stop(app.qguard); /* running view queries are interrupted */
   dg_http_stop(http);
   dg_snapshots_destroy(app.snapshots); /* waits for one under way */
+  dg_webhook_stop(webhooks);
   dg_manager_stop(manager);
   dg_reader_stop(reader);
   dg_archive_stop(app.archive);

@@ -97,6 +97,7 @@ int dg_row_id_parse(const char *s, size_t n, int64_t *out);
 /** 1 once a WebSocket was accepted in this process (ws.c; server.c's stop). */
 extern atomic_int dg_ws_opened;
 extern const dg_route_t dg_routes_snapshots[]; /* snapshots.c: /admin/snapshots */
+extern const dg_route_t dg_routes_webhooks[];  /* webhooks.c: /admin/webhooks */
 
 /** POST /update_cell's handler, for the WebSocket front end: the same
  *  validation, queueing and answers. r->body must be set. */

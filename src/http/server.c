@@ -41,6 +41,7 @@ static const dg_route_t *const route_tables[] = {
     dg_routes_keys, dg_routes_events, dg_routes_metrics,
     dg_routes_ws,
     dg_routes_snapshots,
+    dg_routes_webhooks,
     dg_routes_docs,
 };
 
