@@ -28,6 +28,9 @@ typedef struct dg_jsonw_s {
 } dg_jsonw_t;
 
 void dg_jsonw_init(dg_jsonw_t *w, dg_buf_t *out);
+/** Goes on writing members into an object already open in out, after at
+ *  least one member (e.g. a request built as text); end() closes it. */
+void dg_jsonw_resume_obj(dg_jsonw_t *w, dg_buf_t *out);
 void dg_jsonw_obj(dg_jsonw_t *w);
 void dg_jsonw_arr(dg_jsonw_t *w);
 void dg_jsonw_end(dg_jsonw_t *w);

@@ -19,6 +19,13 @@ void dg_jsonw_init(dg_jsonw_t *w, dg_buf_t *out) {
   w->first[0] = 1;
 }
 
+void dg_jsonw_resume_obj(dg_jsonw_t *w, dg_buf_t *out) {
+  dg_jsonw_init(w, out);
+  w->depth = 1;
+  w->first[1] = 0;
+  w->close[1] = '}';
+}
+
 /* Writes the comma before a value, unless it follows its key. */
 static void sep(dg_jsonw_t *w) {
   if (w->after_key) {

@@ -596,10 +596,7 @@ static void check_rows(dg_req_t *r, const sheet_t *s, const dg_tabledef_t *t, co
 /* Appends ,"rows":[…] in the plan's order to raw (the request's text). */
 static void write_rows(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *t, const int *fmap, const plan_t *p) {
   dg_jsonw_t w;
-  dg_jsonw_init(&w, raw);
-  w.depth = 1; /* inside the request object, after its first members */
-  w.first[1] = 0;
-  w.close[1] = '}';
+  dg_jsonw_resume_obj(&w, raw); /* inside the request object, after its first members */
   dg_jsonw_key(&w, "rows");
   dg_jsonw_arr(&w);
   for (size_t o = 0; o < s->nrows; o++) {

@@ -454,10 +454,7 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
     json_object_set_new(req, "request_id", json_string(rid));
   } else {
     dg_jsonw_t jw;
-    dg_jsonw_init(&jw, raw);
-    jw.depth = 1; /* inside the request object, after its other members */
-    jw.first[1] = 0;
-    jw.close[1] = '}';
+    dg_jsonw_resume_obj(&jw, raw); /* inside the request object, after its other members */
     dg_jsonw_key(&jw, "request_id");
     dg_jsonw_str(&jw, rid);
     dg_jsonw_end(&jw);
