@@ -68,7 +68,7 @@ def main():
     a = ap.parse_args()
     wd = B.Workdir()
     redis = B.Redis(wd.path).start()
-    srv = B.Server(os.path.join(a.build, "duckgrid"), redis, wd.path,
+    srv = B.Server(os.path.join(os.path.abspath(a.build), "duckgrid"), redis, wd.path,
                    env={"DUCKGRID_WEBHOOK_BACKOFF_MS": "50"}).start()
     rec = Receiver()
     try:

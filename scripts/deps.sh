@@ -57,6 +57,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# libcurl's headers (outbound HTTP: webhook deliveries, duckgrid import and
+# export). Any flavour will do; libcurl4-openssl-dev goes with the OpenSSL
+# duckgrid already uses. The flavours conflict with each other (libulfius-dev
+# brings libcurl4-gnutls-dev), so one is installed only when pkg-config finds
+# none.
+if ! pkg-config --exists libcurl; then
+  say "installing Debian packages: libcurl4-openssl-dev"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends libcurl4-openssl-dev >/dev/null
+fi
+
 have_duckdb() {
   [ -f "$DEST/include/duckdb.h" ] && [ -f "$DEST/lib/libduckdb.so" ] &&
     [ "$(cat "$DEST/VERSION" 2>/dev/null)" = "$DUCKDB_VERSION" ]

@@ -38,6 +38,17 @@ int dg_webhook_url_check(const char *url, char *err, size_t errcap);
  */
 int dg_webhook_url_resolve_check(const char *url, char *err, size_t errcap);
 
+struct sockaddr;
+
+/**
+ * Checks one address a delivery to url is about to connect to, by the rule
+ * of dg_webhook_url_resolve_check (called for every socket the HTTP client
+ * opens, so the address checked is the one connected). 0, or DG_EINVAL
+ * with a reason (also for a malformed url or an address neither IPv4 nor
+ * IPv6). Exposed for the unit test.
+ */
+int dg_webhook_addr_check(const char *url, const struct sockaddr *sa, char *err, size_t errcap);
+
 /** Checks DUCKGRID_WEBHOOK_ALLOW at start: 0, or DG_EINVAL with the first
  *  malformed item (or too many) in err. */
 int dg_webhook_allow_valid(char *err, size_t errcap);

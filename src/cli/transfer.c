@@ -16,16 +16,23 @@
  * file to stdout (or --output F). On a terminal, progress goes to stderr.
  * A refusal prints the problem's detail (and, for an import, the rows it
  * names) on stderr and exits 1; bad usage exits 2.
+ *
+ * HTTP is libcurl's. Neither command holds the file in memory: an import
+ * sends a regular file as it reads it, and an export writes each piece of
+ * a 200 answer as it arrives (only a refusal's small body is kept, for its
+ * message). Proxies from the environment are honoured, as curl(1) does.
  */
+#include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <ulfius.h>
 #include <unistd.h>
 
 #include "dg/buf.h"
@@ -170,34 +177,187 @@ static void say_problem(const char *cmd, long status, const char *body, size_t l
   json_decref(p);
 }
 
-static void prepare(struct _u_request *q, const opts_t *o, const char *key, const char *verb, const char *url) {
-  ulfius_init_request(q);
-  q->http_verb = dg_strdup(verb);
-  q->http_url = dg_strdup(url);
-  q->timeout = 0;
-  if (o->insecure) q->check_server_certificate = 0;
+/* ---- progress on a terminal ------------------------------------------------------- */
+
+/* One status line on stderr, redrawn in place (at most every 0.25 s unless
+ * forced); nothing when stderr is not a terminal. */
+typedef struct {
+  int tty;
+  double t0, shown; /* s, monotonic                        */
+  int width;        /* characters of the line drawn last    */
+} meter_t;
+
+static void meter_init(meter_t *m) {
+  m->tty = isatty(2);
+  m->t0 = now_s();
+  m->shown = 0;
+  m->width = 0;
+}
+
+__attribute__((format(printf, 3, 4))) static void meter_show(meter_t *m, int force, const char *fmt, ...) {
+  if (!m->tty) return;
+  double t = now_s();
+  if (!force && t - m->shown < 0.25) return;
+  m->shown = t;
+  char line[200];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
+  fprintf(stderr, "\r%s%*s", line, m->width > n ? m->width - n : 0, ""); /* blanks the rest of a longer line */
+  m->width = n;
+}
+
+/* Ends the line drawn, if any, so what follows starts on its own. */
+static void meter_end(meter_t *m) {
+  if (m->tty && m->width > 0) fputc('\n', stderr);
+  m->width = 0;
+}
+
+/* "[#####---------------]" for frac in [0, 1]. */
+static void bar(char out[24], double frac) {
+  int k = frac <= 0 ? 0 : frac >= 1 ? 20 : (int)(frac * 20);
+  out[0] = '[';
+  for (int i = 0; i < 20; i++) out[1 + i] = i < k ? '#' : '-';
+  out[21] = ']';
+  out[22] = '\0';
+}
+
+/* ---- HTTP through libcurl ------------------------------------------------------------ */
+
+/* A transfer to the server: the handle with what both commands set, and
+ * the request headers (the key among them). curl_easy_cleanup and
+ * curl_slist_free_all free them (http_dispose). */
+typedef struct {
+  CURL *c;
+  struct curl_slist *hdrs;
+  char err[CURL_ERROR_SIZE]; /* libcurl's reason for a failed transfer */
+} http_t;
+
+static int http_init(http_t *h, const opts_t *o, const char *key, const char *url) {
+  memset(h, 0, sizeof *h);
   char auth[600];
-  snprintf(auth, sizeof auth, "Bearer %s", key);
-  u_map_put(q->map_header, "Authorization", auth);
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+  h->hdrs = curl_slist_append(NULL, auth);
+  h->c = curl_easy_init();
+  if (h->c == NULL || h->hdrs == NULL) return DG_ENOMEM;
+  curl_easy_setopt(h->c, CURLOPT_URL, url);
+  curl_easy_setopt(h->c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h->c, CURLOPT_ERRORBUFFER, h->err);
+  curl_easy_setopt(h->c, CURLOPT_HTTPHEADER, h->hdrs);
+  curl_easy_setopt(h->c, CURLOPT_USERAGENT, "duckgrid/" DG_VERSION);
+  /* No overall timeout: a large import or export takes as long as it takes. */
+  if (o->insecure) {
+    curl_easy_setopt(h->c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(h->c, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  return 0;
+}
+
+static void http_dispose(http_t *h) {
+  if (h->c) curl_easy_cleanup(h->c);
+  curl_slist_free_all(h->hdrs);
+}
+
+/* The reason a transfer failed, from libcurl. */
+static const char *http_reason(const http_t *h, CURLcode rc) {
+  return h->err[0] ? h->err : curl_easy_strerror(rc);
+}
+
+/* The key goes into a header line: no control characters. */
+static int key_printable(const char *cmd, const char *key) {
+  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+    if (*p < 0x20 || *p == 0x7f) {
+      fprintf(stderr, "duckgrid %s: the API key holds a control character\n", cmd);
+      return 0;
+    }
+  return 1;
+}
+
+static size_t to_buf(char *data, size_t size, size_t nmemb, void *arg) {
+  dg_buf_append(arg, data, size * nmemb);
+  return size * nmemb;
 }
 
 /* ---- export ------------------------------------------------------------------------- */
 
+/* Where an export's body goes. A 200's body is written as it arrives: to
+ * stdout, or to --output F through a temporary file beside F renamed over
+ * it at the end (so a failed export leaves F as it was; F that exists and
+ * is no regular file, such as /dev/null, is written directly). Any other
+ * answer's body (a problem) is kept in memory for say_problem. */
 typedef struct {
-  dg_buf_t body;
-  double t0, shown;
-  int tty;
+  CURL *c;
+  const opts_t *o;
+  int decided;      /* the status was looked at (first body bytes)   */
+  long status;      /* the HTTP status                              */
+  FILE *out;        /* NULL until opened                            */
+  char *tmp;        /* the temporary file's path, or NULL           */
+  int open_errno;   /* opening the output failed: its errno         */
+  int write_errno;  /* writing it failed: its errno                 */
+  uint64_t written; /* bytes, of the 200's body                     */
+  dg_buf_t problem; /* the body of any other answer                 */
+  meter_t m;
 } sink_t;
 
-static size_t on_body(void *data, size_t size, size_t nmemb, void *arg) {
-  sink_t *s = arg;
-  dg_buf_append(&s->body, data, size * nmemb);
-  double t = now_s();
-  if (s->tty && t - s->shown >= 0.25) {
-    fprintf(stderr, "\rexport: %.1f MB", (double)s->body.len / 1e6);
-    s->shown = t;
+static int sink_open(sink_t *s) {
+  if (s->o->output == NULL) {
+    s->out = stdout;
+    return 0;
   }
-  return size * nmemb;
+  struct stat st;
+  if (stat(s->o->output, &st) == 0 && !S_ISREG(st.st_mode)) {
+    s->out = fopen(s->o->output, "wb");
+  } else {
+    size_t n = strlen(s->o->output) + 32;
+    s->tmp = dg_malloc(n);
+    snprintf(s->tmp, n, "%s.%ld.part", s->o->output, (long)getpid());
+    int fd = open(s->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    s->out = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (s->out == NULL) {
+      int e = errno;
+      if (fd >= 0) close(fd), unlink(s->tmp);
+      errno = e;
+    }
+  }
+  if (s->out == NULL) {
+    s->open_errno = errno;
+    dg_free(s->tmp);
+    s->tmp = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg) {
+  sink_t *s = arg;
+  size_t n = size * nmemb;
+  if (!s->decided) {
+    s->decided = 1;
+    curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &s->status);
+    if (s->status == 200 && sink_open(s) != 0) return 0; /* ends the transfer */
+  }
+  if (s->status != 200) {
+    dg_buf_append(&s->problem, data, n);
+    return n;
+  }
+  if (fwrite(data, 1, n, s->out) != n) {
+    s->write_errno = errno ? errno : EIO;
+    return 0;
+  }
+  s->written += n;
+  curl_off_t total = -1;
+  curl_easy_getinfo(s->c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &total);
+  if (total > 0) {
+    char b[24];
+    bar(b, (double)s->written / (double)total);
+    meter_show(&s->m, 0, "export: %s %.1f of %.1f MB", b, (double)s->written / 1e6, (double)total / 1e6);
+  } else {
+    meter_show(&s->m, 0, "export: %.1f MB", (double)s->written / 1e6);
+  }
+  return n;
 }
 
 int dg_cli_export(int argc, char **argv) {
@@ -205,37 +365,76 @@ int dg_cli_export(int argc, char **argv) {
   if (parse("export", argc, argv, &o) != 0) return usage("export");
   char *key = load_key("export", &o);
   if (key == NULL) return 2;
+  if (!key_printable("export", key)) {
+    dg_free(key);
+    return 2;
+  }
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    fprintf(stderr, "duckgrid export: libcurl did not start\n");
+    dg_free(key);
+    return 1;
+  }
   char *base = base_url(&o);
   char url[1024];
   snprintf(url, sizeof url, "%s/tables/%s/export?format=%s", base, o.table, o.format);
-  struct _u_request q;
-  struct _u_response a;
-  prepare(&q, &o, key, "GET", url);
-  ulfius_init_response(&a);
-  sink_t s = {.t0 = now_s(), .tty = isatty(2)};
-  dg_buf_init(&s.body);
+  http_t h;
+  sink_t s = {.o = &o};
+  dg_buf_init(&s.problem);
+  meter_init(&s.m);
   int rc = 1;
-  if (ulfius_send_http_streaming_request(&q, &a, on_body, &s) != U_OK) {
-    fprintf(stderr, "%sduckgrid export: no answer from %s\n", s.tty ? "\n" : "", base);
-  } else if (a.status != 200) {
-    if (s.tty) fputc('\n', stderr);
-    say_problem("export", a.status, s.body.data, s.body.len);
+  if (http_init(&h, &o, key, url) != 0) {
+    fprintf(stderr, "duckgrid export: libcurl could not start a transfer\n");
+    goto out;
+  }
+  s.c = h.c;
+  curl_easy_setopt(h.c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h.c, CURLOPT_WRITEDATA, &s);
+  CURLcode cr = curl_easy_perform(h.c);
+  if (!s.decided && cr == CURLE_OK) { /* an answer without a body */
+    s.decided = 1;
+    curl_easy_getinfo(h.c, CURLINFO_RESPONSE_CODE, &s.status);
+    if (s.status == 200) sink_open(&s);
+  }
+  if (s.open_errno) {
+    meter_end(&s.m);
+    fprintf(stderr, "duckgrid export: cannot write %s: %s\n", o.output, strerror(s.open_errno));
+  } else if (s.write_errno) {
+    meter_end(&s.m);
+    fprintf(stderr, "duckgrid export: writing the file failed: %s\n", strerror(s.write_errno));
+  } else if (cr != CURLE_OK && s.written > 0) {
+    meter_end(&s.m);
+    fprintf(stderr, "duckgrid export: the answer from %s broke off after %.1f MB: %s\n", base,
+            (double)s.written / 1e6, http_reason(&h, cr));
+  } else if (cr != CURLE_OK || s.status <= 0) {
+    meter_end(&s.m);
+    fprintf(stderr, "duckgrid export: no answer from %s (%s)\n", base, http_reason(&h, cr));
+  } else if (s.status != 200) {
+    meter_end(&s.m);
+    say_problem("export", s.status, s.problem.data, s.problem.len);
   } else {
-    FILE *out = o.output ? fopen(o.output, "wb") : stdout;
-    if (out == NULL) {
+    int closed = s.out == stdout ? fflush(stdout) : fclose(s.out);
+    s.out = NULL;
+    if (closed != 0) {
+      meter_end(&s.m);
+      fprintf(stderr, "duckgrid export: writing the file failed: %s\n", strerror(errno));
+    } else if (s.tmp && rename(s.tmp, o.output) != 0) {
+      meter_end(&s.m);
       fprintf(stderr, "duckgrid export: cannot write %s: %s\n", o.output, strerror(errno));
     } else {
-      size_t w = fwrite(s.body.data, 1, s.body.len, out);
-      int closed = o.output ? fclose(out) : fflush(out);
-      if (w == s.body.len && closed == 0) rc = 0;
-      else fprintf(stderr, "duckgrid export: writing the file failed: %s\n", strerror(errno));
+      dg_free(s.tmp);
+      s.tmp = NULL; /* renamed: nothing to remove */
+      rc = 0;
+      meter_show(&s.m, 1, "export: %.1f MB of %s in %.1f s", (double)s.written / 1e6, o.table, now_s() - s.m.t0);
+      meter_end(&s.m);
     }
-    if (s.tty)
-      fprintf(stderr, "\rexport: %.1f MB of %s in %.1f s\n", (double)s.body.len / 1e6, o.table, now_s() - s.t0);
   }
-  dg_buf_dispose(&s.body);
-  ulfius_clean_request(&q);
-  ulfius_clean_response(&a);
+out:
+  if (s.out && s.out != stdout) fclose(s.out);
+  if (s.tmp) unlink(s.tmp);
+  dg_free(s.tmp);
+  dg_buf_dispose(&s.problem);
+  http_dispose(&h);
+  curl_global_cleanup();
   dg_free(base);
   dg_free(key);
   return rc;
@@ -243,64 +442,155 @@ int dg_cli_export(int argc, char **argv) {
 
 /* ---- import ------------------------------------------------------------------------- */
 
+/* What an import sends: a regular file is read as it is sent (its size,
+ * taken at the start, is the Content-Length); anything else (a pipe) is
+ * read whole first, as its size is known only at its end. */
+typedef struct {
+  FILE *f;          /* the file, or NULL when mem holds the body */
+  dg_buf_t mem;     /* the body read whole                       */
+  uint64_t size;    /* bytes to send                             */
+  uint64_t sent;    /* bytes handed to libcurl                   */
+  int failed;       /* 1 read error, 2 the file shrank           */
+  int uploaded;     /* the "waiting" line was drawn              */
+  const char *table, *format;
+  meter_t m;
+} source_t;
+
+static size_t on_read(char *dst, size_t size, size_t nitems, void *arg) {
+  source_t *src = arg;
+  size_t want = size * nitems;
+  if ((uint64_t)want > src->size - src->sent) want = (size_t)(src->size - src->sent);
+  if (want == 0) return 0;
+  size_t n;
+  if (src->f == NULL) {
+    memcpy(dst, src->mem.data + src->sent, want);
+    n = want;
+  } else {
+    n = fread(dst, 1, want, src->f);
+    if (n == 0) {
+      src->failed = ferror(src->f) ? 1 : 2;
+      return CURL_READFUNC_ABORT;
+    }
+  }
+  src->sent += n;
+  return n;
+}
+
+static int on_upload(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+  (void)dltotal, (void)dlnow, (void)ultotal;
+  source_t *src = arg;
+  if ((uint64_t)ulnow < src->size) {
+    char b[24];
+    bar(b, src->size ? (double)ulnow / (double)src->size : 1);
+    meter_show(&src->m, 0, "import: %s %.1f of %.1f MB (%s) to %s", b, (double)ulnow / 1e6, (double)src->size / 1e6,
+               src->format, src->table);
+  } else if (!src->uploaded) {
+    src->uploaded = 1;
+    meter_show(&src->m, 1, "import: %.1f MB sent in %.1f s; waiting for the server …", (double)src->size / 1e6,
+               now_s() - src->m.t0);
+  }
+  return 0;
+}
+
 int dg_cli_import(int argc, char **argv) {
   opts_t o;
   if (parse("import", argc, argv, &o) != 0) return usage("import");
-  FILE *f = fopen(o.file, "rb");
-  if (f == NULL) {
+  source_t src = {.table = o.table, .format = o.format};
+  dg_buf_init(&src.mem);
+  src.f = fopen(o.file, "rb");
+  if (src.f == NULL) {
     fprintf(stderr, "duckgrid import: cannot read %s: %s\n", o.file, strerror(errno));
     return 1;
   }
-  dg_buf_t body;
-  dg_buf_init(&body);
-  char chunk[1 << 16];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) dg_buf_append(&body, chunk, n);
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    fprintf(stderr, "duckgrid import: reading %s failed\n", o.file);
-    dg_buf_dispose(&body);
-    return 1;
+  struct stat st;
+  if (fstat(fileno(src.f), &st) == 0 && S_ISREG(st.st_mode)) {
+    src.size = (uint64_t)st.st_size;
+  } else {
+    char chunk[1 << 16];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, src.f)) > 0) dg_buf_append(&src.mem, chunk, n);
+    int bad = ferror(src.f);
+    fclose(src.f);
+    src.f = NULL;
+    if (bad) {
+      fprintf(stderr, "duckgrid import: reading %s failed\n", o.file);
+      dg_buf_dispose(&src.mem);
+      return 1;
+    }
+    src.size = src.mem.len;
   }
   char *key = load_key("import", &o);
-  if (key == NULL) {
-    dg_buf_dispose(&body);
+  if (key == NULL || !key_printable("import", key)) {
+    if (src.f) fclose(src.f);
+    dg_buf_dispose(&src.mem);
+    dg_free(key);
     return 2;
+  }
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    fprintf(stderr, "duckgrid import: libcurl did not start\n");
+    if (src.f) fclose(src.f);
+    dg_buf_dispose(&src.mem);
+    dg_free(key);
+    return 1;
   }
   char *base = base_url(&o);
   char url[1024];
   snprintf(url, sizeof url, "%s/tables/%s/import?format=%s", base, o.table, o.format);
-  struct _u_request q;
-  struct _u_response a;
-  prepare(&q, &o, key, "POST", url);
-  u_map_put(q.map_header, "Content-Type", strcmp(o.format, "csv") == 0 ? "text/csv" : "application/vnd.apache.parquet");
-  ulfius_set_binary_body_request(&q, body.data ? body.data : "", body.len);
-  ulfius_init_response(&a);
-  int tty = isatty(2);
-  double t0 = now_s();
-  if (tty) fprintf(stderr, "import: sending %.1f MB (%s) to %s …", (double)body.len / 1e6, o.format, o.table);
+  http_t h;
+  dg_buf_t answer;
+  dg_buf_init(&answer);
   int rc = 1;
-  if (ulfius_send_http_request(&q, &a) != U_OK) {
-    fprintf(stderr, "%sduckgrid import: no answer from %s\n", tty ? "\n" : "", base);
-  } else if (a.status != 200 && a.status != 201 && a.status != 202) {
-    if (tty) fputc('\n', stderr);
-    say_problem("import", a.status, a.binary_body, a.binary_body_length);
+  if (http_init(&h, &o, key, url) != 0 ||
+      (h.hdrs = curl_slist_append(h.hdrs, strcmp(o.format, "csv") == 0
+                                              ? "Content-Type: text/csv"
+                                              : "Content-Type: application/vnd.apache.parquet")) == NULL) {
+    fprintf(stderr, "duckgrid import: libcurl could not start a transfer\n");
+    goto out;
+  }
+  curl_easy_setopt(h.c, CURLOPT_HTTPHEADER, h.hdrs);
+  curl_easy_setopt(h.c, CURLOPT_POST, 1L);
+  curl_easy_setopt(h.c, CURLOPT_READFUNCTION, on_read);
+  curl_easy_setopt(h.c, CURLOPT_READDATA, &src);
+  curl_easy_setopt(h.c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)src.size);
+  curl_easy_setopt(h.c, CURLOPT_WRITEFUNCTION, to_buf);
+  curl_easy_setopt(h.c, CURLOPT_WRITEDATA, &answer);
+  meter_init(&src.m);
+  if (src.m.tty) {
+    curl_easy_setopt(h.c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h.c, CURLOPT_XFERINFOFUNCTION, on_upload);
+    curl_easy_setopt(h.c, CURLOPT_XFERINFODATA, &src);
+    on_upload(&src, 0, 0, 0, 0);
+  }
+  CURLcode cr = curl_easy_perform(h.c);
+  long status = 0;
+  if (cr == CURLE_OK) curl_easy_getinfo(h.c, CURLINFO_RESPONSE_CODE, &status);
+  if (src.failed) {
+    meter_end(&src.m);
+    fprintf(stderr, "duckgrid import: reading %s failed%s\n", o.file,
+            src.failed == 2 ? " (it became shorter while it was sent)" : "");
+  } else if (cr != CURLE_OK || status <= 0) {
+    meter_end(&src.m);
+    fprintf(stderr, "duckgrid import: no answer from %s (%s)\n", base, http_reason(&h, cr));
+  } else if (status != 200 && status != 201 && status != 202) {
+    meter_end(&src.m);
+    say_problem("import", status, answer.data, answer.len);
   } else {
-    fwrite(a.binary_body, 1, a.binary_body_length, stdout);
+    fwrite(answer.data ? answer.data : "", 1, answer.len, stdout);
     fputc('\n', stdout);
     rc = fflush(stdout) == 0 ? 0 : 1;
-    if (tty) {
-      json_t *r = json_loadb(a.binary_body, a.binary_body_length, 0, NULL);
-      fprintf(stderr, "\rimport: %lld rows into %s %s in %.1f s%*s\n",
-              (long long)json_integer_value(json_object_get(r, "imported")), o.table,
-              a.status == 202 ? "queued" : "applied", now_s() - t0, 20, "");
-      json_decref(r);
-    }
+    json_t *r = json_loadb(answer.data ? answer.data : "", answer.len, 0, NULL);
+    meter_show(&src.m, 1, "import: %lld rows into %s %s in %.1f s",
+               (long long)json_integer_value(json_object_get(r, "imported")), o.table,
+               status == 202 ? "queued" : "applied", now_s() - src.m.t0);
+    meter_end(&src.m);
+    json_decref(r);
   }
-  dg_buf_dispose(&body);
-  ulfius_clean_request(&q);
-  ulfius_clean_response(&a);
+out:
+  if (src.f) fclose(src.f);
+  dg_buf_dispose(&src.mem);
+  dg_buf_dispose(&answer);
+  http_dispose(&h);
+  curl_global_cleanup();
   dg_free(base);
   dg_free(key);
   return rc;

@@ -38,14 +38,19 @@
  * literal of the list; a loopback address when "localhost" is listed; or,
  * for a host the list names, a public address (never loopback, private,
  * link-local, CGNAT, multicast or unspecified), so a listed name that comes
- * to point inside the network is refused. Redirects are not followed and
- * proxies from the environment are not used. What remains: curl resolves
- * the name again after the check (DNS rebinding within that moment).
+ * to point inside the network is refused. The addresses checked are the
+ * ones connected to: libcurl gets them pinned (CURLOPT_RESOLVE, so it does
+ * not ask DNS again) and checks each address it opens a socket for
+ * (CURLOPT_OPENSOCKETFUNCTION) against the same rule, so a DNS answer that
+ * changes after the check (rebinding) reaches no other address. Redirects
+ * are not followed, proxies from the environment are not used, and only
+ * http and https are spoken.
  */
 #include "dg/webhook.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -59,7 +64,6 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
-#include <ulfius.h>
 
 #include "dg/common.h"
 #include "dg/entry_mac.h"
@@ -256,22 +260,29 @@ int dg_webhook_url_check(const char *url, char *err, size_t errcap) {
   return DG_EINVAL;
 }
 
-/* 1 for an address no public name should point to. */
+/* 1 for an IPv4 address (host order) no public name should point to:
+ * 0/8, 10/8, 127/8, 169.254/16, 172.16/12, 192.168/16, 100.64/10 (CGNAT),
+ * 224/4 and above (multicast, reserved, broadcast). */
+static int internal_v4(uint32_t a) {
+  return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 16) == 0xa9fe || (a >> 20) == 0xac1 ||
+         (a >> 16) == 0xc0a8 || (a >> 22) == (100u << 2 | 1) || (a >> 28) >= 0xe;
+}
+
+/* 1 for an address no public name should point to. An IPv4-mapped IPv6
+ * address is judged by its IPv4 address. (It used to be, through a struct
+ * sockaddr_in read back as a struct sockaddr, which the optimiser was free
+ * to break under strict aliasing, and did: ::ffff:10.0.0.1 passed.) */
 static int internal_addr(const struct sockaddr *sa) {
-  if (sa->sa_family == AF_INET) {
-    uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
-    return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 16) == 0xa9fe ||
-           (a >> 20) == 0xac1 || (a >> 16) == 0xc0a8 || (a >> 22) == (100u << 2 | 1) || (a >> 28) >= 0xe;
-  }
+  if (sa->sa_family == AF_INET) return internal_v4(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
   const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
   static const unsigned char zero[16];
   if (memcmp(b, zero, 15) == 0) return 1;                       /* :: and ::1 */
   if (b[0] == 0xff || (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)) return 1;
   static const unsigned char v4map[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   if (memcmp(b, v4map, 12) == 0) {
-    struct sockaddr_in s4 = {.sin_family = AF_INET};
-    memcpy(&s4.sin_addr, b + 12, 4);
-    return internal_addr((const struct sockaddr *)&s4);
+    uint32_t a;
+    memcpy(&a, b + 12, 4);
+    return internal_v4(ntohl(a));
   }
   return 0;
 }
@@ -281,45 +292,92 @@ static int loopback_addr(const struct sockaddr *sa) {
   return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
 }
 
-int dg_webhook_url_resolve_check(const char *url, char *err, size_t errcap) {
-  url_t u;
-  if (url_parse(url, &u, err, errcap) != 0) return DG_EINVAL;
+/* What the allow-list says about one URL: the patterns that apply to its
+ * port, and whether its host is listed by name or "localhost" is. */
+typedef struct {
+  url_t url;
   pattern_t pats[ALLOW_MAX];
-  size_t np = allow_list(pats, ALLOW_MAX);
-  int name_listed = 0, localhost_listed = 0;
-  for (size_t i = 0; i < np; i++) {
-    if (pats[i].port != 0 && pats[i].port != u.port) continue;
-    if (strcmp(pats[i].host, "localhost") == 0) localhost_listed = 1;
-    else if (!is_ip_literal(pats[i].host) && strcmp(pats[i].host, u.host) == 0) name_listed = 1;
+  size_t np;
+  int name_listed;      /* the list names this host (not an IP literal)   */
+  int localhost_listed; /* "localhost" is listed (for this port)          */
+} dest_t;
+
+static int dest_init(const char *url, dest_t *d, char *err, size_t errcap) {
+  memset(d, 0, sizeof *d);
+  if (url_parse(url, &d->url, err, errcap) != 0) return DG_EINVAL;
+  d->np = allow_list(d->pats, ALLOW_MAX);
+  for (size_t i = 0; i < d->np; i++) {
+    if (d->pats[i].port != 0 && d->pats[i].port != d->url.port) continue;
+    if (strcmp(d->pats[i].host, "localhost") == 0) d->localhost_listed = 1;
+    else if (!is_ip_literal(d->pats[i].host) && strcmp(d->pats[i].host, d->url.host) == 0) d->name_listed = 1;
   }
+  return 0;
+}
+
+/* The address of sa as text ("" for another family). */
+static void addr_text(const struct sockaddr *sa, char txt[INET6_ADDRSTRLEN]) {
+  txt[0] = '\0';
+  if (sa->sa_family == AF_INET) inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, txt, INET6_ADDRSTRLEN);
+  else if (sa->sa_family == AF_INET6)
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, txt, INET6_ADDRSTRLEN);
+}
+
+/* The rule for one address: an IP literal of the list; a loopback address
+ * when "localhost" is listed; a public address for a host the list names.
+ * 0, or DG_EINVAL with the reason in err. */
+static int dest_addr_check(const dest_t *d, const struct sockaddr *sa, char *err, size_t errcap) {
+  char txt[INET6_ADDRSTRLEN];
+  addr_text(sa, txt);
+  int ok = 0;
+  if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+    for (size_t i = 0; i < d->np && !ok; i++)
+      if ((d->pats[i].port == 0 || d->pats[i].port == d->url.port) && is_ip_literal(d->pats[i].host) &&
+          same_host(d->pats[i].host, txt))
+        ok = 1;
+    if (!ok && d->localhost_listed && loopback_addr(sa)) ok = 1;
+    if (!ok && d->name_listed && !internal_addr(sa)) ok = 1;
+  }
+  if (ok) return 0;
+  snprintf(err, errcap, "%s resolves to %s, which DUCKGRID_WEBHOOK_ALLOW does not allow", d->url.host,
+           txt[0] ? txt : "an address of another family");
+  return DG_EINVAL;
+}
+
+/* Resolves the destination's host and checks every address (IPv4 and
+ * IPv6 only). 0 with *out set (freeaddrinfo frees it), or DG_EINVAL with
+ * the reason in err. */
+static int dest_resolve(const dest_t *d, struct addrinfo **out, char *err, size_t errcap) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-  int gr = getaddrinfo(u.host, NULL, &hints, &res);
+  int gr = getaddrinfo(d->url.host, NULL, &hints, &res);
   if (gr != 0 || res == NULL) {
-    snprintf(err, errcap, "cannot resolve %s: %s", u.host, gr ? gai_strerror(gr) : "no address");
+    snprintf(err, errcap, "cannot resolve %s: %s", d->url.host, gr ? gai_strerror(gr) : "no address");
     if (res) freeaddrinfo(res);
     return DG_EINVAL;
   }
-  int rc = 0;
-  for (struct addrinfo *a = res; a && rc == 0; a = a->ai_next) {
+  for (struct addrinfo *a = res; a; a = a->ai_next) {
     if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
-    char txt[INET6_ADDRSTRLEN] = "";
-    const void *raw = a->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
-                                              : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
-    inet_ntop(a->ai_family, raw, txt, sizeof txt);
-    int ok = 0;
-    for (size_t i = 0; i < np && !ok; i++)
-      if ((pats[i].port == 0 || pats[i].port == u.port) && is_ip_literal(pats[i].host) &&
-          same_host(pats[i].host, txt))
-        ok = 1;
-    if (!ok && localhost_listed && loopback_addr(a->ai_addr)) ok = 1;
-    if (!ok && name_listed && !internal_addr(a->ai_addr)) ok = 1;
-    if (!ok) {
-      snprintf(err, errcap, "%s resolves to %s, which DUCKGRID_WEBHOOK_ALLOW does not allow", u.host, txt);
-      rc = DG_EINVAL;
+    if (dest_addr_check(d, a->ai_addr, err, errcap) != 0) {
+      freeaddrinfo(res);
+      return DG_EINVAL;
     }
   }
+  *out = res;
+  return 0;
+}
+
+int dg_webhook_url_resolve_check(const char *url, char *err, size_t errcap) {
+  dest_t d;
+  if (dest_init(url, &d, err, errcap) != 0) return DG_EINVAL;
+  struct addrinfo *res = NULL;
+  if (dest_resolve(&d, &res, err, errcap) != 0) return DG_EINVAL;
   freeaddrinfo(res);
-  return rc;
+  return 0;
+}
+
+int dg_webhook_addr_check(const char *url, const struct sockaddr *sa, char *err, size_t errcap) {
+  dest_t d;
+  if (dest_init(url, &d, err, errcap) != 0) return DG_EINVAL;
+  return dest_addr_check(&d, sa, err, errcap);
 }
 
 void dg_webhook_key(const dg_app_t *app, const char *id, const char *what, char *out, size_t cap) {
@@ -472,34 +530,126 @@ static int wanted(const json_t *tables, const char *res, size_t len) {
   return yes;
 }
 
-/* POSTs one update. The HTTP status (2xx success), or 0 with err set. */
+/* ----------------------------------------------------------------------- */
+/* One delivery, through libcurl                                             */
+/* ----------------------------------------------------------------------- */
+
+/* Addresses pinned per attempt: a DNS answer rarely has more, and every
+ * address is checked whether pinned or not. */
+#define PIN_MAX 16
+
+/* What the socket callback needs. */
+typedef struct {
+  const dest_t *dest;
+  char refused[300]; /* why an address was refused at connect; "" none */
+} conn_t;
+
+/* CURLOPT_OPENSOCKETFUNCTION: every address libcurl is about to connect to
+ * passes the allow-list here, so the address checked is the address
+ * connected, whatever libcurl resolved (the pinned addresses, or its own
+ * answer should a pin not match the name it looks up). */
+static curl_socket_t open_checked(void *arg, curlsocktype purpose, struct curl_sockaddr *a) {
+  conn_t *c = arg;
+  if (purpose != CURLSOCKTYPE_IPCXN) return CURL_SOCKET_BAD;
+  /* Copied out: a.addr is declared as a struct sockaddr, which an IPv6
+   * address outgrows. */
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  memcpy(&ss, &a->addr, a->addrlen < sizeof ss ? a->addrlen : sizeof ss);
+  if (dest_addr_check(c->dest, (const struct sockaddr *)&ss, c->refused, sizeof c->refused) != 0)
+    return CURL_SOCKET_BAD;
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* "host:port:addr,[v6addr],..." for CURLOPT_RESOLVE: libcurl connects to
+ * the addresses just checked instead of asking DNS again (which could
+ * answer otherwise). NULL for an IP literal (nothing to resolve). Freed
+ * with curl_slist_free_all. */
+static struct curl_slist *pin_list(const dest_t *d, const struct addrinfo *res) {
+  if (is_ip_literal(d->url.host)) return NULL;
+  char line[256 + 8 + PIN_MAX * (INET6_ADDRSTRLEN + 3)];
+  int n = snprintf(line, sizeof line, "%s:%d:", d->url.host, d->url.port);
+  int k = 0;
+  for (const struct addrinfo *a = res; a && k < PIN_MAX; a = a->ai_next) {
+    char txt[INET6_ADDRSTRLEN];
+    addr_text(a->ai_addr, txt);
+    if (txt[0] == '\0') continue;
+    const char *open = a->ai_family == AF_INET6 ? "[" : "", *close = a->ai_family == AF_INET6 ? "]" : "";
+    n += snprintf(line + n, sizeof line - (size_t)n, "%s%s%s%s", k ? "," : "", open, txt, close);
+    k++;
+  }
+  return k ? curl_slist_append(NULL, line) : NULL;
+}
+
+static size_t discard(char *data, size_t size, size_t nmemb, void *arg) {
+  (void)data;
+  (void)arg;
+  return size * nmemb;
+}
+
+/* POSTs one update. The HTTP status (2xx success), or 0 with err set. The
+ * host is resolved and every address checked (a refusal is a failed
+ * attempt); libcurl is then held to those addresses (CURLOPT_RESOLVE) and
+ * each one it connects to is checked again (open_checked). No redirect is
+ * followed, no proxy used, and the whole attempt is bounded by
+ * DUCKGRID_WEBHOOK_TIMEOUT_S. */
 static int post(dg_webhook_t *w, const char *url, const char *secret, const char *update, const char *body,
                 size_t len, char *err, size_t errcap) {
-  if (dg_webhook_url_resolve_check(url, err, errcap) != 0) return 0;
+  dest_t d;
+  struct addrinfo *res = NULL;
+  if (dest_init(url, &d, err, errcap) != 0 || dest_resolve(&d, &res, err, errcap) != 0) return 0;
+  struct curl_slist *pins = pin_list(&d, res);
+  freeaddrinfo(res);
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int maclen = 0;
   HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, len, mac, &maclen);
-  char sig[8 + 2 * EVP_MAX_MD_SIZE + 1] = "sha256=";
-  for (unsigned i = 0; i < maclen; i++) snprintf(sig + 7 + 2 * i, 3, "%02x", mac[i]);
-  struct _u_request q;
-  struct _u_response a;
-  ulfius_init_request(&q);
-  ulfius_init_response(&a);
-  q.http_verb = o_strdup("POST");
-  q.http_url = o_strdup(url);
-  q.proxy = o_strdup(""); /* never a proxy from the environment */
-  q.follow_redirect = 0;
-  q.timeout = w->timeout_s;
-  u_map_put(q.map_header, "Content-Type", "application/json");
-  u_map_put(q.map_header, "User-Agent", "duckgrid-webhook");
-  u_map_put(q.map_header, "X-Duckgrid-Signature", sig);
-  u_map_put(q.map_header, "X-Duckgrid-Delivery", update);
-  ulfius_set_binary_body_request(&q, body, len);
+  char sig[64 + 2 * EVP_MAX_MD_SIZE] = "X-Duckgrid-Signature: sha256=";
+  size_t at = strlen(sig);
+  for (unsigned i = 0; i < maclen; i++) snprintf(sig + at + 2 * i, 3, "%02x", mac[i]);
+  char delivery[64 + DG_REDIS_XID_BUFSZ];
+  snprintf(delivery, sizeof delivery, "X-Duckgrid-Delivery: %s", update);
+  struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+  hdrs = curl_slist_append(hdrs, sig);
+  hdrs = curl_slist_append(hdrs, delivery);
+  /* No "Expect: 100-continue" (libcurl adds it to larger bodies): a receiver that
+   * does not answer 100 would cost every delivery a second. */
+  hdrs = curl_slist_append(hdrs, "Expect:");
+  conn_t conn = {.dest = &d};
+  char cerr[CURL_ERROR_SIZE] = "";
   int status = 0;
-  if (ulfius_send_http_request(&q, &a) == U_OK && a.status > 0) status = (int)a.status;
-  else snprintf(err, errcap, "no answer (connection failed or timed out after %lu s)", w->timeout_s);
-  ulfius_clean_request(&q);
-  ulfius_clean_response(&a);
+  CURL *c = curl_easy_init();
+  if (c == NULL || hdrs == NULL) {
+    snprintf(err, errcap, "no answer (libcurl could not start a transfer)");
+    goto out;
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM */
+  curl_easy_setopt(c, CURLOPT_PROXY, "");    /* never a proxy from the environment */
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)w->timeout_s);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "duckgrid-webhook");
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(c, CURLOPT_POST, 1L);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+  if (pins) curl_easy_setopt(c, CURLOPT_RESOLVE, pins);
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_checked);
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &conn);
+  CURLcode rc = curl_easy_perform(c);
+  long code = 0;
+  if (rc == CURLE_OK && curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code > 0 && code < 1000)
+    status = (int)code;
+  else if (conn.refused[0] != '\0')
+    snprintf(err, errcap, "%s", conn.refused);
+  else
+    snprintf(err, errcap, "no answer (%s; timeout %lu s)", cerr[0] ? cerr : curl_easy_strerror(rc), w->timeout_s);
+out:
+  if (c) curl_easy_cleanup(c);
+  curl_slist_free_all(hdrs);
+  curl_slist_free_all(pins);
   return status;
 }
 
@@ -709,6 +859,12 @@ static void *loop(void *arg) {
 }
 
 dg_webhook_t *dg_webhook_start(dg_app_t *app) {
+  /* Before the thread: curl_global_init is reference counted but must not
+   * race a first curl_easy_init. */
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    dg_log_error("webhooks: libcurl did not start");
+    return NULL;
+  }
   dg_webhook_t *w = dg_calloc(1, sizeof *w);
   w->app = app;
   w->backoff_ms = env_ms("DUCKGRID_WEBHOOK_BACKOFF_MS", 1000, 1, BACKOFF_CAP_MS);
@@ -725,6 +881,7 @@ dg_webhook_t *dg_webhook_start(dg_app_t *app) {
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
     dg_free(w);
+    curl_global_cleanup();
     return NULL;
   }
   return w;
@@ -740,4 +897,5 @@ void dg_webhook_stop(dg_webhook_t *w) {
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   dg_free(w);
+  curl_global_cleanup();
 }
