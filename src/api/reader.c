@@ -203,8 +203,9 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
         else dg_catalog_drop_view(app->catalog, v);
       }
     }
+    /* A revert may insert and delete rows too (undoing a delete or an insert). */
     if (table[0] && (strcmp(op, "insert_rows") == 0 || strcmp(op, "delete_row") == 0 ||
-                     strcmp(op, "update_row") == 0)) {
+                     strcmp(op, "update_row") == 0 || strcmp(op, "revert") == 0)) {
       rows_update(app, res, len, table, 1);
       rows_update(app, res, len, table, 0);
     }

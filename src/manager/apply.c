@@ -212,7 +212,7 @@ static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t 
     m->hist_cap = m->hist_cap ? m->hist_cap * 2 : 256;
     m->hist = dg_realloc(m->hist, m->hist_cap * sizeof *m->hist);
   }
-  m->hist[m->nhist++] = (mhist_t){req, tag, row, col, kind, 0, 0, 0, 0, old_text, new_text};
+  m->hist[m->nhist++] = (mhist_t){req, tag, row, col, kind, 0, 0, 0, 0, old_text, new_text, 0};
 }
 
 /* A number cell's change: kept as scaled integers and formatted only when
@@ -341,6 +341,9 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
       case DG_CHANGE_ROW_INSERT:
         id_list_add(e->inserted, t->def->name, c->row_id);
         hist_add(m, e->req, t->tag, c->row_id, -1, NULL, dg_strdup("inserted"));
+        /* The parent it was inserted under: a revert checks it was not moved since. */
+        m->hist[m->nhist - 1].has_new = 1;
+        m->hist[m->nhist - 1].new_num = c->new_value;
         break;
       case DG_CHANGE_ROW_DELETE:
         id_list_add(e->deleted, t->def->name, c->row_id);
@@ -369,6 +372,71 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
   }
   dg_buf_dispose(&head);
   dg_buf_dispose(&mid);
+}
+
+/* Records, for the audit log's dg.row_images, every row of the subtree
+ * under `top` as it is now (pre-order, children in id order, so parents
+ * come before their children): its parent and every cell, numbers as exact
+ * decimal strings. Called just before the subtree is deleted, so that a
+ * revert can bring it back (issue 19). */
+static void record_images(effects_t *e, mtable_t *t, int64_t top) {
+  dg_manager_t *m = e->m;
+  size_t nstack = 0, capstack = 16, nkids = 0, capkids = 0;
+  int64_t *stack = dg_malloc(capstack * sizeof *stack), *kids = NULL;
+  stack[nstack++] = top;
+  dg_buf_t b;
+  dg_buf_init(&b);
+  while (nstack > 0) {
+    int64_t id = stack[--nstack];
+    dg_erow_t row;
+    if (dg_etable_row_get(t->et, id, &row) != 0) continue;
+    dg_buf_reset(&b);
+    dg_jsonw_t w;
+    dg_jsonw_init(&w, &b);
+    dg_jsonw_obj(&w);
+    for (int i = 0; i < t->def->ncols; i++) {
+      const dg_coldef_t *c = &t->def->cols[i];
+      dg_jsonw_key(&w, c->name);
+      if (c->type == DG_COL_NUMBER) {
+        int64_t v = 0;
+        char tmp[DG_DECIMAL_FORMAT_MAX + 8];
+        dg_etable_number_get(t->et, id, (uint32_t)c->slot, &v);
+        dg_jsonw_strn(&w, tmp, dg_decimal_format(v, c->scale, tmp, sizeof tmp));
+      } else {
+        const char *sv;
+        size_t n;
+        if (dg_etable_text_get(t->et, id, (uint32_t)c->slot, &sv, &n) == 0 && sv) dg_jsonw_strn(&w, sv, n);
+        else dg_jsonw_null(&w);
+      }
+    }
+    dg_jsonw_end(&w);
+    hist_add_kind(m, MHIST_IMAGE, e->req, t->tag, id, -1, dg_strndup(b.data, b.len), NULL);
+    mhist_t *h = &m->hist[m->nhist - 1];
+    h->has_old = row.parent_id != DG_ROW_NONE;
+    h->old_num = row.parent_id;
+    /* Children in id order, pushed reversed so the smallest comes next. */
+    nkids = 0;
+    int64_t after = DG_ROW_NONE;
+    for (;;) {
+      if (capkids - nkids < 256) {
+        capkids = capkids ? capkids * 2 : 256;
+        kids = dg_realloc(kids, capkids * sizeof *kids);
+      }
+      size_t got = 0;
+      if (dg_etable_children_get(t->et, id, after, kids + nkids, 256, &got) != 0 || got == 0) break;
+      nkids += got;
+      after = kids[nkids - 1];
+      if (got < 256) break;
+    }
+    if (capstack - nstack < nkids) {
+      capstack = (nstack + nkids) * 2;
+      stack = dg_realloc(stack, capstack * sizeof *stack);
+    }
+    for (size_t i = nkids; i-- > 0;) stack[nstack++] = kids[i];
+  }
+  dg_buf_dispose(&b);
+  dg_free(stack);
+  dg_free(kids);
 }
 
 /* Writes a row object from the engine's state. */
@@ -549,75 +617,6 @@ static int op_update_cells(effects_t *e, json_t *list, marks_t *mk, failure_t *f
   return 0;
 }
 
-/* A revert (issue 19): "cells" lists every cell the reverted update changed,
- * as the API read them from the audit log: {table, row_id, column,
- * expected: its value after that update, value: its value before}. All are
- * checked first; a cell that changed since (or whose row or column is gone)
- * is a conflict, listed in *conflicts, and rejects the request unless
- * "force". Then the cells are written back: text cells and number cells of
- * leaves take their old value exactly; number cells of parents are not
- * written, they roll up from their leaves (so a spread comes back to the
- * cent). Only the request's own content decides, so a replay does the same. */
-#define REVERT_CONFLICTS_LISTED 100
-static int cell_is(mtable_t *t, int64_t row, const dg_coldef_t *c, const json_t *want) {
-  if (c->type == DG_COL_TEXT) {
-    const char *s;
-    size_t n;
-    if (dg_etable_text_get(t->et, row, (uint32_t)c->slot, &s, &n) != 0) return 0;
-    if (json_is_null(want)) return s == NULL;
-    return s != NULL && json_is_string(want) && n == json_string_length(want) &&
-           memcmp(s, json_string_value(want), n) == 0;
-  }
-  int64_t cur, w;
-  if (dg_etable_number_get(t->et, row, (uint32_t)c->slot, &cur) != 0) return 0;
-  return dec_of(want, c->scale, &w) == 0 && cur == w;
-}
-
-static int op_revert(effects_t *e, json_t *o, marks_t *mk, json_t **conflicts, failure_t *f) {
-  json_t *cells = json_object_get(o, "cells");
-  const char *uid = json_string_value(json_object_get(o, "reverts"));
-  int force = json_is_true(json_object_get(o, "force"));
-  size_t nconf = 0;
-  for (size_t i = 0; i < json_array_size(cells); i++) {
-    json_t *u = json_array_get(cells, i);
-    mtable_t *t = NULL;
-    int64_t row = 0;
-    const dg_coldef_t *c = NULL;
-    failure_t ignored = {0, ""};
-    int gone = resolve_cell(e->m, u, &t, &row, &c, &ignored) != 0;
-    if (!gone && cell_is(t, row, c, json_object_get(u, "expected"))) continue;
-    if (nconf++ < REVERT_CONFLICTS_LISTED) {
-      if (*conflicts == NULL) *conflicts = json_array();
-      json_t *x = json_pack("{s:O?,s:O?,s:O?,s:O?}", "table", json_object_get(u, "table"), "row_id",
-                            json_object_get(u, "row_id"), "column", json_object_get(u, "column"), "expected",
-                            json_object_get(u, "expected"));
-      if (gone) json_object_set_new(x, "gone", json_true());
-      json_array_append_new(*conflicts, x);
-    }
-  }
-  if (nconf > 0 && !force)
-    return fail(f, 409, "%zu cell%s changed since update %s (revert with \"force\":true to overwrite them)", nconf,
-                nconf == 1 ? "" : "s", uid ? uid : "?");
-  for (size_t i = 0; i < json_array_size(cells); i++) {
-    json_t *u = json_array_get(cells, i);
-    mtable_t *t = NULL;
-    int64_t row = 0;
-    const dg_coldef_t *c = NULL;
-    failure_t ignored = {0, ""};
-    if (resolve_cell(e->m, u, &t, &row, &c, &ignored) != 0) continue; /* gone: forced past */
-    if (c->type == DG_COL_NUMBER) {
-      dg_erow_t r;
-      if (dg_etable_row_get(t->et, row, &r) == 0 && r.nchildren > 0) continue; /* rolls up */
-    }
-    json_t *value = json_object_get(u, "value");
-    if (c->type == DG_COL_NUMBER && json_is_null(value)) continue;
-    mark_table(mk, t);
-    if (mk->overflow) return fail(f, 400, "one revert may touch at most 16 tables");
-    if (write_cell(e, t, row, c, value, NULL, NULL, f) != 0) return -1;
-  }
-  return 0;
-}
-
 /* Cells of an insert/patch, as engine arrays. */
 static int row_values(mtable_t *t, json_t *cells, int64_t *nums, dg_etext_t *texts, failure_t *f) {
   const char *k;
@@ -633,6 +632,366 @@ static int row_values(mtable_t *t, json_t *cells, int64_t *nums, dg_etext_t *tex
     }
   }
   return 0;
+}
+
+/* ---- revert (issue 19) ------------------------------------------------------------
+ *
+ * The API reads what the reverted update U did from the audit log and sends
+ * it as one request; only the request's content and the engine's state
+ * decide, so a follower or a replay does exactly the same.
+ *
+ *   "rows":  what U did to whole rows, each to be undone:
+ *     {"undo":"insert","table","row_id","parent_id"?,"expected":{col:v}}
+ *         U inserted it: delete it (with its subtree). parent_id (absent
+ *         for updates logged before it was recorded) and expected (its
+ *         cells after U; an absent number is 0, an absent text null) say
+ *         what it must still be.
+ *     {"undo":"move","table","row_id","parent_id","expected_parent"}
+ *         U moved it from parent_id to expected_parent: move it back.
+ *     {"undo":"delete","table","row_id","parent_id","cells":{col:v}}
+ *         U deleted it: insert it again, same id, parent and cells (the
+ *         API lists parents before their children).
+ *   "cells": every other cell U changed, {table, row_id, column, expected:
+ *     its value after U, value: its value before}.
+ *
+ * Check first, change nothing: a row or cell that changed since is a
+ * conflict, listed in *conflicts, and rejects the request unless "force":
+ * an inserted row that is gone, was moved, has a child U did not insert, or
+ * holds another value; a moved row moved again; a cell whose value is not
+ * U's. Without rows (a revert of cell writes) every cell is checked, parents'
+ * too; with rows, a parent's number cells are roll-ups that come back with
+ * the rows and are not checked. Some conflicts force cannot override: an id
+ * taken since, a parent gone, a move back that would make a cycle.
+ *
+ * Then undo, in this order: delete what U inserted (tops with cascade,
+ * recording images as any delete does, so a revert of this revert brings
+ * them back); move back what U moved (last first); insert again what U
+ * deleted; write the cells back: text cells and number cells of leaves take
+ * their old value exactly, number cells of parents roll up from their
+ * leaves (so a spread comes back to the cent, and a parent that gave way to
+ * an inserted child gets its own value back). */
+#define REVERT_CONFLICTS_LISTED 100
+
+typedef struct {
+  json_t *list;   /* conflicts listed (at most REVERT_CONFLICTS_LISTED)       */
+  size_t n;       /* conflicts found                                         */
+  size_t nrows;   /* of which about whole rows                               */
+  size_t hard;    /* of which force cannot override                          */
+} rconf_t;
+
+static void conflict_add(rconf_t *rc, json_t *x, int row, int hard) {
+  rc->n++;
+  rc->nrows += row != 0;
+  rc->hard += hard != 0;
+  if (rc->list == NULL) rc->list = json_array();
+  if (json_array_size(rc->list) < REVERT_CONFLICTS_LISTED) json_array_append_new(rc->list, x);
+  else json_decref(x);
+}
+
+static void row_conflict(rconf_t *rc, const json_t *u, const char *reason, int hard) {
+  conflict_add(rc,
+               json_pack("{s:O?,s:O?,s:O?,s:s}", "table", json_object_get(u, "table"), "row_id",
+                         json_object_get(u, "row_id"), "undo", json_object_get(u, "undo"), "reason", reason),
+               1, hard);
+}
+
+static int cell_is(mtable_t *t, int64_t row, const dg_coldef_t *c, const json_t *want) {
+  if (c->type == DG_COL_TEXT) {
+    const char *s;
+    size_t n;
+    if (dg_etable_text_get(t->et, row, (uint32_t)c->slot, &s, &n) != 0) return 0;
+    if (want == NULL || json_is_null(want)) return s == NULL;
+    return s != NULL && json_is_string(want) && n == json_string_length(want) &&
+           memcmp(s, json_string_value(want), n) == 0;
+  }
+  int64_t cur, w = 0;
+  if (dg_etable_number_get(t->et, row, (uint32_t)c->slot, &cur) != 0) return 0;
+  return (want == NULL || dec_of(want, c->scale, &w) == 0) && cur == w;
+}
+
+static int64_t parent_of_json(const json_t *p) {
+  return p == NULL || json_is_null(p) ? DG_ROW_NONE : (int64_t)json_integer_value(p);
+}
+
+/* The rows U inserted, per table: whose children may go with them. */
+typedef struct {
+  mtable_t *t[16];
+  dg_idset_t ids[16];
+  int n;
+} rset_t;
+
+static dg_idset_t *rset_of(rset_t *s, mtable_t *t, int add) {
+  for (int i = 0; i < s->n; i++)
+    if (s->t[i] == t) return &s->ids[i];
+  if (!add || s->n == 16) return NULL;
+  s->t[s->n] = t;
+  dg_idset_init(&s->ids[s->n]);
+  return &s->ids[s->n++];
+}
+
+static void rset_dispose(rset_t *s) {
+  for (int i = 0; i < s->n; i++) dg_idset_dispose(&s->ids[i]);
+}
+
+/* Whether `a` is `row` or lies under it. */
+static int under(mtable_t *t, int64_t a, int64_t row) {
+  dg_erow_t r;
+  for (size_t hops = 0; a != DG_ROW_NONE && hops <= DG_ENGINE_MAX_ROWS; hops++) {
+    if (a == row) return 1;
+    if (dg_etable_row_get(t->et, a, &r) != 0) return 0;
+    a = r.parent_id;
+  }
+  return 0;
+}
+
+static void check_inserted(dg_manager_t *m, const json_t *u, rset_t *ins, rconf_t *rc) {
+  mtable_t *t = dg__mgr_table(m, json_string_value(json_object_get(u, "table")));
+  int64_t id = json_integer_value(json_object_get(u, "row_id"));
+  dg_erow_t r;
+  if (t == NULL || dg_etable_row_get(t->et, id, &r) != 0) {
+    row_conflict(rc, u, "gone", 0);
+    return;
+  }
+  json_t *pj = json_object_get(u, "parent_id");
+  if (pj && parent_of_json(pj) != r.parent_id) row_conflict(rc, u, "moved", 0);
+  if (r.nchildren > 0) {
+    dg_idset_t *set = rset_of(ins, t, 0);
+    int64_t kids[64], after = DG_ROW_NONE;
+    size_t got = 0;
+    int foreign = 0;
+    while (!foreign && dg_etable_children_get(t->et, id, after, kids, 64, &got) == 0 && got > 0) {
+      for (size_t k = 0; k < got && !foreign; k++) foreign = set == NULL || !dg_idset_has(set, kids[k]);
+      after = kids[got - 1];
+      if (got < 64) break;
+    }
+    if (foreign) row_conflict(rc, u, "children", 0);
+  }
+  json_t *exp = json_object_get(u, "expected");
+  for (int i = 0; i < t->def->ncols; i++) {
+    const dg_coldef_t *c = &t->def->cols[i];
+    if (c->type == DG_COL_NUMBER && r.nchildren > 0) continue; /* a roll-up */
+    json_t *want = json_object_get(exp, c->name);
+    if (cell_is(t, id, c, want)) continue;
+    json_t *shown = want ? json_incref(want) : c->type == DG_COL_NUMBER ? json_string("0") : json_null();
+    conflict_add(rc,
+                 json_pack("{s:O?,s:I,s:s,s:o}", "table", json_object_get(u, "table"), "row_id", (json_int_t)id,
+                           "column", c->name, "expected", shown),
+                 0, 0);
+  }
+}
+
+static void check_moved(dg_manager_t *m, const json_t *u, rconf_t *rc) {
+  mtable_t *t = dg__mgr_table(m, json_string_value(json_object_get(u, "table")));
+  int64_t id = json_integer_value(json_object_get(u, "row_id"));
+  int64_t back = parent_of_json(json_object_get(u, "parent_id"));
+  dg_erow_t r, p;
+  if (t == NULL || dg_etable_row_get(t->et, id, &r) != 0) {
+    row_conflict(rc, u, "gone", 0);
+    return;
+  }
+  if (r.parent_id != parent_of_json(json_object_get(u, "expected_parent"))) row_conflict(rc, u, "moved", 0);
+  if (back != DG_ROW_NONE && dg_etable_row_get(t->et, back, &p) != 0) row_conflict(rc, u, "parent_gone", 1);
+  else if (back != DG_ROW_NONE && under(t, back, id)) row_conflict(rc, u, "cycle", 1);
+}
+
+static void check_deleted(dg_manager_t *m, const json_t *u, rset_t *del, rconf_t *rc) {
+  mtable_t *t = dg__mgr_table(m, json_string_value(json_object_get(u, "table")));
+  int64_t id = json_integer_value(json_object_get(u, "row_id"));
+  int64_t parent = parent_of_json(json_object_get(u, "parent_id"));
+  dg_erow_t r;
+  if (t == NULL) {
+    row_conflict(rc, u, "table_gone", 1);
+    return;
+  }
+  if (dg_etable_row_get(t->et, id, &r) == 0) row_conflict(rc, u, "exists", 1);
+  dg_idset_t *set = rset_of(del, t, 0);
+  if (parent != DG_ROW_NONE && dg_etable_row_get(t->et, parent, &r) != 0 && !(set && dg_idset_has(set, parent)))
+    row_conflict(rc, u, "parent_gone", 1);
+}
+
+static int op_revert(effects_t *e, json_t *o, marks_t *mk, json_t **conflicts, failure_t *f) {
+  dg_manager_t *m = e->m;
+  json_t *cells = json_object_get(o, "cells"), *rows = json_object_get(o, "rows");
+  const char *uid = json_string_value(json_object_get(o, "reverts"));
+  int force = json_is_true(json_object_get(o, "force"));
+  int structural = json_array_size(rows) > 0;
+  rconf_t rc = {NULL, 0, 0, 0};
+  rset_t ins, del;
+  ins.n = del.n = 0;
+  int ret = 0;
+  for (size_t i = 0; i < json_array_size(rows); i++) {
+    json_t *u = json_array_get(rows, i);
+    const char *undo = json_string_value(json_object_get(u, "undo"));
+    mtable_t *t = dg__mgr_table(m, json_string_value(json_object_get(u, "table")));
+    rset_t *s = undo && strcmp(undo, "insert") == 0 ? &ins : undo && strcmp(undo, "delete") == 0 ? &del : NULL;
+    if (s == NULL && (undo == NULL || strcmp(undo, "move") != 0)) {
+      ret = fail(f, 400, "rows[%zu]: undo must be insert, move or delete", i);
+      goto out;
+    }
+    if (s && t) {
+      dg_idset_t *set = rset_of(s, t, 1);
+      if (set == NULL) {
+        ret = fail(f, 400, "one revert may touch at most 16 tables");
+        goto out;
+      }
+      dg_idset_add(set, json_integer_value(json_object_get(u, "row_id")));
+    }
+  }
+
+  /* ---- check ---- */
+  for (size_t i = 0; i < json_array_size(rows); i++) {
+    json_t *u = json_array_get(rows, i);
+    const char *undo = json_string_value(json_object_get(u, "undo"));
+    if (strcmp(undo, "insert") == 0) check_inserted(m, u, &ins, &rc);
+    else if (strcmp(undo, "move") == 0) check_moved(m, u, &rc);
+    else check_deleted(m, u, &del, &rc);
+  }
+  for (size_t i = 0; i < json_array_size(cells); i++) {
+    json_t *u = json_array_get(cells, i);
+    mtable_t *t = NULL;
+    int64_t row = 0;
+    const dg_coldef_t *c = NULL;
+    failure_t ignored = {0, ""};
+    int gone = resolve_cell(m, u, &t, &row, &c, &ignored) != 0;
+    if (!gone && structural && c->type == DG_COL_NUMBER) {
+      dg_erow_t r;
+      if (dg_etable_row_get(t->et, row, &r) == 0 && r.nchildren > 0) continue; /* a roll-up */
+    }
+    if (!gone && cell_is(t, row, c, json_object_get(u, "expected"))) continue;
+    json_t *x = json_pack("{s:O?,s:O?,s:O?,s:O?}", "table", json_object_get(u, "table"), "row_id",
+                          json_object_get(u, "row_id"), "column", json_object_get(u, "column"), "expected",
+                          json_object_get(u, "expected"));
+    if (gone) json_object_set_new(x, "gone", json_true());
+    conflict_add(&rc, x, 0, 0);
+  }
+  if (rc.hard > 0) {
+    ret = fail(f, 409,
+               "update %s cannot be reverted: %zu row%s cannot be put back (an id taken since, a parent gone, or a "
+               "cycle); force does not override this",
+               uid ? uid : "?", rc.hard, rc.hard == 1 ? "" : "s");
+    goto out;
+  }
+  if (rc.n > 0 && !force) {
+    if (rc.nrows == 0)
+      ret = fail(f, 409, "%zu cell%s changed since update %s (revert with \"force\":true to overwrite them)", rc.n,
+                 rc.n == 1 ? "" : "s", uid ? uid : "?");
+    else
+      ret = fail(f, 409, "%zu row%s or cell%s changed since update %s (revert with \"force\":true to overwrite them)",
+                 rc.n, rc.n == 1 ? "" : "s", rc.n == 1 ? "" : "s", uid ? uid : "?");
+    goto out;
+  }
+
+  /* ---- undo ---- */
+  /* 1. What U inserted: each row whose parent is not going too is deleted
+   *    with its subtree (a child added since goes with it only when forced:
+   *    otherwise it was a conflict). */
+  for (size_t i = 0; i < json_array_size(rows); i++) {
+    json_t *u = json_array_get(rows, i);
+    if (strcmp(json_string_value(json_object_get(u, "undo")), "insert") != 0) continue;
+    mtable_t *t = dg__mgr_table(m, json_string_value(json_object_get(u, "table")));
+    int64_t id = json_integer_value(json_object_get(u, "row_id"));
+    dg_erow_t r;
+    if (t == NULL || dg_etable_row_get(t->et, id, &r) != 0) continue; /* gone: forced past */
+    dg_idset_t *set = rset_of(&ins, t, 0);
+    if (r.parent_id != DG_ROW_NONE && set && dg_idset_has(set, r.parent_id)) continue; /* goes with its parent */
+    mark_table(mk, t);
+    if (mk->overflow) {
+      ret = fail(f, 400, "one revert may touch at most 16 tables");
+      goto out;
+    }
+    size_t from = dg_changes_count(m->changes);
+    record_images(e, t, id);
+    int erc = dg_etable_delete(t->et, id, true, m->changes);
+    if (erc != 0) {
+      ret = engine_fail(f, erc, t->def->name, id, NULL);
+      goto out;
+    }
+    collect(e, t, from, INT64_MIN);
+  }
+  /* 2. What U moved, back where it was (the last move first). */
+  for (size_t i = json_array_size(rows); i-- > 0;) {
+    json_t *u = json_array_get(rows, i);
+    if (strcmp(json_string_value(json_object_get(u, "undo")), "move") != 0) continue;
+    mtable_t *t = dg__mgr_table(m, json_string_value(json_object_get(u, "table")));
+    int64_t id = json_integer_value(json_object_get(u, "row_id"));
+    dg_erow_t r;
+    if (t == NULL || dg_etable_row_get(t->et, id, &r) != 0) continue; /* gone: forced past */
+    mark_table(mk, t);
+    if (mk->overflow) {
+      ret = fail(f, 400, "one revert may touch at most 16 tables");
+      goto out;
+    }
+    size_t from = dg_changes_count(m->changes);
+    int erc = dg_etable_move(t->et, id, parent_of_json(json_object_get(u, "parent_id")), m->changes);
+    if (erc != 0) {
+      ret = engine_fail(f, erc, t->def->name, id, NULL);
+      goto out;
+    }
+    collect(e, t, from, INT64_MIN);
+  }
+  /* 3. What U deleted, inserted again as it was (parents first). */
+  for (size_t i = 0; i < json_array_size(rows); i++) {
+    json_t *u = json_array_get(rows, i);
+    if (strcmp(json_string_value(json_object_get(u, "undo")), "delete") != 0) continue;
+    mtable_t *t = dg__mgr_table(m, json_string_value(json_object_get(u, "table")));
+    int64_t id = json_integer_value(json_object_get(u, "row_id"));
+    mark_table(mk, t);
+    if (mk->overflow) {
+      ret = fail(f, 400, "one revert may touch at most 16 tables");
+      goto out;
+    }
+    uint32_t nnum = dg_etable_num_columns(t->et), ntext = dg_etable_text_columns(t->et);
+    int64_t *nums = dg_calloc(nnum + 1, sizeof *nums);
+    dg_etext_t *texts = dg_calloc(ntext + 1, sizeof *texts);
+    int erc = 0;
+    if (row_values(t, json_object_get(u, "cells"), nums, texts, f) != 0) erc = -1;
+    size_t from = dg_changes_count(m->changes);
+    if (erc == 0) {
+      erc = dg_etable_insert(t->et, id, parent_of_json(json_object_get(u, "parent_id")), nums, texts, m->changes);
+      if (erc != 0) engine_fail(f, erc, t->def->name, id, NULL);
+    }
+    dg_free(nums);
+    dg_free(texts);
+    if (erc != 0) {
+      ret = -1;
+      goto out;
+    }
+    if (id >= m->next_row_id) m->next_row_id = id == INT64_MAX ? INT64_MAX : id + 1;
+    collect(e, t, from, id);
+  }
+  /* 4. The cells: leaves take their old value, parents roll up. */
+  for (size_t i = 0; i < json_array_size(cells); i++) {
+    json_t *u = json_array_get(cells, i);
+    mtable_t *t = NULL;
+    int64_t row = 0;
+    const dg_coldef_t *c = NULL;
+    failure_t ignored = {0, ""};
+    if (resolve_cell(m, u, &t, &row, &c, &ignored) != 0) continue; /* gone: forced past */
+    if (c->type == DG_COL_NUMBER) {
+      dg_erow_t r;
+      if (dg_etable_row_get(t->et, row, &r) == 0 && r.nchildren > 0) continue; /* rolls up */
+    }
+    json_t *value = json_object_get(u, "value");
+    if (c->type == DG_COL_NUMBER && json_is_null(value)) continue;
+    mark_table(mk, t);
+    if (mk->overflow) {
+      ret = fail(f, 400, "one revert may touch at most 16 tables");
+      goto out;
+    }
+    if (write_cell(e, t, row, c, value, NULL, NULL, f) != 0) {
+      ret = -1;
+      goto out;
+    }
+  }
+out:
+  if (ret != 0 && rc.list && f->status == 409) {
+    *conflicts = rc.list;
+    rc.list = NULL;
+  }
+  json_decref(rc.list);
+  rset_dispose(&ins);
+  rset_dispose(&del);
+  return ret;
 }
 
 /* rw: where the inserted rows are rendered, or NULL for none. */
@@ -1059,7 +1418,12 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     mark_table(&mk, t);
     int64_t id = json_integer_value(json_object_get(o, "row_id"));
     size_t from = dg_changes_count(m->changes);
-    int erc = dg_etable_delete(t->et, id, json_is_true(json_object_get(o, "cascade")), m->changes);
+    dg_erow_t row;
+    int cascade = json_is_true(json_object_get(o, "cascade"));
+    /* Images only of a delete that will go ahead (a rejected one drops its
+     * audit rows anyway). */
+    if (dg_etable_row_get(t->et, id, &row) == 0 && (cascade || row.nchildren == 0)) record_images(&e, t, id);
+    int erc = dg_etable_delete(t->et, id, cascade, m->changes);
     if (erc == DG_ECONFLICT) rc = fail(&f, 409, "row %" PRId64 " has children: delete with cascade=true", id);
     else if (erc != 0) rc = engine_fail(&f, erc, t->def->name, id, NULL);
     else collect(&e, t, from, INT64_MIN);

@@ -105,7 +105,10 @@ typedef struct mreq_s {
 } mreq_t;
 
 /* What an audit row records. */
-enum { MHIST_CELL = 0, MHIST_ROW = 1, MHIST_HOLD = 2 };
+/* MHIST_IMAGE: a row a delete removed, as it was (dg.row_images, not
+ * dg.cell_log): old_text is its cells as a JSON object, old_num its parent
+ * (has_old 0: a root). */
+enum { MHIST_CELL = 0, MHIST_ROW = 1, MHIST_HOLD = 2, MHIST_IMAGE = 3 };
 
 /* A change kept for the audit log (and, for holds, for dg.holds). */
 typedef struct mhist_s {
@@ -119,6 +122,8 @@ typedef struct mhist_s {
   int64_t old_num, new_num;/* numeric: scaled values (the column's scale)     */
   char *old_text;          /* not numeric: text, NULL for null (owned)        */
   char *new_text;
+  uint8_t has_new;         /* MHIST_ROW of an insert: new_num is the parent
+                              (DG_ROW_NONE: a root), for its revert          */
 } mhist_t;
 
 struct dg_manager_s {

@@ -585,7 +585,7 @@ static int write_table(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
     uint8_t *cols = dg_calloc((size_t)t->def->ncols + 1, 1);
     for (size_t i = 0; i < m->nhist && !all; i++) {
       const mhist_t *h = &m->hist[i];
-      if (h->tag != t->tag || h->kind == MHIST_HOLD) continue;
+      if (h->tag != t->tag || h->kind == MHIST_HOLD || h->kind == MHIST_IMAGE) continue;
       if (h->kind == MHIST_ROW || h->col < 0) all = 1;
       else cols[h->col] = 1;
     }
@@ -727,14 +727,17 @@ static int write_history(dg_manager_t *m, const work_t *w, char *err, size_t err
     }
   }
 
-  duckdb_appender ra, app;
+  duckdb_appender ra, app, ia;
   if (duckdb_appender_create(m->conn, "dg", "audit_requests", &ra) == DuckDBError ||
-      duckdb_appender_create(m->conn, "dg", "cell_log", &app) == DuckDBError) {
+      duckdb_appender_create(m->conn, "dg", "cell_log", &app) == DuckDBError ||
+      duckdb_appender_create(m->conn, "dg", "row_images", &ia) == DuckDBError) {
     snprintf(err, errcap, "appender on the audit log");
     duckdb_appender_destroy(&ra);
     duckdb_appender_destroy(&app);
+    duckdb_appender_destroy(&ia);
     return DG_EIO;
   }
+  int32_t pos = 0; /* of the next row image within its request */
 
   enum { C_MS, C_SEQ, C_ROW, C_COL, C_OLDN, C_NEWN, C_OLDT, C_NEWT, NCOL };
   duckdb_logical_type types[NCOL];
@@ -777,6 +780,20 @@ static int write_history(dg_manager_t *m, const work_t *w, char *err, size_t err
       duckdb_append_varchar(ra, r->user);
       duckdb_append_timestamp(ra, ts);
       if (duckdb_appender_end_row(ra) == DuckDBError) rc = DG_EIO;
+      pos = 0;
+    }
+    if (h->kind == MHIST_IMAGE) {
+      /* A deleted row as it was (migration 9): its own table, few rows. */
+      duckdb_append_int64(ia, (int64_t)xid.ms);
+      duckdb_append_int64(ia, (int64_t)xid.seq);
+      duckdb_append_int32(ia, pos++);
+      duckdb_append_int32(ia, ids[i]);
+      duckdb_append_int64(ia, h->row);
+      if (h->has_old) duckdb_append_int64(ia, h->old_num);
+      else duckdb_append_null(ia);
+      duckdb_append_varchar(ia, h->old_text ? h->old_text : "{}");
+      if (duckdb_appender_end_row(ia) == DuckDBError) rc = DG_EIO;
+      continue;
     }
     data[C_MS][fill] = (int64_t)xid.ms;
     data[C_SEQ][fill] = (int64_t)xid.seq;
@@ -801,6 +818,11 @@ static int write_history(dg_manager_t *m, const work_t *w, char *err, size_t err
         duckdb_vector_ensure_validity_writable(vec[c]);
         duckdb_validity_set_row_invalid(duckdb_vector_get_validity(vec[c]), fill);
       }
+      if (h->kind == MHIST_ROW && h->has_new) {
+        /* An insert's row record: new_num is the parent (INT64_MIN: a root). */
+        duckdb_validity_set_row_valid(duckdb_vector_get_validity(vec[C_NEWN]), fill);
+        data[C_NEWN][fill] = h->new_num;
+      }
       put_str(vec[C_OLDT], fill, h->old_text, h->old_text ? strlen(h->old_text) : 0);
       put_str(vec[C_NEWT], fill, h->new_text, h->new_text ? strlen(h->new_text) : 0);
     }
@@ -808,14 +830,17 @@ static int write_history(dg_manager_t *m, const work_t *w, char *err, size_t err
   }
   if (rc == 0 && duckdb_appender_close(ra) == DuckDBError) rc = DG_EIO;
   if (rc == 0 && duckdb_appender_close(app) == DuckDBError) rc = DG_EIO;
+  if (rc == 0 && duckdb_appender_close(ia) == DuckDBError) rc = DG_EIO;
   if (rc) {
     const char *e = duckdb_appender_error(app);
+    if (e == NULL) e = duckdb_appender_error(ia);
     snprintf(err, errcap, "audit log: %s", e ? e : duckdb_appender_error(ra));
   }
   duckdb_destroy_data_chunk(&chunk);
   for (idx_t c = 0; c < NCOL; c++) duckdb_destroy_logical_type(&types[c]);
   duckdb_appender_destroy(&ra);
   duckdb_appender_destroy(&app);
+  duckdb_appender_destroy(&ia);
   return rc;
 }
 

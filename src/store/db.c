@@ -175,6 +175,20 @@ static const char *const migrations[] = {
     "  actor VARCHAR NOT NULL,"
     "  action VARCHAR NOT NULL,"
     "  detail VARCHAR NOT NULL);",
+    /* 9: row images (issue 19: reverting a delete). Every row a delete
+     * removes, with its parent and every cell as they were just before, so
+     * POST /updates/{id}/revert can bring it back. pos orders a request's
+     * images (each deleted subtree in pre-order); col is the dg.audit_cols
+     * id of the table's row records (column_name NULL); cells is a JSON
+     * object, numbers as exact decimal strings at the column's scale. */
+    "CREATE TABLE dg.row_images ("
+    "  ms BIGINT NOT NULL,"
+    "  seq BIGINT NOT NULL,"
+    "  pos INTEGER NOT NULL,"
+    "  col INTEGER NOT NULL,"
+    "  row_id BIGINT NOT NULL,"
+    "  parent_id BIGINT,"
+    "  cells VARCHAR NOT NULL);",
 };
 
 /* ---- helpers ------------------------------------------------------------ */

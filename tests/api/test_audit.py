@@ -97,7 +97,8 @@ def test_audit_rows_of_schema_4_survive_the_upgrade(make_server):
     assert s.stop() == 0
     # Back to schema 4's shape, with one row written the old way.
     with sh.DuckReader(s.db, read_only=False) as d:
-        for sql in ["DROP TABLE IF EXISTS dg.key_scopes", "DROP TABLE IF EXISTS dg.admin_audit",  # migration 8
+        for sql in ["DROP TABLE IF EXISTS dg.row_images",  # migration 9
+                    "DROP TABLE IF EXISTS dg.key_scopes", "DROP TABLE IF EXISTS dg.admin_audit",  # migration 8
                     "DROP SEQUENCE IF EXISTS dg.admin_audit_seq",
                     "DROP TABLE IF EXISTS dg.revoked_tokens",  # migration 7, after 6
                     "DROP VIEW dg.cell_history", "DROP MACRO dg.scaled_text", "DROP TABLE dg.cell_log",
@@ -115,7 +116,7 @@ def test_audit_rows_of_schema_4_survive_the_upgrade(make_server):
     ok(s.post("/update_cell", {"table": "old", "row_id": 2, "column": "v", "value": "2.75", "request_id": "after-v4"}))
     assert s.stop() == 0
     with sh.DuckReader(s.db) as d:
-        assert d.query("SELECT max(version) FROM dg.schema_version") == [("8",)]
+        assert d.query("SELECT max(version) FROM dg.schema_version") == [("9",)]
         assert d.query("SELECT stream_id, \"user\", ts, table_name, row_id, column_name, old, new "
                        "FROM dg.cell_history WHERE request_id = 'from-v4'") == [
             ("1-1", "carol", "2026-01-02 03:04:05", "old", "2", "v", "0.25", "1.50")]

@@ -347,7 +347,8 @@ export class TableView {
       this.reloadAll(null);
       return;
     }
-    let structural = STRUCTURAL.has(u.op);
+    // A revert that brought rows back, deleted or moved them is structural too.
+    let structural = STRUCTURAL.has(u.op) || !!(u.inserted || u.deleted || u.moved);
     const now = performance.now();
     for (const ch of u.changes || []) {
       if (ch.table && ch.table !== this.name) continue;
