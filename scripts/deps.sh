@@ -25,7 +25,7 @@ DEST=third_party/duckdb
 # --variant=minbase plus git and make) with `make test` and `make run`.
 PKGS=(
   build-essential:gcc cmake:cmake pkg-config:pkg-config git:git npm:npm
-  libulfius-dev libjansson-dev libhiredis-dev libcmocka-dev libssl-dev libjwt-dev
+  libh2o-evloop-dev libwslay-dev libjansson-dev libhiredis-dev libcmocka-dev libssl-dev libjwt-dev
   redis-server redis-tools python3:/usr/bin/python3 python3-pytest python3-requests
   python3-jwt python3-cryptography python3-websocket openssl clang:clang
   ca-certificates curl:curl
@@ -59,9 +59,8 @@ fi
 
 # libcurl's headers (outbound HTTP: webhook deliveries, duckgrid import and
 # export). Any flavour will do; libcurl4-openssl-dev goes with the OpenSSL
-# duckgrid already uses. The flavours conflict with each other (libulfius-dev
-# brings libcurl4-gnutls-dev), so one is installed only when pkg-config finds
-# none.
+# duckgrid already uses. The flavours conflict with each other, so one is
+# installed only when pkg-config finds none.
 if ! pkg-config --exists libcurl; then
   say "installing Debian packages: libcurl4-openssl-dev"
   export DEBIAN_FRONTEND=noninteractive

@@ -37,6 +37,8 @@ typedef struct dg_config_s {
   double rate_limit;         /* requests/s per caller, 0 = no limit             */
   double rate_burst;         /* bucket size, 0 = the rate                       */
   int http_timeout_s;        /* idle/slow client connection timeout, seconds    */
+  int http_threads;          /* event-loop threads, 0: the number of cores      */
+  int http_workers;          /* most handler threads, 0: 4096                   */
   int heartbeat_ms;          /* keep-alive comment period of /events            */
   size_t client_buffer;      /* bytes a live client may lag before it is dropped */
   size_t page_bytes;         /* update text per get_updates page, bytes     */

@@ -19,20 +19,46 @@
 #include "dg/auth.h"
 #include "dg/catalog.h"
 
-struct _u_request;
-struct _u_response;
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "dg/buf.h"
 
 #define DG_HTTP_MAX_PARAMS 4
 
+typedef struct dg_front_req_s dg_front_req_t; /* front.c's side of a request */
+
+/** One request header or query parameter (name lowercased for headers). */
+typedef struct dg_kv_s {
+  char *name;
+  char *value;
+} dg_kv_t;
+
 typedef struct dg_req_s {
-  const struct _u_request *u;  /* ulfius's request (borrowed)             */
-  struct _u_response *resp;    /* ulfius's response (borrowed)            */
   dg_app_t *app;               /* the process (borrowed)                  */
   dg_principal_t who;          /* the caller, when the route needs a key  */
   const char *params[DG_HTTP_MAX_PARAMS]; /* path parameters, in order    */
   size_t nparams;
   json_t *body;                /* parsed JSON body or NULL (owned here)   */
   int status;                  /* status answered, for the access log    */
+  /* The request as the client sent it (owned by the request). */
+  const char *method;          /* "GET", ...                              */
+  const char *target;          /* path and query, raw                     */
+  const char *path;            /* path, raw (no query)                    */
+  const char *raw_body;        /* the body bytes (may hold NULs)          */
+  size_t raw_body_len;
+  struct sockaddr_storage peer;
+  dg_kv_t *headers;
+  size_t nheaders;
+  dg_kv_t *query;              /* decoded                                 */
+  size_t nquery;
+  /* The answer (front.c sends it): status, headers, body or stream. */
+  dg_buf_t out_headers;        /* name\0value\0 pairs                     */
+  const char *out_type;        /* Content-Type (static or in out_headers) */
+  dg_buf_t out_body;
+  struct dg_stream_s *stream;  /* set by dg_reply_stream                   */
+  struct dg_ws_s *ws;          /* set by dg_reply_websocket                */
+  dg_front_req_t *front;       /* private                                  */
 } dg_req_t;
 
 typedef int (*dg_handler_fn)(dg_req_t *r);
@@ -48,6 +74,14 @@ typedef struct dg_route_s {
 typedef struct dg_http_s dg_http_t;
 
 /**
+ * The request pipeline (server.c): routes, authenticates, parses the body
+ * and runs the handler, on a worker thread; r is filled by front.c.
+ */
+void dg_http_dispatch(dg_req_t *r);
+/** Frees what dg_http_dispatch and the handler left in r (not r). */
+void dg_req_dispose(dg_req_t *r);
+
+/**
  * Starts serving cfg->listen_host:port with every route. DG_EIO with a
  * reason in err when the address cannot be bound.
  */
@@ -57,6 +91,9 @@ void dg_http_stop(dg_http_t *h);
 
 /** Answers status with a JSON body (steals body). */
 void dg_reply_json(dg_req_t *r, int status, json_t *body);
+/** Answers status with len bytes of type (copied; type must outlive the
+ *  request: a literal or static data). */
+void dg_reply_bytes(dg_req_t *r, int status, const char *type, const char *data, size_t len);
 /** Answers 204 No Content. */
 void dg_reply_empty(dg_req_t *r, int status);
 /**
@@ -65,8 +102,70 @@ void dg_reply_empty(dg_req_t *r, int status);
  */
 void dg_problem(dg_req_t *r, int status, json_t *extra, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/** The reason phrase of a status ("Not Found"). */
+const char *dg_http_reason(int status);
 /** Maps a DG_E* code to its HTTP status. */
 int dg_http_status_of(int err);
+
+/** Adds a response header (name and value copied). */
+void dg_set_header(dg_req_t *r, const char *name, const char *value);
+
+/*
+ * A streamed answer (SSE, a file): read() is called on the event loop with
+ * can_block 0, and returns the bytes it put in buf (> 0), 0 when it has
+ * nothing now (it is called again after dg_stream_wake or at the next tick,
+ * every second), DG_STREAM_END when done, or DG_STREAM_BLOCK when the next
+ * bytes need blocking work (Redis, a file): then it is called again on a
+ * worker thread with can_block 1. free() runs once, when the stream ends
+ * or the client goes. attach() (optional) runs on the loop once the stream
+ * starts, with the handle to wake it from any thread.
+ */
+typedef struct dg_stream_handle_s dg_stream_handle_t;
+enum { DG_STREAM_END = -1, DG_STREAM_BLOCK = -2, DG_STREAM_ERROR = -3 };
+typedef struct dg_stream_s {
+  ssize_t (*read)(void *arg, char *buf, size_t max, int can_block);
+  void (*free)(void *arg);
+  void (*attach)(void *arg, dg_stream_handle_t *h);
+  void *arg;
+  int64_t length;              /* bytes, or -1 when unknown (chunked)     */
+  int tick_ms;                 /* how often read() runs unwoken (1000)    */
+} dg_stream_t;
+/** Answers status with a stream of type (copies *st). */
+void dg_reply_stream(dg_req_t *r, int status, const char *type, const dg_stream_t *st);
+/** Makes the stream's read() run soon on its loop; any thread, any time
+ *  until the stream's free() has started. */
+void dg_stream_wake(dg_stream_handle_t *h);
+
+/*
+ * A WebSocket (ws.c): the handler answers with dg_reply_websocket; after
+ * the upgrade the callbacks run on the connection's event loop:
+ *   open(arg, conn)           once, first
+ *   message(arg, data, len)   a text message (binary: text == 0)
+ *   wake(arg)                 after dg_ws_wake, from any thread
+ *   tick(arg)                 every second
+ *   close(arg)                once, last: free arg
+ * dg_ws_send queues a text message (loop thread only); dg_ws_close sends
+ * a close frame with status and reason once the queue is written.
+ * dg_ws_run runs fn(job) on a worker (blocking allowed), then done(arg,
+ * job) back on the loop, unless the socket closed in between; then
+ * done(NULL, job) runs to free job.
+ */
+typedef struct dg_ws_conn_s dg_ws_conn_t;
+typedef struct dg_ws_s {
+  void (*open)(void *arg, dg_ws_conn_t *c);
+  void (*message)(void *arg, const char *data, size_t len, int text);
+  void (*wake)(void *arg);
+  void (*tick)(void *arg);
+  void (*close)(void *arg);
+  void *arg;
+} dg_ws_t;
+void dg_reply_websocket(dg_req_t *r, const dg_ws_t *ws);
+void dg_ws_send(dg_ws_conn_t *c, const char *text, size_t len);
+void dg_ws_close(dg_ws_conn_t *c, int status, const char *reason);
+void dg_ws_wake(dg_ws_conn_t *c);
+/** Bytes queued and not yet written to the socket. */
+size_t dg_ws_pending(dg_ws_conn_t *c);
+void dg_ws_run(dg_ws_conn_t *c, void (*fn)(void *job), void (*done)(void *arg, void *job), void *job);
 
 /** Query-string parameter or NULL (borrowed). */
 const char *dg_query(const dg_req_t *r, const char *name);
@@ -94,8 +193,6 @@ dg_tabledef_t *dg_table_or_problem(dg_req_t *r, const char *name);
 /** A row id as text: optional '-', 1..19 digits, within int64 and not
  *  INT64_MIN (write.c). 0 or DG_EINVAL. */
 int dg_row_id_parse(const char *s, size_t n, int64_t *out);
-/** 1 once a WebSocket was accepted in this process (ws.c; server.c's stop). */
-extern atomic_int dg_ws_opened;
 extern const dg_route_t dg_routes_snapshots[]; /* snapshots.c: /admin/snapshots */
 extern const dg_route_t dg_routes_webhooks[];  /* webhooks.c: /admin/webhooks */
 

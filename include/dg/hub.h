@@ -54,6 +54,14 @@ dg_sub_t *dg_hub_subscribe_scoped(dg_hub_t *h, const char *const *tables, size_t
                                   const char *scope);
 /** Replaces the table filter (WebSocket subscribe/unsubscribe). */
 void dg_sub_set_tables(dg_hub_t *h, dg_sub_t *s, const char *const *tables, size_t ntables, int all);
+/**
+ * Calls fn(arg) under the hub's lock whenever an event is queued for s, s
+ * is dropped or the hub closes (and at once if one of these is already
+ * so), for a reader that does not wait in dg_sub_next (the event loop:
+ * fn only posts a wake-up, then the loop takes events with timeout 0).
+ * No call is made or running once dg_hub_unsubscribe has returned.
+ */
+void dg_sub_set_notify(dg_hub_t *h, dg_sub_t *s, void (*fn)(void *), void *arg);
 /** Unsubscribes and frees s and its queue. */
 void dg_hub_unsubscribe(dg_hub_t *h, dg_sub_t *s);
 

@@ -81,6 +81,8 @@ typedef struct qnode_s {
 } qnode_t;
 
 struct dg_sub_s {
+  void (*notify)(void *); /* called under the hub's lock when something is queued, dropped or closed */
+  void *notify_arg;
   pthread_cond_t cond;
   qnode_t *head, *tail;   /* pending events, oldest first                */
   size_t bytes;           /* pending bytes                               */
@@ -128,7 +130,10 @@ void dg_hub_close(dg_hub_t *h) {
   if (h == NULL) return;
   pthread_mutex_lock(&h->lock);
   h->closed = 1;
-  for (dg_sub_t *s = h->subs; s; s = s->next) pthread_cond_signal(&s->cond);
+  for (dg_sub_t *s = h->subs; s; s = s->next) {
+    pthread_cond_signal(&s->cond);
+    if (s->notify) s->notify(s->notify_arg);
+  }
   pthread_mutex_unlock(&h->lock);
   pthread_mutex_lock(&h->ring.lock);
   h->ring.closed = 1;
@@ -181,6 +186,15 @@ dg_sub_t *dg_hub_subscribe_scoped(dg_hub_t *h, const char *const *tables, size_t
   h->nsubs++;
   pthread_mutex_unlock(&h->lock);
   return s;
+}
+
+void dg_sub_set_notify(dg_hub_t *h, dg_sub_t *s, void (*fn)(void *), void *arg) {
+  pthread_mutex_lock(&h->lock);
+  s->notify = fn;
+  s->notify_arg = arg;
+  int now = s->head != NULL || s->dropped || h->closed;
+  if (fn && now) fn(arg);
+  pthread_mutex_unlock(&h->lock);
 }
 
 void dg_sub_set_tables(dg_hub_t *h, dg_sub_t *s, const char *const *tables, size_t n, int all) {
@@ -293,6 +307,7 @@ void dg_hub_publish(dg_hub_t *h, const char *id, const char *res, size_t len,
     if (s->bytes + len > s->max_bytes) {
       s->dropped = 1; /* too slow: the stream ends with a reason */
       pthread_cond_signal(&s->cond);
+      if (s->notify) s->notify(s->notify_arg);
       continue;
     }
     qnode_t *n = dg_malloc(sizeof *n);
@@ -304,6 +319,7 @@ void dg_hub_publish(dg_hub_t *h, const char *id, const char *res, size_t len,
     s->tail = n;
     s->bytes += len;
     pthread_cond_signal(&s->cond);
+    if (s->notify) s->notify(s->notify_arg);
   }
   event_unref_locked(ev);
   pthread_mutex_unlock(&h->lock);

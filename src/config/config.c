@@ -24,6 +24,8 @@ enum {
   OPT_JWT_SECRET, OPT_JWT_PUBLIC_KEY, OPT_JWT_JWKS, OPT_JWT_ISSUER, OPT_JWT_AUDIENCE,
   OPT_JWT_ROLE_CLAIM, OPT_TLS_CERT, OPT_TLS_KEY, OPT_RATE_LIMIT, OPT_RATE_BURST,
   OPT_HTTP_TIMEOUT,
+  OPT_HTTP_THREADS,
+  OPT_HTTP_WORKERS,
   OPT_REDIS_CA, OPT_REDIS_CERT, OPT_REDIS_KEY,
   OPT_HEARTBEAT, OPT_CLIENT_BUFFER, OPT_PEPPER_FILE,
   OPT_PAGE_BYTES, OPT_REPLAY_MAX, OPT_REPLAY_BYTES,
@@ -73,6 +75,8 @@ static const option_t options[] = {
     {OPT_RATE_LIMIT, "--rate-limit", "DUCKGRID_RATE_LIMIT", "requests/s per key or token, 0 = off (default 0)"},
     {OPT_RATE_BURST, "--rate-burst", "DUCKGRID_RATE_BURST", "burst size per key (default: the rate)"},
     {OPT_HTTP_TIMEOUT, "--http-timeout", "DUCKGRID_HTTP_TIMEOUT", "seconds an idle or slow client may hold a connection (default 60)"},
+    {OPT_HTTP_THREADS, "--http-threads", "DUCKGRID_HTTP_THREADS", "HTTP event-loop threads (default: the number of cores)"},
+    {OPT_HTTP_WORKERS, "--http-workers", "DUCKGRID_HTTP_WORKERS", "most worker threads running handlers at once (default 4096)"},
     {OPT_PEPPER_FILE, "--key-pepper-file", "DUCKGRID_KEY_PEPPER_FILE", "secret for hashing API keys at rest, made on first start, 0600 (default <db>.pepper)"},
     {OPT_HEARTBEAT, "--heartbeat-ms", "DUCKGRID_HEARTBEAT_MS", "keep-alive comment period of /events streams (default 15000)"},
     {OPT_CLIENT_BUFFER, "--client-buffer", "DUCKGRID_CLIENT_BUFFER", "bytes a live client may fall behind before it is dropped (default 8388608)"},
@@ -280,6 +284,14 @@ static int set_value(dg_config_t *c, size_t opt, const char *v, char *err, size_
     case OPT_HTTP_TIMEOUT:
       if (parse_long(v, 1, 3600, &n) != 0) break;
       c->http_timeout_s = (int)n;
+      return 0;
+    case OPT_HTTP_THREADS:
+      if (parse_long(v, 1, 256, &n) != 0) break;
+      c->http_threads = (int)n;
+      return 0;
+    case OPT_HTTP_WORKERS:
+      if (parse_long(v, 8, 65536, &n) != 0) break;
+      c->http_workers = (int)n;
       return 0;
     case OPT_REDIS_CA: return set_file(&c->redis_ca, v, name, err, errcap);
     case OPT_REDIS_CERT: return set_file(&c->redis_cert, v, name, err, errcap);

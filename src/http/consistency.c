@@ -13,7 +13,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <ulfius.h>
 
 #include "dg/common.h"
 #include "dg/http.h"
@@ -59,7 +58,7 @@ int dg_read_consistent_or_problem(dg_req_t *r) {
   int rc = dg_progress_wait(app->progress, want, has_min ? wait_ms : stuck ? 0 : CATCH_UP_MAX_MS, &reached);
   char applied[DG_REDIS_XID_BUFSZ];
   dg_redis_xid_format(reached, applied, sizeof applied);
-  u_map_put(r->resp->map_header, "X-Duckgrid-Applied", applied);
+  dg_set_header(r, "X-Duckgrid-Applied", applied);
   if (rc != 0 && has_min && dg_redis_xid_cmp(reached, min) < 0) {
     dg_problem(r, 504, json_pack("{s:s,s:s}", "min_update", mu, "applied", applied),
                "update %s is not applied on this node within %d ms", mu, wait_ms);

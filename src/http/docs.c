@@ -52,7 +52,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <ulfius.h>
 #include <unistd.h>
 
 #include "dg/common.h"
@@ -288,20 +287,17 @@ static void serve(dg_req_t *r, const doc_file_t *f) {
     dg_problem(r, 404, NULL, "%s is not available on this server (see the server log)", f->name);
     return;
   }
-  u_map_put(r->resp->map_header, "ETag", f->etag);
-  u_map_put(r->resp->map_header, "Cache-Control", f->cache);
-  u_map_put(r->resp->map_header, "X-Content-Type-Options", "nosniff");
-  if (f->csp) u_map_put(r->resp->map_header, "Content-Security-Policy", f->csp);
-  if (f->origin == FROM_WEB) u_map_put(r->resp->map_header, "Referrer-Policy", "no-referrer");
+  dg_set_header(r, "ETag", f->etag);
+  dg_set_header(r, "Cache-Control", f->cache);
+  dg_set_header(r, "X-Content-Type-Options", "nosniff");
+  if (f->csp) dg_set_header(r, "Content-Security-Policy", f->csp);
+  if (f->origin == FROM_WEB) dg_set_header(r, "Referrer-Policy", "no-referrer");
   const char *inm = dg_header(r, "If-None-Match");
   if (inm && (strstr(inm, f->etag) != NULL || strcmp(inm, "*") == 0)) {
-    ulfius_set_empty_body_response(r->resp, 304);
-    r->status = 304;
+    dg_reply_empty(r, 304);
     return;
   }
-  ulfius_set_binary_body_response(r->resp, 200, f->data, f->len);
-  u_map_put(r->resp->map_header, "Content-Type", f->type);
-  r->status = 200;
+  dg_reply_bytes(r, 200, f->type, f->data, f->len);
 }
 
 static int openapi_get(dg_req_t *r) {

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <ulfius.h>
 
 #include "dg/alive.h"
 #include "dg/buf.h"
@@ -90,9 +89,12 @@ static int table_matches(const char *table, const char *res, size_t len) {
   return yes;
 }
 
-static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
+/* Pulled by the event loop (can_block 0), or once on a worker (can_block
+ * 1) when a replay page must be read from Redis. Never waits for events:
+ * the hub's notify wakes the stream (sse_attach), and the loop's tick calls
+ * again every second for the revocation check and the heartbeat. */
+static ssize_t sse_read(void *arg, char *buf, size_t max, int can_block) {
   sse_t *s = arg;
-  (void)offset;
   for (;;) {
     if (s->sent < s->out.len) {
       size_t n = s->out.len - s->sent;
@@ -105,9 +107,10 @@ static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
       }
       return (ssize_t)n;
     }
-    if (s->ended) return U_STREAM_END;
+    if (s->ended) return DG_STREAM_END;
     if (!still_allowed(s)) continue;
     if (s->replaying) {
+      if (!can_block) return DG_STREAM_BLOCK;
       /* The next page only once the client took the last: the backlog is
        * never held here, however far behind the client resumes. */
       if (replay_page(s) != 0) {
@@ -118,13 +121,8 @@ static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
       continue;
     }
     dg_event_t *ev = NULL;
-    /* Wait at most a second, so the caller is checked that often; the
-     * heartbeat goes out when heartbeat_ms passed without anything sent. */
-    int64_t now = dg_mono_us() / 1000, wait = s->beat_ms + s->app->cfg->heartbeat_ms - now;
-    if (wait > 1000) wait = 1000;
-    if (wait < 0) wait = 0;
-    int rc = dg_sub_next(s->app->hub, s->sub, (int)wait, &ev);
-    if (rc == DG_HUB_TIMEOUT && dg_mono_us() / 1000 - s->beat_ms < s->app->cfg->heartbeat_ms) continue;
+    int rc = dg_sub_next(s->app->hub, s->sub, 0, &ev);
+    if (rc == DG_HUB_TIMEOUT && dg_mono_us() / 1000 - s->beat_ms < s->app->cfg->heartbeat_ms) return 0;
     s->beat_ms = dg_mono_us() / 1000;
     if (rc == DG_HUB_EVENT) {
       dg_redis_xid_t id;
@@ -146,6 +144,13 @@ static ssize_t sse_read(void *arg, uint64_t offset, char *buf, size_t max) {
       s->ended = 1;
     }
   }
+}
+
+static void sse_notify(void *handle) { dg_stream_wake(handle); }
+
+static void sse_attach(void *arg, dg_stream_handle_t *h) {
+  sse_t *s = arg;
+  dg_sub_set_notify(s->app->hub, s->sub, sse_notify, h);
 }
 
 static void sse_free(void *arg) {
@@ -311,11 +316,12 @@ static int events_get(dg_req_t *r) {
     freeReplyObject(rep);
     dg_redis_pool_put(app->redis, c);
   }
-  ulfius_set_stream_response(r->resp, 200, sse_read, sse_free, U_STREAM_SIZE_UNKNOWN, 16384, s);
-  u_map_put(r->resp->map_header, "Content-Type", "text/event-stream");
-  u_map_put(r->resp->map_header, "Cache-Control", "no-cache");
-  u_map_put(r->resp->map_header, "X-Accel-Buffering", "no");
-  r->status = 200;
+  int tick = app->cfg->heartbeat_ms < 1000 ? app->cfg->heartbeat_ms : 1000;
+  dg_stream_t stream = {.read = sse_read, .free = sse_free, .attach = sse_attach, .arg = s, .length = -1,
+                        .tick_ms = tick};
+  dg_reply_stream(r, 200, "text/event-stream", &stream);
+  dg_set_header(r, "Cache-Control", "no-cache");
+  dg_set_header(r, "X-Accel-Buffering", "no");
   return 0;
 }
 

@@ -48,7 +48,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ulfius.h>
 #include <unistd.h>
 
 #include "dg/buf.h"
@@ -288,8 +287,8 @@ static void index_rows(sheet_t *s, size_t first) {
 /* The CSV body into s: names from its first record, lines from the scan.
  * 0, or nonzero with the problem answered. */
 static int read_csv_body(dg_req_t *r, sheet_t *s) {
-  const char *body = r->u->binary_body;
-  size_t len = r->u->binary_body_length;
+  const char *body = r->raw_body;
+  size_t len = r->raw_body_len;
   if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) { /* a UTF-8 byte order mark */
     body += 3;
     len -= 3;
@@ -355,8 +354,8 @@ static int read_csv_body(dg_req_t *r, sheet_t *s) {
 /* The Parquet body into s: names from its columns, rows numbered from 1.
  * 0, or nonzero with the problem answered. */
 static int read_parquet_body(dg_req_t *r, sheet_t *s) {
-  const char *body = r->u->binary_body;
-  size_t len = r->u->binary_body_length;
+  const char *body = r->raw_body;
+  size_t len = r->raw_body_len;
   if (len == 0) {
     dg_problem(r, 400, NULL, "the body is empty: send the Parquet file");
     return DG_EINVAL;

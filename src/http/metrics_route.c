@@ -1,7 +1,6 @@
 /*
  * metrics_route.c -- GET /metrics (read role): Prometheus text format.
  */
-#include <ulfius.h>
 
 #include "dg/auth.h"
 #include "dg/buf.h"
@@ -18,9 +17,7 @@ static int metrics_get(dg_req_t *r) {
   dg_buf_t out;
   dg_buf_init(&out);
   dg_metrics_render(r->app->metrics, r->app, &out);
-  ulfius_set_binary_body_response(r->resp, 200, out.data, out.len);
-  u_map_put(r->resp->map_header, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-  r->status = 200;
+  dg_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len);
   dg_buf_dispose(&out);
   return 0;
 }

@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <ulfius.h>
 #include <unistd.h>
 
 #include "dg/buf.h"
@@ -698,15 +697,19 @@ static void csv_field(dg_buf_t *b, const char *v) { csv_fieldn(b, v, v ? strlen(
 /* A Parquet export being sent: the file, already unlinked. */
 typedef struct {
   int fd;
+  off_t pos;
 } pq_stream_t;
 
-static ssize_t pq_read(void *cls, uint64_t pos, char *buf, size_t max) {
+/* Read on the event loop: a local file just written, in the page cache. */
+static ssize_t pq_read(void *cls, char *buf, size_t max, int can_block) {
   pq_stream_t *s = cls;
   ssize_t n;
-  do n = pread(s->fd, buf, max, (off_t)pos);
+  (void)can_block;
+  do n = pread(s->fd, buf, max, s->pos);
   while (n < 0 && errno == EINTR);
-  if (n < 0) return U_STREAM_ERROR;
-  return n == 0 ? U_STREAM_END : n;
+  if (n < 0) return DG_STREAM_ERROR;
+  s->pos += n;
+  return n == 0 ? DG_STREAM_END : n;
 }
 
 static void pq_free(void *cls) {
@@ -755,16 +758,11 @@ static void export_parquet(dg_req_t *r, duckdb_connection c, const dg_tabledef_t
   }
   pq_stream_t *s = dg_calloc(1, sizeof *s);
   s->fd = fd;
-  if (ulfius_set_stream_response(r->resp, 200, pq_read, pq_free, (uint64_t)st.st_size, 65536, s) != U_OK) {
-    pq_free(s);
-    dg_problem(r, 500, NULL, "exporting table '%s' failed", t->name);
-    return;
-  }
-  r->status = 200;
-  u_map_put(r->resp->map_header, "Content-Type", "application/vnd.apache.parquet");
+  dg_stream_t stream = {.read = pq_read, .free = pq_free, .arg = s, .length = (int64_t)st.st_size};
+  dg_reply_stream(r, 200, "application/vnd.apache.parquet", &stream);
   char disp[DG_NAME_MAX + 64];
   snprintf(disp, sizeof disp, "attachment; filename=\"%s.parquet\"", t->name);
-  u_map_put(r->resp->map_header, "Content-Disposition", disp);
+  dg_set_header(r, "Content-Disposition", disp);
 }
 
 /* GET /tables/{table}/export?format=csv|json|parquet: every row of the table, in id
@@ -868,10 +866,10 @@ static int table_export(dg_req_t *r) {
     }
     dg_reply_buf(r, 200, &body);
     dg_buf_dispose(&body);
-    if (csv) u_map_put(r->resp->map_header, "Content-Type", "text/csv; charset=utf-8");
+    if (csv) r->out_type = "text/csv; charset=utf-8";
     char disp[DG_NAME_MAX + 64];
     snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", t->name, csv ? "csv" : "json");
-    u_map_put(r->resp->map_header, "Content-Disposition", disp);
+    dg_set_header(r, "Content-Disposition", disp);
   }
   duckdb_destroy_result(&res);
   dg_buf_dispose(&sql);

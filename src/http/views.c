@@ -27,7 +27,6 @@
  * column name of the view is ever put into SQL text.
  */
 #include <duckdb.h>
-#include <ulfius.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,7 +432,7 @@ static int read_view_or_problem(dg_req_t *r, duckdb_connection c, const char *na
     dg_principal_id(&r->who, caller, sizeof caller);
     int g = dg_qguard_enter(r->app->qguard, c, caller, &slot);
     if (g == DG_ECONFLICT) {
-      u_map_put(r->resp->map_header, "Retry-After", "1");
+      dg_set_header(r, "Retry-After", "1");
       dg_problem(r, 429, NULL, "this key already runs %d view queries; retry when one is done",
                  r->app->cfg->view_concurrency);
       rc = g;

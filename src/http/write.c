@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <ulfius.h>
 
 #include "dg/buf.h"
 #include "dg/catalog.h"
@@ -425,7 +424,7 @@ static void await_replicas(dg_req_t *r, dg_redis_t *c) {
   }
   int ok = rc == 0 && acked >= want;
   atomic_fetch_add(ok ? &app->repl_ok : &app->repl_timeout, 1);
-  u_map_put(r->resp->map_header, "X-Duckgrid-Replicated", ok ? "ok" : "timeout");
+  dg_set_header(r, "X-Duckgrid-Replicated", ok ? "ok" : "timeout");
 }
 
 /* Drops a request not queued: its DOM, or its text (submit_any). */

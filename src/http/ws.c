@@ -19,17 +19,20 @@
  * "reason":"slow consumer…"} and the socket is closed (it can reconnect and
  * catch up via get_updates or /events with Last-Event-ID).
  *
- * Threads (ulfius): incoming messages are handled on the connection's
- * thread, the updates are pushed by the manager thread of the socket;
- * ulfius serialises writes, and frees nothing before both have finished,
- * when onclose frees our state.
+ * Threads: every callback runs on the connection's event loop (front.c).
+ * Updates arrive through the hub's notify (a wake-up of the loop, which
+ * then takes the queued events without waiting). An update_cell runs on a
+ * worker (it may wait for its outcome), one at a time per socket so the
+ * results come in the order of the messages; at most MAX_INBOX messages
+ * (MAX_INBOX_BYTES) may wait behind it, or the socket is closed with 1008.
+ * A client that does not read: more than DUCKGRID_CLIENT_BUFFER bytes
+ * queued for it, and it is dropped; a message over 1 MiB closes with 1009.
  */
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <ulfius.h>
 
 #include "dg/alive.h"
 #include "dg/buf.h"
@@ -45,88 +48,169 @@
 /* Tables one socket may subscribe to at once. */
 #define MAX_SUB_TABLES 64
 
+/* Messages that may wait behind a running update_cell. */
+#define MAX_INBOX 1024
+#define MAX_INBOX_BYTES (4u << 20)
+
+typedef struct inbox_s {
+  struct inbox_s *next;
+  json_t *msg;
+  size_t bytes;
+} inbox_t;
+
 typedef struct {
   dg_app_t *app;
   dg_principal_t who;
   dg_sub_t *sub;
-  atomic_int revoked;     /* the caller lost its right: closing         */
+  dg_ws_conn_t *conn;
+  int revoked;            /* the caller lost its right: closing         */
+  int busy;               /* an update_cell is on a worker              */
+  inbox_t *head, *tail;   /* messages waiting behind it                 */
+  size_t nbox, box_bytes;
 } ws_t;
+
+static void send_text(ws_t *w, const char *text, size_t len) { dg_ws_send(w->conn, text, len); }
 
 /* The caller still allowed? If not, says why and closes the socket: a
  * deleted key or an expired token ends the stream within a second (the
- * manage loop asks every second) and before any further message is
- * handled. ulfius sends a close frame without a status code, so the
- * reason travels as a last message before it. */
-static int still_allowed(ws_t *w, struct _websocket_manager *wsm) {
+ * tick asks every second) and before any further message is handled. */
+static int still_allowed(ws_t *w) {
   char why[120];
-  if (!atomic_load(&w->revoked) && dg_alive_check(w->app->alive, &w->who, why, sizeof why) == 0) return 1;
-  if (atomic_exchange(&w->revoked, 1) == 0) {
+  if (!w->revoked && dg_alive_check(w->app->alive, &w->who, why, sizeof why) == 0) return 1;
+  if (!w->revoked) {
+    w->revoked = 1;
     char msg[200];
     snprintf(msg, sizeof msg, "{\"type\":\"revoked\",\"status\":401,\"reason\":\"%s\"}", why);
-    ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_TEXT, strlen(msg), msg);
-    ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_CLOSE, 0, NULL);
+    send_text(w, msg, strlen(msg));
+    dg_ws_close(w->conn, 1008, "revoked");
   }
   return 0;
 }
 
-static void send_json(struct _websocket_manager *wsm, json_t *msg) {
+static void send_json(ws_t *w, json_t *msg) {
   char *text = json_dumps(msg, JSON_COMPACT);
   json_decref(msg);
-  if (text) ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_TEXT, strlen(text), text);
+  if (text) send_text(w, text, strlen(text));
   free(text);
 }
 
 /* Sends raw pre-encoded JSON `body` wrapped as {"type":type,key:body,...}. */
-static void send_wrapped(struct _websocket_manager *wsm, const char *prefix, const char *body,
-                         size_t len) {
+static void send_wrapped(ws_t *w, const char *prefix, const char *body, size_t len) {
   dg_buf_t b;
   dg_buf_init(&b);
   dg_buf_puts(&b, prefix);
   dg_buf_append(&b, body, len);
   dg_buf_putc(&b, '}');
-  ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_TEXT, b.len, b.data);
+  send_text(w, b.data, b.len);
   dg_buf_dispose(&b);
 }
 
-static void send_error(struct _websocket_manager *wsm, int status, const char *detail) {
+static void send_error(ws_t *w, int status, const char *detail) {
   json_t *p = json_pack("{s:i,s:s,s:s,s:s}", "status", status, "code",
                         status == 403 ? "forbidden" : "bad_request", "title",
                         status == 403 ? "Forbidden" : "Bad Request", "detail", detail);
-  send_json(wsm, json_pack("{s:s,s:i,s:o}", "type", "error", "status", status, "body", p));
+  send_json(w, json_pack("{s:s,s:i,s:o}", "type", "error", "status", status, "body", p));
 }
 
-static void subscribe(ws_t *w, struct _websocket_manager *wsm, json_t *msg) {
+static void subscribe(ws_t *w, json_t *msg) {
   json_t *tables = json_object_get(msg, "tables");
   if (tables == NULL || json_is_null(tables)) {
     dg_sub_set_tables(w->app->hub, w->sub, NULL, 0, 1);
-    send_json(wsm, json_pack("{s:s,s:s}", "type", "subscribed", "tables", "*"));
+    send_json(w, json_pack("{s:s,s:s}", "type", "subscribed", "tables", "*"));
     return;
   }
   if (!json_is_array(tables) || json_array_size(tables) > MAX_SUB_TABLES) {
-    send_error(wsm, 400, "tables must be an array of at most 64 table names, or absent for all");
+    send_error(w, 400, "tables must be an array of at most 64 table names, or absent for all");
     return;
   }
   const char *names[MAX_SUB_TABLES];
   for (size_t i = 0; i < json_array_size(tables); i++) {
     names[i] = json_string_value(json_array_get(tables, i));
     if (!dg_name_valid(names[i])) {
-      send_error(wsm, 400, "tables holds an invalid table name");
+      send_error(w, 400, "tables holds an invalid table name");
       return;
     }
     if (!dg_principal_can(&w->who, names[i])) {
-      send_error(wsm, 403, "tables holds a table outside this key's scope");
+      send_error(w, 403, "tables holds a table outside this key's scope");
       return;
     }
   }
   dg_sub_set_tables(w->app->hub, w->sub, names, json_array_size(tables), 0);
-  send_json(wsm, json_pack("{s:s,s:O}", "type", "subscribed", "tables", tables));
+  send_json(w, json_pack("{s:s,s:O}", "type", "subscribed", "tables", tables));
 }
 
-/* Runs POST /update_cell's handler for one message and sends its answer. */
-static void update_cell(ws_t *w, const struct _u_request *upgrade, struct _websocket_manager *wsm,
-                        json_t *msg) {
+/* One update_cell, run on a worker: POST /update_cell's own handler on a
+ * request made for it, so validation, errors, idempotency and outcomes are
+ * identical. */
+typedef struct {
+  dg_app_t *app;
+  dg_principal_t who;
+  json_t *msg;
+  dg_buf_t out;           /* the {"type":"result",…} message */
+} ucjob_t;
+
+static void uc_run(void *arg) {
+  ucjob_t *j = arg;
+  dg_req_t r;
+  memset(&r, 0, sizeof r);
+  r.app = j->app;
+  r.who = j->who;
+  r.method = "POST";
+  r.path = r.target = "/update_cell";
+  dg_buf_init(&r.out_headers);
+  dg_buf_init(&r.out_body);
+  if (json_is_true(json_object_get(j->msg, "async"))) {
+    r.query = dg_calloc(1, sizeof *r.query);
+    r.query[0].name = dg_strdup("async");
+    r.query[0].value = dg_strdup("true");
+    r.nquery = 1;
+  }
+  json_t *body = json_deep_copy(j->msg);
+  json_object_del(body, "type");
+  json_object_del(body, "id");
+  json_object_del(body, "async");
+  r.body = body; /* disposed with r */
+  dg_write_update_cell(&r);
+  dg_buf_printf(&j->out, "{\"type\":\"result\",\"status\":%d,\"id\":", r.status);
+  json_t *id = json_object_get(j->msg, "id");
+  char *idtext = id ? json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  dg_buf_puts(&j->out, idtext ? idtext : "null");
+  free(idtext);
+  dg_buf_puts(&j->out, ",\"body\":");
+  if (r.out_body.len) dg_buf_append(&j->out, r.out_body.data, r.out_body.len);
+  else dg_buf_puts(&j->out, "null");
+  dg_buf_putc(&j->out, '}');
+  dg_req_dispose(&r);
+}
+
+static void handle(ws_t *w, json_t *msg);
+
+static void uc_done(void *arg, void *job) {
+  ucjob_t *j = job;
+  ws_t *w = arg; /* NULL: the socket closed meanwhile */
+  if (w) {
+    send_text(w, j->out.data, j->out.len);
+    w->busy = 0;
+    /* The messages that waited, in order, until the next update_cell. */
+    while (!w->busy && w->head && !w->revoked) {
+      inbox_t *b = w->head;
+      w->head = b->next;
+      if (w->head == NULL) w->tail = NULL;
+      w->nbox--;
+      w->box_bytes -= b->bytes;
+      handle(w, b->msg);
+      json_decref(b->msg);
+      dg_free(b);
+    }
+  }
+  json_decref(j->msg);
+  dg_buf_dispose(&j->out);
+  dg_free(j);
+}
+
+static void update_cell(ws_t *w, json_t *msg) {
   if (w->who.role < DG_ROLE_WRITE) {
-    send_error(wsm, 403, "update_cell needs the 'write' role");
+    send_error(w, 403, "update_cell needs the 'write' role");
     return;
   }
   /* The same per-caller bucket as POST /update_cell. */
@@ -136,116 +220,127 @@ static void update_cell(ws_t *w, const struct _u_request *upgrade, struct _webso
   if (wait > 0) {
     json_t *p = json_pack("{s:i,s:s,s:s,s:s,s:i}", "status", 429, "code", "too_many_requests", "title",
                           "Too Many Requests", "detail", "rate limit exceeded; retry later", "retry_after", wait);
-    send_json(wsm, json_pack("{s:s,s:i,s:O?,s:o}", "type", "result", "status", 429, "id",
-                             json_object_get(msg, "id"), "body", p));
+    send_json(w, json_pack("{s:s,s:i,s:O?,s:o}", "type", "result", "status", 429, "id",
+                           json_object_get(msg, "id"), "body", p));
     return;
   }
-  struct _u_request req;
-  struct _u_response resp;
-  ulfius_init_request(&req);
-  ulfius_init_response(&resp);
-  req.http_verb = o_strdup("POST");
-  if (json_is_true(json_object_get(msg, "async"))) u_map_put(req.map_url, "async", "true");
-  (void)upgrade;
-  dg_req_t r;
-  memset(&r, 0, sizeof r);
-  r.u = &req;
-  r.resp = &resp;
-  r.app = w->app;
-  r.who = w->who;
-  json_t *body = json_deep_copy(msg);
-  json_object_del(body, "type");
-  json_object_del(body, "id");
-  json_object_del(body, "async");
-  r.body = body;
-  dg_write_update_cell(&r);
-  dg_buf_t b;
-  dg_buf_init(&b);
-  dg_buf_printf(&b, "{\"type\":\"result\",\"status\":%d,\"id\":", r.status);
-  json_t *id = json_object_get(msg, "id");
-  char *idtext = id ? json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-  dg_buf_puts(&b, idtext ? idtext : "null");
-  free(idtext);
-  dg_buf_puts(&b, ",\"body\":");
-  if (resp.binary_body_length) dg_buf_append(&b, resp.binary_body, resp.binary_body_length);
-  else dg_buf_puts(&b, "null");
-  dg_buf_putc(&b, '}');
-  ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_TEXT, b.len, b.data);
-  dg_buf_dispose(&b);
-  json_decref(body);
-  ulfius_clean_request(&req);
-  ulfius_clean_response(&resp);
+  ucjob_t *j = dg_calloc(1, sizeof *j);
+  j->app = w->app;
+  j->who = w->who;
+  j->msg = json_incref(msg);
+  dg_buf_init(&j->out);
+  w->busy = 1;
+  dg_ws_run(w->conn, uc_run, uc_done, j);
 }
 
-static void on_message(const struct _u_request *upgrade, struct _websocket_manager *wsm,
-                       const struct _websocket_message *m, void *arg) {
+static void handle(ws_t *w, json_t *msg) {
+  const char *type = json_string_value(json_object_get(msg, "type"));
+  if (!json_is_object(msg) || type == NULL) {
+    send_error(w, 400, "a message is a JSON object with a \"type\"");
+  } else if (strcmp(type, "subscribe") == 0) {
+    subscribe(w, msg);
+  } else if (strcmp(type, "unsubscribe") == 0) {
+    dg_sub_set_tables(w->app->hub, w->sub, NULL, 0, 0);
+    send_json(w, json_pack("{s:s}", "type", "unsubscribed"));
+  } else if (strcmp(type, "update_cell") == 0) {
+    update_cell(w, msg);
+  } else if (strcmp(type, "ping") == 0) {
+    send_json(w, json_pack("{s:s}", "type", "pong"));
+  } else {
+    send_error(w, 400, "type must be subscribe, unsubscribe, update_cell or ping");
+  }
+}
+
+static void on_message(void *arg, const char *data, size_t len, int text) {
   ws_t *w = arg;
-  if (!still_allowed(w, wsm)) return;
-  if (m->opcode != U_WEBSOCKET_OPCODE_TEXT) {
-    send_error(wsm, 400, "send JSON text frames");
+  if (!still_allowed(w)) return;
+  if (!text) {
+    send_error(w, 400, "send JSON text frames");
     return;
   }
-  if (m->data_len > MAX_MESSAGE) {
-    send_error(wsm, 400, "the message is larger than 64 KiB");
+  if (len > MAX_MESSAGE) {
+    send_error(w, 400, "the message is larger than 64 KiB");
     return;
   }
   json_error_t jerr;
-  json_t *msg = json_loadb(m->data, m->data_len, JSON_REJECT_DUPLICATES, &jerr);
-  const char *type = json_string_value(json_object_get(msg, "type"));
-  if (!json_is_object(msg) || type == NULL) {
-    send_error(wsm, 400, "a message is a JSON object with a \"type\"");
-  } else if (strcmp(type, "subscribe") == 0) {
-    subscribe(w, wsm, msg);
-  } else if (strcmp(type, "unsubscribe") == 0) {
-    dg_sub_set_tables(w->app->hub, w->sub, NULL, 0, 0);
-    send_json(wsm, json_pack("{s:s}", "type", "unsubscribed"));
-  } else if (strcmp(type, "update_cell") == 0) {
-    update_cell(w, upgrade, wsm, msg);
-  } else if (strcmp(type, "ping") == 0) {
-    send_json(wsm, json_pack("{s:s}", "type", "pong"));
-  } else {
-    send_error(wsm, 400, "type must be subscribe, unsubscribe, update_cell or ping");
+  json_t *msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (w->busy && msg) {
+    /* Behind a running update_cell: kept in order, within bounds. */
+    if (w->nbox >= MAX_INBOX || w->box_bytes + len > MAX_INBOX_BYTES) {
+      json_decref(msg);
+      dg_ws_close(w->conn, 1008, "too many messages waiting for an answer");
+      return;
+    }
+    inbox_t *b = dg_calloc(1, sizeof *b);
+    b->msg = msg;
+    b->bytes = len;
+    if (w->tail) w->tail->next = b;
+    else w->head = b;
+    w->tail = b;
+    w->nbox++;
+    w->box_bytes += len;
+    return;
   }
+  handle(w, msg);
   json_decref(msg);
 }
 
-atomic_int dg_ws_opened;
-
-static void manage(const struct _u_request *upgrade, struct _websocket_manager *wsm, void *arg) {
+/* Queued updates go out; a client that does not read is dropped. */
+static void on_wake(void *arg) {
   ws_t *w = arg;
-  (void)upgrade;
-  int64_t checked = dg_mono_us() / 1000;
-  while (ulfius_websocket_status(wsm) == U_WEBSOCKET_STATUS_OPEN) {
-    int64_t now = dg_mono_us() / 1000;
-    if (now - checked >= 1000) {
-      checked = now;
-      if (!still_allowed(w, wsm)) break;
+  if (w->revoked) return;
+  for (;;) {
+    if (dg_ws_pending(w->conn) > w->app->cfg->client_buffer) {
+      static const char m[] = "{\"type\":\"dropped\",\"reason\":\"slow consumer: more updates pending than the "
+                              "client buffer holds\"}";
+      send_text(w, m, sizeof m - 1);
+      dg_ws_close(w->conn, 1008, "slow consumer");
+      w->revoked = 1;
+      return;
     }
     dg_event_t *ev = NULL;
-    int rc = dg_sub_next(w->app->hub, w->sub, 500, &ev);
+    int rc = dg_sub_next(w->app->hub, w->sub, 0, &ev);
     if (rc == DG_HUB_EVENT) {
-      send_wrapped(wsm, "{\"type\":\"update\",\"update\":", ev->res, ev->len);
+      send_wrapped(w, "{\"type\":\"update\",\"update\":", ev->res, ev->len);
       dg_event_release(w->app->hub, ev);
     } else if (rc == DG_HUB_DROPPED || rc == DG_HUB_CLOSED) {
-      /* ulfius sends a close frame without a status code, so the reason
-       * travels as a last message before it. */
       char msg[200];
       snprintf(msg, sizeof msg, "{\"type\":\"%s\",\"reason\":\"%s\"}",
                rc == DG_HUB_DROPPED ? "dropped" : "closing",
                rc == DG_HUB_DROPPED ? "slow consumer: more updates pending than the client buffer holds"
                                     : "the server is stopping");
-      ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_TEXT, strlen(msg), msg);
-      ulfius_websocket_send_message(wsm, U_WEBSOCKET_OPCODE_CLOSE, 0, NULL);
-      break;
+      send_text(w, msg, strlen(msg));
+      dg_ws_close(w->conn, rc == DG_HUB_DROPPED ? 1008 : 1001, rc == DG_HUB_DROPPED ? "slow consumer" : "stopping");
+      w->revoked = 1;
+      return;
+    } else {
+      return;
     }
   }
 }
 
-static void on_close(const struct _u_request *upgrade, struct _websocket_manager *wsm, void *arg) {
+static void on_tick(void *arg) {
   ws_t *w = arg;
-  (void)upgrade;
-  (void)wsm;
+  still_allowed(w);
+}
+
+static void notify(void *conn) { dg_ws_wake(conn); }
+
+static void on_open(void *arg, dg_ws_conn_t *c) {
+  ws_t *w = arg;
+  w->conn = c;
+  dg_sub_set_notify(w->app->hub, w->sub, notify, c);
+}
+
+static void on_close(void *arg) {
+  ws_t *w = arg;
   dg_hub_unsubscribe(w->app->hub, w->sub);
+  while (w->head) {
+    inbox_t *b = w->head;
+    w->head = b->next;
+    json_decref(b->msg);
+    dg_free(b);
+  }
   dg_free(w);
 }
 
@@ -262,14 +357,9 @@ static int ws_get(dg_req_t *r) {
   /* Nothing until the client subscribes. */
   w->sub = dg_hub_subscribe_scoped(r->app->hub, NULL, 0, r->app->cfg->client_buffer, r->who.tables);
   dg_sub_set_tables(r->app->hub, w->sub, NULL, 0, 0);
-  if (ulfius_set_websocket_response(r->resp, NULL, NULL, manage, w, on_message, w, on_close, w) != U_OK) {
-    dg_hub_unsubscribe(r->app->hub, w->sub);
-    dg_free(w);
-    dg_problem(r, 400, NULL, "a WebSocket upgrade request is required (Connection: Upgrade, Upgrade: websocket)");
-    return 0;
-  }
-  atomic_store(&dg_ws_opened, 1);
-  r->status = 101;
+  dg_ws_t cb = {.open = on_open, .message = on_message, .wake = on_wake, .tick = on_tick, .close = on_close,
+                .arg = w};
+  dg_reply_websocket(r, &cb);
   return 0;
 }
 
