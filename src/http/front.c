@@ -175,6 +175,10 @@ struct dg_http_s {
   int max_conns;
   pthread_mutex_t iplock;
   ipslot_t *ips;
+  pthread_mutex_t park_lock;
+  pthread_cond_t parked;        /* a loop has stopped            */
+  pthread_cond_t never;         /* what stopped loops wait for   */
+  int nparked;
 };
 
 
@@ -834,6 +838,13 @@ static void *loop_main(void *arg) {
   this_loop = l;
   dg_http_t *f = l->f;
   while (!atomic_load(&f->stopping)) h2o_evloop_run(l->ctx.loop, 100);
+  /* Parked, not ended: h2o keeps buffers in thread-local free lists, which
+   * stay reachable (for LeakSanitizer) while the thread lives; the process
+   * is about to end. */
+  pthread_mutex_lock(&f->park_lock);
+  f->nparked++;
+  pthread_cond_broadcast(&f->parked);
+  for (;;) pthread_cond_wait(&f->never, &f->park_lock);
   return NULL;
 }
 
@@ -945,6 +956,9 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
     f->max_conns = 1024;
   }
   pthread_mutex_init(&f->iplock, NULL);
+  pthread_mutex_init(&f->park_lock, NULL);
+  pthread_cond_init(&f->parked, NULL);
+  pthread_cond_init(&f->never, NULL);
   f->ips = dg_calloc(IPTAB, sizeof *f->ips);
   pthread_mutex_init(&f->pool.lock, NULL);
   pthread_cond_init(&f->pool.cond, NULL);
@@ -989,7 +1003,13 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
     l->listener->data = l;
     h2o_socket_read_start(l->listener, on_accept);
   }
-  for (int i = 0; i < f->nloops; i++) pthread_create(&f->loops[i].thread, NULL, loop_main, &f->loops[i]);
+  for (int i = 0; i < f->nloops; i++) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_create(&f->loops[i].thread, &attr, loop_main, &f->loops[i]);
+    pthread_attr_destroy(&attr);
+  }
   *out = f;
   return 0;
 }
@@ -1001,7 +1021,9 @@ static dg_http_t *volatile kept_at_exit;
 void dg_http_stop(dg_http_t *f) {
   if (f == NULL) return;
   atomic_store(&f->stopping, 1);
-  for (int i = 0; i < f->nloops; i++) pthread_join(f->loops[i].thread, NULL);
+  pthread_mutex_lock(&f->park_lock);
+  while (f->nparked < f->nloops) pthread_cond_wait(&f->parked, &f->park_lock);
+  pthread_mutex_unlock(&f->park_lock);
   /* The loops are still; the workers finish what they have (long polls and
    * streams see the hub closed), then end. */
   pthread_mutex_lock(&f->pool.lock);
