@@ -1,0 +1,163 @@
+"""The HTTP front end on h2o's event loop (src/http/front.c): no thread per
+client, limits enforced by the loop, clients that vanish or read slowly."""
+import socket
+import threading
+import time
+
+import requests
+
+from helpers import problem
+
+
+def threads_of(s):
+    with open(f"/proc/{s.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError("no Threads: line")
+
+
+def raw(s, data, limit=65536, timeout=10):
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=timeout)
+    c.sendall(data)
+    out = b""
+    try:
+        while len(out) < limit:
+            d = c.recv(65536)
+            if not d:
+                break
+            out += d
+    except socket.timeout:
+        pass
+    c.close()
+    return out
+
+
+def test_many_sse_clients_take_no_thread_each(make_server):
+    # No per-IP cap: every client here comes from 127.0.0.1.
+    s = make_server(env={"DUCKGRID_IP_CONNECTIONS": "0"}).start()
+    before = threads_of(s)
+    socks = []
+    try:
+        for _ in range(1000):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.sendall(f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.admin_key}\r\n\r\n".encode())
+            socks.append(c)
+        # Every stream has started (each got its 200 and first bytes).
+        for c in socks:
+            head = c.recv(4096)
+            assert head.startswith(b"HTTP/1.1 200"), head[:100]
+        during = threads_of(s)
+        # A thread per client would be over 1000; the loops and the pool stay small.
+        assert during < before + 64, (before, during)
+        # A write reaches every one of them.
+        s.post("/tables", {"name": "fan", "columns": [{"name": "v", "type": "number", "scale": 2}]})
+        deadline = time.time() + 30
+        missing = set(range(len(socks)))
+        bufs = {i: b"" for i in missing}
+        while missing and time.time() < deadline:
+            for i in list(missing):
+                socks[i].settimeout(0.01)
+                try:
+                    bufs[i] += socks[i].recv(65536)
+                except socket.timeout:
+                    pass
+                if b"event: update" in bufs[i]:
+                    missing.discard(i)
+        assert not missing, f"{len(missing)} of 1000 streams got no update"
+    finally:
+        for c in socks:
+            c.close()
+    # The server is fine after they all went away.
+    assert requests.get(s.base + "/health", timeout=10).status_code == 200
+
+
+def test_raw_nul_in_the_request_line_is_refused(server):
+    out = raw(server, b"GET /tables/t\x00x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400"), out[:100]
+
+
+def test_headers_over_64k_get_431_problem(server):
+    r = requests.get(server.base + "/health", headers={"X-Big": "a" * 70000}, timeout=10)
+    problem(r, 431, "headers_too_large")
+
+
+def test_pipelined_requests_answer_in_order(server):
+    s = server
+    req = b"".join(
+        f"GET /nope{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(20)
+    ) + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = raw(s, req, limit=1 << 20)
+    assert out.count(b"HTTP/1.1 404") == 20, out[:300]
+    assert out.rfind(b"HTTP/1.1 200") > out.rfind(b"HTTP/1.1 404")
+
+
+def test_clients_that_vanish_mid_long_poll_cost_nothing(make_server):
+    s = make_server(env={"DUCKGRID_IP_CONNECTIONS": "0"}).start()
+    for _ in range(200):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(f"GET /get_updates?since=$&wait_ms=3000 HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {s.admin_key}\r\n\r\n".encode())
+        c.close()
+    # Writes and reads go on meanwhile, and once the polls time out nothing is left.
+    r = s.post("/tables", {"name": "gone", "columns": [{"name": "v", "type": "number", "scale": 2}]})
+    assert r.status_code == 201, r.text
+    time.sleep(4)
+    assert requests.get(s.base + "/health", timeout=10).status_code == 200
+    assert threads_of(s) < 200
+
+
+def test_half_sent_requests_do_not_block_others(make_server):
+    s = make_server(env={"DUCKGRID_IP_CONNECTIONS": "0"}).start()
+    half = []
+    for _ in range(300):
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        c.sendall(b"POST /update_cell HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"ta")
+        half.append(c)
+    try:
+        t0 = time.time()
+        for _ in range(20):
+            assert requests.get(s.base + "/health", timeout=10).status_code == 200
+        r = s.post("/tables", {"name": "half", "columns": [{"name": "v", "type": "number", "scale": 2}]})
+        assert r.status_code == 201, r.text
+        assert time.time() - t0 < 30
+    finally:
+        for c in half:
+            c.close()
+
+
+def test_a_slow_sse_reader_is_dropped_not_buffered(make_server):
+    s = make_server(env={"DUCKGRID_CLIENT_BUFFER": "65536"}).start()
+    s.post("/tables", {"name": "slow", "columns": [{"name": "v", "type": "number", "scale": 2},
+                                                   {"name": "note", "type": "text"}]})
+    s.post("/tables/slow/rows", {"rows": [{"id": 1, "v": "1.00", "note": ""}]})
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.sendall(f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.admin_key}\r\n\r\n".encode())
+    note = "n" * 8000
+    done = threading.Event()
+
+    def writer():
+        for i in range(400):
+            if done.is_set():
+                break
+            s.post("/update_cell", {"table": "slow", "row_id": 1, "column": "note", "value": f"{i}{note}"})
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(3)
+    # Now read everything: the stream ended with `event: dropped`.
+    got = b""
+    c.settimeout(10)
+    try:
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            got += d
+    except socket.timeout:
+        pass
+    done.set()
+    t.join()
+    c.close()
+    assert b"event: dropped" in got, got[-300:]
+    assert requests.get(s.base + "/health", timeout=10).status_code == 200
