@@ -24,6 +24,9 @@ TSAN_API_TESTS=(
   tests/api/test_updates_ring.py
   tests/api/test_events.py
   tests/api/test_ws.py
+  tests/api/test_front.py::test_pipelined_requests_answer_in_order
+  tests/api/test_front.py::test_clients_that_vanish_mid_long_poll_cost_nothing
+  tests/api/test_front.py::test_a_slow_sse_reader_is_dropped_not_buffered
   tests/api/test_write_path.py::test_same_request_id_concurrently_applies_once
   tests/api/test_security.py::test_deleted_key_refused_while_in_concurrent_use
   tests/api/test_seed.py::test_2_concurrent_clients_applied_once_in_stream_order

@@ -7,6 +7,27 @@
  * stop accepting and finish requests in flight, then close DuckDB cleanly.
  * Signals are blocked in every thread and taken synchronously here with
  * sigwait, so no handler runs in the middle of library code.
+ *
+ * Threads, what each owns, and the lock order:
+ *
+ *   main          start-up, sigwait, shutdown (this file)
+ *   http loops    DUCKGRID_HTTP_THREADS h2o event loops (src/http/front.c):
+ *                 sockets, parsing, sending, SSE streams, WebSockets; they
+ *                 never block and own nothing shared but their queues
+ *   http workers  run handlers (DuckDB reads, Redis writes, waits for an
+ *                 outcome, long polls); 8 kept, more on demand
+ *   manager       the lease, claiming request_duck, apply, publishing; with
+ *   persister       its persister writing DuckDB behind it (src/manager/)
+ *   lease         renews the lease every lease/4
+ *   reader        the one XREAD of response_duck: waiters, hub, ring, the
+ *                 published mark, Redis health (src/api/reader.c)
+ *   archive, snapshots, webhooks, view guard: their own threads, each in
+ *                 its module
+ *
+ * Locks are leaves: no module calls out while holding its lock, except the
+ * hub, which calls a subscriber's notify (front.c: a message post, which
+ * takes h2o's queue mutex) under its lock. So the order is
+ * hub -> h2o queue, and nothing takes the hub's lock under another.
  */
 #include <signal.h>
 #include <sys/resource.h>

@@ -60,6 +60,8 @@ typedef struct dg_app_s {
   atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
   struct dg_progress_s *progress;   /* published / persisted update ids  */
   atomic_int manager_broken;        /* DuckDB kept failing: not leading  */
+  atomic_long redis_seen_ms;        /* reader: monotonic ms of Redis's last answer */
+  atomic_int redis_failing;         /* reader: its last command failed    */
   /* Set by the response reader before the manager starts: the manager
    * hands each outcome it has just published (prev: the entry before it
    * in response_duck) to the reader's pipeline -- catalog, ring, waiters,

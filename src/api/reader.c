@@ -293,9 +293,14 @@ static void *run(void *arg) {
   dg_reader_t *rd = arg;
   pthread_setname_np(pthread_self(), "dg-reader"); /* for top -H and perf --comm */
   while (!atomic_load(&rd->stop)) {
-    if (!rd->positioned && position(rd) != 0) {
-      usleep(100 * 1000);
-      continue;
+    if (!rd->positioned) {
+      if (position(rd) != 0) {
+        atomic_store(&rd->app->redis_failing, 1);
+        usleep(100 * 1000);
+        continue;
+      }
+      atomic_store(&rd->app->redis_seen_ms, dg_mono_us() / 1000);
+      atomic_store(&rd->app->redis_failing, 0);
     }
     const char *argv[] = {"XREAD", "COUNT", "1000", "BLOCK", "500", "STREAMS",
                           rd->app->res_stream, rd->last_id};
@@ -307,9 +312,13 @@ static void *run(void *arg) {
       atomic_fetch_add(&rd->app->redis_reconnects, (long)(st.connects - rd->connects_seen));
     if (st.connects > rd->connects_seen) rd->connects_seen = st.connects;
     if (rc != 0) {
+      atomic_store(&rd->app->redis_failing, 1);
       usleep(50 * 1000); /* the connection's own backoff paces reconnects */
       continue;
     }
+    /* What GET /health says of Redis, without a PING per request. */
+    atomic_store(&rd->app->redis_seen_ms, dg_mono_us() / 1000);
+    atomic_store(&rd->app->redis_failing, 0);
     dg_redis_xiter_t it;
     if (dg_redis_xiter_init_xread(&it, rep) == 0) {
       dg_redis_xentry_t e;
