@@ -961,7 +961,16 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   pthread_cond_init(&f->never, NULL);
   f->ips = dg_calloc(IPTAB, sizeof *f->ips);
   pthread_mutex_init(&f->pool.lock, NULL);
-  pthread_cond_init(&f->pool.cond, NULL);
+  {
+    /* dg_deadline_after_ms counts on CLOCK_MONOTONIC: the pool's timed
+     * wait must too (with the default clock every deadline is long past,
+     * and idle workers spin). */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->pool.cond, &ca);
+    pthread_condattr_destroy(&ca);
+  }
   pthread_cond_init(&f->pool.gone, NULL);
   f->pool.max = cfg->http_workers > 0 ? cfg->http_workers : 4096;
   pthread_mutex_lock(&f->pool.lock);
