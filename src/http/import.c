@@ -5,7 +5,7 @@
  *   body ──scratch file (dg/iofile.h)──▶ DuckDB read_csv, every field VARCHAR
  *        ──validate every value here, as POST /tables/{t}/rows does──▶ 400 with
  *          {"errors":[{"line","column","detail"}…]} and nothing queued
- *        ──parents before children──▶ one insert_rows request ──▶ request_duck
+ *        ──parents before children──▶ one insert_rows request, by column ──▶ request_duck
  *
  * The CSV is what GET /tables/{t}/export?format=csv writes: RFC 4180, a
  * header line naming the fields, "," between fields, '"' quoting with '""'
@@ -593,42 +593,52 @@ static void check_rows(dg_req_t *r, const sheet_t *s, const dg_tabledef_t *t, co
 
 /* ---- the request ------------------------------------------------------------------- */
 
-/* Appends ,"rows":[…] in the plan's order to raw (the request's text). */
-static void write_rows(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *t, const int *fmap, const plan_t *p) {
+/* Appends the rows by column in the plan's order to raw (the request's
+ * text): ,"count":N,"ids":[…],"parent_ids":[…],"columns":[{"name","scale",
+ * "values":[…]}…] (the form is described at op_insert_columns in
+ * src/manager/apply.c). A number goes as an integer in units of its
+ * column's scale, an empty field as null. */
+static void write_columns(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *t, const int *fmap, const plan_t *p) {
   dg_jsonw_t w;
   dg_jsonw_resume_obj(&w, raw); /* inside the request object, after its first members */
-  dg_jsonw_key(&w, "rows");
+  dg_jsonw_key(&w, "count");
+  dg_jsonw_int(&w, (int64_t)s->nrows);
+  for (idx_t k = 0; k < s->ncols; k++) {
+    if (fmap[k] != FIELD_ID && fmap[k] != FIELD_PARENT) continue;
+    int is_id = fmap[k] == FIELD_ID;
+    dg_jsonw_key(&w, is_id ? "ids" : "parent_ids");
+    dg_jsonw_arr(&w);
+    for (size_t o = 0; o < s->nrows; o++) {
+      size_t i = p->order[o];
+      if (is_id ? p->has_id[i] : p->pkind[i] != PARENT_NONE) dg_jsonw_int(&w, is_id ? p->id[i] : p->parent[i]);
+      else dg_jsonw_null(&w);
+    }
+    dg_jsonw_end(&w);
+  }
+  dg_jsonw_key(&w, "columns");
   dg_jsonw_arr(&w);
-  for (size_t o = 0; o < s->nrows; o++) {
-    size_t i = p->order[o];
+  for (idx_t k = 0; k < s->ncols; k++) {
+    if (fmap[k] < 0) continue;
+    const dg_coldef_t *c = &t->cols[fmap[k]];
     dg_jsonw_obj(&w);
-    if (p->has_id[i]) {
-      dg_jsonw_key(&w, "id");
-      dg_jsonw_int(&w, p->id[i]);
+    dg_jsonw_key(&w, "name");
+    dg_jsonw_str(&w, c->name);
+    if (c->type == DG_COL_NUMBER) {
+      dg_jsonw_key(&w, "scale");
+      dg_jsonw_int(&w, c->scale);
     }
-    if (p->pkind[i] != PARENT_NONE) {
-      dg_jsonw_key(&w, "parent_id");
-      dg_jsonw_int(&w, p->parent[i]);
-    }
-    dg_jsonw_key(&w, "cells");
-    dg_jsonw_obj(&w);
-    for (idx_t k = 0; k < s->ncols; k++) {
-      if (fmap[k] < 0) continue;
-      const dg_coldef_t *c = &t->cols[fmap[k]];
+    dg_jsonw_key(&w, "values");
+    dg_jsonw_arr(&w);
+    for (size_t o = 0; o < s->nrows; o++) {
       size_t len = 0;
-      const char *v = cell(s, i, k, &len);
-      if (c->type == DG_COL_NUMBER) {
-        int64_t x;
-        if (v == NULL || dg_decimal_parse(v, len, c->scale, &x) != 0) continue; /* empty: left at 0 */
-        dg_jsonw_key(&w, c->name);
-        char dec[DG_DECIMAL_FORMAT_MAX + 8];
-        size_t dn = dg_decimal_format(x, c->scale, dec, sizeof dec);
-        dg_jsonw_strn(&w, dec, dn);
-      } else {
-        dg_jsonw_key(&w, c->name);
-        if (v) dg_jsonw_strn(&w, v, len);
-        else dg_jsonw_null(&w);
-      }
+      const char *v = cell(s, p->order[o], k, &len);
+      int64_t x;
+      if (v == NULL || (c->type == DG_COL_NUMBER && dg_decimal_parse(v, len, c->scale, &x) != 0))
+        dg_jsonw_null(&w); /* empty: a null text, a number left at 0 */
+      else if (c->type == DG_COL_NUMBER)
+        dg_jsonw_int(&w, x);
+      else
+        dg_jsonw_strn(&w, v, len);
     }
     dg_jsonw_end(&w);
     dg_jsonw_end(&w);
@@ -687,7 +697,7 @@ static int table_import(dg_req_t *r) {
   dg_buf_t raw;
   dg_buf_init(&raw);
   dg_write_import_begin(r, &raw, t->name);
-  write_rows(&raw, &s, t, fmap, &p);
+  write_columns(&raw, &s, t, fmap, &p);
   size_t nrows = s.nrows, nbytes = raw.len;
   int64_t t_text = dg_mono_us();
   sheet_dispose(&s); /* the text has every value now */
