@@ -203,7 +203,7 @@ typedef struct {
   json_t *inserted;     /* {table: [ids]} */
   json_t *deleted;
   json_t *moved;        /* [{"table","row_id","from","to"}] */
-  size_t nchanges;      /* cell changes written to w */
+  size_t nchanges;      /* cell changes (written to w while listed()) */
 } effects_t;
 
 static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
@@ -269,6 +269,14 @@ static void put_dec(dg_buf_t *b, int64_t v, int scale) {
  * "new":…}. A spread's million changes share their table and column, so the
  * escaped text around the three values is made once per column and reused
  * (key by key through the writer took ~40% of a 1M-leaf spread's apply). */
+/* Whether the next cell change goes into the outcome's "changes": not
+ * once there are more than DUCKGRID_OUTCOME_CHANGES_MAX, when the outcome
+ * lists none of them (a compact outcome, dg__mgr_apply) -- an import of a
+ * million rows would write half a gigabyte of changes to throw away. */
+static int listed(const effects_t *e) {
+  return e->m->outcome_changes_max == 0 || e->nchanges < e->m->outcome_changes_max;
+}
+
 static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row) {
   dg_manager_t *m = e->m;
   size_t n = dg_changes_count(m->changes);
@@ -289,6 +297,11 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
                                     ? fmt_cd
                                     : col_of_slot(t, DG_COL_NUMBER, c->col);
         int is_new = c->row_id == inserted_row;
+        if (!listed(e)) {
+          e->nchanges++;
+          hist_add_num(m, e->req, t->tag, c->row_id, col_index(t, cd), !is_new, c->old_value, c->new_value);
+          break;
+        }
         if (cd != fmt_cd) {
           fmt_cd = cd;
           dg_buf_reset(&head);
@@ -319,6 +332,12 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
         size_t ol, nl;
         dg_changes_text(m->changes, c, false, &os, &ol);
         dg_changes_text(m->changes, c, true, &ns, &nl);
+        if (!listed(e)) {
+          e->nchanges++;
+          hist_add(m, e->req, t->tag, c->row_id, col_index(t, cd), os ? dg_strndup(os, ol) : NULL,
+                   ns ? dg_strndup(ns, nl) : NULL);
+          break;
+        }
         dg_jsonw_obj(e->w);
         dg_jsonw_key(e->w, "table");
         dg_jsonw_str(e->w, t->def->name);
