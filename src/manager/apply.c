@@ -285,12 +285,16 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
   dg_buf_t head, mid; /* {"table":"t","row_id":   ,"column":"c","old": */
   dg_buf_init(&head);
   dg_buf_init(&mid);
+  int64_t last_touched = 0; /* a row's changes come together: look it up once */
+  int have_last = 0;
   for (size_t i = from; i < n; i++) {
     const dg_change_t *c = &ch[i];
-    if (!dg_idset_has(&t->touched, c->row_id)) {
+    if ((!have_last || c->row_id != last_touched) && !dg_idset_has(&t->touched, c->row_id)) {
       dg_idset_add(&t->touched, c->row_id);
       if (c->kind == DG_CHANGE_ROW_INSERT) dg_idset_add(&t->fresh, c->row_id);
     }
+    last_touched = c->row_id;
+    have_last = 1;
     switch (c->kind) {
       case DG_CHANGE_NUMBER: {
         const dg_coldef_t *cd = fmt_cd && fmt_cd->slot == (int)c->col && fmt_cd->type == DG_COL_NUMBER

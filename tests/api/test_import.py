@@ -381,3 +381,22 @@ def test_rows_by_column_are_checked_by_the_manager(make_server, redis_server):
     assert rows[8]["parent_id"] == 7 and str(rows[8]["v"]) == "1.25" and str(rows[7]["v"]) == "1.25", rows
     assert rows[7]["name"] == "a" and rows[8]["name"] is None, rows
     assert s.stop() == 0
+
+
+def test_import_sees_rows_inserted_before_with_any_id(make_server):
+    """The API learns inserted ids from each outcome's "inserted" list
+    (scanned without a DOM; ids beyond 2^53 are strings there): an import
+    finds them as parents and refuses them as new ids."""
+    s = make_server().start()
+    new_table(s, "t")
+    big, top = "9007199254740993", "9223372036854775807"
+    ok(s.post("/tables/t/rows", {"rows": [{"id": big}, {"id": top, "parent_id": big}, {"id": -5}]}), 201)
+    r = ok(imp(s, "t", f"id,parent_id,n\n7,{top},1\n8,-5,2\n".encode()), 201)
+    assert r.json()["imported"] == 2
+    for taken in (big, top, "-5", "8"):
+        body = problem(imp(s, "t", f"id,n\n{taken},1\n".encode()), 409)
+        assert body["errors"][0]["column"] == "id", body
+    # ...and forgets deleted ones ("deleted" of the outcome).
+    ok(requests.delete(s.base + "/tables/t/rows/8", headers=s.headers(), timeout=15), 204)
+    ok(imp(s, "t", b"id,parent_id,n\n8,-5,3\n"), 201)
+    assert s.stop() == 0
