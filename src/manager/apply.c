@@ -1068,95 +1068,145 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
 
 /*
  * An import's rows by column (src/http/import.c), the compact form of
- * insert_rows: one array per field instead of one object per row, so a
- * million-row request decodes into a few million scalars, not two million
- * objects.
+ * insert_rows: one list per field instead of one object per row, so a
+ * million-row request decodes into a few strings and one array of texts,
+ * not two million objects and five million scalars.
  *
  *   "count": N,
- *   "ids": [id|null…]          optional; null or absent: a new id
- *   "parent_ids": [id|null…]   optional; null or absent: a root
- *   "columns": [{"name", "scale": s, "values": [int|null…]}   a number, in
- *                                       units of 10^-s (s: the column's scale)
- *               {"name", "values": [string|null…]}…]          a text
+ *   "ids": "<list>"            optional; an empty item or no list: a new id
+ *   "parent_ids": "<list>"     optional; an empty item or no list: a root
+ *   "columns": [{"name", "scale": s, "values": "<list>"}   a number, in units
+ *                                          of 10^-s (s: the column's scale)
+ *               {"name", "values": [string|null…]}…]     a text
  *
- * Every array holds N elements; rows are inserted in array order (the API
- * puts parents first). A null number is left at 0, a null text is null. The
- * scale travels with the values so that a table made again with another
- * scale between queueing and applying rejects the request instead of
- * misreading it. Anything malformed is a 400 before any row goes in.
+ * A <list> is N comma-separated decimal integers, each item possibly empty
+ * ("7,,-3": 7, none, -3; for N = 0 the empty string). Rows are inserted in
+ * list order (the API puts parents first). An empty number is left at 0, a
+ * null text is null. The scale travels with the values so that a table
+ * made again with another scale between queueing and applying rejects the
+ * request instead of misreading it. Anything malformed is a 400 before any
+ * row goes in.
  */
+
 /* Rows in one request by column: as many as one import takes. */
 #define COLUMN_ROWS_MAX 1000000
 
+/* A by-column integer list: n items into out (has[i] = 0 for an empty
+ * one). 0, or -1 unless it is exactly n items of 1..19 digits, an optional
+ * '-', within int64. */
+static int int_list(const json_t *j, size_t n, int64_t *out, uint8_t *has) {
+  if (!json_is_string(j)) return -1;
+  const char *p = json_string_value(j), *end = p + json_string_length(j);
+  if (n == 0) return p == end ? 0 : -1;
+  size_t i = 0;
+  for (;;) {
+    if (i == n) return -1;
+    has[i] = p < end && *p != ',';
+    if (has[i]) {
+      int neg = *p == '-';
+      p += neg;
+      const char *d = p;
+      uint64_t x = 0;
+      while (p < end && *p >= '0' && *p <= '9') {
+        if (p - d == 19) return -1;
+        x = x * 10 + (uint64_t)(*p++ - '0');
+      }
+      if (p == d || x > (uint64_t)INT64_MAX + (uint64_t)neg) return -1;
+      out[i] = neg ? (int64_t)(0 - x) : (int64_t)x;
+    }
+    i++;
+    if (p == end) break;
+    if (*p++ != ',') return -1;
+  }
+  return i == n ? 0 : -1;
+}
+
 static int column_error(failure_t *f, const char *what) { return fail(f, 400, "insert_rows by column: %s", what); }
+
+/* One field of a by-column request, decoded. */
+typedef struct {
+  const dg_coldef_t *cd; /* NULL: ids or parent ids                  */
+  int64_t *num;          /* numbers, ids                              */
+  uint8_t *has;
+  json_t *texts;         /* a text column's values                    */
+} field_t;
 
 static int op_insert_columns(effects_t *e, mtable_t *t, json_t *o, int64_t *next_id, size_t *count,
                              failure_t *f) {
-  json_t *cj = json_object_get(o, "count"), *ids = json_object_get(o, "ids");
-  json_t *parents = json_object_get(o, "parent_ids"), *cols = json_object_get(o, "columns");
+  json_t *cj = json_object_get(o, "count"), *cols = json_object_get(o, "columns");
   if (!json_is_integer(cj) || json_integer_value(cj) < 0 || json_integer_value(cj) > COLUMN_ROWS_MAX)
     return column_error(f, "count must be 0..1000000");
-  size_t n = (size_t)json_integer_value(cj);
-  if ((ids && (!json_is_array(ids) || json_array_size(ids) != n)) ||
-      (parents && (!json_is_array(parents) || json_array_size(parents) != n)))
-    return column_error(f, "ids and parent_ids must hold count elements");
   if (cols && !json_is_array(cols)) return column_error(f, "columns must be an array");
-  size_t ncols = json_array_size(cols);
+  size_t n = (size_t)json_integer_value(cj), ncols = json_array_size(cols);
+  /* fields[0]: ids, [1]: parent ids, [2 + k]: column k */
+  field_t *fl = dg_calloc(ncols + 2, sizeof *fl);
   uint32_t nnum = dg_etable_num_columns(t->et), ntext = dg_etable_text_columns(t->et);
-  const dg_coldef_t **cd = dg_calloc(ncols + 1, sizeof *cd);
-  json_t **vals = dg_calloc(ncols + 1, sizeof *vals);
   int64_t *nums = dg_calloc(nnum + 1, sizeof *nums);
   dg_etext_t *texts = dg_calloc(ntext + 1, sizeof *texts);
   int rc = 0;
   /* Everything checked first: no row goes in from a malformed request. */
+  static const char *const idkeys[2] = {"ids", "parent_ids"};
+  for (int k = 0; k < 2 && rc == 0; k++) {
+    json_t *j = json_object_get(o, idkeys[k]);
+    if (j == NULL) continue;
+    fl[k].num = dg_malloc((n + 1) * sizeof *fl[k].num);
+    fl[k].has = dg_malloc(n + 1);
+    if (int_list(j, n, fl[k].num, fl[k].has) != 0)
+      rc = fail(f, 400, "insert_rows by column: %s must list count 64-bit integers", idkeys[k]);
+  }
   for (size_t k = 0; k < ncols && rc == 0; k++) {
-    json_t *c = json_array_get(cols, k);
+    field_t *fd = &fl[2 + k];
+    json_t *c = json_array_get(cols, k), *vals = json_object_get(c, "values");
     const char *name = json_string_value(json_object_get(c, "name"));
-    vals[k] = json_object_get(c, "values");
-    cd[k] = name ? dg_tabledef_col(t->def, name) : NULL;
-    if (cd[k] == NULL) {
+    fd->cd = name ? dg_tabledef_col(t->def, name) : NULL;
+    if (fd->cd == NULL) {
       rc = name ? fail(f, 400, "table '%s' has no column '%.80s'", t->def->name, name)
                 : column_error(f, "a column without a name");
       break;
     }
     for (size_t j = 0; j < k; j++)
-      if (cd[j] == cd[k]) rc = fail(f, 400, "column '%s' is given twice", cd[k]->name);
-    if (rc == 0 && (!json_is_array(vals[k]) || json_array_size(vals[k]) != n))
-      rc = fail(f, 400, "column '%s': values must hold count elements", cd[k]->name);
-    json_t *sj = json_object_get(c, "scale");
-    if (rc == 0 && cd[k]->type == DG_COL_NUMBER && (!json_is_integer(sj) || json_integer_value(sj) != cd[k]->scale))
-      rc = fail(f, 409, "column '%s' has scale %d, not the scale the values were written at", cd[k]->name,
-                cd[k]->scale);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-      json_t *v = json_array_get(vals[k], i);
-      if (json_is_null(v)) continue;
-      if (cd[k]->type == DG_COL_TEXT ? !json_is_string(v)
-                                     : !json_is_integer(v) || json_integer_value(v) <= -DG_DECIMAL_LIMIT ||
-                                           json_integer_value(v) >= DG_DECIMAL_LIMIT)
-        rc = fail(f, 400, "column '%s', row %zu: %s", cd[k]->name, i,
-                  cd[k]->type == DG_COL_TEXT ? "not a text or null" : "not an integer below 10^18 or null");
+      if (fl[2 + j].cd == fd->cd) rc = fail(f, 400, "column '%s' is given twice", fd->cd->name);
+    if (rc != 0) break;
+    if (fd->cd->type == DG_COL_TEXT) {
+      fd->texts = vals;
+      if (!json_is_array(vals) || json_array_size(vals) != n)
+        rc = fail(f, 400, "column '%s': values must hold count texts or nulls", fd->cd->name);
+      for (size_t i = 0; i < n && rc == 0; i++) {
+        json_t *v = json_array_get(vals, i);
+        if (!json_is_string(v) && !json_is_null(v))
+          rc = fail(f, 400, "column '%s', row %zu: not a text or null", fd->cd->name, i);
+      }
+      continue;
     }
-  }
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    json_t *a = ids ? json_array_get(ids, i) : NULL, *b = parents ? json_array_get(parents, i) : NULL;
-    if ((a && !json_is_null(a) && !json_is_integer(a)) || (b && !json_is_null(b) && !json_is_integer(b)))
-      rc = fail(f, 400, "ids[%zu], parent_ids[%zu]: an integer or null", i, i);
+    json_t *sj = json_object_get(c, "scale");
+    if (!json_is_integer(sj) || json_integer_value(sj) != fd->cd->scale) {
+      rc = fail(f, 409, "column '%s' has scale %d, not the scale the values were written at", fd->cd->name,
+                fd->cd->scale);
+      break;
+    }
+    fd->num = dg_malloc((n + 1) * sizeof *fd->num);
+    fd->has = dg_malloc(n + 1);
+    if (int_list(vals, n, fd->num, fd->has) != 0)
+      rc = fail(f, 400, "column '%s': values must list count integers", fd->cd->name);
+    for (size_t i = 0; i < n && rc == 0; i++)
+      if (fd->has[i] && (fd->num[i] <= -DG_DECIMAL_LIMIT || fd->num[i] >= DG_DECIMAL_LIMIT))
+        rc = fail(f, 400, "column '%s', row %zu: out of range (|v| < 10^18 units)", fd->cd->name, i);
   }
   for (size_t i = 0; i < n && rc == 0; i++) {
     memset(nums, 0, (nnum + 1) * sizeof *nums);
     memset(texts, 0, (ntext + 1) * sizeof *texts);
-    json_t *idj = ids ? json_array_get(ids, i) : NULL, *pj = parents ? json_array_get(parents, i) : NULL;
     /* New ids as in op_insert_rows. */
-    int64_t id = idj && !json_is_null(idj) ? json_integer_value(idj) : *next_id;
+    int64_t id = fl[0].has && fl[0].has[i] ? fl[0].num[i] : *next_id;
     if (id >= *next_id) *next_id = id == INT64_MAX ? INT64_MAX : id + 1;
-    int64_t parent = pj && !json_is_null(pj) ? json_integer_value(pj) : DG_ROW_NONE;
+    int64_t parent = fl[1].has && fl[1].has[i] ? fl[1].num[i] : DG_ROW_NONE;
     for (size_t k = 0; k < ncols; k++) {
-      json_t *v = json_array_get(vals[k], i);
-      if (cd[k]->type == DG_COL_NUMBER) {
-        nums[cd[k]->slot] = json_is_integer(v) ? json_integer_value(v) : 0;
-      } else if (json_is_string(v)) {
-        texts[cd[k]->slot].ptr = json_string_value(v);
-        texts[cd[k]->slot].len = json_string_length(v);
+      const field_t *fd = &fl[2 + k];
+      if (fd->cd->type == DG_COL_NUMBER) {
+        nums[fd->cd->slot] = fd->has[i] ? fd->num[i] : 0;
+      } else {
+        json_t *v = json_array_get(fd->texts, i);
+        texts[fd->cd->slot].ptr = json_string_value(v);
+        texts[fd->cd->slot].len = texts[fd->cd->slot].ptr ? json_string_length(v) : 0;
       }
     }
     size_t from = dg_changes_count(e->m->changes);
@@ -1173,8 +1223,11 @@ static int op_insert_columns(effects_t *e, mtable_t *t, json_t *o, int64_t *next
     collect(e, t, from, id);
   }
   *count = n;
-  dg_free(cd);
-  dg_free(vals);
+  for (size_t k = 0; k < ncols + 2; k++) {
+    dg_free(fl[k].num);
+    dg_free(fl[k].has);
+  }
+  dg_free(fl);
   dg_free(nums);
   dg_free(texts);
   return rc;

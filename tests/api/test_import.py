@@ -70,13 +70,17 @@ def test_import_round_trip(make_server, redis_server):
         ok(s.get("/tables/src/export?format=json")).json()["rows"]
     reqs = [q for q in imports_queued(redis_server, s) if q["table"] == "dst"]
     assert len(reqs) == 1 and reqs[0]["count"] == 6 and reqs[0]["echo_rows"] is False and "rows" not in reqs[0]
-    # By column, parents first: numbers as integers at the column's scale.
+    # By column, parents first: ids and numbers (integers at the column's
+    # scale) as comma-separated lists, texts as an array.
     q = reqs[0]
-    assert q["ids"][:2] == [1, 2] and q["ids"].index(10) < q["ids"].index(12), q
+    ids = [int(x) for x in q["ids"].split(",")]
+    assert ids[:2] == [1, 2] and ids.index(10) < ids.index(12), q
+    assert q["parent_ids"].split(",")[:3] == ["", "", ""] and q["parent_ids"].split(",")[ids.index(12)] == "11", q
     cols = {c["name"]: c for c in q["columns"]}
     assert cols["v"]["scale"] == 2 and cols["n"]["scale"] == 0 and "scale" not in cols["name"], cols
-    assert cols["v"]["values"][q["ids"].index(10)] == 1001 and cols["v"]["values"][q["ids"].index(12)] == 12345678999, q
-    assert cols["name"]["values"][q["ids"].index(11)] == "" and cols["name"]["values"][q["ids"].index(2)] is None, q
+    v = cols["v"]["values"].split(",")
+    assert v[ids.index(10)] == "1001" and v[ids.index(12)] == "12345678999", q
+    assert cols["name"]["values"][ids.index(11)] == "" and cols["name"]["values"][ids.index(2)] is None, q
     # Its outcome counts the rows instead of listing them; ids still in "inserted".
     out = dict(outcomes_in(redis_server, s))[body["update_id"]]
     assert out["rows_inserted"] == 6 and "rows" not in out, out
@@ -356,20 +360,26 @@ def test_rows_by_column_are_checked_by_the_manager(make_server, redis_server):
             time.sleep(0.05)
         raise AssertionError(f"no outcome for {sid}")
 
-    good = {"count": 2, "ids": [7, 8], "parent_ids": [None, 7],
-            "columns": [{"name": "v", "scale": 2, "values": [None, 125]}, {"name": "name", "values": ["a", None]}]}
+    good = {"count": 2, "ids": "7,8", "parent_ids": ",7",
+            "columns": [{"name": "v", "scale": 2, "values": ",125"}, {"name": "name", "values": ["a", None]}]}
     bad = [
-        (409, {**good, "columns": [{"name": "v", "scale": 3, "values": [None, 125]}]}),        # another scale
-        (400, {**good, "ids": [7]}),                                                            # ragged
-        (400, {**good, "columns": [{"name": "v", "scale": 2, "values": [None, "1.25"]}]}),      # a text number
-        (400, {**good, "columns": [{"name": "v", "scale": 2, "values": [None, 10**18]}]}),      # out of range
-        (400, {**good, "columns": [{"name": "name", "values": ["a", 5]}]}),                     # a number text
-        (400, {**good, "columns": [{"name": "nope", "values": [1, 2]}]}),                       # no such column
-        (400, {**good, "columns": [{"name": "n", "scale": 0, "values": [1, 2]}] * 2}),         # a column twice
-        (400, {**good, "parent_ids": [None, "7"]}),                                             # a text id
-        (404, {**good, "parent_ids": [None, 99]}),                                              # no such parent
-        (400, {**good, "rows": []}),                                                            # both forms
-        (400, {**good, "echo_rows": True}),                                                     # echoed
+        (409, {**good, "columns": [{"name": "v", "scale": 3, "values": ",125"}]}),     # another scale
+        (400, {**good, "ids": "7"}),                                                    # too few
+        (400, {**good, "ids": "7,8,"}),                                                 # too many
+        (400, {**good, "ids": [7, 8]}),                                                 # not a list
+        (400, {**good, "ids": "7,8x"}),                                                 # not a number
+        (400, {**good, "ids": "7,-"}),
+        (400, {**good, "ids": "7,99999999999999999999"}),                               # beyond int64
+        (400, {**good, "columns": [{"name": "v", "scale": 2, "values": ",1.25"}]}),    # a decimal point
+        (400, {**good, "columns": [{"name": "v", "scale": 2, "values": f",{10**18}"}]}),  # out of range
+        (400, {**good, "columns": [{"name": "name", "values": ["a", 5]}]}),             # a number text
+        (400, {**good, "columns": [{"name": "name", "values": ["a"]}]}),                # too few texts
+        (400, {**good, "columns": [{"name": "nope", "values": "1,2"}]}),                # no such column
+        (400, {**good, "columns": [{"name": "n", "scale": 0, "values": "1,2"}] * 2}),  # a column twice
+        (404, {**good, "parent_ids": ",99"}),                                           # no such parent
+        (400, {**good, "rows": []}),                                                    # both forms
+        (400, {**good, "echo_rows": True}),                                             # echoed
+        (400, {**good, "count": 1000001}),
     ]
     for i, (status, req) in enumerate(bad):
         out = outcome(queue_signed(redis_server, s, {**base, **req, "request_id": f"bad-{i}"}))
