@@ -676,22 +676,31 @@ out_t:
   return 0;
 }
 
-/* One CSV field (RFC 4180) of n bytes: NULL is empty, anything with a comma,
- * quote, CR, LF, or nothing at all is quoted with its quotes doubled. */
-static void csv_fieldn(dg_buf_t *b, const char *v, size_t n) {
-  if (v == NULL) return;
+/* One CSV field (RFC 4180) of n bytes written at p, which has room for
+ * 2n + 2: anything with a comma, quote, CR, LF, or nothing at all (an empty
+ * text, unlike null) is quoted with its quotes doubled. Returns the end. */
+static char *csv_put(char *p, const char *v, size_t n) {
   int plain = n > 0;
   for (size_t i = 0; plain && i < n; i++) plain = v[i] != ',' && v[i] != '"' && v[i] != '\r' && v[i] != '\n';
   if (plain) {
-    dg_buf_append(b, v, n);
-    return;
+    memcpy(p, v, n);
+    return p + n;
   }
-  dg_buf_putc(b, '"');
+  *p++ = '"';
   for (size_t i = 0; i < n; i++) {
-    if (v[i] == '"') dg_buf_putc(b, '"');
-    dg_buf_putc(b, v[i]);
+    if (v[i] == '"') *p++ = '"';
+    *p++ = v[i];
   }
-  dg_buf_putc(b, '"');
+  *p++ = '"';
+  return p;
+}
+
+/* A CSV field appended to b; NULL is empty. */
+static void csv_fieldn(dg_buf_t *b, const char *v, size_t n) {
+  if (v == NULL) return;
+  dg_buf_reserve(b, 2 * n + 2);
+  b->len = (size_t)(csv_put(b->data + b->len, v, n) - b->data);
+  b->data[b->len] = '\0';
 }
 
 static void csv_field(dg_buf_t *b, const char *v) { csv_fieldn(b, v, v ? strlen(v) : 0); }
@@ -727,23 +736,7 @@ static void csv_row(dg_buf_t *b, const dg_tabledef_t *t, const colv_t *cols, idx
       continue;
     }
     duckdb_string_t *sv = &((duckdb_string_t *)cols[k].data)[i];
-    const char *v = duckdb_string_t_data(sv);
-    size_t n = duckdb_string_t_length(*sv);
-    /* RFC 4180: a text with a comma, quote, CR or LF, or an empty one
-     * (unlike null), is quoted with its quotes doubled. */
-    int plain = n > 0;
-    for (size_t j = 0; plain && j < n; j++) plain = v[j] != ',' && v[j] != '"' && v[j] != '\r' && v[j] != '\n';
-    if (plain) {
-      memcpy(p, v, n);
-      p += n;
-      continue;
-    }
-    *p++ = '"';
-    for (size_t j = 0; j < n; j++) {
-      if (v[j] == '"') *p++ = '"';
-      *p++ = v[j];
-    }
-    *p++ = '"';
+    p = csv_put(p, duckdb_string_t_data(sv), duckdb_string_t_length(*sv));
   }
   *p++ = '\r';
   *p++ = '\n';
@@ -845,8 +838,9 @@ static void export_parquet(dg_req_t *r, duckdb_connection c, const dg_tabledef_t
 
 /* GET /tables/{table}/export?format=csv|json|parquet: every row of the table, in id
  * order, with id, parent_id and every column, from one statement (one
- * snapshot) that reflects every answered write. Numbers are DuckDB's exact
- * text of the DECIMAL (all its decimals), never a double. CSV has a header
+ * snapshot) that reflects every answered write. Numbers are printed from
+ * the DECIMAL's scaled integer with all the scale's decimals (the text
+ * DuckDB's own cast gives), never a double. CSV has a header
  * line id,parent_id,<columns>; JSON is {"table","columns":[names],"rows":[…]}
  * with numbers as JSON numbers. The answer is built whole, then sent.
  * Parquet (export_parquet) is DuckDB's own file, streamed. */
