@@ -1017,6 +1017,27 @@ out:
   return ret;
 }
 
+/* Inserts row i of an insert_rows request (named "rows[i]", or "row i"
+ * when by column, in a failure) and collects its changes. 0, or -1 with f
+ * set. */
+static int insert_one(effects_t *e, mtable_t *t, int by_column, size_t i, int64_t id, int64_t parent,
+                      const int64_t *nums, const dg_etext_t *texts, failure_t *f) {
+  size_t from = dg_changes_count(e->m->changes);
+  int erc = dg_etable_insert(t->et, id, parent, nums, texts, e->m->changes);
+  if (erc != 0) {
+    char at[48];
+    snprintf(at, sizeof at, by_column ? "row %zu" : "rows[%zu]", i);
+    engine_fail(f, erc, t->def->name, id, NULL);
+    if (erc == DG_ENOTFOUND)
+      fail(f, 404, "%s: parent %" PRId64 " does not exist in table '%s'", at, parent, t->def->name);
+    else if (erc == DG_EEXIST)
+      fail(f, 409, "%s: row %" PRId64 " exists already", at, id);
+    return -1;
+  }
+  collect(e, t, from, id);
+  return 0;
+}
+
 /* rw: where the inserted rows are rendered, or NULL for none. */
 static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *rw, int64_t *next_id,
                           failure_t *f) {
@@ -1041,18 +1062,10 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
       rc = -1;
       break;
     }
-    size_t from = dg_changes_count(e->m->changes);
-    int erc = dg_etable_insert(t->et, id, parent, nums, texts, e->m->changes);
-    if (erc != 0) {
-      engine_fail(f, erc, t->def->name, id, NULL);
-      if (erc == DG_ENOTFOUND)
-        fail(f, 404, "rows[%zu]: parent %" PRId64 " does not exist in table '%s'", i, parent, t->def->name);
-      else if (erc == DG_EEXIST)
-        fail(f, 409, "rows[%zu]: row %" PRId64 " exists already", i, id);
+    if (insert_one(e, t, 0, i, id, parent, nums, texts, f) != 0) {
       rc = -1;
       break;
     }
-    collect(e, t, from, id);
   }
   /* The answer shows the rows as the whole insert left them (a parent
    * inserted first has rolled up its children by now). */
@@ -1209,18 +1222,10 @@ static int op_insert_columns(effects_t *e, mtable_t *t, json_t *o, int64_t *next
         texts[fd->cd->slot].len = texts[fd->cd->slot].ptr ? json_string_length(v) : 0;
       }
     }
-    size_t from = dg_changes_count(e->m->changes);
-    int erc = dg_etable_insert(t->et, id, parent, nums, texts, e->m->changes);
-    if (erc != 0) {
-      engine_fail(f, erc, t->def->name, id, NULL);
-      if (erc == DG_ENOTFOUND)
-        fail(f, 404, "row %zu: parent %" PRId64 " does not exist in table '%s'", i, parent, t->def->name);
-      else if (erc == DG_EEXIST)
-        fail(f, 409, "row %zu: row %" PRId64 " exists already", i, id);
+    if (insert_one(e, t, 1, i, id, parent, nums, texts, f) != 0) {
       rc = -1;
       break;
     }
-    collect(e, t, from, id);
   }
   *count = n;
   for (size_t k = 0; k < ncols + 2; k++) {
