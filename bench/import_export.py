@@ -13,7 +13,9 @@
 4. The Parquet file imported again into an empty table `imp2`, and its CSV
    export compared with the first (the round trip is exact).
 
-    python3 bench/import_export.py [--build build] [--rows 1000000] [--lease-ms 30000]
+    python3 bench/import_export.py [--build build] [--rows 1000000] [--lease-ms MS] [--redis-timeout-ms MS]
+
+The server runs with its default lease and Redis timeout unless those are given.
 Prints one line per figure and one JSON object at the end. No figure is
 asserted: the targets (issue 19: import of 1M rows <= 10 s, export <= 2 s)
 are compared by the reader.
@@ -70,6 +72,8 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--lease-ms", default="", help="DUCKGRID_LEASE_MS for the server (default: its own)")
+    ap.add_argument("--redis-timeout-ms", default="",
+                    help="DUCKGRID_REDIS_TIMEOUT_MS for the server (default: its own)")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     wd = B.Workdir(keep=os.environ.get("BENCH_KEEP") == "1")
@@ -83,9 +87,9 @@ def main():
         redis = B.Redis(wd.path).start()
         srv = B.Server(os.path.join(build, "duckgrid"), redis, wd.path,
                        env={"DUCKGRID_BODY_LIMIT": str(1 << 30), "DUCKGRID_SYNC_TIMEOUT_MS": "600000",
-                            # one request of ~90 MB: XADD and the manager's read take seconds
-                            "DUCKGRID_REDIS_TIMEOUT_MS": "120000", "DUCKGRID_LOG_LEVEL": "info",
-                            **({"DUCKGRID_LEASE_MS": a.lease_ms} if a.lease_ms else {})}).start()
+                            "DUCKGRID_LOG_LEVEL": "info",
+                            **({"DUCKGRID_LEASE_MS": a.lease_ms} if a.lease_ms else {}),
+                            **({"DUCKGRID_REDIS_TIMEOUT_MS": a.redis_timeout_ms} if a.redis_timeout_ms else {})}).start()
         for t in ("imp", "imp2"):
             srv.ok("POST", "/tables", {"name": t, "columns": COLUMNS})
 

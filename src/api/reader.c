@@ -165,11 +165,63 @@ static int looks_like_object(const char *s, size_t n) {
   return n >= 2 && s[0] == '{' && s[n - 1] == '}';
 }
 
+/* The ids of a raw array as the manager writes it ([1,2,"9007199254740993"],
+ * dg_jsonw_id), scanned without a DOM: an import's outcome lists a million.
+ * 0, or -1 when the text is anything else (the caller decodes it then). */
+static int ids_scan(const char *v, size_t n, int64_t **ids, size_t *count) {
+  const char *p = v, *end = v + n;
+  if (p == end || *p != '[') return -1;
+  size_t cap = 0, k = 0;
+  int64_t *out = NULL;
+  p++;
+  if (p < end && *p == ']' && p + 1 == end) {
+    *ids = dg_malloc(sizeof **ids);
+    *count = 0;
+    return 0;
+  }
+  while (p < end) {
+    int quoted = *p == '"';
+    p += quoted;
+    int neg = p < end && *p == '-';
+    p += neg;
+    uint64_t x = 0;
+    const char *digits = p;
+    while (p < end && *p >= '0' && *p <= '9' && p - digits < 19) x = x * 10 + (uint64_t)(*p++ - '0');
+    if (p == digits || (p < end && *p >= '0' && *p <= '9') || x > (uint64_t)INT64_MAX) break;
+    if (quoted && (p == end || *p++ != '"')) break;
+    if (k == cap) {
+      cap = cap ? cap * 2 : 1024;
+      out = dg_realloc(out, cap * sizeof *out);
+    }
+    out[k++] = neg ? -(int64_t)x : (int64_t)x;
+    if (p < end && *p == ',') {
+      p++;
+      continue;
+    }
+    if (p + 1 == end && *p == ']') {
+      *ids = out ? out : dg_malloc(sizeof **ids);
+      *count = k;
+      return 0;
+    }
+    break;
+  }
+  dg_free(out);
+  return -1;
+}
+
 static void rows_update(dg_app_t *app, const char *res, size_t len, const char *table, int add) {
+  const char *raw;
+  size_t rawn, n;
+  int64_t *ids;
+  if (dg_json_raw_member(res, len, add ? "inserted" : "deleted", &raw, &rawn) == 0 &&
+      ids_scan(raw, rawn, &ids, &n) == 0) {
+    if (n && add) dg_catalog_rows_add(app->catalog, table, ids, n);
+    else if (n) dg_catalog_rows_remove(app->catalog, table, ids, n);
+    dg_free(ids);
+    return;
+  }
   json_t *list = member(res, len, add ? "inserted" : "deleted");
   if (json_array_size(list)) {
-    int64_t *ids;
-    size_t n;
     ids_of(list, &ids, &n);
     if (add) dg_catalog_rows_add(app->catalog, table, ids, n);
     else dg_catalog_rows_remove(app->catalog, table, ids, n);

@@ -5,7 +5,7 @@
  *   body ──scratch file (dg/iofile.h)──▶ DuckDB read_csv, every field VARCHAR
  *        ──validate every value here, as POST /tables/{t}/rows does──▶ 400 with
  *          {"errors":[{"line","column","detail"}…]} and nothing queued
- *        ──parents before children──▶ one insert_rows request ──▶ request_duck
+ *        ──parents before children──▶ one insert_rows request, by column ──▶ request_duck
  *
  * The CSV is what GET /tables/{t}/export?format=csv writes: RFC 4180, a
  * header line naming the fields, "," between fields, '"' quoting with '""'
@@ -592,47 +592,91 @@ static void check_rows(dg_req_t *r, const sheet_t *s, const dg_tabledef_t *t, co
 
 /* ---- the request ------------------------------------------------------------------- */
 
-/* Appends ,"rows":[…] in the plan's order to raw (the request's text). */
-static void write_rows(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *t, const int *fmap, const plan_t *p) {
-  dg_jsonw_t w;
-  dg_jsonw_resume_obj(&w, raw); /* inside the request object, after its first members */
-  dg_jsonw_key(&w, "rows");
-  dg_jsonw_arr(&w);
+/* Appends v in decimal to b (no printf: a million rows have millions). */
+static void put_int(dg_buf_t *b, int64_t v) {
+  char tmp[24], *q = tmp + sizeof tmp;
+  uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    *--q = (char)('0' + m % 10);
+    m /= 10;
+  } while (m);
+  if (v < 0) *--q = '-';
+  dg_buf_append(b, q, (size_t)(tmp + sizeof tmp - q));
+}
+
+/* A by-column integer list as a JSON string, "7,,-3" (an empty item for
+ * none), of the plan's rows: field k is the ids, the parent ids or a
+ * number column; the JSON text goes to raw through w. */
+static void write_int_list(dg_jsonw_t *w, dg_buf_t *tmp, const sheet_t *s, const dg_tabledef_t *t, const int *fmap,
+                           const plan_t *p, idx_t k) {
+  dg_buf_reset(tmp);
+  dg_buf_reserve(tmp, s->nrows * 12 + 2);
+  dg_buf_putc(tmp, '"');
   for (size_t o = 0; o < s->nrows; o++) {
     size_t i = p->order[o];
-    dg_jsonw_obj(&w);
-    if (p->has_id[i]) {
-      dg_jsonw_key(&w, "id");
-      dg_jsonw_int(&w, p->id[i]);
-    }
-    if (p->pkind[i] != PARENT_NONE) {
-      dg_jsonw_key(&w, "parent_id");
-      dg_jsonw_int(&w, p->parent[i]);
-    }
-    dg_jsonw_key(&w, "cells");
-    dg_jsonw_obj(&w);
-    for (idx_t k = 0; k < s->ncols; k++) {
-      if (fmap[k] < 0) continue;
-      const dg_coldef_t *c = &t->cols[fmap[k]];
+    if (o) dg_buf_putc(tmp, ',');
+    if (fmap[k] == FIELD_ID) {
+      if (p->has_id[i]) put_int(tmp, p->id[i]);
+    } else if (fmap[k] == FIELD_PARENT) {
+      if (p->pkind[i] != PARENT_NONE) put_int(tmp, p->parent[i]);
+    } else {
       size_t len = 0;
       const char *v = cell(s, i, k, &len);
-      if (c->type == DG_COL_NUMBER) {
-        int64_t x;
-        if (v == NULL || dg_decimal_parse(v, len, c->scale, &x) != 0) continue; /* empty: left at 0 */
-        dg_jsonw_key(&w, c->name);
-        char dec[DG_DECIMAL_FORMAT_MAX + 8];
-        size_t dn = dg_decimal_format(x, c->scale, dec, sizeof dec);
-        dg_jsonw_strn(&w, dec, dn);
-      } else {
-        dg_jsonw_key(&w, c->name);
-        if (v) dg_jsonw_strn(&w, v, len);
-        else dg_jsonw_null(&w);
-      }
+      int64_t x;
+      if (v && dg_decimal_parse(v, len, t->cols[fmap[k]].scale, &x) == 0) put_int(tmp, x);
+    }
+  }
+  dg_buf_putc(tmp, '"');
+  dg_jsonw_raw(w, tmp->data, tmp->len);
+}
+
+/* Appends the rows by column in the plan's order to raw (the request's
+ * text): ,"count":N,"ids":"…","parent_ids":"…","columns":[{"name","scale",
+ * "values":"…"}|{"name","values":[text|null…]}…] (the form is described
+ * at op_insert_columns in src/manager/apply.c). A number goes as an
+ * integer in units of its column's scale; an empty field as an empty item
+ * (a new id, a root, a number left at 0) or a null text. */
+static void write_columns(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *t, const int *fmap, const plan_t *p) {
+  dg_buf_t tmp;
+  dg_buf_init(&tmp);
+  dg_jsonw_t w;
+  dg_jsonw_resume_obj(&w, raw); /* inside the request object, after its first members */
+  dg_jsonw_key(&w, "count");
+  dg_jsonw_int(&w, (int64_t)s->nrows);
+  for (idx_t k = 0; k < s->ncols; k++) {
+    if (fmap[k] != FIELD_ID && fmap[k] != FIELD_PARENT) continue;
+    dg_jsonw_key(&w, fmap[k] == FIELD_ID ? "ids" : "parent_ids");
+    write_int_list(&w, &tmp, s, t, fmap, p, k);
+  }
+  dg_jsonw_key(&w, "columns");
+  dg_jsonw_arr(&w);
+  for (idx_t k = 0; k < s->ncols; k++) {
+    if (fmap[k] < 0) continue;
+    const dg_coldef_t *c = &t->cols[fmap[k]];
+    dg_jsonw_obj(&w);
+    dg_jsonw_key(&w, "name");
+    dg_jsonw_str(&w, c->name);
+    if (c->type == DG_COL_NUMBER) {
+      dg_jsonw_key(&w, "scale");
+      dg_jsonw_int(&w, c->scale);
+      dg_jsonw_key(&w, "values");
+      write_int_list(&w, &tmp, s, t, fmap, p, k);
+      dg_jsonw_end(&w);
+      continue;
+    }
+    dg_jsonw_key(&w, "values");
+    dg_jsonw_arr(&w);
+    for (size_t o = 0; o < s->nrows; o++) {
+      size_t len = 0;
+      const char *v = cell(s, p->order[o], k, &len);
+      if (v) dg_jsonw_strn(&w, v, len);
+      else dg_jsonw_null(&w);
     }
     dg_jsonw_end(&w);
     dg_jsonw_end(&w);
   }
   dg_jsonw_end(&w);
+  dg_buf_dispose(&tmp);
   /* The request object stays open: dg_write_import_submit closes it. */
 }
 
@@ -686,7 +730,7 @@ static int table_import(dg_req_t *r) {
   dg_buf_t raw;
   dg_buf_init(&raw);
   dg_write_import_begin(r, &raw, t->name);
-  write_rows(&raw, &s, t, fmap, &p);
+  write_columns(&raw, &s, t, fmap, &p);
   size_t nrows = s.nrows, nbytes = raw.len;
   int64_t t_text = dg_mono_us();
   sheet_dispose(&s); /* the text has every value now */

@@ -40,6 +40,7 @@
 #include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/db.h"
+#include "dg/decimal.h"
 #include "dg/http.h"
 #include "dg/iofile.h"
 #include "dg/jsonw.h"
@@ -674,25 +675,93 @@ out_t:
   return 0;
 }
 
-/* One CSV field (RFC 4180) of n bytes: NULL is empty, anything with a comma,
- * quote, CR, LF, or nothing at all is quoted with its quotes doubled. */
-static void csv_fieldn(dg_buf_t *b, const char *v, size_t n) {
-  if (v == NULL) return;
+/* One CSV field (RFC 4180) of n bytes written at p, which has room for
+ * 2n + 2: anything with a comma, quote, CR, LF, or nothing at all (an empty
+ * text, unlike null) is quoted with its quotes doubled. Returns the end. */
+static char *csv_put(char *p, const char *v, size_t n) {
   int plain = n > 0;
   for (size_t i = 0; plain && i < n; i++) plain = v[i] != ',' && v[i] != '"' && v[i] != '\r' && v[i] != '\n';
   if (plain) {
-    dg_buf_append(b, v, n);
-    return;
+    memcpy(p, v, n);
+    return p + n;
   }
-  dg_buf_putc(b, '"');
+  *p++ = '"';
   for (size_t i = 0; i < n; i++) {
-    if (v[i] == '"') dg_buf_putc(b, '"');
-    dg_buf_putc(b, v[i]);
+    if (v[i] == '"') *p++ = '"';
+    *p++ = v[i];
   }
-  dg_buf_putc(b, '"');
+  *p++ = '"';
+  return p;
+}
+
+/* A CSV field appended to b; NULL is empty. */
+static void csv_fieldn(dg_buf_t *b, const char *v, size_t n) {
+  if (v == NULL) return;
+  dg_buf_reserve(b, 2 * n + 2);
+  b->len = (size_t)(csv_put(b->data + b->len, v, n) - b->data);
+  b->data[b->len] = '\0';
 }
 
 static void csv_field(dg_buf_t *b, const char *v) { csv_fieldn(b, v, v ? strlen(v) : 0); }
+
+/* The text of cell k (>= FIRST_CELL) of row i when it is a number or an id
+ * (k < FIRST_CELL) into tmp: its length. */
+static size_t number_text(const colv_t *cols, idx_t k, idx_t i, char tmp[DG_DECIMAL_FORMAT_MAX + 8]) {
+  int64_t v = k < FIRST_CELL ? bigint_at(&cols[k], i) : decimal_at(&cols[k], i);
+  return dg_decimal_format(v, k < FIRST_CELL ? 0 : cols[k].scale, tmp, DG_DECIMAL_FORMAT_MAX + 8);
+}
+
+/* One CSV record (with its CRLF) for row i of the current chunk, written
+ * into space reserved once for the whole record. */
+static void csv_row(dg_buf_t *b, const dg_tabledef_t *t, const colv_t *cols, idx_t i) {
+  idx_t ncols = FIRST_CELL + (idx_t)t->ncols;
+  size_t need = 2;
+  for (idx_t k = 0; k < ncols; k++) {
+    int text = k >= FIRST_CELL && t->cols[k - FIRST_CELL].type == DG_COL_TEXT;
+    need += 1 + (text && is_valid(&cols[k], i)
+                     ? 2 * duckdb_string_t_length(((duckdb_string_t *)cols[k].data)[i]) + 2
+                     : DG_DECIMAL_FORMAT_MAX + 8);
+  }
+  dg_buf_reserve(b, need);
+  char *p = b->data + b->len;
+  for (idx_t k = 0; k < ncols; k++) {
+    if (k) *p++ = ',';
+    if (!is_valid(&cols[k], i)) continue; /* null: an empty field */
+    if (k < FIRST_CELL || t->cols[k - FIRST_CELL].type == DG_COL_NUMBER) {
+      char tmp[DG_DECIMAL_FORMAT_MAX + 8];
+      size_t n = number_text(cols, k, i, tmp);
+      memcpy(p, tmp, n);
+      p += n;
+      continue;
+    }
+    duckdb_string_t *sv = &((duckdb_string_t *)cols[k].data)[i];
+    p = csv_put(p, duckdb_string_t_data(sv), duckdb_string_t_length(*sv));
+  }
+  *p++ = '\r';
+  *p++ = '\n';
+  *p = '\0';
+  b->len = (size_t)(p - b->data);
+}
+
+/* One {"id","parent_id",<columns>} of the JSON export for row i: ids and
+ * numbers as JSON numbers. */
+static void json_row(dg_jsonw_t *w, const dg_tabledef_t *t, const colv_t *cols, idx_t i) {
+  dg_jsonw_obj(w);
+  for (idx_t k = 0; k < FIRST_CELL + (idx_t)t->ncols; k++) {
+    int text = k >= FIRST_CELL && t->cols[k - FIRST_CELL].type == DG_COL_TEXT;
+    dg_jsonw_key(w, k == 0 ? "id" : k == 1 ? "parent_id" : t->cols[k - FIRST_CELL].name);
+    if (!is_valid(&cols[k], i)) {
+      dg_jsonw_null(w);
+    } else if (text) {
+      duckdb_string_t *sv = &((duckdb_string_t *)cols[k].data)[i];
+      dg_jsonw_strn(w, duckdb_string_t_data(sv), duckdb_string_t_length(*sv));
+    } else {
+      char tmp[DG_DECIMAL_FORMAT_MAX + 8];
+      dg_jsonw_raw(w, tmp, number_text(cols, k, i, tmp));
+    }
+  }
+  dg_jsonw_end(w);
+}
 
 /* A Parquet export being sent: the file, already unlinked. */
 typedef struct {
@@ -767,8 +836,9 @@ static void export_parquet(dg_req_t *r, duckdb_connection c, const dg_tabledef_t
 
 /* GET /tables/{table}/export?format=csv|json|parquet: every row of the table, in id
  * order, with id, parent_id and every column, from one statement (one
- * snapshot) that reflects every answered write. Numbers are DuckDB's exact
- * text of the DECIMAL (all its decimals), never a double. CSV has a header
+ * snapshot) that reflects every answered write. Numbers are printed from
+ * the DECIMAL's scaled integer with all the scale's decimals (the text
+ * DuckDB's own cast gives), never a double. CSV has a header
  * line id,parent_id,<columns>; JSON is {"table","columns":[names],"rows":[…]}
  * with numbers as JSON numbers. The answer is built whole, then sent.
  * Parquet (export_parquet) is DuckDB's own file, streamed. */
@@ -791,16 +861,21 @@ static int table_export(dg_req_t *r) {
   }
   dg_buf_t sql;
   dg_buf_init(&sql);
-  dg_buf_puts(&sql, "SELECT CAST(id AS VARCHAR), CAST(parent_id AS VARCHAR)");
-  for (int i = 0; i < t->ncols; i++) dg_buf_printf(&sql, ", CAST(\"%s\" AS VARCHAR)", t->cols[i].name);
+  select_list(&sql, t); /* native types: DuckDB neither casts nor sorts text */
   dg_buf_printf(&sql, " FROM main.\"%s\" ORDER BY id", t->name);
+  idx_t ncols = FIRST_CELL + (idx_t)t->ncols;
+  colv_t *cols = dg_calloc(ncols, sizeof *cols);
   duckdb_result res;
+  int64_t t0 = dg_mono_us();
   if (duckdb_query(c, sql.data, &res) == DuckDBError) {
     db_failed(r, t->name, "exporting", duckdb_result_error(&res));
+  } else if (describe_result(&res, t, ncols, cols) != 0) {
+    dg_log_error("export of table '%s': the result does not match the table's columns", t->name);
+    dg_problem(r, 500, NULL, "exporting table '%s' failed", t->name);
   } else {
+    int64_t t_query = dg_mono_us();
     dg_buf_t body;
     dg_buf_init(&body);
-    idx_t ncols = 2 + (idx_t)t->ncols;
     dg_jsonw_t w;
     if (csv) {
       dg_buf_puts(&body, "id,parent_id");
@@ -821,56 +896,35 @@ static int table_export(dg_req_t *r) {
       dg_jsonw_key(&w, "rows");
       dg_jsonw_arr(&w);
     }
-    /* Straight from the result's chunks (every column is VARCHAR): no
-     * allocation per cell. */
+    /* Straight from the result's chunks: no allocation per cell, numbers
+     * printed here from the scaled integers (the text DuckDB's cast would
+     * give: every decimal of the scale). */
     duckdb_data_chunk chunk;
-    const duckdb_string_t **data = dg_calloc(ncols, sizeof *data);
-    uint64_t **valid = dg_calloc(ncols, sizeof *valid);
     while ((chunk = duckdb_fetch_chunk(res)) != NULL) {
       idx_t n = duckdb_data_chunk_get_size(chunk);
-      for (idx_t k = 0; k < ncols; k++) {
-        duckdb_vector v = duckdb_data_chunk_get_vector(chunk, k);
-        data[k] = duckdb_vector_get_data(v);
-        valid[k] = duckdb_vector_get_validity(v);
-      }
+      bind_chunk(chunk, ncols, cols);
       for (idx_t i = 0; i < n; i++) {
-        if (!csv) dg_jsonw_obj(&w);
-        for (idx_t k = 0; k < ncols; k++) {
-          const char *v = NULL;
-          size_t vn = 0;
-          if (valid[k] == NULL || duckdb_validity_row_is_valid(valid[k], i)) {
-            duckdb_string_t *sv = (duckdb_string_t *)&data[k][i];
-            v = duckdb_string_t_data(sv);
-            vn = duckdb_string_t_length(*sv);
-          }
-          if (csv) {
-            if (k) dg_buf_putc(&body, ',');
-            csv_fieldn(&body, v, vn);
-          } else {
-            dg_jsonw_key(&w, k == 0 ? "id" : k == 1 ? "parent_id" : t->cols[k - 2].name);
-            if (v == NULL) dg_jsonw_null(&w);
-            else if (k < 2 || t->cols[k - 2].type == DG_COL_NUMBER) dg_jsonw_raw(&w, v, vn);
-            else dg_jsonw_strn(&w, v, vn);
-          }
-        }
-        if (csv) dg_buf_puts(&body, "\r\n");
-        else dg_jsonw_end(&w);
+        if (csv) csv_row(&body, t, cols, i);
+        else json_row(&w, t, cols, i);
       }
       duckdb_destroy_data_chunk(&chunk);
     }
-    dg_free(data);
-    dg_free(valid);
     if (!csv) {
       dg_jsonw_end(&w);
       dg_jsonw_end(&w);
     }
+    int64_t t_text = dg_mono_us();
     dg_reply_buf(r, 200, &body);
+    dg_log_info("export of '%s' (%s): %zu bytes: query %.0f ms, text %.0f ms, handed over %.0f ms", t->name,
+                csv ? "csv" : "json", body.len, (double)(t_query - t0) / 1000.0, (double)(t_text - t_query) / 1000.0,
+                (double)(dg_mono_us() - t_text) / 1000.0);
     dg_buf_dispose(&body);
     if (csv) r->out_type = "text/csv; charset=utf-8";
     char disp[DG_NAME_MAX + 64];
     snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", t->name, csv ? "csv" : "json");
     dg_set_header(r, "Content-Disposition", disp);
   }
+  dg_free(cols);
   duckdb_destroy_result(&res);
   dg_buf_dispose(&sql);
   dg_tabledef_unref(t);

@@ -203,7 +203,7 @@ typedef struct {
   json_t *inserted;     /* {table: [ids]} */
   json_t *deleted;
   json_t *moved;        /* [{"table","row_id","from","to"}] */
-  size_t nchanges;      /* cell changes written to w */
+  size_t nchanges;      /* cell changes (written to w while listed()) */
 } effects_t;
 
 static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
@@ -269,6 +269,14 @@ static void put_dec(dg_buf_t *b, int64_t v, int scale) {
  * "new":…}. A spread's million changes share their table and column, so the
  * escaped text around the three values is made once per column and reused
  * (key by key through the writer took ~40% of a 1M-leaf spread's apply). */
+/* Whether the next cell change goes into the outcome's "changes": not
+ * once there are more than DUCKGRID_OUTCOME_CHANGES_MAX, when the outcome
+ * lists none of them (a compact outcome, dg__mgr_apply) -- an import of a
+ * million rows would write half a gigabyte of changes to throw away. */
+static int listed(const effects_t *e) {
+  return e->m->outcome_changes_max == 0 || e->nchanges < e->m->outcome_changes_max;
+}
+
 static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row) {
   dg_manager_t *m = e->m;
   size_t n = dg_changes_count(m->changes);
@@ -277,18 +285,27 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
   dg_buf_t head, mid; /* {"table":"t","row_id":   ,"column":"c","old": */
   dg_buf_init(&head);
   dg_buf_init(&mid);
+  int64_t last_touched = 0; /* a row's changes come together: look it up once */
+  int have_last = 0;
   for (size_t i = from; i < n; i++) {
     const dg_change_t *c = &ch[i];
-    if (!dg_idset_has(&t->touched, c->row_id)) {
+    if ((!have_last || c->row_id != last_touched) && !dg_idset_has(&t->touched, c->row_id)) {
       dg_idset_add(&t->touched, c->row_id);
       if (c->kind == DG_CHANGE_ROW_INSERT) dg_idset_add(&t->fresh, c->row_id);
     }
+    last_touched = c->row_id;
+    have_last = 1;
     switch (c->kind) {
       case DG_CHANGE_NUMBER: {
         const dg_coldef_t *cd = fmt_cd && fmt_cd->slot == (int)c->col && fmt_cd->type == DG_COL_NUMBER
                                     ? fmt_cd
                                     : col_of_slot(t, DG_COL_NUMBER, c->col);
         int is_new = c->row_id == inserted_row;
+        if (!listed(e)) {
+          e->nchanges++;
+          hist_add_num(m, e->req, t->tag, c->row_id, col_index(t, cd), !is_new, c->old_value, c->new_value);
+          break;
+        }
         if (cd != fmt_cd) {
           fmt_cd = cd;
           dg_buf_reset(&head);
@@ -319,6 +336,12 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
         size_t ol, nl;
         dg_changes_text(m->changes, c, false, &os, &ol);
         dg_changes_text(m->changes, c, true, &ns, &nl);
+        if (!listed(e)) {
+          e->nchanges++;
+          hist_add(m, e->req, t->tag, c->row_id, col_index(t, cd), os ? dg_strndup(os, ol) : NULL,
+                   ns ? dg_strndup(ns, nl) : NULL);
+          break;
+        }
         dg_jsonw_obj(e->w);
         dg_jsonw_key(e->w, "table");
         dg_jsonw_str(e->w, t->def->name);
@@ -994,6 +1017,27 @@ out:
   return ret;
 }
 
+/* Inserts row i of an insert_rows request (named "rows[i]", or "row i"
+ * when by column, in a failure) and collects its changes. 0, or -1 with f
+ * set. */
+static int insert_one(effects_t *e, mtable_t *t, int by_column, size_t i, int64_t id, int64_t parent,
+                      const int64_t *nums, const dg_etext_t *texts, failure_t *f) {
+  size_t from = dg_changes_count(e->m->changes);
+  int erc = dg_etable_insert(t->et, id, parent, nums, texts, e->m->changes);
+  if (erc != 0) {
+    char at[48];
+    snprintf(at, sizeof at, by_column ? "row %zu" : "rows[%zu]", i);
+    engine_fail(f, erc, t->def->name, id, NULL);
+    if (erc == DG_ENOTFOUND)
+      fail(f, 404, "%s: parent %" PRId64 " does not exist in table '%s'", at, parent, t->def->name);
+    else if (erc == DG_EEXIST)
+      fail(f, 409, "%s: row %" PRId64 " exists already", at, id);
+    return -1;
+  }
+  collect(e, t, from, id);
+  return 0;
+}
+
 /* rw: where the inserted rows are rendered, or NULL for none. */
 static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *rw, int64_t *next_id,
                           failure_t *f) {
@@ -1018,18 +1062,10 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
       rc = -1;
       break;
     }
-    size_t from = dg_changes_count(e->m->changes);
-    int erc = dg_etable_insert(t->et, id, parent, nums, texts, e->m->changes);
-    if (erc != 0) {
-      engine_fail(f, erc, t->def->name, id, NULL);
-      if (erc == DG_ENOTFOUND)
-        fail(f, 404, "rows[%zu]: parent %" PRId64 " does not exist in table '%s'", i, parent, t->def->name);
-      else if (erc == DG_EEXIST)
-        fail(f, 409, "rows[%zu]: row %" PRId64 " exists already", i, id);
+    if (insert_one(e, t, 0, i, id, parent, nums, texts, f) != 0) {
       rc = -1;
       break;
     }
-    collect(e, t, from, id);
   }
   /* The answer shows the rows as the whole insert left them (a parent
    * inserted first has rolled up its children by now). */
@@ -1043,12 +1079,188 @@ static int op_insert_rows(effects_t *e, mtable_t *t, json_t *rows, dg_jsonw_t *r
   return rc;
 }
 
+/*
+ * An import's rows by column (src/http/import.c), the compact form of
+ * insert_rows: one list per field instead of one object per row, so a
+ * million-row request decodes into a few strings and one array of texts,
+ * not two million objects and five million scalars.
+ *
+ *   "count": N,
+ *   "ids": "<list>"            optional; an empty item or no list: a new id
+ *   "parent_ids": "<list>"     optional; an empty item or no list: a root
+ *   "columns": [{"name", "scale": s, "values": "<list>"}   a number, in units
+ *                                          of 10^-s (s: the column's scale)
+ *               {"name", "values": [string|null…]}…]     a text
+ *
+ * A <list> is N comma-separated decimal integers, each item possibly empty
+ * ("7,,-3": 7, none, -3; for N = 0 the empty string). Rows are inserted in
+ * list order (the API puts parents first). An empty number is left at 0, a
+ * null text is null. The scale travels with the values so that a table
+ * made again with another scale between queueing and applying rejects the
+ * request instead of misreading it. Anything malformed is a 400 before any
+ * row goes in.
+ */
+
+/* Rows in one request by column: as many as one import takes. */
+#define COLUMN_ROWS_MAX 1000000
+
+/* A by-column integer list: n items into out (has[i] = 0 for an empty
+ * one). 0, or -1 unless it is exactly n items of 1..19 digits, an optional
+ * '-', within int64. */
+static int int_list(const json_t *j, size_t n, int64_t *out, uint8_t *has) {
+  if (!json_is_string(j)) return -1;
+  const char *p = json_string_value(j), *end = p + json_string_length(j);
+  if (n == 0) return p == end ? 0 : -1;
+  size_t i = 0;
+  for (;;) {
+    if (i == n) return -1;
+    has[i] = p < end && *p != ',';
+    if (has[i]) {
+      int neg = *p == '-';
+      p += neg;
+      const char *d = p;
+      uint64_t x = 0;
+      while (p < end && *p >= '0' && *p <= '9') {
+        if (p - d == 19) return -1;
+        x = x * 10 + (uint64_t)(*p++ - '0');
+      }
+      if (p == d || x > (uint64_t)INT64_MAX + (uint64_t)neg) return -1;
+      out[i] = neg ? (int64_t)(0 - x) : (int64_t)x;
+    }
+    i++;
+    if (p == end) break;
+    if (*p++ != ',') return -1;
+  }
+  return i == n ? 0 : -1;
+}
+
+static int column_error(failure_t *f, const char *what) { return fail(f, 400, "insert_rows by column: %s", what); }
+
+/* One field of a by-column request, decoded. */
+typedef struct {
+  const dg_coldef_t *cd; /* NULL: ids or parent ids                  */
+  int64_t *num;          /* numbers, ids                              */
+  uint8_t *has;
+  json_t *texts;         /* a text column's values                    */
+} field_t;
+
+static int op_insert_columns(effects_t *e, mtable_t *t, json_t *o, int64_t *next_id, size_t *count,
+                             failure_t *f) {
+  json_t *cj = json_object_get(o, "count"), *cols = json_object_get(o, "columns");
+  if (!json_is_integer(cj) || json_integer_value(cj) < 0 || json_integer_value(cj) > COLUMN_ROWS_MAX)
+    return column_error(f, "count must be 0..1000000");
+  if (cols && !json_is_array(cols)) return column_error(f, "columns must be an array");
+  size_t n = (size_t)json_integer_value(cj), ncols = json_array_size(cols);
+  /* fields[0]: ids, [1]: parent ids, [2 + k]: column k */
+  field_t *fl = dg_calloc(ncols + 2, sizeof *fl);
+  uint32_t nnum = dg_etable_num_columns(t->et), ntext = dg_etable_text_columns(t->et);
+  int64_t *nums = dg_calloc(nnum + 1, sizeof *nums);
+  dg_etext_t *texts = dg_calloc(ntext + 1, sizeof *texts);
+  int rc = 0;
+  /* Everything checked first: no row goes in from a malformed request. */
+  static const char *const idkeys[2] = {"ids", "parent_ids"};
+  for (int k = 0; k < 2 && rc == 0; k++) {
+    json_t *j = json_object_get(o, idkeys[k]);
+    if (j == NULL) continue;
+    fl[k].num = dg_malloc((n + 1) * sizeof *fl[k].num);
+    fl[k].has = dg_malloc(n + 1);
+    if (int_list(j, n, fl[k].num, fl[k].has) != 0)
+      rc = fail(f, 400, "insert_rows by column: %s must list count 64-bit integers", idkeys[k]);
+  }
+  for (size_t k = 0; k < ncols && rc == 0; k++) {
+    field_t *fd = &fl[2 + k];
+    json_t *c = json_array_get(cols, k), *vals = json_object_get(c, "values");
+    const char *name = json_string_value(json_object_get(c, "name"));
+    fd->cd = name ? dg_tabledef_col(t->def, name) : NULL;
+    if (fd->cd == NULL) {
+      rc = name ? fail(f, 400, "table '%s' has no column '%.80s'", t->def->name, name)
+                : column_error(f, "a column without a name");
+      break;
+    }
+    for (size_t j = 0; j < k; j++)
+      if (fl[2 + j].cd == fd->cd) rc = fail(f, 400, "column '%s' is given twice", fd->cd->name);
+    if (rc != 0) break;
+    if (fd->cd->type == DG_COL_TEXT) {
+      fd->texts = vals;
+      if (!json_is_array(vals) || json_array_size(vals) != n)
+        rc = fail(f, 400, "column '%s': values must hold count texts or nulls", fd->cd->name);
+      for (size_t i = 0; i < n && rc == 0; i++) {
+        json_t *v = json_array_get(vals, i);
+        if (!json_is_string(v) && !json_is_null(v))
+          rc = fail(f, 400, "column '%s', row %zu: not a text or null", fd->cd->name, i);
+      }
+      continue;
+    }
+    json_t *sj = json_object_get(c, "scale");
+    if (!json_is_integer(sj) || json_integer_value(sj) != fd->cd->scale) {
+      rc = fail(f, 409, "column '%s' has scale %d, not the scale the values were written at", fd->cd->name,
+                fd->cd->scale);
+      break;
+    }
+    fd->num = dg_malloc((n + 1) * sizeof *fd->num);
+    fd->has = dg_malloc(n + 1);
+    if (int_list(vals, n, fd->num, fd->has) != 0)
+      rc = fail(f, 400, "column '%s': values must list count integers", fd->cd->name);
+    for (size_t i = 0; i < n && rc == 0; i++)
+      if (fd->has[i] && (fd->num[i] <= -DG_DECIMAL_LIMIT || fd->num[i] >= DG_DECIMAL_LIMIT))
+        rc = fail(f, 400, "column '%s', row %zu: out of range (|v| < 10^18 units)", fd->cd->name, i);
+  }
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    memset(nums, 0, (nnum + 1) * sizeof *nums);
+    memset(texts, 0, (ntext + 1) * sizeof *texts);
+    /* New ids as in op_insert_rows. */
+    int64_t id = fl[0].has && fl[0].has[i] ? fl[0].num[i] : *next_id;
+    if (id >= *next_id) *next_id = id == INT64_MAX ? INT64_MAX : id + 1;
+    int64_t parent = fl[1].has && fl[1].has[i] ? fl[1].num[i] : DG_ROW_NONE;
+    for (size_t k = 0; k < ncols; k++) {
+      const field_t *fd = &fl[2 + k];
+      if (fd->cd->type == DG_COL_NUMBER) {
+        nums[fd->cd->slot] = fd->has[i] ? fd->num[i] : 0;
+      } else {
+        json_t *v = json_array_get(fd->texts, i);
+        texts[fd->cd->slot].ptr = json_string_value(v);
+        texts[fd->cd->slot].len = texts[fd->cd->slot].ptr ? json_string_length(v) : 0;
+      }
+    }
+    if (insert_one(e, t, 1, i, id, parent, nums, texts, f) != 0) {
+      rc = -1;
+      break;
+    }
+  }
+  *count = n;
+  for (size_t k = 0; k < ncols + 2; k++) {
+    dg_free(fl[k].num);
+    dg_free(fl[k].has);
+  }
+  dg_free(fl);
+  dg_free(nums);
+  dg_free(texts);
+  return rc;
+}
+
 /* ---- the entry point ------------------------------------------------------------- */
 
 static const char *const ddl_ops[] = {"create_table", "delete_table", "create_view", "delete_view"};
 
 int dg__mgr_is_ddl(const char *json, size_t len) {
-  /* Decoded exactly as dg__mgr_apply decodes it, so both agree on "op"
+  /* Without decoding when the text begins {"op":"<name>" and that name,
+   * free of escapes, is no DDL op: were the text valid JSON, its op would
+   * be that name (a repeated "op" makes it invalid, see below); were it
+   * invalid, it would be no DDL request either. So an import of a hundred
+   * megabytes is not decoded an extra time just to read its op, which the
+   * API writes first. */
+  static const char head[] = "{\"op\":\"";
+  if (len > sizeof head - 1 && memcmp(json, head, sizeof head - 1) == 0) {
+    const char *p = json + sizeof head - 1, *q = p, *end = json + len;
+    while (q < end && q - p <= 32 && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20) q++;
+    if (q < end && *q == '"') {
+      int ddl = 0;
+      for (size_t i = 0; i < DG_ARRAY_SIZE(ddl_ops); i++)
+        ddl |= strlen(ddl_ops[i]) == (size_t)(q - p) && memcmp(p, ddl_ops[i], (size_t)(q - p)) == 0;
+      if (!ddl) return 0;
+    }
+  }
+  /* Else decoded exactly as dg__mgr_apply decodes it, so both agree on "op"
    * whatever escapes or repeated keys the text holds. */
   json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
   const char *op = json_string_value(json_object_get(o, "op"));
@@ -1379,12 +1591,20 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
       dg_jsonw_key(&xw, "rows");
       dg_jsonw_arr(&xw);
     }
-    rc = op_insert_rows(&e, t, json_object_get(o, "rows"), echo ? &xw : NULL, &next, &f);
+    /* By column (an import): "count" instead of "rows"; never echoed. */
+    int by_column = json_object_get(o, "count") != NULL;
+    size_t inserted = json_array_size(json_object_get(o, "rows"));
+    if (by_column && (echo || json_object_get(o, "rows")))
+      rc = fail(&f, 400, "insert_rows by column: no \"rows\", and \"echo_rows\": false");
+    else if (by_column)
+      rc = op_insert_columns(&e, t, o, &next, &inserted, &f);
+    else
+      rc = op_insert_rows(&e, t, json_object_get(o, "rows"), echo ? &xw : NULL, &next, &f);
     if (echo) {
       dg_jsonw_end(&xw);
     } else if (rc == 0) {
       dg_jsonw_key(&xw, "rows_inserted");
-      dg_jsonw_int(&xw, (int64_t)json_array_size(json_object_get(o, "rows")));
+      dg_jsonw_int(&xw, (int64_t)inserted);
     }
     if (rc == 0) m->next_row_id = next;
   } else if (strcmp(op, "update_row") == 0) {

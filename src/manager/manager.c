@@ -1788,7 +1788,9 @@ static void *run(void *arg) {
     memcpy(value, m->lease_value, sizeof value);
     const char *argv[] = {"EVAL", CLAIM_LUA, "2", app->lease_key, app->req_stream, value, GROUP, CONSUMER, bmax};
     redisReply *rep = NULL;
+    int64_t claim_t0 = dg_mono_us();
     int rc = dg_redis_command(m->redis, 9, argv, NULL, &rep);
+    int64_t claim_t1 = dg_mono_us();
     if (rc != 0) {
       usleep(50 * 1000);
       continue;
@@ -1824,6 +1826,11 @@ static void *run(void *arg) {
     m->claim_misses = 0;
     entry_t *e;
     size_t n = entries_of(m, rep, &e, 0);
+    int64_t claim_t2 = dg_mono_us();
+    if (claim_t2 - claim_t0 >= SLOW_BATCH_MS * 1000)
+      dg_log_warn("manager: slow claim: %zu requests, %lld ms: claimed (XREADGROUP) %lld, opened %lld", n,
+                  (long long)(claim_t2 - claim_t0) / 1000, (long long)(claim_t1 - claim_t0) / 1000,
+                  (long long)(claim_t2 - claim_t1) / 1000);
     /* After a Redis failover the new master may deliver again entries this
      * manager has applied and published already (it had not received their
      * delivery): they are in the unpersisted tail or in DuckDB, and stay

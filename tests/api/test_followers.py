@@ -74,6 +74,11 @@ def test_followers_serve_reads_and_writes(make_server):
     rows += [{"id": leaf, "parent_id": leaf // 10, "v": 1} for leaf in LEAVES]
     assert c.post("/tables/f/rows", {"rows": rows}).status_code == 201
     assert c.get(f"/tables/f/rows/{LEAVES[-1]}").status_code == 200
+    # An import through a follower (one request, rows by column): applied by
+    # the leader and by every follower alike, new ids included.
+    r = requests.post(b.base + "/tables/f/import", data=b"parent_id,v,id\n500,1.50,\n10,2.25,\n1,,500\n",
+                      headers={**b.headers(), "Content-Type": "text/csv"}, timeout=15)
+    assert r.status_code == 201 and r.json()["imported"] == 3, r.text
     last = None
     for i, leaf in enumerate(LEAVES):
         node = (a, b, c)[i % 3]

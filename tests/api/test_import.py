@@ -5,12 +5,15 @@ file, one request through the log; bad rows are listed by CSV line and
 nothing is applied.
 """
 import glob
+import hashlib
+import hmac
 import json
 import os
+import time
 
 import requests
 
-from helpers import outcomes_in, problem, requests_in
+from helpers import Resp, outcomes_in, problem, requests_in
 
 COLUMNS = [
     {"name": "name", "type": "text"},
@@ -66,7 +69,18 @@ def test_import_round_trip(make_server, redis_server):
     assert ok(s.get("/tables/dst/export?format=json")).json()["rows"] == \
         ok(s.get("/tables/src/export?format=json")).json()["rows"]
     reqs = [q for q in imports_queued(redis_server, s) if q["table"] == "dst"]
-    assert len(reqs) == 1 and len(reqs[0]["rows"]) == 6 and reqs[0]["echo_rows"] is False
+    assert len(reqs) == 1 and reqs[0]["count"] == 6 and reqs[0]["echo_rows"] is False and "rows" not in reqs[0]
+    # By column, parents first: ids and numbers (integers at the column's
+    # scale) as comma-separated lists, texts as an array.
+    q = reqs[0]
+    ids = [int(x) for x in q["ids"].split(",")]
+    assert ids[:2] == [1, 2] and ids.index(10) < ids.index(12), q
+    assert q["parent_ids"].split(",")[:3] == ["", "", ""] and q["parent_ids"].split(",")[ids.index(12)] == "11", q
+    cols = {c["name"]: c for c in q["columns"]}
+    assert cols["v"]["scale"] == 2 and cols["n"]["scale"] == 0 and "scale" not in cols["name"], cols
+    v = cols["v"]["values"].split(",")
+    assert v[ids.index(10)] == "1001" and v[ids.index(12)] == "12345678999", q
+    assert cols["name"]["values"][ids.index(11)] == "" and cols["name"]["values"][ids.index(2)] is None, q
     # Its outcome counts the rows instead of listing them; ids still in "inserted".
     out = dict(outcomes_in(redis_server, s))[body["update_id"]]
     assert out["rows_inserted"] == 6 and "rows" not in out, out
@@ -317,3 +331,82 @@ def test_cli_export_and_import(server, tmp_path):
                  ("export", "Bad-Name"), ("import", pq, "--table", "cli_dst", "--bogus")):
         p = run(*args, *url)
         assert p.returncode == 2, (args, p.stderr)
+
+
+def queue_signed(redis, s, req):
+    """XADDs a request to request_duck signed as the API signs it (a
+    follower or a replay meets the same entry): its stream id."""
+    with open(s.db + ".pepper", "rb") as f:
+        key = hmac.new(f.read(), b"duckgrid stream v1", hashlib.sha256).digest()
+    text = json.dumps(req, separators=(",", ":"))
+    t = str(int(time.time() * 1000))
+    mac = hmac.new(key, b"dg-req-v1\0" + t.encode() + b"\0" + text.encode(), hashlib.sha256).hexdigest()
+    with Resp(redis) as r:
+        return r.cmd("XADD", s.prefix + "request_duck", "*", "req", text, "t", t, "mac", mac)
+
+
+def test_rows_by_column_are_checked_by_the_manager(make_server, redis_server):
+    """The manager trusts no by-column request: a malformed one is rejected
+    whole (nothing inserted) with a 400 or 409 outcome; a good one applies."""
+    s = make_server().start()
+    new_table(s, "t")
+    base = {"op": "insert_rows", "user": "u", "caller": "u", "table": "t", "echo_rows": False}
+
+    def outcome(sid):
+        for _ in range(200):
+            got = dict(outcomes_in(redis_server, s)).get(sid)
+            if got:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"no outcome for {sid}")
+
+    good = {"count": 2, "ids": "7,8", "parent_ids": ",7",
+            "columns": [{"name": "v", "scale": 2, "values": ",125"}, {"name": "name", "values": ["a", None]}]}
+    bad = [
+        (409, {**good, "columns": [{"name": "v", "scale": 3, "values": ",125"}]}),     # another scale
+        (400, {**good, "ids": "7"}),                                                    # too few
+        (400, {**good, "ids": "7,8,"}),                                                 # too many
+        (400, {**good, "ids": [7, 8]}),                                                 # not a list
+        (400, {**good, "ids": "7,8x"}),                                                 # not a number
+        (400, {**good, "ids": "7,-"}),
+        (400, {**good, "ids": "7,99999999999999999999"}),                               # beyond int64
+        (400, {**good, "columns": [{"name": "v", "scale": 2, "values": ",1.25"}]}),    # a decimal point
+        (400, {**good, "columns": [{"name": "v", "scale": 2, "values": f",{10**18}"}]}),  # out of range
+        (400, {**good, "columns": [{"name": "name", "values": ["a", 5]}]}),             # a number text
+        (400, {**good, "columns": [{"name": "name", "values": ["a"]}]}),                # too few texts
+        (400, {**good, "columns": [{"name": "nope", "values": "1,2"}]}),                # no such column
+        (400, {**good, "columns": [{"name": "n", "scale": 0, "values": "1,2"}] * 2}),  # a column twice
+        (404, {**good, "parent_ids": ",99"}),                                           # no such parent
+        (400, {**good, "rows": []}),                                                    # both forms
+        (400, {**good, "echo_rows": True}),                                             # echoed
+        (400, {**good, "count": 1000001}),
+    ]
+    for i, (status, req) in enumerate(bad):
+        out = outcome(queue_signed(redis_server, s, {**base, **req, "request_id": f"bad-{i}"}))
+        assert out["status"] == "rejected" and out["error"]["status"] == status, (i, out)
+    assert ok(s.get("/tables/t")).json()["row_count"] == 0
+    out = outcome(queue_signed(redis_server, s, {**base, **good, "request_id": "good"}))
+    assert out["status"] == "applied" and out["rows_inserted"] == 2 and sorted(out["inserted"]) == [7, 8], out
+    rows = {r["id"]: r for r in ok(s.get("/tables/t/rows")).json()["rows"]}
+    assert rows[8]["parent_id"] == 7 and str(rows[8]["v"]) == "1.25" and str(rows[7]["v"]) == "1.25", rows
+    assert rows[7]["name"] == "a" and rows[8]["name"] is None, rows
+    assert s.stop() == 0
+
+
+def test_import_sees_rows_inserted_before_with_any_id(make_server):
+    """The API learns inserted ids from each outcome's "inserted" list
+    (scanned without a DOM; ids beyond 2^53 are strings there): an import
+    finds them as parents and refuses them as new ids."""
+    s = make_server().start()
+    new_table(s, "t")
+    big, top = "9007199254740993", "9223372036854775807"
+    ok(s.post("/tables/t/rows", {"rows": [{"id": big}, {"id": top, "parent_id": big}, {"id": -5}]}), 201)
+    r = ok(imp(s, "t", f"id,parent_id,n\n7,{top},1\n8,-5,2\n".encode()), 201)
+    assert r.json()["imported"] == 2
+    for taken in (big, top, "-5", "8"):
+        body = problem(imp(s, "t", f"id,n\n{taken},1\n".encode()), 409)
+        assert body["errors"][0]["column"] == "id", body
+    # ...and forgets deleted ones ("deleted" of the outcome).
+    ok(requests.delete(s.base + "/tables/t/rows/8", headers=s.headers(), timeout=15), 204)
+    ok(imp(s, "t", b"id,parent_id,n\n8,-5,3\n"), 201)
+    assert s.stop() == 0

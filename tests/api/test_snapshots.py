@@ -158,6 +158,13 @@ def test_deleted_database_restored_identical(make_server, tmp_path):
     _writes(s, 50, 4, "x")
     snapshot(s)
     _writes(s, 120, 5, "y")
+    # An import (one request, rows by column) is replayed like any write:
+    # new ids, parents in the file after their children and in the table.
+    csv = b'id,parent_id,name,v\n,900,"a, b",1.25\n,101,,2\n900,1,imp,\n'
+    r = requests.post(s.base + "/tables/sn/import", data=csv, timeout=15,
+                      headers={**s.headers(), "Content-Type": "text/csv"})
+    assert r.status_code == 201 and r.json()["imported"] == 3, r.text
+    _writes(s, 20, 6, "z")
     assert s.stop() == 0
     ref = dump(_copy(s.db, str(tmp_path / "ref.duckdb")))
     os.remove(s.db)
