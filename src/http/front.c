@@ -178,7 +178,7 @@ struct dg_http_s {
   pthread_mutex_t park_lock;
   pthread_cond_t parked;        /* a loop has stopped            */
   pthread_cond_t never;         /* what stopped loops wait for   */
-  int nparked;
+  int nparked, nready;
 };
 
 
@@ -833,10 +833,36 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
+/* A loop's h2o objects are made on its own thread: h2o's buffers come from
+ * the free lists of the thread that makes a socket (thread-local), so a
+ * socket made on another thread would share that thread's lists with this
+ * one (TSan saw the loops' wake-up sockets race on the main thread's). */
+static void loop_init(loop_t *l) {
+  dg_http_t *f = l->f;
+  h2o_context_init(&l->ctx, h2o_evloop_create(), &f->config);
+  l->accept.ctx = &l->ctx;
+  l->accept.hosts = f->config.hosts;
+  l->accept.ssl_ctx = f->ssl;
+  h2o_linklist_init_anchor(&l->live);
+  h2o_multithread_register_receiver(l->ctx.queue, &l->rx, on_messages);
+  h2o_timeout_init(l->ctx.loop, &l->tick_timeout, TICK_MS);
+  l->tick.cb = on_tick;
+  h2o_timeout_link(l->ctx.loop, &l->tick_timeout, &l->tick);
+  int fd = dup(f->listen_fd);
+  l->listener = h2o_evloop_socket_create(l->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+  l->listener->data = l;
+  h2o_socket_read_start(l->listener, on_accept);
+}
+
 static void *loop_main(void *arg) {
   loop_t *l = arg;
   this_loop = l;
   dg_http_t *f = l->f;
+  loop_init(l);
+  pthread_mutex_lock(&f->park_lock);
+  f->nready++;
+  pthread_cond_broadcast(&f->parked);
+  pthread_mutex_unlock(&f->park_lock);
   while (!atomic_load(&f->stopping)) h2o_evloop_run(l->ctx.loop, 100);
   /* Parked, not ended: h2o keeps buffers in thread-local free lists, which
    * stay reachable (for LeakSanitizer) while the thread lives; the process
@@ -995,30 +1021,18 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   f->nloops = cfg->http_threads > 0 ? cfg->http_threads : (cores > 0 ? (int)cores : 2);
   f->loops = dg_calloc((size_t)f->nloops, sizeof *f->loops);
   for (int i = 0; i < f->nloops; i++) {
-    loop_t *l = &f->loops[i];
-    l->f = f;
-    l->index = i;
-    h2o_context_init(&l->ctx, h2o_evloop_create(), &f->config);
-    l->accept.ctx = &l->ctx;
-    l->accept.hosts = f->config.hosts;
-    l->accept.ssl_ctx = f->ssl;
-    h2o_linklist_init_anchor(&l->live);
-    h2o_multithread_register_receiver(l->ctx.queue, &l->rx, on_messages);
-    h2o_timeout_init(l->ctx.loop, &l->tick_timeout, TICK_MS);
-    l->tick.cb = on_tick;
-    h2o_timeout_link(l->ctx.loop, &l->tick_timeout, &l->tick);
-    int fd = dup(f->listen_fd);
-    l->listener = h2o_evloop_socket_create(l->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    l->listener->data = l;
-    h2o_socket_read_start(l->listener, on_accept);
-  }
-  for (int i = 0; i < f->nloops; i++) {
+    f->loops[i].f = f;
+    f->loops[i].index = i;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_create(&f->loops[i].thread, &attr, loop_main, &f->loops[i]);
     pthread_attr_destroy(&attr);
   }
+  /* Every loop's receiver is registered before anything may send to it. */
+  pthread_mutex_lock(&f->park_lock);
+  while (f->nready < f->nloops) pthread_cond_wait(&f->parked, &f->park_lock);
+  pthread_mutex_unlock(&f->park_lock);
   *out = f;
   return 0;
 }
