@@ -62,7 +62,7 @@
 #define TICK_MS 100
 /* Workers kept when idle, and how long an idle extra one waits. */
 #define MIN_WORKERS 8
-#define IDLE_WORKER_MS 30000
+#define IDLE_WORKER_MS 5000
 
 
 typedef struct loop_s loop_t;

@@ -123,7 +123,7 @@ def test_document_shape(doc):
     assert set(problem["required"]) == {"status", "code", "title", "detail"}
     assert set(problem["properties"]["code"]["enum"]) == {
         "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
-        "conflict", "gone", "payload_too_large", "too_many_requests", "internal",
+        "conflict", "gone", "payload_too_large", "headers_too_large", "too_many_requests", "internal",
         "unavailable", "timeout"}
     for name in ("Table", "Column", "Row", "UpdateObject", "Change", "Problem"):
         assert name in doc["components"]["schemas"], name
