@@ -59,7 +59,32 @@ typedef struct dg_req_s {
   struct dg_stream_s *stream;  /* set by dg_reply_stream                   */
   struct dg_ws_s *ws;          /* set by dg_reply_websocket                */
   dg_front_req_t *front;       /* private                                  */
+  /* Parking instead of waiting (long polls, dg_req_defer). */
+  const struct dg_route_s *route; /* the route matched                      */
+  int64_t t0_us;               /* when dispatch began (the access log)     */
+  int can_defer;               /* the front end can park this request      */
+  int deferred;                /* set by dg_req_defer                       */
+  int defer_runs;              /* times the handler ran again               */
+  int defer_expired;           /* this run is at the deadline: answer       */
+  int64_t defer_deadline_ms;   /* monotonic ms                              */
+  unsigned long defer_gen;     /* dg_req_wake_gen() before the last look    */
+  unsigned char defer_state[64]; /* the handler's own, kept across runs     */
 } dg_req_t;
+
+/**
+ * Parking a request instead of blocking a thread: a handler that finds
+ * nothing to answer yet records dg_req_wake_gen() before it looks (in
+ * r->defer_gen), keeps what it needs in r->defer_state, calls
+ * dg_req_defer and returns without answering. The front end runs the
+ * handler again on a worker after the next batch of outcomes reaches the
+ * ring (at once if one came since defer_gen), or at the deadline with
+ * r->defer_expired set; r->defer_runs counts the runs. Only when
+ * r->can_defer.
+ */
+unsigned long dg_req_wake_gen(void);
+void dg_req_defer(dg_req_t *r, int64_t deadline_ms);
+/** Runs a parked request's handler again (server.c; a worker thread). */
+void dg_http_rerun(dg_req_t *r);
 
 typedef int (*dg_handler_fn)(dg_req_t *r);
 

@@ -120,6 +120,9 @@ int dg_update_within(const char *res, size_t len, const char *scope);
 
 /** Wakes every request waiting in dg_ring_read, to look at what was appended. */
 void dg_ring_notify(dg_hub_t *h);
+/** fn(arg) runs after every dg_ring_notify and when the hub closes (the HTTP
+ *  front end re-runs the long polls it parked). Set before the reader starts. */
+void dg_ring_set_hook(dg_hub_t *h, void (*fn)(void *), void *arg);
 
 /** One read of the ring (dg_ring_read); in/out fields say which. */
 typedef struct dg_ring_read_s {

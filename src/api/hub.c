@@ -102,6 +102,8 @@ struct dg_hub_s {
   int closed;
   ring_t ring;
   flight_t flight;
+  void (*ring_hook)(void *); /* after every dg_ring_notify and at close */
+  void *ring_hook_arg;
 };
 
 static void cond_init_monotonic(pthread_cond_t *c) {
@@ -126,6 +128,11 @@ dg_hub_t *dg_hub_create(void) {
   return h;
 }
 
+static void run_ring_hook(dg_hub_t *h) {
+  void (*fn)(void *) = __atomic_load_n(&h->ring_hook, __ATOMIC_ACQUIRE);
+  if (fn) fn(__atomic_load_n(&h->ring_hook_arg, __ATOMIC_RELAXED));
+}
+
 void dg_hub_close(dg_hub_t *h) {
   if (h == NULL) return;
   pthread_mutex_lock(&h->lock);
@@ -139,6 +146,7 @@ void dg_hub_close(dg_hub_t *h) {
   h->ring.closed = 1;
   pthread_cond_broadcast(&h->ring.cond);
   pthread_mutex_unlock(&h->ring.lock);
+  run_ring_hook(h);
 }
 
 void dg_hub_destroy(dg_hub_t *h) {
@@ -479,6 +487,12 @@ void dg_ring_notify(dg_hub_t *h) {
    * synchronous writers wait for, does not queue for the lock behind the
    * thousand waiters it is waking. */
   pthread_cond_broadcast(&h->ring.cond);
+  run_ring_hook(h);
+}
+
+void dg_ring_set_hook(dg_hub_t *h, void (*fn)(void *), void *arg) {
+  __atomic_store_n(&h->ring_hook_arg, arg, __ATOMIC_RELAXED);
+  __atomic_store_n(&h->ring_hook, fn, __ATOMIC_RELEASE); /* the reader may be running */
 }
 
 static int covered_locked(const ring_t *r, dg_redis_xid_t cursor) {

@@ -52,6 +52,7 @@
 #include "dg/buf.h"
 #include "dg/common.h"
 #include "dg/http.h"
+#include "dg/hub.h"
 #include "dg/log.h"
 
 /* Bytes of request line and headers accepted; more gets 431. */
@@ -72,6 +73,7 @@ typedef struct loop_s loop_t;
 typedef struct job_s {
   struct job_s *next;
   void (*run)(struct job_s *job);
+  int quick;              /* never blocks: no new worker just for it */
 } job_t;
 
 typedef struct {
@@ -131,7 +133,7 @@ static void pool_submit(pool_t *p, job_t *j) {
   p->tail = j;
   /* Every job may block (a long poll, a sync write): one that finds no idle
    * worker gets a new one, up to the cap; past it, it waits its turn. */
-  if (p->idle == 0 && p->threads < p->max) spawn_worker_locked(p);
+  if (p->idle == 0 && p->threads < p->max && (!j->quick || p->threads < MIN_WORKERS)) spawn_worker_locked(p);
   pthread_cond_signal(&p->cond);
   pthread_mutex_unlock(&p->lock);
 }
@@ -157,7 +159,9 @@ struct loop_s {
   h2o_multithread_receiver_t rx; /* completions and wake-ups */
   h2o_timeout_t tick_timeout;
   h2o_timeout_entry_t tick;
-  h2o_linklist_t live;            /* streams and WebSockets, for the tick */
+  h2o_linklist_t live;            /* streams, WebSockets and parked requests */
+  atomic_int rewake_pending;
+  struct fmsg_s *rewake;          /* re-run the parked requests */
 };
 
 struct dg_http_s {
@@ -185,7 +189,7 @@ struct dg_http_s {
 static __thread loop_t *this_loop;
 
 /* What a message to a loop is about. */
-enum { MSG_DONE = 1, MSG_WAKE, MSG_STREAM_READ, MSG_WS_WAKE, MSG_WS_DONE, MSG_STOP };
+enum { MSG_DONE = 1, MSG_WAKE, MSG_STREAM_READ, MSG_WS_WAKE, MSG_WS_DONE, MSG_STOP, MSG_REWAKE };
 
 typedef struct fmsg_s {
   h2o_multithread_message_t super;
@@ -219,8 +223,8 @@ typedef struct fr_s {
   live_t live;
 } fr_t;
 
-enum { FR_WORKING = 1, FR_ANSWERED };
-enum { LIVE_STREAM = 1, LIVE_WS };
+enum { FR_WORKING = 1, FR_ANSWERED, FR_PARKED };
+enum { LIVE_STREAM = 1, LIVE_WS, LIVE_PARKED };
 
 struct dg_stream_handle_s {
   int unused;
@@ -252,6 +256,11 @@ static void req_strings_free(dg_req_t *r) {
 }
 
 void dg_req_dispose(dg_req_t *r) {
+  for (size_t i = 0; i < r->nparams; i++) {
+    dg_free((char *)r->params[i]);
+    r->params[i] = NULL;
+  }
+  r->nparams = 0;
   json_decref(r->body);
   r->body = NULL;
   req_strings_free(r);
@@ -268,7 +277,7 @@ static void fr_free(fr_t *fr) {
     fr->freed_stream = 1;
     if (fr->st.free) fr->st.free(fr->st.arg); /* unsubscribes: no wake after this */
   }
-  if (fr->streaming && h2o_linklist_is_linked(&fr->live.link)) h2o_linklist_unlink(&fr->live.link);
+  if (h2o_linklist_is_linked(&fr->live.link)) h2o_linklist_unlink(&fr->live.link);
   if (atomic_load(&fr->wake_pending)) {
     fr->state = -1; /* the wake message frees it */
     return;
@@ -453,6 +462,7 @@ static void stream_take(fr_t *fr, ssize_t n) {
   } else if (n == DG_STREAM_BLOCK) {
     fr->reading_on_worker = 1;
     fr->job.run = stream_read_job;
+    fr->job.quick = 0;
     pool_submit(&fr->loop->f->pool, &fr->job);
   }
   /* 0: nothing now; a wake or the tick calls stream_pump again */
@@ -582,6 +592,54 @@ static void ws_start(fr_t *fr) {
   if (c->cb.open) c->cb.open(c->cb.arg, c);
 }
 
+/* ---- parked requests (dg_req_defer) ------------------------------------------------- */
+
+static atomic_ulong wake_gen;
+
+unsigned long dg_req_wake_gen(void) { return atomic_load(&wake_gen); }
+
+void dg_req_defer(dg_req_t *r, int64_t deadline_ms) {
+  r->deferred = 1;
+  r->defer_deadline_ms = deadline_ms;
+}
+
+static void rerun_job(job_t *j) {
+  fr_t *fr = (fr_t *)((char *)j - offsetof(fr_t, job));
+  dg_http_rerun(&fr->r);
+  post(fr->loop, &fr->done, MSG_DONE);
+}
+
+static void unpark(fr_t *fr, int expired) {
+  if (h2o_linklist_is_linked(&fr->live.link)) h2o_linklist_unlink(&fr->live.link);
+  fr->state = FR_WORKING;
+  fr->r.defer_expired = expired;
+  fr->job.run = rerun_job;
+  fr->job.quick = 1; /* a look at the ring (a new worker for each of a thousand would be waste) */
+  pool_submit(&fr->loop->f->pool, &fr->job);
+}
+
+/* A handler answered "later": wait on this loop, not on a thread. */
+static void park(fr_t *fr) {
+  int64_t now = now_ms();
+  if (atomic_load(&wake_gen) != fr->r.defer_gen || now >= fr->r.defer_deadline_ms) {
+    unpark(fr, now >= fr->r.defer_deadline_ms); /* something came meanwhile, or time is up */
+    return;
+  }
+  fr->state = FR_PARKED;
+  fr->live.kind = LIVE_PARKED;
+  h2o_linklist_insert(&fr->loop->live, &fr->live.link);
+}
+
+/* The ring's hook (the reader's thread, after each batch; and at close). */
+static void ring_hook(void *arg) {
+  dg_http_t *f = arg;
+  atomic_fetch_add(&wake_gen, 1);
+  for (int i = 0; i < f->nloops; i++) {
+    loop_t *l = &f->loops[i];
+    if (atomic_exchange(&l->rewake_pending, 1) == 0) post(l, l->rewake, MSG_REWAKE);
+  }
+}
+
 /* ---- the loop's messages and tick ---------------------------------------------- */
 
 static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages) {
@@ -592,7 +650,9 @@ static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
     switch (m->kind) {
       case MSG_DONE: {
         fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, done, m);
-        if (fr->req == NULL) {
+        if (fr->req != NULL && fr->r.deferred) {
+          park(fr);
+        } else if (fr->req == NULL) {
           /* The client went away meanwhile: a stream never started. */
           if (fr->r.stream && fr->r.stream->free) fr->r.stream->free(fr->r.stream->arg);
           if (fr->r.ws && fr->r.ws->close) fr->r.ws->close(fr->r.ws->arg);
@@ -634,6 +694,18 @@ static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
       }
       case MSG_STOP:
         break;
+      case MSG_REWAKE: {
+        loop_t *l = this_loop;
+        atomic_store(&l->rewake_pending, 0);
+        h2o_linklist_t *node = l->live.next;
+        while (node != &l->live) {
+          h2o_linklist_t *next = node->next;
+          live_t *lv = H2O_STRUCT_FROM_MEMBER(live_t, link, node);
+          if (lv->kind == LIVE_PARKED) unpark(H2O_STRUCT_FROM_MEMBER(fr_t, live, lv), 0);
+          node = next;
+        }
+        break;
+      }
     }
   }
 }
@@ -646,7 +718,10 @@ static void on_tick(h2o_timeout_entry_t *e) {
   while (node != &l->live) {
     h2o_linklist_t *next = node->next;
     live_t *lv = H2O_STRUCT_FROM_MEMBER(live_t, link, node);
-    if (lv->kind == LIVE_STREAM) {
+    if (lv->kind == LIVE_PARKED) {
+      fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
+      if (now >= fr->r.defer_deadline_ms) unpark(fr, 1);
+    } else if (lv->kind == LIVE_STREAM) {
       fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
       if (now >= fr->next_tick_ms) {
         fr->next_tick_ms = now + fr->st.tick_ms;
@@ -773,7 +848,7 @@ static void on_req_dispose(void *p) {
   fr->req = NULL;
   fr->slot = NULL;
   if (fr->state == FR_WORKING || fr->reading_on_worker) return; /* the worker's answer frees it */
-  fr_free(fr);
+  fr_free(fr); /* answered, or parked (fr_free unlinks it) */
 }
 
 static void dispatch_job(job_t *j) {
@@ -800,6 +875,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   fr->state = FR_WORKING;
   dg_req_t *r = &fr->r;
   r->app = f->app;
+  r->can_defer = 1;
   dg_buf_init(&r->out_headers);
   dg_buf_init(&r->out_body);
   r->method = dg_strndup(req->input.method.base, req->input.method.len);
@@ -827,6 +903,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   fr->slot = h2o_mem_alloc_shared(&req->pool, sizeof *fr->slot, on_req_dispose);
   *fr->slot = fr;
   fr->job.run = dispatch_job;
+  fr->job.quick = 0;
   pool_submit(&f->pool, &fr->job);
   return 0;
 }
@@ -844,6 +921,7 @@ static void loop_init(loop_t *l) {
   l->accept.hosts = f->config.hosts;
   l->accept.ssl_ctx = f->ssl;
   h2o_linklist_init_anchor(&l->live);
+  l->rewake = dg_calloc(1, sizeof *l->rewake);
   h2o_multithread_register_receiver(l->ctx.queue, &l->rx, on_messages);
   h2o_timeout_init(l->ctx.loop, &l->tick_timeout, TICK_MS);
   l->tick.cb = on_tick;
@@ -1033,6 +1111,7 @@ int dg_http_start(dg_app_t *app, dg_http_t **out, char *err, size_t errcap) {
   pthread_mutex_lock(&f->park_lock);
   while (f->nready < f->nloops) pthread_cond_wait(&f->parked, &f->park_lock);
   pthread_mutex_unlock(&f->park_lock);
+  dg_ring_set_hook(app->hub, ring_hook, f);
   *out = f;
   return 0;
 }
@@ -1043,6 +1122,7 @@ static dg_http_t *volatile kept_at_exit;
 
 void dg_http_stop(dg_http_t *f) {
   if (f == NULL) return;
+  dg_ring_set_hook(f->app->hub, NULL, NULL);
   atomic_store(&f->stopping, 1);
   pthread_mutex_lock(&f->park_lock);
   while (f->nparked < f->nloops) pthread_cond_wait(&f->parked, &f->park_lock);
@@ -1060,7 +1140,9 @@ void dg_http_stop(dg_http_t *f) {
     while (!h2o_linklist_is_empty(&l->live)) {
       live_t *lv = H2O_STRUCT_FROM_MEMBER(live_t, link, l->live.next);
       h2o_linklist_unlink(&lv->link);
-      if (lv->kind == LIVE_STREAM) {
+      if (lv->kind == LIVE_PARKED) {
+        continue; /* nothing held but memory */
+      } else if (lv->kind == LIVE_STREAM) {
         fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
         if (!fr->freed_stream && fr->st.free) fr->st.free(fr->st.arg);
         fr->freed_stream = 1;

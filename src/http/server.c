@@ -475,9 +475,32 @@ static int ip_limited(dg_req_t *r) {
   return 1;
 }
 
+static void access_log(dg_req_t *r, int hit_index) {
+  int64_t us = dg_mono_us() - r->t0_us;
+  dg_metrics_http(r->app->metrics, hit_index, r->status, us);
+  /* The query string is left out: it is where a careless client puts a key. */
+  dg_log_info("%s %.200s %d %.3fms", r->method, r->path, r->status, (double)us / 1000.0);
+}
+
+/* The route's index in dispatch order (the metrics' label). */
+static int route_index(const dg_route_t *route) {
+  int index = 0;
+  for (size_t t = 0; t < DG_ARRAY_SIZE(route_tables); t++)
+    for (const dg_route_t *rt = route_tables[t]; rt->method; rt++, index++)
+      if (rt == route) return index;
+  return -1;
+}
+
+void dg_http_rerun(dg_req_t *r) {
+  r->deferred = 0;
+  r->defer_runs++;
+  r->route->fn(r);
+  if (!r->deferred) access_log(r, route_index(r->route));
+}
+
 void dg_http_dispatch(dg_req_t *r) {
   dg_app_t *app = r->app;
-  int64_t t0 = dg_mono_us();
+  r->t0_us = dg_mono_us();
   /* Parameters are copied whole, however long: a name that is too long is
    * the handler's 400, not the router's 404. */
   char params[DG_HTTP_MAX_PARAMS][MAX_PATH + 1];
@@ -505,7 +528,9 @@ void dg_http_dispatch(dg_req_t *r) {
       }
     }
   }
-  for (size_t i = 0; i < r->nparams; i++) r->params[i] = params[i];
+  /* Copies the request keeps: a parked request runs its handler again. */
+  for (size_t i = 0; i < r->nparams; i++) r->params[i] = dg_strdup(params[i]);
+  r->route = hit;
   if (!target_ok(r->target)) {
     dg_problem(r, 400, NULL, "the request target has a NUL byte or is not valid UTF-8 once decoded");
   } else if (ip_limited(r)) {
@@ -524,11 +549,7 @@ void dg_http_dispatch(dg_req_t *r) {
     dg_problem(r, 404, NULL, "no such route");
   }
   dg_buf_dispose(&allow);
-  for (size_t i = 0; i < r->nparams; i++) r->params[i] = NULL; /* they were on this stack */
   json_decref(r->body);
   r->body = NULL;
-  int64_t us = dg_mono_us() - t0;
-  dg_metrics_http(app->metrics, hit_index, r->status, us);
-  /* The query string is left out: it is where a careless client puts a key. */
-  dg_log_info("%s %.200s %d %.3fms", r->method, r->path, r->status, (double)us / 1000.0);
+  if (!r->deferred) access_log(r, hit_index);
 }

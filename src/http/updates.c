@@ -463,7 +463,12 @@ static int ring_done(const params_t *p, const dg_ring_read_t *rd) {
 }
 
 /* Outcome of serve_from_ring. */
-enum { RING_ANSWERED = 0, RING_FALLBACK = 1, RING_CONTINUE = 2 };
+enum { RING_ANSWERED = 0, RING_FALLBACK = 1, RING_CONTINUE = 2, RING_DEFERRED = 3 };
+
+/* What a parked long poll keeps across its runs (r->defer_state). */
+typedef struct {
+  dg_redis_xid_t cursor;  /* resolved: `$` or the id, moved past what was scanned */
+} parked_t;
 
 /*
  * Serves the request from the ring when it covers s->cursor (see the header
@@ -490,6 +495,9 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   rd.out = s->hits;
   *rc = 0;
   int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
+  /* Before the look: an append after it moves the generation, so parking
+   * cannot miss it (dg_req_defer). */
+  s->r->defer_gen = dg_req_wake_gen();
   if (dg_ring_read(app->hub, &rd, NULL) != DG_RING_COVERED) return RING_FALLBACK;
   if (!ring_done(p, &rd) && p->wait_ms == 0) {
     /* Nothing in the ring, but the reader may not have read what Redis
@@ -499,8 +507,9 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
     return RING_FALLBACK;
   }
   s->nhits = rd.matched;
-  if (p->since_kind == SINCE_ID) {
-    /* After the ring read, as the Redis path reads XINFO after XREAD. */
+  if (p->since_kind == SINCE_ID && s->r->defer_runs == 0) {
+    /* After the ring read, as the Redis path reads XINFO after XREAD (once:
+     * a parked poll's later runs carry on from a checked cursor). */
     xinfo_t x;
     *rc = dg_hub_shared_run(app->hub, xinfo_run, app, &x, sizeof x);
     if (*rc == 0 && is_gone(p, &x)) {
@@ -510,7 +519,17 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
     if (*rc != 0) return RING_ANSWERED;
   }
   int out = RING_ANSWERED;
-  if (!ring_done(p, &rd)) {
+  if (!ring_done(p, &rd) && s->r->can_defer && !s->r->defer_expired) {
+    /* Nothing yet: parked on the event loop, no thread waits; the handler
+     * runs again after the reader's next batch or at the deadline. Only
+     * non-matching entries were scanned, so nothing is held. */
+    DG_ASSERT(rd.matched == 0);
+    parked_t k = {rd.cursor};
+    memcpy(s->r->defer_state, &k, sizeof k);
+    dg_req_defer(s->r, deadline);
+    return RING_DEFERRED;
+  }
+  if (!ring_done(p, &rd) && !s->r->defer_expired) {
     /* Waits on the ring for the reader's next batches; time up or shutdown
      * answer with what there is. */
     struct timespec until;
@@ -588,6 +607,16 @@ static int get_updates(dg_req_t *r) {
   const char *xinfo[] = {"XINFO", "STREAM", key};
   int rc = 0;
   xinfo_t x;
+  if (r->defer_runs > 0) {
+    /* A parked poll run again: from its cursor (resolved and checked on the
+     * first run), for the time left. */
+    parked_t k;
+    memcpy(&k, r->defer_state, sizeof k);
+    p.since = k.cursor;
+    p.since_kind = SINCE_ID;
+    int64_t left = r->defer_deadline_ms - dg_mono_us() / 1000;
+    p.wait_ms = left > 0 && !r->defer_expired ? left : 0;
+  }
   if (p.since_kind == SINCE_NOW) {
     /* Resolve `$` to the stream's last id; then as any other cursor. */
     dg_redis_t *conn = dg_redis_pool_get(app->redis);
@@ -609,6 +638,11 @@ static int get_updates(dg_req_t *r) {
     s.hits = p.limit <= HITS_LOCAL ? hits_local : dg_malloc((size_t)p.limit * sizeof *s.hits);
     path = serve_from_ring(&s, &rc, &left);
     if (path == RING_CONTINUE) rest.wait_ms = left > 0 ? left : 0;
+    if (path == RING_DEFERRED) {
+      if (s.hits != hits_local) dg_free(s.hits);
+      dg_buf_dispose(&s.body);
+      return 0;
+    }
   }
 
   if (rc == 0 && path != RING_ANSWERED) {

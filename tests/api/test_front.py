@@ -165,3 +165,36 @@ def test_a_slow_sse_reader_is_dropped_not_buffered(make_server):
     c.close()
     assert b"event: dropped" in got, got[-300:]
     assert requests.get(s.base + "/health", timeout=10).status_code == 200
+
+
+def test_long_polls_are_parked_without_a_thread_each(make_server):
+    s = make_server(env={"DUCKGRID_IP_CONNECTIONS": "0"}).start()
+    s.post("/tables", {"name": "lp", "columns": [{"name": "v", "type": "number", "scale": 2}]})
+    s.post("/tables/lp/rows", {"rows": [{"id": 1, "v": "1.00"}]})
+    before = threads_of(s)
+    socks = []
+    try:
+        for _ in range(500):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.sendall(f"GET /get_updates?since=$&wait_ms=25000 HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer {s.admin_key}\r\n\r\n".encode())
+            socks.append(c)
+        time.sleep(2)
+        during = threads_of(s)
+        # 500 waiting long polls on 500 threads would show here.
+        assert during < before + 50, (before, during)
+        r = s.post("/update_cell", {"table": "lp", "row_id": 1, "column": "v", "value": "2.00"})
+        assert r.status_code == 200, r.text
+        uid = r.json()["update_id"]
+        for c in socks:
+            c.settimeout(15)
+            got = b""
+            while b"\r\n\r\n" not in got or uid.encode() not in got:
+                d = c.recv(65536)
+                if not d:
+                    break
+                got += d
+            assert got.startswith(b"HTTP/1.1 200") and uid.encode() in got, got[:300]
+    finally:
+        for c in socks:
+            c.close()
