@@ -171,17 +171,22 @@ def test_long_polls_are_parked_without_a_thread_each(make_server):
     s = make_server(env={"DUCKGRID_IP_CONNECTIONS": "0"}).start()
     s.post("/tables", {"name": "lp", "columns": [{"name": "v", "type": "number", "scale": 2}]})
     s.post("/tables/lp/rows", {"rows": [{"id": 1, "v": "1.00"}]})
+    last = s.post("/update_cell", {"table": "lp", "row_id": 1, "column": "v", "value": "1.50"}).json()["update_id"]
     before = threads_of(s)
     socks = []
     try:
         for _ in range(500):
             c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
-            c.sendall(f"GET /get_updates?since=$&wait_ms=25000 HTTP/1.1\r\nHost: x\r\n"
+            # since=<id>, not $: a poll that arrives after the write still gets it.
+            c.sendall(f"GET /get_updates?since={last}&wait_ms=25000 HTTP/1.1\r\nHost: x\r\n"
                       f"Authorization: Bearer {s.admin_key}\r\n\r\n".encode())
             socks.append(c)
-        time.sleep(2)
+        # Workers started for the burst of arrivals end after 5 s idle; 500
+        # waiting long polls on 500 threads would keep them all.
+        deadline = time.time() + 12
+        while threads_of(s) >= before + 50 and time.time() < deadline:
+            time.sleep(0.5)
         during = threads_of(s)
-        # 500 waiting long polls on 500 threads would show here.
         assert during < before + 50, (before, during)
         r = s.post("/update_cell", {"table": "lp", "row_id": 1, "column": "v", "value": "2.00"})
         assert r.status_code == 200, r.text
