@@ -54,6 +54,14 @@ def all_updates(s):
     out, since = [], "0"
     for _ in range(1000):
         r = s.get(f"/get_updates?since={since}&limit=1000")
+        # Right after a failover a pooled connection may still point at the
+        # old master: that read answers 503 (unavailable) and a retry, as a
+        # client would make, reads the new one (bounded).
+        for _ in range(20):
+            if r.status_code != 503:
+                break
+            time.sleep(0.5)
+            r = s.get(f"/get_updates?since={since}&limit=1000")
         assert r.status_code == 200, r.text
         body = r.json()
         out += body["updates"]
