@@ -21,6 +21,9 @@
  *   lease         renews the lease every lease/4
  *   reader        the one XREAD of response_duck: waiters, hub, ring, the
  *                 published mark, Redis health (src/api/reader.c)
+ *   alive         re-reads live key ids and revoked token ids for the
+ *                 streams' revocation checks (src/auth/alive.c), so a loop
+ *                 never reads DuckDB
  *   archive, snapshots, webhooks, view guard: their own threads, each in
  *                 its module
  *
@@ -241,6 +244,10 @@ static int cmd_serve(int argc, char **argv) {
   }
   dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.stream_key);
   app.alive = dg_alive_create(app.db);
+  if (dg_alive_start(app.alive) != 0) {
+    fprintf(stderr, "duckgrid: cannot start a thread\n");
+    goto done;
+  }
   app.snapshots = dg_snapshots_create(app.db);
   app.qguard = dg_qguard_create(cfg.view_timeout_ms, cfg.view_concurrency);
   {

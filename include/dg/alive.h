@@ -21,7 +21,11 @@ typedef struct dg_alive_s dg_alive_t;
 /** Creates the checker on db (borrowed). Free with dg_alive_destroy. */
 dg_alive_t *dg_alive_create(dg_db_t *db);
 void dg_alive_destroy(dg_alive_t *a);
-/** Makes the next check re-read the snapshot (a key was deleted here). */
+/** Starts the refresher thread that keeps the snapshot fresh for
+ *  dg_alive_peek (0, or DG_EUNAVAIL). dg_alive_destroy stops it. */
+int dg_alive_start(dg_alive_t *a);
+/** Makes the next check re-read the snapshot (a key was deleted here), and
+ *  the refresher re-read it at once. */
 void dg_alive_invalidate(dg_alive_t *a);
 /**
  * 0 when who may go on; DG_EAUTH with the reason in why when its key was
@@ -30,5 +34,12 @@ void dg_alive_invalidate(dg_alive_t *a);
  * for a hiccup).
  */
 int dg_alive_check(dg_alive_t *a, const dg_principal_t *who, char *why, size_t cap);
+/**
+ * The same answer for an event loop, which must not wait for DuckDB: from
+ * the snapshot as it is (the refresher thread re-reads it at most a second
+ * after it was asked to). A key is reported deleted only by a snapshot read
+ * after who->seen_us.
+ */
+int dg_alive_peek(dg_alive_t *a, const dg_principal_t *who, char *why, size_t cap);
 
 #endif

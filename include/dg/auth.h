@@ -36,6 +36,7 @@ typedef struct dg_principal_s {
                         the epoch (a JWT's exp); 0: never         */
   char jti[72];      /* a JWT's id, "" when none (revocation)     */
   char tables[DG_SCOPE_MAX]; /* a scoped key's tables as ",a,b,"; "" = all */
+  int64_t seen_us;   /* monotonic time it was authenticated (alive.h)  */
 } dg_principal_t;
 
 /** 1 when p may touch table name (an unscoped caller may touch any). */

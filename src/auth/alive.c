@@ -2,9 +2,17 @@
  * alive.c -- revocation for open streams (see alive.h).
  *
  * The snapshot is a sorted array of the ids in dg.api_keys. A check looks
- * the caller's key id up by binary search; when the snapshot is older than
- * SNAPSHOT_MS the first checker re-reads it (outside the lock) while the
- * others keep using the old one.
+ * the caller's key id up by binary search. Two kinds of callers:
+ *  - dg_alive_check (a worker thread, which may block): when the snapshot
+ *    is older than SNAPSHOT_MS the first checker re-reads it (outside the
+ *    lock) while the others keep using the old one;
+ *  - dg_alive_peek (an event loop, which must never wait for DuckDB): reads
+ *    the snapshot only; the refresher thread re-reads it when peeks asked
+ *    for it in the last two seconds (so an idle server runs no query) or at
+ *    once after dg_alive_invalidate.
+ * A key missing from a snapshot is "deleted" only if that snapshot's read
+ * began after the caller was authenticated (who->seen_us); a key created
+ * after the read is simply not in it yet.
  */
 #include "dg/alive.h"
 
@@ -28,6 +36,13 @@ struct dg_alive_s {
   int valid;               /* at least one read succeeded                */
   char **jtis;             /* revoked JWT ids, ascending (strcmp)        */
   size_t njtis;
+  int64_t read_us;         /* monotonic time the last good read began    */
+  int64_t wanted_ms;       /* monotonic ms of the last peek               */
+  int kick;                /* re-read now (invalidated)                   */
+  int stop;                /* the refresher ends                          */
+  int started;
+  pthread_cond_t cond;     /* wakes the refresher (CLOCK_MONOTONIC)       */
+  pthread_t thread;
 };
 
 static void free_jtis(char **j, size_t n) {
@@ -71,11 +86,24 @@ dg_alive_t *dg_alive_create(dg_db_t *db) {
   dg_alive_t *a = dg_calloc(1, sizeof *a);
   a->db = db;
   pthread_mutex_init(&a->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&a->cond, &ca);
+  pthread_condattr_destroy(&ca);
   return a;
 }
 
 void dg_alive_destroy(dg_alive_t *a) {
   if (a == NULL) return;
+  if (a->started) {
+    pthread_mutex_lock(&a->lock);
+    a->stop = 1;
+    pthread_cond_signal(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+    pthread_join(a->thread, NULL);
+  }
+  pthread_cond_destroy(&a->cond);
   pthread_mutex_destroy(&a->lock);
   free_jtis(a->jtis, a->njtis);
   dg_free(a->ids);
@@ -85,6 +113,8 @@ void dg_alive_destroy(dg_alive_t *a) {
 void dg_alive_invalidate(dg_alive_t *a) {
   pthread_mutex_lock(&a->lock);
   a->read_ms = 0;
+  a->kick = 1;
+  pthread_cond_signal(&a->cond);
   pthread_mutex_unlock(&a->lock);
 }
 
@@ -107,7 +137,8 @@ static int read_ids(dg_alive_t *a, int64_t **out, size_t *n) {
 }
 
 static void refresh(dg_alive_t *a) {
-  int64_t now = dg_mono_us() / 1000;
+  int64_t now_us = dg_mono_us();
+  int64_t now = now_us / 1000;
   pthread_mutex_lock(&a->lock);
   int mine = !a->reading && (a->read_ms == 0 || now - a->read_ms >= SNAPSHOT_MS);
   if (mine) a->reading = 1;
@@ -132,8 +163,43 @@ static void refresh(dg_alive_t *a) {
     a->njtis = nj;
     a->valid = 1;
     a->read_ms = now;
+    a->read_us = now_us;
   }
   pthread_mutex_unlock(&a->lock);
+}
+
+/* The refresher: re-reads the snapshot when peeks want it. */
+static void *refresher(void *arg) {
+  dg_alive_t *a = arg;
+  pthread_setname_np(pthread_self(), "dg-alive");
+  pthread_mutex_lock(&a->lock);
+  while (!a->stop) {
+    int64_t now = dg_mono_us() / 1000;
+    int due = a->kick || (now - a->wanted_ms < 2 * SNAPSHOT_MS && now - a->read_ms >= SNAPSHOT_MS);
+    if (due) {
+      a->kick = 0;
+      pthread_mutex_unlock(&a->lock);
+      refresh(a);
+      pthread_mutex_lock(&a->lock);
+      continue;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (SNAPSHOT_MS / 4) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&a->cond, &a->lock, &ts);
+  }
+  pthread_mutex_unlock(&a->lock);
+  return NULL;
+}
+
+int dg_alive_start(dg_alive_t *a) {
+  if (pthread_create(&a->thread, NULL, refresher, a) != 0) return DG_EUNAVAIL;
+  a->started = 1;
+  return 0;
 }
 
 static int has_id(const dg_alive_t *a, int64_t id) {
@@ -184,6 +250,27 @@ int dg_alive_check(dg_alive_t *a, const dg_principal_t *who, char *why, size_t c
   }
   if (gone) {
     snprintf(why, cap, "the API key was deleted");
+    return DG_EAUTH;
+  }
+  return 0;
+}
+
+int dg_alive_peek(dg_alive_t *a, const dg_principal_t *who, char *why, size_t cap) {
+  if (who->expires_s > 0 && (int64_t)time(NULL) >= who->expires_s) {
+    snprintf(why, cap, "%s has expired", who->key_id > 0 ? "the API key" : "the token");
+    return DG_EAUTH;
+  }
+  if (who->key_id <= 0 && who->jti[0] == '\0') return 0;
+  int64_t now = dg_mono_us() / 1000;
+  pthread_mutex_lock(&a->lock);
+  a->wanted_ms = now;
+  if (now - a->read_ms >= SNAPSHOT_MS) pthread_cond_signal(&a->cond);
+  int out;
+  if (who->key_id <= 0) out = has_jti(a, who->jti);
+  else out = a->valid && a->read_us > who->seen_us && !has_id(a, who->key_id);
+  pthread_mutex_unlock(&a->lock);
+  if (out) {
+    snprintf(why, cap, who->key_id <= 0 ? "the token was revoked" : "the API key was deleted");
     return DG_EAUTH;
   }
   return 0;

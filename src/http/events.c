@@ -59,7 +59,7 @@ static int still_allowed(sse_t *s) {
   if (now - s->alive_ms < 1000) return 1;
   s->alive_ms = now;
   char why[120];
-  if (dg_alive_check(s->app->alive, &s->who, why, sizeof why) == 0) return 1;
+  if (dg_alive_peek(s->app->alive, &s->who, why, sizeof why) == 0) return 1;
   dg_buf_printf(&s->out, "event: revoked\ndata: {\"status\":401,\"code\":\"unauthorized\",\"reason\":\"%s\"}\n\n",
                 why);
   s->ended = 1;

@@ -376,6 +376,7 @@ static void run_route(dg_req_t *r, const dg_route_t *route) {
   dg_app_t *app = r->app;
   if (route->role != DG_ROLE_NONE) {
     if (authenticate(r) != 0) return;
+    r->who.seen_us = dg_mono_us();
     if (r->who.role < route->role) {
       if (route->role == DG_ROLE_ADMIN) dg_audit(r, "admin.denied", "%s %s", route->method, route->pattern);
       dg_problem(r, 403, NULL, "this needs the '%s' role; the caller has '%s'",

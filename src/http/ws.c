@@ -76,7 +76,7 @@ static void send_text(ws_t *w, const char *text, size_t len) { dg_ws_send(w->con
  * tick asks every second) and before any further message is handled. */
 static int still_allowed(ws_t *w) {
   char why[120];
-  if (!w->revoked && dg_alive_check(w->app->alive, &w->who, why, sizeof why) == 0) return 1;
+  if (!w->revoked && dg_alive_peek(w->app->alive, &w->who, why, sizeof why) == 0) return 1;
   if (!w->revoked) {
     w->revoked = 1;
     char msg[200];

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "dg/alive.h"
 #include "dg/auth.h"
 #include "dg/common.h"
 #include "dg/db.h"
@@ -252,10 +253,62 @@ static void test_scope_and_expiry(void **state) {
   assert_int_equal(dg_auth_key_delete(f->auth, id), 0);
 }
 
+/* The loops' revocation check (dg_alive_peek) answers from the snapshot the
+ * refresher thread keeps: a deleted key is reported within a few seconds;
+ * a key created after the last snapshot is not taken for a deleted one. */
+static int peek_until(dg_alive_t *al, const dg_principal_t *who, int want, int ms) {
+  char why[120];
+  int rc = -1;
+  for (int i = 0; i < ms / 10; i++) {
+    rc = dg_alive_peek(al, who, why, sizeof why);
+    if (rc == want) return rc;
+    usleep(10000);
+  }
+  return rc;
+}
+
+static void test_alive_peek(void **state) {
+  fx_t *f = *state;
+  dg_alive_t *al = dg_alive_create(f->db);
+  assert_int_equal(dg_alive_start(al), 0);
+  char key[DG_KEY_LEN + 1];
+  int64_t id;
+  assert_int_equal(dg_auth_key_create(f->auth, "streamer", DG_ROLE_READ, key, &id), 0);
+  dg_principal_t who;
+  assert_int_equal(dg_auth_check(f->auth, key, strlen(key), &who), 0);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  who.seen_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+  char why[120];
+  assert_int_equal(dg_alive_peek(al, &who, why, sizeof why), 0);
+  usleep(1500 * 1000); /* the refresher has read a snapshot holding it */
+  assert_int_equal(dg_alive_peek(al, &who, why, sizeof why), 0);
+
+  /* created after that snapshot: alive, not "missing" */
+  char key2[DG_KEY_LEN + 1];
+  int64_t id2;
+  assert_int_equal(dg_auth_key_create(f->auth, "late", DG_ROLE_READ, key2, &id2), 0);
+  dg_principal_t who2;
+  assert_int_equal(dg_auth_check(f->auth, key2, strlen(key2), &who2), 0);
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  who2.seen_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+  assert_int_equal(dg_alive_peek(al, &who2, why, sizeof why), 0);
+
+  /* deleted: reported after the refresher's next read */
+  assert_int_equal(dg_auth_key_delete(f->auth, id), 0);
+  dg_alive_invalidate(al);
+  assert_int_equal(peek_until(al, &who, DG_EAUTH, 5000), DG_EAUTH);
+  assert_int_equal(dg_alive_peek(al, &who, why, sizeof why), DG_EAUTH);
+  assert_non_null(strstr(why, "deleted"));
+  assert_int_equal(dg_alive_peek(al, &who2, why, sizeof why), 0);
+  dg_alive_destroy(al);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_create_check_delete, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scope_and_expiry, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_alive_peek, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_check_while_deleting, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
