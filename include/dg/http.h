@@ -194,6 +194,22 @@ void dg_ws_run(dg_ws_conn_t *c, void (*fn)(void *job), void (*done)(void *arg, v
 
 /** Query-string parameter or NULL (borrowed). */
 const char *dg_query(const dg_req_t *r, const char *name);
+
+/** The byte a percent escape at p ("%41...") stands for, 0..255; -1 when p
+ *  is no '%' followed by two hex digits (the decoder and the target check
+ *  share it). */
+static inline int dg_pct_byte(const char *p) {
+  if (p[0] != '%') return -1;
+  int v = 0;
+  for (int i = 1; i <= 2; i++) {
+    int c = p[i], d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if ((c | 32) >= 'a' && (c | 32) <= 'f') d = (c | 32) - 'a' + 10;
+    else return -1; /* also the end of the string */
+    v = v * 16 + d;
+  }
+  return v;
+}
 /** Request header or NULL (borrowed). */
 const char *dg_header(const dg_req_t *r, const char *name);
 

@@ -71,9 +71,10 @@ void dg_hub_publish(dg_hub_t *h, const char *id, const char *res, size_t len,
 
 enum { DG_HUB_EVENT = 1, DG_HUB_TIMEOUT = 0, DG_HUB_DROPPED = -1, DG_HUB_CLOSED = -2 };
 /**
- * Waits up to timeout_ms for the next event. DG_HUB_EVENT with *ev (release
- * it with dg_event_release), DG_HUB_TIMEOUT, DG_HUB_DROPPED (the queue
- * overflowed: the client was too slow) or DG_HUB_CLOSED (shutdown).
+ * Waits up to timeout_ms for the next event (0: takes one if queued, never
+ * waits). DG_HUB_EVENT with *ev (release it with dg_event_release),
+ * DG_HUB_TIMEOUT, DG_HUB_DROPPED (the queue overflowed: the client was too
+ * slow) or DG_HUB_CLOSED (shutdown).
  */
 int dg_sub_next(dg_hub_t *h, dg_sub_t *s, int timeout_ms, dg_event_t **ev);
 void dg_event_release(dg_hub_t *h, dg_event_t *ev);

@@ -337,7 +337,7 @@ int dg_sub_next(dg_hub_t *h, dg_sub_t *s, int timeout_ms, dg_event_t **ev) {
   struct timespec until;
   dg_deadline_after_ms(&until, timeout_ms);
   pthread_mutex_lock(&h->lock);
-  int rc = 0;
+  int rc = timeout_ms <= 0 ? ETIMEDOUT : 0; /* 0: look, never wait (a loop) */
   while (s->head == NULL && !s->dropped && !h->closed && rc != ETIMEDOUT)
     rc = pthread_cond_timedwait(&s->cond, &h->lock, &until);
   int out;

@@ -189,7 +189,7 @@ struct dg_http_s {
 static __thread loop_t *this_loop;
 
 /* What a message to a loop is about. */
-enum { MSG_DONE = 1, MSG_WAKE, MSG_STREAM_READ, MSG_WS_WAKE, MSG_WS_DONE, MSG_STOP, MSG_REWAKE };
+enum { MSG_DONE = 1, MSG_WAKE, MSG_STREAM_READ, MSG_WS_WAKE, MSG_WS_DONE, MSG_REWAKE };
 
 typedef struct fmsg_s {
   h2o_multithread_message_t super;
@@ -226,9 +226,8 @@ typedef struct fr_s {
 enum { FR_WORKING = 1, FR_ANSWERED, FR_PARKED };
 enum { LIVE_STREAM = 1, LIVE_WS, LIVE_PARKED };
 
-struct dg_stream_handle_s {
-  int unused;
-};
+/* dg_stream_handle_t (http.h) is never defined: a handle is an fr_t seen
+ * from outside, converted back in dg_stream_wake. */
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -297,15 +296,8 @@ static void url_decode(char *s) {
   for (char *p = s; *p; p++) {
     if (*p == '+') {
       *o++ = ' ';
-    } else if (*p == '%' && p[1] && p[2]) {
-      int hi = p[1], lo = p[2];
-      int h = hi >= '0' && hi <= '9' ? hi - '0' : (hi | 32) >= 'a' && (hi | 32) <= 'f' ? (hi | 32) - 'a' + 10 : -1;
-      int l = lo >= '0' && lo <= '9' ? lo - '0' : (lo | 32) >= 'a' && (lo | 32) <= 'f' ? (lo | 32) - 'a' + 10 : -1;
-      if (h < 0 || l < 0) {
-        *o++ = *p;
-        continue;
-      }
-      *o++ = (char)(h * 16 + l);
+    } else if (*p == '%' && dg_pct_byte(p) >= 0) {
+      *o++ = (char)dg_pct_byte(p);
       p += 2;
     } else {
       *o++ = *p;
@@ -692,8 +684,6 @@ static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
         ws_conn_free_if_done(c);
         break;
       }
-      case MSG_STOP:
-        break;
       case MSG_REWAKE: {
         loop_t *l = this_loop;
         atomic_store(&l->rewake_pending, 0);

@@ -431,11 +431,9 @@ static int target_ok(const char *url) {
   for (const char *p = url; *p; p++) {
     unsigned char c = (unsigned char)*p;
     if (c == '%') {
-      int hi = p[1], lo = hi ? p[2] : 0;
-      int h = hi >= '0' && hi <= '9' ? hi - '0' : (hi | 32) >= 'a' && (hi | 32) <= 'f' ? (hi | 32) - 'a' + 10 : -1;
-      int l = lo >= '0' && lo <= '9' ? lo - '0' : (lo | 32) >= 'a' && (lo | 32) <= 'f' ? (lo | 32) - 'a' + 10 : -1;
-      if (h < 0 || l < 0) return 0;
-      c = (unsigned char)(h * 16 + l);
+      int b = dg_pct_byte(p);
+      if (b < 0) return 0;
+      c = (unsigned char)b;
       p += 2;
     }
     if (c == 0) return 0;
