@@ -10,6 +10,14 @@ then reverted, then the revert reverted. Each call is synchronous: its time
 is from the request to the applied answer.
 
     python3 bench/revert.py [--build build] [--repeat 3]
+
+With --spread: the issue's other target, "a revert of a 1M-leaf spread <= the
+spread's own time": a tree of 1 root -> 100 -> 100 -> 100 (1,000,000 leaves of
+1.00), a sync write to the root (spread over every leaf, rounding each), then
+the revert of that update (sync), both timed from the request to the applied
+answer; the root and sampled leaves must be back to the cent.
+
+    python3 bench/revert.py --spread [--build build] [--repeat 3]
 Prints one JSON object.
 """
 import argparse
@@ -32,7 +40,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--spread", action="store_true")
+    ap.add_argument("--fanout", default="1,100,100,100")
     a = ap.parse_args()
+    if a.spread:
+        return spread_revert(a)
     wd = B.Workdir()
     redis = B.Redis(wd.path).start()
     srv = B.Server(os.path.join(a.build, "duckgrid"), redis, wd.path).start()
@@ -57,6 +69,47 @@ def main():
                          "revert_revert_ms": round(rr_ms, 1), "revert_again_ms": round(rrr_ms, 1)})
         print(json.dumps({"machine": B.machine(), "rows_in_table": 101011, "rows_in_subtree": 10101,
                           "runs": runs}, indent=1))
+    finally:
+        srv.stop()
+        redis.stop()
+        wd.cleanup()
+
+
+def spread_revert(a):
+    fan = [int(x) for x in a.fanout.split(",")]
+    wd = B.Workdir()
+    redis = B.Redis(wd.path).start()
+    srv = B.Server(os.path.join(a.build, "duckgrid"), redis, wd.path,
+                   env={"DUCKGRID_BODY_LIMIT": str(1 << 30), "DUCKGRID_SYNC_TIMEOUT_MS": "600000"}).start()
+    try:
+        B.create_table(srv, "t")
+        levels, load_s = B.load_tree(srv, "t", fan)
+        root = levels[0][0]
+        leaves = levels[-1]
+        total = srv.ok("GET", f"/tables/t/rows/{root}")["v"]
+        sample = [leaves[0], leaves[0] + leaves[1] // 2, leaves[0] + leaves[1] - 1]
+        before = {lid: srv.ok("GET", f"/tables/t/rows/{lid}")["v"] for lid in sample}
+        runs = []
+        for k in range(a.repeat):
+            target = f"{1234567 + k}.89"
+            up, s_ms = timed(lambda: srv.ok("POST", "/update_cell",
+                                            {"table": "t", "row_id": root, "column": "v", "value": target}))
+            uid = up["update_id"]
+            rv, r_ms = timed(lambda: srv.ok("POST", f"/updates/{uid}/revert", {}))
+            back = srv.ok("GET", f"/tables/t/rows/{root}")["v"]
+            assert back == total, (back, total)
+            for lid in sample:
+                v = srv.ok("GET", f"/tables/t/rows/{lid}")["v"]
+                assert v == before[lid], (lid, v, before[lid])
+            runs.append({"spread_ms": round(s_ms, 1), "revert_ms": round(r_ms, 1),
+                         "changes": up.get("changes_total", len(up.get("changes", []))),
+                         "revert_changes": rv.get("changes_total", len(rv.get("changes", [])))})
+            print(json.dumps(runs[-1]), file=sys.stderr)
+        print(json.dumps({"machine": B.machine(), "fanout": fan, "leaves": leaves[1],
+                          "load_s": round(load_s, 1), "runs": runs}, indent=1))
+    except Exception:
+        print(srv.logs()[-4000:], file=sys.stderr)
+        raise
     finally:
         srv.stop()
         redis.stop()

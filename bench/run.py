@@ -636,10 +636,17 @@ def profile_one(ctx, load):
         rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol",
                               "--stdio", "-g", "none", "--percent-limit", "0.5"],
                              capture_output=True, text=True, timeout=300).stdout
+        # which threads (the server names each: dg-manager, dg-reader, ...)
+        by_thread = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "comm,dso",
+                                    "--stdio", "-g", "none", "--percent-limit", "0.5"],
+                                   capture_output=True, text=True, timeout=300).stdout
         path = os.path.join(RESULTS, f"profile_{load}_{name}.txt")
         with open(path, "w") as f:
             f.write(f"# perf record -e cpu-clock -F 997 -g -p <{name}> during {load}, 64 conns: "
                     f"{rate(r):.0f} req/s\n")
+            f.write("# by thread and object:\n")
+            f.write("\n".join(ln.rstrip() for ln in by_thread.splitlines() if ln.strip() and not ln.startswith("#")))
+            f.write("\n# by object and symbol:\n")
             f.write(rep)
         outs[name] = path
     # Where the manager's time goes, per call: uprobes on its batch steps and

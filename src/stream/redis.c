@@ -1024,7 +1024,12 @@ int dg_redis_command_timeout(dg_redis_t *r, int timeout_ms, int argc, const char
   size_t from = r->olen;
   if ((rc = queue_command(r, argc, argv, argvlen)) != 0) return rc;
   log_command(r, from, argc, argv, argvlen);
-  int64_t deadline = dg__redis_now_ms() + timeout_ms;
+  /* A big command (a revert or an import of a million rows: 100 MB) takes
+   * Redis time to read, copy and append to its AOF before it answers: the
+   * deadline grows by 1 ms per 16 KiB sent (+6 s for 100 MB), so a timeout
+   * tuned for ordinary commands does not fail it half-way. */
+  size_t bytes = r->olen - from;
+  int64_t deadline = dg__redis_now_ms() + timeout_ms + (int64_t)(bytes >> 14);
   if ((rc = flush_by(r, deadline)) != 0) {
     r->lost = 0;
     if (r->cluster) r->map_stale = 1;
