@@ -194,3 +194,31 @@ def test_bootstrap_key_file(make_server):
     assert open(key_file).read().strip() == key
     with open(s.stdout_path) as f:
         assert f.read().count("generated the admin key") == 1
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_malloc_huge_pages_on_by_default_and_off_on_request(make_server):
+    """The server re-executes itself with glibc's malloc using transparent
+    huge pages (main.c: a big spread's arrays fault far less), same pid;
+    DUCKGRID_HUGEPAGES=0 keeps the environment as it was. Sanitized builds
+    use their own allocator and never re-execute."""
+    mode = _thp_mode()
+    if os.environ.get("DG_SANITIZED") or ("[always]" not in mode and "[madvise]" not in mode):
+        want_on = False
+    else:
+        want_on = True
+    s = make_server().start()
+    env = open(f"/proc/{s.proc.pid}/environ", "rb").read().split(b"\0")
+    assert (b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in env) == want_on, env
+    assert s.get("/health").status_code == 200
+    off = make_server(env={"DUCKGRID_HUGEPAGES": "0"}).start()
+    env = open(f"/proc/{off.proc.pid}/environ", "rb").read().split(b"\0")
+    assert not any(e.startswith(b"GLIBC_TUNABLES=") for e in env), env
+    assert off.get("/health").status_code == 200
