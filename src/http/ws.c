@@ -15,9 +15,10 @@
  * update_cell runs the very handler of POST /update_cell on a request made
  * for it, so validation, errors, idempotency and outcomes are identical.
  * Updates come from the process's hub, like /events; a client that falls
- * more than DUCKGRID_CLIENT_BUFFER bytes behind gets {"type":"dropped",
- * "reason":"slow consumer…"} and the socket is closed (it can reconnect and
- * catch up via get_updates or /events with Last-Event-ID).
+ * more than DUCKGRID_CLIENT_BUFFER bytes behind is closed with 1008 "slow
+ * consumer" (it can reconnect and catch up via get_updates or /events with
+ * Last-Event-ID); {"type":"dropped","reason":"slow consumer…"} comes first
+ * only when the hub dropped it (an update larger than the buffer).
  *
  * Threads: every callback runs on the connection's event loop (front.c).
  * Updates arrive through the hub's notify (a wake-up of the loop, which
@@ -26,7 +27,8 @@
  * results come in the order of the messages; at most MAX_INBOX messages
  * (MAX_INBOX_BYTES) may wait behind it, or the socket is closed with 1008.
  * A client that does not read: more than DUCKGRID_CLIENT_BUFFER bytes
- * queued for it, and it is dropped; a message over 1 MiB closes with 1009.
+ * queued for it (updates or answers), and it is closed; a message over
+ * 1 MiB closes with 1009.
  */
 #include <jansson.h>
 #include <stdatomic.h>
@@ -72,7 +74,21 @@ typedef struct {
 /* No table: "nothing" (a NULL list would mean every table to the hub). */
 static const char *const no_tables[1] = {NULL};
 
-static void send_text(ws_t *w, const char *text, size_t len) { dg_ws_send(w->conn, text, len); }
+/* A client that does not read: more than DUCKGRID_CLIENT_BUFFER bytes
+ * queued for it when a message (an update, an answer) is to follow, and it
+ * is closed with 1008 "slow consumer" instead. (No {"type":"dropped"}
+ * text here: wslay sends a close frame ahead of the queued messages, so
+ * it would never go out.) */
+static int dropped(ws_t *w) {
+  if (dg_ws_pending(w->conn) <= w->app->cfg->client_buffer) return 0;
+  dg_ws_close(w->conn, 1008, "slow consumer");
+  w->revoked = 1;
+  return 1;
+}
+
+static void send_text(ws_t *w, const char *text, size_t len) {
+  if (!dropped(w)) dg_ws_send(w->conn, text, len);
+}
 
 /* The caller still allowed? If not, says why and closes the socket: a
  * deleted key or an expired token ends the stream within a second (the
@@ -293,14 +309,7 @@ static void on_wake(void *arg) {
   ws_t *w = arg;
   if (w->revoked) return;
   for (;;) {
-    if (dg_ws_pending(w->conn) > w->app->cfg->client_buffer) {
-      static const char m[] = "{\"type\":\"dropped\",\"reason\":\"slow consumer: more updates pending than the "
-                              "client buffer holds\"}";
-      send_text(w, m, sizeof m - 1);
-      dg_ws_close(w->conn, 1008, "slow consumer");
-      w->revoked = 1;
-      return;
-    }
+    if (dropped(w)) return;
     dg_event_t *ev = NULL;
     int rc = dg_sub_next(w->app->hub, w->sub, 0, &ev);
     if (rc == DG_HUB_EVENT) {
