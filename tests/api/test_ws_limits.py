@@ -311,20 +311,25 @@ def test_1025_messages_waiting_close_with_1008(srv, own_redis):
 
 
 def test_4_mib_may_wait_behind_an_update_cell_one_byte_more_closes_with_1008(srv, own_redis):
-    big = RawWS.frame(ping(MAX_MESSAGE))
-    n = MAX_INBOX_BYTES // MAX_MESSAGE       # 64 messages of 64 KiB: exactly 4 MiB
+    def burst(total):
+        """64 messages, 63 pings of 64 KiB, one a little shorter and "{}" (the
+        smallest JSON object): `total` bytes in all."""
+        last = total - 63 * MAX_MESSAGE - 2
+        assert 0 < last <= MAX_MESSAGE
+        return RawWS.frame(ping(MAX_MESSAGE)) * 63 + RawWS.frame(ping(last)) + RawWS.frame("{}")
     ws = RawWS(srv)
     with paused(own_redis):
-        ws.send_raw(RawWS.frame(UPDATE) + big * n)
+        ws.send_raw(RawWS.frame(UPDATE) + burst(MAX_INBOX_BYTES))
         time.sleep(0.5)
     m = ws.recv()
     assert m["type"] == "result" and m["id"] == "held" and m["status"] == 200, m
-    for _ in range(n):
+    for _ in range(64):
         assert ws.recv() == {"type": "pong"}
+    assert ws.recv()["status"] == 400                   # "{}" has no type: its answer, in order
     ws.close()
     ws = RawWS(srv)
     with paused(own_redis):
-        ws.send_raw(RawWS.frame(UPDATE) + big * n + RawWS.frame('{"type":"ping"}'))
+        ws.send_raw(RawWS.frame(UPDATE) + burst(MAX_INBOX_BYTES + 1))
         msgs, code, reason = ws.until_close()
     assert msgs == [] and code == 1008 and reason == "too many messages waiting for an answer"
     ws.close()
