@@ -499,12 +499,17 @@ static void ws_conn_free_if_done(dg_ws_conn_t *c) {
   if (c->closed && c->jobs == 0 && !atomic_load(&c->wake_pending)) dg_free(c);
 }
 
-/* Not from inside a message callback: h2o_websocket_proceed would call
- * wslay_event_recv again from within itself (its state torn: an assertion
- * in wslay, or the connection freed under it). The proceed that called
- * wslay_event_recv sends what was queued once the callback returns. */
+/* Inside a message callback only the sending half of h2o_websocket_proceed:
+ * all of it would call wslay_event_recv again from within itself (its
+ * state torn: an assertion in wslay, or the connection freed under it).
+ * The proceed that called wslay_event_recv does the rest afterwards. */
 static void ws_proceed(dg_ws_conn_t *c) {
-  if (c->ws && c->ws->sock && !c->in_message) h2o_websocket_proceed(c->ws);
+  if (c->ws == NULL || c->ws->sock == NULL) return;
+  if (!c->in_message) {
+    h2o_websocket_proceed(c->ws);
+  } else if (!h2o_socket_is_writing(c->ws->sock) && wslay_event_want_write(c->ws->ws_ctx)) {
+    wslay_event_send(c->ws->ws_ctx);
+  }
 }
 
 void dg_ws_send(dg_ws_conn_t *c, const char *text, size_t len) {
