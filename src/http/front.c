@@ -479,6 +479,7 @@ struct dg_ws_conn_s {
   int closed;                  /* the callbacks' close() ran            */
   int closing;                 /* a close frame is queued                */
   int jobs;                    /* dg_ws_run jobs not back yet            */
+  int in_message;              /* inside wslay_event_recv's callback     */
   atomic_int wake_pending;
   fmsg_t wake;
   live_t live;
@@ -498,8 +499,17 @@ static void ws_conn_free_if_done(dg_ws_conn_t *c) {
   if (c->closed && c->jobs == 0 && !atomic_load(&c->wake_pending)) dg_free(c);
 }
 
+/* Inside a message callback only the sending half of h2o_websocket_proceed:
+ * all of it would call wslay_event_recv again from within itself (its
+ * state torn: an assertion in wslay, or the connection freed under it).
+ * The proceed that called wslay_event_recv does the rest afterwards. */
 static void ws_proceed(dg_ws_conn_t *c) {
-  if (c->ws && c->ws->sock) h2o_websocket_proceed(c->ws);
+  if (c->ws == NULL || c->ws->sock == NULL) return;
+  if (!c->in_message) {
+    h2o_websocket_proceed(c->ws);
+  } else if (!h2o_socket_is_writing(c->ws->sock) && wslay_event_want_write(c->ws->ws_ctx)) {
+    wslay_event_send(c->ws->ws_ctx);
+  }
 }
 
 void dg_ws_send(dg_ws_conn_t *c, const char *text, size_t len) {
@@ -559,8 +569,11 @@ static void on_ws_message(h2o_websocket_conn_t *conn, const struct wslay_event_o
     return;
   }
   if (c->closed || c->closing) return;
-  if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+  if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+    c->in_message = 1;
     c->cb.message(c->cb.arg, (const char *)arg->msg, arg->msg_length, arg->opcode == WSLAY_TEXT_FRAME);
+    c->in_message = 0;
+  }
 }
 
 static void ws_start(fr_t *fr) {

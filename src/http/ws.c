@@ -15,9 +15,10 @@
  * update_cell runs the very handler of POST /update_cell on a request made
  * for it, so validation, errors, idempotency and outcomes are identical.
  * Updates come from the process's hub, like /events; a client that falls
- * more than DUCKGRID_CLIENT_BUFFER bytes behind gets {"type":"dropped",
- * "reason":"slow consumer…"} and the socket is closed (it can reconnect and
- * catch up via get_updates or /events with Last-Event-ID).
+ * more than DUCKGRID_CLIENT_BUFFER bytes behind is closed with 1008 "slow
+ * consumer" (it can reconnect and catch up via get_updates or /events with
+ * Last-Event-ID); {"type":"dropped","reason":"slow consumer…"} comes first
+ * only when the hub dropped it (an update larger than the buffer).
  *
  * Threads: every callback runs on the connection's event loop (front.c).
  * Updates arrive through the hub's notify (a wake-up of the loop, which
@@ -26,7 +27,8 @@
  * results come in the order of the messages; at most MAX_INBOX messages
  * (MAX_INBOX_BYTES) may wait behind it, or the socket is closed with 1008.
  * A client that does not read: more than DUCKGRID_CLIENT_BUFFER bytes
- * queued for it, and it is dropped; a message over 1 MiB closes with 1009.
+ * queued for it (updates or answers), and it is closed; a message over
+ * 1 MiB closes with 1009.
  */
 #include <jansson.h>
 #include <stdatomic.h>
@@ -69,7 +71,24 @@ typedef struct {
   size_t nbox, box_bytes;
 } ws_t;
 
-static void send_text(ws_t *w, const char *text, size_t len) { dg_ws_send(w->conn, text, len); }
+/* No table: "nothing" (a NULL list would mean every table to the hub). */
+static const char *const no_tables[1] = {NULL};
+
+/* A client that does not read: more than DUCKGRID_CLIENT_BUFFER bytes
+ * queued for it when a message (an update, an answer) is to follow, and it
+ * is closed with 1008 "slow consumer" instead. (No {"type":"dropped"}
+ * text here: wslay sends a close frame ahead of the queued messages, so
+ * it would never go out.) */
+static int dropped(ws_t *w) {
+  if (dg_ws_pending(w->conn) <= w->app->cfg->client_buffer) return 0;
+  dg_ws_close(w->conn, 1008, "slow consumer");
+  w->revoked = 1;
+  return 1;
+}
+
+static void send_text(ws_t *w, const char *text, size_t len) {
+  if (!dropped(w)) dg_ws_send(w->conn, text, len);
+}
 
 /* The caller still allowed? If not, says why and closes the socket: a
  * deleted key or an expired token ends the stream within a second (the
@@ -240,7 +259,7 @@ static void handle(ws_t *w, json_t *msg) {
   } else if (strcmp(type, "subscribe") == 0) {
     subscribe(w, msg);
   } else if (strcmp(type, "unsubscribe") == 0) {
-    dg_sub_set_tables(w->app->hub, w->sub, NULL, 0, 0);
+    dg_sub_set_tables(w->app->hub, w->sub, no_tables, 0, 0);
     send_json(w, json_pack("{s:s}", "type", "unsubscribed"));
   } else if (strcmp(type, "update_cell") == 0) {
     update_cell(w, msg);
@@ -290,14 +309,7 @@ static void on_wake(void *arg) {
   ws_t *w = arg;
   if (w->revoked) return;
   for (;;) {
-    if (dg_ws_pending(w->conn) > w->app->cfg->client_buffer) {
-      static const char m[] = "{\"type\":\"dropped\",\"reason\":\"slow consumer: more updates pending than the "
-                              "client buffer holds\"}";
-      send_text(w, m, sizeof m - 1);
-      dg_ws_close(w->conn, 1008, "slow consumer");
-      w->revoked = 1;
-      return;
-    }
+    if (dropped(w)) return;
     dg_event_t *ev = NULL;
     int rc = dg_sub_next(w->app->hub, w->sub, 0, &ev);
     if (rc == DG_HUB_EVENT) {
@@ -356,7 +368,7 @@ static int ws_get(dg_req_t *r) {
   w->who = r->who;
   /* Nothing until the client subscribes. */
   w->sub = dg_hub_subscribe_scoped(r->app->hub, NULL, 0, r->app->cfg->client_buffer, r->who.tables);
-  dg_sub_set_tables(r->app->hub, w->sub, NULL, 0, 0);
+  dg_sub_set_tables(r->app->hub, w->sub, no_tables, 0, 0);
   dg_ws_t cb = {.open = on_open, .message = on_message, .wake = on_wake, .tick = on_tick, .close = on_close,
                 .arg = w};
   dg_reply_websocket(r, &cb);
