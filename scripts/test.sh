@@ -24,6 +24,8 @@ TSAN_API_TESTS=(
   tests/api/test_updates_ring.py
   tests/api/test_events.py
   tests/api/test_ws.py
+  tests/api/test_ws_limits.py
+  tests/api/test_revocation.py
   tests/api/test_front.py::test_pipelined_requests_answer_in_order
   tests/api/test_front.py::test_clients_that_vanish_mid_long_poll_cost_nothing
   tests/api/test_front.py::test_a_slow_sse_reader_is_dropped_not_buffered
