@@ -1,6 +1,7 @@
 /*
  * idset.h -- a set of int64 row ids: open addressing with linear probing,
- * load factor at most 1/2, tombstones for removal. 16 bytes per slot.
+ * load factor at most 1/2, tombstones for removal. 9 bytes per slot;
+ * consecutive ids share neighbouring slots (idset.c).
  */
 #ifndef DG_IDSET_H
 #define DG_IDSET_H
@@ -18,6 +19,8 @@ typedef struct dg_idset_s {
 
 void dg_idset_init(dg_idset_t *s);
 void dg_idset_dispose(dg_idset_t *s);
+/** Makes room for `more` ids beyond those held, in one step. */
+void dg_idset_reserve(dg_idset_t *s, size_t more);
 /** Adds id; returns 1 if it was new, 0 if present already. */
 int dg_idset_add(dg_idset_t *s, int64_t id);
 /** Removes id; returns 1 if it was present. */

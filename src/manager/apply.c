@@ -287,10 +287,13 @@ static void collect(effects_t *e, mtable_t *t, size_t from, int64_t inserted_row
   dg_buf_init(&mid);
   int64_t last_touched = 0; /* a row's changes come together: look it up once */
   int have_last = 0;
+  if (n - from > 1024) { /* a big write: grow the set once (at most to every row) */
+    size_t rows = dg_etable_row_count(t->et);
+    dg_idset_reserve(&t->touched, n - from < rows ? n - from : rows);
+  }
   for (size_t i = from; i < n; i++) {
     const dg_change_t *c = &ch[i];
-    if ((!have_last || c->row_id != last_touched) && !dg_idset_has(&t->touched, c->row_id)) {
-      dg_idset_add(&t->touched, c->row_id);
+    if ((!have_last || c->row_id != last_touched) && dg_idset_add(&t->touched, c->row_id)) {
       if (c->kind == DG_CHANGE_ROW_INSERT) dg_idset_add(&t->fresh, c->row_id);
     }
     last_touched = c->row_id;
