@@ -345,6 +345,9 @@ typedef struct dg_erow_s {
 
 /** Fills *out. Failure: DG_ENOTFOUND. */
 int dg_etable_row_get(const dg_etable_t *t, int64_t id, dg_erow_t *out);
+/** dg_etable_row_get and dg_etable_numbers_get in one look-up (nums may be
+ *  NULL). Failure: DG_ENOTFOUND. */
+int dg_etable_row_read(const dg_etable_t *t, int64_t id, dg_erow_t *out, int64_t *nums);
 
 /**
  * A performance hint, for a caller that knows the rows its next operations

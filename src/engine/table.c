@@ -523,6 +523,18 @@ int dg_etable_row_get(const dg_etable_t *t, int64_t id, dg_erow_t *out) {
   return 0;
 }
 
+int dg_etable_row_read(const dg_etable_t *t, int64_t id, dg_erow_t *out, int64_t *nums) {
+  if (t->loading) return DG_EINVAL;
+  uint32_t s = dg__et_lookup(t, id);
+  if (s == 0) return DG_ENOTFOUND;
+  const erow_t *r = ROW(t, s);
+  out->id = id;
+  out->parent_id = r->parent == SENTINEL ? DG_ROW_NONE : ROW(t, r->parent)->id;
+  out->nchildren = NKIDS(r);
+  if (nums && t->nnum) memcpy(nums, NUMS(t, s), (size_t)t->nnum * sizeof(int64_t));
+  return 0;
+}
+
 void dg_etable_prefetch(const dg_etable_t *t, int64_t id, int stage) {
   uint32_t off;
   if (direct_off(t, id, &off)) {

@@ -200,7 +200,8 @@ struct dg_manager_s {
   size_t naudit_cols, audit_cols_cap;
   size_t naudit_saved;           /* the first ones, already in dg.audit_cols  */
   duckdb_prepared_statement applied_st; /* UPDATE dg.applied, prepared once */
-  double persist_ms[4];          /* last persist: user rows, audit, outcomes, commit */
+  double persist_ms[5];          /* last persist: user rows, audit, outcomes, commit; the
+                                    time state_lock was held */
   uint64_t or_threshold;         /* dynamic_or_filter_threshold set on conn, 0: DuckDB's default */
   int64_t checkpointed_ms;       /* when the manager last checkpointed          */
   char last_applied[DG_REDIS_XID_BUFSZ]; /* newest request applied in DuckDB */

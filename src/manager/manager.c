@@ -362,8 +362,9 @@ static void persisted(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_B
   dg_metrics_batch(m->app->metrics, n, took_us);
   if (took_us >= 500 * 1000) {
     const double *st = m->persist_ms;
-    dg_log_warn("persister: slow persist: %zu requests, %lld ms (rows %.0f, audit %.0f, idem %.0f, commit %.0f)", n,
-                (long long)took_us / 1000, st[0], st[1], st[2], st[3]);
+    dg_log_warn("persister: slow persist: %zu requests, %lld ms (rows %.0f, audit %.0f, idem %.0f, commit %.0f; "
+                "the manager held off %.0f)",
+                n, (long long)took_us / 1000, st[0], st[1], st[2], st[3], st[4]);
   }
 }
 

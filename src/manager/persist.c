@@ -20,10 +20,12 @@
  * exactly which requests it holds; the rest of the log is applied again.
  *
  * A persist covers the whole unpersisted tail, many batches at once (the
- * persister thread, manager.c): the rows are read from the engine while
- * the manager is held off (state_lock), so they are the state after the
- * tail's last request; everything else (audit, holds, idem, dg.applied) is
- * written from the tail taken out of the manager, without the lock.
+ * persister thread, manager.c): the touched rows are copied out of the
+ * engine while the manager is held off (state_lock), so they are the state
+ * after the tail's last request; then everything (rows, audit, holds,
+ * idem, dg.applied) is written from those copies and the tail taken out of
+ * the manager, without the lock. The manager is held off for the copy
+ * only (a spread over a million leaves: tens of ms, not the whole write).
  *
  * Values are always absolute (SET v = staged value), never increments: see
  * DESIGN.md on DuckDB 1.4.4 applying a point increment twice.
@@ -408,8 +410,57 @@ static int ensure_staging(dg_manager_t *m, mtable_t *t, char *err, size_t errcap
   return 0;
 }
 
-/* Appends whole rows (from the engine) to a staging table via data chunks. */
-static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int64_t *ids, size_t n,
+/* A table's touched rows as the tail left them, copied out of the engine
+ * under state_lock so that the DuckDB statements run without it (the
+ * manager goes on applying meanwhile; a spread over a million leaves used
+ * to hold it off for the whole write). */
+typedef struct {
+  size_t n;
+  int64_t *ids, *parents; /* parent DG_ROW_NONE: NULL                      */
+  int64_t *nums;          /* n x def->nnum, by number slot                  */
+  char **texts;           /* n x def->ntext, by text slot (copies or NULL) */
+  size_t *tlens;
+} caprows_t;
+
+/* Appends row id (read already: row, its numbers in nums) to r, growing it;
+ * texts are copied from the engine. */
+static void caprows_push(caprows_t *r, size_t *cap, const mtable_t *t, const dg_erow_t *row, const int64_t *nums) {
+  size_t nn = (size_t)t->def->nnum, nt = (size_t)t->def->ntext;
+  if (r->n == *cap) {
+    size_t c = *cap ? *cap * 2 : 1024;
+    r->ids = dg_realloc(r->ids, c * sizeof *r->ids);
+    r->parents = dg_realloc(r->parents, c * sizeof *r->parents);
+    r->nums = dg_realloc(r->nums, (c * nn + 1) * sizeof *r->nums);
+    r->texts = dg_realloc(r->texts, (c * nt + 1) * sizeof *r->texts);
+    r->tlens = dg_realloc(r->tlens, (c * nt + 1) * sizeof *r->tlens);
+    *cap = c;
+  }
+  size_t k = r->n++;
+  r->ids[k] = row->id;
+  r->parents[k] = row->parent_id;
+  if (nn) memcpy(r->nums + k * nn, nums, nn * sizeof *nums);
+  for (size_t c = 0; c < nt; c++) {
+    const char *txt = NULL;
+    size_t len = 0;
+    if (dg_etable_text_get(t->et, row->id, (uint32_t)c, &txt, &len) != 0) txt = NULL;
+    r->texts[k * nt + c] = txt ? dg_strndup(txt, len) : NULL;
+    r->tlens[k * nt + c] = txt ? len : 0;
+  }
+}
+
+static void caprows_free(caprows_t *r, const dg_tabledef_t *def) {
+  if (r->texts)
+    for (size_t i = 0; i < r->n * (size_t)def->ntext; i++) dg_free(r->texts[i]);
+  dg_free(r->ids);
+  dg_free(r->parents);
+  dg_free(r->nums);
+  dg_free(r->texts);
+  dg_free(r->tlens);
+  memset(r, 0, sizeof *r);
+}
+
+/* Appends captured rows to a staging table via data chunks. */
+static int stage_rows(dg_manager_t *m, const dg_tabledef_t *def, const char *stage, const caprows_t *r,
                       char *err, size_t errcap) {
   duckdb_appender app;
   if (duckdb_appender_create_ext(m->conn, "temp", "main", stage, &app) == DuckDBError) {
@@ -422,14 +473,14 @@ static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int
   for (idx_t c = 0; c < ncols; c++) types[c] = duckdb_appender_column_type(app, c);
   duckdb_data_chunk chunk = duckdb_create_data_chunk(types, ncols);
   idx_t cap = duckdb_vector_size();
-  const dg_tabledef_t *def = t->def;
+  size_t nn = (size_t)def->nnum, nt = (size_t)def->ntext;
   int rc = 0;
   idx_t fill = 0;
   /* Vectors and their data, fetched once per chunk (a spread stages a
-   * million rows); the row's numbers in one engine lookup. */
+   * million rows). */
   duckdb_vector *vec = dg_calloc(ncols + 1, sizeof *vec);
   int64_t **data = dg_calloc(ncols + 1, sizeof *data);
-  int64_t *nums = dg_calloc((size_t)def->nnum + 1, sizeof *nums);
+  size_t n = r->n;
   for (size_t i = 0; i <= n && rc == 0; i++) {
     if (fill == cap || (i == n && fill > 0)) {
       duckdb_data_chunk_set_size(chunk, fill);
@@ -447,34 +498,30 @@ static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int
         data[c] = duckdb_vector_get_data(vec[c]);
       }
     }
-    dg_erow_t row;
-    if (dg_etable_row_get(t->et, ids[i], &row) != 0) continue;
-    if (def->nnum > 0) dg_etable_numbers_get(t->et, ids[i], nums);
-    data[0][fill] = ids[i];
+    data[0][fill] = r->ids[i];
     duckdb_vector pv = vec[1];
-    if (row.parent_id == DG_ROW_NONE) {
+    if (r->parents[i] == DG_ROW_NONE) {
       duckdb_vector_ensure_validity_writable(pv);
       duckdb_validity_set_row_invalid(duckdb_vector_get_validity(pv), fill);
     } else {
       uint64_t *valid = duckdb_vector_get_validity(pv);
       if (valid) duckdb_validity_set_row_valid(valid, fill);
-      data[1][fill] = row.parent_id;
+      data[1][fill] = r->parents[i];
     }
     for (int c = 0; c < def->ncols; c++) {
       duckdb_vector v = vec[c + 2];
+      size_t slot = (size_t)def->cols[c].slot;
       if (def->cols[c].type == DG_COL_NUMBER) {
-        data[c + 2][fill] = nums[def->cols[c].slot];
+        data[c + 2][fill] = r->nums[i * nn + slot];
       } else {
-        const char *s;
-        size_t len;
-        dg_etable_text_get(t->et, ids[i], (uint32_t)def->cols[c].slot, &s, &len);
-        if (s == NULL) {
+        const char *txt = r->texts[i * nt + slot];
+        if (txt == NULL) {
           duckdb_vector_ensure_validity_writable(v);
           duckdb_validity_set_row_invalid(duckdb_vector_get_validity(v), fill);
         } else {
           uint64_t *valid = duckdb_vector_get_validity(v);
           if (valid) duckdb_validity_set_row_valid(valid, fill);
-          duckdb_vector_assign_string_element_len(v, fill, s, len);
+          duckdb_vector_assign_string_element_len(v, fill, txt, r->tlens[i * nt + slot]);
         }
       }
     }
@@ -489,7 +536,6 @@ static int stage_rows(dg_manager_t *m, mtable_t *t, const char *stage, const int
   dg_free(types);
   dg_free(vec);
   dg_free(data);
-  dg_free(nums);
   duckdb_appender_destroy(&app);
   return rc;
 }
@@ -539,9 +585,13 @@ static void idvec_push(idvec_t *a, int64_t x) {
  * so probing pays while the staged rows are under about 1% of the table.
  * The threshold is set per table, rounded to a power of two so a growing
  * table does not cost a SET per batch. */
-static int set_probe_threshold(dg_manager_t *m, const mtable_t *t, char *err, size_t errcap) {
+static uint64_t probe_threshold(const mtable_t *t) {
   uint64_t want = 50, rows = dg_etable_row_count(t->et) / 100;
   while (want * 2 <= rows) want *= 2;
+  return want;
+}
+
+static int set_probe_threshold(dg_manager_t *m, uint64_t want, char *err, size_t errcap) {
   if (want == m->or_threshold) return 0;
   char sql[80];
   snprintf(sql, sizeof sql, "SET dynamic_or_filter_threshold = %" PRIu64, want);
@@ -555,44 +605,90 @@ static int cmp_id(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static int write_table(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
-  if (set_probe_threshold(m, t, err, errcap) != 0) return DG_EIO;
-  idvec_t del = {0}, upd = {0}, ins = {0};
+/* One table's share of a persist: what capture_table takes under
+ * state_lock, written by write_table without it. */
+typedef struct {
+  dg_tabledef_t *def;   /* counted ref                                      */
+  uint32_t tag;
+  uint64_t threshold;   /* for set_probe_threshold                          */
+  idvec_t del;          /* rows to delete                                   */
+  caprows_t upd, ins;   /* rows to update, to insert (ins in id order)      */
+} tabwork_t;
+
+/* Sorts the table's touched rows into deletes, updates and inserts (what
+ * DuckDB holds is what `fresh` says) and copies the rows out (state_lock
+ * held). */
+static void capture_table(mtable_t *t, tabwork_t *tw) {
+  memset(tw, 0, sizeof *tw);
+  tw->def = dg_tabledef_ref(t->def);
+  tw->tag = t->tag;
+  tw->threshold = probe_threshold(t);
+  idvec_t ins = {0};
+  size_t upd_cap = 0, ins_cap = 0;
+  int64_t *nums = dg_calloc((size_t)t->def->nnum + 1, sizeof *nums);
+  /* One engine look-up per row (the row, its numbers); the updates are
+   * copied on the way, the inserts after sorting. */
   for (size_t i = 0; i < t->touched.cap; i++) {
     if (t->touched.state[i] != 1) continue;
     int64_t id = t->touched.keys[i];
     dg_erow_t row;
-    int exists = dg_etable_row_get(t->et, id, &row) == 0;
+    int exists = dg_etable_row_read(t->et, id, &row, nums) == 0;
     int fresh = dg_idset_has(&t->fresh, id);
-    if (!fresh && !exists) idvec_push(&del, id);
-    else if (!fresh && exists) idvec_push(&upd, id);
+    if (!fresh && !exists) idvec_push(&tw->del, id);
+    else if (!fresh && exists) caprows_push(&tw->upd, &upd_cap, t, &row, nums);
     else if (fresh && exists) idvec_push(&ins, id);
   }
-  const char *name = t->def->name;
+  /* Inserts in id order (the touched set's order is its hash's): DuckDB's
+   * primary key index takes sorted keys faster, and the table's rows lie
+   * in id order, the order every read and export asks for. */
+  if (ins.n > 1) qsort(ins.v, ins.n, sizeof *ins.v, cmp_id);
+  for (size_t i = 0; i < ins.n; i++) {
+    dg_erow_t row;
+    if (dg_etable_row_read(t->et, ins.v[i], &row, nums) == 0) caprows_push(&tw->ins, &ins_cap, t, &row, nums);
+  }
+  dg_free(ins.v);
+  dg_free(nums);
+}
+
+static void tabwork_free(tabwork_t *tw) {
+  caprows_free(&tw->upd, tw->def);
+  caprows_free(&tw->ins, tw->def);
+  dg_free(tw->del.v);
+  dg_tabledef_unref(tw->def);
+  memset(tw, 0, sizeof *tw);
+}
+
+/* Writes one table's captured rows (state_lock not held). hist: the tail's
+ * audit rows, for the columns the updates set. */
+static int write_table(dg_manager_t *m, const tabwork_t *tw, const mhist_t *hist, size_t nhist, char *err,
+                       size_t errcap) {
+  if (set_probe_threshold(m, tw->threshold, err, errcap) != 0) return DG_EIO;
+  const dg_tabledef_t *def = tw->def;
+  const char *name = def->name;
   char sql[4096];
   int rc = 0;
-  if (del.n) {
-    rc = stage_ids(m, del.v, del.n, err, errcap);
+  if (tw->del.n) {
+    rc = stage_ids(m, tw->del.v, tw->del.n, err, errcap);
     snprintf(sql, sizeof sql, "DELETE FROM main.\"%s\" WHERE id IN (SELECT id FROM temp.dg_del)", name);
-    if (rc == 0) rc = exec_count(m, sql, del.n, err, errcap);
+    if (rc == 0) rc = exec_count(m, sql, tw->del.n, err, errcap);
     snprintf(sql, sizeof sql,
              "DELETE FROM dg.holds WHERE table_name = '%s' AND row_id IN (SELECT id FROM temp.dg_del)", name);
     if (rc == 0) rc = exec(m, sql, err, errcap);
   }
-  if (rc == 0 && upd.n) {
+  if (rc == 0 && tw->upd.n) {
     char stage[96];
     snprintf(stage, sizeof stage, "dg_upd_%s", name);
-    rc = stage_rows(m, t, stage, upd.v, upd.n, err, errcap);
+    rc = stage_rows(m, def, stage, &tw->upd, err, errcap);
     /* SET only the columns the batch changed: DuckDB's update cost grows
      * with the columns set (1 column instead of 2: ~25% less on 101k rows).
      * A row-level change (move) sets the whole row. */
     int all = 0;
-    uint8_t *cols = dg_calloc((size_t)t->def->ncols + 1, 1);
-    for (size_t i = 0; i < m->nhist && !all; i++) {
-      const mhist_t *h = &m->hist[i];
-      if (h->tag != t->tag || h->kind == MHIST_HOLD || h->kind == MHIST_IMAGE) continue;
+    uint8_t *cols = dg_calloc((size_t)def->ncols + 1, 1);
+    for (size_t i = 0; i < nhist && !all; i++) {
+      const mhist_t *h = &hist[i];
+      if (h->tag != tw->tag || h->kind == MHIST_HOLD || h->kind == MHIST_IMAGE) continue;
       if (h->kind == MHIST_ROW || h->col < 0) all = 1;
-      else cols[h->col] = 1;
+      else if (h->col < def->ncols) cols[h->col] = 1;
     }
     dg_buf_t b;
     dg_buf_init(&b);
@@ -602,35 +698,28 @@ static int write_table(dg_manager_t *m, mtable_t *t, char *err, size_t errcap) {
       dg_buf_puts(&b, "parent_id = s.parent_id");
       sep = ", ";
     }
-    for (int c = 0; c < t->def->ncols; c++) {
+    for (int c = 0; c < def->ncols; c++) {
       if (!all && !cols[c]) continue;
-      dg_buf_printf(&b, "%s\"%s\" = s.\"%s\"", sep, t->def->cols[c].name, t->def->cols[c].name);
+      dg_buf_printf(&b, "%s\"%s\" = s.\"%s\"", sep, def->cols[c].name, def->cols[c].name);
       sep = ", ";
     }
     dg_free(cols);
     if (*sep == '\0') dg_buf_puts(&b, "parent_id = s.parent_id"); /* rows touched, nothing changed */
     dg_buf_printf(&b, " FROM temp.\"%s\" AS s WHERE x.id = s.id", stage);
-    if (rc == 0) rc = exec_count(m, b.data, upd.n, err, errcap);
+    if (rc == 0) rc = exec_count(m, b.data, tw->upd.n, err, errcap);
     dg_buf_dispose(&b);
     snprintf(sql, sizeof sql, "DELETE FROM temp.\"%s\"", stage);
     if (rc == 0) rc = exec(m, sql, err, errcap);
   }
-  if (rc == 0 && ins.n) {
-    /* In id order (the touched set's order is its hash's): DuckDB's primary
-     * key index takes sorted keys faster, and the table's rows lie in id
-     * order, the order every read and export asks for. */
-    qsort(ins.v, ins.n, sizeof *ins.v, cmp_id);
+  if (rc == 0 && tw->ins.n) {
     char stage[96];
     snprintf(stage, sizeof stage, "dg_ins_%s", name);
-    rc = stage_rows(m, t, stage, ins.v, ins.n, err, errcap);
+    rc = stage_rows(m, def, stage, &tw->ins, err, errcap);
     snprintf(sql, sizeof sql, "INSERT INTO main.\"%s\" SELECT * FROM temp.\"%s\"", name, stage);
-    if (rc == 0) rc = exec_count(m, sql, ins.n, err, errcap);
+    if (rc == 0) rc = exec_count(m, sql, tw->ins.n, err, errcap);
     snprintf(sql, sizeof sql, "DELETE FROM temp.\"%s\"", stage);
     if (rc == 0) rc = exec(m, sql, err, errcap);
   }
-  dg_free(del.v);
-  dg_free(upd.v);
-  dg_free(ins.v);
   return rc;
 }
 
@@ -1059,16 +1148,22 @@ int dg__mgr_persist(dg_manager_t *m, dg__mgr_precommit_fn pre, void *pre_arg, ch
     pthread_mutex_unlock(&m->state_lock);
     return DG_EIO;
   }
-  /* The rows are read from the engine, which the manager holds exactly at
-   * the end of the tail (it hands over under this lock): what is written
+  /* The rows are copied from the engine, which the manager holds exactly
+   * at the end of the tail (it hands over under this lock): what is written
    * is the state after the tail's last request, no more, no less. */
   rc = run_ddl(m, err, errcap);
+  tabwork_t *tws = dg_calloc((size_t)m->ntables + 1, sizeof *tws);
+  size_t ntw = 0;
   for (uint32_t i = 0; i < m->ntables && rc == 0; i++) {
     mtable_t *t = m->tables[i];
-    if (t && t->touched.count) rc = write_table(m, t, err, errcap);
+    if (t && t->touched.count) capture_table(t, &tws[ntw++]);
   }
   work_take(m, &w);
   pthread_mutex_unlock(&m->state_lock);
+  double tl = mono_ms();
+  for (size_t i = 0; i < ntw && rc == 0; i++) rc = write_table(m, &tws[i], w.hist, w.nhist, err, errcap);
+  for (size_t i = 0; i < ntw; i++) tabwork_free(&tws[i]);
+  dg_free(tws);
   double t1 = mono_ms();
   if (rc == 0) rc = write_holds(m, &w, err, errcap);
   if (rc == 0 && w.nhist) rc = write_history(m, &w, err, errcap);
@@ -1085,6 +1180,7 @@ int dg__mgr_persist(dg_manager_t *m, dg__mgr_precommit_fn pre, void *pre_arg, ch
   m->persist_ms[1] = t2 - t1;
   m->persist_ms[2] = t3 - t2;
   m->persist_ms[3] = mono_ms() - t3;
+  m->persist_ms[4] = tl - t0;
   if (rc != 0) {
     dg_db_exec(m->conn, "ROLLBACK", NULL, 0); /* after a failed COMMIT it errors harmlessly */
     pthread_mutex_lock(&m->state_lock);
