@@ -86,6 +86,7 @@ typedef struct {
 
 static void *worker_main(void *arg) {
   pool_t *p = arg;
+  pthread_setname_np(pthread_self(), "dg-worker"); /* for top -H and perf --comm */
   pthread_mutex_lock(&p->lock);
   for (;;) {
     while (p->head == NULL && !p->stopping) {
@@ -937,6 +938,7 @@ static void loop_init(loop_t *l) {
 
 static void *loop_main(void *arg) {
   loop_t *l = arg;
+  pthread_setname_np(pthread_self(), "dg-http");
   this_loop = l;
   dg_http_t *f = l->f;
   loop_init(l);
