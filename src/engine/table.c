@@ -513,14 +513,7 @@ void dg__et_after_op(dg_etable_t *t) {
  * ====================================================================== */
 
 int dg_etable_row_get(const dg_etable_t *t, int64_t id, dg_erow_t *out) {
-  if (t->loading) return DG_EINVAL;
-  uint32_t s = dg__et_lookup(t, id);
-  if (s == 0) return DG_ENOTFOUND;
-  const erow_t *r = ROW(t, s);
-  out->id = id;
-  out->parent_id = r->parent == SENTINEL ? DG_ROW_NONE : ROW(t, r->parent)->id;
-  out->nchildren = NKIDS(r);
-  return 0;
+  return dg_etable_row_read(t, id, out, NULL);
 }
 
 int dg_etable_row_read(const dg_etable_t *t, int64_t id, dg_erow_t *out, int64_t *nums) {
