@@ -243,12 +243,24 @@ static void lease_release(dg_manager_t *m) {
 /* The lease thread: renews every lease/4 while the manager holds it, on
  * its own connection, so a long batch (a million-cell spread) never lets
  * the lease lapse. It only raises lease_lost; the manager steps down. */
+/* Sleeps ms, in slices of at most 50 ms, so a stop is not kept waiting
+ * for a quarter of a long lease (DUCKGRID_LEASE_MS=60000: 15 s). */
+static void lease_nap(dg_manager_t *m, int64_t ms) {
+  int64_t until = now_ms() + ms;
+  while (!atomic_load(&m->lstop)) {
+    int64_t left = until - now_ms();
+    if (left <= 0) break;
+    usleep((useconds_t)(left < 50 ? left : 50) * 1000);
+  }
+}
+
 static void *lease_run(void *arg) {
   dg_manager_t *m = arg;
   pthread_setname_np(pthread_self(), "dg-lease");
   int64_t renewed = now_ms();
   while (!atomic_load(&m->lstop)) {
-    usleep((useconds_t)(m->lease_ms / 4) * 1000);
+    lease_nap(m, m->lease_ms / 4);
+    if (atomic_load(&m->lstop)) break;
     if (!atomic_load(&m->holding)) {
       renewed = now_ms();
       continue;

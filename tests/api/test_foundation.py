@@ -222,3 +222,19 @@ def test_malloc_huge_pages_on_by_default_and_off_on_request(make_server):
     env = open(f"/proc/{off.proc.pid}/environ", "rb").read().split(b"\0")
     assert not any(e.startswith(b"GLIBC_TUNABLES=") for e in env), env
     assert off.get("/health").status_code == 200
+
+
+def test_stop_is_prompt_with_a_long_lease(make_server):
+    """The lease thread renews every quarter of DUCKGRID_LEASE_MS; a stop
+    must not wait for its sleep (60 s lease: it waited 15 s)."""
+    s = make_server(env={"DUCKGRID_LEASE_MS": "60000"}).start()
+    assert s.get("/health").status_code == 200
+    time.sleep(0.5)  # the lease thread is asleep in its quarter by now
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = s.proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+        s.proc.wait()
+        raise AssertionError("SIGTERM with a 60 s lease: still running after 8 s")
+    assert rc == 0
