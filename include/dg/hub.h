@@ -52,7 +52,8 @@ dg_sub_t *dg_hub_subscribe(dg_hub_t *h, const char *const *tables, size_t ntable
  *  scope (",a,b,", dg_event_within) are queued; NULL or "": no limit. */
 dg_sub_t *dg_hub_subscribe_scoped(dg_hub_t *h, const char *const *tables, size_t ntables, size_t max_bytes,
                                   const char *scope);
-/** Replaces the table filter (WebSocket subscribe/unsubscribe). */
+/** Replaces the table filter (WebSocket subscribe/unsubscribe): all != 0,
+ *  every table; otherwise the ntables listed (none when 0). */
 void dg_sub_set_tables(dg_hub_t *h, dg_sub_t *s, const char *const *tables, size_t ntables, int all);
 /**
  * Calls fn(arg) under the hub's lock whenever an event is queued for s, s

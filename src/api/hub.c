@@ -171,8 +171,8 @@ static void set_tables(dg_sub_t *s, const char *const *tables, size_t n, int all
   dg_free(s->tables);
   s->tables = NULL;
   s->ntables = 0;
-  s->all = all || tables == NULL;
-  if (s->all) return;
+  s->all = all != 0; /* the caller says "every table"; none listed is none */
+  if (s->all || n == 0) return;
   s->tables = dg_calloc(n + 1, sizeof *s->tables);
   for (size_t i = 0; i < n; i++) s->tables[s->ntables++] = dg_strdup(tables[i]);
 }

@@ -71,9 +71,6 @@ typedef struct {
   size_t nbox, box_bytes;
 } ws_t;
 
-/* No table: "nothing" (a NULL list would mean every table to the hub). */
-static const char *const no_tables[1] = {NULL};
-
 /* A client that does not read: more than DUCKGRID_CLIENT_BUFFER bytes
  * queued for it when a message (an update, an answer) is to follow, and it
  * is closed with 1008 "slow consumer" instead. (No {"type":"dropped"}
@@ -259,7 +256,7 @@ static void handle(ws_t *w, json_t *msg) {
   } else if (strcmp(type, "subscribe") == 0) {
     subscribe(w, msg);
   } else if (strcmp(type, "unsubscribe") == 0) {
-    dg_sub_set_tables(w->app->hub, w->sub, no_tables, 0, 0);
+    dg_sub_set_tables(w->app->hub, w->sub, NULL, 0, 0);
     send_json(w, json_pack("{s:s}", "type", "unsubscribed"));
   } else if (strcmp(type, "update_cell") == 0) {
     update_cell(w, msg);
@@ -368,7 +365,7 @@ static int ws_get(dg_req_t *r) {
   w->who = r->who;
   /* Nothing until the client subscribes. */
   w->sub = dg_hub_subscribe_scoped(r->app->hub, NULL, 0, r->app->cfg->client_buffer, r->who.tables);
-  dg_sub_set_tables(r->app->hub, w->sub, no_tables, 0, 0);
+  dg_sub_set_tables(r->app->hub, w->sub, NULL, 0, 0);
   dg_ws_t cb = {.open = on_open, .message = on_message, .wake = on_wake, .tick = on_tick, .close = on_close,
                 .arg = w};
   dg_reply_websocket(r, &cb);

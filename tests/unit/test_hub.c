@@ -70,6 +70,15 @@ static void test_subscribe_filter(void **state) {
   assert_int_equal(dg_sub_next(h, b, 1000, &ev), DG_HUB_EVENT);
   assert_string_equal(ev->id, "1-4");
   dg_event_release(h, ev);
+  /* No table listed, not "all": nothing (a NULL list meant every table once). */
+  dg_sub_set_tables(h, b, NULL, 0, 0);
+  publish_n(h, "1-5", "{\"x\":5}", "a");
+  assert_int_equal(dg_sub_next(h, b, 20, &ev), DG_HUB_TIMEOUT);
+  dg_sub_set_tables(h, b, NULL, 0, 1);
+  publish_n(h, "1-6", "{\"x\":6}", "b");
+  assert_int_equal(dg_sub_next(h, b, 1000, &ev), DG_HUB_EVENT);
+  assert_string_equal(ev->id, "1-6");
+  dg_event_release(h, ev);
   /* Unsubscribing with events still queued frees them. */
   dg_hub_unsubscribe(h, all);
   assert_int_equal(dg_hub_count(h), 1);
