@@ -56,7 +56,8 @@
 
 typedef struct inbox_s {
   struct inbox_s *next;
-  json_t *msg;
+  json_t *msg;            /* NULL: not JSON (answered as such)            */
+  const char *err;        /* or a message refused as it came (static text) */
   size_t bytes;
 } inbox_t;
 
@@ -214,7 +215,8 @@ static void uc_done(void *arg, void *job) {
       if (w->head == NULL) w->tail = NULL;
       w->nbox--;
       w->box_bytes -= b->bytes;
-      handle(w, b->msg);
+      if (b->err) send_error(w, 400, b->err);
+      else handle(w, b->msg);
       json_decref(b->msg);
       dg_free(b);
     }
@@ -270,18 +272,14 @@ static void handle(ws_t *w, json_t *msg) {
 static void on_message(void *arg, const char *data, size_t len, int text) {
   ws_t *w = arg;
   if (!still_allowed(w)) return;
-  if (!text) {
-    send_error(w, 400, "send JSON text frames");
-    return;
-  }
-  if (len > MAX_MESSAGE) {
-    send_error(w, 400, "the message is larger than 64 KiB");
-    return;
-  }
-  json_error_t jerr;
-  json_t *msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (w->busy && msg) {
-    /* Behind a running update_cell: kept in order, within bounds. */
+  const char *err = NULL;
+  json_t *msg = NULL;
+  if (!text) err = "send JSON text frames";
+  else if (len > MAX_MESSAGE) err = "the message is larger than 64 KiB";
+  else msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+  if (w->busy) {
+    /* Behind a running update_cell: kept in order (errors too: every
+     * answer comes in the order of the messages), within bounds. */
     if (w->nbox >= MAX_INBOX || w->box_bytes + len > MAX_INBOX_BYTES) {
       json_decref(msg);
       dg_ws_close(w->conn, 1008, "too many messages waiting for an answer");
@@ -289,6 +287,7 @@ static void on_message(void *arg, const char *data, size_t len, int text) {
     }
     inbox_t *b = dg_calloc(1, sizeof *b);
     b->msg = msg;
+    b->err = err;
     b->bytes = len;
     if (w->tail) w->tail->next = b;
     else w->head = b;
@@ -297,7 +296,8 @@ static void on_message(void *arg, const char *data, size_t len, int text) {
     w->box_bytes += len;
     return;
   }
-  handle(w, msg);
+  if (err) send_error(w, 400, err);
+  else handle(w, msg);
   json_decref(msg);
 }
 

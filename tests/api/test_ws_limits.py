@@ -38,7 +38,7 @@ MAX_RECV = 1 << 20
 MAX_INBOX = 1024
 MAX_INBOX_BYTES = 4 << 20
 
-OP_CONT, OP_TEXT, OP_CLOSE = 0, 1, 8
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE = 0, 1, 2, 8
 
 
 class Closed(Exception):
@@ -402,4 +402,23 @@ def test_an_update_larger_than_the_client_buffer_drops_the_subscriber(small_buff
     assert len(json.dumps(out)) > CLIENT_BUFFER
     msgs, code, reason = ws.until_close(timeout=10)
     assert msgs == [DROPPED] and (code, reason) == (1008, "slow consumer")
+    ws.close()
+
+
+def test_errors_behind_an_update_cell_are_answered_in_their_turn(srv, own_redis):
+    """Not JSON, a binary frame and a message over 64 KiB sent while an
+    update_cell runs: their errors come after its result, in the order of
+    the messages (they used to jump ahead of it)."""
+    ws = RawWS(srv)
+    with paused(own_redis):
+        ws.send_raw(RawWS.frame(UPDATE) + RawWS.frame("not json") + RawWS.frame(b"\x01\x02", opcode=OP_BINARY)
+                    + RawWS.frame(ping(MAX_MESSAGE + 1)) + RawWS.frame('{"type":"ping"}'))
+        time.sleep(0.5)
+    m = ws.recv()
+    assert m["type"] == "result" and m["id"] == "held" and m["status"] == 200, m
+    e1, e2, e3 = ws.recv(), ws.recv(), ws.recv()
+    assert e1["type"] == "error" and e1["status"] == 400 and "JSON object" in e1["body"]["detail"], e1
+    assert e2["type"] == "error" and "text frames" in e2["body"]["detail"], e2
+    assert e3["type"] == "error" and "64 KiB" in e3["body"]["detail"], e3
+    assert ws.recv() == {"type": "pong"}
     ws.close()
