@@ -58,6 +58,18 @@ typedef enum {
 /** A static name of a verdict, for logs. */
 const char *dg_entry_verdict_name(dg_entry_verdict_t v);
 
+/** Length of a caller tag (hex). */
+#define DG_CALLER_TAG_LEN 16
+/**
+ * The caller tag of a request and its outcome: HMAC(key, "duckgrid caller
+ * tag" 0 caller 0), 16 hex characters. The API puts it in every request it
+ * queues, the manager copies it into the outcome, and a sync write waits
+ * for the outcome of (tag, request_id): a request_id is scoped to its
+ * caller ("key:<id>", "jwt:<sub>"), and two callers may share a user name.
+ * Opaque to readers of the outcome (no key id shown).
+ */
+void dg_entry_caller_tag(const unsigned char key[DG_ENTRY_KEY_LEN], const char *caller, char tag[DG_CALLER_TAG_LEN + 1]);
+
 /** HMAC-SHA256 of a request entry as 64 hex characters plus NUL. */
 void dg_entry_mac_req(const unsigned char key[DG_ENTRY_KEY_LEN], const char *t, size_t tlen, const char *req,
                       size_t len, char hex[DG_ENTRY_MAC_HEX + 1]);

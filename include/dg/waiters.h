@@ -35,9 +35,9 @@ int dg_waiters_wait(dg_waiters_t *ws, dg_waiter_t *w, int timeout_ms);
 void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w);
 /** Hands a copy of res to every waiter of request_id; returns how many. */
 int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res, size_t len);
-/** The key a request waits under: its user and request_id (a request_id
- *  is scoped to its caller). Cut to cap. */
-void dg_waiters_key(char *out, size_t cap, const char *user, const char *request_id);
+/** The key a request waits under: its caller's tag (entry_mac.h) and its
+ *  request_id (a request_id is scoped to its caller). Cut to cap. */
+void dg_waiters_key(char *out, size_t cap, const char *scope, const char *request_id);
 /** Wakes every waiter with no outcome (shutdown): they time out at once. */
 void dg_waiters_wake_all(dg_waiters_t *ws);
 

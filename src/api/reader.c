@@ -278,12 +278,15 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
     }
   }
   if (str_member(res, len, "request_id", rid, sizeof rid)) {
-    /* Waiters wait under (user, request_id): a request_id is scoped to its
-     * caller (API v1.1). */
-    char user[80] = "", key[sizeof user + sizeof rid + 1];
-    str_member(res, len, "user", user, sizeof user);
-    dg_waiters_key(key, sizeof key, user, rid);
-    dg_waiters_deliver(app->waiters, key, res, len);
+    /* Waiters wait under (caller tag, request_id): a request_id is scoped
+     * to its caller (API v1.1), and two callers may share a user name
+     * (entry_mac.h). An outcome without a tag (queued by an older version)
+     * is for nobody waiting now. */
+    char tag[DG_CALLER_TAG_LEN + 2] = "", key[sizeof tag + sizeof rid + 1];
+    if (str_member(res, len, "caller_tag", tag, sizeof tag) && strlen(tag) == DG_CALLER_TAG_LEN) {
+      dg_waiters_key(key, sizeof key, tag, rid);
+      dg_waiters_deliver(app->waiters, key, res, len);
+    }
   }
   if (dg_hub_count(app->hub) > 0) dg_hub_publish(app->hub, id, res, len, tables, nt);
   dg_free(tables);

@@ -99,8 +99,8 @@ int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res
   return n;
 }
 
-void dg_waiters_key(char *out, size_t cap, const char *user, const char *request_id) {
-  snprintf(out, cap, "%s\x1f%s", user ? user : "", request_id ? request_id : "");
+void dg_waiters_key(char *out, size_t cap, const char *scope, const char *request_id) {
+  snprintf(out, cap, "%s\x1f%s", scope ? scope : "", request_id ? request_id : "");
 }
 
 void dg_waiters_wake_all(dg_waiters_t *ws) {

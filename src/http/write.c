@@ -118,10 +118,18 @@ static void caller_of(const dg_req_t *r, char *out, size_t cap) {
   else snprintf(out, cap, "jwt:%s", r->who.user);
 }
 
-static json_t *base_request(dg_req_t *r, const char *op) {
+/* The caller's tag (entry_mac.h): what its sync writes wait under. */
+static void caller_tag_of(const dg_req_t *r, char tag[DG_CALLER_TAG_LEN + 1]) {
   char caller[96];
   caller_of(r, caller, sizeof caller);
-  return json_pack("{s:s,s:s,s:s}", "op", op, "user", r->who.user, "caller", caller);
+  dg_entry_caller_tag(r->app->stream_key, caller, tag);
+}
+
+static json_t *base_request(dg_req_t *r, const char *op) {
+  char caller[96], tag[DG_CALLER_TAG_LEN + 1];
+  caller_of(r, caller, sizeof caller);
+  caller_tag_of(r, tag);
+  return json_pack("{s:s,s:s,s:s,s:s}", "op", op, "user", r->who.user, "caller", caller, "caller_tag", tag);
 }
 
 /* Finds or makes the request_id: the body's "request_id", else the query's
@@ -460,8 +468,9 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   }
   int async = is_async(r);
   dg_waiter_t w;
-  char key[sizeof w.request_id];
-  dg_waiters_key(key, sizeof key, r->who.user, rid);
+  char key[sizeof w.request_id], tag[DG_CALLER_TAG_LEN + 1];
+  caller_tag_of(r, tag);
+  dg_waiters_key(key, sizeof key, tag, rid);
   /* Registered before the look below even for async requests, in case the
    * first request with this id is in flight. */
   dg_waiters_add(app->waiters, &w, key);
@@ -1456,6 +1465,10 @@ void dg_write_import_begin(dg_req_t *r, dg_buf_t *raw, const char *table) {
   dg_jsonw_str(&w, r->who.user);
   dg_jsonw_key(&w, "caller");
   dg_jsonw_str(&w, caller);
+  char tag[DG_CALLER_TAG_LEN + 1];
+  caller_tag_of(r, tag);
+  dg_jsonw_key(&w, "caller_tag");
+  dg_jsonw_str(&w, tag);
   dg_jsonw_key(&w, "table");
   dg_jsonw_str(&w, table);
   dg_jsonw_key(&w, "echo_rows"); /* the outcome counts the rows (apply.c) */

@@ -1520,6 +1520,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   dg_jsonw_str(&w, req->request_id);
   dg_jsonw_key(&w, "user");
   dg_jsonw_str(&w, user);
+  dg__mgr_put_caller_tag(&w, o);
   dg_jsonw_key(&w, "op");
   dg_jsonw_str(&w, op ? op : "unknown");
   dg_jsonw_key(&w, "table");

@@ -27,6 +27,7 @@
 
 #include <duckdb.h>
 #include <jansson.h>
+#include "dg/jsonw.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -292,5 +293,8 @@ void dg__mgr_persist_dispose(dg_manager_t *m);
 /** Forgets the unpersisted tail (pend, audit rows, touched rows); caller
  *  holds state_lock. Used when leadership ends: the tail is replayed. */
 void dg__mgr_pend_drop(dg_manager_t *m);
+
+/* Writes the request's "caller_tag" member into its outcome (manager.c). */
+void dg__mgr_put_caller_tag(dg_jsonw_t *w, const json_t *req);
 
 #endif

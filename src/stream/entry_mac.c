@@ -92,6 +92,13 @@ static void mac3(const unsigned char key[DG_ENTRY_KEY_LEN], const char *label, c
   hex[64] = '\0';
 }
 
+void dg_entry_caller_tag(const unsigned char key[DG_ENTRY_KEY_LEN], const char *caller, char tag[DG_CALLER_TAG_LEN + 1]) {
+  char hex[DG_ENTRY_MAC_HEX + 1];
+  mac3(key, "duckgrid caller tag", caller, strlen(caller), "", 0, hex);
+  memcpy(tag, hex, DG_CALLER_TAG_LEN);
+  tag[DG_CALLER_TAG_LEN] = '\0';
+}
+
 void dg_entry_mac_req(const unsigned char key[DG_ENTRY_KEY_LEN], const char *t, size_t tlen, const char *req,
                       size_t len, char hex[DG_ENTRY_MAC_HEX + 1]) {
   mac3(key, REQ_LABEL, t, tlen, req, len, hex);

@@ -325,3 +325,47 @@ def test_reads_right_after_a_restart_see_every_answered_write(make_server):
     assert wait_until(answered, 20, 0.01), s.logs()
     g = first[0]
     assert g.status_code == 200 and g.json()["name"] == "w9", g.text
+
+
+def test_two_callers_with_one_name_and_one_request_id_each_get_their_own_outcome():
+    """Key names are not unique: two keys named alike, sending the same
+    request_id at the same time, are two callers with two requests. Each sync
+    answer must be its own request's outcome (waiters were keyed by the user
+    name: both got the first outcome). Redis is paused so that both wait."""
+    from conftest import Redis, Server
+    redis = Redis().start()
+    s = Server(redis.url, env={"DUCKGRID_REDIS_TIMEOUT_MS": "20000", "DUCKGRID_LEASE_MS": "4000"}).start()
+    try:
+        keys = [s.post("/admin/keys", {"name": "twin", "role": "write"}).json()["key"] for _ in range(2)]
+        assert s.post("/tables", {"name": "tw", "columns": COLS}).status_code == 201
+        assert s.post("/tables/tw/rows", {"id": 1, "v": 0}).status_code == 201
+        for round_ in range(3):
+            body = {"table": "tw", "row_id": 1, "column": "v", "value": 1, "mode": "add",
+                    "request_id": f"twin-{round_}"}
+            answers = [None, None]
+
+            def send(i):
+                answers[i] = s.post("/update_cell", body, key=keys[i])
+            redis.proc.send_signal(signal.SIGSTOP)
+            try:
+                threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+                for t in threads:
+                    t.start()
+                time.sleep(0.5)  # both are waiting for Redis
+            finally:
+                redis.proc.send_signal(signal.SIGCONT)
+            for t in threads:
+                t.join(timeout=30)
+            assert all(a is not None and a.status_code == 200 for a in answers), answers
+            a, b = (x.json() for x in answers)
+            assert a["update_id"] != b["update_id"], (a, b)
+            assert a["caller_tag"] != b["caller_tag"] and len(a["caller_tag"]) == 16, (a, b)
+            # each answer is the outcome published for that caller's request
+            for x in (a, b):
+                ups = s.get(f"/get_updates?since=0&limit=1000").json()["updates"]
+                mine = [u for u in ups if u["update_id"] == x["update_id"]]
+                assert mine and mine[0]["caller_tag"] == x["caller_tag"], (x, mine)
+        assert s.get("/tables/tw/rows/1").json()["v"] == 6
+    finally:
+        s.cleanup()
+        redis.cleanup()
