@@ -360,7 +360,9 @@ int dg_jwt_check(dg_jwt_t *j, const char *token, dg_principal_t *out, char *why,
   else if (j->audience && !aud_ok(jwt, j->audience)) rc = reject(why, cap, "wrong audience");
   else if (sub == NULL || *sub == '\0') rc = reject(why, cap, "the token has no sub");
   else if (role == DG_ROLE_NONE) rc = reject(why, cap, "the token grants no known role");
-  else if (jwt_get_grant(jwt, "jti") && strlen(jwt_get_grant(jwt, "jti")) >= sizeof out->jti)
+  else if (jwt_get_grant(jwt, "jti") == NULL || *jwt_get_grant(jwt, "jti") == '\0')
+    rc = reject(why, cap, "the token has no jti (every token must be revocable: POST /admin/tokens/revoke)");
+  else if (strlen(jwt_get_grant(jwt, "jti")) >= sizeof out->jti)
     rc = reject(why, cap, "the token's jti is longer than 71 bytes");
   if (rc == 0) {
     out->key_id = 0;

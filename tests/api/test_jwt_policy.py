@@ -22,7 +22,7 @@ def test_a_jwt_key_without_iss_and_aud_stops_the_start(make_server, env):
 
 def tok(lifetime, iat=True):
     now = int(time.time())
-    c = {"sub": "u", "role": "read", "iss": "t", "aud": "dg", "exp": now + lifetime}
+    c = {"sub": "u", "role": "read", "iss": "t", "aud": "dg", "exp": now + lifetime, "jti": f"life-{lifetime}-{iat}"}
     if iat:
         c["iat"] = now
     return jwt.encode(c, SEC, algorithm="HS256")
@@ -75,3 +75,17 @@ def test_a_revoked_jti_is_refused_and_its_stream_ends(make_server):
             break
     sse.close()
     assert ev is not None and ev.get("event") == "revoked", ev
+
+
+def test_a_token_without_jti_is_refused(make_server):
+    """Every token must be revocable (POST /admin/tokens/revoke names its
+    jti), so a token without one is refused with a clear reason."""
+    s = make_server(env={"DUCKGRID_JWT_SECRET": SEC, "DUCKGRID_JWT_ISSUER": "t",
+                         "DUCKGRID_JWT_AUDIENCE": "dg"}).start()
+    now = int(time.time())
+    claims = {"sub": "u", "role": "read", "iss": "t", "aud": "dg", "iat": now, "exp": now + 600}
+    r = s.get("/tables", key=jwt.encode(claims, SEC, algorithm="HS256"))
+    assert r.status_code == 401 and "jti" in r.json()["detail"], r.text
+    r = s.get("/tables", key=jwt.encode(dict(claims, jti=""), SEC, algorithm="HS256"))
+    assert r.status_code == 401 and "jti" in r.json()["detail"], r.text
+    assert s.get("/tables", key=jwt.encode(dict(claims, jti="j-1"), SEC, algorithm="HS256")).status_code == 200

@@ -61,7 +61,7 @@ def test_secrets_can_come_from_files(make_server, redis_server, tmp_path):
     s.start()
     assert s.get("/tables").status_code == 200  # the admin key from its file
     now = int(_t.time())
-    tok = pyjwt.encode({"sub": "u", "role": "read", "iss": "t", "aud": "dg", "iat": now, "exp": now + 60},
+    tok = pyjwt.encode({"sub": "u", "role": "read", "iss": "t", "aud": "dg", "iat": now, "exp": now + 60, "jti": "leak-1"},
                        files["DUCKGRID_JWT_SECRET_FILE"], algorithm="HS256")
     assert s.get("/tables", key=tok).status_code == 200
     assert s.get("/health").json().get("redis", "ok") != "down"

@@ -77,7 +77,7 @@ def test_sse_ends_when_its_token_expires(srv):
     now = int(time.time())
     # exp 28 s ago: still inside the 30 s leeway, so valid for ~2 more seconds
     tok = jwt.encode({"sub": "u1", "role": "read", "iss": "t", "aud": "dg", "iat": now - 60,
-                      "exp": now - 28}, SEC, algorithm="HS256")
+                      "exp": now - 28, "jti": "expiring"}, SEC, algorithm="HS256")
     sse = sse_with(srv, tok)
     assert sse.status == 200
     ev = until_event(sse, "revoked", 8)

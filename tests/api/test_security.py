@@ -507,7 +507,7 @@ ISS, AUD = "dg-test", "duckgrid"
 
 def claims(**over):
     c = {"sub": "jwt-user", "role": "write", "iss": ISS, "aud": AUD, "iat": sh.now(),
-         "exp": sh.now() + 300}
+         "exp": sh.now() + 300, "jti": "t-" + os.urandom(6).hex()}
     for k, v in over.items():
         if v is None:
             c.pop(k, None)
