@@ -24,8 +24,9 @@ void dg_alive_destroy(dg_alive_t *a);
 /** Starts the refresher thread that keeps the snapshot fresh for
  *  dg_alive_peek (0, or DG_EUNAVAIL). dg_alive_destroy stops it. */
 int dg_alive_start(dg_alive_t *a);
-/** Makes the next check re-read the snapshot (a key was deleted here), and
- *  the refresher re-read it at once. */
+/** A key was deleted or a token revoked here: re-reads the snapshot at
+ *  once (a DuckDB read: a worker's call, never a loop's), so the next check
+ *  or peek sees it. */
 void dg_alive_invalidate(dg_alive_t *a);
 /**
  * 0 when who may go on; DG_EAUTH with the reason in why when its key was

@@ -45,6 +45,8 @@ struct dg_alive_s {
   pthread_t thread;
 };
 
+static int read_install(dg_alive_t *a);
+
 static void free_jtis(char **j, size_t n) {
   for (size_t i = 0; i < n; i++) dg_free(j[i]);
   dg_free(j);
@@ -111,8 +113,11 @@ void dg_alive_destroy(dg_alive_t *a) {
 }
 
 void dg_alive_invalidate(dg_alive_t *a) {
+  /* Read at once, here (a worker, after the key's delete committed): the
+   * next message on an open WebSocket, a loop's peek, must see it. */
+  if (read_install(a) == 0) return;
   pthread_mutex_lock(&a->lock);
-  a->read_ms = 0;
+  a->read_ms = 0; /* could not read: the next check and the refresher try */
   a->kick = 1;
   pthread_cond_signal(&a->cond);
   pthread_mutex_unlock(&a->lock);
@@ -136,14 +141,10 @@ static int read_ids(dg_alive_t *a, int64_t **out, size_t *n) {
   return 0;
 }
 
-static void refresh(dg_alive_t *a) {
-  int64_t now_us = dg_mono_us();
-  int64_t now = now_us / 1000;
-  pthread_mutex_lock(&a->lock);
-  int mine = !a->reading && (a->read_ms == 0 || now - a->read_ms >= SNAPSHOT_MS);
-  if (mine) a->reading = 1;
-  pthread_mutex_unlock(&a->lock);
-  if (!mine) return;
+/* Reads the snapshot and installs it, unless one read from a later start
+ * is in place already: 0, or DG_EUNAVAIL (the old one stays). */
+static int read_install(dg_alive_t *a) {
+  int64_t start = dg_mono_us();
   int64_t *ids = NULL;
   size_t n = 0, nj = 0;
   char **jtis = NULL;
@@ -152,9 +153,9 @@ static void refresh(dg_alive_t *a) {
     dg_free(ids);
     rc = DG_EUNAVAIL;
   }
+  if (rc != 0) return rc;
   pthread_mutex_lock(&a->lock);
-  a->reading = 0;
-  if (rc == 0) {
+  if (start > a->read_us) {
     dg_free(a->ids);
     a->ids = ids;
     a->nids = n;
@@ -162,9 +163,28 @@ static void refresh(dg_alive_t *a) {
     a->jtis = jtis;
     a->njtis = nj;
     a->valid = 1;
-    a->read_ms = now;
-    a->read_us = now_us;
+    a->read_ms = start / 1000;
+    a->read_us = start;
+    ids = NULL;
+    jtis = NULL;
   }
+  pthread_mutex_unlock(&a->lock);
+  dg_free(ids);
+  if (jtis != NULL) free_jtis(jtis, nj); /* not installed: a later read was */
+  return 0;
+}
+
+/* The periodic re-read: one reader at a time, when the snapshot is stale. */
+static void refresh(dg_alive_t *a) {
+  int64_t now = dg_mono_us() / 1000;
+  pthread_mutex_lock(&a->lock);
+  int mine = !a->reading && (a->read_ms == 0 || now - a->read_ms >= SNAPSHOT_MS);
+  if (mine) a->reading = 1;
+  pthread_mutex_unlock(&a->lock);
+  if (!mine) return;
+  read_install(a);
+  pthread_mutex_lock(&a->lock);
+  a->reading = 0;
   pthread_mutex_unlock(&a->lock);
 }
 
@@ -236,14 +256,8 @@ int dg_alive_check(dg_alive_t *a, const dg_principal_t *who, char *why, size_t c
   if (gone) {
     /* Deleted, or created after the snapshot was read: a read of our own
      * decides (this happens once per stream that is about to end). */
-    int64_t *ids;
-    size_t n;
-    if (read_ids(a, &ids, &n) == 0) {
+    if (read_install(a) == 0) {
       pthread_mutex_lock(&a->lock);
-      dg_free(a->ids);
-      a->ids = ids;
-      a->nids = n;
-      a->read_ms = dg_mono_us() / 1000;
       gone = !has_id(a, who->key_id);
       pthread_mutex_unlock(&a->lock);
     }

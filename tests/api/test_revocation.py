@@ -147,3 +147,38 @@ def test_websocket_update_cell_is_rate_limited(make_server):
         statuses.append(recv_until(ws, "result")["status"])
     ws.close()
     assert 429 in statuses, statuses
+
+
+def test_websocket_ends_when_its_token_expires(srv):
+    """An expired JWT ends an open WebSocket as it ends an SSE stream."""
+    now = int(time.time())
+    # exp 28 s ago: still inside the 30 s leeway, so valid for ~2 more seconds
+    tok = jwt.encode({"sub": "u-ws", "role": "read", "iss": "t", "aud": "dg", "iat": now - 60,
+                      "exp": now - 28, "jti": "ws-expiring"}, SEC, algorithm="HS256")
+    ws = ws_connect(srv, tok)
+    ws.send(json.dumps({"type": "subscribe"}))
+    assert recv_until(ws, "subscribed")
+    m = recv_until(ws, "revoked", timeout=8)
+    assert m is not None and m["status"] == 401 and "expired" in m["reason"], m
+    ws.close()
+
+
+def test_request_ids_are_scoped_by_jwt_sub(srv):
+    """The same request_id from two JWT subjects is two requests; from the
+    same subject (another token) it is the first one again."""
+    now = int(time.time())
+
+    def tok(sub, jti):
+        return jwt.encode({"sub": sub, "role": "write", "iss": "t", "aud": "dg", "iat": now, "exp": now + 300,
+                           "jti": jti}, SEC, algorithm="HS256")
+    body = {"table": "rv", "row_id": 1, "column": "v", "value": 1, "mode": "add", "request_id": "by-sub-1"}
+    hdr = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
+    url = srv.base + "/update_cell"
+    before = float(cell(srv))
+    a = requests.post(url, json=body, headers=hdr(tok("alice", "a-1")), timeout=30)
+    b = requests.post(url, json=body, headers=hdr(tok("bob", "b-1")), timeout=30)
+    a2 = requests.post(url, json=body, headers=hdr(tok("alice", "a-2")), timeout=30)
+    assert a.status_code == b.status_code == a2.status_code == 200, (a.text, b.text, a2.text)
+    assert a.json()["update_id"] != b.json()["update_id"]
+    assert a2.json()["update_id"] == a.json()["update_id"]
+    assert float(cell(srv)) == before + 2
