@@ -67,6 +67,10 @@ def test_a_revoked_jti_is_refused_and_its_stream_ends(make_server):
     r = s.get("/tables", key=t1)
     assert r.status_code == 401 and "revoked" in r.json()["detail"], r.text
     assert s.get("/tables", key=t2).status_code == 200
+    # the audit log says who revoked what, and who was denied (a JWT caller)
+    acts = [(e["action"], e["detail"], e["actor"]) for e in s.get("/admin/audit?limit=50").json()["entries"]]
+    assert any(a == "token.revoke" and "tok-1" in d and "bootstrap-admin" in w for a, d, w in acts), acts
+    assert any(a == "admin.denied" and "/admin/tokens/revoke" in d and w.startswith("jwt:") for a, d, w in acts), acts
     deadline = time.monotonic() + 5
     ev = None
     while time.monotonic() < deadline:

@@ -231,7 +231,7 @@ def test_audit_log_records_who_did_what(ks):
     acts = [(e["action"], e["detail"], e["actor"]) for e in entries]
     assert any(a == "key.create" and f"key {k['id']} " in d and "tables ,sales," in d and "bootstrap-admin" in w
                for a, d, w in acts), acts
-    assert any(a == "key.delete" and d == f"key {k['id']}" for a, d, w in acts), acts
+    assert any(a == "key.delete" and d == f"key {k['id']}" and "bootstrap-admin" in w for a, d, w in acts), acts
     denied = [(d, w) for a, d, w in acts if a == "admin.denied"]
     assert ("POST /admin/keys" in [d for d, w in denied] and "GET /admin/audit" in [d for d, w in denied]), acts
     assert all(w.startswith("key:") for d, w in denied)

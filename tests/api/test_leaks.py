@@ -18,7 +18,12 @@ def test_database_pepper_and_data_dir_are_owner_only(make_server):
     s.env["DUCKGRID_DB"] = s.db
     os.umask(0o022)
     s.start()
-    assert s.post("/tables", {"name": "m", "columns": []}).status_code == 201
+    assert s.post("/tables", {"name": "m", "columns": [{"name": "v", "type": "number"}]}).status_code == 201
+    assert s.post("/tables/m/rows", {"rows": [{"id": i} for i in range(1, 200)]}).status_code == 201
+    assert s.get("/tables/m/rows?limit=1").status_code == 200  # persisted: the WAL holds it
+    wal = s.db + ".wal"
+    assert os.path.exists(wal), os.listdir(os.path.dirname(s.db))
+    assert stat.S_IMODE(os.stat(wal).st_mode) & 0o077 == 0, (wal, oct(os.stat(wal).st_mode))
     s.stop()
     for p in (s.db, s.db + ".pepper"):
         assert stat.S_IMODE(os.stat(p).st_mode) & 0o077 == 0, (p, oct(os.stat(p).st_mode))
