@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "dg/common.h"
+#include "dg/entry_mac.h"
 #include "dg/decimal.h"
 #include "dg/hash.h"
 #include "dg/jsonw.h"
@@ -205,6 +206,17 @@ typedef struct {
   json_t *moved;        /* [{"table","row_id","from","to"}] */
   size_t nchanges;      /* cell changes (written to w while listed()) */
 } effects_t;
+
+/* The request's caller tag (entry_mac.h), copied into its outcome when it
+ * is one (16 lowercase hex characters): a sync write waits under it. */
+void dg__mgr_put_caller_tag(dg_jsonw_t *w, const json_t *req) {
+  const char *tag = json_string_value(json_object_get(req, "caller_tag"));
+  if (tag == NULL || strlen(tag) != DG_CALLER_TAG_LEN) return;
+  for (const char *p = tag; *p; p++)
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return;
+  dg_jsonw_key(w, "caller_tag");
+  dg_jsonw_str(w, tag);
+}
 
 static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
                           int32_t col, char *old_text, char *new_text) {

@@ -727,17 +727,6 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
 }
 
 /* Replaces the outcome of the batch's one request by a 500 rejection. */
-/* The request's caller tag (entry_mac.h), copied into its outcome when it
- * is one (16 lowercase hex characters): a sync write waits under it. */
-void dg__mgr_put_caller_tag(dg_jsonw_t *w, const json_t *req) {
-  const char *tag = json_string_value(json_object_get(req, "caller_tag"));
-  if (tag == NULL || strlen(tag) != DG_CALLER_TAG_LEN) return;
-  for (const char *p = tag; *p; p++)
-    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return;
-  dg_jsonw_key(w, "caller_tag");
-  dg_jsonw_str(w, tag);
-}
-
 static void reject_with(mreq_t *r, const entry_t *e, const char *why) {
   dg_redis_xid_t x = {0, 0};
   dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &x);
