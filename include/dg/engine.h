@@ -319,6 +319,22 @@ int dg_etable_set(dg_etable_t *t, int64_t id, uint32_t col, int64_t value, const
                   dg_changes_t *out);
 
 /**
+ * Sets number cell (ids[i], col) of n leaves to values[i] at once, then
+ * moves each ancestor once by the sum of its leaves' deltas (a revert of a
+ * spread: one roll-up per ancestor instead of one per leaf). Same result as
+ * dg_etable_set on each leaf in turn when nothing in the column is held.
+ * Changes (NUMBER only): the leaves whose value changes, in the order given,
+ * then each ancestor whose value changes, in the order first reached.
+ * All or nothing. Failure: DG_EINVAL (col out of range, a listed row has
+ * children, a row listed twice); DG_ENOTFOUND (ids[i] is no row; *bad = i);
+ * DG_ECONFLICT (a cell of the column is held anywhere in the table: use
+ * dg_etable_set one leaf at a time); DG_EOVERFLOW (a value, or a sum on the
+ * way, out of range). *bad (may be NULL) is the index of the failing row.
+ */
+int dg_etable_set_leaves(dg_etable_t *t, uint32_t col, const int64_t *ids, const int64_t *values, size_t n,
+                         dg_changes_t *out, size_t *bad);
+
+/**
  * Sets text cell (id, col) to s[0..len) (s NULL: null). Same text: no-op.
  * Changes: one TEXT record.
  * Failure: DG_EINVAL (col out of range, len > DG_ENGINE_MAX_TEXT).

@@ -591,6 +591,103 @@ int dg_etable_set(dg_etable_t *t, int64_t id, uint32_t col, int64_t value, const
 }
 
 /* ======================================================================
+ * dg_etable_set_leaves
+ * ====================================================================== */
+
+int dg_etable_set_leaves(dg_etable_t *t, uint32_t col, const int64_t *ids, const int64_t *values, size_t n,
+                         dg_changes_t *out, size_t *bad) {
+  size_t ignored;
+  if (bad == NULL) bad = &ignored;
+  *bad = 0;
+  if (t->loading || col >= t->nnum) return DG_EINVAL;
+  if (t->nheld[col] > 0) return DG_ECONFLICT;
+  dg_changes_t *c = out_buf(t, out);
+  const size_t base = c->n, abase = c->alen;
+  int rc = 0;
+  size_t i = 0;
+  t->nwork = 0;
+  /* Leaves: look up, check, mark (a second listing finds the mark), write
+   * through and record. */
+  for (; i < n; i++) {
+    uint32_t s = dg__et_lookup(t, ids[i]);
+    if (s == 0) {
+      rc = DG_ENOTFOUND;
+      break;
+    }
+    erow_t *r = ROW(t, s);
+    if (HAS_KIDS(r) || (r->flags & ROW_MARK)) {
+      rc = DG_EINVAL;
+      break;
+    }
+    if (!in_range(values[i])) {
+      rc = DG_EOVERFLOW;
+      break;
+    }
+    r->flags |= ROW_MARK;
+    int64_t old = NUMS(t, s)[col];
+    if (values[i] != old) rec_set(t, c, s, col, old, values[i]);
+    else work_push(t, s, 0); /* unchanged, but marked: unmarked below */
+  }
+  const size_t nleaves = c->n;
+  /* Unmark the leaves (recorded ones and the unchanged ones on work). */
+  for (size_t k = base; k < nleaves; k++) ROW(t, c->v[k]._slot)->flags &= ~ROW_MARK;
+  for (size_t k = 0; k < t->nwork; k++) ROW(t, t->work[k].slot)->flags &= ~ROW_MARK;
+  t->nwork = 0;
+  if (rc) {
+    *bad = i;
+    for (size_t k = c->n; k-- > base;) NUMS(t, c->v[k]._slot)[c->v[k].col] = c->v[k].old_value;
+    dg__ch_rewind(c, base, abase);
+    dg__et_after_op(t);
+    return rc;
+  }
+  /* Ancestors: a run of leaves under one parent moves it once; each
+   * ancestor reached is marked and remembered (work: slot, old value) and
+   * written through. */
+  for (size_t k = base; k < nleaves && rc == 0;) {
+    uint32_t p = ROW(t, c->v[k]._slot)->parent;
+    __int128 d = 0;
+    size_t j = k;
+    for (; j < nleaves && ROW(t, c->v[j]._slot)->parent == p; j++)
+      d += (__int128)c->v[j].new_value - c->v[j].old_value;
+    k = j;
+    if (d == 0) continue;
+    for (uint32_t a = p; a != SENTINEL; a = ROW(t, a)->parent) {
+      erow_t *r = ROW(t, a);
+      if (!(r->flags & ROW_MARK)) {
+        r->flags |= ROW_MARK;
+        work_push(t, a, NUMS(t, a)[col]);
+      }
+      /* In int64 on the way (runs may go up and down), in range at the end. */
+      __int128 nv = (__int128)NUMS(t, a)[col] + d;
+      if (nv > INT64_MAX || nv < INT64_MIN) {
+        rc = DG_EOVERFLOW;
+        break;
+      }
+      NUMS(t, a)[col] = (int64_t)nv;
+    }
+  }
+  for (size_t k = 0; k < t->nwork && rc == 0; k++)
+    if (!in_range(NUMS(t, t->work[k].slot)[col])) rc = DG_EOVERFLOW;
+  for (size_t k = 0; k < t->nwork; k++) {
+    uint32_t a = t->work[k].slot;
+    ROW(t, a)->flags &= ~ROW_MARK;
+    if (rc) NUMS(t, a)[col] = t->work[k].value;
+    else if (NUMS(t, a)[col] != t->work[k].value) rec(t, c, DG_CHANGE_NUMBER, a, col, t->work[k].value, NUMS(t, a)[col]);
+  }
+  t->nwork = 0;
+  if (rc) {
+    for (size_t k = c->n; k-- > base;) NUMS(t, c->v[k]._slot)[c->v[k].col] = c->v[k].old_value;
+    dg__ch_rewind(c, base, abase);
+    dg__et_after_op(t);
+    return rc;
+  }
+  if (journaling(t))
+    for (size_t k = base; k < c->n; k++) dg__j_push(t, J_NUM, c->v[k]._slot, c->v[k].col, c->v[k].old_value);
+  dg__et_after_op(t);
+  return 0;
+}
+
+/* ======================================================================
  * Insert, delete, move
  * ====================================================================== */
 

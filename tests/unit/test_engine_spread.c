@@ -429,6 +429,115 @@ static void test_bad_arguments(void **s) {
   dg_etable_destroy(t);
 }
 
+/* dg_etable_set_leaves (a revert of a spread): 1 -> {2, 3}, 2 -> {4, 5, 6},
+ * 3 -> {7, 8}; cents. */
+static dg_etable_t *revert_tree(void) {
+  dg_etable_t *t = mk1(2);
+  ins1(t, 1, NONE, 0);
+  ins1(t, 2, 1, 0);
+  ins1(t, 3, 1, 0);
+  ins1(t, 4, 2, 100);
+  ins1(t, 5, 2, 200);
+  ins1(t, 6, 2, 333);
+  ins1(t, 7, 3, 1);
+  ins1(t, 8, 3, 0);
+  return t;
+}
+
+static void test_set_leaves_reverts_a_spread(void **s) {
+  (void)s;
+  dg_etable_t *t = revert_tree();
+  assert_int_equal(num(t, 1, 0), 634);
+  char *before = snapshot(t);
+  /* 6.34 -> 10.00 over the leaves, largest remainder, each to the cent */
+  set_ok(t, 1, 0, 1000, DG_SPREAD_PROPORTIONAL);
+  assert_int_equal(num(t, 4, 0), 158);
+  assert_int_equal(num(t, 5, 0), 315);
+  assert_int_equal(num(t, 6, 0), 525);
+  assert_int_equal(num(t, 7, 0), 2);
+  assert_int_equal(num(t, 8, 0), 0);
+  const int64_t ids[] = {4, 5, 6, 7, 8};
+  const int64_t back[] = {100, 200, 333, 1, 0};
+  dg_changes_t *c = dg_changes_create();
+  assert_int_equal(dg_etable_set_leaves(t, 0, ids, back, 5, c, NULL), 0);
+  char *after = snapshot(t);
+  assert_string_equal(before, after);
+  /* the leaves that moved, in the order given, then each ancestor once */
+  assert_int_equal(dg_changes_count(c), 7);
+  chg_is(c, 0, 4, 0, 158, 100);
+  chg_is(c, 1, 5, 0, 315, 200);
+  chg_is(c, 2, 6, 0, 525, 333);
+  chg_is(c, 3, 7, 0, 2, 1);
+  chg_is(c, 4, 2, 0, 998, 633);
+  chg_is(c, 5, 1, 0, 1000, 634);
+  chg_is(c, 6, 3, 0, 2, 1);
+  free(before);
+  free(after);
+  dg_changes_destroy(c);
+  dg_etable_destroy(t);
+}
+
+static void test_set_leaves_matches_one_by_one(void **s) {
+  (void)s;
+  dg_etable_t *a = revert_tree(), *b = revert_tree();
+  const int64_t ids[] = {8, 4, 7, 6};
+  const int64_t v[] = {-1999, 12345, 7, -1};
+  for (int i = 0; i < 4; i++) set_ok(a, ids[i], 0, v[i], DG_SPREAD_PROPORTIONAL);
+  assert_int_equal(dg_etable_set_leaves(b, 0, ids, v, 4, NULL, NULL), 0);
+  char *sa = snapshot(a), *sb = snapshot(b);
+  assert_string_equal(sa, sb);
+  assert_int_equal(num(b, 1, 0), 12345 + 200 - 1 + 7 - 1999);
+  free(sa);
+  free(sb);
+  dg_etable_destroy(a);
+  dg_etable_destroy(b);
+}
+
+static void test_set_leaves_refuses_and_changes_nothing(void **s) {
+  (void)s;
+  dg_etable_t *t = revert_tree();
+  char *before = snapshot(t);
+  dg_changes_t *c = dg_changes_create();
+  size_t bad = 99;
+  const int64_t parent[] = {4, 2}, twice[] = {4, 5, 4}, gone[] = {4, 42}, v[] = {1, 2, 3};
+  assert_int_equal(dg_etable_set_leaves(t, 0, parent, v, 2, c, &bad), DG_EINVAL);
+  assert_int_equal(bad, 1);
+  assert_int_equal(dg_etable_set_leaves(t, 0, twice, v, 3, c, &bad), DG_EINVAL);
+  assert_int_equal(bad, 2);
+  assert_int_equal(dg_etable_set_leaves(t, 0, gone, v, 2, c, &bad), DG_ENOTFOUND);
+  assert_int_equal(bad, 1);
+  assert_int_equal(dg_etable_set_leaves(t, 1, gone, v, 1, c, &bad), DG_EINVAL);
+  const int64_t huge[] = {DG_DECIMAL_LIMIT - 1, DG_DECIMAL_LIMIT - 1};
+  /* each leaf in range, their parent not */
+  assert_int_equal(dg_etable_set_leaves(t, 0, twice, huge, 2, c, &bad), DG_EOVERFLOW);
+  dg_changes_clear(c);
+  char *mid = snapshot(t);
+  assert_string_equal(before, mid);
+  free(mid);
+  hold(t, 7, 0);
+  assert_int_equal(dg_etable_set_leaves(t, 0, parent, v, 1, c, NULL), DG_ECONFLICT);
+  assert_int_equal(dg_changes_count(c), 0);
+  free(before);
+  dg_changes_destroy(c);
+  dg_etable_destroy(t);
+}
+
+static void test_set_leaves_rolls_back(void **s) {
+  (void)s;
+  dg_etable_t *t = revert_tree();
+  char *before = snapshot(t);
+  dg_emark_t m = dg_etable_savepoint(t);
+  const int64_t ids[] = {5, 8, 6}, v[] = {0, 50, -33};
+  assert_int_equal(dg_etable_set_leaves(t, 0, ids, v, 3, NULL, NULL), 0);
+  assert_int_equal(num(t, 1, 0), 100 + 0 - 33 + 1 + 50);
+  assert_int_equal(dg_etable_rollback(t, m), 0);
+  char *after = snapshot(t);
+  assert_string_equal(before, after);
+  free(before);
+  free(after);
+  dg_etable_destroy(t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ten_over_three_zeros),
@@ -449,6 +558,10 @@ int main(void) {
       cmocka_unit_test(test_overflow_changes_nothing),
       cmocka_unit_test(test_compare_and_set),
       cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_set_leaves_reverts_a_spread),
+      cmocka_unit_test(test_set_leaves_matches_one_by_one),
+      cmocka_unit_test(test_set_leaves_refuses_and_changes_nothing),
+      cmocka_unit_test(test_set_leaves_rolls_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
