@@ -1221,6 +1221,51 @@ out:
   return rc;
 }
 
+/* Whether update x can be reverted by the compact form (op_revert_compact
+ * in src/manager/apply.c: the manager finds its cells itself): this
+ * process saw its outcome (the hub's ring), applied, from a write of cells
+ * only (update_cell, update_cells, or a revert of one table that inserted,
+ * deleted and moved nothing: the id lists name the outcome's table only),
+ * and the caller may touch every table (a scoped key's
+ * revert is checked table by table, from the audit log). *table: the
+ * outcome's table, or NULL. */
+static int compact_revertible(dg_req_t *r, dg_redis_xid_t x, char *table, size_t tcap) {
+  if (r->who.tables[0] != '\0' || r->app->hub == NULL) return 0;
+  dg_redis_xid_t before = x;
+  if (before.seq > 0) {
+    before.seq--;
+  } else if (before.ms > 0) {
+    before.ms--;
+    before.seq = UINT64_MAX;
+  } else {
+    return 0;
+  }
+  const dg_event_t *hit = NULL;
+  dg_ring_read_t rd = {.cursor = before, .limit = 1, .scan_max = 1, .any_entry = 1, .out = &hit};
+  if (dg_ring_read(r->app->hub, &rd, NULL) != DG_RING_COVERED || rd.matched != 1) {
+    dg_ring_release(&hit, rd.matched);
+    return 0;
+  }
+  char want[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(x, want, sizeof want);
+  int ok = 0;
+  json_t *o = strcmp(hit->id, want) == 0 ? json_loadb(hit->res, hit->len, 0, NULL) : NULL;
+  const char *op = json_string_value(json_object_get(o, "op"));
+  const char *status = json_string_value(json_object_get(o, "status"));
+  if (op && status && strcmp(status, "applied") == 0 &&
+      (strcmp(op, "update_cell") == 0 || strcmp(op, "update_cells") == 0 ||
+       (strcmp(op, "revert") == 0 && json_is_string(json_object_get(o, "table")) &&
+        json_object_get(o, "inserted") == NULL &&
+        json_object_get(o, "deleted") == NULL && json_object_get(o, "moved") == NULL))) {
+    const char *t = json_string_value(json_object_get(o, "table"));
+    snprintf(table, tcap, "%s", t && strlen(t) < tcap ? t : "");
+    ok = 1;
+  }
+  json_decref(o);
+  dg_ring_release(&hit, rd.matched);
+  return ok;
+}
+
 /* POST /updates/{update_id}/revert {"force":false,"request_id":…}: reads
  * what the update did from the audit log (after every answered write is
  * persisted) and submits it as one request: the rows it inserted (to delete
@@ -1249,6 +1294,18 @@ static int revert_update(dg_req_t *r) {
       dg_problem(r, 400, NULL, "unknown member '%.40s' (a revert takes force and request_id)", k);
       return 0;
     }
+  }
+  char table[128];
+  if (compact_revertible(r, x, table, sizeof table)) {
+    /* The manager reads the cells (its cache of recent writes, or the
+     * audit log): nothing to read here, nothing to wait for. */
+    json_t *req = base_request(r, "revert");
+    if (table[0]) json_object_set_new(req, "table", json_string(table));
+    json_object_set_new(req, "reverts", json_string(uid));
+    json_object_set_new(req, "force", json_boolean(json_is_true(force)));
+    json_object_set_new(req, "compact", json_true());
+    submit(r, req, REPLY_UPDATE);
+    return 0;
   }
   if (dg_read_consistent_or_problem(r) != 0) return 0;
   duckdb_connection c = dg_db_conn(r->app->db);

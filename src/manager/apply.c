@@ -1032,6 +1032,194 @@ out:
   return ret;
 }
 
+/* ---- compact revert (issue 19) ------------------------------------------------------
+ *
+ * {"op":"revert","reverts":U,"compact":true,"force":f}: the API sends this
+ * form for an update that only wrote cells (update_cell, update_cells, a
+ * revert of those); the records come from undo.c (the cache of recent
+ * writes, or the audit log read after a barrier), never from the request,
+ * so a revert of a million-leaf spread is a request of a hundred bytes.
+ *
+ * Same rules as op_revert without rows: every cell U changed is checked
+ * (parents' roll-ups too) against its value after U; a difference is a
+ * conflict unless forced. Then text cells and number leaves take their
+ * value before U, all the leaves of a column at once
+ * (dg_etable_set_leaves: one roll-up per ancestor, not one per leaf), and
+ * parents roll up. A cell's net change within U is its first record's old
+ * value and its last record's new one (a parent rolled up once per written
+ * child has several). */
+
+typedef struct {
+  const mundo_cell_t *first, *last;
+} cnet_t;
+
+static uint64_t cnet_hash(uint32_t tag, int32_t col, int64_t row) {
+  uint64_t h = (uint64_t)row * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)tag << 40 | (uint32_t)col) * 0xff51afd7ed558ccdULL;
+  return h ^ (h >> 29);
+}
+
+/* The net change of each cell, in the order of first change. */
+static size_t net_changes(const mundo_t *u, cnet_t *out) {
+  size_t cap = 16;
+  while (cap < u->n * 2) cap <<= 1;
+  uint32_t *slots = dg_calloc(cap, sizeof *slots); /* index + 1 into out; 0 = empty */
+  size_t n = 0;
+  for (size_t i = 0; i < u->n; i++) {
+    const mundo_cell_t *c = &u->cells[i];
+    size_t at = cnet_hash(c->tag, c->col, c->row) & (cap - 1);
+    for (;; at = (at + 1) & (cap - 1)) {
+      if (slots[at] == 0) {
+        out[n] = (cnet_t){c, c};
+        slots[at] = (uint32_t)++n;
+        break;
+      }
+      const mundo_cell_t *f = out[slots[at] - 1].first;
+      if (f->tag == c->tag && f->col == c->col && f->row == c->row) {
+        out[slots[at] - 1].last = c;
+        break;
+      }
+    }
+  }
+  dg_free(slots);
+  return n;
+}
+
+static int text_is(mtable_t *t, int64_t row, const dg_coldef_t *c, const char *want) {
+  const char *s;
+  size_t n;
+  if (dg_etable_text_get(t->et, row, (uint32_t)c->slot, &s, &n) != 0) return 0;
+  if (want == NULL) return s == NULL;
+  return s != NULL && n == strlen(want) && memcmp(s, want, n) == 0;
+}
+
+static json_t *cnet_value(const mtable_t *t, const dg_coldef_t *c, const mundo_cell_t *x, int new_side) {
+  if (c->type == DG_COL_TEXT) {
+    const char *v = new_side ? x->new_text : x->old_text;
+    return v ? json_string(v) : json_null();
+  }
+  (void)t;
+  if (!new_side && !x->has_old) return json_null();
+  char b[DG_DECIMAL_FORMAT_MAX + 8];
+  size_t n = dg_decimal_format(new_side ? x->new_num : x->old_num, c->scale, b, sizeof b);
+  return json_stringn(b, n);
+}
+
+static int op_revert_compact(effects_t *e, json_t *o, marks_t *mk, json_t **conflicts, failure_t *f) {
+  dg_manager_t *m = e->m;
+  const char *uid = json_string_value(json_object_get(o, "reverts"));
+  int force = json_is_true(json_object_get(o, "force"));
+  dg_redis_xid_t x;
+  if (uid == NULL || dg_redis_xid_parse(uid, strlen(uid), &x) != 0) return fail(f, 400, "reverts is not an update id");
+  const mundo_t *u = dg__mgr_undo_find(m, x);
+  if (u == NULL) /* manager.c and replay.c load it before: a bug */
+    return fail(f, 500, "the records of update %s were not read before its revert", uid);
+  rconf_t rc = {NULL, 0, 0, 0};
+  int ret = 0;
+  cnet_t *net = NULL;
+  size_t n = 0;
+  if (u->n == 0) {
+    ret = fail(f, 404, "update %s changed no cells (or does not exist, or was rejected)", uid);
+    goto out;
+  }
+  for (size_t i = 0; i < u->n && ret == 0; i++) {
+    if (u->cells[i].kind == MUNDO_OTHER)
+      ret = fail(f, 400, "update %s changed rows or holds: it is reverted by the detailed form only", uid);
+    else if (u->cells[i].kind == MUNDO_GONE)
+      ret = fail(f, 400, "update %s touched a column that no longer exists", uid);
+  }
+  if (ret != 0) goto out;
+  net = dg_malloc(u->n * sizeof *net);
+  n = net_changes(u, net);
+
+  /* ---- check ---- */
+  for (size_t i = 0; i < n; i++) {
+    const mundo_cell_t *a = net[i].first, *z = net[i].last;
+    mtable_t *t = a->tag < m->ntables ? m->tables[a->tag] : NULL;
+    const dg_coldef_t *c = t && a->col >= 0 && a->col < t->def->ncols ? &t->def->cols[a->col] : NULL;
+    if (c == NULL) { /* the cache is emptied by DDL, and a read resolves names now */
+      ret = fail(f, 500, "update %s names a column this node does not have", uid);
+      goto out;
+    }
+    dg_erow_t r;
+    int gone = dg_etable_row_get(t->et, a->row, &r) != 0;
+    int same;
+    if (gone) same = 0;
+    else if (c->type == DG_COL_TEXT) same = text_is(t, a->row, c, z->new_text);
+    else {
+      int64_t cur;
+      same = dg_etable_number_get(t->et, a->row, (uint32_t)c->slot, &cur) == 0 && cur == z->new_num;
+    }
+    if (same) continue;
+    json_t *cx = json_pack("{s:s,s:I,s:s,s:o}", "table", t->def->name, "row_id", (json_int_t)a->row, "column",
+                           c->name, "expected", cnet_value(t, c, z, 1));
+    if (gone) json_object_set_new(cx, "gone", json_true());
+    conflict_add(&rc, cx, 0, 0);
+  }
+  if (rc.n > 0 && !force) {
+    ret = fail(f, 409, "%zu cell%s changed since update %s (revert with \"force\":true to overwrite them)", rc.n,
+               rc.n == 1 ? "" : "s", uid);
+    goto out;
+  }
+
+  /* ---- undo ---- */
+  int64_t *ids = dg_malloc(n * sizeof *ids), *vals = dg_malloc(n * sizeof *vals);
+  uint8_t *done = dg_calloc(n, 1); /* grouped by (table, column) as first met */
+  for (size_t g = 0; g < n && ret == 0; g++) {
+    if (done[g]) continue;
+    const mundo_cell_t *head = net[g].first;
+    mtable_t *t = m->tables[head->tag];
+    const dg_coldef_t *c = &t->def->cols[head->col];
+    mark_table(mk, t);
+    if (mk->overflow) {
+      ret = fail(f, 400, "one revert may touch at most 16 tables");
+      break;
+    }
+    size_t k = 0;
+    for (size_t i = g; i < n && ret == 0; i++) {
+      const mundo_cell_t *a = net[i].first;
+      if (done[i] || a->tag != head->tag || a->col != head->col) continue;
+      done[i] = 1;
+      dg_erow_t r;
+      if (dg_etable_row_get(t->et, a->row, &r) != 0) continue; /* gone: forced past */
+      if (c->type == DG_COL_TEXT) {
+        size_t from = dg_changes_count(m->changes);
+        const char *s = a->old_text;
+        int erc = dg_etable_text_set(t->et, a->row, (uint32_t)c->slot, s, s ? strlen(s) : 0, m->changes);
+        if (erc != 0) ret = engine_fail(f, erc, t->def->name, a->row, c->name);
+        else collect(e, t, from, INT64_MIN);
+        continue;
+      }
+      if (r.nchildren > 0 || !a->has_old) continue; /* rolls up; or was null */
+      ids[k] = a->row;
+      vals[k++] = a->old_num;
+    }
+    if (ret != 0 || k == 0) continue;
+    size_t from = dg_changes_count(m->changes), bad = 0;
+    int erc = dg_etable_set_leaves(t->et, (uint32_t)c->slot, ids, vals, k, m->changes, &bad);
+    if (erc == DG_ECONFLICT) { /* held cells in the column: one leaf at a time, as a write does */
+      erc = 0;
+      for (size_t i = 0; i < k && erc == 0; i++) {
+        erc = dg_etable_set(t->et, ids[i], (uint32_t)c->slot, vals[i], NULL, m->changes);
+        bad = i;
+      }
+    }
+    if (erc != 0) ret = engine_fail(f, erc, t->def->name, ids[bad < k ? bad : 0], c->name);
+    else collect(e, t, from, INT64_MIN);
+  }
+  dg_free(ids);
+  dg_free(vals);
+  dg_free(done);
+out:
+  if (ret != 0 && rc.list && f->status == 409) {
+    *conflicts = rc.list;
+    rc.list = NULL;
+  }
+  json_decref(rc.list);
+  dg_free(net);
+  if (u == &m->undo_loaded) dg__mgr_undo_free(&m->undo_loaded); /* read for this request only */
+  return ret;
+}
+
 /* Inserts row i of an insert_rows request (named "rows[i]", or "row i"
  * when by column, in a failure) and collects its changes. 0, or -1 with f
  * set. */
@@ -1580,7 +1768,8 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   } else if (strcmp(op, "update_cells") == 0) {
     rc = op_update_cells(&e, json_object_get(o, "updates"), &mk, &f);
   } else if (strcmp(op, "revert") == 0) {
-    rc = op_revert(&e, o, &mk, &conflicts, &f);
+    if (json_is_true(json_object_get(o, "compact"))) rc = op_revert_compact(&e, o, &mk, &conflicts, &f);
+    else rc = op_revert(&e, o, &mk, &conflicts, &f);
     if (rc == 0) {
       dg_jsonw_key(&xw, "reverts");
       dg_jsonw_str(&xw, json_string_value(json_object_get(o, "reverts")));
@@ -1688,6 +1877,13 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
               e.nchanges, m->request_changes_max);
   marks_end(&mk, rc == 0);
   req->rejected = rc != 0;
+  if (rc == 0 && op) {
+    if (strcmp(op, "update_cell") == 0 || strcmp(op, "update_cells") == 0 || strcmp(op, "revert") == 0)
+      dg__mgr_undo_keep(m, sxid, hist_mark, m->nhist); /* what a compact revert of it reads */
+    else if (strcmp(op, "create_table") == 0 || strcmp(op, "delete_table") == 0 || strcmp(op, "create_view") == 0 ||
+             strcmp(op, "delete_view") == 0)
+      dg__mgr_undo_clear(m); /* names and tags may change: reverts read the audit log */
+  }
   if (rc != 0) {
     /* Nothing of a rejected request stays: audit rows, DDL, output. */
     for (size_t i = hist_mark; i < m->nhist; i++) {

@@ -127,6 +127,27 @@ typedef struct mhist_s {
                               (DG_ROW_NONE: a root), for its revert          */
 } mhist_t;
 
+/* A cell change kept for a revert (undo.c): an audit record of a cell. */
+enum { MUNDO_NUM = 1, MUNDO_TEXT = 2, MUNDO_OTHER = 3 /* a row record or a hold */, MUNDO_GONE = 4 /* its column is gone */ };
+typedef struct mundo_cell_s {
+  int64_t row;
+  int64_t old_num, new_num; /* MUNDO_NUM: scaled values                       */
+  char *old_text, *new_text;/* MUNDO_TEXT: NULL for null (owned)               */
+  uint32_t tag;             /* table (NUM, TEXT)                              */
+  int32_t col;              /* column index in the table definition (NUM, TEXT) */
+  uint8_t kind;             /* MUNDO_*                                        */
+  uint8_t has_old;          /* MUNDO_NUM: the old value is not null           */
+} mundo_cell_t;
+
+/* One update's cell changes, in the order they were applied. */
+typedef struct mundo_s {
+  dg_redis_xid_t id;
+  mundo_cell_t *cells;
+  size_t n;
+  size_t bytes;             /* counted against DUCKGRID_REVERT_CACHE_MB       */
+  int loaded;               /* undo_loaded: read from DuckDB                  */
+} mundo_t;
+
 struct dg_manager_s {
   dg_app_t *app;
   pthread_t thread;
@@ -224,6 +245,13 @@ struct dg_manager_s {
   size_t ndropped;
   dg_changes_t *changes;         /* the engine's change buffer, reused         */
   dg_buf_t json;                 /* outcome being written                      */
+
+  /* What a compact revert reads (undo.c): a ring of recent cell writes,
+   * in stream order, and the one update last read from the audit log. */
+  mundo_t *undo;
+  size_t undo_cap, undo_head, nundo;
+  size_t undo_bytes, undo_max;
+  mundo_t undo_loaded;
 };
 
 /* ---- apply.c ----------------------------------------------------------------- */
@@ -253,6 +281,25 @@ void dg__mgr_batch_end(dg_manager_t *m, int keep);
 mtable_t *dg__mgr_table(dg_manager_t *m, const char *name);
 uint64_t dg__mgr_hash(const char *s);
 void dg__mgr_table_free(mtable_t *t);
+
+/* ---- undo.c: what a compact revert reads --------------------------------------- */
+
+/** Keeps hist[from, to) -- the audit records of the update `id`, applied
+ *  -- when they are all cell records (else nothing), evicting the oldest
+ *  beyond DUCKGRID_REVERT_CACHE_MB. Manager thread. */
+void dg__mgr_undo_keep(dg_manager_t *m, dg_redis_xid_t id, size_t from, size_t to);
+/** U's records: from the cache or from the last dg__mgr_undo_load; NULL. */
+const mundo_t *dg__mgr_undo_find(const dg_manager_t *m, dg_redis_xid_t id);
+/** Reads U's audit records from DuckDB (every request before the revert
+ *  persisted, m->conn free to use) into m->undo_loaded. 0 or DG_EIO. */
+int dg__mgr_undo_load(dg_manager_t *m, dg_redis_xid_t id, char *err, size_t errcap);
+/** Forgets every kept update (DDL, a reload of the state). */
+void dg__mgr_undo_clear(dg_manager_t *m);
+void dg__mgr_undo_dispose(dg_manager_t *m);
+void dg__mgr_undo_free(mundo_t *u);
+void dg__mgr_undo_settings(dg_manager_t *m);
+/** 1 when the request text is a compact revert; *u is the update it reverts. */
+int dg__mgr_revert_target(const char *json, size_t len, dg_redis_xid_t *u);
 
 /* ---- manager.c (also used by replay.c) ----------------------------------------- */
 

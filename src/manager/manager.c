@@ -684,6 +684,8 @@ typedef struct {
   size_t req_len;
   int ddl;           /* the request is DDL: it runs alone in its batch */
   int poison;        /* >0: reject with 500 instead of applying (poison) */
+  int revert;        /* a compact revert: it starts a batch (see run_entries) */
+  dg_redis_xid_t reverts; /* ... of this update */
 } entry_t;
 
 /* A batch slower than this logs where its time went (a huge spread, a
@@ -859,7 +861,30 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
   return 0;
 }
 
-/* Splits entries into batches, each DDL request alone. */
+/* A compact revert whose update is not in the undo cache reads the audit
+ * log: a barrier first (every request before it persisted), then the read,
+ * on this thread while the persister is held off. 0, or DG_EIO (the
+ * manager stands down: the log stays, it is applied again later). */
+static int revert_records(dg_manager_t *m, const entry_t *e) {
+  if (dg__mgr_undo_find(m, e->reverts) != NULL) return 0;
+  if (drain(m) != 0) {
+    step_down(m, "DuckDB does not take the tail before a revert that reads the audit log");
+    return DG_EIO;
+  }
+  char err[300];
+  pthread_mutex_lock(&m->conn_lock);
+  int rc = dg__mgr_undo_load(m, e->reverts, err, sizeof err);
+  pthread_mutex_unlock(&m->conn_lock);
+  if (rc != 0) {
+    dg_log_error("manager: revert %.*s: %s", (int)e->id_len, e->id, err);
+    step_down(m, "reading the audit log for a revert failed");
+  }
+  return rc;
+}
+
+/* Splits entries into batches, each DDL request alone, each compact revert
+ * first in its own (so nothing applied in the same batch before it can
+ * evict from the undo cache what revert_records found there). */
 static int run_entries(dg_manager_t *m, const entry_t *e, size_t n) {
   size_t i = 0;
   while (i < n) {
@@ -870,8 +895,12 @@ static int run_entries(dg_manager_t *m, const entry_t *e, size_t n) {
       i++;
       continue;
     }
+    if (e[i].revert && e[i].poison == 0) {
+      int rc = revert_records(m, &e[i]);
+      if (rc != 0) return rc;
+    }
     size_t j = i + 1;
-    while (j < n && !e[j].ddl) j++;
+    while (j < n && !e[j].ddl && !e[j].revert) j++;
     int rc = run_batch(m, &e[i], j - i);
     if (rc != 0) return rc;
     snprintf(m->fpos, sizeof m->fpos, "%.*s", (int)e[j - 1].id_len, e[j - 1].id);
@@ -897,8 +926,9 @@ static size_t entries_of(dg_manager_t *m, redisReply *rep, entry_t **out, int xr
     }
     dg_redis_str_t v;
     int has = !x.deleted && dg_entry_open_req(m->app, &x, &v) == 0; /* MAC checked: entry_mac.h */
-    e[n] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0, 0, 0};
+    e[n] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0, 0, 0, 0, {0, 0}};
     e[n].ddl = has && dg__mgr_is_ddl(v.ptr, v.len);
+    e[n].revert = has && dg__mgr_revert_target(v.ptr, v.len, &e[n].reverts);
     n++;
   }
   *out = e;
@@ -1234,8 +1264,9 @@ typedef struct {
 static void arch_flush(arch_replay_t *a) {
   if (a->n == 0 || a->rc != 0) return;
   for (size_t i = 0; i < a->n; i++) {
-    a->e[i] = (entry_t){a->ids[i], strlen(a->ids[i]), a->reqs[i], a->lens[i], 0, 0};
+    a->e[i] = (entry_t){a->ids[i], strlen(a->ids[i]), a->reqs[i], a->lens[i], 0, 0, 0, {0, 0}};
     a->e[i].ddl = a->reqs[i] && dg__mgr_is_ddl(a->reqs[i], a->lens[i]);
+    a->e[i].revert = a->reqs[i] && dg__mgr_revert_target(a->reqs[i], a->lens[i], &a->e[i].reverts);
   }
   mark_poisoned(a->m, a->e, a->n);
   a->rc = run_entries(a->m, a->e, a->n);
@@ -1880,6 +1911,7 @@ void dg__mgr_apply_settings(dg_manager_t *m) {
    * from the audit log); a request may change at most 5,000,000 cells. */
   m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
   m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
+  dg__mgr_undo_settings(m);
 }
 
 int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
@@ -2015,6 +2047,7 @@ void dg__mgr_release(dg_manager_t *m) {
   dg_free(m->ddl);
   dg_changes_destroy(m->changes);
   dg_buf_dispose(&m->json);
+  dg__mgr_undo_dispose(m);
   dg__mgr_persist_dispose(m);
   dg_db_disconnect(&m->conn);
   pthread_mutex_destroy(&m->plock);

@@ -205,6 +205,7 @@ static void free_state(dg_manager_t *m) {
   dg__mgr_idem_dispose(&m->idem);
   pthread_mutex_unlock(&m->idem_lock);
   audit_cols_free(m);
+  dg__mgr_undo_clear(m); /* what a revert reads comes from this state on */
 }
 
 static maudcol_t *audit_col_add(dg_manager_t *m) {

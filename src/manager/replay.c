@@ -112,9 +112,18 @@ int dg_replay_apply(dg_replay_t *r, const char *id, size_t idlen, const char *re
   }
   int ddl = dg__mgr_is_ddl(req, reqlen);
   int rc = 0;
+  dg_redis_xid_t reverts;
   if (ddl) {
     /* A barrier: everything before it is in DuckDB first. */
     rc = dg_replay_flush(r, err, errcap);
+    if (rc != 0) return rc;
+  } else if (dg__mgr_revert_target(req, reqlen, &reverts) && poison_of(r, id, idlen) == 0 &&
+             dg__mgr_undo_find(m, reverts) == NULL) {
+    /* A compact revert of an update no longer in the undo cache: the
+     * same barrier, then its records from the audit log (manager.c
+     * revert_records). */
+    rc = dg_replay_flush(r, err, errcap);
+    if (rc == 0) rc = dg__mgr_undo_load(m, reverts, err, errcap);
     if (rc != 0) return rc;
   }
   pthread_mutex_lock(&m->state_lock);

@@ -1,0 +1,263 @@
+/*
+ * undo.c -- what a revert needs to know about the update it undoes (issue 19).
+ *
+ * A compact revert request names only the update U ({"op":"revert",
+ * "reverts":U,"compact":true}); the manager finds U's cell changes itself,
+ * in one of two places that hold the same records in the same order:
+ *
+ *   the undo cache   the cell records of the most recent cell writes
+ *                    (update_cell, update_cells, revert), copied from the
+ *                    audit records as each was applied; bounded by bytes
+ *                    (DUCKGRID_REVERT_CACHE_MB), oldest evicted first,
+ *                    emptied by DDL and by every (re)load of the state;
+ *   the audit log    dg.cell_log in DuckDB, in the order it was appended
+ *                    (rowid), read after the persister has written every
+ *                    request before the revert (manager.c and replay.c
+ *                    drain it first: a barrier, like DDL).
+ *
+ * The cache only saves time: a revert answered from it and one answered
+ * from DuckDB (after a restart, on a follower that started later, in
+ * `duckgrid restore`) find the same records, so apply stays a pure function
+ * of (state, request).
+ */
+#include <string.h>
+
+#include "dg/common.h"
+#include "dg/log.h"
+#include "internal.h"
+
+#define UNDO_CACHE_MB_DEFAULT 64
+
+static size_t cell_bytes(const mundo_cell_t *c) {
+  return sizeof *c + (c->old_text ? strlen(c->old_text) + 1 : 0) + (c->new_text ? strlen(c->new_text) + 1 : 0);
+}
+
+void dg__mgr_undo_free(mundo_t *u) {
+  for (size_t i = 0; i < u->n; i++) {
+    dg_free(u->cells[i].old_text);
+    dg_free(u->cells[i].new_text);
+  }
+  dg_free(u->cells);
+  memset(u, 0, sizeof *u);
+}
+
+static void evict_oldest(dg_manager_t *m) {
+  mundo_t *u = &m->undo[m->undo_head];
+  m->undo_bytes -= u->bytes;
+  dg__mgr_undo_free(u);
+  m->undo_head = (m->undo_head + 1) & (m->undo_cap - 1);
+  m->nundo--;
+}
+
+void dg__mgr_undo_clear(dg_manager_t *m) {
+  while (m->nundo > 0) evict_oldest(m);
+  dg__mgr_undo_free(&m->undo_loaded);
+  m->undo_head = 0;
+  m->undo_bytes = 0;
+}
+
+void dg__mgr_undo_dispose(dg_manager_t *m) {
+  dg__mgr_undo_clear(m);
+  dg_free(m->undo);
+  m->undo = NULL;
+  m->undo_cap = 0;
+}
+
+void dg__mgr_undo_settings(dg_manager_t *m) {
+  const char *v = getenv("DUCKGRID_REVERT_CACHE_MB");
+  long mb = UNDO_CACHE_MB_DEFAULT;
+  if (v && *v) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end == '\0' && x >= 0 && x <= 1024L * 1024) mb = x;
+  }
+  m->undo_max = (size_t)mb << 20;
+}
+
+void dg__mgr_undo_keep(dg_manager_t *m, dg_redis_xid_t id, size_t from, size_t to) {
+  if (to <= from || m->undo_max == 0) return;
+  size_t bytes = sizeof(mundo_t);
+  for (size_t i = from; i < to; i++) {
+    const mhist_t *h = &m->hist[i];
+    if (h->kind != MHIST_CELL || h->col < 0) return; /* rows or holds: not a cell write */
+    bytes += sizeof(mundo_cell_t);
+    if (!h->numeric) bytes += (h->old_text ? strlen(h->old_text) + 1 : 0) + (h->new_text ? strlen(h->new_text) + 1 : 0);
+  }
+  if (bytes > m->undo_max) return;
+  while (m->nundo > 0 && m->undo_bytes + bytes > m->undo_max) evict_oldest(m);
+  if (m->nundo == m->undo_cap) { /* grow the ring (a power of two), unrolled */
+    size_t cap = m->undo_cap ? m->undo_cap * 2 : 64;
+    mundo_t *ring = dg_calloc(cap, sizeof *ring);
+    for (size_t i = 0; i < m->nundo; i++) ring[i] = m->undo[(m->undo_head + i) & (m->undo_cap - 1)];
+    dg_free(m->undo);
+    m->undo = ring;
+    m->undo_cap = cap;
+    m->undo_head = 0;
+  }
+  mundo_t *u = &m->undo[(m->undo_head + m->nundo) & (m->undo_cap - 1)];
+  u->id = id;
+  u->n = to - from;
+  u->cells = dg_malloc(u->n * sizeof *u->cells);
+  u->bytes = bytes;
+  for (size_t i = from; i < to; i++) {
+    const mhist_t *h = &m->hist[i];
+    mundo_cell_t *c = &u->cells[i - from];
+    *c = (mundo_cell_t){.tag = h->tag, .col = h->col, .row = h->row, .kind = h->numeric ? MUNDO_NUM : MUNDO_TEXT,
+                        .has_old = h->numeric ? h->has_old : 1, .old_num = h->old_num, .new_num = h->new_num};
+    if (!h->numeric) {
+      c->old_text = h->old_text ? dg_strdup(h->old_text) : NULL;
+      c->new_text = h->new_text ? dg_strdup(h->new_text) : NULL;
+    }
+  }
+  m->nundo++;
+  m->undo_bytes += bytes;
+}
+
+const mundo_t *dg__mgr_undo_find(const dg_manager_t *m, dg_redis_xid_t id) {
+  if (m->undo_loaded.loaded && dg_redis_xid_cmp(m->undo_loaded.id, id) == 0) return &m->undo_loaded;
+  size_t lo = 0, hi = m->nundo; /* the ring is in stream order */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const mundo_t *u = &m->undo[(m->undo_head + mid) & (m->undo_cap - 1)];
+    int c = dg_redis_xid_cmp(u->id, id);
+    if (c == 0) return u;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return NULL;
+}
+
+/* ---- from the audit log -------------------------------------------------------- */
+
+typedef struct {
+  int32_t id;
+  mtable_t *t;               /* NULL: the table is gone */
+  const dg_coldef_t *c;      /* NULL: a row record, or the column is gone */
+  int row_record;
+} colmap_t;
+
+static char *text_at(duckdb_vector v, idx_t i) {
+  uint64_t *valid = duckdb_vector_get_validity(v);
+  if (valid && !duckdb_validity_row_is_valid(valid, i)) return NULL;
+  duckdb_string_t *s = &((duckdb_string_t *)duckdb_vector_get_data(v))[i];
+  return dg_strndup(duckdb_string_t_data(s), duckdb_string_t_length(*s));
+}
+
+static int is_null_at(duckdb_vector v, idx_t i) {
+  uint64_t *valid = duckdb_vector_get_validity(v);
+  return valid && !duckdb_validity_row_is_valid(valid, i);
+}
+
+int dg__mgr_undo_load(dg_manager_t *m, dg_redis_xid_t id, char *err, size_t errcap) {
+  dg__mgr_undo_free(&m->undo_loaded);
+  mundo_t *u = &m->undo_loaded;
+  u->id = id;
+  colmap_t *cols = NULL;
+  size_t ncols = 0;
+  duckdb_result res;
+  memset(&res, 0, sizeof res);
+  duckdb_prepared_statement st = NULL;
+  int rc = DG_EIO;
+  /* The names of the audit's columns, resolved against the state now. */
+  if (duckdb_query(m->conn, "SELECT id, table_name, column_name FROM dg.audit_cols", &res) == DuckDBError) {
+    snprintf(err, errcap, "reading dg.audit_cols: %s", duckdb_result_error(&res));
+    goto out;
+  }
+  ncols = duckdb_row_count(&res);
+  cols = dg_calloc(ncols + 1, sizeof *cols);
+  for (idx_t i = 0; i < ncols; i++) {
+    char *tn = duckdb_value_varchar(&res, 1, i), *cn = duckdb_value_varchar(&res, 2, i);
+    cols[i].id = duckdb_value_int32(&res, 0, i);
+    cols[i].t = dg__mgr_table(m, tn);
+    cols[i].row_record = cn == NULL;
+    cols[i].c = cols[i].t && cn ? dg_tabledef_col(cols[i].t->def, cn) : NULL;
+    duckdb_free(tn);
+    duckdb_free(cn);
+  }
+  duckdb_destroy_result(&res);
+  memset(&res, 0, sizeof res);
+  /* The records in the order they were appended: the order of apply. */
+  if (duckdb_prepare(m->conn,
+                     "SELECT row_id, col, old_num, new_num, old_text, new_text FROM dg.cell_log"
+                     " WHERE ms = $1 AND seq = $2 ORDER BY rowid",
+                     &st) == DuckDBError) {
+    snprintf(err, errcap, "preparing the audit read: %s", duckdb_prepare_error(st));
+    goto out;
+  }
+  duckdb_bind_int64(st, 1, (int64_t)id.ms);
+  duckdb_bind_int64(st, 2, (int64_t)id.seq);
+  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
+    snprintf(err, errcap, "reading the audit log: %s", duckdb_result_error(&res));
+    goto out;
+  }
+  size_t cap = 0;
+  duckdb_data_chunk ch;
+  int32_t last_col = INT32_MIN;
+  const colmap_t *cm = NULL;
+  while ((ch = duckdb_fetch_chunk(res)) != NULL) {
+    idx_t n = duckdb_data_chunk_get_size(ch);
+    duckdb_vector vrow = duckdb_data_chunk_get_vector(ch, 0), vcol = duckdb_data_chunk_get_vector(ch, 1),
+                  vold = duckdb_data_chunk_get_vector(ch, 2), vnew = duckdb_data_chunk_get_vector(ch, 3),
+                  vot = duckdb_data_chunk_get_vector(ch, 4), vnt = duckdb_data_chunk_get_vector(ch, 5);
+    const int64_t *rows = duckdb_vector_get_data(vrow), *olds = duckdb_vector_get_data(vold),
+                  *news = duckdb_vector_get_data(vnew);
+    const int32_t *cids = duckdb_vector_get_data(vcol);
+    if (u->n + n > cap) {
+      cap = (u->n + n) * 2;
+      u->cells = dg_realloc(u->cells, cap * sizeof *u->cells);
+    }
+    for (idx_t i = 0; i < n; i++) {
+      if (cm == NULL || cids[i] != last_col) {
+        cm = NULL;
+        for (size_t k = 0; k < ncols; k++)
+          if (cols[k].id == cids[i]) cm = &cols[k];
+        last_col = cids[i];
+      }
+      mundo_cell_t *c = &u->cells[u->n++];
+      *c = (mundo_cell_t){.row = rows[i], .has_old = !is_null_at(vold, i), .old_num = olds[i], .new_num = news[i]};
+      int has_text = !is_null_at(vot, i) || !is_null_at(vnt, i);
+      if (cm == NULL || cm->row_record) {
+        c->kind = MUNDO_OTHER;
+      } else if (cm->t == NULL || cm->c == NULL) {
+        c->kind = MUNDO_GONE;
+      } else if (cm->c->type == DG_COL_NUMBER) {
+        c->kind = has_text ? MUNDO_OTHER : MUNDO_NUM; /* text on a number column: a hold */
+        c->tag = cm->t->tag;
+        c->col = (int32_t)(cm->c - cm->t->def->cols);
+        if (is_null_at(vnew, i)) c->new_num = 0;
+      } else {
+        c->kind = MUNDO_TEXT;
+        c->tag = cm->t->tag;
+        c->col = (int32_t)(cm->c - cm->t->def->cols);
+        c->has_old = 1;
+        c->old_text = text_at(vot, i);
+        c->new_text = text_at(vnt, i);
+      }
+      u->bytes += cell_bytes(c);
+    }
+    duckdb_destroy_data_chunk(&ch);
+  }
+  u->loaded = 1;
+  rc = 0;
+out:
+  dg_free(cols);
+  duckdb_destroy_result(&res);
+  duckdb_destroy_prepare(&st);
+  if (rc != 0) dg__mgr_undo_free(u);
+  return rc;
+}
+
+/* ---- which requests need it ------------------------------------------------------ */
+
+int dg__mgr_revert_target(const char *json, size_t len, dg_redis_xid_t *u) {
+  /* Cheap first: only a text naming "compact" can be one. */
+  static const char needle[] = "\"compact\"";
+  if (len < sizeof needle || memmem(json, len, needle, sizeof needle - 1) == NULL) return 0;
+  json_t *o = json_loadb(json, len, 0, NULL);
+  const char *op = json_string_value(json_object_get(o, "op"));
+  const char *uid = json_string_value(json_object_get(o, "reverts"));
+  int yes = op && strcmp(op, "revert") == 0 && json_is_true(json_object_get(o, "compact")) && uid &&
+            dg_redis_xid_parse(uid, strlen(uid), u) == 0;
+  json_decref(o);
+  return yes;
+}
