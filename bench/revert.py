@@ -17,7 +17,12 @@ spread's own time": a tree of 1 root -> 100 -> 100 -> 100 (1,000,000 leaves of
 the revert of that update (sync), both timed from the request to the applied
 answer; the root and sampled leaves must be back to the cent.
 
-    python3 bench/revert.py --spread [--build build] [--repeat 3]
+    python3 bench/revert.py --spread [--build build] [--repeat 3] [--revert-cache-mb 0]
+
+The revert is the compact form (src/manager/apply.c op_revert_compact): the
+manager finds the spread's cells in its cache of recent writes; with
+--revert-cache-mb 0 it reads them from the audit log instead, after
+waiting for the persister to write the spread.
 Prints one JSON object.
 """
 import argparse
@@ -42,6 +47,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--spread", action="store_true")
     ap.add_argument("--fanout", default="1,100,100,100")
+    ap.add_argument("--revert-cache-mb", type=int, default=None,
+                    help="DUCKGRID_REVERT_CACHE_MB (0: every revert reads the audit log)")
     a = ap.parse_args()
     if a.spread:
         return spread_revert(a)
@@ -80,7 +87,9 @@ def spread_revert(a):
     wd = B.Workdir()
     redis = B.Redis(wd.path).start()
     srv = B.Server(os.path.join(a.build, "duckgrid"), redis, wd.path,
-                   env={"DUCKGRID_BODY_LIMIT": str(1 << 30), "DUCKGRID_SYNC_TIMEOUT_MS": "600000"}).start()
+                   env=dict({"DUCKGRID_BODY_LIMIT": str(1 << 30), "DUCKGRID_SYNC_TIMEOUT_MS": "600000"},
+                            **({"DUCKGRID_REVERT_CACHE_MB": str(a.revert_cache_mb)}
+                               if a.revert_cache_mb is not None else {}))).start()
     try:
         B.create_table(srv, "t")
         levels, load_s = B.load_tree(srv, "t", fan)
@@ -106,6 +115,7 @@ def spread_revert(a):
                          "revert_changes": rv.get("changes_total", len(rv.get("changes", [])))})
             print(json.dumps(runs[-1]), file=sys.stderr)
         print(json.dumps({"machine": B.machine(), "fanout": fan, "leaves": leaves[1],
+                          "revert_cache_mb": a.revert_cache_mb,
                           "load_s": round(load_s, 1), "runs": runs}, indent=1))
     except Exception:
         print(srv.logs()[-4000:], file=sys.stderr)

@@ -29,6 +29,7 @@
  * snapshot taken before the batch.
  */
 #include "../../src/manager/apply.c"
+#include "../../src/manager/undo.c" /* the compact revert's cache (undo_log.c, which reads DuckDB, is not linked) */
 
 #include <stdlib.h>
 
@@ -107,6 +108,7 @@ static void mgr_free(dg_manager_t *m) {
   dg_free(m->hist);
   dg_free(m->ddl);
   dg_changes_destroy(m->changes);
+  dg__mgr_undo_dispose(m);
   dg_buf_dispose(&m->json);
   dg__mgr_idem_dispose(&m->idem);
   dg_free(m);
@@ -272,6 +274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   dg_buf_init(&m->json);
   pthread_mutex_init(&m->idem_lock, NULL);
   m->next_row_id = 1;
+  m->undo_max = 1u << 20; /* compact reverts of the updates just applied read this cache */
   int seq = 0;
   for (size_t i = 0; i < DG_ARRAY_SIZE(setup); i++) {
     apply_one(m, ++seq, setup[i], strlen(setup[i]));
