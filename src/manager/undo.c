@@ -126,10 +126,19 @@ const mundo_t *dg__mgr_undo_find(const dg_manager_t *m, dg_redis_xid_t id) {
 /* ---- which requests need it ------------------------------------------------------ */
 
 int dg__mgr_revert_target(const char *json, size_t len, dg_redis_xid_t *u) {
-  /* Cheap first: only a text naming "compact" can be one. */
+  /* Cheap first: a text that begins {"op":"<name>" with another name than
+   * revert is no revert (the reasoning of dg__mgr_is_ddl), and only a text
+   * naming "compact" can be one. Else decoded as dg__mgr_apply decodes. */
+  static const char head[] = "{\"op\":\"", rv[] = "revert\"";
+  if (len > sizeof head - 1 && memcmp(json, head, sizeof head - 1) == 0 &&
+      (len < sizeof head - 1 + sizeof rv - 1 || memcmp(json + sizeof head - 1, rv, sizeof rv - 1) != 0)) {
+    const char *p = json + sizeof head - 1, *q = p, *end = json + len;
+    while (q < end && q - p <= 32 && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20) q++;
+    if (q < end && *q == '"') return 0;
+  }
   static const char needle[] = "\"compact\"";
   if (len < sizeof needle || memmem(json, len, needle, sizeof needle - 1) == NULL) return 0;
-  json_t *o = json_loadb(json, len, 0, NULL);
+  json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
   const char *op = json_string_value(json_object_get(o, "op"));
   const char *uid = json_string_value(json_object_get(o, "reverts"));
   int yes = op && strcmp(op, "revert") == 0 && json_is_true(json_object_get(o, "compact")) && uid &&

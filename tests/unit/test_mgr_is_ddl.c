@@ -1,7 +1,8 @@
 /* test_mgr_is_ddl.c -- dg__mgr_is_ddl reads a request's op without decoding
  * it when the text begins {"op":"<no DDL op>"; its answer must always be the
  * one a full decode gives (dg__mgr_apply decodes the same way), whatever the
- * text: checked on chosen texts and on random mutations of them. */
+ * text: checked on chosen texts and on random mutations of them. The same
+ * for dg__mgr_revert_target (undo.c), which tells a compact revert. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,7 +26,33 @@ static int by_decoding(const char *text, size_t len) {
   return yes;
 }
 
+/* A compact revert by decoding: op revert, compact true, reverts an id. */
+static int revert_by_decoding(const char *text, size_t len, dg_redis_xid_t *u) {
+  json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+  const char *op = json_string_value(json_object_get(o, "op"));
+  const char *id = json_string_value(json_object_get(o, "reverts"));
+  int yes = op && strcmp(op, "revert") == 0 && json_is_true(json_object_get(o, "compact")) && id &&
+            dg_redis_xid_parse(id, strlen(id), u) == 0;
+  json_decref(o);
+  return yes;
+}
+
+static void revert_agrees(const char *text, size_t len) {
+  dg_redis_xid_t a = {0, 0}, b = {0, 0};
+  int x = dg__mgr_revert_target(text, len, &a), y = revert_by_decoding(text, len, &b);
+  assert_int_equal(x, y);
+  if (x) assert_int_equal(dg_redis_xid_cmp(a, b), 0);
+}
+
 static const char *const cases[] = {
+    "{\"op\":\"revert\",\"reverts\":\"17-3\",\"compact\":true}",
+    "{\"op\":\"revert\",\"reverts\":\"17-3\",\"compact\":false}",
+    "{\"op\":\"revert\",\"reverts\":\"17-x\",\"compact\":true}",
+    "{\"op\":\"revertx\",\"reverts\":\"17-3\",\"compact\":true}",
+    "{\"op\":\"update_cell\",\"value\":\"compact\",\"compact\":true,\"reverts\":\"1-1\"}",
+    "{\"compact\":true,\"op\":\"revert\",\"reverts\":\"17-3\"}",
+    "{\"op\":\"rev\\u0065rt\",\"reverts\":\"17-3\",\"compact\":true}",
+    "{\"op\":\"revert\",\"op\":\"revert\",\"reverts\":\"17-3\",\"compact\":true}",
     "{\"op\":\"insert_rows\",\"table\":\"t\",\"count\":0}",
     "{\"op\":\"create_table\",\"table\":\"t\"}",
     "{\"op\":\"delete_table\",\"table\":\"t\"}",
@@ -60,15 +87,24 @@ static void test_chosen_texts(void **state) {
     size_t len = strlen(cases[i]);
     assert_int_equal(dg__mgr_is_ddl(cases[i], len), by_decoding(cases[i], len));
   }
-  assert_true(dg__mgr_is_ddl(cases[1], strlen(cases[1])));
-  assert_false(dg__mgr_is_ddl(cases[0], strlen(cases[0])));
-  assert_false(dg__mgr_is_ddl(cases[6], strlen(cases[6])));
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) revert_agrees(cases[i], strlen(cases[i]));
+  dg_redis_xid_t u = {0, 0};
+  assert_true(dg__mgr_revert_target(cases[0], strlen(cases[0]), &u));
+  assert_true(u.ms == 17 && u.seq == 3);
+  assert_true(dg__mgr_revert_target(cases[5], strlen(cases[5]), &u));
+  assert_true(dg__mgr_revert_target(cases[6], strlen(cases[6]), &u)); /* an escape: decoded */
+  assert_false(dg__mgr_revert_target(cases[1], strlen(cases[1]), &u));
+  assert_false(dg__mgr_revert_target(cases[4], strlen(cases[4]), &u));
+  assert_false(dg__mgr_revert_target(cases[7], strlen(cases[7]), &u)); /* op twice: refused */
+  assert_true(dg__mgr_is_ddl(cases[9], strlen(cases[9])));
+  assert_false(dg__mgr_is_ddl(cases[8], strlen(cases[8])));
+  assert_false(dg__mgr_is_ddl(cases[14], strlen(cases[14])));
 }
 
 /* Each chosen text with bytes replaced, inserted or cut, many times. */
 static void test_mutations_agree(void **state) {
   (void)state;
-  static const char alphabet[] = "{}\":,\\ _abcdeilnoprstuvwx\x01\xc3\xa9";
+  static const char alphabet[] = "{}\":,\\ _abcdeilmnoprstuvwx-0137\x01\xc3\xa9";
   srand(19);
   char buf[256];
   for (int round = 0; round < 200000; round++) {
@@ -95,6 +131,7 @@ static void test_mutations_agree(void **state) {
       }
     }
     assert_int_equal(dg__mgr_is_ddl(buf, len), by_decoding(buf, len));
+    revert_agrees(buf, len);
   }
 }
 
