@@ -6,7 +6,7 @@
 // a parent written by one spreads over children the other sees; a held cell
 // keeps its value; a stale edit shows the conflict and the fresh value; the
 // live stream resumes after a drop without missing an update; keyboard
-// editing; a 3x2 paste is one atomic update_cells; the views page. Then two
+// editing; a 3x2 paste is one atomic update_cells; undo and redo; the views page. Then two
 // measurements, printed (never asserted): the first rows of a 100,100-row
 // table after navigation, and frame times while 500 updates/s arrive.
 //
@@ -378,6 +378,42 @@ test('a pasted 3x2 range is one atomic update_cells', async () => {
   assert.equal(await cellValue(101, 'sales'), 10);
   assert.equal(await cellValue(102, 'units'), 12);
   assert.equal(await text(A, 101, 'sales'), '10.00');
+});
+
+test('undo and redo revert the writes of this page, for everyone; a conflicting undo is refused', async () => {
+  // After the paste: 101..103 sales 10/20/30 (parent 10: 60.00).
+  await typeInto(A, 101, 'sales', '15');
+  await waitText(A, 10, 'sales', '65.00');
+  await waitText(B, 101, 'sales', '15.00');
+  await A.waitForSelector('#btn-undo:not([disabled])');
+  await A.focus('.gbody');
+  await A.keyboard.down('Control');
+  await A.keyboard.press('z');
+  await A.keyboard.up('Control');
+  await waitText(A, 101, 'sales', '10.00');
+  await waitText(B, 101, 'sales', '10.00');
+  await waitText(B, 10, 'sales', '60.00');
+  assert.equal(await cellValue(101, 'sales'), 10);
+  const { updates } = await ok('GET', '/get_updates?since=0&limit=1000&table=plan');
+  const last = updates.filter((u) => u.user === 'alice').pop();
+  assert.equal(last.op, 'revert');
+  // Redo (Ctrl+Y): the revert of the revert.
+  await A.keyboard.down('Control');
+  await A.keyboard.press('y');
+  await A.keyboard.up('Control');
+  await waitText(B, 101, 'sales', '15.00');
+  assert.equal(await cellValue(101, 'sales'), 15);
+  // The toolbar button undoes too.
+  await A.click('#btn-undo');
+  await waitText(B, 101, 'sales', '10.00');
+  // Bob changes the cell alice wrote: her undo is refused, nothing changes.
+  await typeInto(A, 102, 'sales', '25');
+  await waitText(B, 102, 'sales', '25.00');
+  await typeInto(B, 102, 'sales', '26');
+  await waitText(A, 102, 'sales', '26.00');
+  await A.click('#btn-undo');
+  assert.match(await toast(A, 'conflict'), /Undo not possible: .*sales of row 102/);
+  assert.equal(await cellValue(102, 'sales'), 26);
 });
 
 test('the views page renders a view as a table', async () => {

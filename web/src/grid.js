@@ -8,7 +8,12 @@
 // Keys: arrows move, Shift+arrows select a range, Enter/F2 edit, typing
 // starts an edit, Enter/Tab commit (and move), Esc cancels, Alt+Right/Left
 // expand/collapse, Ctrl+C copies the range as TSV, Ctrl+V pastes a TSV range
-// as one atomic POST /update_cells, Ctrl+H toggles a hold.
+// as one atomic POST /update_cells, Ctrl+H toggles a hold, Ctrl+Z undoes this
+// page's last write and Ctrl+Y (or Ctrl+Shift+Z) redoes it.
+//
+// Undo is a revert through the log (POST /updates/{id}/revert): everyone sees
+// it, to the cent, and it is refused (409, shown) when someone changed those
+// cells since. Redo is the revert of that revert. A new write clears redo.
 //
 // Writes: POST /update_cell with `expected` = the value on screen, so a cell
 // someone else changed meanwhile answers 409: the grid says so and shows the
@@ -67,6 +72,8 @@ export class TableView {
     this.frame = 0;
     this.destroyed = false;
     this.lastUser = null;
+    this.undoStack = [];             // update ids of this page's writes, newest last
+    this.redoStack = [];             // update ids of its undos, newest last
   }
 
   // ---------------------------------------------------------------- start
@@ -167,6 +174,8 @@ export class TableView {
       h('button', { class: 'btn', id: 'btn-hold', title: 'hold / release the active cell (Ctrl+H)', onclick: () => this.toggleHoldActive() }, h('i', { class: 'ico-lock' }), 'Hold'),
       h('button', { class: 'btn', id: 'btn-history', title: 'the active cell\'s audit trail', onclick: () => this.showHistory() }, 'History'),
       h('button', { class: 'btn', id: 'btn-expand', title: 'expand the next level of parents', onclick: () => this.expandLevel() }, 'Expand level'),
+      this.undoBtn = h('button', { class: 'btn', id: 'btn-undo', title: 'undo your last change, for everyone (Ctrl+Z)', disabled: '', onclick: () => { this.undo(); this.body.focus(); } }, 'Undo'),
+      this.redoBtn = h('button', { class: 'btn', id: 'btn-redo', title: 'redo what you undid (Ctrl+Y)', disabled: '', onclick: () => { this.redo(); this.body.focus(); } }, 'Redo'),
       this.statusEl);
 
     const tpl = this.cols.map((c, j) => (j === 0 ? 'minmax(260px, 2fr)' : c.type === 'number' ? 'minmax(120px, 1fr)' : 'minmax(140px, 1.2fr)')).join(' ');
@@ -467,6 +476,8 @@ export class TableView {
         break;
       default:
         if (ctrl && (e.key === 'h' || e.key === 'H')) { this.toggleHoldActive(); break; }
+        if (ctrl && (e.key === 'z' || e.key === 'Z')) { if (e.shiftKey) this.redo(); else this.undo(); break; }
+        if (ctrl && (e.key === 'y' || e.key === 'Y')) { this.redo(); break; }
         if (ctrl || e.altKey || e.key.length !== 1) return;
         this.startEdit(e.key);
     }
@@ -569,6 +580,7 @@ export class TableView {
     try {
       const res = await api('POST', '/update_cell', body);
       this.applyUpdate(Object.assign({ status: 'applied', user: 'you' }, res), true);
+      this.remember(res.update_id);
       this.ctx.status(`saved: ${col.name} of row ${node.id} (${(res.changes || []).length} cells changed)`);
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
@@ -639,6 +651,7 @@ export class TableView {
     try {
       const res = await api('POST', '/update_cells', { updates });
       this.applyUpdate(Object.assign({ status: 'applied', user: 'you' }, res), true);
+      this.remember(res.update_id);
       this.anchor = { index: i0 + lines.length - 1, col: j0 + lines[0].length - 1 };
       this.ctx.status(`pasted ${lines.length} × ${lines[0].length} in one update (${(res.changes || []).length} cells changed)`);
     } catch (err) {
@@ -646,6 +659,53 @@ export class TableView {
       this.ctx.toast(`Paste not applied (nothing changed): ${err.message}`, 'error');
       this.ctx.status('');
     }
+    this.schedule();
+  }
+
+  // ---------------------------------------------------------------- undo
+  remember(updateId) {
+    if (!updateId) return;
+    this.undoStack.push(updateId);
+    if (this.undoStack.length > 100) this.undoStack.shift();
+    this.redoStack = [];
+    this.undoButtons();
+  }
+
+  undoButtons() {
+    if (this.undoBtn) this.undoBtn.disabled = this.undoStack.length === 0 || this.reverting;
+    if (this.redoBtn) this.redoBtn.disabled = this.redoStack.length === 0 || this.reverting;
+  }
+
+  undo() { return this.revertTop(this.undoStack, this.redoStack, 'Undo', 'undone'); }
+  redo() { return this.revertTop(this.redoStack, this.undoStack, 'Redo', 'redone'); }
+
+  // Reverts the newest update of `from`; its revert goes on `to`.
+  async revertTop(from, to, what, done) {
+    if (this.reverting) return;
+    if (from.length === 0) { this.ctx.status(`nothing to ${what.toLowerCase()}`); return; }
+    const id = from.pop();
+    this.reverting = true;
+    this.undoButtons();
+    this.ctx.status(`${what.toLowerCase()}…`);
+    try {
+      const res = await api('POST', `/updates/${enc(id)}/revert`, {});
+      this.applyUpdate(Object.assign({ status: 'applied', user: 'you' }, res), true);
+      to.push(res.update_id);
+      const n = res.changes_total || (res.changes || []).length;
+      this.ctx.status(`${done}: ${n.toLocaleString('en-US')} cell${n === 1 ? '' : 's'} back as they were`);
+    } catch (e) {
+      if (!(e instanceof ApiError)) { this.reverting = false; this.undoButtons(); throw e; }
+      if (e.status === 409) {
+        const cs = e.problem.conflicts || [];
+        const list = cs.slice(0, 3).map((c) => `${c.column} of row ${c.row_id}`).join(', ');
+        this.ctx.toast(`${what} not possible: ${list || 'those cells'}${cs.length > 3 ? ' and more' : ''} changed since. (${e.message})`, 'conflict');
+      } else {
+        this.ctx.toast(`${what} failed: ${e.message}`, 'error');
+      }
+      this.ctx.status('');
+    }
+    this.reverting = false;
+    this.undoButtons();
     this.schedule();
   }
 
