@@ -127,10 +127,9 @@ void dg_reply_empty(dg_req_t *r, int status);
  */
 void dg_problem(dg_req_t *r, int status, json_t *extra, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/** The reason phrase of a status ("Not Found"). */
-const char *dg_http_reason(int status);
-/** Maps a DG_E* code to its HTTP status. */
-int dg_http_status_of(int err);
+/* Statuses, problem codes and DG_E* codes map through common.h's
+ * DG_STATUS_MAP and DG_ERRNO_MAP (dg_status_reason, dg_status_code,
+ * dg_err_status). */
 
 /** Adds a response header (name and value copied). */
 void dg_set_header(dg_req_t *r, const char *name, const char *value);

@@ -63,26 +63,6 @@ void dg__assert_fail(const char *expr, const char *file, int line) {
   abort();
 }
 
-const char *dg_strerror(int err) {
-  switch (err) {
-    case DG_OK: return "ok";
-    case DG_EINVAL: return "invalid argument";
-    case DG_ENOMEM: return "out of memory";
-    case DG_ENOTFOUND: return "not found";
-    case DG_ECONFLICT: return "conflict";
-    case DG_EOVERFLOW: return "value out of range";
-    case DG_EEXIST: return "already exists";
-    case DG_EIO: return "i/o error";
-    case DG_EUNAVAIL: return "unavailable";
-    case DG_ETIMEOUT: return "timed out";
-    case DG_ETOOBIG: return "too large";
-    case DG_EGONE: return "gone";
-    case DG_EINTERNAL: return "internal error";
-    case DG_EAUTH: return "authentication failed";
-    default: return "unknown error";
-  }
-}
-
 int64_t dg_mono_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

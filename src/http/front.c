@@ -368,10 +368,11 @@ static void on_stream_proceed(h2o_generator_t *gen, h2o_req_t *req) {
 }
 
 /* A problem answered on the loop itself (before or without a worker). */
-static void loop_problem(h2o_req_t *req, int status, const char *code, const char *title, const char *detail) {
+static void loop_problem(h2o_req_t *req, int status, const char *detail) {
+  const char *title = dg_status_reason(status);
   char *body = h2o_mem_alloc_pool(&req->pool, 512);
-  int n = snprintf(body, 512, "{\"status\":%d,\"code\":\"%s\",\"title\":\"%s\",\"detail\":\"%s\"}", status, code,
-                   title, detail);
+  int n = snprintf(body, 512, "{\"status\":%d,\"code\":\"%s\",\"title\":\"%s\",\"detail\":\"%s\"}", status,
+                   dg_status_code(status), title, detail);
   req->res.status = status;
   req->res.reason = title;
   h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
@@ -383,7 +384,7 @@ static void set_headers(fr_t *fr) {
   h2o_req_t *req = fr->req;
   dg_req_t *r = &fr->r;
   req->res.status = r->status ? r->status : 500;
-  req->res.reason = dg_http_reason(req->res.status);
+  req->res.reason = dg_status_reason(req->res.status);
   for (size_t i = 0; i < r->out_headers.len;) {
     const char *name = r->out_headers.data + i;
     size_t nl = strlen(name);
@@ -583,7 +584,7 @@ static void ws_start(fr_t *fr) {
   dg_ws_t cb = *fr->r.ws;
   if (req->version >= 0x200 || h2o_is_websocket_handshake(req, &key) != 0 || key == NULL) {
     if (cb.close) cb.close(cb.arg);
-    loop_problem(req, 400, "bad_request", "Bad Request",
+    loop_problem(req, 400,
                  "a WebSocket upgrade request over HTTP/1.1 is required (Connection: Upgrade, Upgrade: websocket)");
     return;
   }
@@ -869,7 +870,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   for (size_t i = 0; i < req->headers.size; i++)
     hbytes += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
   if (hbytes > MAX_HEADER_BYTES) {
-    loop_problem(req, 431, "headers_too_large", "Request Header Fields Too Large",
+    loop_problem(req, 431,
                  "the request line and headers are larger than 65536 bytes");
     return 0;
   }

@@ -70,72 +70,6 @@ const dg_route_t *const *dg_http_route_tables(size_t *n) {
 
 /* ---- replies --------------------------------------------------------------- */
 
-const char *dg_http_reason(int status) {
-  switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 412: return "Precondition Failed";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 501: return "Not Implemented";
-    default: return status < 400 ? "OK" : "Internal Server Error";
-  }
-}
-
-static const char *code_of(int status) {
-  switch (status) {
-    case 400: return "bad_request";
-    case 401: return "unauthorized";
-    case 403: return "forbidden";
-    case 404: return "not_found";
-    case 405: return "method_not_allowed";
-    case 409: return "conflict";
-    case 410: return "gone";
-    case 413: return "payload_too_large";
-    case 431: return "headers_too_large";
-    case 429: return "too_many_requests";
-    case 503: return "unavailable";
-    case 504: return "timeout";
-    default: return "internal";
-  }
-}
-
-int dg_http_status_of(int err) {
-  switch (err) {
-    case DG_EINVAL: return 400;
-    case DG_EAUTH: return 401;
-    case DG_ENOTFOUND: return 404;
-    case DG_ECONFLICT:
-    case DG_EEXIST: return 409;
-    case DG_EOVERFLOW: return 400;
-    case DG_EGONE: return 410;
-    case DG_ETOOBIG:
-    case DG_ENOMEM: return 413;
-    case DG_EUNAVAIL: return 503;
-    case DG_ETIMEOUT: return 504;
-    default: return 500;
-  }
-}
-
 static void set_body_n(dg_req_t *r, int status, const char *type, const char *data, size_t len) {
   dg_buf_reset(&r->out_body);
   dg_buf_append(&r->out_body, data, len);
@@ -225,8 +159,8 @@ void dg_problem(dg_req_t *r, int status, json_t *extra, const char *fmt, ...) {
   vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
   utf8_clean(detail);
-  json_t *p = json_pack("{s:i,s:s,s:s,s:s}", "status", status, "code", code_of(status), "title",
-                        dg_http_reason(status), "detail", detail);
+  json_t *p = json_pack("{s:i,s:s,s:s,s:s}", "status", status, "code", dg_status_code(status), "title",
+                        dg_status_reason(status), "detail", detail);
   if (extra) {
     json_object_update_missing(p, extra);
     json_decref(extra);
@@ -238,7 +172,7 @@ void dg_problem(dg_req_t *r, int status, json_t *extra, const char *fmt, ...) {
     /* Never an empty 200: the status and code always go out. */
     snprintf(fallback, sizeof fallback,
              "{\"status\":%d,\"code\":\"%s\",\"title\":\"%s\",\"detail\":\"\"}", status,
-             code_of(status), dg_http_reason(status));
+             dg_status_code(status), dg_status_reason(status));
     set_body(r, status, "application/problem+json", fallback);
     return;
   }

@@ -123,9 +123,8 @@ static void send_wrapped(ws_t *w, const char *prefix, const char *body, size_t l
 }
 
 static void send_error(ws_t *w, int status, const char *detail) {
-  json_t *p = json_pack("{s:i,s:s,s:s,s:s}", "status", status, "code",
-                        status == 403 ? "forbidden" : "bad_request", "title",
-                        status == 403 ? "Forbidden" : "Bad Request", "detail", detail);
+  json_t *p = json_pack("{s:i,s:s,s:s,s:s}", "status", status, "code", dg_status_code(status), "title",
+                        dg_status_reason(status), "detail", detail);
   send_json(w, json_pack("{s:s,s:i,s:o}", "type", "error", "status", status, "body", p));
 }
 
@@ -236,8 +235,8 @@ static void update_cell(ws_t *w, json_t *msg) {
   dg_principal_id(&w->who, caller, sizeof caller);
   int wait = dg_ratelimit_take(w->app->ratelimit, caller);
   if (wait > 0) {
-    json_t *p = json_pack("{s:i,s:s,s:s,s:s,s:i}", "status", 429, "code", "too_many_requests", "title",
-                          "Too Many Requests", "detail", "rate limit exceeded; retry later", "retry_after", wait);
+    json_t *p = json_pack("{s:i,s:s,s:s,s:s,s:i}", "status", 429, "code", dg_status_code(429), "title",
+                          dg_status_reason(429), "detail", "rate limit exceeded; retry later", "retry_after", wait);
     send_json(w, json_pack("{s:s,s:i,s:O?,s:o}", "type", "result", "status", 429, "id",
                            json_object_get(msg, "id"), "body", p));
     return;

@@ -1635,25 +1635,6 @@ static int op_delete_view(dg_manager_t *m, const char *name, dg_jsonw_t *w, fail
   return 0;
 }
 
-static const char *code_of(int status) {
-  switch (status) {
-    case 400: return "bad_request";
-    case 404: return "not_found";
-    case 409: return "conflict";
-    case 410: return "gone";
-    default: return "internal";
-  }
-}
-
-static const char *title_of(int status) {
-  switch (status) {
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    default: return "Internal Server Error";
-  }
-}
-
 static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char *table) {
   json_t *a = table ? json_object_get(map, table) : NULL;
   if (a == NULL) return;
@@ -1900,9 +1881,9 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_key(&w, "status");
     dg_jsonw_int(&w, f.status);
     dg_jsonw_key(&w, "code");
-    dg_jsonw_str(&w, code_of(f.status));
+    dg_jsonw_str(&w, dg_status_code(f.status));
     dg_jsonw_key(&w, "title");
-    dg_jsonw_str(&w, title_of(f.status));
+    dg_jsonw_str(&w, dg_status_reason(f.status));
     dg_jsonw_key(&w, "detail");
     dg_jsonw_str(&w, f.detail);
     if (conflicts) {
