@@ -50,7 +50,7 @@ typedef struct {
   int ended;
   int replaying;                 /* pages of response_duck still to send */
   size_t replay_entries;         /* sent (scanned) by the replay so far  */
-  size_t replay_bytes;
+  size_t replay_bytes;           /* sent, plus what ?table= passed over  */
   size_t page_count;             /* entries the next XRANGE asks for     */
   dg_principal_t who;            /* the caller, checked again every second */
   int64_t alive_ms;              /* monotonic ms of the last check         */
@@ -248,6 +248,10 @@ static int replay_page(sse_t *s) {
           dg_update_within(v.ptr, v.len, s->who.tables)) {
         sse_event(s, id, v.ptr, v.len);
         s->replay_bytes += v.len;
+      } else {
+        /* Read and passed over counts too: a filtered replay must not read
+         * gigabytes of other tables' outcomes to send a few. */
+        s->replay_bytes += dg_redis_xentry_bytes(&e);
       }
     }
   }

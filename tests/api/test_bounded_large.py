@@ -31,6 +31,7 @@ from conftest import Server, wait_until
 BIG = 250_000          # bytes of text per large outcome
 NBIG = 120             # large outcomes in the backlog (~30 MB)
 PAGE_BYTES = 1 << 20   # DUCKGRID_PAGE_BYTES of this server
+REPLAY_BYTES = 24 << 20  # DUCKGRID_REPLAY_BYTES: less than half the backlog
 
 
 def xid(s):
@@ -60,7 +61,8 @@ def settled_out_bytes(redis, rounds=4, timeout=30):
 
 @pytest.fixture(scope="module")
 def backlog(redis_server):
-    s = Server(redis_server.url, env={"DUCKGRID_PAGE_BYTES": str(PAGE_BYTES)}).start()
+    s = Server(redis_server.url, env={"DUCKGRID_PAGE_BYTES": str(PAGE_BYTES),
+                                      "DUCKGRID_REPLAY_BYTES": str(REPLAY_BYTES)}).start()
     r = s.post("/tables", {"name": "big", "columns": [{"name": "t", "type": "text"}]})
     assert r.status_code == 201, r.text
     r = s.post("/tables/big/rows", {"rows": [{"id": i, "t": "x"} for i in range(1, 4)]})
@@ -137,12 +139,12 @@ class SlowSSE:
     """A raw event-stream client with a small receive buffer that reads only
     when told to."""
 
-    def __init__(self, s, last_event_id):
+    def __init__(self, s, last_event_id, query=""):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         self.sock.settimeout(60)
         self.sock.connect(("127.0.0.1", s.port))
-        self.sock.sendall((f"GET /events HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {s.admin_key}\r\n"
+        self.sock.sendall((f"GET /events{query} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {s.admin_key}\r\n"
                            f"Last-Event-ID: {last_event_id}\r\n\r\n").encode())
         self.file = self.sock.makefile("rb")
         status = self.file.readline().decode()
@@ -172,6 +174,29 @@ class SlowSSE:
         self.sock.close()
 
 
+def replay_rest(s, sse, got, last, query=""):
+    """Reads sse on to `last`, resuming after each replay_limit from its id
+    as EventSource would; appends the update ids to got. The replays made."""
+    rounds = 1
+    while True:
+        ev = sse.next()
+        assert ev is not None, "the stream ended before the last update"
+        if ev.get("event") == "replay_limit":
+            assert ev["id"] == json.loads(ev["data"])["last_event_id"], ev
+            sse.close()
+            rounds += 1
+            assert rounds <= 10
+            sse = SlowSSE(s, ev["id"], query)
+            assert sse.status == 200
+            continue
+        assert ev.get("event") in ("update", None), ev
+        if ev.get("event") == "update":
+            got.append(ev["id"])
+            if ev["id"] == last:
+                sse.close()
+                return rounds
+
+
 def test_sse_replay_of_a_large_backlog_is_streamed(backlog, redis_server):
     s, first, last = backlog
     before = settled_out_bytes(redis_server)
@@ -186,21 +211,37 @@ def test_sse_replay_of_a_large_backlog_is_streamed(backlog, redis_server):
         # The client stops reading: the server fills the socket's buffers
         # and must then stop reading response_duck.
         stalled = settled_out_bytes(redis_server) - before
-        while True:
-            ev = sse.next()
-            assert ev is not None, "the stream ended before the last update"
-            assert ev.get("event") in ("update", None), ev
-            if ev.get("event") == "update":
-                got.append(ev["id"])
-                if ev["id"] == last:
-                    break
+        rounds = replay_rest(s, sse, got, last)
     finally:
         sse.close()
     total = settled_out_bytes(redis_server) - before
     print(f"\nreplay of {NBIG} outcomes of {BIG} B: Redis sent {stalled} B while the client "
-          f"did not read, {total} B in all")
+          f"did not read, {total} B in all, {rounds} replays")
     assert len(got) == NBIG + 1 and len(set(got)) == len(got) and got == sorted(got, key=xid)
     assert total >= NBIG * BIG, total  # the replay did read the backlog from Redis
     assert stalled < total // 2, (
         f"the server read {stalled} of {total} bytes of the backlog while the client read one update: "
         "the replay is held in memory instead of being streamed")
+    # DUCKGRID_REPLAY_BYTES is under half the backlog: at least one resume
+    assert rounds >= 2, rounds
+
+
+def test_filtered_sse_replay_counts_what_it_passes_over(backlog):
+    """?table=other over the backlog of `big` outcomes: what the replay reads
+    and passes over counts against DUCKGRID_REPLAY_BYTES too, so it ends
+    with replay_limit (id: where it got to) before it reaches the one
+    matching update, instead of reading everything in one go; resuming
+    finds that update exactly once."""
+    s, first, last = backlog
+    sse = SlowSSE(s, first, "?table=other")
+    assert sse.status == 200
+    ev = sse.next()
+    while ev is not None and "event" not in ev:  # the retry: line
+        ev = sse.next()
+    assert ev is not None and ev.get("event") == "replay_limit", ev
+    assert xid(ev["id"]) < xid(last)
+    sse.close()
+    got = []
+    sse = SlowSSE(s, ev["id"], "?table=other")
+    replay_rest(s, sse, got, last, "?table=other")
+    assert got == [last], got
