@@ -369,6 +369,9 @@ int dg_redis_xiter_next(dg_redis_xiter_t *it, dg_redis_xentry_t *e);
 int dg_redis_xentry_field(const dg_redis_xentry_t *e, size_t i, dg_redis_str_t *field,
                           dg_redis_str_t *value);
 
+/** Bytes of an entry's id, fields and values (what its reply holds). */
+size_t dg_redis_xentry_bytes(const dg_redis_xentry_t *e);
+
 /**
  * Value of the first field named name[0..namelen) of an entry.
  * Fails with DG_ENOTFOUND when the entry has no such field (*value untouched).

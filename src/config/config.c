@@ -87,7 +87,7 @@ static const option_t options[] = {
     {OPT_REDIS_KEY, "--redis-key", "DUCKGRID_REDIS_KEY", "unencrypted PEM key of --redis-cert"},
     {OPT_PAGE_BYTES, "--page-bytes", "DUCKGRID_PAGE_BYTES", "update text per get_updates page at most (default 8388608)"},
     {OPT_REPLAY_MAX, "--replay-max", "DUCKGRID_REPLAY_MAX", "entries one /events replay sends at most (default 100000)"},
-    {OPT_REPLAY_BYTES, "--replay-bytes", "DUCKGRID_REPLAY_BYTES", "bytes one /events replay sends at most (default 67108864)"},
+    {OPT_REPLAY_BYTES, "--replay-bytes", "DUCKGRID_REPLAY_BYTES", "bytes one /events replay sends (or reads and passes over) at most (default 67108864)"},
     {OPT_VIEW_TIMEOUT, "--view-timeout-ms", "DUCKGRID_VIEW_TIMEOUT_MS", "a view query is interrupted after this long, 504 (default 10000)"},
     {OPT_VIEW_CONCURRENCY, "--view-concurrency", "DUCKGRID_VIEW_CONCURRENCY", "view queries one key runs at once, 429 above (default 2)"},
     {OPT_VIEW_MAX_BYTES, "--view-max-bytes", "DUCKGRID_VIEW_MAX_BYTES", "largest view answer in bytes, 413 above (default 16777216)"},

@@ -32,9 +32,13 @@
 #include "dg/redis_pool.h"
 
 /* Entries replayed per XRANGE round trip: one page is all a replay holds
- * in memory (outcomes can be large), fetched when the client has taken
- * the previous one. */
-#define REPLAY_PAGE "100"
+ * in memory, fetched when the client has taken the previous one. Outcomes
+ * can be large (a 1 MiB text cell, a long id list), so the count adapts to
+ * the sizes just read: about REPLAY_PAGE_BYTES a page, between 1 and
+ * REPLAY_PAGE_MAX entries, starting at REPLAY_PAGE_FIRST. */
+#define REPLAY_PAGE_MAX 100
+#define REPLAY_PAGE_FIRST 10
+#define REPLAY_PAGE_BYTES ((size_t)1 << 20)
 
 typedef struct {
   dg_app_t *app;
@@ -46,7 +50,8 @@ typedef struct {
   int ended;
   int replaying;                 /* pages of response_duck still to send */
   size_t replay_entries;         /* sent (scanned) by the replay so far  */
-  size_t replay_bytes;
+  size_t replay_bytes;           /* sent, plus what ?table= passed over  */
+  size_t page_count;             /* entries the next XRANGE asks for     */
   dg_principal_t who;            /* the caller, checked again every second */
   int64_t alive_ms;              /* monotonic ms of the last check         */
   int64_t beat_ms;               /* monotonic ms of the last heartbeat/event */
@@ -207,7 +212,10 @@ static int replay_page(sse_t *s) {
   dg_app_t *app = s->app;
   char cursor[DG_REDIS_XID_BUFSZ + 1] = "(";
   dg_redis_xid_format(s->last, cursor + 1, sizeof cursor - 1);
-  const char *argv[] = {"XRANGE", app->res_stream, cursor, "+", "COUNT", REPLAY_PAGE};
+  char count[24];
+  if (s->page_count == 0) s->page_count = REPLAY_PAGE_FIRST;
+  snprintf(count, sizeof count, "%zu", s->page_count);
+  const char *argv[] = {"XRANGE", app->res_stream, cursor, "+", "COUNT", count};
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep;
   int rc = dg_redis_command(c, 6, argv, NULL, &rep);
@@ -215,7 +223,7 @@ static int replay_page(sse_t *s) {
   if (rc != 0) return DG_EUNAVAIL;
   dg_redis_xiter_t it;
   dg_redis_xentry_t e;
-  size_t n = 0;
+  size_t n = 0, bytes = 0;
   if (dg_redis_xiter_init_xrange(&it, rep) == 0) {
     while (dg_redis_xiter_next(&it, &e)) {
       dg_redis_str_t v;
@@ -232,6 +240,7 @@ static int replay_page(sse_t *s) {
         break;
       }
       n++;
+      bytes += dg_redis_xentry_bytes(&e);
       snprintf(id, sizeof id, "%.*s", (int)e.id.len, e.id.ptr);
       dg_redis_xid_parse(id, strlen(id), &s->last);
       s->replay_entries++;
@@ -239,11 +248,23 @@ static int replay_page(sse_t *s) {
           dg_update_within(v.ptr, v.len, s->who.tables)) {
         sse_event(s, id, v.ptr, v.len);
         s->replay_bytes += v.len;
+      } else {
+        /* Read and passed over counts too: a filtered replay must not read
+         * gigabytes of other tables' outcomes to send a few. */
+        s->replay_bytes += dg_redis_xentry_bytes(&e);
       }
     }
   }
   freeReplyObject(rep);
   if (n == 0) s->replaying = 0; /* caught up: live from here */
+  /* The next page: as many entries of the sizes just seen as fit in
+   * REPLAY_PAGE_BYTES (never more than double this one, so a run of
+   * small entries before a big one costs at most one big page). */
+  if (n > 0) {
+    size_t fit = bytes ? REPLAY_PAGE_BYTES / (bytes / n + 1) : REPLAY_PAGE_MAX;
+    if (fit > 2 * n) fit = 2 * n;
+    s->page_count = fit < 1 ? 1 : fit > REPLAY_PAGE_MAX ? REPLAY_PAGE_MAX : fit;
+  }
   return 0;
 }
 

@@ -125,8 +125,13 @@
  * cursor): a limit of 10,000 large outcomes must not build a response of
  * gigabytes. The client pages on with `next`. */
 /* Entries per XREAD on the Redis path: bounds the reply hiredis holds in
- * memory (outcomes can be large); a page takes several reads. */
+ * memory; a page takes several reads. Outcomes can be large (a 1 MiB text
+ * cell, a long id list), so the count adapts to the sizes just read: about
+ * REDIS_BATCH_BYTES a read, between 1 and REDIS_BATCH entries, starting at
+ * REDIS_BATCH_FIRST (next_batch). */
 #define REDIS_BATCH 100
+#define REDIS_BATCH_FIRST 16
+#define REDIS_BATCH_BYTES ((size_t)1 << 20)
 /* Ring matches a request keeps on its stack: the default limit (100) fits,
  * in 1 KiB; a bigger limit allocates its array. */
 #define HITS_LOCAL 128
@@ -275,7 +280,10 @@ typedef struct {
   dg_buf_t body;
   int64_t matched;        /* updates written or held in hits             */
   int64_t scanned;        /* entries consumed                            */
-  int stop;               /* limit reached                               */
+  size_t scanned_bytes;   /* their bytes, matched or not                 */
+  size_t batch_bytes;     /* bytes of the entries the last consume saw   */
+  int stop;               /* limit or a byte cap reached                 */
+  int64_t first_batch;    /* the count of the read scan() was given, or 0 */
   const dg_event_t **hits; /* the ring's matches, referenced (room for
                             * limit); dg_ring_release them              */
   size_t nhits;
@@ -314,6 +322,7 @@ static size_t consume(scan_t *s, const redisReply *rep) {
   dg_redis_xiter_t it;
   dg_redis_xentry_t e;
   size_t seen = 0;
+  s->batch_bytes = 0;
   if (dg_redis_xiter_init_xread(&it, rep) != 0) return 0;
   while (!s->stop && dg_redis_xiter_next(&it, &e)) {
     dg_redis_xid_t id;
@@ -321,6 +330,13 @@ static size_t consume(scan_t *s, const redisReply *rep) {
     s->cursor = id;
     s->scanned++;
     seen++;
+    size_t eb = dg_redis_xentry_bytes(&e);
+    s->batch_bytes += eb;
+    s->scanned_bytes += eb;
+    /* A filtered page that matches little must not read gigabytes of
+     * other tables' outcomes either: past DUCKGRID_PAGE_BYTES scanned it
+     * ends here, and `next` continues after this entry. */
+    if (s->scanned_bytes >= s->r->app->cfg->page_bytes) s->stop = 1;
     dg_redis_str_t res;
     if (dg_entry_open_res(s->r->app, &e, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
       dg_log_warn("get_updates: entry %.*s of %s has no valid 'res'; skipped", (int)e.id.len,
@@ -333,6 +349,18 @@ static size_t consume(scan_t *s, const redisReply *rep) {
     if (++s->matched == s->p->limit || s->body.len >= s->r->app->cfg->page_bytes) s->stop = 1;
   }
   return seen;
+}
+
+/* The count of the next XREAD after one that returned n entries of
+ * `bytes`: as many of that size as fit in REDIS_BATCH_BYTES, at most four
+ * times n (a run of small entries before a big one costs one big read at
+ * most), within 1..max. */
+static int64_t next_batch(int64_t max, size_t n, size_t bytes) {
+  if (n == 0) return max < REDIS_BATCH_FIRST ? max : REDIS_BATCH_FIRST;
+  size_t fit = REDIS_BATCH_BYTES / (bytes / n + 1);
+  if (fit > 4 * n) fit = 4 * n;
+  if (fit < 1) fit = 1;
+  return (int64_t)fit < max ? (int64_t)fit : max;
 }
 
 /* XREAD [BLOCK block_ms] COUNT count STREAMS key <cursor>. */
@@ -382,8 +410,9 @@ static const char *reply_error(const redisReply *rep) {
 static int scan(scan_t *s, redisReply *first) {
   const params_t *p = s->p;
   int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
-  int64_t batch = p->filtering ? FILTER_BATCH : p->limit;
-  if (batch > REDIS_BATCH) batch = REDIS_BATCH;
+  int64_t batch_max = p->filtering ? FILTER_BATCH : p->limit;
+  if (batch_max > REDIS_BATCH) batch_max = REDIS_BATCH;
+  int64_t batch = s->first_batch ? s->first_batch : next_batch(batch_max, 0, 0);
   redisReply *rep = first;
   int may_block = 0; /* the stream had nothing more: the next read blocks */
   for (;;) {
@@ -412,6 +441,7 @@ static int scan(scan_t *s, redisReply *first) {
     if (seen > 0 && !p->filtering && (int64_t)seen < batch) return 0;
     if ((int64_t)seen == batch) {
       may_block = 0; /* filtered: there may be more right behind */
+      batch = next_batch(batch_max, seen, s->batch_bytes);
       continue;
     }
     /* The stream has nothing more now. Wait only for the first update. */
@@ -657,7 +687,9 @@ static int get_updates(dg_req_t *r) {
     if (path == RING_FALLBACK && p.since_kind == SINCE_ID) {
       /* First round trip: check 410 and read the first batch. */
       int64_t batch = p.filtering ? FILTER_BATCH : p.limit;
-      if (batch > REDIS_BATCH) batch = REDIS_BATCH; /* as scan() reads on */
+      if (batch > REDIS_BATCH) batch = REDIS_BATCH;
+      batch = next_batch(batch, 0, 0); /* as scan() reads on */
+      s.first_batch = batch;
       dg_redis_xid_format(p.since, idbuf, sizeof idbuf);
       snprintf(cnt, sizeof cnt, "%lld", (long long)batch);
       const char *xread_argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};

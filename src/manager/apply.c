@@ -1635,13 +1635,53 @@ static int op_delete_view(dg_manager_t *m, const char *name, dg_jsonw_t *w, fail
   return 0;
 }
 
-static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char *table) {
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* The outcome's "inserted" / "deleted": the ids, or above
+ * DUCKGRID_OUTCOME_IDS_MAX of them (max; 0: no cap) a compact form, as
+ * "changes" has one: "<key>": [], "<key>_total": N, "<key>_truncated": true
+ * and "<key>_ranges": [[first,last],…], every id exactly, ascending, in runs
+ * of consecutive ids (an import's million new ids are one pair, not 8 MB
+ * of list). The API's row set reads the ranges (reader.c). */
+static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char *table, size_t max) {
   json_t *a = table ? json_object_get(map, table) : NULL;
   if (a == NULL) return;
+  size_t n = json_array_size(a);
   dg_jsonw_key(w, key);
   dg_jsonw_arr(w);
-  for (size_t i = 0; i < json_array_size(a); i++) dg_jsonw_id(w, json_integer_value(json_array_get(a, i)));
+  if (max == 0 || n <= max) {
+    for (size_t i = 0; i < n; i++) dg_jsonw_id(w, json_integer_value(json_array_get(a, i)));
+    dg_jsonw_end(w);
+    return;
+  }
   dg_jsonw_end(w);
+  int64_t *ids = dg_malloc(n * sizeof *ids);
+  for (size_t i = 0; i < n; i++) ids[i] = json_integer_value(json_array_get(a, i));
+  qsort(ids, n, sizeof *ids, cmp_i64);
+  char k[48];
+  snprintf(k, sizeof k, "%s_total", key);
+  dg_jsonw_key(w, k);
+  dg_jsonw_int(w, (int64_t)n);
+  snprintf(k, sizeof k, "%s_truncated", key);
+  dg_jsonw_key(w, k);
+  dg_jsonw_raw(w, "true", 4);
+  snprintf(k, sizeof k, "%s_ranges", key);
+  dg_jsonw_key(w, k);
+  dg_jsonw_arr(w);
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    while (j + 1 < n && (ids[j + 1] == ids[j] || ids[j + 1] == ids[j] + 1)) j++;
+    dg_jsonw_arr(w);
+    dg_jsonw_id(w, ids[i]);
+    dg_jsonw_id(w, ids[j]);
+    dg_jsonw_end(w);
+    i = j + 1;
+  }
+  dg_jsonw_end(w);
+  dg_free(ids);
 }
 
 void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
@@ -1904,8 +1944,8 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     dg_jsonw_null(&w);
     dg_jsonw_key(&w, "ts");
     dg_jsonw_str(&w, ts);
-    write_id_map(&w, "inserted", e.inserted, table);
-    write_id_map(&w, "deleted", e.deleted, table);
+    write_id_map(&w, "inserted", e.inserted, table, m->outcome_ids_max);
+    write_id_map(&w, "deleted", e.deleted, table, m->outcome_ids_max);
     if (json_array_size(e.moved)) {
       char *mv = json_dumps(e.moved, JSON_COMPACT);
       dg_jsonw_key(&w, "moved");

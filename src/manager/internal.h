@@ -174,6 +174,7 @@ struct dg_manager_s {
   size_t tail_max;               /* stop reading request_duck above this tail */
   int64_t idem_window_ms;        /* a request_id repeats within this stream time */
   size_t outcome_changes_max;    /* an outcome lists at most this many changes */
+  size_t outcome_ids_max;        /* and this many inserted / deleted ids (0: all) */
   size_t request_changes_max;    /* a request changing more cells is 400       */
   long request_maxlen;           /* persisted entries kept in request_duck     */
   long poison_attempts;          /* careful applies before a 500 rejection     */

@@ -1910,6 +1910,8 @@ void dg__mgr_apply_settings(dg_manager_t *m) {
   /* API v1.1: outcomes list at most 10,000 changes (a larger one is paged
    * from the audit log); a request may change at most 5,000,000 cells. */
   m->outcome_changes_max = (size_t)env_long("DUCKGRID_OUTCOME_CHANGES_MAX", 10000, 1, 1000000000);
+  /* Its inserted / deleted ids likewise: above this many, ranges (apply.c). */
+  m->outcome_ids_max = (size_t)env_long("DUCKGRID_OUTCOME_IDS_MAX", 10000, 1, 1000000000);
   m->request_changes_max = (size_t)env_long("DUCKGRID_REQUEST_CHANGES_MAX", 5000000, 1, 1000000000);
   dg__mgr_undo_settings(m);
 }

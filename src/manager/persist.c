@@ -44,15 +44,40 @@
 
 /* ---- helpers ------------------------------------------------------------------ */
 
+/* Runs one statement, prepared: the statements here are built around
+ * table and column names (whitelisted where they entered, from a client or
+ * request_duck), and a prepared text can only ever be one statement,
+ * whatever a name held (duckdb_query runs every statement it is given).
+ * *res is zeroed when the statement did not run. */
+static duckdb_state query_one(dg_manager_t *m, const char *sql, duckdb_result *res, char *err, size_t errcap) {
+  memset(res, 0, sizeof *res);
+  duckdb_prepared_statement st;
+  if (duckdb_prepare(m->conn, sql, &st) == DuckDBError) {
+    const char *e = duckdb_prepare_error(st);
+    snprintf(err, errcap, "%s", e ? e : "cannot prepare the statement");
+    duckdb_destroy_prepare(&st);
+    return DuckDBError;
+  }
+  duckdb_state rc = duckdb_execute_prepared(st, res);
+  if (rc == DuckDBError) {
+    const char *e = duckdb_result_error(res);
+    snprintf(err, errcap, "%s", e ? e : "the statement failed");
+  }
+  duckdb_destroy_prepare(&st);
+  return rc;
+}
+
 static int exec(dg_manager_t *m, const char *sql, char *err, size_t errcap) {
-  return dg_db_exec(m->conn, sql, err, errcap);
+  duckdb_result res;
+  int rc = query_one(m, sql, &res, err, errcap) == DuckDBError ? DG_EIO : 0;
+  duckdb_destroy_result(&res);
+  return rc;
 }
 
 /* Runs sql and checks it changed exactly `want` rows. */
 static int exec_count(dg_manager_t *m, const char *sql, idx_t want, char *err, size_t errcap) {
   duckdb_result res;
-  if (duckdb_query(m->conn, sql, &res) == DuckDBError) {
-    snprintf(err, errcap, "%s", duckdb_result_error(&res));
+  if (query_one(m, sql, &res, err, errcap) == DuckDBError) {
     duckdb_destroy_result(&res);
     return DG_EIO;
   }
@@ -96,7 +121,8 @@ static int load_table(dg_manager_t *m, const char *name, char *err, size_t errca
   dg_buf_printf(&sql, "SELECT count(*) FROM main.\"%s\"", name);
   duckdb_result res;
   idx_t nrows = 0;
-  if (duckdb_query(m->conn, sql.data, &res) == DuckDBSuccess) nrows = (idx_t)duckdb_value_int64(&res, 0, 0);
+  char qerr[256];
+  if (query_one(m, sql.data, &res, qerr, sizeof qerr) == DuckDBSuccess) nrows = (idx_t)duckdb_value_int64(&res, 0, 0);
   duckdb_destroy_result(&res);
   /* Columns in declared order; the engine wants numbers and texts apart.
    * Streamed, in storage order: a materialised result (or ORDER BY id)

@@ -135,6 +135,13 @@ int dg_redis_xentry_field(const dg_redis_xentry_t *e, size_t i, dg_redis_str_t *
   return 0;
 }
 
+size_t dg_redis_xentry_bytes(const dg_redis_xentry_t *e) {
+  size_t n = e ? e->id.len : 0;
+  for (size_t i = 0; e && e->_fv && i < e->nfields; i++)
+    n += e->_fv->element[2 * i]->len + e->_fv->element[2 * i + 1]->len;
+  return n;
+}
+
 int dg_redis_xentry_get(const dg_redis_xentry_t *e, const char *name, size_t namelen,
                         dg_redis_str_t *value) {
   if (e == NULL || e->_fv == NULL) return DG_ENOTFOUND;

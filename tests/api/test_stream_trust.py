@@ -223,3 +223,71 @@ def test_replayed_request_after_the_window_is_rejected(make_server, redis_server
     assert str(cell(s, "t1", 1, "v")) == "7"
     assert rejected_count(s, "request_duck") == before + 1
     assert "stale" in s.logs()
+
+
+def mac_req(key, t, req):
+    return hmac.new(key, b"dg-req-v1\0" + t.encode() + b"\0" + req.encode(), hashlib.sha256).hexdigest()
+
+
+def roles(server):
+    """Every key's role, read from DuckDB's dg.api_keys by GET /admin/keys."""
+    r = server.get("/admin/keys")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    keys = body["keys"] if isinstance(body, dict) else body
+    return {k["name"]: k["role"] for k in keys}
+
+
+def test_signed_outcome_with_sql_in_a_column_name_is_not_used(grid, redis_server):
+    """A validly signed create_table outcome with a valid table name but SQL
+    in a column name: the definition is refused whole, so the table never
+    reaches the catalog, and no read or export builds SQL around that column
+    (they would splice it into SELECT … "<column>" …)."""
+    s = grid
+    reader = new_key(s, "read", "signed-column-reader")
+    before = roles(s)
+    key = stream_key(s)
+    bad_col = "v\" FROM dg.api_keys; UPDATE dg.api_keys SET role='admin';--"
+    res = json.dumps({"update_id": "x", "request_id": "signed-bad-col", "user": "admin", "op": "create_table",
+                      "status": "applied", "table": "forged_cols", "changes": [], "error": None,
+                      "table_def": {"name": "forged_cols",
+                                    "columns": [{"name": bad_col, "type": "text"}]}})
+    sid = "%d-0" % (int(time.time() * 1000) + 1)
+    with Resp(redis_server) as r:
+        r.cmd("XADD", s.prefix + "response_duck", sid, "res", res, "mac", mac_res(key, sid, res))
+    sync_write(s)  # its outcome follows the forged one: the reader has seen both
+    assert "forged_cols" not in [t["name"] for t in s.get("/tables", key=reader).json()["tables"]]
+    for path in ("/tables/forged_cols", "/tables/forged_cols/rows", "/tables/forged_cols/export?format=csv",
+                 "/tables/forged_cols/export?format=parquet"):
+        r = s.get(path, key=reader)
+        assert r.status_code == 404, (path, r.status_code, r.text)
+    assert roles(s) == before
+
+
+def test_signed_request_with_sql_in_a_table_name_is_rejected_by_the_manager(grid, redis_server):
+    """Defence in depth on the other side: a request with a valid MAC (a bug
+    in an API process, a stolen pepper) whose create_table name carries SQL is
+    rejected by the manager's own whitelist (the name would go into its DDL)
+    and changes nothing; so is one with SQL in a column name."""
+    s = grid
+    key = stream_key(s)
+    before = roles(s)
+    tables_before = sorted(t["name"] for t in s.get("/tables").json()["tables"])
+    cases = [("signed-sql-table", INJECT, "v"),
+             ("signed-sql-col", "okname2", "v\" VARCHAR); UPDATE dg.api_keys SET role='admin';--")]
+    sids = []
+    with Resp(redis_server) as r:
+        for rid, table, col in cases:
+            req = json.dumps({"op": "create_table", "table": table, "columns": [{"name": col, "type": "text"}],
+                              "request_id": rid, "user": "admin"})
+            t = str(int(time.time() * 1000))
+            sids.append(r.cmd("XADD", s.prefix + "request_duck", "*", "req", req, "t", t, "mac", mac_req(key, t, req)))
+    sync_write(s)
+    for sid, (rid, _, _) in zip(sids, cases):
+        out = outcome_of(redis_server, s, sid)
+        assert out is not None, "no outcome for the signed request " + sid + "\n" + s.logs()
+        # signed: it is the manager's whitelist, not the MAC check, that refuses it
+        assert out["op"] == "create_table" and out["request_id"] == rid, out
+        assert out["status"] == "rejected" and out["error"]["status"] == 400, out
+    assert sorted(t["name"] for t in s.get("/tables").json()["tables"]) == tables_before
+    assert roles(s) == before
