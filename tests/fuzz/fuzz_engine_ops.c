@@ -403,7 +403,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     snap_take(t, &before);
     int rc = 0;
     const char *name = "?";
-    switch ((code & 0x7f) % 12) {
+    switch ((code & 0x7f) % 13) {
       case 0:
       case 1: {
         name = "insert";
@@ -529,7 +529,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       case 10:
       case 11: {
-        bool rollback = (code & 0x7f) % 12 == 10;
+        bool rollback = (code & 0x7f) % 13 == 10;
         name = rollback ? "rollback" : "release";
         uint8_t b = next(&in);
         if (nmarks == 0 || b >= 0xf0) {
@@ -551,6 +551,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         snap_free(&before);
         verify(t, name);
         continue; /* rollback/release report no changes */
+      }
+      case 12: {
+        name = "set_leaves";
+        int64_t ids[4], vals[4];
+        size_t k = 1 + next(&in) % 4, bad = 99;
+        uint32_t col = next(&in) % (NNUM + 1);
+        for (size_t i = 0; i < k; i++) {
+          ids[i] = pick_id(&in);
+          vals[i] = pick_val(&in);
+        }
+        rc = dg_etable_set_leaves(t, col, ids, vals, k, out, &bad);
+        CHECK(rc == 0 || rc == DG_EINVAL || rc == DG_ENOTFOUND || rc == DG_ECONFLICT || rc == DG_EOVERFLOW,
+              "set_leaves returned %d", rc);
+        if (rc == DG_ENOTFOUND) CHECK(bad < k && snap_find(&before, ids[bad]) == NULL, "set_leaves: bad %zu", bad);
+        if (rc == 0) {
+          /* Each listed leaf holds its value (the roll-ups: verify). */
+          for (size_t i = 0; i < k; i++) {
+            int64_t got = 0;
+            CHECK(dg_etable_number_get(t, ids[i], col, &got) == 0 && got == vals[i],
+                  "set_leaves %" PRId64 "/%u = %" PRId64 ", cell is %" PRId64, ids[i], col, vals[i], got);
+          }
+        }
+        break;
       }
     }
     verify(t, name);

@@ -241,6 +241,15 @@ static void apply_one(dg_manager_t *m, int seq, const char *text, size_t len) {
   char *before = render(m);
   size_t nhist = m->nhist, nddl = m->nddl;
   mreq_t *r = req_add(m, seq);
+  /* A compact revert of an update the cache does not hold: manager.c
+   * reads its records from the audit log first (revert_records). Here there
+   * is no DuckDB: as if the log held none of its cells (a 404). */
+  dg_redis_xid_t u;
+  if (text && dg__mgr_revert_target(text, len, &u) && dg__mgr_undo_find(m, u) == NULL) {
+    dg__mgr_undo_free(&m->undo_loaded);
+    m->undo_loaded.id = u;
+    m->undo_loaded.loaded = 1;
+  }
   if (text == NULL) dg__mgr_apply(m, r, "{}", 2); /* an entry without `req` */
   else dg__mgr_apply(m, r, text, len);
   verify_all(m, "a request");
