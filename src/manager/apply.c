@@ -539,6 +539,17 @@ static int dec_of(const json_t *v, int scale, int64_t *out) {
   return DG_EINVAL;
 }
 
+/* Over DUCKGRID_REQUEST_CHANGES_MAX: checked after every engine call, so
+ * the work of a request that goes over stops about one operation past the
+ * cap (100,000 spreads of a million leaves each never run), and the request
+ * is rejected whole (dg__mgr_apply rolls it back). 0, or -1 with f set. */
+static int over_cap(const effects_t *e, failure_t *f) {
+  size_t max = e->m->request_changes_max;
+  if (max == 0 || e->nchanges <= max) return 0;
+  return fail(f, 400, "the request would change more than the %zu cells allowed (DUCKGRID_REQUEST_CHANGES_MAX)",
+              max);
+}
+
 /* One cell write (update_cell, an element of update_cells, a PATCH cell). */
 static int write_cell(effects_t *e, mtable_t *t, int64_t row, const dg_coldef_t *c, const json_t *value,
                       const char *mode, const json_t *expected, failure_t *f) {
@@ -581,7 +592,7 @@ static int write_cell(effects_t *e, mtable_t *t, int64_t row, const dg_coldef_t 
   }
   if (rc != 0) return engine_fail(f, rc, t->def->name, row, c->name);
   collect(e, t, from, INT64_MIN);
-  return 0;
+  return over_cap(e, f);
 }
 
 static int resolve_cell(dg_manager_t *m, const json_t *u, mtable_t **t, int64_t *row,
@@ -1205,6 +1216,7 @@ static int op_revert_compact(effects_t *e, json_t *o, marks_t *mk, json_t **conf
     }
     if (erc != 0) ret = engine_fail(f, erc, t->def->name, ids[bad < k ? bad : 0], c->name);
     else collect(e, t, from, INT64_MIN);
+    if (ret == 0) ret = over_cap(e, f);
   }
   dg_free(ids);
   dg_free(vals);
@@ -1238,7 +1250,7 @@ static int insert_one(effects_t *e, mtable_t *t, int by_column, size_t i, int64_
     return -1;
   }
   collect(e, t, from, id);
-  return 0;
+  return over_cap(e, f);
 }
 
 /* rw: where the inserted rows are rendered, or NULL for none. */

@@ -297,6 +297,14 @@ def test_compact_outcome_and_paged_changes(make_server):
     assert r.status_code == 400, r.text
     assert "DUCKGRID_REQUEST_CHANGES_MAX" in r.json()["detail"]
     assert s.get("/tables/big/rows/1").json()["v"] == before
+    # many spreads in one request: the work stops at the first over the cap
+    # (the detail names the cap, not a total of 40 x 321 changes computed
+    # first), and nothing of the request stays
+    ups = [{"table": "big", "row_id": 1, "column": "v", "value": 1000 + k} for k in range(40)]
+    r = s.post("/update_cells", {"updates": ups})
+    assert r.status_code == 400, r.text
+    assert "more than the 250 cells allowed" in r.json()["detail"], r.text
+    assert s.get("/tables/big/rows/1").json()["v"] == before
 
 
 def test_reads_right_after_a_restart_see_every_answered_write(make_server):
