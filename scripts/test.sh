@@ -34,6 +34,7 @@ TSAN_API_TESTS=(
   tests/api/test_seed.py::test_2_concurrent_clients_applied_once_in_stream_order
   tests/api/test_followers.py::test_followers_serve_reads_and_writes
   tests/api/test_manager.py::test_follower_takes_over_after_a_crash
+  tests/api/test_revert_compact.py::test_compact_revert_from_the_audit_log_is_the_same
 )
 
 echo "== unit tests (release build)"
