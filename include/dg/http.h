@@ -69,6 +69,10 @@ typedef struct dg_req_s {
   int64_t defer_deadline_ms;   /* monotonic ms                              */
   unsigned long defer_gen;     /* dg_req_wake_gen() before the last look    */
   unsigned char defer_state[64]; /* the handler's own, kept across runs     */
+  /* Awaiting an outcome on the loop (dg_req_await). */
+  struct dg_waiters_s *await_ws;
+  struct dg_waiter_s *await_w;    /* heap; the continuation frees it        */
+  void (*await_fn)(struct dg_req_s *r);
 } dg_req_t;
 
 /**
@@ -85,6 +89,24 @@ unsigned long dg_req_wake_gen(void);
 void dg_req_defer(dg_req_t *r, int64_t deadline_ms);
 /** Runs a parked request's handler again (server.c; a worker thread). */
 void dg_http_rerun(dg_req_t *r);
+
+/**
+ * Awaiting an outcome without a thread (a sync write, issue 13): the
+ * handler registers w (heap-allocated) with
+ * dg_waiters_add_notify(ws, w, key, dg_req_await_notify, r) before it
+ * queues the request, then calls dg_req_await and returns without
+ * answering. The front end parks r on its loop, and runs fn(r) there once
+ * w is delivered, or at deadline_ms with r->defer_expired set; fn answers
+ * (it must not block: it runs on the loop), takes w (dg_waiters_take) and
+ * frees it, and sets r->await_w to NULL. A client that goes away first:
+ * the front end takes and frees w itself. Only when r->can_defer.
+ */
+void dg_req_await(dg_req_t *r, struct dg_waiters_s *ws, struct dg_waiter_s *w, int64_t deadline_ms,
+                  void (*fn)(dg_req_t *r));
+/** The notify of such a waiter (waiters.h); arg is the dg_req_t. */
+void dg_req_await_notify(void *arg);
+/** Runs the continuation of an awaited request and logs it (server.c; the loop). */
+void dg_http_resume(dg_req_t *r);
 
 typedef int (*dg_handler_fn)(dg_req_t *r);
 

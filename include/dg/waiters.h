@@ -20,6 +20,11 @@ typedef struct dg_waiter_s {
   char *res;                  /* the outcome JSON once delivered (owned)     */
   size_t res_len;
   int done;                   /* 1 once delivered                           */
+  /* Instead of a thread in dg_waiters_wait: called once, on delivery (or at
+   * dg_waiters_wake_all), on the delivering thread and under the table's
+   * lock -- it must only hand the news on (front.c posts to its loop). */
+  void (*notify)(void *arg);
+  void *notify_arg;
   struct dg_waiter_s *next;   /* private: bucket chain                       */
 } dg_waiter_t;
 
@@ -29,6 +34,12 @@ dg_waiters_t *dg_waiters_create(void);
 void dg_waiters_destroy(dg_waiters_t *ws);
 /** Registers w (caller-owned, e.g. on its stack) for request_id. */
 void dg_waiters_add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id);
+/** dg_waiters_add, with notify(arg) called on delivery (see dg_waiter_t). */
+void dg_waiters_add_notify(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id, void (*notify)(void *),
+                           void *arg);
+/** Unregisters w (no notify after it returns) and hands over what was
+ *  delivered: the outcome (free it with dg_free), or NULL when none came. */
+char *dg_waiters_take(dg_waiters_t *ws, dg_waiter_t *w, size_t *len);
 /** Waits until delivered or timeout_ms passes: 0 or DG_ETIMEOUT. */
 int dg_waiters_wait(dg_waiters_t *ws, dg_waiter_t *w, int timeout_ms);
 /** Unregisters w and frees what was delivered to it. Always call once. */

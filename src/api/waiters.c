@@ -39,8 +39,10 @@ void dg_waiters_destroy(dg_waiters_t *ws) {
   dg_free(ws);
 }
 
-void dg_waiters_add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id) {
+static void add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id, void (*notify)(void *), void *arg) {
   memset(w, 0, sizeof *w);
+  w->notify = notify;
+  w->notify_arg = arg;
   size_t n = strlen(request_id);
   if (n >= sizeof w->request_id) n = sizeof w->request_id - 1;
   memcpy(w->request_id, request_id, n);
@@ -54,6 +56,31 @@ void dg_waiters_add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id) {
   w->next = ws->buckets[b];
   ws->buckets[b] = w;
   pthread_mutex_unlock(&ws->lock);
+}
+
+void dg_waiters_add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id) { add(ws, w, request_id, NULL, NULL); }
+
+void dg_waiters_add_notify(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id, void (*notify)(void *),
+                           void *arg) {
+  add(ws, w, request_id, notify, arg);
+}
+
+char *dg_waiters_take(dg_waiters_t *ws, dg_waiter_t *w, size_t *len) {
+  size_t b = bucket_of(w->request_id);
+  pthread_mutex_lock(&ws->lock);
+  for (dg_waiter_t **pp = &ws->buckets[b]; *pp; pp = &(*pp)->next) {
+    if (*pp == w) {
+      *pp = w->next;
+      break;
+    }
+  }
+  char *res = w->done ? w->res : NULL;
+  if (len) *len = w->done ? w->res_len : 0;
+  if (!w->done) dg_free(w->res);
+  w->res = NULL;
+  pthread_mutex_unlock(&ws->lock);
+  pthread_cond_destroy(&w->cond);
+  return res;
 }
 
 int dg_waiters_wait(dg_waiters_t *ws, dg_waiter_t *w, int timeout_ms) {
@@ -93,6 +120,7 @@ int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res
     w->res_len = len;
     w->done = 1;
     pthread_cond_signal(&w->cond);
+    if (w->notify) w->notify(w->notify_arg);
     n++;
   }
   pthread_mutex_unlock(&ws->lock);
@@ -107,6 +135,9 @@ void dg_waiters_wake_all(dg_waiters_t *ws) {
   pthread_mutex_lock(&ws->lock);
   ws->closing = 1;
   for (size_t b = 0; b < BUCKETS; b++)
-    for (dg_waiter_t *w = ws->buckets[b]; w; w = w->next) pthread_cond_signal(&w->cond);
+    for (dg_waiter_t *w = ws->buckets[b]; w; w = w->next) {
+      pthread_cond_signal(&w->cond);
+      if (w->notify && !w->done) w->notify(w->notify_arg);
+    }
   pthread_mutex_unlock(&ws->lock);
 }

@@ -50,6 +50,7 @@
 #include <h2o/websocket.h>
 
 #include "dg/buf.h"
+#include "dg/waiters.h"
 #include "dg/common.h"
 #include "dg/http.h"
 #include "dg/hub.h"
@@ -190,7 +191,7 @@ struct dg_http_s {
 static __thread loop_t *this_loop;
 
 /* What a message to a loop is about. */
-enum { MSG_DONE = 1, MSG_WAKE, MSG_STREAM_READ, MSG_WS_WAKE, MSG_WS_DONE, MSG_REWAKE };
+enum { MSG_DONE = 1, MSG_WAKE, MSG_STREAM_READ, MSG_WS_WAKE, MSG_WS_DONE, MSG_REWAKE, MSG_AWAKE };
 
 typedef struct fmsg_s {
   h2o_multithread_message_t super;
@@ -214,6 +215,9 @@ typedef struct fr_s {
   fmsg_t done;                  /* the worker's answer, or a blocking read */
   fmsg_t wake;
   atomic_int wake_pending;
+  fmsg_t awake;                 /* an awaited outcome came (dg_req_await)   */
+  atomic_int await_fired;       /* its notify ran (once)                    */
+  atomic_int awake_pending;     /* ... and its message is not yet taken     */
   int state;                    /* below                                    */
   /* streams */
   dg_stream_t st;
@@ -225,7 +229,7 @@ typedef struct fr_s {
 } fr_t;
 
 enum { FR_WORKING = 1, FR_ANSWERED, FR_PARKED };
-enum { LIVE_STREAM = 1, LIVE_WS, LIVE_PARKED };
+enum { LIVE_STREAM = 1, LIVE_WS, LIVE_PARKED, LIVE_AWAIT };
 
 /* dg_stream_handle_t (http.h) is never defined: a handle is an fr_t seen
  * from outside, converted back in dg_stream_wake. */
@@ -272,13 +276,23 @@ void dg_req_dispose(dg_req_t *r) {
   r->ws = NULL;
 }
 
+/* An awaited outcome no longer wanted (the client left, the server stops):
+ * unregistered, so no notify comes after this. */
+static void await_drop(fr_t *fr) {
+  if (fr->r.await_w == NULL) return;
+  dg_free(dg_waiters_take(fr->r.await_ws, fr->r.await_w, NULL));
+  dg_free(fr->r.await_w);
+  fr->r.await_w = NULL;
+}
+
 static void fr_free(fr_t *fr) {
+  await_drop(fr);
   if (fr->streaming && !fr->freed_stream) {
     fr->freed_stream = 1;
     if (fr->st.free) fr->st.free(fr->st.arg); /* unsubscribes: no wake after this */
   }
   if (h2o_linklist_is_linked(&fr->live.link)) h2o_linklist_unlink(&fr->live.link);
-  if (atomic_load(&fr->wake_pending)) {
+  if (atomic_load(&fr->wake_pending) || atomic_load(&fr->awake_pending)) {
     fr->state = -1; /* the wake message frees it */
     return;
   }
@@ -625,9 +639,47 @@ static void unpark(fr_t *fr, int expired) {
   pool_submit(&fr->loop->f->pool, &fr->job);
 }
 
+/* ---- awaited outcomes (dg_req_await) ------------------------------------------------- */
+
+void dg_req_await(dg_req_t *r, dg_waiters_t *ws, dg_waiter_t *w, int64_t deadline_ms, void (*fn)(dg_req_t *r)) {
+  r->deferred = 1;
+  r->defer_deadline_ms = deadline_ms;
+  r->await_ws = ws;
+  r->await_w = w;
+  r->await_fn = fn;
+}
+
+/* The waiter's notify: the reader's (or the manager's) thread, under the
+ * waiters' lock. Only posts; the loop does the rest. */
+void dg_req_await_notify(void *arg) {
+  fr_t *fr = (fr_t *)((char *)arg - offsetof(fr_t, r));
+  if (atomic_exchange(&fr->await_fired, 1) != 0) return;
+  atomic_store(&fr->awake_pending, 1);
+  post(fr->loop, &fr->awake, MSG_AWAKE);
+}
+
+/* The outcome came, or the deadline: the continuation answers, here. */
+static void await_run(fr_t *fr, int expired) {
+  if (h2o_linklist_is_linked(&fr->live.link)) h2o_linklist_unlink(&fr->live.link);
+  fr->state = FR_WORKING;
+  fr->r.defer_expired = expired;
+  dg_http_resume(&fr->r);
+  answer(fr);
+}
+
 /* A handler answered "later": wait on this loop, not on a thread. */
 static void park(fr_t *fr) {
   int64_t now = now_ms();
+  if (fr->r.await_fn) {
+    if (atomic_load(&fr->await_fired) || now >= fr->r.defer_deadline_ms) {
+      await_run(fr, !atomic_load(&fr->await_fired));
+      return;
+    }
+    fr->state = FR_PARKED;
+    fr->live.kind = LIVE_AWAIT;
+    h2o_linklist_insert(&fr->loop->live, &fr->live.link);
+    return;
+  }
   if (atomic_load(&wake_gen) != fr->r.defer_gen || now >= fr->r.defer_deadline_ms) {
     unpark(fr, now >= fr->r.defer_deadline_ms); /* something came meanwhile, or time is up */
     return;
@@ -699,6 +751,14 @@ static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
         ws_conn_free_if_done(c);
         break;
       }
+      case MSG_AWAKE: {
+        fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, awake, m);
+        atomic_store(&fr->awake_pending, 0);
+        if (fr->state == -1) fr_free(fr);
+        else if (fr->state == FR_PARKED && fr->live.kind == LIVE_AWAIT && fr->req != NULL) await_run(fr, 0);
+        /* else still on its worker: park() sees await_fired */
+        break;
+      }
       case MSG_REWAKE: {
         loop_t *l = this_loop;
         atomic_store(&l->rewake_pending, 0);
@@ -726,6 +786,9 @@ static void on_tick(h2o_timeout_entry_t *e) {
     if (lv->kind == LIVE_PARKED) {
       fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
       if (now >= fr->r.defer_deadline_ms) unpark(fr, 1);
+    } else if (lv->kind == LIVE_AWAIT) {
+      fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
+      if (now >= fr->r.defer_deadline_ms) await_run(fr, 1);
     } else if (lv->kind == LIVE_STREAM) {
       fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
       if (now >= fr->next_tick_ms) {
@@ -1148,6 +1211,8 @@ void dg_http_stop(dg_http_t *f) {
       h2o_linklist_unlink(&lv->link);
       if (lv->kind == LIVE_PARKED) {
         continue; /* nothing held but memory */
+      } else if (lv->kind == LIVE_AWAIT) {
+        await_drop(H2O_STRUCT_FROM_MEMBER(fr_t, live, lv)); /* no notify into a stopped loop */
       } else if (lv->kind == LIVE_STREAM) {
         fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
         if (!fr->freed_stream && fr->st.free) fr->st.free(fr->st.arg);

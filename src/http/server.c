@@ -431,6 +431,15 @@ void dg_http_rerun(dg_req_t *r) {
   if (!r->deferred) access_log(r, route_index(r->route));
 }
 
+void dg_http_resume(dg_req_t *r) {
+  void (*fn)(dg_req_t *) = r->await_fn;
+  r->deferred = 0;
+  r->await_fn = NULL;
+  r->defer_runs++;
+  fn(r);
+  access_log(r, route_index(r->route));
+}
+
 void dg_http_dispatch(dg_req_t *r) {
   dg_app_t *app = r->app;
   r->t0_us = dg_mono_us();

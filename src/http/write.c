@@ -448,6 +448,32 @@ static void drop_request(json_t *req, dg_buf_t *raw) {
  * DOM would be hundreds of megabytes). The waiter is registered before
  * XADD, so an outcome that arrives before we start waiting is not missed.
  */
+/* A sync write awaited on the front end's loop (dg_req_await): the waiter
+ * and what the answer needs. */
+typedef struct {
+  dg_waiter_t w; /* first: r->await_w points here */
+  reply_kind_t kind;
+  char rid[MAX_REQUEST_ID + 1];
+  char sid[DG_REDIS_XID_BUFSZ];
+} sync_wait_t;
+
+/* The continuation, on the loop: the outcome came, or the deadline. */
+static void sync_answer(dg_req_t *r) {
+  sync_wait_t *sw = (sync_wait_t *)r->await_w;
+  r->await_w = NULL;
+  size_t len = 0;
+  char *res = dg_waiters_take(r->app->waiters, &sw->w, &len);
+  if (res) {
+    reply_outcome(r, res, len, sw->kind);
+  } else {
+    dg_problem(r, 504, json_pack("{s:s,s:s}", "request_id", sw->rid, "stream_id", sw->sid),
+               "no outcome within %d ms; the request is queued: look for request_id '%s' in get_updates",
+               r->app->cfg->sync_timeout_ms, sw->rid);
+  }
+  dg_free(res);
+  dg_free(sw);
+}
+
 static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kind) {
   dg_app_t *app = r->app;
   char rid[MAX_REQUEST_ID + 1];
@@ -467,35 +493,45 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
     dg_jsonw_end(&jw);
   }
   int async = is_async(r);
-  dg_waiter_t w;
-  char key[sizeof w.request_id], tag[DG_CALLER_TAG_LEN + 1];
+  /* A sync write on the front end parks its request on the loop while the
+   * manager works, instead of holding this worker (issue 13); with
+   * DUCKGRID_REDIS_WAIT_REPLICAS the answer waits for a WAIT, which blocks,
+   * so it stays on the worker. */
+  int parked = !async && r->can_defer && app->cfg->redis_wait_replicas <= 0;
+  sync_wait_t *sw = parked ? dg_calloc(1, sizeof *sw) : NULL;
+  dg_waiter_t local, *wp = sw ? &sw->w : &local;
+  char key[sizeof local.request_id], tag[DG_CALLER_TAG_LEN + 1];
   caller_tag_of(r, tag);
   dg_waiters_key(key, sizeof key, tag, rid);
   /* Registered before the look below even for async requests, in case the
    * first request with this id is in flight. */
-  dg_waiters_add(app->waiters, &w, key);
+  if (sw) dg_waiters_add_notify(app->waiters, wp, key, dg_req_await_notify, r);
+  else dg_waiters_add(app->waiters, wp, key);
   /* Again after registering: a request applied since the handler's first
    * look is found here, and one published after this wakes the waiter. */
   int known = given ? replay_known(r, rid, kind) : REPLAY_NONE;
   if (known == REPLAY_ANSWERED) {
     drop_request(req, raw);
-    dg_waiters_remove(app->waiters, &w);
+    dg_waiters_remove(app->waiters, wp);
+    dg_free(sw);
     return;
   }
   if (known == REPLAY_IN_FLIGHT) {
     /* Nothing is queued again: the first request's outcome answers. */
     drop_request(req, raw);
-    if (dg_waiters_wait(app->waiters, &w, app->cfg->sync_timeout_ms) == 0) {
+    if (dg_waiters_wait(app->waiters, wp, app->cfg->sync_timeout_ms) == 0) {
       if (async) dg_reply_json(r, 202, json_pack("{s:s,s:s}", "request_id", rid, "status", "duplicate"));
-      else reply_outcome(r, w.res, w.res_len, kind);
+      else reply_outcome(r, wp->res, wp->res_len, kind);
     } else {
       dg_problem(r, 504, json_pack("{s:s}", "request_id", rid),
                  "no outcome within %d ms; look for request_id '%s' in get_updates", app->cfg->sync_timeout_ms, rid);
     }
-    dg_waiters_remove(app->waiters, &w);
+    dg_waiters_remove(app->waiters, wp);
+    dg_free(sw);
     return;
   }
-  if (async) dg_waiters_remove(app->waiters, &w);
+  if (async) dg_waiters_remove(app->waiters, wp);
+  /* (an async request never has sw) */
   char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
   json_decref(req);
   if (raw) text = raw->data;
@@ -524,7 +560,8 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   }
   if (rep) freeReplyObject(rep);
   if (rc != 0) {
-    if (!async) dg_waiters_remove(app->waiters, &w);
+    if (!async) dg_waiters_remove(app->waiters, wp);
+    dg_free(sw);
     dg_problem(r, 503, json_pack("{s:s}", "request_id", rid),
                "the request queue (Redis) is unavailable; nothing was queued");
     return;
@@ -538,17 +575,24 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
                                     "status", "queued"));
     return;
   }
-  rc = dg_waiters_wait(app->waiters, &w, app->cfg->sync_timeout_ms);
+  if (sw) {
+    sw->kind = kind;
+    snprintf(sw->rid, sizeof sw->rid, "%s", rid);
+    snprintf(sw->sid, sizeof sw->sid, "%s", sid);
+    dg_req_await(r, app->waiters, &sw->w, dg_mono_us() / 1000 + app->cfg->sync_timeout_ms, sync_answer);
+    return;
+  }
+  rc = dg_waiters_wait(app->waiters, wp, app->cfg->sync_timeout_ms);
   if (rc == 0) {
     await_replicas(r, NULL);
-    reply_outcome(r, w.res, w.res_len, kind);
+    reply_outcome(r, wp->res, wp->res_len, kind);
   } else {
     dg_problem(r, 504, json_pack("{s:s,s:s}", "request_id", rid, "stream_id", sid),
                "no outcome within %d ms; the request is queued: look for request_id '%s' in "
                "get_updates",
                app->cfg->sync_timeout_ms, rid);
   }
-  dg_waiters_remove(app->waiters, &w);
+  dg_waiters_remove(app->waiters, wp);
 }
 
 static void submit(dg_req_t *r, json_t *req, reply_kind_t kind) { submit_any(r, req, NULL, kind); }

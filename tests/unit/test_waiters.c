@@ -238,6 +238,44 @@ static void test_wake_all(void **state) {
   dg_waiters_destroy(ws);
 }
 
+/* A waiter with a notify (a request parked on the front end's loop): the
+ * notify runs once on delivery, take hands the outcome over and nothing
+ * comes after it; an undelivered one is taken empty; wake_all notifies
+ * what is still waiting. */
+static int notified;
+static void on_note(void *arg) { notified += *(int *)arg; }
+
+static void test_notify_and_take(void **state) {
+  (void)state;
+  dg_waiters_t *ws = dg_waiters_create();
+  dg_waiter_t a, b, c;
+  int one = 1, ten = 10, hundred = 100;
+  notified = 0;
+  dg_waiters_add_notify(ws, &a, "k-a", on_note, &one);
+  dg_waiters_add_notify(ws, &b, "k-b", on_note, &ten);
+  assert_int_equal(dg_waiters_deliver(ws, "k-a", "{\"x\":1}", 7), 1);
+  assert_int_equal(notified, 1);
+  assert_int_equal(dg_waiters_deliver(ws, "k-a", "{}", 2), 0); /* once */
+  assert_int_equal(notified, 1);
+  size_t len = 0;
+  char *res = dg_waiters_take(ws, &a, &len);
+  assert_non_null(res);
+  assert_int_equal(len, 7);
+  assert_memory_equal(res, "{\"x\":1}", 7);
+  dg_free(res);
+  /* b never delivered: taken empty, and no notify after it */
+  assert_null(dg_waiters_take(ws, &b, &len));
+  assert_int_equal(len, 0);
+  assert_int_equal(dg_waiters_deliver(ws, "k-b", "{}", 2), 0);
+  assert_int_equal(notified, 1);
+  /* at shutdown, what still waits is told */
+  dg_waiters_add_notify(ws, &c, "k-c", on_note, &hundred);
+  dg_waiters_wake_all(ws);
+  assert_int_equal(notified, 101);
+  assert_null(dg_waiters_take(ws, &c, NULL));
+  dg_waiters_destroy(ws);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_deliver_then_wait),
@@ -246,6 +284,7 @@ int main(void) {
       cmocka_unit_test(test_threads_hammer),
       cmocka_unit_test(test_same_id_many_threads),
       cmocka_unit_test(test_wake_all),
+      cmocka_unit_test(test_notify_and_take),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
