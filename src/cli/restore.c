@@ -176,6 +176,7 @@ typedef struct {
   dg_redis_xid_t from, last;
   int64_t t0;
   int64_t *shown;
+  int64_t *us_mac;
   int failed;
   char err[512];
 } replay_arg_t;
@@ -191,7 +192,9 @@ static int replay_one(void *arg, const dg_redis_xentry_t *x) {
   if (dg_redis_xid_cmp(id, *ra->at) <= 0) return 0;
   if (dg_redis_xid_cmp(id, ra->until) > 0) return 1;
   dg_redis_str_t v;
+  int64_t tm = dg_mono_us();
   int has = dg_entry_open_req(ra->app, x, &v) == 0;
+  *ra->us_mac += dg_mono_us() - tm;
   if (dg_replay_apply(ra->rp, x->id.ptr, x->id.len, has ? v.ptr : NULL, has ? v.len : 0, ra->err, sizeof ra->err) != 0) {
     ra->failed = 1;
     return DG_EIO;
@@ -406,10 +409,10 @@ int dg_cli_restore(int argc, char **argv) {
   if (seg_b > 0 && dg_redis_xid_cmp(segs[seg_b - 1].last, last) > 0)
     last = dg_redis_xid_cmp(segs[seg_b - 1].last, until) < 0 ? segs[seg_b - 1].last : until;
   char cursor[DG_REDIS_XID_BUFSZ + 1], endid[DG_REDIS_XID_BUFSZ];
-  int64_t t0 = dg_mono_us(), shown = 0;
+  int64_t t0 = dg_mono_us(), shown = 0, us_mac = 0, us_read = 0;
   dg_redis_xid_t at = from;
   int failed = 0;
-  replay_arg_t ra = {&app, rp, until, &at, from, last, t0, &shown, 0, ""};
+  replay_arg_t ra = {&app, rp, until, &at, from, last, t0, &shown, &us_mac, 0, ""};
   for (size_t k = seg_a; k < seg_b && !failed; k++) {
     int rc2 = dg_archive_read(adir, &segs[k], replay_one, &ra, err, sizeof err);
     if (rc2 != 0 && rc2 != 1) {
@@ -425,11 +428,13 @@ int dg_cli_restore(int argc, char **argv) {
   while (!failed && dg_redis_xid_cmp(at, last) < 0) {
     const char *av[] = {"XRANGE", req_stream, cursor, endid, "COUNT", PAGE};
     redisReply *rep = NULL;
+    int64_t tr = dg_mono_us();
     if (dg_redis_command(redis, 6, av, NULL, &rep) != 0) {
       fprintf(stderr, "\nduckgrid restore: redis: %s\n", dg_redis_last_error(redis));
       failed = 1;
       break;
     }
+    us_read += dg_mono_us() - tr;
     dg_redis_xiter_t it;
     dg_redis_xentry_t e;
     size_t got = 0;
@@ -438,7 +443,9 @@ int dg_cli_restore(int argc, char **argv) {
     } else {
       while (!failed && dg_redis_xiter_next(&it, &e)) {
         dg_redis_str_t v;
+        int64_t tm = dg_mono_us();
         int has = !e.deleted && dg_entry_open_req(&app, &e, &v) == 0;
+        us_mac += dg_mono_us() - tm;
         if (dg_replay_apply(rp, e.id.ptr, e.id.len, has ? v.ptr : NULL, has ? v.len : 0, err, sizeof err) != 0) {
           fprintf(stderr, "\nduckgrid restore: applying %.*s: %s\n", (int)e.id.len, e.id.ptr, err);
           failed = 1;
@@ -465,6 +472,9 @@ int dg_cli_restore(int argc, char **argv) {
   snprintf(final_at, sizeof final_at, "%s", dg_replay_at(rp));
   size_t replayed = dg_replay_count(rp);
   double rate_s = (double)(dg_mono_us() - t0) / 1e6;
+  double t_apply, t_batch, t_persist;
+  dg_replay_times(rp, &t_apply, &t_batch, &t_persist);
+  double t_bg = dg_replay_persist_thread_s(rp);
   dg_replay_close(rp);
   rp = NULL;
   dg_auth_destroy(auth);
@@ -492,8 +502,10 @@ int dg_cli_restore(int argc, char **argv) {
     }
   }
   {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:s}", "snapshot", sid, "snapshot_update_id", supd, "update_id",
-                          final_at, "replayed", (json_int_t)replayed, "seconds", rate_s, "db", target);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:s,s:{s:f,s:f,s:f,s:f,s:f,s:f}}", "snapshot", sid, "snapshot_update_id",
+                          supd, "update_id", final_at, "replayed", (json_int_t)replayed, "seconds", rate_s, "db",
+                          target, "profile", "apply_s", t_apply, "batch_s", t_batch, "persist_s", t_persist, "persister_s", t_bg, "mac_s",
+                          (double)us_mac / 1e6, "redis_s", (double)us_read / 1e6);
     char *text = json_dumps(o, JSON_SORT_KEYS);
     printf("%s\n", text);
     free(text);
