@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -303,6 +304,11 @@ static void *reader_main(void *arg) {
 }
 
 int dg_cli_restore(int argc, char **argv) {
+  /* The tail's arrays (requests, audit rows) grow to tens of MB and are
+   * freed at each persist: kept in the heap rather than mapped and
+   * unmapped each time, they cost no page faults the next time. */
+  mallopt(M_MMAP_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1024 << 20);
   const char *snap = NULL, *until_s = NULL, *until_time = NULL, *target = NULL;
   char **rest = dg_calloc((size_t)argc + 1, sizeof *rest);
   int nrest = 0;
