@@ -16,10 +16,12 @@ takes, what it does to writes meanwhile, and how fast restore replays.
 
     python3 bench/snapshot.py [--build build] [--fanout 10,1000,1000] [--count 200000] [--rate 2000]
                               [--skip-writes] [--restore-runs N] [--perf FILE]
+                              [--idle-snapshots K]
 --skip-writes leaves out step 2 (the writes with and without a snapshot: a
 quicker run for the restore figure, e.g. --fanout 10,100,100 --count 100000);
 --restore-runs repeats the restore N times (a new file each time);
---perf FILE runs the first restore under `perf record -g -o FILE`.
+--perf FILE runs the first restore under `perf record -g -o FILE`;
+--idle-snapshots K takes K snapshots of the idle server (each one's figures).
 Prints one JSON object.
 """
 import argparse
@@ -85,6 +87,7 @@ def main():
     ap.add_argument("--skip-writes", action="store_true")
     ap.add_argument("--restore-runs", type=int, default=1)
     ap.add_argument("--perf", default=None)
+    ap.add_argument("--idle-snapshots", type=int, default=1)
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     fanout = [int(x) for x in a.fanout.split(",")]
@@ -116,12 +119,15 @@ def main():
         levels, _ = B.load_tree(srv, "bench", [10, 100, 100])
         time.sleep(1.5)
 
-        # A snapshot with the server idle.
-        st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
-        m0 = json.loads(body)
-        if st != 201:
-            raise RuntimeError(f"idle snapshot: {st} {body[:400]!r}")
-        out["snapshot_idle"] = {"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"]}
+        # Snapshots with the server idle.
+        idle = []
+        for _ in range(a.idle_snapshots):
+            st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
+            m0 = json.loads(body)
+            if st != 201:
+                raise RuntimeError(f"idle snapshot: {st} {body[:400]!r}")
+            idle.append({"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"]})
+        out["snapshot_idle"] = idle[0] if len(idle) == 1 else idle
 
         # Writes without, then with, a snapshot running.
         m = m0
@@ -129,7 +135,7 @@ def main():
             writes(a, build, srv, levels, out)
             m = out.pop("_manifest")
         else:
-            out["snapshot"] = out["snapshot_idle"]
+            out["snapshot"] = idle[-1]
 
         # Restore: N requests after the snapshot.
         r = loadgen(build, srv, levels, "--target", "async", "--conns", 32, "--count", a.count, "--drain", 300,

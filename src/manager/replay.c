@@ -85,9 +85,6 @@ static int persist(dg_manager_t *m, char *err, size_t errcap) {
   size_t nacked = 0;
   int rc = dg__mgr_persist(m, NULL, NULL, &acked, &nacked, err, errcap);
   dg_free(acked);
-  if (getenv("DG_REPLAY_DEBUG"))
-    fprintf(stderr, "persist %zu: rows %.1f audit %.1f idem %.1f commit %.1f lock %.1f ms\n", nacked, m->persist_ms[0],
-            m->persist_ms[1], m->persist_ms[2], m->persist_ms[3], m->persist_ms[4]);
   return rc;
 }
 
