@@ -15,6 +15,13 @@ takes, what it does to writes meanwhile, and how fast restore replays.
    apart).
 
     python3 bench/snapshot.py [--build build] [--fanout 10,1000,1000] [--count 200000] [--rate 2000]
+                              [--skip-writes] [--restore-runs N] [--perf FILE]
+                              [--idle-snapshots K]
+--skip-writes leaves out step 2 (the writes with and without a snapshot: a
+quicker run for the restore figure, e.g. --fanout 10,100,100 --count 100000);
+--restore-runs repeats the restore N times (a new file each time);
+--perf FILE runs the first restore under `perf record -g -o FILE`;
+--idle-snapshots K takes K snapshots of the idle server (each one's figures).
 Prints one JSON object.
 """
 import argparse
@@ -46,6 +53,30 @@ def lat(r):
             "max_ms": L.get("max_ms")}
 
 
+def writes(a, build, srv, levels, out):
+    """Sync writes at a fixed rate without, then during, a snapshot."""
+    out["writes_without_snapshot"] = lat(loadgen(build, srv, levels, "--target", "update", "--conns", 16,
+                                                 "--rate", a.rate, "--duration", a.seconds))
+    res = {}
+
+    def snap():
+        time.sleep(1.0)
+        t = time.monotonic()
+        st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
+        res["status"], res["manifest"], res["http_s"] = st, json.loads(body), time.monotonic() - t
+    th = threading.Thread(target=snap)
+    th.start()
+    out["writes_during_snapshot"] = lat(loadgen(build, srv, levels, "--target", "update", "--conns", 16,
+                                                "--rate", a.rate, "--duration", a.seconds))
+    th.join(120)
+    m = res["manifest"]
+    if res["status"] != 201:
+        raise RuntimeError(f"snapshot: {res}")
+    out["snapshot"] = {"took_ms": m["took_ms"], "copy_ms": m["copy_ms"], "bytes": m["bytes"],
+                       "rows": sum(m["tables"].values()), "http_s": round(res["http_s"], 2)}
+    out["_manifest"] = m
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
@@ -53,6 +84,10 @@ def main():
     ap.add_argument("--count", type=int, default=200000)
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--skip-writes", action="store_true")
+    ap.add_argument("--restore-runs", type=int, default=1)
+    ap.add_argument("--perf", default=None)
+    ap.add_argument("--idle-snapshots", type=int, default=1)
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     fanout = [int(x) for x in a.fanout.split(",")]
@@ -84,33 +119,23 @@ def main():
         levels, _ = B.load_tree(srv, "bench", [10, 100, 100])
         time.sleep(1.5)
 
-        # A snapshot with the server idle.
-        st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
-        m0 = json.loads(body)
-        if st != 201:
-            raise RuntimeError(f"idle snapshot: {st} {body[:400]!r}")
-        out["snapshot_idle"] = {"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"]}
+        # Snapshots with the server idle.
+        idle = []
+        for _ in range(a.idle_snapshots):
+            st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
+            m0 = json.loads(body)
+            if st != 201:
+                raise RuntimeError(f"idle snapshot: {st} {body[:400]!r}")
+            idle.append({"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"]})
+        out["snapshot_idle"] = idle[0] if len(idle) == 1 else idle
 
         # Writes without, then with, a snapshot running.
-        out["writes_without_snapshot"] = lat(loadgen(build, srv, levels, "--target", "update", "--conns", 16,
-                                                     "--rate", a.rate, "--duration", a.seconds))
-        res = {}
-
-        def snap():
-            time.sleep(1.0)
-            t = time.monotonic()
-            st, body = srv.request("POST", "/admin/snapshots?wait_ms=60000", timeout=120)
-            res["status"], res["manifest"], res["http_s"] = st, json.loads(body), time.monotonic() - t
-        th = threading.Thread(target=snap)
-        th.start()
-        out["writes_during_snapshot"] = lat(loadgen(build, srv, levels, "--target", "update", "--conns", 16,
-                                                    "--rate", a.rate, "--duration", a.seconds))
-        th.join(120)
-        m = res["manifest"]
-        if res["status"] != 201:
-            raise RuntimeError(f"snapshot: {res}")
-        out["snapshot"] = {"took_ms": m["took_ms"], "copy_ms": m["copy_ms"], "bytes": m["bytes"],
-                           "rows": sum(m["tables"].values()), "http_s": round(res["http_s"], 2)}
+        m = m0
+        if not a.skip_writes:
+            writes(a, build, srv, levels, out)
+            m = out.pop("_manifest")
+        else:
+            out["snapshot"] = idle[-1]
 
         # Restore: N requests after the snapshot.
         r = loadgen(build, srv, levels, "--target", "async", "--conns", 32, "--count", a.count, "--drain", 300,
@@ -137,18 +162,30 @@ def main():
                           "write_s": round(w_ms / 1000, 2), "entries_per_s": round(n_arch / max(1e-3, w_ms / 1000)),
                           "bytes_per_entry": round(sum(m["bytes"] for m in ss) / max(1, n_arch), 1)}
         srv.stop()
-        target = os.path.join(wd.path, "restored.duckdb")
-        t0 = time.monotonic()
-        p = subprocess.run([os.path.join(build, "duckgrid"), "restore", "--snapshot", m["id"], "--db", target],
-                           env=srv.env, capture_output=True, text=True, timeout=1800)
-        if p.returncode != 0:
-            raise RuntimeError(p.stderr[-2000:])
-        rr = json.loads(p.stdout)
-        out["restore"] = {"replayed": rr["replayed"], "replay_s": round(rr["seconds"], 2),
-                          "replay_rps": round(rr["replayed"] / max(1e-9, rr["seconds"])),
-                          "total_s": round(time.monotonic() - t0, 1)}
+        runs = []
+        for i in range(a.restore_runs):
+            target = os.path.join(wd.path, f"restored{i}.duckdb")
+            cmd = [os.path.join(build, "duckgrid"), "restore", "--snapshot", m["id"], "--db", target]
+            if a.perf and i == 0:
+                cmd = ["perf", "record", "-g", "-o", a.perf, "--"] + cmd
+            t0 = time.monotonic()
+            p = subprocess.run(cmd, env=srv.env, capture_output=True, text=True, timeout=1800)
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr[-2000:])
+            rr = json.loads(p.stdout.strip().split("\n")[-1])
+            runs.append({"replayed": rr["replayed"], "replay_s": round(rr["seconds"], 2),
+                         "replay_rps": round(rr["replayed"] / max(1e-9, rr["seconds"])),
+                         "total_s": round(time.monotonic() - t0, 1)})
+            for f in (target, target + ".pepper"):
+                if i + 1 < a.restore_runs and os.path.exists(f):
+                    os.unlink(f)
+        out["restore"] = runs[0] if len(runs) == 1 else runs
+        out["loadavg"] = os.getloadavg()
         print(json.dumps(out))
         if wd.keep:
+            with open(os.path.join(wd.path, "restore_env.json"), "w") as fh:
+                json.dump({"env": {k: v for k, v in srv.env.items() if k.startswith("DUCKGRID_")},
+                           "snapshot": m["id"], "redis_password": redis.password}, fh)
             print("kept", wd.path, file=sys.stderr)
     finally:
         if srv and srv.proc:

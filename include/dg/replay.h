@@ -40,6 +40,11 @@ void dg_replay_poisoned(dg_replay_t *r, const char *id, int times);
 int dg_replay_flush(dg_replay_t *r, char *err, size_t errcap);
 /** Requests applied so far. */
 size_t dg_replay_count(const dg_replay_t *r);
+/** Seconds spent so far applying requests, ending batches (the hand-over
+ *  to the unpersisted tail) and persisting. */
+void dg_replay_times(const dg_replay_t *r, double *apply_s, double *batch_s, double *persist_s);
+/** Seconds the persister thread spent persisting (alongside the applying). */
+double dg_replay_persist_thread_s(const dg_replay_t *r);
 void dg_replay_close(dg_replay_t *r);
 
 #endif

@@ -27,7 +27,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +178,7 @@ typedef struct {
   dg_redis_xid_t from, last;
   int64_t t0;
   int64_t *shown;
+  int64_t *us_mac;
   int failed;
   char err[512];
 } replay_arg_t;
@@ -191,7 +194,9 @@ static int replay_one(void *arg, const dg_redis_xentry_t *x) {
   if (dg_redis_xid_cmp(id, *ra->at) <= 0) return 0;
   if (dg_redis_xid_cmp(id, ra->until) > 0) return 1;
   dg_redis_str_t v;
+  int64_t tm = dg_mono_us();
   int has = dg_entry_open_req(ra->app, x, &v) == 0;
+  *ra->us_mac += dg_mono_us() - tm;
   if (dg_replay_apply(ra->rp, x->id.ptr, x->id.len, has ? v.ptr : NULL, has ? v.len : 0, ra->err, sizeof ra->err) != 0) {
     ra->failed = 1;
     return DG_EIO;
@@ -204,7 +209,106 @@ static int replay_one(void *arg, const dg_redis_xentry_t *x) {
   return 0;
 }
 
+/* ---- reading request_duck ahead ------------------------------------------------- */
+
+/* One XRANGE page, its entries checked (the MAC), borrowing from rep. */
+typedef struct {
+  dg_redis_str_t id, req;
+  int has;               /* 0: no payload or deleted (applied as "{}")  */
+} rentry_t;
+
+typedef struct rpage_s {
+  redisReply *rep;
+  rentry_t *e;
+  size_t n;
+  struct rpage_s *next;
+} rpage_t;
+
+#define AHEAD 2 /* pages read and checked before the applier takes them */
+
+typedef struct {
+  dg_redis_t *redis;     /* the reader's alone while it runs          */
+  dg_app_t *app;
+  const char *stream;
+  dg_redis_xid_t at, last; /* read after at, up to last                */
+  pthread_mutex_t mu;    /* guards what follows                        */
+  pthread_cond_t cv;
+  rpage_t *head, *tail;
+  size_t queued;
+  int done, stop, failed;
+  char err[512];
+  int64_t us_read, us_mac;
+} reader_t;
+
+static void rpage_free(rpage_t *pg) {
+  freeReplyObject(pg->rep);
+  dg_free(pg->e);
+  dg_free(pg);
+}
+
+static void *reader_main(void *arg) {
+  reader_t *rd = arg;
+  char cursor[DG_REDIS_XID_BUFSZ + 1], endid[DG_REDIS_XID_BUFSZ], atbuf[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(rd->last, endid, sizeof endid);
+  dg_redis_xid_t at = rd->at;
+  for (;;) {
+    pthread_mutex_lock(&rd->mu);
+    while (rd->queued >= AHEAD && !rd->stop) pthread_cond_wait(&rd->cv, &rd->mu);
+    int stop = rd->stop;
+    pthread_mutex_unlock(&rd->mu);
+    if (stop) break;
+    dg_redis_xid_format(at, atbuf, sizeof atbuf);
+    snprintf(cursor, sizeof cursor, "(%s", atbuf);
+    const char *av[] = {"XRANGE", rd->stream, cursor, endid, "COUNT", PAGE};
+    rpage_t *pg = dg_calloc(1, sizeof *pg);
+    int64_t t0 = dg_mono_us();
+    dg_redis_xiter_t it;
+    const char *why = NULL;
+    if (dg_redis_command(rd->redis, 6, av, NULL, &pg->rep) != 0) why = dg_redis_last_error(rd->redis);
+    else if (dg_redis_xiter_init_xrange(&it, pg->rep) != 0) why = "XRANGE answered something else than entries";
+    int64_t t1 = dg_mono_us();
+    rd->us_read += t1 - t0;
+    if (why == NULL) {
+      size_t cap = pg->rep->elements;
+      pg->e = dg_malloc((cap ? cap : 1) * sizeof *pg->e);
+      dg_redis_xentry_t x;
+      while (pg->n < cap && dg_redis_xiter_next(&it, &x)) {
+        rentry_t *e = &pg->e[pg->n++];
+        e->id = x.id;
+        e->has = !x.deleted && dg_entry_open_req(rd->app, &x, &e->req) == 0;
+      }
+      rd->us_mac += dg_mono_us() - t1;
+      if (pg->n > 0 && dg_redis_xid_parse(pg->e[pg->n - 1].id.ptr, pg->e[pg->n - 1].id.len, &at) != 0)
+        why = "an entry id that does not parse";
+    }
+    int end = why != NULL || pg->n == 0 || dg_redis_xid_cmp(at, rd->last) >= 0;
+    pthread_mutex_lock(&rd->mu);
+    if (why) {
+      rd->failed = 1;
+      snprintf(rd->err, sizeof rd->err, "%s", why);
+    }
+    if (why == NULL && pg->n > 0) {
+      if (rd->tail) rd->tail->next = pg;
+      else rd->head = pg;
+      rd->tail = pg;
+      rd->queued++;
+      pg = NULL;
+    }
+    if (end) rd->done = 1;
+    pthread_cond_broadcast(&rd->cv);
+    pthread_mutex_unlock(&rd->mu);
+    if (pg) rpage_free(pg);
+    if (end) break;
+  }
+  return NULL;
+}
+
 int dg_cli_restore(int argc, char **argv) {
+  /* The tail's arrays (requests, audit rows) grow to tens of MB and are
+   * freed at each persist: kept in the heap rather than mapped and
+   * unmapped each time, they cost no page faults the next time. */
+  mallopt(M_MMAP_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1024 << 20);
   const char *snap = NULL, *until_s = NULL, *until_time = NULL, *target = NULL;
   char **rest = dg_calloc((size_t)argc + 1, sizeof *rest);
   int nrest = 0;
@@ -405,11 +509,10 @@ int dg_cli_restore(int argc, char **argv) {
   }
   if (seg_b > 0 && dg_redis_xid_cmp(segs[seg_b - 1].last, last) > 0)
     last = dg_redis_xid_cmp(segs[seg_b - 1].last, until) < 0 ? segs[seg_b - 1].last : until;
-  char cursor[DG_REDIS_XID_BUFSZ + 1], endid[DG_REDIS_XID_BUFSZ];
-  int64_t t0 = dg_mono_us(), shown = 0;
+  int64_t t0 = dg_mono_us(), shown = 0, us_mac = 0, us_read = 0;
   dg_redis_xid_t at = from;
   int failed = 0;
-  replay_arg_t ra = {&app, rp, until, &at, from, last, t0, &shown, 0, ""};
+  replay_arg_t ra = {&app, rp, until, &at, from, last, t0, &shown, &us_mac, 0, ""};
   for (size_t k = seg_a; k < seg_b && !failed; k++) {
     int rc2 = dg_archive_read(adir, &segs[k], replay_one, &ra, err, sizeof err);
     if (rc2 != 0 && rc2 != 1) {
@@ -418,42 +521,66 @@ int dg_cli_restore(int argc, char **argv) {
     }
   }
   if (failed) goto done;
-  char atbuf[DG_REDIS_XID_BUFSZ];
-  dg_redis_xid_format(at, atbuf, sizeof atbuf);
-  snprintf(cursor, sizeof cursor, "(%s", atbuf);
-  dg_redis_xid_format(last, endid, sizeof endid);
-  while (!failed && dg_redis_xid_cmp(at, last) < 0) {
-    const char *av[] = {"XRANGE", req_stream, cursor, endid, "COUNT", PAGE};
-    redisReply *rep = NULL;
-    if (dg_redis_command(redis, 6, av, NULL, &rep) != 0) {
-      fprintf(stderr, "\nduckgrid restore: redis: %s\n", dg_redis_last_error(redis));
-      failed = 1;
-      break;
-    }
-    dg_redis_xiter_t it;
-    dg_redis_xentry_t e;
-    size_t got = 0;
-    if (dg_redis_xiter_init_xrange(&it, rep) != 0) {
-      failed = 1;
-    } else {
-      while (!failed && dg_redis_xiter_next(&it, &e)) {
-        dg_redis_str_t v;
-        int has = !e.deleted && dg_entry_open_req(&app, &e, &v) == 0;
-        if (dg_replay_apply(rp, e.id.ptr, e.id.len, has ? v.ptr : NULL, has ? v.len : 0, err, sizeof err) != 0) {
-          fprintf(stderr, "\nduckgrid restore: applying %.*s: %s\n", (int)e.id.len, e.id.ptr, err);
+  {
+    /* Redis after the archive: a reader thread fetches and checks the
+     * pages ahead while this one applies. */
+    reader_t rd;
+    memset(&rd, 0, sizeof rd);
+    rd.redis = redis;
+    rd.app = &app;
+    rd.stream = req_stream;
+    rd.at = at;
+    rd.last = last;
+    pthread_mutex_init(&rd.mu, NULL);
+    pthread_cond_init(&rd.cv, NULL);
+    pthread_t rth;
+    int started = dg_redis_xid_cmp(at, last) < 0 && pthread_create(&rth, NULL, reader_main, &rd) == 0;
+    if (!started) rd.done = 1;
+    while (!failed) {
+      pthread_mutex_lock(&rd.mu);
+      while (rd.head == NULL && !rd.done) pthread_cond_wait(&rd.cv, &rd.mu);
+      rpage_t *pg = rd.head;
+      if (pg) {
+        rd.head = pg->next;
+        if (rd.head == NULL) rd.tail = NULL;
+        rd.queued--;
+        pthread_cond_broadcast(&rd.cv);
+      }
+      pthread_mutex_unlock(&rd.mu);
+      if (pg == NULL) break;
+      for (size_t i = 0; i < pg->n && !failed; i++) {
+        const rentry_t *e = &pg->e[i];
+        if (dg_replay_apply(rp, e->id.ptr, e->id.len, e->has ? e->req.ptr : NULL, e->has ? e->req.len : 0, err,
+                            sizeof err) != 0) {
+          fprintf(stderr, "\nduckgrid restore: applying %.*s: %s\n", (int)e->id.len, e->id.ptr, err);
           failed = 1;
         }
-        dg_redis_xid_parse(e.id.ptr, e.id.len, &at);
-        snprintf(cursor, sizeof cursor, "(%.*s", (int)e.id.len, e.id.ptr);
-        got++;
+        dg_redis_xid_parse(e->id.ptr, e->id.len, &at);
+      }
+      rpage_free(pg);
+      if (dg_mono_us() - shown >= 500 * 1000) {
+        progress(dg_replay_count(rp), at, from, last, t0, 0);
+        shown = dg_mono_us();
       }
     }
-    freeReplyObject(rep);
-    if (got == 0) break;
-    if (dg_mono_us() - shown >= 500 * 1000) {
-      progress(dg_replay_count(rp), at, from, last, t0, 0);
-      shown = dg_mono_us();
+    pthread_mutex_lock(&rd.mu);
+    rd.stop = 1;
+    pthread_cond_broadcast(&rd.cv);
+    pthread_mutex_unlock(&rd.mu);
+    if (started) pthread_join(rth, NULL);
+    while (rd.head) {
+      rpage_t *pg = rd.head;
+      rd.head = pg->next;
+      rpage_free(pg);
     }
+    if (!failed && rd.failed) {
+      fprintf(stderr, "\nduckgrid restore: redis: %s\n", rd.err);
+      failed = 1;
+    }
+    us_read = rd.us_read;
+    us_mac += rd.us_mac;
+    pthread_mutex_destroy(&rd.mu);
+    pthread_cond_destroy(&rd.cv);
   }
   if (failed) goto done;
   if (dg_replay_flush(rp, err, sizeof err) != 0) {
@@ -465,6 +592,9 @@ int dg_cli_restore(int argc, char **argv) {
   snprintf(final_at, sizeof final_at, "%s", dg_replay_at(rp));
   size_t replayed = dg_replay_count(rp);
   double rate_s = (double)(dg_mono_us() - t0) / 1e6;
+  double t_apply, t_batch, t_persist;
+  dg_replay_times(rp, &t_apply, &t_batch, &t_persist);
+  double t_bg = dg_replay_persist_thread_s(rp);
   dg_replay_close(rp);
   rp = NULL;
   dg_auth_destroy(auth);
@@ -492,8 +622,10 @@ int dg_cli_restore(int argc, char **argv) {
     }
   }
   {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:s}", "snapshot", sid, "snapshot_update_id", supd, "update_id",
-                          final_at, "replayed", (json_int_t)replayed, "seconds", rate_s, "db", target);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:s,s:{s:f,s:f,s:f,s:f,s:f,s:f}}", "snapshot", sid, "snapshot_update_id",
+                          supd, "update_id", final_at, "replayed", (json_int_t)replayed, "seconds", rate_s, "db",
+                          target, "profile", "apply_s", t_apply, "batch_s", t_batch, "persist_s", t_persist, "persister_s", t_bg, "mac_s",
+                          (double)us_mac / 1e6, "redis_s", (double)us_read / 1e6);
     char *text = json_dumps(o, JSON_SORT_KEYS);
     printf("%s\n", text);
     free(text);

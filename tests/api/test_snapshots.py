@@ -43,14 +43,20 @@ def dump(path):
          "views": _sql1(path, "SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM s.dg.views"),
          "audit": _sql1(path, "SELECT (SELECT count(*) FROM s.dg.audit_requests) || '/' || "
                               "(SELECT count(*) FROM s.dg.cell_log)")}
+    # The dg tables' contents too (audit log, row images, idempotency
+    # records, holds), each as an MD5 of its rows in a fixed order.
+    for t in ("audit_requests", "audit_cols", "cell_log", "row_images", "idem", "holds"):
+        d["dg." + t] = _sql1(path, f"SELECT md5(coalesce(string_agg(CAST(t AS VARCHAR), chr(10) "
+                                   f"ORDER BY CAST(t AS VARCHAR)), '')) FROM s.dg.{t} t")
     for t in filter(None, tables.split(",")):
         d["rows:" + t] = _sql1(path, f"SELECT coalesce(string_agg(CAST(t AS VARCHAR), chr(10) ORDER BY id), '') "
                                      f"FROM s.main.\"{t}\" t")
     return d
 
 
-def restore(s, *args, expect=0):
-    out = subprocess.run([BIN, "restore", *args], env=s.env, capture_output=True, text=True, timeout=300)
+def restore(s, *args, expect=0, env=None):
+    out = subprocess.run([BIN, "restore", *args], env=dict(s.env, **(env or {})), capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == expect, f"restore {args}: rc {out.returncode}\n{out.stdout}\n{out.stderr}"
     return out
 
@@ -143,6 +149,12 @@ def test_restore_until_snapshot_and_until_a_later_snapshot(make_server, tmp_path
     c = str(tmp_path / "c.duckdb")
     restore(s, "--snapshot", s1["id"], "--db", c)
     assert dump(c) == ref_end
+    # Batches of 3 and a persist per batch: the persister thread writes
+    # tail after tail while the next batches apply, and a DDL request
+    # (table "later") drains it in the middle; the result is the same.
+    c3 = str(tmp_path / "c3.duckdb")
+    restore(s, "--snapshot", s1["id"], "--db", c3, env={"DUCKGRID_RESTORE_PERSIST_MAX": "3"})
+    assert dump(c3) == ref_end
     # By time: everything up to the second snapshot's update id.
     ms = int(s2["update_id"].split("-")[0])
     iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
@@ -170,6 +182,9 @@ def test_deleted_database_restored_identical(make_server, tmp_path):
     os.remove(s.db)
     if os.path.exists(s.db + ".wal"):
         os.remove(s.db + ".wal")
+    restore(s, "--snapshot", "latest", "--db", str(tmp_path / "small.duckdb"),
+            env={"DUCKGRID_RESTORE_PERSIST_MAX": "2"})
+    assert dump(str(tmp_path / "small.duckdb")) == ref
     restore(s, "--snapshot", "latest", "--db", s.db)
     assert dump(s.db) == ref
     # The node serves from the restored file and goes on.
