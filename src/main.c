@@ -14,8 +14,9 @@
  *   http loops    DUCKGRID_HTTP_THREADS h2o event loops (src/http/front.c):
  *                 sockets, parsing, sending, SSE streams, WebSockets; they
  *                 never block and own nothing shared but their queues
- *   http workers  run handlers (DuckDB reads, Redis writes, waits for an
- *                 outcome, long polls); 8 kept, more on demand
+ *   http workers  run handlers (DuckDB reads, Redis writes, long polls whose
+ *                 cursor the ring lacks); a sync write waits for its outcome
+ *                 parked on its loop, not here; 8 kept, more on demand
  *   manager       the lease, claiming request_duck, apply, publishing; with
  *   persister       its persister writing DuckDB behind it (src/manager/)
  *   lease         renews the lease every lease/4
