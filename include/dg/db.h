@@ -47,6 +47,14 @@ int dg_db_transaction(duckdb_connection c, dg_db_tx_fn fn, void *arg, char *err,
 
 /** SELECT 1 on the calling thread's connection: 0 when DuckDB answers. */
 int dg_db_ping(dg_db_t *db);
+
+/**
+ * Runs one statement prepared (never duckdb_query with text built from
+ * names: that runs every statement the text holds). DuckDBSuccess, or
+ * DuckDBError with *res zeroed when it did not run (destroying it is a
+ * no-op) and the reason in err.
+ */
+duckdb_state dg_db_query_one(duckdb_connection c, const char *sql, duckdb_result *res, char *err, size_t errcap);
 /** The schema version the database is at after dg_db_open. */
 int dg_db_schema_version(dg_db_t *db);
 /** The path it was opened with (borrowed). */

@@ -525,6 +525,20 @@ static int plan_up(dg_etable_t *t, dg_changes_t *c, uint32_t x, uint32_t col, __
   return 0;
 }
 
+/* Ends a write-through operation that recorded from c->n == base: on
+ * failure the cells written are put back (newest first) and the records
+ * dropped; on success they are journaled for a savepoint. Returns rc. */
+static int finish_written(dg_etable_t *t, dg_changes_t *c, size_t base, size_t abase, int rc) {
+  if (rc) {
+    for (size_t i = c->n; i-- > base;) NUMS(t, c->v[i]._slot)[c->v[i].col] = c->v[i].old_value;
+    dg__ch_rewind(c, base, abase);
+  } else if (journaling(t)) {
+    for (size_t i = base; i < c->n; i++) dg__j_push(t, J_NUM, c->v[i]._slot, c->v[i].col, c->v[i].old_value);
+  }
+  dg__et_after_op(t);
+  return rc;
+}
+
 /* ======================================================================
  * dg_etable_set
  * ====================================================================== */
@@ -578,16 +592,7 @@ int dg_etable_set(dg_etable_t *t, int64_t id, uint32_t col, int64_t value, const
     rc = plan_spread(t, c, s, v, &m);
   }
   if (rc == 0) rc = plan_up(t, c, s, col, (__int128)newx - old);
-  if (rc) { /* undo what was written through, newest first */
-    for (size_t i = c->n; i-- > base;) NUMS(t, c->v[i]._slot)[c->v[i].col] = c->v[i].old_value;
-    dg__ch_rewind(c, base, abase);
-    dg__et_after_op(t);
-    return rc;
-  }
-  if (journaling(t))
-    for (size_t i = base; i < c->n; i++) dg__j_push(t, J_NUM, c->v[i]._slot, c->v[i].col, c->v[i].old_value);
-  dg__et_after_op(t);
-  return 0;
+  return finish_written(t, c, base, abase, rc);
 }
 
 /* ======================================================================
@@ -635,10 +640,7 @@ int dg_etable_set_leaves(dg_etable_t *t, uint32_t col, const int64_t *ids, const
   t->nwork = 0;
   if (rc) {
     *bad = i;
-    for (size_t k = c->n; k-- > base;) NUMS(t, c->v[k]._slot)[c->v[k].col] = c->v[k].old_value;
-    dg__ch_rewind(c, base, abase);
-    dg__et_after_op(t);
-    return rc;
+    return finish_written(t, c, base, abase, rc);
   }
   /* Ancestors: a run of leaves under one parent moves it once; each
    * ancestor reached is marked and remembered (work: slot, old value) and
@@ -675,16 +677,7 @@ int dg_etable_set_leaves(dg_etable_t *t, uint32_t col, const int64_t *ids, const
     else if (NUMS(t, a)[col] != t->work[k].value) rec(t, c, DG_CHANGE_NUMBER, a, col, t->work[k].value, NUMS(t, a)[col]);
   }
   t->nwork = 0;
-  if (rc) {
-    for (size_t k = c->n; k-- > base;) NUMS(t, c->v[k]._slot)[c->v[k].col] = c->v[k].old_value;
-    dg__ch_rewind(c, base, abase);
-    dg__et_after_op(t);
-    return rc;
-  }
-  if (journaling(t))
-    for (size_t k = base; k < c->n; k++) dg__j_push(t, J_NUM, c->v[k]._slot, c->v[k].col, c->v[k].old_value);
-  dg__et_after_op(t);
-  return 0;
+  return finish_written(t, c, base, abase, rc);
 }
 
 /* ======================================================================

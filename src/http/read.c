@@ -123,20 +123,7 @@ static duckdb_state query_prepared(duckdb_connection c, const dg_tabledef_t *t, 
     snprintf(err, errcap, "not a valid table or column name");
     return DuckDBError;
   }
-  duckdb_prepared_statement st;
-  if (duckdb_prepare(c, sql, &st) == DuckDBError) {
-    const char *e = duckdb_prepare_error(st);
-    snprintf(err, errcap, "%s", e ? e : "cannot prepare the statement");
-    duckdb_destroy_prepare(&st);
-    return DuckDBError;
-  }
-  duckdb_state rc = duckdb_execute_prepared(st, res);
-  if (rc == DuckDBError) {
-    const char *e = duckdb_result_error(res);
-    snprintf(err, errcap, "%s", e ? e : "the statement failed");
-  }
-  duckdb_destroy_prepare(&st);
-  return rc;
+  return dg_db_query_one(c, sql, res, err, errcap);
 }
 
 /* ======================================================================= */

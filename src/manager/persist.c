@@ -50,21 +50,7 @@
  * whatever a name held (duckdb_query runs every statement it is given).
  * *res is zeroed when the statement did not run. */
 static duckdb_state query_one(dg_manager_t *m, const char *sql, duckdb_result *res, char *err, size_t errcap) {
-  memset(res, 0, sizeof *res);
-  duckdb_prepared_statement st;
-  if (duckdb_prepare(m->conn, sql, &st) == DuckDBError) {
-    const char *e = duckdb_prepare_error(st);
-    snprintf(err, errcap, "%s", e ? e : "cannot prepare the statement");
-    duckdb_destroy_prepare(&st);
-    return DuckDBError;
-  }
-  duckdb_state rc = duckdb_execute_prepared(st, res);
-  if (rc == DuckDBError) {
-    const char *e = duckdb_result_error(res);
-    snprintf(err, errcap, "%s", e ? e : "the statement failed");
-  }
-  duckdb_destroy_prepare(&st);
-  return rc;
+  return dg_db_query_one(m->conn, sql, res, err, errcap);
 }
 
 static int exec(dg_manager_t *m, const char *sql, char *err, size_t errcap) {

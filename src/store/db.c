@@ -447,6 +447,24 @@ int dg_db_connect(dg_db_t *db, duckdb_connection *out) {
 
 void dg_db_disconnect(duckdb_connection *c) { duckdb_disconnect(c); }
 
+duckdb_state dg_db_query_one(duckdb_connection c, const char *sql, duckdb_result *res, char *err, size_t errcap) {
+  memset(res, 0, sizeof *res);
+  duckdb_prepared_statement st;
+  if (duckdb_prepare(c, sql, &st) == DuckDBError) {
+    const char *e = duckdb_prepare_error(st);
+    snprintf(err, errcap, "%s", e ? e : "cannot prepare the statement");
+    duckdb_destroy_prepare(&st);
+    return DuckDBError;
+  }
+  duckdb_state rc = duckdb_execute_prepared(st, res);
+  if (rc == DuckDBError) {
+    const char *e = duckdb_result_error(res);
+    snprintf(err, errcap, "%s", e ? e : "the statement failed");
+  }
+  duckdb_destroy_prepare(&st);
+  return rc;
+}
+
 int dg_db_ping(dg_db_t *db) {
   duckdb_connection c = dg_db_conn(db);
   if (c == NULL) return DG_EUNAVAIL;
