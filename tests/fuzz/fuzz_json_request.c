@@ -179,6 +179,25 @@ void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w) {
   free(w->res);
   w->res = NULL;
 }
+/* Parking on a front end's loop: never here (r->can_defer is 0, so a sync
+ * write waits above); linked only. */
+void dg_waiters_add_notify(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id, void (*notify)(void *),
+                           void *arg) {
+  (void)notify, (void)arg;
+  dg_waiters_add(ws, w, request_id);
+}
+char *dg_waiters_take(dg_waiters_t *ws, dg_waiter_t *w, size_t *len) {
+  (void)ws;
+  char *res = w->res;
+  if (len) *len = res ? w->res_len : 0;
+  w->res = NULL;
+  return res;
+}
+void dg_req_await(dg_req_t *r, dg_waiters_t *ws, dg_waiter_t *w, int64_t deadline_ms, void (*fn)(dg_req_t *r)) {
+  (void)r, (void)ws, (void)w, (void)deadline_ms, (void)fn;
+  abort();
+}
+void dg_req_await_notify(void *arg) { (void)arg; }
 
 /* The waiters' key: (caller, request_id), as src/api/waiters.c builds it. */
 void dg_waiters_key(char *out, size_t cap, const char *user, const char *request_id) {
