@@ -1270,11 +1270,13 @@ out:
  * process saw its outcome (the hub's ring), applied, from a write of cells
  * only (update_cell, update_cells, or a revert of one table that inserted,
  * deleted and moved nothing: the id lists name the outcome's table only),
- * and the caller may touch every table (a scoped key's
- * revert is checked table by table, from the audit log). *table: the
+ * and every table it concerns is one the caller may touch (a key limited
+ * to some tables: the outcome's table and those of its listed changes,
+ * dg_update_within; a compact outcome of several tables names none and is
+ * reverted by the detailed form, checked record by record). *table: the
  * outcome's table, or NULL. */
 static int compact_revertible(dg_req_t *r, dg_redis_xid_t x, char *table, size_t tcap) {
-  if (r->who.tables[0] != '\0' || r->app->hub == NULL) return 0;
+  if (r->app->hub == NULL) return 0;
   dg_redis_xid_t before = x;
   if (before.seq > 0) {
     before.seq--;
@@ -1296,7 +1298,7 @@ static int compact_revertible(dg_req_t *r, dg_redis_xid_t x, char *table, size_t
   json_t *o = strcmp(hit->id, want) == 0 ? json_loadb(hit->res, hit->len, 0, NULL) : NULL;
   const char *op = json_string_value(json_object_get(o, "op"));
   const char *status = json_string_value(json_object_get(o, "status"));
-  if (op && status && strcmp(status, "applied") == 0 &&
+  if (op && status && strcmp(status, "applied") == 0 && dg_update_within(hit->res, hit->len, r->who.tables) &&
       (strcmp(op, "update_cell") == 0 || strcmp(op, "update_cells") == 0 ||
        (strcmp(op, "revert") == 0 && json_is_string(json_object_get(o, "table")) &&
         json_object_get(o, "inserted") == NULL &&

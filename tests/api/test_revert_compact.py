@@ -153,3 +153,25 @@ def test_restore_replays_compact_reverts(make_server, tmp_path):
             s.env = saved
         assert dump(out) == ref, mb
         os.remove(out)
+
+
+def test_a_scoped_key_reverts_in_compact_form_within_its_tables(make_server, redis_server):
+    """A key limited to some tables: the compact form when every table the
+    update concerns is in its scope (the outcome says which), 403 for an
+    update of another table (the detailed form, checked record by record)."""
+    s = make_server().start()
+    tree(s)
+    ok(s.post("/tables", {"name": "other", "columns": COLS}), 201)
+    ok(s.post("/tables/other/rows", {"rows": [{"id": 1, "v": "1.00"}]}), 201)
+    k = ok(s.post("/admin/keys", {"name": "scoped-rc", "role": "write", "tables": ["rc"]}), 201)["key"]
+    before = cells(s)
+    u = ok(s.post("/update_cell", {"table": "rc", "row_id": 1, "column": "v", "value": "77.77"}, key=k))
+    rv = ok(s.post(f"/updates/{u['update_id']}/revert", {}, key=k))
+    assert rv["status"] == "applied" and cells(s) == before
+    last = redis_server.cli("XREVRANGE", s.prefix + "request_duck", "+", "-", "COUNT", "1")
+    assert '"compact":true' in last and u["update_id"] in last, last
+    o = ok(s.post("/update_cell", {"table": "other", "row_id": 1, "column": "v", "value": "2.00"}))
+    r = s.post(f"/updates/{o['update_id']}/revert", {}, key=k)
+    assert r.status_code == 403, r.text
+    assert s.get("/tables/other/rows/1").json()["v"] == 2
+    assert s.stop() == 0
