@@ -18,6 +18,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "dg/redis.h" /* dg_redis_xid_t */
+
 /** Longest name of a table, column or view (the whitelist allows 63). */
 #define DG_NAME_MAX 63
 /** Columns a table may have; a planning grid rarely has more than a few dozen. */
@@ -74,10 +76,31 @@ void dg_catalog_names_free(char **names, size_t n);
 void dg_catalog_put_table(dg_catalog_t *c, dg_tabledef_t *def);
 void dg_catalog_drop_table(dg_catalog_t *c, const char *name);
 
+/** 1 when the row may exist: it is in the table's row set, or the set is
+ *  stale (dg_catalog_rows_stale) and only the manager can tell. For
+ *  "no such row" checks. */
 int dg_catalog_has_row(dg_catalog_t *c, const char *table, int64_t id);
+/** 1 only when the row is known to exist (a stale set knows none). For
+ *  "exists already" checks. */
+int dg_catalog_row_known(dg_catalog_t *c, const char *table, int64_t id);
 size_t dg_catalog_row_count(dg_catalog_t *c, const char *table);
-void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n);
-void dg_catalog_rows_remove(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n);
+/** The rows an outcome (update id `at`) added or removed. */
+void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at);
+void dg_catalog_rows_remove(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at);
+/**
+ * The outcome `at` added or removed rows of table without listing them (too
+ * many scattered ids: apply.c write_id_map). The row set is stale until
+ * dg_catalog_refresh reloads it from a DuckDB that holds `at`; meanwhile
+ * existence is left to the manager and later changes are logged.
+ */
+void dg_catalog_rows_stale(dg_catalog_t *c, const char *table, dg_redis_xid_t at);
+/**
+ * Reloads every stale row set whose outcome is at or below persisted (this
+ * process's DuckDB holds it), replaying the changes logged since. The
+ * number of sets reloaded, or DG_EIO when a read failed (tried again on
+ * the next call).
+ */
+int dg_catalog_refresh(dg_catalog_t *c, duckdb_connection conn, dg_redis_xid_t persisted);
 
 int dg_catalog_has_view(dg_catalog_t *c, const char *name);
 void dg_catalog_put_view(dg_catalog_t *c, const char *name);

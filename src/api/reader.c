@@ -216,9 +216,22 @@ static int64_t id_of(const json_t *v) {
 /* A compact outcome's "<key>_ranges" ([[first,last],…], apply.c
  * write_id_map): every id, added to or removed from the row set a chunk at
  * a time. 1 if the outcome has them. */
-static int rows_update_ranges(dg_app_t *app, const char *res, size_t len, const char *table, int add) {
+static int rows_update_ranges(dg_app_t *app, const char *res, size_t len, const char *table, int add,
+                              dg_redis_xid_t at) {
   json_t *ranges = member(res, len, add ? "inserted_ranges" : "deleted_ranges");
-  if (ranges == NULL) return 0;
+  if (ranges == NULL) {
+    /* Truncated without ranges: too many scattered ids to list (apply.c
+     * write_id_map). The row set is reloaded from DuckDB once it holds
+     * this outcome (dg_reader_refresh); the manager checks rows meanwhile. */
+    const char *raw;
+    size_t rawn;
+    if (dg_json_raw_member(res, len, add ? "inserted_truncated" : "deleted_truncated", &raw, &rawn) == 0 &&
+        rawn == 4 && memcmp(raw, "true", 4) == 0) {
+      dg_catalog_rows_stale(app->catalog, table, at);
+      return 1;
+    }
+    return 0;
+  }
   enum { CHUNK = 65536 };
   int64_t *ids = dg_malloc(CHUNK * sizeof *ids);
   size_t k = 0;
@@ -235,37 +248,38 @@ static int rows_update_ranges(dg_app_t *app, const char *res, size_t len, const 
     for (int64_t id = a; id <= b; id++) {
       ids[k++] = id;
       if (k == CHUNK) {
-        if (add) dg_catalog_rows_add(app->catalog, table, ids, k);
-        else dg_catalog_rows_remove(app->catalog, table, ids, k);
+        if (add) dg_catalog_rows_add(app->catalog, table, ids, k, at);
+        else dg_catalog_rows_remove(app->catalog, table, ids, k, at);
         k = 0;
       }
       if (id == INT64_MAX) break;
     }
   }
-  if (k && add) dg_catalog_rows_add(app->catalog, table, ids, k);
-  else if (k) dg_catalog_rows_remove(app->catalog, table, ids, k);
+  if (k && add) dg_catalog_rows_add(app->catalog, table, ids, k, at);
+  else if (k) dg_catalog_rows_remove(app->catalog, table, ids, k, at);
   dg_free(ids);
   json_decref(ranges);
   return 1;
 }
 
-static void rows_update(dg_app_t *app, const char *res, size_t len, const char *table, int add) {
+static void rows_update(dg_app_t *app, const char *res, size_t len, const char *table, int add,
+                        dg_redis_xid_t at) {
   const char *raw;
   size_t rawn, n;
   int64_t *ids;
-  if (rows_update_ranges(app, res, len, table, add)) return;
+  if (rows_update_ranges(app, res, len, table, add, at)) return;
   if (dg_json_raw_member(res, len, add ? "inserted" : "deleted", &raw, &rawn) == 0 &&
       ids_scan(raw, rawn, &ids, &n) == 0) {
-    if (n && add) dg_catalog_rows_add(app->catalog, table, ids, n);
-    else if (n) dg_catalog_rows_remove(app->catalog, table, ids, n);
+    if (n && add) dg_catalog_rows_add(app->catalog, table, ids, n, at);
+    else if (n) dg_catalog_rows_remove(app->catalog, table, ids, n, at);
     dg_free(ids);
     return;
   }
   json_t *list = member(res, len, add ? "inserted" : "deleted");
   if (json_array_size(list)) {
     ids_of(list, &ids, &n);
-    if (add) dg_catalog_rows_add(app->catalog, table, ids, n);
-    else dg_catalog_rows_remove(app->catalog, table, ids, n);
+    if (add) dg_catalog_rows_add(app->catalog, table, ids, n, at);
+    else dg_catalog_rows_remove(app->catalog, table, ids, n, at);
     dg_free(ids);
   }
   json_decref(list);
@@ -281,6 +295,8 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
   /* A name that fails the whitelist is not used at all (the outcome still
    * reaches the ring and its waiter: it was signed by our manager). */
   if (str_member(res, len, "table", table, sizeof table) && !dg_name_valid(table)) table[0] = '\0';
+  dg_redis_xid_t at = {0, 0};
+  (void)dg_redis_xid_parse(id, strlen(id), &at);
   if (strcmp(status, "applied") == 0) {
     if (strcmp(op, "create_table") == 0) {
       json_t *def = member(res, len, "table_def");
@@ -299,8 +315,8 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
     /* A revert may insert and delete rows too (undoing a delete or an insert). */
     if (table[0] && (strcmp(op, "insert_rows") == 0 || strcmp(op, "delete_row") == 0 ||
                      strcmp(op, "update_row") == 0 || strcmp(op, "revert") == 0)) {
-      rows_update(app, res, len, table, 1);
-      rows_update(app, res, len, table, 0);
+      rows_update(app, res, len, table, 1, at);
+      rows_update(app, res, len, table, 0, at);
     }
   }
   /* The ring before the waiter: a client whose synchronous write has been
@@ -385,6 +401,22 @@ static int position(dg_reader_t *rd) {
   return 0;
 }
 
+/* Row sets left stale by an outcome that could not list its ids are
+ * reloaded here, at most a read's time (BLOCK_MS) after this node's
+ * DuckDB holds that outcome. A node without a persister (no manager)
+ * leaves them to the manager's checks. */
+static void refresh(dg_reader_t *rd) {
+  dg_app_t *app = rd->app;
+  if (app->progress == NULL || app->db == NULL) return;
+  dg_redis_xid_t published, persisted;
+  dg_progress_get(app->progress, &published, &persisted);
+  duckdb_connection c = dg_db_conn(app->db);
+  if (c == NULL) return;
+  int n = dg_catalog_refresh(app->catalog, c, persisted);
+  if (n > 0) dg_log_info("response reader: reloaded %d row set%s from DuckDB", n, n == 1 ? "" : "s");
+  else if (n < 0) dg_log_warn("response reader: cannot reload a row set from DuckDB; will try again");
+}
+
 static void *run(void *arg) {
   dg_reader_t *rd = arg;
   pthread_setname_np(pthread_self(), "dg-reader"); /* for top -H and perf --comm */
@@ -448,6 +480,7 @@ static void *run(void *arg) {
       usleep(100 * 1000);
     }
     freeReplyObject(rep);
+    refresh(rd);
   }
   return NULL;
 }

@@ -14,9 +14,28 @@
 #include "dg/common.h"
 #include "dg/rowset.h"
 
+/* One change to a stale row set, kept to be replayed on its reload. */
+typedef struct {
+  int64_t id;
+  int add;
+} op_t;
+
+/* At most this many changes are kept for a stale set (16 B each): past
+ * that the log starts again at the outcome that overflowed it. */
+#define OPLOG_MAX ((size_t)1 << 22)
+
 typedef struct {
   dg_tabledef_t *def;  /* counted reference                */
   dg_rowset_t rows;    /* ids of the table's rows (a bitmap when dense) */
+  /* Stale: an outcome changed rows without listing them (see
+   * dg_catalog_rows_stale). Until a reload from DuckDB at or after
+   * stale_at, has_row answers "may be there" and every later change is
+   * logged in ops, to be replayed on the reloaded set. */
+  int stale;
+  dg_redis_xid_t stale_at;
+  uint64_t stale_gen;  /* bumped by each mark: a reload that saw another is retried */
+  op_t *ops;
+  size_t nops, opcap;
 } entry_t;
 
 struct dg_catalog_s {
@@ -77,11 +96,14 @@ dg_catalog_t *dg_catalog_create(void) {
   return c;
 }
 
+static void entry_dispose(entry_t *e) {
+  dg_tabledef_unref(e->def);
+  dg_rowset_dispose(&e->rows);
+  dg_free(e->ops);
+}
+
 static void clear(dg_catalog_t *c) {
-  for (size_t i = 0; i < c->ntables; i++) {
-    dg_tabledef_unref(c->tables[i].def);
-    dg_rowset_dispose(&c->tables[i].rows);
-  }
+  for (size_t i = 0; i < c->ntables; i++) entry_dispose(&c->tables[i]);
   c->ntables = 0;
   for (size_t i = 0; i < c->nviews; i++) dg_free(c->views[i]);
   c->nviews = 0;
@@ -133,8 +155,7 @@ void dg_catalog_names_free(char **names, size_t n) {
 static void put_locked(dg_catalog_t *c, dg_tabledef_t *def) {
   entry_t *e = find(c, def->name);
   if (e) {
-    dg_tabledef_unref(e->def);
-    dg_rowset_dispose(&e->rows);
+    entry_dispose(e);
   } else {
     if (c->ntables == c->cap) {
       c->cap = c->cap ? c->cap * 2 : 8;
@@ -142,6 +163,7 @@ static void put_locked(dg_catalog_t *c, dg_tabledef_t *def) {
     }
     e = &c->tables[c->ntables++];
   }
+  memset(e, 0, sizeof *e);
   e->def = def;
   dg_rowset_init(&e->rows);
 }
@@ -156,8 +178,7 @@ void dg_catalog_drop_table(dg_catalog_t *c, const char *name) {
   pthread_rwlock_wrlock(&c->lock);
   entry_t *e = find(c, name);
   if (e) {
-    dg_tabledef_unref(e->def);
-    dg_rowset_dispose(&e->rows);
+    entry_dispose(e);
     *e = c->tables[--c->ntables];
   }
   pthread_rwlock_unlock(&c->lock);
@@ -166,7 +187,15 @@ void dg_catalog_drop_table(dg_catalog_t *c, const char *name) {
 int dg_catalog_has_row(dg_catalog_t *c, const char *table, int64_t id) {
   pthread_rwlock_rdlock(&c->lock);
   entry_t *e = find(c, table);
-  int yes = e && dg_rowset_has(&e->rows, id);
+  int yes = e && (e->stale || dg_rowset_has(&e->rows, id));
+  pthread_rwlock_unlock(&c->lock);
+  return yes;
+}
+
+int dg_catalog_row_known(dg_catalog_t *c, const char *table, int64_t id) {
+  pthread_rwlock_rdlock(&c->lock);
+  entry_t *e = find(c, table);
+  int yes = e && !e->stale && dg_rowset_has(&e->rows, id);
   pthread_rwlock_unlock(&c->lock);
   return yes;
 }
@@ -179,18 +208,110 @@ size_t dg_catalog_row_count(dg_catalog_t *c, const char *table) {
   return n;
 }
 
-void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n) {
+/* A change to a stale set is logged as well as made. Caller holds the
+ * write lock. */
+static void log_op(entry_t *e, int64_t id, int add, dg_redis_xid_t at) {
+  if (!e->stale) return;
+  if (e->nops == OPLOG_MAX) {
+    /* The log starts again here: a reload must now reach this outcome,
+     * whose changes DuckDB then holds (replaying older ones is harmless). */
+    e->nops = 0;
+    e->stale_at = at;
+    e->stale_gen++;
+  }
+  if (e->nops == e->opcap) {
+    e->opcap = e->opcap ? e->opcap * 2 : 1024;
+    e->ops = dg_realloc(e->ops, e->opcap * sizeof *e->ops);
+  }
+  e->ops[e->nops].id = id;
+  e->ops[e->nops].add = add;
+  e->nops++;
+}
+
+void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at) {
   pthread_rwlock_wrlock(&c->lock);
   entry_t *e = find(c, table);
-  for (size_t i = 0; e && i < n; i++) dg_rowset_add(&e->rows, ids[i]);
+  for (size_t i = 0; e && i < n; i++) {
+    dg_rowset_add(&e->rows, ids[i]);
+    log_op(e, ids[i], 1, at);
+  }
   pthread_rwlock_unlock(&c->lock);
 }
 
-void dg_catalog_rows_remove(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n) {
+void dg_catalog_rows_remove(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at) {
   pthread_rwlock_wrlock(&c->lock);
   entry_t *e = find(c, table);
-  for (size_t i = 0; e && i < n; i++) dg_rowset_remove(&e->rows, ids[i]);
+  for (size_t i = 0; e && i < n; i++) {
+    dg_rowset_remove(&e->rows, ids[i]);
+    log_op(e, ids[i], 0, at);
+  }
   pthread_rwlock_unlock(&c->lock);
+}
+
+void dg_catalog_rows_stale(dg_catalog_t *c, const char *table, dg_redis_xid_t at) {
+  pthread_rwlock_wrlock(&c->lock);
+  entry_t *e = find(c, table);
+  if (e) {
+    /* Changes logged before this outcome are kept: replaying them on a
+     * set read at or after it changes nothing (each id ends as its last
+     * change left it). */
+    e->stale = 1;
+    e->stale_at = at;
+    e->stale_gen++;
+  }
+  pthread_rwlock_unlock(&c->lock);
+}
+
+static int load_rows(duckdb_connection conn, const char *table, dg_rowset_t *rows);
+
+int dg_catalog_refresh(dg_catalog_t *c, duckdb_connection conn, dg_redis_xid_t persisted) {
+  int reloaded = 0;
+  for (;;) {
+    /* One stale table whose outcome DuckDB holds, its name copied out. */
+    char name[DG_NAME_MAX + 1] = "";
+    uint64_t gen = 0;
+    dg_tabledef_t *def = NULL;
+    pthread_rwlock_rdlock(&c->lock);
+    for (size_t i = 0; i < c->ntables && def == NULL; i++) {
+      entry_t *e = &c->tables[i];
+      if (!e->stale || dg_redis_xid_cmp(e->stale_at, persisted) > 0) continue;
+      snprintf(name, sizeof name, "%s", e->def->name);
+      def = dg_tabledef_ref(e->def);
+      gen = e->stale_gen;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    if (def == NULL) return reloaded;
+    /* Read without the lock: validation goes on meanwhile, and the
+     * changes that arrive are logged. The read sees at least persisted. */
+    dg_rowset_t rows;
+    dg_rowset_init(&rows);
+    int rc = load_rows(conn, name, &rows);
+    int swapped = 0;
+    pthread_rwlock_wrlock(&c->lock);
+    entry_t *e = find(c, name);
+    if (rc == 0 && e && e->def == def && e->stale && e->stale_gen == gen) {
+      for (size_t i = 0; i < e->nops; i++) {
+        if (e->ops[i].add) dg_rowset_add(&rows, e->ops[i].id);
+        else dg_rowset_remove(&rows, e->ops[i].id);
+      }
+      dg_rowset_dispose(&e->rows);
+      e->rows = rows;
+      e->stale = 0;
+      dg_free(e->ops);
+      e->ops = NULL;
+      e->nops = e->opcap = 0;
+      swapped = 1;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    dg_tabledef_unref(def);
+    if (!swapped) {
+      dg_rowset_dispose(&rows);
+      /* Dropped, made again, or marked again meanwhile: the next call
+       * tries again (after a newer persist, if it was marked again). */
+      return rc == 0 ? reloaded : DG_EIO;
+    }
+    reloaded++;
+  }
 }
 
 int dg_catalog_has_view(dg_catalog_t *c, const char *name) {

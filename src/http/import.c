@@ -528,7 +528,7 @@ static void check_rows(dg_req_t *r, const sheet_t *s, const dg_tabledef_t *t, co
     if (j > 0 && ids[j - 1].id == ids[j].id)
       add_error(e, s->line[i], "id", 0, "id %" PRId64 " is on line %" PRId64 " already", ids[j].id,
                 s->line[ids[j - 1].row]);
-    else if (dg_catalog_has_row(r->app->catalog, t->name, ids[j].id))
+    else if (dg_catalog_row_known(r->app->catalog, t->name, ids[j].id))
       add_error(e, s->line[i], "id", 1, "row %" PRId64 " exists already in table '%s'", ids[j].id, t->name);
   }
   /* Parents: a row of the file, or of the table. */

@@ -899,7 +899,7 @@ static int insert_rows(dg_req_t *r) {
         dg_problem(r, 400, NULL, "%s: id must be a 64-bit integer", where);
         goto done;
       }
-      int dup = dg_catalog_has_row(r->app->catalog, t->name, id);
+      int dup = dg_catalog_row_known(r->app->catalog, t->name, id);
       dup = dup || dg_idset_has(&seen, id);
       if (dup) {
         json_decref(o);

@@ -1657,7 +1657,8 @@ static int cmp_i64(const void *a, const void *b) {
  * "changes" has one: "<key>": [], "<key>_total": N, "<key>_truncated": true
  * and "<key>_ranges": [[first,last],…], every id exactly, ascending, in runs
  * of consecutive ids (an import's million new ids are one pair, not 8 MB
- * of list). The API's row set reads the ranges (reader.c). */
+ * of list). The API's row set reads the ranges (reader.c). Above max runs
+ * (scattered ids) there are no ranges either. */
 static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char *table, size_t max) {
   json_t *a = table ? json_object_get(map, table) : NULL;
   if (a == NULL) return;
@@ -1680,19 +1681,28 @@ static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char
   snprintf(k, sizeof k, "%s_truncated", key);
   dg_jsonw_key(w, k);
   dg_jsonw_raw(w, "true", 4);
-  snprintf(k, sizeof k, "%s_ranges", key);
-  dg_jsonw_key(w, k);
-  dg_jsonw_arr(w);
-  for (size_t i = 0; i < n;) {
-    size_t j = i;
-    while (j + 1 < n && (ids[j + 1] == ids[j] || ids[j + 1] == ids[j] + 1)) j++;
+  /* Scattered ids make as many runs as ids: above max runs the ranges are
+   * left out too, so the outcome stays small whatever was deleted. A
+   * reader then reloads the table's row set from DuckDB (catalog.h
+   * dg_catalog_rows_stale). */
+  size_t runs = 0;
+  for (size_t i = 0; i < n; i++)
+    if (i == 0 || (ids[i] != ids[i - 1] && ids[i] != ids[i - 1] + 1)) runs++;
+  if (runs <= max) {
+    snprintf(k, sizeof k, "%s_ranges", key);
+    dg_jsonw_key(w, k);
     dg_jsonw_arr(w);
-    dg_jsonw_id(w, ids[i]);
-    dg_jsonw_id(w, ids[j]);
+    for (size_t i = 0; i < n;) {
+      size_t j = i;
+      while (j + 1 < n && (ids[j + 1] == ids[j] || ids[j + 1] == ids[j] + 1)) j++;
+      dg_jsonw_arr(w);
+      dg_jsonw_id(w, ids[i]);
+      dg_jsonw_id(w, ids[j]);
+      dg_jsonw_end(w);
+      i = j + 1;
+    }
     dg_jsonw_end(w);
-    i = j + 1;
   }
-  dg_jsonw_end(w);
   dg_free(ids);
 }
 

@@ -250,7 +250,7 @@ static void add_table(const char *name, int ncols, const char *const *cols, cons
   }
   dg_tabledef_finish(t);
   dg_catalog_put_table(CAT, t);
-  dg_catalog_rows_add(CAT, name, ids, nids);
+  dg_catalog_rows_add(CAT, name, ids, nids, (dg_redis_xid_t){0, 0});
 }
 
 static void world_init(void) {
