@@ -73,21 +73,6 @@ for src in "${LIB_SRCS[@]}"; do
 done
 for p in "${pids[@]}"; do wait "$p" || fail=1; done
 [ $fail = 0 ] || { echo "fuzz: building the project sources failed" >&2; exit 1; }
-# dg_tabledef_from_json (the manager's create_table) lives in src/api/reader.c
-# with the response reader's thread, Redis and hub code, which no harness can
-# link: compile that one function, cut out of wherever it is defined.
-def=$(grep -rlE '^[a-z_ ]+\*dg_tabledef_from_json\(' src | head -n1 || true)
-[ -n "$def" ] || { echo "fuzz: dg_tabledef_from_json not found under src/" >&2; exit 1; }
-case " ${LIB_SRCS[*]} " in
-  *" $def "*) ;;
-  *)
-    { printf '#include <jansson.h>\n#include <stdio.h>\n#include <string.h>\n'
-      printf '#include "dg/catalog.h"\n#include "dg/reader.h"\n'
-      awk '/^[a-z_ ]+\*dg_tabledef_from_json\(/ { p = 1 } p { print } p && /^}/ { exit }' "$def"
-    } >"$OUT/obj/tabledef_from_json.c"
-    build_obj "$OUT/obj/tabledef_from_json.c" || { echo "fuzz: cannot compile dg_tabledef_from_json from $def" >&2; exit 1; }
-    ;;
-esac
 rm -f "$OUT/libdgfuzz.a"
 ar rcs "$OUT/libdgfuzz.a" "$OUT"/obj/*.o
 

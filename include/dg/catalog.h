@@ -55,6 +55,10 @@ dg_tabledef_t *dg_tabledef_ref(dg_tabledef_t *t);
 void dg_tabledef_unref(dg_tabledef_t *t);
 /** The column named name, or NULL. */
 const dg_coldef_t *dg_tabledef_col(const dg_tabledef_t *t, const char *name);
+/** Builds a table definition from a json_t {"name","columns":[{"name","type",
+ *  "scale"}]} (a create_table's request or outcome, from a stream): every name
+ *  passes dg_name_valid, nothing is repaired. NULL when the JSON is not one. */
+dg_tabledef_t *dg_tabledef_from_json(const void *json_obj);
 
 typedef struct dg_catalog_s dg_catalog_t;
 

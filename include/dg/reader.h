@@ -23,9 +23,4 @@ int dg_reader_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opt
 /** Stops and joins the thread (within about a second). */
 void dg_reader_stop(dg_reader_t *r);
 
-/** Builds a table definition from {"name","columns":[{"name","type","scale"}]};
- *  NULL when the JSON is not one. */
-struct dg_tabledef_s;
-struct dg_tabledef_s *dg_tabledef_from_json(const void *json_obj);
-
 #endif

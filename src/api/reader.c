@@ -58,39 +58,6 @@ struct dg_reader_s {
   size_t fed_by_manager; /* entries since the last dg_ring_notify */
 };
 
-struct dg_tabledef_s *dg_tabledef_from_json(const void *obj) {
-  /* The definition comes from a stream: every name must pass the same
-   * whitelist as a client's before it may go near SQL (count_rows, the
-   * row reads), and nothing is repaired. */
-  const json_t *j = obj;
-  const char *name = json_string_value(json_object_get(j, "name"));
-  json_t *cols = json_object_get(j, "columns");
-  if (name == NULL || !dg_name_valid(name) || !json_is_array(cols) ||
-      json_array_size(cols) > DG_MAX_COLUMNS)
-    return NULL;
-  for (size_t i = 0; i < json_array_size(cols); i++) {
-    json_t *c = json_array_get(cols, i), *sc = json_object_get(c, "scale");
-    const char *cn = json_string_value(json_object_get(c, "name"));
-    const char *ty = json_string_value(json_object_get(c, "type"));
-    if (cn == NULL || !dg_name_valid(cn) || ty == NULL || (strcmp(ty, "number") != 0 && strcmp(ty, "text") != 0))
-      return NULL;
-    if (sc != NULL && !json_is_null(sc) &&
-        (!json_is_integer(sc) || json_integer_value(sc) < 0 || json_integer_value(sc) > 6))
-      return NULL;
-  }
-  dg_tabledef_t *t = dg_tabledef_new(name, (int)json_array_size(cols));
-  for (size_t i = 0; i < json_array_size(cols); i++) {
-    json_t *c = json_array_get(cols, i);
-    const char *cn = json_string_value(json_object_get(c, "name"));
-    const char *ty = json_string_value(json_object_get(c, "type"));
-    snprintf(t->cols[i].name, sizeof t->cols[i].name, "%s", cn);
-    t->cols[i].type = strcmp(ty, "number") == 0 ? DG_COL_NUMBER : DG_COL_TEXT;
-    t->cols[i].scale = (int)json_integer_value(json_object_get(c, "scale"));
-  }
-  dg_tabledef_finish(t);
-  return t;
-}
-
 static void ids_of(json_t *arr, int64_t **ids, size_t *n) {
   *n = json_array_size(arr);
   *ids = dg_malloc((*n ? *n : 1) * sizeof **ids);

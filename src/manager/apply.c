@@ -20,7 +20,7 @@
 #include "dg/hash.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
-#include "dg/reader.h"
+#include "dg/catalog.h"
 #include "dg/views.h"
 #include "internal.h"
 

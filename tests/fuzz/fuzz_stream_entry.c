@@ -35,7 +35,6 @@
 #include "dg/catalog.h"
 #include "dg/entry_mac.h"
 #include "dg/log.h"
-#include "dg/reader.h"
 #include "fuzz_check.h"
 
 static dg_app_t APP;
