@@ -32,6 +32,7 @@
 #include "dg/progress.h"
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
+#include "dg/service.h"
 #include "dg/views.h"
 #include "dg/waiters.h"
 
@@ -174,70 +175,6 @@ static int is_async(const dg_req_t *r) {
   return p && strstr(p, "respond-async") != NULL;
 }
 
-/* The update id of the first request of (caller, request_id), from the
- * manager of this process (persisted or not) or from DuckDB's dg.idem
- * (persisted). 1 found, 0 not. */
-static int first_update_of(dg_app_t *app, const char *caller, const char *request_id, char *out, size_t cap,
-                           int *from_manager) {
-  *from_manager = 0;
-  if (app->idem_lookup && app->idem_lookup(app->idem_arg, caller, request_id, out, cap)) {
-    *from_manager = 1;
-    return 1;
-  }
-  duckdb_connection c = dg_db_conn(app->db);
-  duckdb_prepared_statement st;
-  int found = 0;
-  if (c == NULL) return 0;
-  if (duckdb_prepare(c, "SELECT ms, seq FROM dg.idem WHERE caller = $1 AND request_id = $2 ORDER BY ms, seq LIMIT 1",
-                     &st) == DuckDBSuccess) {
-    duckdb_bind_varchar(st, 1, caller);
-    duckdb_bind_varchar(st, 2, request_id);
-    duckdb_result q;
-    if (duckdb_execute_prepared(st, &q) == DuckDBSuccess && duckdb_row_count(&q) == 1) {
-      dg_redis_xid_t x = {(uint64_t)duckdb_value_int64(&q, 0, 0), (uint64_t)duckdb_value_int64(&q, 1, 0)};
-      dg_redis_xid_format(x, out, cap);
-      found = 1;
-    }
-    duckdb_destroy_result(&q);
-  }
-  duckdb_destroy_prepare(&st);
-  return found;
-}
-
-/* The outcome published under update id `uid` (owned, *len set): from the
- * hub's ring, else from response_duck. NULL when neither has it. */
-static char *outcome_by_id(dg_app_t *app, const char *uid, size_t *len) {
-  dg_redis_xid_t x;
-  if (dg_redis_xid_parse(uid, strlen(uid), &x) != 0) return NULL;
-  dg_redis_xid_t before = x.seq > 0 ? (dg_redis_xid_t){x.ms, x.seq - 1} : (dg_redis_xid_t){x.ms - 1, UINT64_MAX};
-  const dg_event_t *ev[1];
-  dg_ring_read_t rd = {.cursor = before, .limit = 1, .scan_max = 1, .any_entry = 1, .out = ev};
-  char *res = NULL;
-  if (x.ms > 0 && dg_ring_read(app->hub, &rd, NULL) == DG_RING_COVERED && rd.matched == 1 &&
-      strcmp(ev[0]->id, uid) == 0) {
-    res = dg_strndup(ev[0]->res, ev[0]->len);
-    *len = ev[0]->len;
-  }
-  dg_ring_release(ev, rd.matched);
-  if (res) return res;
-  const char *argv[] = {"XRANGE", app->res_stream, uid, uid};
-  dg_redis_t *c = dg_redis_pool_get(app->redis);
-  redisReply *rep = NULL;
-  if (dg_redis_command(c, 4, argv, NULL, &rep) == 0) {
-    dg_redis_xiter_t it;
-    dg_redis_xentry_t e;
-    dg_redis_str_t v;
-    if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e) &&
-        dg_entry_open_res(app, &e, &v) == 0) { /* MAC checked: entry_mac.h */
-      res = dg_strndup(v.ptr, v.len);
-      *len = v.len;
-    }
-    freeReplyObject(rep);
-  }
-  dg_redis_pool_put(app->redis, c);
-  return res;
-}
-
 /* How a successful outcome becomes the HTTP answer. */
 typedef enum {
   REPLY_UPDATE,  /* 200, the update object                   */
@@ -375,9 +312,9 @@ static int replay_known(dg_req_t *r, const char *rid, reply_kind_t kind) {
   char caller[96], uid[DG_REDIS_XID_BUFSZ];
   int from_manager;
   caller_of(r, caller, sizeof caller);
-  if (!first_update_of(app, caller, rid, uid, sizeof uid, &from_manager)) return REPLAY_NONE;
+  if (!dg_service_first_update(app, caller, rid, uid, sizeof uid, &from_manager)) return REPLAY_NONE;
   size_t len = 0;
-  char *prior = outcome_by_id(app, uid, &len);
+  char *prior = dg_service_outcome(app, uid, &len);
   if (prior == NULL && from_manager) {
     dg_redis_xid_t x, published;
     dg_progress_get(app->progress, &published, NULL);
@@ -408,31 +345,10 @@ static int replayed(dg_req_t *r, reply_kind_t kind) {
   return given && replay_known(r, rid, kind) == REPLAY_ANSWERED;
 }
 
-/*
- * Durability on a replicated Redis (DUCKGRID_REDIS_WAIT_REPLICAS > 0): the
- * answer to a write goes out once what it acknowledges is on that many
- * replicas, so a master failover cannot take an acknowledged write back.
- * For an async write that is the request c just queued (WAIT on the same
- * connection); for a sync write the outcome the manager published (a fence
- * write, then WAIT: see dg_redis_replicate_fence). The header says how it
- * went: ok, or timeout (answered anyway: the write is applied or queued, but
- * a failover now could lose it). c: the connection that queued, or NULL.
- */
-static void await_replicas(dg_req_t *r, dg_redis_t *c) {
-  dg_app_t *app = r->app;
-  int want = app->cfg->redis_wait_replicas;
-  if (want <= 0) return;
-  int acked = 0, rc;
-  if (c != NULL) {
-    rc = dg_redis_wait_replicas(c, want, app->cfg->redis_wait_ms, &acked);
-  } else {
-    dg_redis_t *f = dg_redis_pool_get(app->redis);
-    rc = dg_redis_replicate_fence(f, app->fence_key, want, app->cfg->redis_wait_ms, &acked);
-    dg_redis_pool_put(app->redis, f);
-  }
-  int ok = rc == 0 && acked >= want;
-  atomic_fetch_add(ok ? &app->repl_ok : &app->repl_timeout, 1);
-  dg_set_header(r, "X-Duckgrid-Replicated", ok ? "ok" : "timeout");
+/* The answer's X-Duckgrid-Replicated header: how the replica wait went
+ * (service.h), when replicas are configured. */
+static void replicated_header(dg_req_t *r, int ok) {
+  if (ok >= 0) dg_set_header(r, "X-Duckgrid-Replicated", ok ? "ok" : "timeout");
 }
 
 /* Drops a request not queued: its DOM, or its text (submit_any). */
@@ -535,30 +451,17 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
   json_decref(req);
   if (raw) text = raw->data;
-  char t[24], mac[DG_ENTRY_MAC_HEX + 1];
-  dg_entry_sign_req(app, text, strlen(text), t, mac);
-  const char *argv[] = {"XADD", app->req_stream, "*", "req", text, "t", t, "mac", mac};
-  size_t argvlen[] = {4, strlen(app->req_stream), 1, 3, strlen(text), 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
-  dg_redis_t *c = dg_redis_pool_get(app->redis);
-  redisReply *rep = NULL;
+  char sid[DG_REDIS_XID_BUFSZ] = "";
+  size_t tlen = strlen(text);
   int64_t t_xadd = dg_mono_us();
-  int rc = dg_redis_command(c, 9, argv, argvlen, &rep);
+  int repl = -1;
+  int rc = dg_service_queue(app, text, tlen, async, sid, sizeof sid, &repl);
   if (raw) /* an import: a request of megabytes */
-    dg_log_info("import request %s: %zu bytes queued (XADD) in %.0f ms", rid, argvlen[4],
+    dg_log_info("import request %s: %zu bytes queued (XADD) in %.0f ms", rid, tlen,
                 (double)(dg_mono_us() - t_xadd) / 1000.0);
-  if (rc == 0 && async && rep->type == REDIS_REPLY_STRING) await_replicas(r, c);
-  dg_redis_pool_put(app->redis, c);
+  if (rc == 0 && async) replicated_header(r, repl);
   if (raw) dg_buf_dispose(raw);
   else free(text);
-  char sid[DG_REDIS_XID_BUFSZ] = "";
-  if (rc == 0 && rep->type == REDIS_REPLY_STRING && rep->len < sizeof sid) {
-    memcpy(sid, rep->str, rep->len);
-    sid[rep->len] = '\0';
-  } else {
-    if (rc == 0) dg_log_error("XADD %s: %s", app->req_stream, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
-    rc = DG_EUNAVAIL;
-  }
-  if (rep) freeReplyObject(rep);
   if (rc != 0) {
     if (!async) dg_waiters_remove(app->waiters, wp);
     dg_free(sw);
@@ -584,7 +487,7 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   }
   rc = dg_waiters_wait(app->waiters, wp, app->cfg->sync_timeout_ms);
   if (rc == 0) {
-    await_replicas(r, NULL);
+    replicated_header(r, dg_service_replicate(app));
     reply_outcome(r, wp->res, wp->res_len, kind);
   } else {
     dg_problem(r, 504, json_pack("{s:s,s:s}", "request_id", rid, "stream_id", sid),

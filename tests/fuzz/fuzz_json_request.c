@@ -27,6 +27,7 @@
  *     stays in range and round-trips through dg_decimal_format().
  */
 #include "../../src/http/write.c"
+#include "../../src/service/submit.c"
 
 #include <stdlib.h>
 
