@@ -240,6 +240,13 @@ struct dg_manager_s {
   size_t nreqs, reqs_cap;
   mhist_t *hist;
   size_t nhist, hist_cap;
+  /* The arrays of the last persisted tail, kept (state_lock) for the next
+   * tail instead of growing a new one from nothing: no copies, no fresh
+   * pages per persist (persist.c work_take / recycle). Small ones only. */
+  mhist_t *hist_spare;
+  size_t hist_spare_cap;
+  mpend_t *pend_spare;
+  size_t pend_spare_cap;
   char **ddl;                    /* DDL statements to run first in the batch   */
   size_t nddl, ddl_cap;
   char **dropped;                /* tables dropped in the batch (staging cleanup) */

@@ -256,6 +256,11 @@ static int load_audit_cols(dg_manager_t *m, char *err, size_t errcap) {
 
 void dg__mgr_persist_dispose(dg_manager_t *m) {
   audit_cols_free(m);
+  dg_free(m->hist_spare);
+  dg_free(m->pend_spare);
+  m->hist_spare = NULL;
+  m->pend_spare = NULL;
+  m->hist_spare_cap = m->pend_spare_cap = 0;
   if (m->applied_st) duckdb_destroy_prepare(&m->applied_st);
   m->applied_st = NULL;
 }
@@ -741,8 +746,9 @@ static int write_table(dg_manager_t *m, const tabwork_t *tw, const mhist_t *hist
 typedef struct {
   mpend_t *pend;           /* the requests, in stream order (owned)          */
   size_t npend;
+  size_t pend_cap;
   mhist_t *hist;           /* their audit rows (owned)                       */
-  size_t nhist;
+  size_t nhist, hist_cap;
   int32_t *audit_ids;      /* dg.audit_cols id of each audit row             */
   char **holds_table;      /* hold rows: table and column names (borrowed
                               from the definitions, kept alive by refs)      */
@@ -1019,12 +1025,20 @@ static void work_take(dg_manager_t *m, work_t *w) {
   memset(w, 0, sizeof *w);
   w->pend = m->pend;
   w->npend = m->npend;
-  m->pend = NULL;
-  m->npend = m->pend_cap = 0;
+  w->pend_cap = m->pend_cap;
+  m->pend = m->pend_spare; /* NULL, or the arrays of a tail persisted before */
+  m->pend_cap = m->pend_spare_cap;
+  m->npend = 0;
+  m->pend_spare = NULL;
+  m->pend_spare_cap = 0;
   w->hist = m->hist;
   w->nhist = m->nhist;
-  m->hist = NULL;
-  m->nhist = m->hist_cap = 0;
+  w->hist_cap = m->hist_cap;
+  m->hist = m->hist_spare;
+  m->hist_cap = m->hist_spare_cap;
+  m->nhist = 0;
+  m->hist_spare = NULL;
+  m->hist_spare_cap = 0;
   w->next_row_id = m->next_row_id;
   w->audit_ids = dg_malloc((w->nhist + 1) * sizeof *w->audit_ids);
   for (size_t i = 0; i < w->nhist; i++) {
@@ -1047,6 +1061,36 @@ static void work_take(dg_manager_t *m, work_t *w) {
   }
   atomic_store(&m->npend_atomic, 0);
   atomic_store(&m->pend_since_us, 0);
+}
+
+/* Spares kept up to this many bytes each: a batch's tail (a few MB at
+ * 20,000 requests) is reused, a million-cell spread's is not kept. */
+#define SPARE_MAX_BYTES ((size_t)32 << 20)
+
+/* After a persist (state_lock held): the tail's arrays become the spares
+ * the next work_take hands the manager, when there is room. Their texts
+ * were freed already (work_texts_free). */
+static void recycle(dg_manager_t *m, work_t *w) {
+  if (m->hist_spare == NULL && w->hist && w->hist_cap * sizeof *w->hist <= SPARE_MAX_BYTES) {
+    m->hist_spare = w->hist;
+    m->hist_spare_cap = w->hist_cap;
+    w->hist = NULL;
+    w->nhist = 0;
+  }
+  if (m->pend_spare == NULL && w->pend && w->pend_cap * sizeof *w->pend <= SPARE_MAX_BYTES) {
+    m->pend_spare = w->pend;
+    m->pend_spare_cap = w->pend_cap;
+    w->pend = NULL;
+    w->npend = 0;
+  }
+}
+
+static void work_texts_free(work_t *w) {
+  for (size_t i = 0; i < w->nhist; i++) {
+    dg_free(w->hist[i].old_text);
+    dg_free(w->hist[i].new_text);
+    w->hist[i].old_text = w->hist[i].new_text = NULL;
+  }
 }
 
 static void work_free(work_t *w) {
@@ -1212,6 +1256,10 @@ int dg__mgr_persist(dg_manager_t *m, dg__mgr_precommit_fn pre, void *pre_arg, ch
     for (size_t i = 0; i < w.npend; i++) memcpy((*acked)[i], w.pend[i].stream_id, DG_REDIS_XID_BUFSZ);
     *nacked = w.npend;
   }
+  work_texts_free(&w);
+  pthread_mutex_lock(&m->state_lock);
+  recycle(m, &w);
+  pthread_mutex_unlock(&m->state_lock);
   work_free(&w);
   return 0;
 }
