@@ -12,7 +12,10 @@ takes, what it does to writes meanwhile, and how fast restore replays.
 3. N async writes after the snapshot, the server stopped, then
    `duckgrid restore --snapshot <it>` into a new file: requests replayed per
    second (the replay only: copying and loading the snapshot are timed
-   apart).
+   apart; open_s is the open of the copy, rebuild_s the part of it that
+   rebuilt a format-2 snapshot's keys and indexes).
+The 1-minute load average is given beside each figure (load1): the machine
+is shared.
 
     python3 bench/snapshot.py [--build build] [--fanout 10,1000,1000] [--count 200000] [--rate 2000]
                               [--skip-writes] [--restore-runs N] [--perf FILE]
@@ -55,6 +58,7 @@ def lat(r):
 
 def writes(a, build, srv, levels, out):
     """Sync writes at a fixed rate without, then during, a snapshot."""
+    out["load1_before_writes"] = round(os.getloadavg()[0], 2)
     out["writes_without_snapshot"] = lat(loadgen(build, srv, levels, "--target", "update", "--conns", 16,
                                                  "--rate", a.rate, "--duration", a.seconds))
     res = {}
@@ -73,7 +77,8 @@ def writes(a, build, srv, levels, out):
     if res["status"] != 201:
         raise RuntimeError(f"snapshot: {res}")
     out["snapshot"] = {"took_ms": m["took_ms"], "copy_ms": m["copy_ms"], "bytes": m["bytes"],
-                       "rows": sum(m["tables"].values()), "http_s": round(res["http_s"], 2)}
+                       "rows": sum(m["tables"].values()), "http_s": round(res["http_s"], 2),
+                       "load1": round(os.getloadavg()[0], 2)}
     out["_manifest"] = m
 
 
@@ -126,7 +131,8 @@ def main():
             m0 = json.loads(body)
             if st != 201:
                 raise RuntimeError(f"idle snapshot: {st} {body[:400]!r}")
-            idle.append({"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"]})
+            idle.append({"took_ms": m0["took_ms"], "copy_ms": m0["copy_ms"], "bytes": m0["bytes"],
+                         "format": m0.get("format", 1), "load1": round(os.getloadavg()[0], 2)})
         out["snapshot_idle"] = idle[0] if len(idle) == 1 else idle
 
         # Writes without, then with, a snapshot running.
@@ -174,6 +180,8 @@ def main():
                 raise RuntimeError(p.stderr[-2000:])
             rr = json.loads(p.stdout.strip().split("\n")[-1])
             runs.append({"replayed": rr["replayed"], "replay_s": round(rr["seconds"], 2),
+                         "format": rr.get("snapshot_format", 1), "open_s": rr.get("open_s"),
+                         "rebuild_s": rr.get("rebuild_s"), "load1": round(os.getloadavg()[0], 2),
                          "replay_rps": round(rr["replayed"] / max(1e-9, rr["seconds"])),
                          "total_s": round(time.monotonic() - t0, 1)})
             for f in (target, target + ".pepper"):

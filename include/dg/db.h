@@ -57,6 +57,9 @@ int dg_db_ping(dg_db_t *db);
 duckdb_state dg_db_query_one(duckdb_connection c, const char *sql, duckdb_result *res, char *err, size_t errcap);
 /** The schema version the database is at after dg_db_open. */
 int dg_db_schema_version(dg_db_t *db);
+/** How long the open spent rebuilding a snapshot file's keys
+ *  (dg_snapshot_rebuild), or -1 when it was none. */
+int64_t dg_db_rebuild_ms(const dg_db_t *db);
 /** The path it was opened with (borrowed). */
 const char *dg_db_path(const dg_db_t *db);
 

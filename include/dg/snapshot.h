@@ -14,6 +14,14 @@
 
 #include "dg/db.h"
 
+/* The snapshot format this duckgrid writes (manifest "format"; absent: 1).
+ * 1: a full COPY FROM DATABASE. 2: tables with a PRIMARY KEY or UNIQUE
+ * constraint copied as data alone and explicit indexes left out, listed in
+ * the file's dg.snapshot_rebuild for dg_snapshot_rebuild (snapshot.c). */
+#define DG_SNAPSHOT_FORMAT 2
+/* Added to dg.schema_version in a format-2 file until it is rebuilt. */
+#define DG_SNAPSHOT_SCHEMA_GUARD 1000000
+
 /* Longest snapshot id (letters, digits, '-'), with its NUL. */
 #define DG_SNAPSHOT_ID_MAX 64
 
@@ -27,13 +35,24 @@ int dg_snapshot_id_ok(const char *id);
 /**
  * Takes a snapshot on conn (a connection of its own, no transaction open):
  * in one read transaction, the update id in dg.applied and a copy of every
- * schema and row (COPY FROM DATABASE into a new file), then the file's
+ * schema and row (format DG_SNAPSHOT_FORMAT: keys and indexes to be rebuilt
+ * by dg_snapshot_rebuild), then the file's
  * SHA-256 and the manifest `<id>.json` beside `<id>.duckdb`. Writers on
  * other connections go on meanwhile (MVCC). id: the id to use, or NULL for
  * a new one. *manifest (owned) on success.
  */
 int dg_snapshot_take(duckdb_connection conn, const char *dir, int schema_version, const char *id,
                      json_t **manifest, char *err, size_t errcap);
+
+/**
+ * Makes a snapshot file whole before it is used (dg_db_open calls it on
+ * every open, before migrating): when the database on c has
+ * dg.snapshot_rebuild (format 2), creates its keyed tables again with their
+ * keys, refilled, and its indexes, restores dg.schema_version and drops
+ * dg.snapshot_rebuild, in one transaction, then checkpoints. *rebuilt: 1 if
+ * it did. 0, or nonzero with the reason (a duplicate key among them, ...).
+ */
+int dg_snapshot_rebuild(duckdb_connection c, int *rebuilt, char *err, size_t errcap);
 
 /** Every manifest in dir, oldest first (a JSON array, owned). */
 json_t *dg_snapshot_list(const char *dir);

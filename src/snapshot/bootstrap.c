@@ -1,6 +1,8 @@
 /*
  * bootstrap.c -- a node without a database file: from the log, from the
  * newest snapshot the log still follows, or not at all (bootstrap.h).
+ * The copied file is opened by the server's dg_db_open, which rebuilds a
+ * format-2 snapshot's keys and indexes first (snapshot.c).
  */
 #include "dg/bootstrap.h"
 
@@ -73,8 +75,15 @@ int dg_bootstrap(const char *db_path, const dg_redis_url_t *url, const dg_redis_
   for (size_t i = json_array_size(all); i-- > 0 && pick == NULL;) {
     json_t *m = json_array_get(all, i);
     const char *uid = json_string_value(json_object_get(m, "update_id"));
+    json_t *fmt = json_object_get(m, "format"); /* absent: format 1 */
     dg_redis_xid_t x;
     char w2[320];
+    if (fmt && (!json_is_integer(fmt) || json_integer_value(fmt) < 1 ||
+                json_integer_value(fmt) > DG_SNAPSHOT_FORMAT)) {
+      dg_log_warn("bootstrap: snapshot %s has a format this duckgrid does not read; not used",
+                  json_string_value(json_object_get(m, "id")));
+      continue;
+    }
     if (uid && dg_redis_xid_parse(uid, strlen(uid), &x) == 0 &&
         dg_streamlog_covers(r, req_stream, x, w2, sizeof w2) == 0)
       pick = m;
@@ -112,7 +121,8 @@ int dg_bootstrap(const char *db_path, const dg_redis_url_t *url, const dg_redis_
     return DG_EIO;
   }
   dg_log_warn("bootstrap: this node had no database and %s no longer holds the log from its start: it starts "
-              "from snapshot %s (update %s, %llu bytes) and follows the log from there",
+              "from snapshot %s (update %s, %llu bytes; its keys are rebuilt as it opens) and follows the log "
+              "from there",
               req_stream, id, json_string_value(json_object_get(pick, "update_id")), (unsigned long long)bytes);
   json_decref(all);
   return 0;

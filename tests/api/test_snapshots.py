@@ -51,7 +51,33 @@ def dump(path):
     for t in filter(None, tables.split(",")):
         d["rows:" + t] = _sql1(path, f"SELECT coalesce(string_agg(CAST(t AS VARCHAR), chr(10) ORDER BY id), '') "
                                      f"FROM s.main.\"{t}\" t")
+    d["catalog"] = catalog(path)
     return d
+
+
+def catalog(path):
+    """Every table's CREATE statement, constraint, index, view, macro and
+    sequence of the file: a restored database has the server's own."""
+    return _sql1(path, "SELECT string_agg(x, chr(10) ORDER BY x) FROM ("
+                 "SELECT 'table ' || schema_name || '.' || table_name || ': ' || sql AS x FROM duckdb_tables() "
+                 "WHERE database_name = 's' UNION ALL "
+                 "SELECT 'constraint ' || schema_name || '.' || table_name || ': ' || constraint_type || ' ' || "
+                 "coalesce(constraint_text, '') || ' ' || CAST(constraint_column_names AS VARCHAR) "
+                 "FROM duckdb_constraints() WHERE database_name = 's' UNION ALL "
+                 "SELECT 'index ' || schema_name || '.' || index_name || ': ' || coalesce(sql, '') "
+                 "FROM duckdb_indexes() WHERE database_name = 's' UNION ALL "
+                 "SELECT 'view ' || schema_name || '.' || view_name || ': ' || sql FROM duckdb_views() "
+                 "WHERE database_name = 's' AND NOT internal UNION ALL "
+                 "SELECT 'macro ' || schema_name || '.' || function_name || ': ' || coalesce(macro_definition, '') "
+                 "FROM duckdb_functions() WHERE database_name = 's' AND function_type LIKE '%macro%' UNION ALL "
+                 "SELECT 'sequence ' || schema_name || '.' || sequence_name FROM duckdb_sequences() "
+                 "WHERE database_name = 's')")
+
+
+def data(d):
+    """A dump without the catalog: a snapshot file (format 2) holds its keyed
+    tables without their keys until it is opened."""
+    return {k: v for k, v in d.items() if k != "catalog"}
 
 
 def restore(s, *args, expect=0, env=None):
@@ -136,14 +162,17 @@ def test_restore_until_snapshot_and_until_a_later_snapshot(make_server, tmp_path
     a = str(tmp_path / "a.duckdb")
     out = restore(s, "--snapshot", s1["id"], "--until", s1["update_id"], "--db", a)
     assert json.loads(out.stdout)["replayed"] == 0
-    assert dump(a) == dump(_copy(f1, str(tmp_path / "s1copy.duckdb")))
+    assert data(dump(a)) == data(dump(_copy(f1, str(tmp_path / "s1copy.duckdb"))))
+    # The server's tables, constraints and indexes (table "later" came after).
+    assert dump(a)["catalog"].split("\n") == [x for x in ref_end["catalog"].split("\n") if "main.later:" not in x]
 
     b = str(tmp_path / "b.duckdb")
     out = restore(s, "--snapshot", s1["id"], "--until", s2["update_id"], "--db", b)
     assert json.loads(out.stdout)["replayed"] > 80
     assert "restore:" in out.stderr and "requests/s" in out.stderr  # the progress line
-    want = dump(_copy(os.path.join(snapdir, s2["file"]), str(tmp_path / "s2copy.duckdb")))
-    assert dump(b) == want
+    want = data(dump(_copy(os.path.join(snapdir, s2["file"]), str(tmp_path / "s2copy.duckdb"))))
+    assert data(dump(b)) == want
+    assert dump(b)["catalog"] == ref_end["catalog"]
     assert "later" in want["tables"]
 
     c = str(tmp_path / "c.duckdb")
@@ -435,3 +464,108 @@ def test_a_new_node_after_trimming_starts_from_a_snapshot_or_refuses(make_server
     for s in (new, fol, lead):
         assert s.stop() == 0
     assert dump(new.db) == dump(lead.db)
+
+
+def _insert_fails(path, tmp_path, sql):
+    """Runs sql on a copy of the DuckDB file at path: the error, or None."""
+    f = _copy(path, str(tmp_path / "probe.duckdb"))
+    out = subprocess.run([MKDB, f, sql], capture_output=True, text=True, timeout=120)
+    os.remove(f)
+    return out.stderr if out.returncode != 0 else None
+
+
+def _keys_hold(path, tmp_path):
+    """A duplicate id (primary key) and a duplicate table name are refused
+    by DuckDB itself in the file at path; a new id is not."""
+    err = _insert_fails(path, tmp_path, "INSERT INTO main.sn (id, parent_id) VALUES (1, NULL)")
+    assert err and "Duplicate key" in err, err
+    err = _insert_fails(path, tmp_path, "INSERT INTO dg.tables (name) VALUES ('sn')")
+    assert err and "Duplicate key" in err, err
+    assert _insert_fails(path, tmp_path, "INSERT INTO main.sn (id, parent_id) VALUES (987654, NULL)") is None
+
+
+def test_snapshot_leaves_keys_to_the_consumer(make_server, tmp_path):
+    """Format 2: keyed tables are copied as data alone (no index to build
+    while the snapshot runs), the manifest says what the consumer rebuilds,
+    and restore rebuilds it: the restored file has the server's tables,
+    constraints and rows, and its keys refuse a duplicate."""
+    s = make_server().start()
+    _tree(s)
+    _writes(s, 30, 12, "k")
+    m = snapshot(s)
+    assert m["format"] == 2, m
+    keyed = {r["table"]: r.get("keys") for r in m["rebuild"]}
+    assert keyed["main.sn"] == "PRIMARY KEY(id)" and keyed["dg.tables"] == "PRIMARY KEY(\"name\")", keyed
+    assert "UNIQUE(hash)" in keyed["dg.api_keys"], keyed
+    for key in ("id", "update_id", "schema_version", "bytes", "sha256", "tables", "file"):
+        assert key in m, m
+    # The file itself: main.sn without its key, what to rebuild, and a
+    # schema version no duckgrid migrates to (an older one refuses it).
+    raw = _copy(os.path.join(s.dir, "snapshots", m["file"]), str(tmp_path / "raw.duckdb"))
+    assert "constraint main.sn: PRIMARY KEY" not in catalog(raw)
+    assert int(_sql1(raw, "SELECT max(version) FROM s.dg.schema_version")) == m["schema_version"] + 1000000
+    assert _sql1(raw, "SELECT count(*) FROM s.dg.snapshot_rebuild WHERE kind = 'table' AND name = 'sn'") == "1"
+    assert _insert_fails(raw, tmp_path, "INSERT INTO main.sn (id, parent_id) VALUES (1, NULL)") is None
+
+    _writes(s, 20, 13, "l")
+    assert s.stop() == 0
+    ref = dump(s.db)
+    assert "constraint main.sn: PRIMARY KEY PRIMARY KEY(id) [id]" in ref["catalog"]
+    r = str(tmp_path / "r.duckdb")
+    out = json.loads(restore(s, "--snapshot", m["id"], "--db", r).stdout)
+    assert out["snapshot_format"] == 2 and out["rebuild_s"] > 0 and out["replayed"] >= 20, out
+    assert dump(r) == ref
+    assert _sql1(r, "SELECT count(*) FROM duckdb_tables() WHERE database_name = 's' "
+                    "AND table_name IN ('snapshot_rebuild', 'sn__dg_rebuild')") == "0"
+    _keys_hold(r, tmp_path)
+    # Restored up to the snapshot alone (nothing replayed): the same keys.
+    r0 = str(tmp_path / "r0.duckdb")
+    out = json.loads(restore(s, "--snapshot", m["id"], "--until", m["update_id"], "--db", r0).stdout)
+    assert out["replayed"] == 0
+    assert int(_sql1(r0, "SELECT max(version) FROM s.dg.schema_version")) == m["schema_version"]
+    _keys_hold(r0, tmp_path)
+
+
+def test_old_format_snapshot_restores(make_server, tmp_path):
+    """A snapshot written before format 2 (a whole COPY FROM DATABASE, no
+    "format" in its manifest) still restores, to the server's own database;
+    a manifest of an unknown format is refused."""
+    s = make_server().start()
+    _tree(s)
+    _writes(s, 30, 14, "o")
+    assert s.stop() == 0
+    snapdir = os.path.join(s.dir, "snapshots")
+    os.makedirs(snapdir, exist_ok=True)
+    sid = "snap-20261201T000000-000"
+    f = os.path.join(snapdir, sid + ".duckdb")
+    # What the old dg_snapshot_take did, on the stopped server's file.
+    out = subprocess.run([MKDB, ":memory:", f"ATTACH '{s.db}' AS src (READ_ONLY)", f"ATTACH '{f}' AS o",
+                          "COPY FROM DATABASE src TO o", "SELECT last_id FROM src.dg.applied", "DETACH o"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    applied = out.stdout.split()[-1]
+    sha = subprocess.run(["sha256sum", f], capture_output=True, text=True).stdout.split()[0]
+    man = {"id": sid, "update_id": applied, "schema_version": int(_sql1(s.db, "SELECT max(version) FROM "
+                                                                                 "s.dg.schema_version")),
+           "created_at": "2026-12-01T00:00:00.000Z", "created_ms": 1796083200000, "file": sid + ".duckdb",
+           "bytes": os.path.getsize(f), "sha256": sha, "tables": {"sn": 16}, "copy_ms": 1, "took_ms": 1,
+           "duckdb": "v1.4.4"}
+    with open(os.path.join(snapdir, sid + ".json"), "w") as fh:
+        json.dump(man, fh)
+    assert "PRIMARY KEY PRIMARY KEY(id)" in catalog(f)  # the old format holds its keys
+
+    s.start()
+    _writes(s, 20, 15, "p")
+    assert s.stop() == 0
+    ref = dump(s.db)
+    r = str(tmp_path / "r.duckdb")
+    out = json.loads(restore(s, "--snapshot", sid, "--db", r).stdout)
+    assert out["snapshot_format"] == 1 and out["rebuild_s"] == 0 and out["replayed"] >= 20, out
+    assert dump(r) == ref
+    _keys_hold(r, tmp_path)
+
+    # A format this duckgrid does not know: refused, nothing made.
+    with open(os.path.join(snapdir, sid + ".json"), "w") as fh:
+        json.dump(dict(man, format=99), fh)
+    out = restore(s, "--snapshot", sid, "--db", str(tmp_path / "n.duckdb"), expect=1)
+    assert "format 99" in out.stderr and not os.path.exists(str(tmp_path / "n.duckdb"))
