@@ -743,11 +743,31 @@ static void ring_hook(void *arg) {
 
 /* ---- the loop's messages and tick ---------------------------------------------- */
 
+static void on_message(fmsg_t *m);
+
+/* A batch of messages: the streams' wake-ups last. With thousands of SSE
+ * clients one outcome wakes every stream, and a sync write's answer (or a
+ * worker's) that came in the same batch must not wait behind thousands of
+ * sends. */
 static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages) {
   (void)rx;
+  h2o_linklist_t wakes;
+  h2o_linklist_init_anchor(&wakes);
   while (!h2o_linklist_is_empty(messages)) {
     fmsg_t *m = H2O_STRUCT_FROM_MEMBER(fmsg_t, super.link, messages->next);
     h2o_linklist_unlink(&m->super.link);
+    if (m->kind == MSG_WAKE) h2o_linklist_insert(&wakes, &m->super.link);
+    else on_message(m);
+  }
+  while (!h2o_linklist_is_empty(&wakes)) {
+    fmsg_t *m = H2O_STRUCT_FROM_MEMBER(fmsg_t, super.link, wakes.next);
+    h2o_linklist_unlink(&m->super.link);
+    on_message(m);
+  }
+}
+
+static void on_message(fmsg_t *m) {
+  {
     switch (m->kind) {
       case MSG_DONE: {
         fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, done, m);
