@@ -53,7 +53,11 @@
  *   newer entry, the deadline or shutdown; read again; loop
  *
  * A thousand long polls thus cost one XREAD (the reader's) instead of a
- * thousand blocked Redis clients each woken for every entry. Under the
+ * thousand blocked Redis clients each woken for every entry. Under the HTTP
+ * front end a waiting poll is parked on its event loop, not on the
+ * condition variable, and when the reader's batch wakes it the loop itself
+ * looks at the ring (updates_try): the parked polls of one wake-up that ask
+ * the same thing share one rendered page. Under the
  * ring's lock a request only takes references to its entries; it writes its
  * page after letting the lock go, once, at its exact size, into the buffer
  * the response sends (reply_hits), so the reader is not kept from appending
