@@ -74,6 +74,7 @@ static struct {
   double drain;      /* seconds to wait for stragglers */
   uint64_t seed;
   const char *label;
+  int rss_pid;       /* the server: its RSS before and after the watchers connect */
 } O = {.port = 0, .key = "", .target = T_UPDATE, .conns = 64, .duration = 10, .warmup = 1,
        .table = "bench", .mid_pct = 10, .drain = 60, .seed = 42, .label = ""};
 
@@ -525,13 +526,15 @@ static void poller_done(conn_t *c, uint64_t t) {
   }
 }
 
-/* SSE: events are separated by a blank line; take each "id:" line. */
+/* SSE: events are separated by a blank line; take each "id:" line. What
+ * was parsed is dropped once at the end (a read holding many events costs
+ * one move of the rest, not one per event). */
 static void sse_events(conn_t *c, uint64_t t) {
+  size_t off = 0;
   for (;;) {
-    char *e = memmem(c->body.d, c->body.len, "\n\n", 2);
+    char *e = memmem(c->body.d + off, c->body.len - off, "\n\n", 2);
     if (!e) break;
-    size_t elen = (size_t)(e - c->body.d) + 2;
-    const char *p = c->body.d, *end = c->body.d + elen;
+    const char *p = c->body.d + off, *end = e + 2;
     while (p < end) {
       const char *nl = memchr(p, '\n', (size_t)(end - p));
       if (!nl) break;
@@ -544,8 +547,9 @@ static void sse_events(conn_t *c, uint64_t t) {
       }
       p = nl + 1;
     }
-    buf_consume(&c->body, elen);
+    off = (size_t)(end - c->body.d);
   }
+  if (off) buf_consume(&c->body, off);
 }
 
 /* ---- response parsing -------------------------------------------------------------- */
@@ -819,6 +823,9 @@ static int top_reached(void) {
 
 /* ---- join watchers with writes ---------------------------------------------------- */
 
+/* visible_after_response of the long polls and of the SSE clients apart */
+static samples_t vis_poll, vis_sse;
+
 static void report_watchers(FILE *f, samples_t *vis, samples_t *e2e) {
   /* Per watcher: how many of the measured writes it saw. */
   size_t nw = 0;
@@ -835,6 +842,8 @@ static void report_watchers(FILE *f, samples_t *vis, samples_t *e2e) {
     matched++;
     per[seen[i].watcher]++;
     samp_add(vis, (int64_t)seen[i].t - (int64_t)writes[w].t_resp);
+    samp_add(conns[seen[i].watcher].kind == K_SSE ? &vis_sse : &vis_poll,
+             (int64_t)seen[i].t - (int64_t)writes[w].t_resp);
     samp_add(e2e, (int64_t)(seen[i].t - writes[w].t_sched));
   }
   int nwatch = 0, complete = 0;
@@ -858,13 +867,26 @@ static void report_watchers(FILE *f, samples_t *vis, samples_t *e2e) {
 
 /* ---- main ------------------------------------------------------------------------------ */
 
+/* VmRSS of a process, in KiB, or -1. */
+static long rss_kb(int pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  long kb = -1;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
+  fclose(f);
+  return kb;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_load --port N --key KEY [--target health|update|async|row] [--conns N]\n"
           "                  [--rate R (0=closed loop)] [--duration S] [--warmup S] [--count N]\n"
           "                  [--table T] [--leaf FIRST:COUNT] [--mid FIRST:COUNT] [--mid-pct P]\n"
           "                  [--pollers N] [--sse N] [--redis URL --res-stream KEY] [--drain S]\n"
-          "                  [--seed N] [--label S]\n");
+          "                  [--seed N] [--label S] [--rss-pid PID]\n");
   exit(2);
 }
 
@@ -897,6 +919,7 @@ int main(int argc, char **argv) {
     else if (ARG("--drain")) O.drain = atof(v);
     else if (ARG("--seed")) O.seed = strtoull(v, NULL, 10);
     else if (ARG("--label")) O.label = v;
+    else if (ARG("--rss-pid")) O.rss_pid = atoi(v);
     else usage();
 #undef ARG
   }
@@ -924,6 +947,7 @@ int main(int argc, char **argv) {
     xlen_before = xlen();
   }
 
+  long rss_before = O.rss_pid > 0 ? rss_kb(O.rss_pid) : -1, rss_watching = -1;
   ep = epoll_create1(0);
   nconns = O.conns + O.pollers + O.sse;
   conns = calloc((size_t)nconns, sizeof *conns);
@@ -946,6 +970,7 @@ int main(int argc, char **argv) {
               O.pollers + O.sse);
     /* Let every long poll reach its blocking read before the first write. */
     run_loop(now_ns() + 300000000ull, NULL, NULL);
+    if (O.rss_pid > 0) rss_watching = rss_kb(O.rss_pid); /* every watcher connected and idle */
   }
 
   /* 2. Writes. */
@@ -1048,6 +1073,13 @@ int main(int argc, char **argv) {
     report_watchers(f, &vis, &e2e);
     samp_json(f, "visible_after_response", &vis);
     samp_json(f, "visible_after_send", &e2e);
+    if (O.pollers > 0 && O.sse > 0) {
+      samp_json(f, "visible_after_response_poll", &vis_poll);
+      samp_json(f, "visible_after_response_sse", &vis_sse);
+    }
+    if (rss_before >= 0 && rss_watching >= 0)
+      fprintf(f, ",\"server_rss_kb_before_watchers\":%ld,\"server_rss_kb_watchers_idle\":%ld", rss_before,
+              rss_watching);
     fprintf(f, ",\"catch_up_s\":%.3f,\"watcher_errors\":%" PRIu64 ",\"watcher_status\":{", (double)(t_caught - t_writes_done) / 1e9,
             poll_errors);
     int pf = 1;

@@ -18,7 +18,8 @@ Scenarios (BENCH=a,b or --only a,b; default: all but `profile`):
             every outcome is in response_duck
   visible   open loop at 20% of the sync max: HTTP answer -> a long-poll
             /get_updates client (and an SSE /events client if it exists)
-  fanout    1,000 long-poll clients while 1,000 writes/s flow
+  fanout    1,000 long-poll clients (and FANOUT_SSE SSE clients) while
+            1,000 writes/s flow
   spread    one write to a root over 1,000,000 leaves, end to end
   scale     10M number cells: start-up time and resident bytes per cell
   profile   (opt-in) perf record of the server under the sync load
@@ -33,7 +34,7 @@ into bench/results/latest.json. Write mix everywhere: 90% random leaf writes,
 10% writes to a random mid-level parent (spread over its 100 leaves).
 
 Environment knobs: BENCH, BENCH_QUICK=1 (shorter runs), BENCH_KEEP=1 (keep
-the temp dir), FANOUT_CLIENTS, FANOUT_RATE, SCALE_SHAPES (e.g. "10000000x1,1000000x10").
+the temp dir), FANOUT_CLIENTS, FANOUT_SSE, FANOUT_RATE, SCALE_SHAPES (e.g. "10000000x1,1000000x10").
 """
 import argparse
 import datetime
@@ -400,25 +401,37 @@ def sc_visible(ctx):
 
 
 def sc_fanout(ctx):
+    """FANOUT_CLIENTS long polls (default 1,000) and FANOUT_SSE SSE clients
+    of GET /events (default 0) while writes are offered at FANOUT_RATE/s.
+    The server's RSS is read before the watchers connect and once they are
+    all connected and idle (before the first write): the difference per
+    watcher is the memory an idle live client costs."""
     clients = int(os.environ.get("FANOUT_CLIENTS", "1000"))
+    sse = int(os.environ.get("FANOUT_SSE", "0"))
     rate = float(os.environ.get("FANOUT_RATE", "1000"))
     ctx.wait_idle()
     m = Meter(ctx)
     r = ctx.loadgen("--target", "update", "--conns", 64, "--rate", rate, "--warmup", 1,
-                    "--duration", ctx.dur(9, 3), "--pollers", clients, "--drain", 60)
+                    "--duration", ctx.dur(9, 3), "--pollers", clients, "--sse", sse, "--drain", 60,
+                    "--rss-pid", ctx.srv.pid)
     r["cpu"] = m.done()
     v = r["visible_after_response"]
-    f = {"clients": clients, "rate": rate, "achieved_rps": r["throughput_rps"],
+    f = {"clients": clients, "sse": sse, "rate": rate, "achieved_rps": r["throughput_rps"],
          "write_p99_ms": r["latency"]["p99_ms"], "delivered_pct": r["delivered_pct"],
          "p50_ms": v["p50_ms"], "p99_ms": v["p99_ms"], "send_to_seen_p99_ms": r["visible_after_send"]["p99_ms"],
          "catch_up_s": r["catch_up_s"], "bytes_in": r["bytes_in"],
          "target_p99_ms": TARGETS["fanout_p99_ms"],
          "pass": r["delivered_pct"] >= 100 and v["p99_ms"] <= TARGETS["fanout_p99_ms"]}
+    if "visible_after_response_sse" in r:
+        f["poll_p99_ms"] = r["visible_after_response_poll"]["p99_ms"]
+        f["sse_p99_ms"] = r["visible_after_response_sse"]["p99_ms"]
+    if r.get("server_rss_kb_watchers_idle", -1) > 0 and clients + sse > 0:
+        per = (r["server_rss_kb_watchers_idle"] - r["server_rss_kb_before_watchers"]) / (clients + sse)
+        r["rss_kib_per_idle_watcher"] = round(per, 1)
+        f["rss_kib_per_idle_watcher"] = r["rss_kib_per_idle_watcher"]
     result_line("fanout", f)
     return r
 
-
-# ---- big tables, written set-based into DuckDB with the server stopped --------------
 
 def tree_levels(fanout, first_id=1):
     levels, nxt, count = [], first_id, 1

@@ -27,6 +27,8 @@
 #define DG_HTTP_MAX_PARAMS 4
 
 typedef struct dg_front_req_s dg_front_req_t; /* front.c's side of a request */
+struct dg_defer_pass_s;
+struct dg_shared_body_s;
 
 /** One request header or query parameter (name lowercased for headers). */
 typedef struct dg_kv_s {
@@ -56,6 +58,7 @@ typedef struct dg_req_s {
   dg_buf_t out_headers;        /* name\0value\0 pairs                     */
   const char *out_type;        /* Content-Type (static or in out_headers) */
   dg_buf_t out_body;
+  struct dg_shared_body_s *out_shared; /* instead of out_body: dg_reply_shared */
   struct dg_stream_s *stream;  /* set by dg_reply_stream                   */
   struct dg_ws_s *ws;          /* set by dg_reply_websocket                */
   dg_front_req_t *front;       /* private                                  */
@@ -69,6 +72,9 @@ typedef struct dg_req_s {
   int64_t defer_deadline_ms;   /* monotonic ms                              */
   unsigned long defer_gen;     /* dg_req_wake_gen() before the last look    */
   unsigned char defer_state[64]; /* the handler's own, kept across runs     */
+  /* The handler's look on the loop when the ring wakes a parked request
+   * (dg_req_defer_try), or NULL: a worker reruns the handler. */
+  int (*defer_try)(struct dg_req_s *r, struct dg_defer_pass_s *pass);
   /* Awaiting an outcome on the loop (dg_req_await). */
   struct dg_waiters_s *await_ws;
   struct dg_waiter_s *await_w;    /* heap; the continuation frees it        */
@@ -89,6 +95,45 @@ unsigned long dg_req_wake_gen(void);
 void dg_req_defer(dg_req_t *r, int64_t deadline_ms);
 /** Runs a parked request's handler again (server.c; a worker thread). */
 void dg_http_rerun(dg_req_t *r);
+
+/**
+ * A look on the loop instead of a worker's rerun (issue 13's fan-out: a
+ * thousand parked long polls woken by one batch cost no thread hand-off).
+ * A handler that parks may set r->defer_try (after dg_req_defer); when the
+ * ring wakes the request, the front end calls it on the request's loop,
+ * where it must not block:
+ *   DG_TRY_ANSWERED  it answered (dg_reply_shared or any dg_reply_*)
+ *   DG_TRY_PARKED    nothing yet: it set r->defer_gen before its look and
+ *                    the request stays parked
+ *   DG_TRY_WORKER    the handler must run on a worker (dg_http_rerun)
+ * pass is one wake-up's pass over a loop's parked requests: what the
+ * handler keeps there (requests at the same cursor share one page) is
+ * freed by pass->free(pass->items) at the end of the pass.
+ */
+typedef struct dg_defer_pass_s {
+  void *items;
+  void (*free)(void *items);
+} dg_defer_pass_t;
+enum { DG_TRY_ANSWERED = 0, DG_TRY_PARKED = 1, DG_TRY_WORKER = 2 };
+/** Counts and logs a request dg_req_t.defer_try answered (server.c; the loop). */
+void dg_http_tried(dg_req_t *r);
+
+/**
+ * A reference-counted response body that many requests send without a copy
+ * each (the same page of updates for every long poll at one cursor). The
+ * count is atomic: any thread may take or drop a reference.
+ */
+typedef struct dg_shared_body_s {
+  atomic_uint refs;
+  size_t len;
+  char data[];  /* len bytes and a NUL */
+} dg_shared_body_t;
+/** A body of len bytes (uninitialised), one reference. */
+dg_shared_body_t *dg_shared_body_new(size_t len);
+void dg_shared_body_ref(dg_shared_body_t *b);
+void dg_shared_body_unref(dg_shared_body_t *b);
+/** Answers with b (takes a reference of its own), Content-Type JSON. */
+void dg_reply_shared(dg_req_t *r, int status, dg_shared_body_t *b);
 
 /**
  * Awaiting an outcome without a thread (a sync write, issue 13): the

@@ -100,9 +100,14 @@ static int table_matches(const char *table, const char *res, size_t len) {
  * again every second for the revocation check and the heartbeat. */
 static ssize_t sse_read(void *arg, char *buf, size_t max, int can_block) {
   sse_t *s = arg;
+  int dry = 0; /* the hub has nothing more right now */
   for (;;) {
-    if (s->sent < s->out.len) {
-      size_t n = s->out.len - s->sent;
+    /* Live events queued for this client go out together, up to max bytes
+     * a read (one send for many events when the client is behind), not
+     * one send and one trip through the loop each. */
+    size_t pending = s->out.len - s->sent;
+    if (pending > 0 && (dry || pending >= max || s->ended || s->replaying)) {
+      size_t n = pending;
       if (n > max) n = max;
       memcpy(buf, s->out.data + s->sent, n);
       s->sent += n;
@@ -127,6 +132,10 @@ static ssize_t sse_read(void *arg, char *buf, size_t max, int can_block) {
     }
     dg_event_t *ev = NULL;
     int rc = dg_sub_next(s->app->hub, s->sub, 0, &ev);
+    if (rc == DG_HUB_TIMEOUT && pending > 0) { /* what was taken goes now */
+      dry = 1;
+      continue;
+    }
     if (rc == DG_HUB_TIMEOUT && dg_mono_us() / 1000 - s->beat_ms < s->app->cfg->heartbeat_ms) return 0;
     s->beat_ms = dg_mono_us() / 1000;
     if (rc == DG_HUB_EVENT) {

@@ -270,6 +270,8 @@ void dg_req_dispose(dg_req_t *r) {
   req_strings_free(r);
   dg_buf_dispose(&r->out_headers);
   dg_buf_dispose(&r->out_body);
+  dg_shared_body_unref(r->out_shared);
+  r->out_shared = NULL;
   dg_free(r->stream);
   dg_free(r->ws);
   r->stream = NULL;
@@ -416,6 +418,8 @@ static void set_headers(fr_t *fr) {
 
 static void ws_start(fr_t *fr);
 
+static void release_shared(void *p) { dg_shared_body_unref(*(dg_shared_body_t **)p); }
+
 static void answer(fr_t *fr) {
   fr->state = FR_ANSWERED;
   h2o_req_t *req = fr->req;
@@ -440,9 +444,22 @@ static void answer(fr_t *fr) {
     stream_pump(fr);
     return;
   }
-  req->res.content_length = r->out_body.len;
   fr->gen.proceed = on_body_proceed;
   fr->gen.stop = on_generator_stop;
+  if (r->out_shared) {
+    /* One body for many requests: the request's pool holds a reference
+     * until h2o has sent it (the pool is cleared with the request). */
+    dg_shared_body_t *b = r->out_shared;
+    dg_shared_body_t **hold = h2o_mem_alloc_shared(&req->pool, sizeof *hold, release_shared);
+    *hold = b;
+    r->out_shared = NULL; /* the pool's now */
+    req->res.content_length = b->len;
+    h2o_start_response(req, &fr->gen);
+    h2o_iovec_t v = h2o_iovec_init(b->data, b->len);
+    h2o_send(req, &v, 1, H2O_SEND_STATE_FINAL);
+    return;
+  }
+  req->res.content_length = r->out_body.len;
   h2o_start_response(req, &fr->gen);
   h2o_iovec_t v = h2o_iovec_init(r->out_body.data ? r->out_body.data : "", r->out_body.len);
   h2o_send(req, &v, 1, H2O_SEND_STATE_FINAL);
@@ -639,6 +656,26 @@ static void unpark(fr_t *fr, int expired) {
   pool_submit(&fr->loop->f->pool, &fr->job);
 }
 
+/* A parked request woken by the ring (on its loop): the handler's own look
+ * when it has one (no worker, no hand-off; pass lets the requests of one
+ * wake-up share a page), else a rerun on a worker. */
+static void look_again(fr_t *fr, dg_defer_pass_t *pass) {
+  if (fr->r.defer_try == NULL || fr->req == NULL) {
+    unpark(fr, 0);
+    return;
+  }
+  int rc = fr->r.defer_try(&fr->r, pass);
+  if (rc == DG_TRY_PARKED) return; /* stays in the live list */
+  if (rc == DG_TRY_WORKER) {
+    unpark(fr, 0);
+    return;
+  }
+  if (h2o_linklist_is_linked(&fr->live.link)) h2o_linklist_unlink(&fr->live.link);
+  fr->state = FR_WORKING;
+  dg_http_tried(&fr->r);
+  answer(fr);
+}
+
 /* ---- awaited outcomes (dg_req_await) ------------------------------------------------- */
 
 void dg_req_await(dg_req_t *r, dg_waiters_t *ws, dg_waiter_t *w, int64_t deadline_ms, void (*fn)(dg_req_t *r)) {
@@ -680,13 +717,18 @@ static void park(fr_t *fr) {
     h2o_linklist_insert(&fr->loop->live, &fr->live.link);
     return;
   }
-  if (atomic_load(&wake_gen) != fr->r.defer_gen || now >= fr->r.defer_deadline_ms) {
-    unpark(fr, now >= fr->r.defer_deadline_ms); /* something came meanwhile, or time is up */
+  if (now >= fr->r.defer_deadline_ms) {
+    unpark(fr, 1); /* time is up */
     return;
   }
   fr->state = FR_PARKED;
   fr->live.kind = LIVE_PARKED;
   h2o_linklist_insert(&fr->loop->live, &fr->live.link);
+  if (atomic_load(&wake_gen) != fr->r.defer_gen) { /* something came meanwhile */
+    dg_defer_pass_t pass = {NULL, NULL};
+    look_again(fr, &pass);
+    if (pass.free) pass.free(pass.items);
+  }
 }
 
 /* The ring's hook (the reader's thread, after each batch; and at close). */
@@ -701,11 +743,31 @@ static void ring_hook(void *arg) {
 
 /* ---- the loop's messages and tick ---------------------------------------------- */
 
+static void on_message(fmsg_t *m);
+
+/* A batch of messages: the streams' wake-ups last. With thousands of SSE
+ * clients one outcome wakes every stream, and a sync write's answer (or a
+ * worker's) that came in the same batch must not wait behind thousands of
+ * sends. */
 static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages) {
   (void)rx;
+  h2o_linklist_t wakes;
+  h2o_linklist_init_anchor(&wakes);
   while (!h2o_linklist_is_empty(messages)) {
     fmsg_t *m = H2O_STRUCT_FROM_MEMBER(fmsg_t, super.link, messages->next);
     h2o_linklist_unlink(&m->super.link);
+    if (m->kind == MSG_WAKE) h2o_linklist_insert(&wakes, &m->super.link);
+    else on_message(m);
+  }
+  while (!h2o_linklist_is_empty(&wakes)) {
+    fmsg_t *m = H2O_STRUCT_FROM_MEMBER(fmsg_t, super.link, wakes.next);
+    h2o_linklist_unlink(&m->super.link);
+    on_message(m);
+  }
+}
+
+static void on_message(fmsg_t *m) {
+  {
     switch (m->kind) {
       case MSG_DONE: {
         fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, done, m);
@@ -762,13 +824,29 @@ static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
       case MSG_REWAKE: {
         loop_t *l = this_loop;
         atomic_store(&l->rewake_pending, 0);
+        /* The parked requests taken now: one answered here cannot end a
+         * neighbour, but a look may park a request again (at the tail). */
+        h2o_linklist_t parked;
+        h2o_linklist_init_anchor(&parked);
         h2o_linklist_t *node = l->live.next;
         while (node != &l->live) {
           h2o_linklist_t *next = node->next;
           live_t *lv = H2O_STRUCT_FROM_MEMBER(live_t, link, node);
-          if (lv->kind == LIVE_PARKED) unpark(H2O_STRUCT_FROM_MEMBER(fr_t, live, lv), 0);
+          if (lv->kind == LIVE_PARKED) {
+            h2o_linklist_unlink(node);
+            h2o_linklist_insert(&parked, node);
+          }
           node = next;
         }
+        dg_defer_pass_t pass = {NULL, NULL};
+        while (!h2o_linklist_is_empty(&parked)) {
+          live_t *lv = H2O_STRUCT_FROM_MEMBER(live_t, link, parked.next);
+          fr_t *fr = H2O_STRUCT_FROM_MEMBER(fr_t, live, lv);
+          h2o_linklist_unlink(&lv->link);
+          h2o_linklist_insert(&l->live, &lv->link); /* parked again unless answered */
+          look_again(fr, &pass);
+        }
+        if (pass.free) pass.free(pass.items);
         break;
       }
     }

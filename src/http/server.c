@@ -70,7 +70,13 @@ const dg_route_t *const *dg_http_route_tables(size_t *n) {
 
 /* ---- replies --------------------------------------------------------------- */
 
+static void drop_shared(dg_req_t *r) {
+  if (r->out_shared) dg_shared_body_unref(r->out_shared);
+  r->out_shared = NULL;
+}
+
 static void set_body_n(dg_req_t *r, int status, const char *type, const char *data, size_t len) {
+  drop_shared(r);
   dg_buf_reset(&r->out_body);
   dg_buf_append(&r->out_body, data, len);
   r->out_type = type;
@@ -101,7 +107,31 @@ void dg_reply_buf(dg_req_t *r, int status, const dg_buf_t *body) {
   set_body_n(r, status, "application/json", body->data ? body->data : "", body->len);
 }
 
+dg_shared_body_t *dg_shared_body_new(size_t len) {
+  dg_shared_body_t *b = dg_malloc(sizeof *b + len + 1);
+  atomic_init(&b->refs, 1);
+  b->len = len;
+  b->data[len] = '\0';
+  return b;
+}
+
+void dg_shared_body_ref(dg_shared_body_t *b) { atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed); }
+
+void dg_shared_body_unref(dg_shared_body_t *b) {
+  if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) dg_free(b);
+}
+
+void dg_reply_shared(dg_req_t *r, int status, dg_shared_body_t *b) {
+  dg_buf_reset(&r->out_body);
+  dg_shared_body_ref(b);
+  drop_shared(r);
+  r->out_shared = b;
+  r->out_type = "application/json";
+  r->status = status;
+}
+
 char *dg_reply_body_alloc(dg_req_t *r, int status, size_t len) {
+  drop_shared(r);
   dg_buf_reset(&r->out_body);
   dg_buf_reserve(&r->out_body, len + 1);
   r->out_body.len = len;
@@ -112,6 +142,7 @@ char *dg_reply_body_alloc(dg_req_t *r, int status, size_t len) {
 }
 
 void dg_reply_empty(dg_req_t *r, int status) {
+  drop_shared(r);
   dg_buf_reset(&r->out_body);
   r->out_type = NULL;
   r->status = status;
@@ -424,8 +455,16 @@ static int route_index(const dg_route_t *route) {
   return -1;
 }
 
+void dg_http_tried(dg_req_t *r) {
+  r->deferred = 0;
+  r->defer_try = NULL;
+  r->defer_runs++;
+  access_log(r, route_index(r->route));
+}
+
 void dg_http_rerun(dg_req_t *r) {
   r->deferred = 0;
+  r->defer_try = NULL;
   r->defer_runs++;
   r->route->fn(r);
   if (!r->deferred) access_log(r, route_index(r->route));

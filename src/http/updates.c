@@ -53,7 +53,11 @@
  *   newer entry, the deadline or shutdown; read again; loop
  *
  * A thousand long polls thus cost one XREAD (the reader's) instead of a
- * thousand blocked Redis clients each woken for every entry. Under the
+ * thousand blocked Redis clients each woken for every entry. Under the HTTP
+ * front end a waiting poll is parked on its event loop, not on the
+ * condition variable, and when the reader's batch wakes it the loop itself
+ * looks at the ring (updates_try): the parked polls of one wake-up that ask
+ * the same thing share one rendered page. Under the
  * ring's lock a request only takes references to its entries; it writes its
  * page after letting the lock go, once, at its exact size, into the buffer
  * the response sends (reply_hits), so the reader is not kept from appending
@@ -495,6 +499,8 @@ static int ring_done(const params_t *p, const dg_ring_read_t *rd) {
 /* Outcome of serve_from_ring. */
 enum { RING_ANSWERED = 0, RING_FALLBACK = 1, RING_CONTINUE = 2, RING_DEFERRED = 3 };
 
+static int updates_try(dg_req_t *r, dg_defer_pass_t *pass);
+
 /* What a parked long poll keeps across its runs (r->defer_state). */
 typedef struct {
   dg_redis_xid_t cursor;  /* resolved: `$` or the id, moved past what was scanned */
@@ -557,6 +563,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
     parked_t k = {rd.cursor};
     memcpy(s->r->defer_state, &k, sizeof k);
     dg_req_defer(s->r, deadline);
+    s->r->defer_try = updates_try;
     return RING_DEFERRED;
   }
   if (!ring_done(p, &rd) && !s->r->defer_expired) {
@@ -582,30 +589,24 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
 #define PAGE_NEXT "],\"next\":\""
 #define PAGE_CLOSE "\"}"
 
-/*
- * Answers with the ring's matches: the exact size first, then one buffer,
- * written once and handed to the response without another copy
- * (dg_reply_body_alloc). The texts are read here, without the ring's lock;
- * the references keep them alive even if the ring has evicted them since.
- */
-static void reply_hits(dg_req_t *r, const scan_t *s) {
-  char idbuf[DG_REDIS_XID_BUFSZ];
-  dg_redis_xid_format(s->cursor, idbuf, sizeof idbuf);
+/* The page of the ring's matches hits[0 .. n) with `next` = cursor: its
+ * exact size, then the bytes. The texts are read without the ring's lock;
+ * the references keep them alive even if the ring has evicted them since. */
+static size_t page_size(const dg_event_t *const *hits, size_t n, const char *idbuf) {
+  size_t size = sizeof PAGE_OPEN - 1 + sizeof PAGE_NEXT - 1 + strlen(idbuf) + sizeof PAGE_CLOSE - 1;
+  for (size_t i = 0; i < n; i++) size += hits[i]->len + (i > 0);
+  return size;
+}
+
+static void page_write(char *body, size_t size, const dg_event_t *const *hits, size_t n, const char *idbuf) {
   size_t idlen = strlen(idbuf); /* digits and '-': nothing to escape */
-  size_t size = sizeof PAGE_OPEN - 1 + sizeof PAGE_NEXT - 1 + idlen + sizeof PAGE_CLOSE - 1;
-  for (size_t i = 0; i < s->nhits; i++) size += s->hits[i]->len + (i > 0);
-  char *body = dg_reply_body_alloc(r, 200, size);
-  if (body == NULL) {
-    dg_problem(r, 503, NULL, "out of memory for a page of %zu bytes", size);
-    return;
-  }
   char *p = body;
   memcpy(p, PAGE_OPEN, sizeof PAGE_OPEN - 1);
   p += sizeof PAGE_OPEN - 1;
-  for (size_t i = 0; i < s->nhits; i++) {
+  for (size_t i = 0; i < n; i++) {
     if (i > 0) *p++ = ',';
-    memcpy(p, s->hits[i]->res, s->hits[i]->len);
-    p += s->hits[i]->len;
+    memcpy(p, hits[i]->res, hits[i]->len);
+    p += hits[i]->len;
   }
   memcpy(p, PAGE_NEXT, sizeof PAGE_NEXT - 1);
   p += sizeof PAGE_NEXT - 1;
@@ -614,6 +615,136 @@ static void reply_hits(dg_req_t *r, const scan_t *s) {
   memcpy(p, PAGE_CLOSE, sizeof PAGE_CLOSE - 1);
   p += sizeof PAGE_CLOSE - 1;
   DG_ASSERT((size_t)(p - body) == size);
+  (void)size;
+}
+
+/*
+ * Answers with the ring's matches: the exact size first, then one buffer,
+ * written once and handed to the response without another copy
+ * (dg_reply_body_alloc).
+ */
+static void reply_hits(dg_req_t *r, const scan_t *s) {
+  char idbuf[DG_REDIS_XID_BUFSZ];
+  dg_redis_xid_format(s->cursor, idbuf, sizeof idbuf);
+  size_t size = page_size(s->hits, s->nhits, idbuf);
+  char *body = dg_reply_body_alloc(r, 200, size);
+  if (body == NULL) {
+    dg_problem(r, 503, NULL, "out of memory for a page of %zu bytes", size);
+    return;
+  }
+  page_write(body, size, s->hits, s->nhits, idbuf);
+}
+
+/*
+ * A parked long poll woken by the ring, on its loop (http.h, defer_try):
+ * the same look as a rerun's serve_from_ring, without blocking. Every poll
+ * of one wake-up at the same cursor with the same filter, scope and limit
+ * gets the same page, so the pass renders it once and the polls share it
+ * (dg_reply_shared): a thousand long polls at one cursor cost one page
+ * and one ring read per batch, not a thousand. A page made a moment ago
+ * for the same cursor is what this poll's own read would have answered
+ * then; what came since is the next poll's. Anything else (the ring no
+ * longer covers the cursor, the deadline) goes to a worker as before.
+ */
+
+/* Pages one pass keeps: the distinct (cursor, filter, scope, limit) of the
+ * polls of one wake-up, in practice one or a few. */
+#define PASS_PAGES 16
+
+typedef struct {
+  dg_redis_xid_t cursor;
+  int64_t limit;
+  char *table;            /* NULL: none */
+  char *scope;            /* NULL: none */
+  dg_shared_body_t *body;
+} pass_page_t;
+
+typedef struct {
+  size_t n;
+  pass_page_t pages[PASS_PAGES];
+} pass_pages_t;
+
+static void pass_free(void *items) {
+  pass_pages_t *pp = items;
+  for (size_t i = 0; i < pp->n; i++) {
+    dg_free(pp->pages[i].table);
+    dg_free(pp->pages[i].scope);
+    dg_shared_body_unref(pp->pages[i].body);
+  }
+  dg_free(pp);
+}
+
+static int same_str(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+static int updates_try(dg_req_t *r, dg_defer_pass_t *pass) {
+  params_t p;
+  if (params_or_problem(r, &p) != 0) return DG_TRY_ANSWERED; /* passed at the first run */
+  parked_t k;
+  memcpy(&k, r->defer_state, sizeof k);
+  pass_pages_t *pp = pass->items;
+  if (pp) {
+    for (size_t i = 0; i < pp->n; i++) {
+      pass_page_t *g = &pp->pages[i];
+      if (dg_redis_xid_cmp(g->cursor, k.cursor) == 0 && g->limit == p.limit && same_str(g->table, p.table) &&
+          same_str(g->scope, p.scope)) {
+        dg_reply_shared(r, 200, g->body);
+        return DG_TRY_ANSWERED;
+      }
+    }
+  }
+  const dg_event_t *hits_local[HITS_LOCAL];
+  dg_ring_read_t rd;
+  memset(&rd, 0, sizeof rd);
+  rd.cursor = k.cursor;
+  rd.table = p.table;
+  rd.scope = p.scope;
+  rd.limit = (size_t)p.limit;
+  rd.scan_max = p.filtering ? SCAN_MAX : (size_t)p.limit;
+  rd.any_entry = !p.filtering;
+  rd.max_bytes = r->app->cfg->page_bytes;
+  rd.out = p.limit <= HITS_LOCAL ? hits_local : dg_malloc((size_t)p.limit * sizeof *rd.out);
+  /* Before the look, as serve_from_ring: an append after it moves the
+   * generation, and the front end looks again. */
+  r->defer_gen = dg_req_wake_gen();
+  int out;
+  if (dg_ring_read(r->app->hub, &rd, NULL) != DG_RING_COVERED) {
+    out = DG_TRY_WORKER; /* the Redis path, on a worker */
+  } else if (!ring_done(&p, &rd)) {
+    /* Only entries that did not match were scanned: the cursor moves past
+     * them, as a parked poll's would. */
+    DG_ASSERT(rd.matched == 0);
+    k.cursor = rd.cursor;
+    memcpy(r->defer_state, &k, sizeof k);
+    out = DG_TRY_PARKED;
+  } else {
+    char idbuf[DG_REDIS_XID_BUFSZ];
+    dg_redis_xid_format(rd.cursor, idbuf, sizeof idbuf);
+    size_t size = page_size(rd.out, rd.matched, idbuf);
+    dg_shared_body_t *b = dg_shared_body_new(size);
+    page_write(b->data, size, rd.out, rd.matched, idbuf);
+    dg_reply_shared(r, 200, b);
+    if (pp == NULL) {
+      pp = dg_calloc(1, sizeof *pp);
+      pass->items = pp;
+      pass->free = pass_free;
+    }
+    if (pp->n < PASS_PAGES) {
+      pass_page_t *g = &pp->pages[pp->n++];
+      g->cursor = k.cursor;
+      g->limit = p.limit;
+      g->table = p.table ? dg_strdup(p.table) : NULL;
+      g->scope = p.scope ? dg_strdup(p.scope) : NULL;
+      g->body = b; /* the pass's reference */
+    } else {
+      dg_shared_body_unref(b);
+    }
+    out = DG_TRY_ANSWERED;
+  }
+  dg_ring_release(rd.out, rd.matched);
+  if (rd.out != hits_local) dg_free((void *)rd.out);
+  return out;
 }
 
 /* ======================================================================= */

@@ -280,6 +280,73 @@ def test_many_concurrent_long_polls_see_every_write(own):
     assert all(g == ids for g in got), [len(g) for g in got if g != ids][:10]
 
 
+def xid(text):
+    ms, seq = text.split("-")
+    return int(ms), int(seq)
+
+
+def test_one_wake_up_answers_each_poll_its_own_page(own):
+    """Polls parked at one cursor with different filters, limits and key
+    scopes are woken by the same batches; the front end shares a page only
+    among polls that ask the same thing (same cursor, table, scope and
+    limit), so each still gets exactly its own: what a fresh request with
+    its parameters answers, or the start of it."""
+    _, s = own
+    make_table(s, "a")
+    make_table(s, "b")
+    r = s.post("/admin/keys", {"name": "ring-scope-b", "role": "read", "tables": ["b"]})
+    assert r.status_code == 201, r.text
+    scoped = r.json()["key"]
+    start = updates(s)["next"]
+    kinds = [("", None), ("&limit=1", None), ("&table=a", None), ("&table=b", None),
+             ("&table=a&limit=1", None), ("", scoped), ("&limit=1", scoped)]
+    per_kind = 6
+    got = {}
+    errors = []
+    ready = threading.Barrier(len(kinds) * per_kind + 1)
+
+    def poll(i, extra, key):
+        try:
+            ready.wait(30)
+            r = requests.get(f"{s.base}/get_updates?since={start}&wait_ms=8000{extra}",
+                             headers=s.headers(key), timeout=20)
+            assert r.status_code == 200, r.text
+            got[i] = (extra, key, r.json())
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = []
+    for k, (extra, key) in enumerate(kinds):
+        for j in range(per_kind):
+            threads.append(threading.Thread(target=poll, args=(k * per_kind + j, extra, key)))
+    for t in threads:
+        t.start()
+    ready.wait(30)
+    time.sleep(0.7)  # every poll is parked at `start`
+    # Asynchronous writes, so that one batch of the reader may hold several.
+    for i, t in enumerate(["b", "a", "b", "a", "b"]):
+        r = s.post(f"/tables/{t}/rows?async=true", {"id": 100 + i, "v": "1.00"})
+        assert r.status_code in (201, 202), r.text
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:5]
+    assert len(got) == len(threads)
+    for extra, key, body in got.values():
+        fresh = requests.get(f"{s.base}/get_updates?since={start}{extra}", headers=s.headers(key),
+                             timeout=15).json()["updates"]
+        ups = body["updates"]
+        assert ups, (extra, key, body)
+        assert ups == fresh[:len(ups)], (extra, key is not None, ups, fresh)
+        # next is the last entry scanned: the last update, or an entry after
+        # it that carries none (the stream may hold such entries).
+        assert xid(body["next"]) >= xid(ups[-1]["update_id"]), (extra, body)
+        if "limit=1" in extra:
+            assert len(ups) == 1, (extra, ups)
+        want = "a" if "table=a" in extra else "b" if ("table=b" in extra or key) else None
+        if want:
+            assert all(u["table"] == want for u in ups), (extra, key is not None, ups)
+
+
 def test_shutdown_is_not_held_up_by_long_polls(own):
     _, s = own
     make_table(s, "a")
