@@ -211,16 +211,16 @@ def test_long_polls_are_parked_without_a_thread_each(make_server):
 
 def test_sync_writes_wait_for_their_outcome_without_a_worker_each(make_server, redis_server):
     """A sync write waits for its outcome parked on its loop, not on a worker
-    (issue 13). With 16 workers and the manager pausing 8 s after each
+    (issue 13). With 16 workers and the manager pausing 15 s after each
     publish (a test hook), 200 sync writes are all queued in Redis during
-    the first pause: a worker that waited for its outcome would let only 16
+    the first pause (long enough for an ASan build on a loaded machine): a worker that waited for its outcome would let only 16
     through before the first answers. Then each gets its own outcome."""
     s = make_server(env={"DUCKGRID_IP_CONNECTIONS": "0", "DUCKGRID_HTTP_WORKERS": "16"}).start()
     assert s.post("/tables", {"name": "sw", "columns": [{"name": "v", "type": "number", "scale": 0}]}).status_code == 201
     rows = [{"id": 1}] + [{"id": 100 + i, "parent_id": 1, "v": 0} for i in range(200)]
     assert s.post("/tables/sw/rows", {"rows": rows}).status_code == 201
     assert s.stop() == 0
-    s.env.update({"DUCKGRID_TEST_HOOKS": "1", "DUCKGRID_TEST_PUBLISH_PAUSE_MS": "8000", "DUCKGRID_SYNC_TIMEOUT_MS": "60000"})
+    s.env.update({"DUCKGRID_TEST_HOOKS": "1", "DUCKGRID_TEST_PUBLISH_PAUSE_MS": "15000", "DUCKGRID_SYNC_TIMEOUT_MS": "60000"})
     s.start()
     queued0 = int(redis_server.cli("XLEN", s.prefix + "request_duck"))
     socks = []
@@ -231,7 +231,7 @@ def test_sync_writes_wait_for_their_outcome_without_a_worker_each(make_server, r
             c.sendall(f"POST /update_cell HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.admin_key}\r\n"
                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
             socks.append(c)
-        deadline = time.time() + 7.0  # within the manager's first pause
+        deadline = time.time() + 14.0  # within the manager's first pause
         queued = 0
         while time.time() < deadline:
             queued = int(redis_server.cli("XLEN", s.prefix + "request_duck")) - queued0
