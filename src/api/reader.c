@@ -189,7 +189,7 @@ static int rows_update_ranges(dg_app_t *app, const char *res, size_t len, const 
   if (ranges == NULL) {
     /* Truncated without ranges: too many scattered ids to list (apply.c
      * write_id_map). The row set is reloaded from DuckDB once it holds
-     * this outcome (dg_reader_refresh); the manager checks rows meanwhile. */
+     * this outcome (refresh, below); the manager checks rows meanwhile. */
     const char *raw;
     size_t rawn;
     if (dg_json_raw_member(res, len, add ? "inserted_truncated" : "deleted_truncated", &raw, &rawn) == 0 &&
@@ -375,8 +375,8 @@ static int position(dg_reader_t *rd) {
 static void refresh(dg_reader_t *rd) {
   dg_app_t *app = rd->app;
   if (app->progress == NULL || app->db == NULL) return;
-  dg_redis_xid_t published, persisted;
-  dg_progress_get(app->progress, &published, &persisted);
+  dg_redis_xid_t persisted;
+  dg_progress_get(app->progress, NULL, &persisted);
   duckdb_connection c = dg_db_conn(app->db);
   if (c == NULL) return;
   int n = dg_catalog_refresh(app->catalog, c, persisted);

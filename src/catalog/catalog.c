@@ -262,24 +262,25 @@ static void log_op(entry_t *e, int64_t id, int add, dg_redis_xid_t at) {
   e->nops++;
 }
 
-void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at) {
+/* The rows an outcome added (add 1) or removed, logged when the set is stale. */
+static void rows_change(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at,
+                        int add) {
   pthread_rwlock_wrlock(&c->lock);
   entry_t *e = find(c, table);
   for (size_t i = 0; e && i < n; i++) {
-    dg_rowset_add(&e->rows, ids[i]);
-    log_op(e, ids[i], 1, at);
+    if (add) dg_rowset_add(&e->rows, ids[i]);
+    else dg_rowset_remove(&e->rows, ids[i]);
+    log_op(e, ids[i], add, at);
   }
   pthread_rwlock_unlock(&c->lock);
 }
 
+void dg_catalog_rows_add(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at) {
+  rows_change(c, table, ids, n, at, 1);
+}
+
 void dg_catalog_rows_remove(dg_catalog_t *c, const char *table, const int64_t *ids, size_t n, dg_redis_xid_t at) {
-  pthread_rwlock_wrlock(&c->lock);
-  entry_t *e = find(c, table);
-  for (size_t i = 0; e && i < n; i++) {
-    dg_rowset_remove(&e->rows, ids[i]);
-    log_op(e, ids[i], 0, at);
-  }
-  pthread_rwlock_unlock(&c->lock);
+  rows_change(c, table, ids, n, at, 0);
 }
 
 void dg_catalog_rows_stale(dg_catalog_t *c, const char *table, dg_redis_xid_t at) {

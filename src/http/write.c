@@ -31,7 +31,6 @@
 #include "dg/log.h"
 #include "dg/progress.h"
 #include "dg/redis.h"
-#include "dg/redis_pool.h"
 #include "dg/service.h"
 #include "dg/views.h"
 #include "dg/waiters.h"
