@@ -38,11 +38,25 @@ LEASE_KEY = "duckgrid:manager"
 
 def xlen(redis, key):
     """Entries ever added (XLEN would stop at the stream's cap)."""
-    lines = redis.cli("XINFO", "STREAM", key).split("\n")
+    info = redis.command("XINFO", "STREAM", key)
     try:
-        return int(lines[lines.index("entries-added") + 1])
-    except (ValueError, IndexError):
+        return int(info[info.index("entries-added") + 1])
+    except (ValueError, IndexError, TypeError):
         return 0
+
+
+def redis_commands(redis, queued):
+    """Redis's own time per command (INFO commandstats, since the catch-up
+    began), in microseconds per queued request, largest first: where the
+    Redis side of a request goes."""
+    out = {}
+    for line in redis.command("INFO", "commandstats").splitlines():
+        if not line.startswith("cmdstat_"):
+            continue
+        name, _, rest = line[len("cmdstat_"):].partition(":")
+        f = dict(kv.split("=", 1) for kv in rest.split(","))
+        out[name] = round(int(f["usec"]) / queued, 2)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])[:8])
 
 
 def health(srv):
@@ -80,8 +94,15 @@ def one_run(a, redis, srv, levels, count):
         cg = ["--call-graph", "dwarf,8192", "-F", "499"] if os.environ.get("PERF_DWARF") == "1" else ["-g"]
         perf = subprocess.Popen(["perf", "record", *cg, "-o", a.perf, "-p", str(srv.pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rperf = None
+    if a.perf_redis:
+        rperf = subprocess.Popen(["perf", "record", "-g", "-o", a.perf_redis, "-p", str(redis.proc.pid)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if perf or rperf:
         time.sleep(0.5)
     cpu0 = B.cpu_ticks(srv.pid)
+    rcpu0 = B.cpu_ticks(redis.proc.pid)
+    redis.command("CONFIG", "RESETSTAT")
     redis.cli("DEL", LEASE_KEY)
     t_del = time.monotonic()
     t_first = None
@@ -98,9 +119,12 @@ def one_run(a, redis, srv, levels, count):
         time.sleep(0.01)
     t_last = time.monotonic()
     cpu1 = B.cpu_ticks(srv.pid)
-    if perf:
-        perf.send_signal(2)
-        perf.wait(60)
+    rcpu1 = B.cpu_ticks(redis.proc.pid)
+    cmdstats = redis_commands(redis, queued)
+    for p in (perf, rperf):
+        if p:
+            p.send_signal(2)
+            p.wait(60)
     # everything in DuckDB: a read waits for the persisted mark
     srv.ok("GET", f"/tables/bench/rows/{r0}")
     t_persisted = time.monotonic()
@@ -110,6 +134,8 @@ def one_run(a, redis, srv, levels, count):
             "takeover_s": round(t_first - t_del, 2), "apply_publish_s": round(span, 2),
             "applied_rps": round(queued / span), "persisted_after_s": round(t_persisted - t_last, 2),
             "server_cpu_us_per_req": round(1e6 * (cpu1 - cpu0) / hz / queued, 1),
+            "redis_cpu_us_per_req": round(1e6 * (rcpu1 - rcpu0) / hz / queued, 1),
+            "redis_commands_us_per_req": cmdstats,
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -119,6 +145,7 @@ def main():
     ap.add_argument("--count", type=int, default=200000)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--perf", default=None, help="perf record -g the server during the first catch-up into FILE")
+    ap.add_argument("--perf-redis", default=None, help="perf record -g redis-server likewise into FILE")
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop what we started (finally)
@@ -133,7 +160,7 @@ def main():
         runs = []
         for i in range(a.runs):
             runs.append(one_run(a, redis, srv, levels, a.count))
-            a.perf = None
+            a.perf = a.perf_redis = None
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         print(json.dumps({"git": git, "count": a.count, "runs": runs}))
     finally:

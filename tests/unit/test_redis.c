@@ -1073,6 +1073,36 @@ static void test_binary_safe(void **state) {
   assert_int_equal(rep->integer, 0);
   freeReplyObject(rep);
 
+  /* An empty argument, and one larger than the output buffer kept between
+   * commands (written in place, the buffer grown and released after). */
+  const char *ev[3] = {"SET", "empty", ""};
+  assert_int_equal(dg_redis_command(r, 3, ev, NULL, &rep), 0);
+  expect_status(rep, "OK");
+  ev[0] = "STRLEN";
+  assert_int_equal(dg_redis_command(r, 2, ev, NULL, &rep), 0);
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  assert_int_equal(rep->integer, 0);
+  freeReplyObject(rep);
+  size_t blen = 3 * 1024 * 1024 + 7;
+  char *big = malloc(blen);
+  assert_non_null(big);
+  for (size_t i = 0; i < blen; i++) big[i] = (char)(i * 31 + 7);
+  const char *bv[3] = {"SET", "big", big};
+  size_t bl[3] = {3, 3, blen};
+  for (int round = 0; round < 2; round++) {
+    assert_int_equal(dg_redis_command(r, 3, bv, bl, &rep), 0);
+    expect_status(rep, "OK");
+    bv[0] = "GET";
+    assert_int_equal(dg_redis_command(r, 2, bv, bl, &rep), 0);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_int_equal(rep->len, blen);
+    assert_memory_equal(rep->str, big, blen);
+    freeReplyObject(rep);
+    bv[0] = "SET";
+    big[round] ^= 0x5a;
+  }
+  free(big);
+
   /* Error replies are data: rc 0, connection stays up. */
   rep = CMD(r, "SET", "notnum", "abc");
   freeReplyObject(rep);
