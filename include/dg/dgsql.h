@@ -38,7 +38,9 @@
  *                       persist.c); read by catalog.c, views_check.c,
  *                       persist.c (load) and http/views.c.
  *   cell_history_v1 [2] the audit log before migration 5 (one text row per
- *                       changed cell); read only through dg.cell_history.
+ *                       changed cell; made as dg.cell_history, renamed in
+ *                       5); read only through the view dg.cell_history.
+ *   outcomes [2]        gone: dropped in 6, its request ids kept in dg.idem.
  *   applied [2]         one row: last_id, the stream id of the last request
  *                       persisted, and next_row_id [6], the next automatic
  *                       row id. Written by persist.c in the batch's
@@ -80,6 +82,10 @@
  *                       the keys and indexes to rebuild. Written by
  *                       snapshot.c into the copy; read and dropped by
  *                       dg_snapshot_rebuild.
+ *
+ * Besides the tables: the sequences dg.api_keys_seq [1] and
+ * dg.admin_audit_seq [8] (the ids of keys and admin audit rows) and the
+ * macro dg.scaled_text(v, s) [5] (a scaled integer as decimal text).
  *
  * persist.c writes dg.audit_requests, dg.cell_log, dg.row_images and dg.idem
  * through DuckDB appenders (schema "dg" and the table name, no SQL text).
