@@ -28,6 +28,7 @@
 
 #include "dg/catalog.h"
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "dg/entry_mac.h"
 #include "dg/hub.h"
 #include "dg/jsonw.h"
@@ -342,7 +343,7 @@ static int position(dg_reader_t *rd) {
    * catalog, so the catalog holds at least that much) and replay what
    * follows from Redis. */
   duckdb_result q;
-  if (c != NULL && duckdb_query(c, "SELECT last_id FROM dg.applied", &q) == DuckDBSuccess &&
+  if (c != NULL && duckdb_query(c, dg_sql_applied_last_id, &q) == DuckDBSuccess &&
       duckdb_row_count(&q) == 1) {
     char *v = duckdb_value_varchar(&q, 0, 0);
     dg_redis_xid_t applied;

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "dg/common.h"
+#include "dg/dgsql.h"
 
 /* How stale the snapshot may get: the "at least once a second". */
 #define SNAPSHOT_MS 1000
@@ -57,7 +58,7 @@ static int read_jtis(dg_alive_t *a, char ***out, size_t *n) {
   duckdb_connection c = dg_db_conn(a->db);
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_result res;
-  if (duckdb_query(c, "SELECT jti FROM dg.revoked_tokens ORDER BY jti", &res) == DuckDBError) {
+  if (duckdb_query(c, dg_sql_revoked_jtis, &res) == DuckDBError) {
     duckdb_destroy_result(&res);
     return DG_EUNAVAIL;
   }
@@ -128,7 +129,7 @@ static int read_ids(dg_alive_t *a, int64_t **out, size_t *n) {
   duckdb_connection c = dg_db_conn(a->db);
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_result res;
-  if (duckdb_query(c, "SELECT id FROM dg.api_keys ORDER BY id", &res) == DuckDBError) {
+  if (duckdb_query(c, dg_sql_key_ids, &res) == DuckDBError) {
     duckdb_destroy_result(&res);
     return DG_EUNAVAIL;
   }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "dg/log.h"
 
 /* A deleted key must stop working within a second across processes. */
@@ -210,10 +211,7 @@ static int insert_key(dg_auth_t *a, const char *name, dg_role_t role, const char
   duckdb_connection c = dg_db_conn(a->db);
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_prepared_statement st;
-  if (duckdb_prepare(c,
-                     "INSERT INTO dg.api_keys(id, name, role, prefix, hash) "
-                     "VALUES (nextval('dg.api_keys_seq'), $1, $2, $3, $4) RETURNING id",
-                     &st) == DuckDBError) {
+  if (duckdb_prepare(c, dg_sql_key_insert, &st) == DuckDBError) {
     dg_log_error("prepare insert key: %s", duckdb_prepare_error(st));
     duckdb_destroy_prepare(&st);
     return DG_EIO;
@@ -260,9 +258,7 @@ static int lookup(dg_auth_t *a, const char *hex, cache_entry_t *e) {
   duckdb_connection c = dg_db_conn(a->db);
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_prepared_statement st;
-  if (duckdb_prepare(c, "SELECT k.id, k.role, k.name, s.tables, s.expires_s FROM dg.api_keys k "
-                      "LEFT JOIN dg.key_scopes s ON s.key_id = k.id WHERE k.hash = $1", &st) ==
-      DuckDBError) {
+  if (duckdb_prepare(c, dg_sql_key_lookup, &st) == DuckDBError) {
     duckdb_destroy_prepare(&st);
     return DG_EUNAVAIL;
   }
@@ -294,8 +290,7 @@ static void touch_last_used(dg_auth_t *a, int64_t id) {
   duckdb_connection c = dg_db_conn(a->db);
   duckdb_prepared_statement st;
   if (c == NULL) return;
-  if (duckdb_prepare(c, "UPDATE dg.api_keys SET last_used_at = current_timestamp WHERE id = $1",
-                     &st) == DuckDBSuccess) {
+  if (duckdb_prepare(c, dg_sql_key_touch, &st) == DuckDBSuccess) {
     duckdb_bind_int64(st, 1, id);
     duckdb_result res;
     /* Two threads touching one key may conflict; the stamp is advisory. */
@@ -403,8 +398,7 @@ static int has_admin(dg_auth_t *a, int *yes) {
   duckdb_connection c = dg_db_conn(a->db);
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_result res;
-  if (duckdb_query(c, "SELECT count(*) FROM dg.api_keys WHERE role = 'admin'", &res) ==
-      DuckDBError) {
+  if (duckdb_query(c, dg_sql_key_admin_count, &res) == DuckDBError) {
     duckdb_destroy_result(&res);
     return DG_EIO;
   }
@@ -424,7 +418,7 @@ int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file,
     duckdb_connection c = dg_db_conn(a->db);
     duckdb_prepared_statement st;
     int seen = -1;
-    if (c && duckdb_prepare(c, "SELECT count(*) FROM dg.bootstrapped WHERE hash = $1", &st) == DuckDBSuccess) {
+    if (c && duckdb_prepare(c, dg_sql_bootstrapped_count, &st) == DuckDBSuccess) {
       duckdb_bind_varchar(st, 1, hex);
       duckdb_result res;
       if (duckdb_execute_prepared(st, &res) == DuckDBSuccess) seen = duckdb_value_int64(&res, 0, 0) > 0;
@@ -442,7 +436,7 @@ int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file,
       snprintf(err, errcap, "cannot store the bootstrap admin key in the database");
       return DG_EIO;
     }
-    if (duckdb_prepare(c, "INSERT INTO dg.bootstrapped VALUES ($1)", &st) == DuckDBSuccess) {
+    if (duckdb_prepare(c, dg_sql_bootstrapped_insert, &st) == DuckDBSuccess) {
       duckdb_bind_varchar(st, 1, hex);
       duckdb_result res;
       duckdb_execute_prepared(st, &res);
@@ -489,7 +483,7 @@ int dg_auth_key_scope(dg_auth_t *a, int64_t id, const char *scope, int64_t expir
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_prepared_statement st;
   int rc = DG_EIO;
-  if (duckdb_prepare(c, "INSERT OR REPLACE INTO dg.key_scopes VALUES ($1, $2, $3)", &st) == DuckDBSuccess) {
+  if (duckdb_prepare(c, dg_sql_key_scope_upsert, &st) == DuckDBSuccess) {
     duckdb_bind_int64(st, 1, id);
     if (scope && *scope) duckdb_bind_varchar(st, 2, scope);
     else duckdb_bind_null(st, 2);
@@ -511,10 +505,7 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id) {
   duckdb_prepared_statement st;
   /* One statement decides: it deletes only when the key exists and is not
    * the last admin key, so two concurrent deletes cannot both pass. */
-  if (duckdb_prepare(c,
-                     "DELETE FROM dg.api_keys WHERE id = $1 AND (role <> 'admin' OR "
-                     "(SELECT count(*) FROM dg.api_keys WHERE role = 'admin') > 1) RETURNING id",
-                     &st) == DuckDBError) {
+  if (duckdb_prepare(c, dg_sql_key_delete, &st) == DuckDBError) {
     duckdb_destroy_prepare(&st);
     return DG_EIO;
   }
@@ -525,7 +516,7 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id) {
   else if (duckdb_row_count(&res) == 0) rc = DG_ENOTFOUND;
   duckdb_destroy_result(&res);
   duckdb_destroy_prepare(&st);
-  if (rc == 0 && duckdb_prepare(c, "DELETE FROM dg.key_scopes WHERE key_id = $1", &st) == DuckDBSuccess) {
+  if (rc == 0 && duckdb_prepare(c, dg_sql_key_scope_delete, &st) == DuckDBSuccess) {
     duckdb_bind_int64(st, 1, id);
     duckdb_execute_prepared(st, &res);
     duckdb_destroy_result(&res);
@@ -534,7 +525,7 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id) {
   if (rc == DG_ENOTFOUND) {
     /* Absent, or the last admin? Tell them apart for a clear answer. */
     duckdb_prepared_statement q;
-    if (duckdb_prepare(c, "SELECT role FROM dg.api_keys WHERE id = $1", &q) == DuckDBSuccess) {
+    if (duckdb_prepare(c, dg_sql_key_role, &q) == DuckDBSuccess) {
       duckdb_bind_int64(q, 1, id);
       duckdb_result r2;
       if (duckdb_execute_prepared(q, &r2) == DuckDBSuccess && duckdb_row_count(&r2) == 1) rc = DG_ECONFLICT;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "dg/rowset.h"
 
 /* One change to a stale row set, kept to be replayed on its reload. */
@@ -383,10 +384,7 @@ void dg_catalog_drop_view(dg_catalog_t *c, const char *name) {
 
 int dg_catalog_read_def(duckdb_connection conn, const char *name, dg_tabledef_t **out) {
   duckdb_prepared_statement st;
-  if (duckdb_prepare(conn,
-                     "SELECT name, type, scale FROM dg.columns WHERE table_name = $1 "
-                     "ORDER BY position",
-                     &st) == DuckDBError) {
+  if (duckdb_prepare(conn, dg_sql_table_columns, &st) == DuckDBError) {
     duckdb_destroy_prepare(&st);
     return DG_EIO;
   }
@@ -449,7 +447,7 @@ static int load_rows(duckdb_connection conn, const char *table, dg_rowset_t *row
 
 int dg_catalog_load(dg_catalog_t *c, duckdb_connection conn, char *err, size_t errcap) {
   duckdb_result res;
-  if (duckdb_query(conn, "SELECT name FROM dg.tables ORDER BY name", &res) == DuckDBError) {
+  if (duckdb_query(conn, dg_sql_table_names, &res) == DuckDBError) {
     snprintf(err, errcap, "cannot read the table catalog: %s", duckdb_result_error(&res));
     duckdb_destroy_result(&res);
     return DG_EIO;
@@ -470,7 +468,7 @@ int dg_catalog_load(dg_catalog_t *c, duckdb_connection conn, char *err, size_t e
     duckdb_free(name);
   }
   duckdb_destroy_result(&res);
-  if (rc == 0 && duckdb_query(conn, "SELECT name FROM dg.views", &res) == DuckDBSuccess) {
+  if (rc == 0 && duckdb_query(conn, dg_sql_view_names, &res) == DuckDBSuccess) {
     for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
       char *name = duckdb_value_varchar(&res, 0, i);
       if (c->nviews == c->vcap) {

@@ -24,6 +24,7 @@
 #include "dg/common.h"
 #include "dg/entry_mac.h"
 #include "dg/decimal.h"
+#include "dg/dgsql.h"
 #include "dg/http.h"
 #include "dg/idset.h"
 #include "dg/jsonw.h"
@@ -1120,17 +1121,7 @@ static int read_images(duckdb_connection c, dg_redis_xid_t x, json_t *list, json
   duckdb_result res;
   memset(&res, 0, sizeof res);
   int rc = -1;
-  if (duckdb_prepare(c,
-                     "WITH RECURSIVE img AS (SELECT a.table_name AS tn, i.row_id, i.parent_id, i.cells, i.pos"
-                     "   FROM dg.row_images i JOIN dg.audit_cols a ON a.id = i.col WHERE i.ms = $1 AND i.seq = $2),"
-                     " d(tn, row_id, depth) AS ("
-                     "   SELECT tn, row_id, 0 FROM img p WHERE NOT EXISTS"
-                     "     (SELECT 1 FROM img q WHERE q.tn = p.tn AND q.row_id = p.parent_id)"
-                     "   UNION ALL SELECT img.tn, img.row_id, d.depth + 1 FROM img JOIN d"
-                     "     ON img.tn = d.tn AND img.parent_id = d.row_id)"
-                     " SELECT img.tn, img.row_id, img.parent_id, img.cells FROM img JOIN d USING (tn, row_id)"
-                     " ORDER BY d.depth, img.pos",
-                     &st) == DuckDBError) {
+  if (duckdb_prepare(c, dg_sql_revert_images, &st) == DuckDBError) {
     dg_log_error("revert: preparing the row images read failed: %s", duckdb_prepare_error(st));
     goto out;
   }
@@ -1263,17 +1254,7 @@ static int revert_update(dg_req_t *r) {
   }
   duckdb_prepared_statement st = NULL;
   json_t *cells = NULL, *rows = NULL, *deleted = NULL, *images = NULL, *inserted = NULL;
-  if (duckdb_prepare(c,
-                     "SELECT c.table_name, l.row_id, c.column_name,"
-                     "  coalesce(l.old_text, dg.scaled_text(l.old_num, c.scale)),"
-                     "  coalesce(l.new_text, dg.scaled_text(l.new_num, c.scale)),"
-                     "  (SELECT count(*) FROM dg.audit_requests q WHERE q.ms = $1 AND q.seq = $2),"
-                     "  t.type, l.new_num"
-                     " FROM dg.cell_log l JOIN dg.audit_cols c ON c.id = l.col"
-                     " LEFT JOIN dg.columns t ON t.table_name = c.table_name AND t.name = c.column_name"
-                     " WHERE l.ms = $1 AND l.seq = $2"
-                     " ORDER BY c.table_name, l.row_id, c.column_name NULLS FIRST",
-                     &st) == DuckDBError) {
+  if (duckdb_prepare(c, dg_sql_revert_cells, &st) == DuckDBError) {
     dg_log_error("revert: preparing the audit read failed: %s", duckdb_prepare_error(st));
     duckdb_destroy_prepare(&st);
     dg_problem(r, 500, NULL, "reading the audit log failed");

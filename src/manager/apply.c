@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "dg/entry_mac.h"
 #include "dg/decimal.h"
 #include "dg/hash.h"
@@ -1504,7 +1505,6 @@ static char *fmt(const char *f, ...) {
   return dg_buf_steal(&b);
 }
 
-/* A SQL string literal of a whitelisted name (no quote can occur in it). */
 static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t *f) {
   const char *name = json_string_value(json_object_get(o, "table"));
   json_t *cols = json_object_get(o, "columns");
@@ -1543,10 +1543,10 @@ static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t 
   }
   dg_buf_puts(&sql, ")");
   ddl_add(m, dg_buf_steal(&sql));
-  ddl_add(m, fmt("INSERT INTO dg.tables(name) VALUES ('%s')", name));
+  ddl_add(m, dg_sql_table_insert(name));
   for (int i = 0; i < def->ncols; i++)
-    ddl_add(m, fmt("INSERT INTO dg.columns VALUES ('%s', '%s', %d, '%s', %d)", name, def->cols[i].name, i,
-                   def->cols[i].type == DG_COL_NUMBER ? "number" : "text", def->cols[i].scale));
+    ddl_add(m, dg_sql_column_insert(name, def->cols[i].name, i, def->cols[i].type == DG_COL_NUMBER ? "number" : "text",
+                                    def->cols[i].scale));
   /* The engine table. */
   uint8_t *scales = dg_calloc((size_t)def->nnum + 1, 1);
   for (int i = 0; i < def->ncols; i++)
@@ -1594,9 +1594,9 @@ static int op_delete_table(dg_manager_t *m, const char *name, failure_t *f) {
   mtable_t *t = dg__mgr_table(m, name);
   if (t == NULL) return fail(f, 404, "table '%s' does not exist", name ? name : "");
   ddl_add(m, fmt("DROP TABLE main.\"%s\"", name));
-  ddl_add(m, fmt("DELETE FROM dg.tables WHERE name = '%s'", name));
-  ddl_add(m, fmt("DELETE FROM dg.columns WHERE table_name = '%s'", name));
-  ddl_add(m, fmt("DELETE FROM dg.holds WHERE table_name = '%s'", name));
+  ddl_add(m, dg_sql_table_delete(name));
+  ddl_add(m, dg_sql_columns_delete(name));
+  ddl_add(m, dg_sql_holds_delete(name));
   if (t->staged) {
     ddl_add(m, fmt("DROP TABLE IF EXISTS temp.\"dg_upd_%s\"", name));
     ddl_add(m, fmt("DROP TABLE IF EXISTS temp.\"dg_ins_%s\"", name));
@@ -1639,7 +1639,7 @@ static int op_delete_view(dg_manager_t *m, const char *name, dg_jsonw_t *w, fail
     if (name && strcmp(m->views[i], name) == 0) break;
   if (i == m->nviews) return fail(f, 404, "view '%s' does not exist", name ? name : "");
   ddl_add(m, fmt("DROP VIEW main.\"%s\"", name));
-  ddl_add(m, fmt("DELETE FROM dg.views WHERE name = '%s'", name));
+  ddl_add(m, dg_sql_view_delete(name));
   dg_jsonw_key(w, "view");
   dg_jsonw_str(w, name);
   dg_free(m->views[i]);

@@ -85,6 +85,7 @@
 #include "dg/streamlog.h"
 #include "dg/common.h"
 #include "dg/db.h"
+#include "dg/dgsql.h"
 #include "dg/entry_mac.h"
 #include "dg/hash.h"
 #include "dg/jsonw.h"
@@ -1707,7 +1708,7 @@ static void trim_idem(dg_manager_t *m) {
   pthread_mutex_unlock(&m->state_lock);
   if (from > 0) {
     duckdb_prepared_statement st;
-    if (duckdb_prepare(m->conn, "DELETE FROM dg.idem WHERE ms < $1", &st) == DuckDBSuccess) {
+    if (duckdb_prepare(m->conn, dg_sql_idem_prune, &st) == DuckDBSuccess) {
       duckdb_bind_int64(st, 1, from);
       duckdb_result res;
       duckdb_execute_prepared(st, &res);

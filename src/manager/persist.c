@@ -38,6 +38,7 @@
 
 #include "dg/common.h"
 #include "dg/db.h"
+#include "dg/dgsql.h"
 #include "dg/log.h"
 #include "dg/redis.h"
 #include "internal.h"
@@ -232,8 +233,7 @@ static maudcol_t *audit_col_add(dg_manager_t *m) {
 
 static int load_audit_cols(dg_manager_t *m, char *err, size_t errcap) {
   duckdb_result res;
-  if (duckdb_query(m->conn, "SELECT id, table_name, column_name, scale FROM dg.audit_cols ORDER BY id", &res) ==
-      DuckDBError) {
+  if (duckdb_query(m->conn, dg_sql_audit_cols_read, &res) == DuckDBError) {
     snprintf(err, errcap, "cannot read dg.audit_cols: %s", duckdb_result_error(&res));
     duckdb_destroy_result(&res);
     return DG_EIO;
@@ -317,8 +317,7 @@ static int load_idem(dg_manager_t *m, char *err, size_t errcap) {
   dg_redis_xid_parse(m->last_applied, strlen(m->last_applied), &applied);
   int64_t from = (int64_t)applied.ms - m->idem_window_ms;
   duckdb_prepared_statement st;
-  if (duckdb_prepare(m->conn, "SELECT caller, request_id, ms, seq FROM dg.idem WHERE ms >= $1", &st) ==
-      DuckDBError) {
+  if (duckdb_prepare(m->conn, dg_sql_idem_since, &st) == DuckDBError) {
     snprintf(err, errcap, "cannot read dg.idem: %s", duckdb_prepare_error(st));
     duckdb_destroy_prepare(&st);
     return DG_EIO;
@@ -350,7 +349,7 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   free_state(m);
   m->next_row_id = 1;
   duckdb_result res;
-  if (duckdb_query(m->conn, "SELECT last_id, next_row_id FROM dg.applied", &res) == DuckDBError ||
+  if (duckdb_query(m->conn, dg_sql_applied_read, &res) == DuckDBError ||
       duckdb_row_count(&res) != 1) {
     snprintf(err, errcap, "cannot read dg.applied");
     duckdb_destroy_result(&res);
@@ -364,7 +363,7 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   int64_t stored_next = duckdb_value_is_null(&res, 1, 0) ? 1 : duckdb_value_int64(&res, 1, 0);
   duckdb_destroy_result(&res);
 
-  if (duckdb_query(m->conn, "SELECT name FROM dg.tables ORDER BY name", &res) == DuckDBError) {
+  if (duckdb_query(m->conn, dg_sql_table_names, &res) == DuckDBError) {
     snprintf(err, errcap, "cannot read dg.tables");
     duckdb_destroy_result(&res);
     return DG_EIO;
@@ -378,7 +377,7 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   duckdb_destroy_result(&res);
   if (rc != 0) return rc;
 
-  if (duckdb_query(m->conn, "SELECT table_name, row_id, column_name FROM dg.holds", &res) == DuckDBSuccess) {
+  if (duckdb_query(m->conn, dg_sql_holds_read, &res) == DuckDBSuccess) {
     for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
       char *tn = duckdb_value_varchar(&res, 0, i);
       char *cn = duckdb_value_varchar(&res, 2, i);
@@ -392,7 +391,7 @@ int dg__mgr_load(dg_manager_t *m, char *err, size_t errcap) {
   }
   duckdb_destroy_result(&res);
 
-  if (duckdb_query(m->conn, "SELECT name FROM dg.views", &res) == DuckDBSuccess) {
+  if (duckdb_query(m->conn, dg_sql_view_names, &res) == DuckDBSuccess) {
     m->nviews = duckdb_row_count(&res);
     m->views = dg_calloc(m->nviews + 1, sizeof *m->views);
     for (idx_t i = 0; i < m->nviews; i++) {
@@ -689,8 +688,7 @@ static int write_table(dg_manager_t *m, const tabwork_t *tw, const mhist_t *hist
     rc = stage_ids(m, tw->del.v, tw->del.n, err, errcap);
     snprintf(sql, sizeof sql, "DELETE FROM main.\"%s\" WHERE id IN (SELECT id FROM temp.dg_del)", name);
     if (rc == 0) rc = exec_count(m, sql, tw->del.n, err, errcap);
-    snprintf(sql, sizeof sql,
-             "DELETE FROM dg.holds WHERE table_name = '%s' AND row_id IN (SELECT id FROM temp.dg_del)", name);
+    dg_sql_holds_delete_staged(sql, sizeof sql, name);
     if (rc == 0) rc = exec(m, sql, err, errcap);
   }
   if (rc == 0 && tw->upd.n) {
@@ -773,10 +771,8 @@ static int write_holds(dg_manager_t *m, const work_t *w, char *err, size_t errca
     const dg_tabledef_t *def = work_def(w, h->tag);
     if (h->kind != MHIST_HOLD || def == NULL) continue;
     if (del == NULL &&
-        (duckdb_prepare(m->conn,
-                        "DELETE FROM dg.holds WHERE table_name = $1 AND row_id = $2 AND column_name = $3",
-                        &del) == DuckDBError ||
-         duckdb_prepare(m->conn, "INSERT INTO dg.holds VALUES ($1, $2, $3)", &add) == DuckDBError)) {
+        (duckdb_prepare(m->conn, dg_sql_hold_delete, &del) == DuckDBError ||
+         duckdb_prepare(m->conn, dg_sql_hold_insert, &add) == DuckDBError)) {
       snprintf(err, errcap, "prepare holds");
       rc = DG_EIO;
       break;
@@ -811,7 +807,7 @@ static void put_str(duckdb_vector v, idx_t i, const char *s, size_t len) {
   duckdb_vector_assign_string_element_len(v, i, s, len);
 }
 
-/* The audit log (see migration 5 in db.c): one dg.audit_requests row per
+/* The audit log (see migration 5 in dgsql.c): one dg.audit_requests row per
  * request with changes, one integer dg.cell_log row per change, filled as
  * data chunks in place (a batch of 1,024 writes has ~13,000 of them). */
 static int write_history(dg_manager_t *m, const work_t *w, char *err, size_t errcap) {
@@ -822,7 +818,7 @@ static int write_history(dg_manager_t *m, const work_t *w, char *err, size_t err
   const int32_t *ids = w->audit_ids;
   if (m->naudit_cols > m->naudit_saved) {
     duckdb_prepared_statement st;
-    if (duckdb_prepare(m->conn, "INSERT INTO dg.audit_cols VALUES ($1, $2, $3, $4)", &st) == DuckDBError) {
+    if (duckdb_prepare(m->conn, dg_sql_audit_col_insert, &st) == DuckDBError) {
       rc = DG_EIO;
     } else {
       for (size_t i = m->naudit_saved; i < m->naudit_cols && rc == 0; i++) {
@@ -996,7 +992,7 @@ static int run_ddl(dg_manager_t *m, char *err, size_t errcap) {
     if (m->ddl[i][0] == '\x01' && i + 1 < m->nddl) {
       duckdb_prepared_statement st;
       int rc = 0;
-      if (duckdb_prepare(m->conn, "INSERT INTO dg.views VALUES ($1, $2)", &st) == DuckDBError) {
+      if (duckdb_prepare(m->conn, dg_sql_view_insert, &st) == DuckDBError) {
         rc = DG_EIO;
       } else {
         duckdb_bind_varchar(st, 1, m->ddl[i] + 1);
@@ -1163,8 +1159,7 @@ static void work_return(dg_manager_t *m, work_t *w) {
 static int applied_write(dg_manager_t *m, const work_t *w, char *err, size_t errcap) {
   /* Prepared once per manager: a prepare costs ~0.25 ms. */
   if (m->applied_st == NULL &&
-      duckdb_prepare(m->conn, "UPDATE dg.applied SET last_id = $1, next_row_id = $2", &m->applied_st) ==
-          DuckDBError) {
+      duckdb_prepare(m->conn, dg_sql_applied_write, &m->applied_st) == DuckDBError) {
     duckdb_destroy_prepare(&m->applied_st);
     m->applied_st = NULL;
     snprintf(err, errcap, "cannot prepare the update of dg.applied");

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "internal.h"
 
 static size_t cell_bytes(const mundo_cell_t *c) {
@@ -44,7 +45,7 @@ int dg__mgr_undo_load(dg_manager_t *m, dg_redis_xid_t id, char *err, size_t errc
   duckdb_prepared_statement st = NULL;
   int rc = DG_EIO;
   /* The names of the audit's columns, resolved against the state now. */
-  if (duckdb_query(m->conn, "SELECT id, table_name, column_name FROM dg.audit_cols", &res) == DuckDBError) {
+  if (duckdb_query(m->conn, dg_sql_audit_cols_names, &res) == DuckDBError) {
     snprintf(err, errcap, "reading dg.audit_cols: %s", duckdb_result_error(&res));
     goto out;
   }
@@ -62,10 +63,7 @@ int dg__mgr_undo_load(dg_manager_t *m, dg_redis_xid_t id, char *err, size_t errc
   duckdb_destroy_result(&res);
   memset(&res, 0, sizeof res);
   /* The records in the order they were appended: the order of apply. */
-  if (duckdb_prepare(m->conn,
-                     "SELECT row_id, col, old_num, new_num, old_text, new_text FROM dg.cell_log"
-                     " WHERE ms = $1 AND seq = $2 ORDER BY rowid",
-                     &st) == DuckDBError) {
+  if (duckdb_prepare(m->conn, dg_sql_cell_log_of, &st) == DuckDBError) {
     snprintf(err, errcap, "preparing the audit read: %s", duckdb_prepare_error(st));
     goto out;
   }

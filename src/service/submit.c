@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "dg/entry_mac.h"
 #include "dg/hub.h"
 #include "dg/log.h"
@@ -75,8 +76,7 @@ int dg_service_first_update(dg_app_t *app, const char *caller, const char *reque
   duckdb_prepared_statement st;
   int found = 0;
   if (c == NULL) return 0;
-  if (duckdb_prepare(c, "SELECT ms, seq FROM dg.idem WHERE caller = $1 AND request_id = $2 ORDER BY ms, seq LIMIT 1",
-                     &st) == DuckDBSuccess) {
+  if (duckdb_prepare(c, dg_sql_idem_lookup, &st) == DuckDBSuccess) {
     duckdb_bind_varchar(st, 1, caller);
     duckdb_bind_varchar(st, 2, request_id);
     duckdb_result q;

@@ -70,9 +70,10 @@
 
 #include "dg/buf.h"
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "dg/log.h"
 
-#define OUT_ALIAS "dg_snapshot_out"
+#define OUT_ALIAS DG_SQL_SNAPSHOT_ALIAS
 
 static int64_t wall_ms(void) {
   struct timespec ts;
@@ -224,7 +225,7 @@ static void new_id(const char *dir, char id[DG_SNAPSHOT_ID_MAX]) {
 /* Row counts of the user tables, inside the open transaction. */
 static json_t *table_rows(duckdb_connection c, char *err, size_t errcap) {
   duckdb_result res;
-  if (duckdb_query(c, "SELECT name FROM dg.tables ORDER BY name", &res) == DuckDBError) {
+  if (duckdb_query(c, dg_sql_table_names, &res) == DuckDBError) {
     snprintf(err, errcap, "%s", duckdb_result_error(&res));
     duckdb_destroy_result(&res);
     return NULL;
@@ -367,12 +368,8 @@ static int copy_tables(duckdb_connection c, const char *dbname, json_t **rebuild
   }
   duckdb_prepared_statement ins = NULL;
   if (rc == 0) {
-    rc = run(c,
-             "CREATE TABLE " OUT_ALIAS ".dg.snapshot_rebuild (pos INTEGER NOT NULL, kind VARCHAR NOT NULL,"
-             " schema_name VARCHAR, name VARCHAR, sql VARCHAR NOT NULL)",
-             err, errcap);
-    if (rc == 0 && duckdb_prepare(c, "INSERT INTO " OUT_ALIAS ".dg.snapshot_rebuild VALUES (?, ?, ?, ?, ?)", &ins) ==
-                       DuckDBError) {
+    rc = run(c, dg_sql_rebuild_create, err, errcap);
+    if (rc == 0 && duckdb_prepare(c, dg_sql_rebuild_insert, &ins) == DuckDBError) {
       snprintf(err, errcap, "%s", duckdb_prepare_error(ins));
       rc = DG_EIO;
     }
@@ -425,12 +422,11 @@ static int copy_tables(duckdb_connection c, const char *dbname, json_t **rebuild
     /* The real schema version (as this transaction reads it), restored by
      * the rebuild; meanwhile one no duckgrid migrates to, so an older one
      * refuses the file. */
-    char *v = one_text(c, "SELECT max(version) FROM dg.schema_version", err, errcap);
+    char *v = one_text(c, dg_sql_schema_version_read, err, errcap);
     rc = v ? rebuild_row(ins, pos++, "schema_version", NULL, NULL, v, err, errcap) : DG_EIO;
-    dg_buf_reset(&sql);
-    dg_buf_printf(&sql, "UPDATE " OUT_ALIAS ".dg.schema_version SET version = %d",
-                  (v ? atoi(v) : 0) + DG_SNAPSHOT_SCHEMA_GUARD);
-    if (rc == 0) rc = run(c, sql.data, err, errcap);
+    char set[128];
+    dg_sql_schema_version_set(set, sizeof set, OUT_ALIAS, (v ? atoi(v) : 0) + DG_SNAPSHOT_SCHEMA_GUARD);
+    if (rc == 0) rc = run(c, set, err, errcap);
     dg_free(v);
   }
   if (ins) duckdb_destroy_prepare(&ins);
@@ -449,10 +445,7 @@ typedef struct {
 
 int dg_snapshot_rebuild(duckdb_connection c, int *rebuilt, char *err, size_t errcap) {
   *rebuilt = 0;
-  char *n = one_text(c,
-                     "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
-                     " AND schema_name = 'dg' AND table_name = 'snapshot_rebuild'",
-                     err, errcap);
+  char *n = one_text(c, dg_sql_rebuild_exists, err, errcap);
   if (n == NULL) return DG_EIO;
   int has = strcmp(n, "0") != 0;
   dg_free(n);
@@ -463,8 +456,7 @@ int dg_snapshot_rebuild(duckdb_connection c, int *rebuilt, char *err, size_t err
   duckdb_result res;
   rb_step_t *steps = NULL;
   idx_t nsteps = 0;
-  if (duckdb_query(c, "SELECT kind, schema_name, name, sql FROM dg.snapshot_rebuild ORDER BY pos", &res) ==
-      DuckDBError) {
+  if (duckdb_query(c, dg_sql_rebuild_steps, &res) == DuckDBError) {
     snprintf(err, errcap, "%s", duckdb_result_error(&res));
     rc = DG_EIO;
   } else {
@@ -510,9 +502,9 @@ int dg_snapshot_rebuild(duckdb_connection c, int *rebuilt, char *err, size_t err
       indexes++;
     } else if (strcmp(s->kind, "schema_version") == 0) {
       version = atoi(s->sql);
-      dg_buf_reset(&sql);
-      dg_buf_printf(&sql, "UPDATE dg.schema_version SET version = %d", version);
-      rc = run(c, sql.data, err, errcap);
+      char set[128];
+      dg_sql_schema_version_set(set, sizeof set, NULL, version);
+      rc = run(c, set, err, errcap);
     } else {
       snprintf(err, errcap, "dg.snapshot_rebuild: unknown step '%s' (a newer duckgrid's snapshot?)", s->kind);
       rc = DG_EINVAL;
@@ -527,7 +519,7 @@ int dg_snapshot_rebuild(duckdb_connection c, int *rebuilt, char *err, size_t err
     snprintf(err, errcap, "dg.snapshot_rebuild has no schema version");
     rc = DG_EINVAL;
   }
-  if (rc == 0) rc = run(c, "DROP TABLE dg.snapshot_rebuild", err, errcap);
+  if (rc == 0) rc = run(c, dg_sql_rebuild_drop, err, errcap);
   if (rc == 0) rc = run(c, "COMMIT", err, errcap);
   else run(c, "ROLLBACK", NULL, 0);
   for (idx_t i = 0; i < nsteps; i++) {
@@ -589,7 +581,7 @@ int dg_snapshot_take(duckdb_connection conn, const char *dir, int schema_version
   if (rc == 0) {
     /* The first read fixes what the transaction sees: dg.applied and the
      * rows come from the same committed state. */
-    applied = one_text(conn, "SELECT last_id FROM dg.applied", err, errcap);
+    applied = one_text(conn, dg_sql_applied_last_id, err, errcap);
     if (applied == NULL) rc = DG_EIO;
     if (rc == 0 && (rows = table_rows(conn, err, errcap)) == NULL) rc = DG_EIO;
     if (rc == 0) rc = copy_tables(conn, dbname, &rebuild, &format, err, errcap);

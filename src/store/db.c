@@ -6,9 +6,10 @@
  * pthread-specific slot, created lazily). The database keeps a list of them
  * so dg_db_close can close those of threads that are still alive.
  *
- * Migrations: an ordered array of SQL scripts. dg.schema_version holds the
- * number applied; each script runs in its own transaction together with the
- * bump of that number, so a crash mid-migration leaves the old version.
+ * Migrations: an ordered array of SQL scripts (dgsql.c, with every other
+ * statement on the schema dg). dg.schema_version holds the number applied;
+ * each script runs in its own transaction together with the bump of that
+ * number, so a crash mid-migration leaves the old version.
  */
 #include "dg/db.h"
 #include "dg/snapshot.h"
@@ -22,6 +23,7 @@
 
 #include "dg/buf.h"
 #include "dg/common.h"
+#include "dg/dgsql.h"
 #include "dg/log.h"
 
 typedef struct conn_node_s {
@@ -38,158 +40,6 @@ struct dg_db_s {
   conn_node_t *conns;     /* every per-thread connection still open     */
   int schema_version;
   int64_t rebuild_ms;     /* the snapshot rebuild at the open, or -1    */
-};
-
-/* ---- migrations ----------------------------------------------------------
- * Append only: never edit a script that has shipped; add a new one. */
-static const char *const migrations[] = {
-    /* 1: API keys. Only a SHA-256 of each key is stored. */
-    "CREATE TABLE dg.api_keys ("
-    "  id BIGINT PRIMARY KEY,"
-    "  name VARCHAR NOT NULL,"
-    "  role VARCHAR NOT NULL CHECK (role IN ('read','write','admin')),"
-    "  prefix VARCHAR NOT NULL,"
-    "  hash VARCHAR NOT NULL UNIQUE,"
-    "  created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,"
-    "  last_used_at TIMESTAMP);"
-    "CREATE SEQUENCE dg.api_keys_seq START 1;",
-    /* 2: the catalog, holds, the audit log, outcomes and the manager's mark.
-     * dg.outcomes keeps each request's outcome in the same transaction as
-     * its effects, so a crash between COMMIT and publishing loses nothing;
-     * dg.applied holds the id of the last request applied (one row). */
-    "CREATE TABLE dg.tables ("
-    "  name VARCHAR PRIMARY KEY,"
-    "  created_at TIMESTAMP NOT NULL DEFAULT current_timestamp);"
-    "CREATE TABLE dg.columns ("
-    "  table_name VARCHAR NOT NULL,"
-    "  name VARCHAR NOT NULL,"
-    "  position INTEGER NOT NULL,"
-    "  type VARCHAR NOT NULL CHECK (type IN ('text','number')),"
-    "  scale INTEGER NOT NULL,"
-    "  PRIMARY KEY (table_name, name));"
-    "CREATE TABLE dg.holds ("
-    "  table_name VARCHAR NOT NULL,"
-    "  row_id BIGINT NOT NULL,"
-    "  column_name VARCHAR NOT NULL);"
-    "CREATE TABLE dg.views ("
-    "  name VARCHAR PRIMARY KEY,"
-    "  sql VARCHAR NOT NULL);"
-    "CREATE TABLE dg.cell_history ("
-    "  stream_id VARCHAR NOT NULL,"
-    "  request_id VARCHAR NOT NULL,"
-    "  \"user\" VARCHAR,"
-    "  ts TIMESTAMP NOT NULL,"
-    "  table_name VARCHAR NOT NULL,"
-    "  row_id BIGINT NOT NULL,"
-    "  column_name VARCHAR,"
-    "  old VARCHAR,"
-    "  new VARCHAR);"
-    "CREATE TABLE dg.outcomes ("
-    "  stream_id VARCHAR NOT NULL,"
-    "  request_id VARCHAR NOT NULL,"
-    "  res VARCHAR NOT NULL);"
-    "CREATE INDEX outcomes_request ON dg.outcomes(request_id);"
-    "CREATE TABLE dg.applied (last_id VARCHAR NOT NULL);"
-    "INSERT INTO dg.applied VALUES ('0-0');",
-    /* 3: outcomes carry their stream id's milliseconds, so the manager can
-     * drop those response_duck no longer retains (idempotency "within
-     * retention") with a range delete. */
-    "ALTER TABLE dg.outcomes ADD COLUMN ms BIGINT;"
-    "UPDATE dg.outcomes SET ms = CAST(split_part(stream_id, '-', 1) AS BIGINT);",
-    /* 4: bootstrap keys registered once: a DUCKGRID_ADMIN_KEY deleted
-     * through /admin/keys stays deleted across restarts. */
-    "CREATE TABLE dg.bootstrapped (hash VARCHAR PRIMARY KEY);",
-    /* 5: a typed audit log. dg.cell_history had nine columns per changed
-     * cell, six of them text repeated across a request's rows; writing it
-     * was the largest part of a batch and of every checkpoint (~1.5 us a row
-     * to fold into the file against ~0.2 us for integer rows, measured on
-     * 1.4.4). Now: one row per request (dg.audit_requests), one integer row
-     * per cell (dg.cell_log: numbers as scaled integers, text only for text
-     * cells and row records), names and scales once (dg.audit_cols). The view
-     * dg.cell_history gives the old rows, the old table's included, with the
-     * same text as before. */
-    "ALTER TABLE dg.cell_history RENAME TO cell_history_v1;"
-    "CREATE TABLE dg.audit_requests ("
-    "  ms BIGINT NOT NULL,"
-    "  seq BIGINT NOT NULL,"
-    "  request_id VARCHAR NOT NULL,"
-    "  \"user\" VARCHAR,"
-    "  ts TIMESTAMP NOT NULL);"
-    "CREATE TABLE dg.audit_cols ("
-    "  id INTEGER PRIMARY KEY,"
-    "  table_name VARCHAR NOT NULL,"
-    "  column_name VARCHAR,"
-    "  scale INTEGER NOT NULL);"
-    "CREATE TABLE dg.cell_log ("
-    "  ms BIGINT NOT NULL,"
-    "  seq BIGINT NOT NULL,"
-    "  row_id BIGINT NOT NULL,"
-    "  col INTEGER NOT NULL,"
-    "  old_num BIGINT,"
-    "  new_num BIGINT,"
-    "  old_text VARCHAR,"
-    "  new_text VARCHAR);"
-    "CREATE MACRO dg.scaled_text(v, s) AS CASE WHEN v IS NULL THEN NULL"
-    "  WHEN s <= 0 THEN CAST(v AS VARCHAR)"
-    "  ELSE (CASE WHEN v < 0 THEN '-' ELSE '' END) || CAST(abs(v) // CAST(10 ** s AS BIGINT) AS VARCHAR)"
-    "    || '.' || lpad(CAST(abs(v) % CAST(10 ** s AS BIGINT) AS VARCHAR), s, '0') END;"
-    "CREATE VIEW dg.cell_history AS"
-    "  SELECT * FROM dg.cell_history_v1"
-    "  UNION ALL"
-    "  SELECT r.ms || '-' || r.seq, r.request_id, r.\"user\", r.ts, c.table_name, l.row_id, c.column_name,"
-    "         coalesce(l.old_text, dg.scaled_text(l.old_num, c.scale)),"
-    "         coalesce(l.new_text, dg.scaled_text(l.new_num, c.scale))"
-    "  FROM dg.cell_log l JOIN dg.audit_requests r ON r.ms = l.ms AND r.seq = l.seq"
-    "  JOIN dg.audit_cols c ON c.id = l.col;",
-    /* 6: the stream is the log (issue 12). Outcomes no longer live in
-     * DuckDB: they are published before their effects are persisted, and a
-     * retry finds the first one in response_duck by its update id, which
-     * dg.idem keeps per (caller, request_id). Requests recorded before
-     * callers were (caller '') keep their ids. dg.applied also keeps the
-     * next automatic row id, which a replay must hand out again. */
-    "CREATE TABLE dg.idem ("
-    "  caller VARCHAR NOT NULL,"
-    "  request_id VARCHAR NOT NULL,"
-    "  ms BIGINT NOT NULL,"
-    "  seq BIGINT NOT NULL);"
-    "INSERT INTO dg.idem SELECT '', request_id, ms, CAST(split_part(stream_id, '-', 2) AS BIGINT)"
-    "  FROM dg.outcomes WHERE ms IS NOT NULL;"
-    "DROP TABLE dg.outcomes;"
-    "ALTER TABLE dg.applied ADD COLUMN next_row_id BIGINT;",
-    /* 7: revoked JWT ids (POST /admin/tokens/revoke): a token whose jti is
-     * here is refused, and its open streams end within a second. */
-    "CREATE TABLE dg.revoked_tokens ("
-    "  jti VARCHAR PRIMARY KEY,"
-    "  revoked_by VARCHAR NOT NULL,"
-    "  revoked_at TIMESTAMP NOT NULL DEFAULT current_timestamp);",
-    /* 8: key scopes and expiry (POST /admin/keys "tables", "expires_at"),
-     * and the admin audit log (GET /admin/audit). A key without a row in
-     * key_scopes reaches every table and never expires. */
-    "CREATE TABLE dg.key_scopes ("
-    "  key_id BIGINT PRIMARY KEY,"
-    "  tables VARCHAR,"      /* ",a,b," or NULL: every table      */
-    "  expires_s BIGINT);"   /* seconds since the epoch, or NULL  */
-    "CREATE SEQUENCE dg.admin_audit_seq START 1;"
-    "CREATE TABLE dg.admin_audit ("
-    "  id BIGINT PRIMARY KEY,"
-    "  done_at TIMESTAMP NOT NULL DEFAULT current_timestamp,"
-    "  actor VARCHAR NOT NULL,"
-    "  action VARCHAR NOT NULL,"
-    "  detail VARCHAR NOT NULL);",
-    /* 9: row images (issue 19: reverting a delete). Every row a delete
-     * removes, with its parent and every cell as they were just before, so
-     * POST /updates/{id}/revert can bring it back. pos orders a request's
-     * images (each deleted subtree in pre-order); col is the dg.audit_cols
-     * id of the table's row records (column_name NULL); cells is a JSON
-     * object, numbers as exact decimal strings at the column's scale. */
-    "CREATE TABLE dg.row_images ("
-    "  ms BIGINT NOT NULL,"
-    "  seq BIGINT NOT NULL,"
-    "  pos INTEGER NOT NULL,"
-    "  col INTEGER NOT NULL,"
-    "  row_id BIGINT NOT NULL,"
-    "  parent_id BIGINT,"
-    "  cells VARCHAR NOT NULL);",
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -240,27 +90,24 @@ typedef struct {
 
 static int run_migration(duckdb_connection c, void *arg, char *err, size_t errcap) {
   int v = ((migration_arg_t *)arg)->version;
-  int rc = dg_db_exec(c, migrations[v - 1], err, errcap);
+  int rc = dg_db_exec(c, dg_sql_migration(v), err, errcap);
   if (rc != 0) return rc;
   char sql[96];
-  snprintf(sql, sizeof sql, "UPDATE dg.schema_version SET version = %d", v);
+  dg_sql_schema_version_set(sql, sizeof sql, NULL, v);
   return dg_db_exec(c, sql, err, errcap);
 }
 
 static int migrate(dg_db_t *db, duckdb_connection c, char *err, size_t errcap) {
-  int rc = dg_db_exec(c,
-                      "CREATE SCHEMA IF NOT EXISTS dg;"
-                      "CREATE TABLE IF NOT EXISTS dg.schema_version(version INTEGER NOT NULL);",
-                      err, errcap);
+  int rc = dg_db_exec(c, dg_sql_schema_init, err, errcap);
   if (rc != 0) return rc;
   int64_t have = 0;
-  rc = query_int(c, "SELECT max(version) FROM dg.schema_version", &have);
+  rc = query_int(c, dg_sql_schema_version_read, &have);
   if (rc == DG_ENOTFOUND) {
-    rc = dg_db_exec(c, "INSERT INTO dg.schema_version VALUES (0)", err, errcap);
+    rc = dg_db_exec(c, dg_sql_schema_version_insert0, err, errcap);
     have = 0;
   }
   if (rc != 0) return rc;
-  int want = (int)DG_ARRAY_SIZE(migrations);
+  int want = dg_sql_migration_count();
   if (have > want) {
     snprintf(err, errcap, "database schema version %lld is newer than this duckgrid (%d)",
              (long long)have, want);

@@ -48,6 +48,7 @@
 #include <strings.h>
 
 #include "dg/common.h"
+#include "dg/dgsql.h"
 
 /* CTE names in scope at one point: far beyond any hand-written query. */
 #define SCOPE_MAX 256
@@ -378,10 +379,7 @@ static int serialize(duckdb_connection c, const char *sql, json_t **out, char *e
 static int check_refs(duckdb_connection c, const walk_t *w, char *err, size_t errcap) {
   if (w->nrefs == 0) return 0;
   duckdb_prepared_statement st = NULL;
-  if (duckdb_prepare(c,
-                     "SELECT count(*) FROM (SELECT name FROM dg.tables UNION ALL "
-                     "SELECT name FROM dg.views) WHERE name = lower($1::VARCHAR)",
-                     &st) == DuckDBError) {
+  if (duckdb_prepare(c, dg_sql_name_taken, &st) == DuckDBError) {
     char line[512];
     set_reason(err, errcap, "cannot read the catalog: %s",
                first_line(duckdb_prepare_error(st), line, sizeof line));
