@@ -516,12 +516,19 @@ int dg_auth_key_delete(dg_auth_t *a, int64_t id) {
   else if (duckdb_row_count(&res) == 0) rc = DG_ENOTFOUND;
   duckdb_destroy_result(&res);
   duckdb_destroy_prepare(&st);
-  if (rc == 0 && duckdb_prepare(c, dg_sql_key_scope_delete, &st) == DuckDBSuccess) {
-    duckdb_bind_int64(st, 1, id);
-    duckdb_execute_prepared(st, &res);
-    duckdb_destroy_result(&res);
+  /* Its scope row goes after it; were that to fail, the orphan row names
+   * an id the sequence never hands out again (harmless), and it is logged. */
+  if (rc == 0) {
+    if (duckdb_prepare(c, dg_sql_key_scope_delete, &st) == DuckDBSuccess) {
+      duckdb_bind_int64(st, 1, id);
+      if (duckdb_execute_prepared(st, &res) == DuckDBError)
+        dg_log_warn("keys: key %lld deleted, its scope row not: %s", (long long)id, duckdb_result_error(&res));
+      duckdb_destroy_result(&res);
+    } else {
+      dg_log_warn("keys: key %lld deleted, its scope row not: %s", (long long)id, duckdb_prepare_error(st));
+    }
+    duckdb_destroy_prepare(&st);
   }
-  if (rc == 0) duckdb_destroy_prepare(&st);
   if (rc == DG_ENOTFOUND) {
     /* Absent, or the last admin? Tell them apart for a clear answer. */
     duckdb_prepared_statement q;

@@ -1711,8 +1711,13 @@ static void trim_idem(dg_manager_t *m) {
     if (duckdb_prepare(m->conn, dg_sql_idem_prune, &st) == DuckDBSuccess) {
       duckdb_bind_int64(st, 1, from);
       duckdb_result res;
-      duckdb_execute_prepared(st, &res);
+      /* A failed prune only leaves old records (they no longer match); the
+       * next one, a minute on, tries again. */
+      if (duckdb_execute_prepared(st, &res) == DuckDBError)
+        dg_log_warn("manager: pruning dg.idem failed: %s", duckdb_result_error(&res));
       duckdb_destroy_result(&res);
+    } else {
+      dg_log_warn("manager: pruning dg.idem failed: %s", duckdb_prepare_error(st));
     }
     duckdb_destroy_prepare(&st);
   }
