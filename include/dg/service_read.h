@@ -1,0 +1,160 @@
+/*
+ * service_read.h -- what a read handler needs from DuckDB, without speaking
+ * DuckDB itself (issue 13's service seam, read side; service.h is the write
+ * side).
+ *
+ *   handler (read.c)
+ *      │ parse parameters, look the table up in the catalog
+ *      ▼
+ *   dg_service_tables         every table the caller may see, with its row count
+ *   dg_service_table_count    one table's row count
+ *   dg_service_rows           a page of rows (keyset by id)    ─┐
+ *   dg_service_row            one row and its child count      ├─ rows decoded
+ *   dg_service_export_rows    every row in id order            ─┘  into dg_row_t
+ *   dg_service_export_parquet DuckDB's own Parquet file, opened and unlinked
+ *   dg_service_holds          a table's held cells
+ *   dg_service_history        a row's changes from the audit log
+ *      │
+ *      ▼ JSON / CSV written by the handler, problems mapped from the code
+ *
+ * The SQL and the decoding of DuckDB's result chunks live in
+ * src/service/read.c only. Each call is one statement on the calling
+ * thread's DuckDB connection, so it reads one consistent snapshot.
+ *
+ * Errors (common.h's error space), the same for every call here:
+ *   DG_EUNAVAIL   no DuckDB connection on this thread (nothing ran)
+ *   DG_ENOTFOUND  the statement failed because the table was dropped since
+ *                 the caller looked it up
+ *   DG_EIO        the statement failed otherwise (the cause is logged)
+ * plus the ones a call lists. A call that fails never calls its callback.
+ */
+#ifndef DG_SERVICE_READ_H
+#define DG_SERVICE_READ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dg/app.h"
+#include "dg/catalog.h"
+
+/* ---- rows ---------------------------------------------------------------- */
+
+/** One cell of a decoded row, valid during the callback only. */
+typedef struct dg_cell_s {
+  int null;           /* 1: the cell is NULL (the rest is unset)          */
+  int64_t num;        /* number: the raw scaled integer DuckDB stores      */
+  int scale;          /* number: its decimals (the result's DECIMAL scale) */
+  const char *str;    /* text: its bytes, not NUL-terminated (borrowed)    */
+  size_t len;         /* text: bytes at str                                */
+} dg_cell_t;
+
+/** A decoded row, valid during the callback only. */
+typedef struct dg_row_s {
+  int64_t id;
+  int64_t parent_id;      /* when has_parent                               */
+  int has_parent;         /* 0: a root (parent_id NULL)                    */
+  const dg_cell_t *cells; /* the table's columns in declared order (ncols) */
+  int64_t children;       /* child count, when the query asked for it      */
+} dg_row_t;
+
+/** Receives each row in id order. */
+typedef void (*dg_row_fn)(void *arg, const dg_row_t *row);
+
+/** What a page of rows asks for (GET /tables/{table}/rows). */
+typedef struct dg_rows_query_s {
+  int64_t limit;    /* rows in the page, >= 1                            */
+  int roots;        /* 1: only rows whose parent_id is NULL               */
+  int by_parent;    /* 1: only children of parent (ignored with roots)    */
+  int64_t parent;   /* the parent's id, with by_parent                    */
+  int has_after;    /* 1: only rows with id > after (the paging cursor)   */
+  int64_t after;    /* the cursor, with has_after                         */
+  int children;     /* 1: each row carries its child count                */
+} dg_rows_query_t;
+
+/**
+ * Calls fn for at most q->limit rows of t in id order; *more is 1 when
+ * another row follows the last one given (the page's "next" is due).
+ * Fails as the top comment says (a result whose columns differ from t's is
+ * DG_EIO, or DG_ENOTFOUND when t was dropped).
+ */
+int dg_service_rows(dg_app_t *app, const dg_tabledef_t *t, const dg_rows_query_t *q, dg_row_fn fn, void *arg,
+                    int *more);
+
+/**
+ * Calls fn once with row id of t and its child count, or not at all when t
+ * has no such row (0 either way). Fails as dg_service_rows does.
+ */
+int dg_service_row(dg_app_t *app, const dg_tabledef_t *t, int64_t id, dg_row_fn fn, void *arg);
+
+/**
+ * Calls fn for every row of t in id order (no child counts), from one
+ * statement. Besides the common errors: DG_EINTERNAL when the result's
+ * columns differ from t's (logged).
+ */
+int dg_service_export_rows(dg_app_t *app, const dg_tabledef_t *t, dg_row_fn fn, void *arg);
+
+/**
+ * Every row of t in id order written by DuckDB's Parquet writer into a
+ * scratch file (dg/iofile.h), opened read-only into *fd and already
+ * unlinked: nothing stays on disk once the caller closes it (its job).
+ * Besides the common errors: DG_EINTERNAL when no scratch file could be
+ * named or the written file could not be opened (logged).
+ */
+int dg_service_export_parquet(dg_app_t *app, const dg_tabledef_t *t, int *fd);
+
+/* ---- tables -------------------------------------------------------------- */
+
+/** Row count of t into *count. */
+int dg_service_table_count(dg_app_t *app, const dg_tabledef_t *t, int64_t *count);
+
+/** Picks the tables dg_service_tables reports: 1 to report name. */
+typedef int (*dg_table_want_fn)(void *arg, const char *name);
+/** Receives a table (borrowed for the call) and its row count. */
+typedef void (*dg_table_fn)(void *arg, const dg_tabledef_t *t, int64_t count);
+
+/**
+ * Calls fn, in name order, for every catalog table want accepts (want NULL:
+ * all) with its row count. A table dropped meanwhile, or whose count fails,
+ * is left out. Fails only with DG_EUNAVAIL.
+ */
+int dg_service_tables(dg_app_t *app, dg_table_want_fn want, dg_table_fn fn, void *arg);
+
+/* ---- holds and history --------------------------------------------------- */
+
+/** Receives a held cell: its row and column (column_len bytes, borrowed). */
+typedef void (*dg_hold_fn)(void *arg, int64_t row_id, const char *column, size_t column_len);
+
+/** Calls fn for each held cell of t (dg.holds), by row id then column. */
+int dg_service_holds(dg_app_t *app, const dg_tabledef_t *t, dg_hold_fn fn, void *arg);
+
+/** One change from the audit log; every member NUL-terminated or NULL
+ *  (a SQL NULL), borrowed for the callback. */
+typedef struct dg_change_s {
+  const char *update_id;
+  const char *request_id;
+  const char *user;
+  const char *ts;       /* ISO 8601 UTC with milliseconds                    */
+  const char *column;   /* NULL for a row change (insert, move, delete)      */
+  const char *old;
+  const char *new_;
+} dg_change_t;
+
+typedef void (*dg_change_fn)(void *arg, const dg_change_t *c);
+
+/** What a page of a row's history asks for. */
+typedef struct dg_history_query_s {
+  int64_t row_id;
+  const char *column;      /* only this column's changes, or NULL for all   */
+  dg_redis_xid_t before;   /* only updates before this id                   */
+  int64_t limit;           /* updates (not changes) in the page, >= 1       */
+} dg_history_query_t;
+
+/**
+ * Calls fn for the changes to row q->row_id of t of the newest q->limit
+ * updates before q->before, newest update first. *next is the update id to
+ * continue from when older updates remain (free with dg_free), else NULL.
+ */
+int dg_service_history(dg_app_t *app, const dg_tabledef_t *t, const dg_history_query_t *q, dg_change_fn fn,
+                       void *arg, char **next);
+
+#endif
