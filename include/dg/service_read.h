@@ -14,14 +14,18 @@
  *   dg_service_export_parquet DuckDB's own Parquet file, opened and unlinked
  *   dg_service_holds          a table's held cells
  *   dg_service_history        a row's changes from the audit log
+ *   dg_service_health         this node's dependencies: Redis, DuckDB, manager
+ *   dg_service_await_applied  wait until DuckDB reflects the answered writes
  *      │
  *      ▼ JSON / CSV written by the handler, problems mapped from the code
  *
  * The SQL and the decoding of DuckDB's result chunks live in
  * src/service/read.c only. Each call is one statement on the calling
- * thread's DuckDB connection, so it reads one consistent snapshot.
+ * thread's DuckDB connection, so it reads one consistent snapshot. Health
+ * and the read-your-writes wait (src/service/node.c) read the state the
+ * Redis and DuckDB threads keep, pinging both only when asked to.
  *
- * Errors (common.h's error space), the same for every call here:
+ * Errors (common.h's error space), the same for every row call here:
  *   DG_EUNAVAIL   no DuckDB connection on this thread (nothing ran)
  *   DG_ENOTFOUND  the statement failed because the table was dropped since
  *                 the caller looked it up
@@ -36,6 +40,7 @@
 
 #include "dg/app.h"
 #include "dg/catalog.h"
+#include "dg/redis.h" /* dg_redis_xid_t: update ids */
 
 /* ---- rows ---------------------------------------------------------------- */
 
@@ -156,5 +161,40 @@ typedef struct dg_history_query_s {
  */
 int dg_service_history(dg_app_t *app, const dg_tabledef_t *t, const dg_history_query_t *q, dg_change_fn fn,
                        void *arg, char **next);
+
+/* ---- this node: health and consistency ---------------------------------- */
+
+/** What GET /health reports, as facts; the handler decides the status. */
+typedef struct dg_health_s {
+  int redis_ok;            /* the response reader hears Redis (and PING, deep) */
+  int duck_ok;             /* DuckDB answers (deep) and the manager persists */
+  int diverged;            /* follower: its outcome differed from the leader's */
+  int stopping;            /* SIGTERM/SIGINT arrived                         */
+  int manager_state;       /* dg_manager_state_t                             */
+  int64_t lag;             /* requests waiting for the manager               */
+  int64_t lag_ms;          /* follower: stream time behind the log's top, ms */
+  int has_progress;        /* 1: applied and published are set               */
+  char applied[DG_REDIS_XID_BUFSZ];   /* update id reads here reflect (persisted) */
+  char published[DG_REDIS_XID_BUFSZ]; /* newest update id seen published     */
+} dg_health_t;
+
+/**
+ * Fills *h from the state the threads owning Redis and DuckDB keep fresh
+ * (no round trip); deep: also PING Redis and SELECT 1 on DuckDB. Cannot
+ * fail.
+ */
+void dg_service_health(dg_app_t *app, int deep, dg_health_t *h);
+
+/**
+ * Waits until this node's DuckDB reflects every write answered when the
+ * call began and the newest this process queued asynchronously, and *min
+ * too when min is not NULL: with min for at most wait_ms, without it for a
+ * bounded catch-up (none on a node that cannot follow or diverged), after
+ * which it answers from what DuckDB has. The update id reached goes to
+ * applied (cap >= DG_REDIS_XID_BUFSZ); "" when this process keeps no
+ * progress marks (nothing waited).
+ * 0, or DG_ETIMEOUT: *min was not reached within wait_ms.
+ */
+int dg_service_await_applied(dg_app_t *app, const dg_redis_xid_t *min, int wait_ms, char *applied, size_t cap);
 
 #endif
