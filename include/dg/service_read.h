@@ -14,6 +14,10 @@
  *   dg_service_export_parquet DuckDB's own Parquet file, opened and unlinked
  *   dg_service_holds          a table's held cells
  *   dg_service_history        a row's changes from the audit log
+ *   dg_service_views          the views the caller may see, with their SQL
+ *   dg_service_view_visible   does a view exist within the caller's scope
+ *   dg_service_view_open/     a page of a view: its columns, the query guard,
+ *     _enter/_run/_close      its values decoded into dg_value_t
  *   dg_service_health         this node's dependencies: Redis, DuckDB, manager
  *   dg_service_await_applied  wait until DuckDB reflects the answered writes
  *      │
@@ -161,6 +165,107 @@ typedef struct dg_history_query_s {
  */
 int dg_service_history(dg_app_t *app, const dg_tabledef_t *t, const dg_history_query_t *q, dg_change_fn fn,
                        void *arg, char **next);
+
+/* ---- views --------------------------------------------------------------- */
+/*
+ * Implemented in src/service/views.c. A view is a real DuckDB view in
+ * `main`; its columns can be of any type DuckDB produces, and each value
+ * comes out as one of these kinds (types with no kind of their own are cast
+ * to VARCHAR by DuckDB, positionally, so no column name of the view is ever
+ * put into SQL text).
+ */
+
+typedef enum {
+  DG_VALUE_NULL,   /* NULL of any type                                   */
+  DG_VALUE_BOOL,   /* i: 0 or 1                                          */
+  DG_VALUE_INT,    /* i: TINYINT … BIGINT, UTINYINT … UINTEGER            */
+  DG_VALUE_UINT,   /* u: UBIGINT                                         */
+  DG_VALUE_WIDE,   /* (hi << 64 | lo) as a two's complement 128-bit
+                      integer, over 10^scale: HUGEINT (scale 0) and every
+                      DECIMAL(w,scale)                                   */
+  DG_VALUE_UWIDE,  /* (hi << 64 | lo) unsigned: UHUGEINT                  */
+  DG_VALUE_FLOAT,  /* d, read from a FLOAT (may be NaN or infinite)       */
+  DG_VALUE_DOUBLE, /* d, from a DOUBLE (may be NaN or infinite)           */
+  DG_VALUE_TEXT,   /* str, len: VARCHAR, or DuckDB's VARCHAR cast of any
+                      other type (DATE as ISO 8601, TIMESTAMP, UUID …)    */
+} dg_value_kind_t;
+
+/** One value of a view's row, valid during the callback only. */
+typedef struct dg_value_s {
+  dg_value_kind_t kind;
+  int scale;        /* WIDE: decimals                                    */
+  int64_t i;        /* BOOL, INT                                         */
+  uint64_t u;       /* UINT                                              */
+  uint64_t hi, lo;  /* WIDE, UWIDE                                       */
+  double d;         /* FLOAT, DOUBLE                                     */
+  const char *str;  /* TEXT: bytes, not NUL-terminated (borrowed)        */
+  size_t len;       /* TEXT                                              */
+} dg_value_t;
+
+/** Receives a view (name, sql: nlen / slen bytes, borrowed). */
+typedef void (*dg_view_fn)(void *arg, const char *name, size_t nlen, const char *sql, size_t slen);
+
+/**
+ * Calls fn for each view in dg.views in name order that who may see (a
+ * scoped key sees the views whose tables, through nested views too, are all
+ * in its scope). DG_EUNAVAIL (no connection), or DG_EIO (listing failed;
+ * logged): fn not called.
+ */
+int dg_service_views(dg_app_t *app, const dg_principal_t *who, dg_view_fn fn, void *arg);
+
+/**
+ * 1 when view name exists and lies within who's scope, 0 when it does not
+ * (out of scope counts as absent). DG_EUNAVAIL (no connection) or DG_EIO
+ * (dg.views could not be read).
+ */
+int dg_service_view_visible(dg_app_t *app, const dg_principal_t *who, const char *name);
+
+/** A view being read (src/service/views.c); one request's, one thread's. */
+typedef struct dg_view_read_s dg_view_read_t;
+
+/**
+ * Binds view name (a valid name: dg_name_valid) for reading into *out,
+ * freed with dg_service_view_close. Fails, with *out untouched, with
+ *   DG_EUNAVAIL   no connection;
+ *   DG_EINVAL     name is not a valid name (callers check first);
+ *   DG_ENOTFOUND  the view no longer binds: a table or column it reads is
+ *                 gone (DuckDB's reason logged, not returned: it names
+ *                 tables and columns);
+ *   DG_EIO        its columns' VARCHAR cast could not be prepared (logged).
+ */
+int dg_service_view_open(dg_app_t *app, const char *name, dg_view_read_t **out);
+/** Columns of the view (>= 0) and the name of column k (borrowed, "" when
+ *  DuckDB has none). */
+size_t dg_service_view_ncols(const dg_view_read_t *v);
+const char *dg_service_view_colname(const dg_view_read_t *v, size_t k);
+
+/**
+ * Registers the query about to run under the query guard (qguard.h) for
+ * caller. 0; DG_ECONFLICT when the caller already runs its cap of view
+ * queries; DG_EUNAVAIL when the server stops or every slot is taken.
+ * After 0, dg_service_view_run must follow (dg_service_view_close leaves
+ * the guard if it does not).
+ */
+int dg_service_view_enter(dg_view_read_t *v, const char *caller);
+
+/** Receives a row's ncols values; non-zero stops the read, and
+ *  dg_service_view_run returns it. */
+typedef int (*dg_value_row_fn)(void *arg, const dg_value_t *values, size_t ncols);
+
+/**
+ * Runs the entered query for rows offset .. offset+limit-1 and leaves the
+ * guard, then calls fn for each row. Fails, before any call of fn, with
+ *   DG_ETIMEOUT   the guard's deadline stopped it;
+ *   DG_EUNAVAIL   the server's stop interrupted it;
+ *   DG_ENOMEM     DuckDB ran out of the memory it may use;
+ *   DG_EIO        it failed otherwise (DuckDB's first line logged);
+ *   DG_ECONFLICT  the view's columns changed since it was opened;
+ * or returns fn's non-zero value when fn stopped it.
+ */
+int dg_service_view_run(dg_view_read_t *v, int64_t limit, int64_t offset, dg_value_row_fn fn, void *arg);
+
+/** Frees v (NULL is fine), leaving the guard if still entered. */
+void dg_service_view_close(dg_view_read_t *v);
 
 /* ---- this node: health and consistency ---------------------------------- */
 
