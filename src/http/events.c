@@ -15,6 +15,10 @@
  * what is retained: `event: gone` and the stream ends (the client reloads).
  * A client that falls more than DUCKGRID_CLIENT_BUFFER bytes behind gets `event: dropped`
  * with the reason and the stream ends; it can resume with Last-Event-ID.
+ *
+ * Redis (the gone check, the replay's XRANGE pages, the newest id) is the
+ * update service's (service_updates.h); this file keeps the stream's state,
+ * the filters, the SSE text and the hub subscription.
  */
 #include <inttypes.h>
 #include <jansson.h>
@@ -26,10 +30,10 @@
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
-#include "dg/entry_mac.h"
 #include "dg/http.h"
 #include "dg/hub.h"
-#include "dg/redis_pool.h"
+#include "dg/redis.h" /* dg_redis_xid_*: the update-id format, no connection */
+#include "dg/service_updates.h"
 
 /* Entries replayed per XRANGE round trip: one page is all a replay holds
  * in memory, fetched when the client has taken the previous one. Outcomes
@@ -176,39 +180,55 @@ static void sse_free(void *arg) {
 
 /* Replays response_duck after `since` into s->out. 0, DG_EGONE, DG_EUNAVAIL. */
 static int replay(sse_t *s, const char *since_text) {
-  dg_app_t *app = s->app;
-  dg_redis_t *c = dg_redis_pool_get(app->redis);
   int rc = 0;
   /* Gone: something was trimmed and the resume point is before what is left. */
   if (s->last.ms || s->last.seq) {
-    const char *argv[] = {"XINFO", "STREAM", app->res_stream};
-    redisReply *rep;
-    if (dg_redis_command(c, 3, argv, NULL, &rep) != 0) {
-      dg_redis_pool_put(app->redis, c);
-      return DG_EUNAVAIL;
-    }
-    long long added = -1, length = -1;
-    dg_redis_xid_t first = {0, 0};
-    int have_first = 0;
-    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
-      redisReply *k = rep->element[i], *v = rep->element[i + 1];
-      if (k->type != REDIS_REPLY_STRING) continue;
-      if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER) added = v->integer;
-      if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER) length = v->integer;
-      if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY && v->elements >= 1 &&
-          v->element[0]->type == REDIS_REPLY_STRING)
-        have_first = dg_redis_xid_parse(v->element[0]->str, v->element[0]->len, &first) == 0;
-    }
-    freeReplyObject(rep);
-    if (added > length && have_first && dg_redis_xid_cmp(s->last, first) < 0) rc = DG_EGONE;
+    int gone = 0;
+    if (dg_service_replay_gone(s->app, s->last, &gone) != 0) return DG_EUNAVAIL;
+    if (gone) rc = DG_EGONE;
   }
-  dg_redis_pool_put(app->redis, c);
   (void)since_text;
   if (rc == 0) {
     s->replaying = 1;
     rc = replay_page(s); /* the first page now: Redis down is a 503 */
   }
   return rc;
+}
+
+/* A page being replayed: the stream, and the entries and bytes seen. */
+typedef struct {
+  sse_t *s;
+  size_t n, bytes;
+} page_t;
+
+static int replay_entry(void *arg, const char *id, const char *text, size_t len, size_t entry_bytes) {
+  page_t *pg = arg;
+  sse_t *s = pg->s;
+  dg_app_t *app = s->app;
+  if (s->replay_entries >= app->cfg->replay_max || s->replay_bytes >= app->cfg->replay_bytes) {
+    char last[DG_REDIS_XID_BUFSZ];
+    dg_redis_xid_format(s->last, last, sizeof last);
+    dg_buf_printf(&s->out,
+                  "id: %s\nevent: replay_limit\ndata: {\"reason\":\"a replay sends at most %zu updates "
+                  "or %zu bytes; resume with Last-Event-ID\",\"last_event_id\":\"%s\"}\n\n",
+                  last, app->cfg->replay_max, app->cfg->replay_bytes, last);
+    s->replaying = 0;
+    s->ended = 1;
+    return 1;
+  }
+  pg->n++;
+  pg->bytes += entry_bytes;
+  dg_redis_xid_parse(id, strlen(id), &s->last);
+  s->replay_entries++;
+  if (text && table_matches(s->table, text, len) && dg_update_within(text, len, s->who.tables)) {
+    sse_event(s, id, text, len);
+    s->replay_bytes += len;
+  } else {
+    /* Read and passed over counts too: a filtered replay must not read
+     * gigabytes of other tables' outcomes to send a few. */
+    s->replay_bytes += entry_bytes;
+  }
+  return 0;
 }
 
 /* One XRANGE page of the replay after s->last into s->out. At the end of
@@ -218,53 +238,10 @@ static int replay(sse_t *s, const char *since_text) {
  * resumes right there (EventSource sends it as Last-Event-ID). 0 or
  * DG_EUNAVAIL. */
 static int replay_page(sse_t *s) {
-  dg_app_t *app = s->app;
-  char cursor[DG_REDIS_XID_BUFSZ + 1] = "(";
-  dg_redis_xid_format(s->last, cursor + 1, sizeof cursor - 1);
-  char count[24];
   if (s->page_count == 0) s->page_count = REPLAY_PAGE_FIRST;
-  snprintf(count, sizeof count, "%zu", s->page_count);
-  const char *argv[] = {"XRANGE", app->res_stream, cursor, "+", "COUNT", count};
-  dg_redis_t *c = dg_redis_pool_get(app->redis);
-  redisReply *rep;
-  int rc = dg_redis_command(c, 6, argv, NULL, &rep);
-  dg_redis_pool_put(app->redis, c);
-  if (rc != 0) return DG_EUNAVAIL;
-  dg_redis_xiter_t it;
-  dg_redis_xentry_t e;
-  size_t n = 0, bytes = 0;
-  if (dg_redis_xiter_init_xrange(&it, rep) == 0) {
-    while (dg_redis_xiter_next(&it, &e)) {
-      dg_redis_str_t v;
-      char id[DG_REDIS_XID_BUFSZ];
-      if (s->replay_entries >= app->cfg->replay_max || s->replay_bytes >= app->cfg->replay_bytes) {
-        char last[DG_REDIS_XID_BUFSZ];
-        dg_redis_xid_format(s->last, last, sizeof last);
-        dg_buf_printf(&s->out,
-                      "id: %s\nevent: replay_limit\ndata: {\"reason\":\"a replay sends at most %zu updates "
-                      "or %zu bytes; resume with Last-Event-ID\",\"last_event_id\":\"%s\"}\n\n",
-                      last, app->cfg->replay_max, app->cfg->replay_bytes, last);
-        s->replaying = 0;
-        s->ended = 1;
-        break;
-      }
-      n++;
-      bytes += dg_redis_xentry_bytes(&e);
-      snprintf(id, sizeof id, "%.*s", (int)e.id.len, e.id.ptr);
-      dg_redis_xid_parse(id, strlen(id), &s->last);
-      s->replay_entries++;
-      if (dg_entry_open_res(app, &e, &v) == 0 && table_matches(s->table, v.ptr, v.len) &&
-          dg_update_within(v.ptr, v.len, s->who.tables)) {
-        sse_event(s, id, v.ptr, v.len);
-        s->replay_bytes += v.len;
-      } else {
-        /* Read and passed over counts too: a filtered replay must not read
-         * gigabytes of other tables' outcomes to send a few. */
-        s->replay_bytes += dg_redis_xentry_bytes(&e);
-      }
-    }
-  }
-  freeReplyObject(rep);
+  page_t pg = {s, 0, 0};
+  if (dg_service_replay_page(s->app, s->last, s->page_count, replay_entry, &pg) != 0) return DG_EUNAVAIL;
+  size_t n = pg.n, bytes = pg.bytes;
   if (n == 0) s->replaying = 0; /* caught up: live from here */
   /* The next page: as many entries of the sizes just seen as fit in
    * REPLAY_PAGE_BYTES (never more than double this one, so a run of
@@ -330,21 +307,11 @@ static int events_get(dg_req_t *r) {
     }
   } else {
     /* Live only: start after the newest retained entry. */
-    dg_redis_t *c = dg_redis_pool_get(app->redis);
-    const char *argv[] = {"XREVRANGE", app->res_stream, "+", "-", "COUNT", "1"};
-    redisReply *rep;
-    if (dg_redis_command(c, 6, argv, NULL, &rep) != 0) {
-      dg_redis_pool_put(app->redis, c);
+    if (dg_service_stream_newest(app, &s->last) != 0) {
       sse_free(s);
       dg_problem(r, 503, NULL, "the update stream (Redis) is unavailable");
       return 0;
     }
-    dg_redis_xiter_t it;
-    dg_redis_xentry_t e;
-    if (dg_redis_xiter_init_xrange(&it, rep) == 0 && dg_redis_xiter_next(&it, &e))
-      dg_redis_xid_parse(e.id.ptr, e.id.len, &s->last);
-    freeReplyObject(rep);
-    dg_redis_pool_put(app->redis, c);
   }
   int tick = app->cfg->heartbeat_ms < 1000 ? app->cfg->heartbeat_ms : 1000;
   dg_stream_t stream = {.read = sse_read, .free = sse_free, .attach = sse_attach, .arg = s, .length = -1,

@@ -5,7 +5,9 @@
  *
  * Keys live in dg.api_keys and are written by this API process directly:
  * they are not grid data, and a secret must never travel through
- * request_duck.
+ * request_duck. Creating and deleting them is the key store's (auth.h);
+ * the list, the admin audit log and token revocation go through the admin
+ * service (service_admin.h). This file validates, answers and audits.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 #include "dg/http.h"
 #include "dg/isotime.h"
 #include "dg/log.h"
+#include "dg/service_admin.h"
 
 /* ---- the admin audit log (dg.admin_audit, GET /admin/audit) ------------- */
 
@@ -32,20 +35,12 @@ void dg_audit(dg_req_t *r, const char *action, const char *fmt, ...) {
   dg_principal_id(&r->who, id, sizeof id);
   snprintf(actor, sizeof actor, "%s (%s)", id, r->who.user);
   dg_log_info("audit: %s %s: %s", actor, action, detail);
-  duckdb_connection c = dg_db_conn(r->app->db);
-  duckdb_prepared_statement st;
-  if (c == NULL) return;
-  if (duckdb_prepare(c, "INSERT INTO dg.admin_audit(id, actor, action, detail) "
-                        "VALUES (nextval('dg.admin_audit_seq'), $1, $2, $3)", &st) == DuckDBSuccess) {
-    duckdb_bind_varchar(st, 1, actor);
-    duckdb_bind_varchar(st, 2, action);
-    duckdb_bind_varchar(st, 3, detail);
-    duckdb_result res;
-    if (duckdb_execute_prepared(st, &res) == DuckDBError)
-      dg_log_error("audit log write failed: %s", duckdb_result_error(&res));
-    duckdb_destroy_result(&res);
-  }
-  duckdb_destroy_prepare(&st);
+  dg_service_audit_write(r->app, actor, action, detail);
+}
+
+static void audit_listed(void *arg, const dg_audit_entry_t *e) {
+  json_array_append_new(arg, json_pack("{s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)e->id, "at", e->at, "actor",
+                                       e->actor, "action", e->action, "detail", e->detail));
 }
 
 /* GET /admin/audit?limit=100: the newest entries first. */
@@ -57,33 +52,12 @@ static int audit_list(dg_req_t *r) {
     dg_problem(r, 400, NULL, "limit must be an integer from 1 to 1000");
     return 0;
   }
-  duckdb_connection c = dg_db_conn(r->app->db);
-  duckdb_prepared_statement st;
-  duckdb_result res;
-  if (c == NULL || duckdb_prepare(c, "SELECT id, strftime(done_at, '%Y-%m-%dT%H:%M:%S.%gZ'), actor, action, detail "
-                                     "FROM dg.admin_audit ORDER BY id DESC LIMIT $1", &st) == DuckDBError) {
-    if (c) duckdb_destroy_prepare(&st);
-    dg_problem(r, 503, NULL, "the audit log is unavailable");
-    return 0;
-  }
-  duckdb_bind_int64(st, 1, limit);
-  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
-    duckdb_destroy_result(&res);
-    duckdb_destroy_prepare(&st);
-    dg_problem(r, 503, NULL, "the audit log is unavailable");
-    return 0;
-  }
   json_t *list = json_array();
-  for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
-    char *v[4];
-    for (int k = 0; k < 4; k++) v[k] = duckdb_value_varchar(&res, (idx_t)k + 1, i);
-    json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)duckdb_value_int64(&res, 0, i),
-                                          "at", v[0] ? v[0] : "", "actor", v[1] ? v[1] : "", "action",
-                                          v[2] ? v[2] : "", "detail", v[3] ? v[3] : ""));
-    for (int k = 0; k < 4; k++) duckdb_free(v[k]);
+  if (dg_service_audit_list(r->app, limit, audit_listed, list) != 0) {
+    json_decref(list);
+    dg_problem(r, 503, NULL, "the audit log is unavailable");
+    return 0;
   }
-  duckdb_destroy_result(&res);
-  duckdb_destroy_prepare(&st);
   dg_reply_json(r, 200, json_pack("{s:o}", "entries", list));
   return 0;
 }
@@ -188,50 +162,25 @@ static int keys_create(dg_req_t *r) {
   return 0;
 }
 
+static void key_listed(void *arg, const dg_key_info_t *k) {
+  json_t *tl = json_null();
+  if (k->tables) { /* ",a,b," -> ["a","b"] */
+    tl = json_array();
+    for (const char *p = k->tables + 1, *e; (e = strchr(p, ',')) != NULL; p = e + 1)
+      json_array_append_new(tl, json_stringn(p, (size_t)(e - p)));
+  }
+  json_array_append_new(arg, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s?,s:o,s:s?}", "id", (json_int_t)k->id, "name",
+                                       k->name, "role", k->role, "prefix", k->prefix, "created_at", k->created_at,
+                                       "last_used_at", k->last_used_at, "tables", tl, "expires_at", k->expires_at));
+}
+
 static int keys_list(dg_req_t *r) {
-  duckdb_connection c = dg_db_conn(r->app->db);
-  duckdb_result res;
-  if (c == NULL ||
-      duckdb_query(c,
-                   "SELECT k.id, k.name, k.role, k.prefix, strftime(k.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'), "
-                   "strftime(k.last_used_at, '%Y-%m-%dT%H:%M:%S.%gZ'), s.tables, "
-                   "strftime(make_timestamp(s.expires_s * 1000000), '%Y-%m-%dT%H:%M:%SZ') "
-                   "FROM dg.api_keys k LEFT JOIN dg.key_scopes s ON s.key_id = k.id ORDER BY k.id",
-                   &res) == DuckDBError) {
-    if (c) duckdb_destroy_result(&res);
+  json_t *list = json_array();
+  if (dg_service_keys_list(r->app, key_listed, list) != 0) {
+    json_decref(list);
     dg_problem(r, 503, NULL, "the key store is unavailable");
     return 0;
   }
-  json_t *list = json_array();
-  for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
-    char *name = duckdb_value_varchar(&res, 1, i);
-    char *role = duckdb_value_varchar(&res, 2, i);
-    char *prefix = duckdb_value_varchar(&res, 3, i);
-    char *created = duckdb_value_varchar(&res, 4, i);
-    char *used = duckdb_value_is_null(&res, 5, i) ? NULL : duckdb_value_varchar(&res, 5, i);
-    char *tables = duckdb_value_is_null(&res, 6, i) ? NULL : duckdb_value_varchar(&res, 6, i);
-    char *expires = duckdb_value_is_null(&res, 7, i) ? NULL : duckdb_value_varchar(&res, 7, i);
-    json_t *tl = json_null();
-    if (tables) { /* ",a,b," -> ["a","b"] */
-      tl = json_array();
-      for (char *p = tables + 1, *e; (e = strchr(p, ',')) != NULL; p = e + 1) {
-        *e = '\0';
-        json_array_append_new(tl, json_string(p));
-      }
-    }
-    json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s?,s:o,s:s?}", "id",
-                                          (json_int_t)duckdb_value_int64(&res, 0, i), "name", name,
-                                          "role", role, "prefix", prefix, "created_at", created,
-                                          "last_used_at", used, "tables", tl, "expires_at", expires));
-    duckdb_free(tables);
-    duckdb_free(expires);
-    duckdb_free(name);
-    duckdb_free(role);
-    duckdb_free(prefix);
-    duckdb_free(created);
-    duckdb_free(used);
-  }
-  duckdb_destroy_result(&res);
   dg_reply_json(r, 200, json_pack("{s:o}", "keys", list));
   return 0;
 }
@@ -264,18 +213,7 @@ static int tokens_revoke(dg_req_t *r) {
     dg_problem(r, 400, NULL, "jti must be a string of 1..71 bytes");
     return 0;
   }
-  duckdb_connection c = dg_db_conn(r->app->db);
-  duckdb_prepared_statement st;
-  int ok = 0;
-  if (c && duckdb_prepare(c, "INSERT INTO dg.revoked_tokens(jti, revoked_by) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                          &st) == DuckDBSuccess) {
-    duckdb_bind_varchar(st, 1, jti);
-    duckdb_bind_varchar(st, 2, r->who.user);
-    duckdb_result res;
-    ok = duckdb_execute_prepared(st, &res) == DuckDBSuccess;
-    duckdb_destroy_result(&res);
-  }
-  if (c) duckdb_destroy_prepare(&st);
+  int ok = dg_service_token_revoke(r->app, jti, r->who.user) == 0;
   if (!ok) {
     dg_problem(r, 503, NULL, "the key store is unavailable");
     return 0;

@@ -9,6 +9,13 @@
  * object as JSON text. It is passed through byte for byte (never decoded and
  * re-encoded), so a client sees exactly what the manager published.
  *
+ * Who does what. This file parses the parameters, serves from the hub's
+ * ring, parks long polls on the event loop and writes the page; whatever
+ * speaks Redis (XINFO, XREAD, the retention rule) or DuckDB (the audit log
+ * behind /updates/{id}/changes) is the update service's
+ * (service_updates.h, src/service/updates.c), which the "Redis path"
+ * below names.
+ *
  * Cursor. `since` names the last update the client has; it gets the ones
  * strictly after it, and `next` is the id to pass as `since` next time:
  *
@@ -88,7 +95,7 @@
  * "table" is that name or any of its "changes" has that "table" (jansson
  * parses each entry, for the decision only; the text sent is the original).
  * The read continues past non-matching entries until `limit` matches, the
- * end of the stream, or SCAN_MAX entries scanned; `next` then still advances
+ * end of the stream, or DG_UPDATES_SCAN_MAX entries scanned; `next` then still advances
  * past everything scanned, so the client never scans the same entries twice.
  */
 #include <jansson.h>
@@ -99,14 +106,11 @@
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
-#include "dg/entry_mac.h"
 #include "dg/http.h"
 #include "dg/hub.h"
 #include "dg/jsonw.h"
-#include "dg/log.h"
-#include "dg/progress.h"
-#include "dg/redis.h"
-#include "dg/redis_pool.h"
+#include "dg/redis.h" /* dg_redis_xid_*: the update-id format, no connection */
+#include "dg/service_updates.h"
 
 /* Updates per response unless the client asks otherwise. */
 #define LIMIT_DEFAULT 100
@@ -114,28 +118,10 @@
 #define LIMIT_MAX 10000
 /* Longest long poll; proxies commonly cut idle requests at 60 s. */
 #define WAIT_MAX_MS 30000
-/* One XREAD BLOCK at most this long, so shutdown waits at most this for a
- * long poll; 30 round trips per idle 30 s poll cost Redis nothing. */
-#define BLOCK_SLICE_MS 1000
-/* Socket timeout beyond the BLOCK time, for the reply's trip back. */
-#define BLOCK_MARGIN_MS 2000
-/* Entries read per XREAD when filtering by table. */
-#define FILTER_BATCH 1000
-/* Entries one filtered request scans at most; the client continues from
- * `next`. Parsing ~20k small updates takes a few ms. */
-#define SCAN_MAX 20000
 /* Bytes of update text one page holds at most: DUCKGRID_PAGE_BYTES (plus
  * the one update that crosses the line, so a page always moves the
  * cursor): a limit of 10,000 large outcomes must not build a response of
  * gigabytes. The client pages on with `next`. */
-/* Entries per XREAD on the Redis path: bounds the reply hiredis holds in
- * memory; a page takes several reads. Outcomes can be large (a 1 MiB text
- * cell, a long id list), so the count adapts to the sizes just read: about
- * REDIS_BATCH_BYTES a read, between 1 and REDIS_BATCH entries, starting at
- * REDIS_BATCH_FIRST (next_batch). */
-#define REDIS_BATCH 100
-#define REDIS_BATCH_FIRST 16
-#define REDIS_BATCH_BYTES ((size_t)1 << 20)
 /* Ring matches a request keeps on its stack: the default limit (100) fits,
  * in 1 KiB; a bigger limit allocates its array. */
 #define HITS_LOCAL 128
@@ -212,63 +198,12 @@ static int params_or_problem(dg_req_t *r, params_t *p) {
 }
 
 /* ======================================================================= */
-/* Stream state                                                              */
+/* Retention                                                                 */
 /* ======================================================================= */
 
-typedef struct {
-  long long length;         /* entries retained                          */
-  long long entries_added;  /* ever added; -1 when Redis does not say    */
-  dg_redis_xid_t first;     /* first retained entry (length > 0)          */
-  dg_redis_xid_t last;      /* last-generated-id                          */
-} xinfo_t;
-
-static int reply_xid(const redisReply *v, dg_redis_xid_t *out) {
-  if (v == NULL || (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_STATUS))
-    return DG_EIO;
-  return dg_redis_xid_parse(v->str, v->len, out) == 0 ? 0 : DG_EIO;
-}
-
-/* Reads an XINFO STREAM reply (RESP2: a flat array of name/value pairs). A
- * missing key is an empty stream. DG_EIO on any other error or shape. */
-static int parse_xinfo(const redisReply *rep, xinfo_t *out) {
-  xinfo_t x = {0, -1, {0, 0}, {0, 0}};
-  if (rep->type == REDIS_REPLY_ERROR) {
-    if (strstr(rep->str, "no such key") == NULL) return DG_EIO;
-    x.entries_added = 0;
-    *out = x;
-    return 0;
-  }
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2 != 0) return DG_EIO;
-  int have_len = 0, have_last = 0, have_first = 0;
-  for (size_t i = 0; i < rep->elements; i += 2) {
-    const redisReply *k = rep->element[i], *v = rep->element[i + 1];
-    if (k->type != REDIS_REPLY_STRING && k->type != REDIS_REPLY_STATUS) return DG_EIO;
-    if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER) {
-      x.length = v->integer;
-      have_len = 1;
-    } else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER) {
-      x.entries_added = v->integer;
-    } else if (strcmp(k->str, "last-generated-id") == 0) {
-      if (reply_xid(v, &x.last) != 0) return DG_EIO;
-      have_last = 1;
-    } else if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY &&
-               v->elements >= 1) {
-      if (reply_xid(v->element[0], &x.first) != 0) return DG_EIO;
-      have_first = 1;
-    }
-  }
-  if (!have_len || !have_last || (x.length > 0 && !have_first)) return DG_EIO;
-  *out = x;
-  return 0;
-}
-
-/* The rule in the header comment. */
-static int is_gone(const params_t *p, const xinfo_t *x) {
-  if (p->since_kind != SINCE_ID) return 0;
-  int trimmed = x->entries_added < 0 || x->entries_added > x->length;
-  if (!trimmed) return 0;
-  if (x->length > 0) return dg_redis_xid_cmp(p->since, x->first) < 0;
-  return dg_redis_xid_cmp(p->since, x->last) < 0;
+/* The retention rule (dg_service_stream_gone) for an explicit cursor. */
+static int is_gone(const params_t *p, const dg_stream_state_t *x) {
+  return p->since_kind == SINCE_ID && dg_service_stream_gone(x, p->since);
 }
 
 /* ======================================================================= */
@@ -278,186 +213,26 @@ static int is_gone(const params_t *p, const xinfo_t *x) {
 typedef struct {
   dg_req_t *r;
   const params_t *p;
-  dg_redis_t *conn;
   dg_redis_xid_t cursor;  /* last entry consumed (or the resolved since) */
   dg_jsonw_t w;           /* writes into body (the Redis path)           */
   dg_buf_t body;
-  int64_t matched;        /* updates written or held in hits             */
-  int64_t scanned;        /* entries consumed                            */
-  size_t scanned_bytes;   /* their bytes, matched or not                 */
-  size_t batch_bytes;     /* bytes of the entries the last consume saw   */
-  int stop;               /* limit or a byte cap reached                 */
-  int64_t first_batch;    /* the count of the read scan() was given, or 0 */
+  int64_t matched;        /* updates held in hits (the ring path)        */
+  int64_t scanned;        /* entries consumed (the ring path)            */
   const dg_event_t **hits; /* the ring's matches, referenced (room for
                             * limit); dg_ring_release them              */
   size_t nhits;
 } scan_t;
 
-/* Is the text a JSON object, at a glance? (A full parse is left to the
- * filter; the manager writes these, this only keeps a damaged entry from
- * breaking the whole response.) */
-static int looks_like_object(const char *s, size_t n) {
-  while (n && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')) s++, n--;
-  while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == '\t')) n--;
-  return n >= 2 && s[0] == '{' && s[n - 1] == '}';
-}
-
-/* Does the update concern table? Its own "table" or any change's "table". */
-static int matches_table(const char *text, size_t n, const char *table) {
-  json_t *u = json_loadb(text, n, 0, NULL);
-  if (u == NULL) return 0;
-  const char *t = json_string_value(json_object_get(u, "table"));
-  int yes = t && strcmp(t, table) == 0;
-  json_t *changes = json_object_get(u, "changes");
-  size_t i;
-  json_t *c;
-  json_array_foreach(changes, i, c) {
-    if (yes) break;
-    const char *ct = json_string_value(json_object_get(c, "table"));
-    yes = ct && strcmp(ct, table) == 0;
-  }
-  json_decref(u);
-  return yes;
-}
-
-/* Consumes the entries of an XREAD reply (checked by check_reply); returns
- * how many it saw. */
-static size_t consume(scan_t *s, const redisReply *rep) {
-  dg_redis_xiter_t it;
-  dg_redis_xentry_t e;
-  size_t seen = 0;
-  s->batch_bytes = 0;
-  if (dg_redis_xiter_init_xread(&it, rep) != 0) return 0;
-  while (!s->stop && dg_redis_xiter_next(&it, &e)) {
-    dg_redis_xid_t id;
-    if (dg_redis_xid_parse(e.id.ptr, e.id.len, &id) != 0) continue;
-    s->cursor = id;
-    s->scanned++;
-    seen++;
-    size_t eb = dg_redis_xentry_bytes(&e);
-    s->batch_bytes += eb;
-    s->scanned_bytes += eb;
-    /* A filtered page that matches little must not read gigabytes of
-     * other tables' outcomes either: past DUCKGRID_PAGE_BYTES scanned it
-     * ends here, and `next` continues after this entry. */
-    if (s->scanned_bytes >= s->r->app->cfg->page_bytes) s->stop = 1;
-    dg_redis_str_t res;
-    if (dg_entry_open_res(s->r->app, &e, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
-      dg_log_warn("get_updates: entry %.*s of %s has no valid 'res'; skipped", (int)e.id.len,
-                  e.id.ptr, s->r->app->res_stream);
-      continue;
-    }
-    if (s->p->table && !matches_table(res.ptr, res.len, s->p->table)) continue;
-    if (s->p->scope && !dg_update_within(res.ptr, res.len, s->p->scope)) continue;
-    dg_jsonw_raw(&s->w, res.ptr, res.len);
-    if (++s->matched == s->p->limit || s->body.len >= s->r->app->cfg->page_bytes) s->stop = 1;
-  }
-  return seen;
-}
-
-/* The count of the next XREAD after one that returned n entries of
- * `bytes`: as many of that size as fit in REDIS_BATCH_BYTES, at most four
- * times n (a run of small entries before a big one costs one big read at
- * most), within 1..max. */
-static int64_t next_batch(int64_t max, size_t n, size_t bytes) {
-  if (n == 0) return max < REDIS_BATCH_FIRST ? max : REDIS_BATCH_FIRST;
-  size_t fit = REDIS_BATCH_BYTES / (bytes / n + 1);
-  if (fit > 4 * n) fit = 4 * n;
-  if (fit < 1) fit = 1;
-  return (int64_t)fit < max ? (int64_t)fit : max;
-}
-
-/* XREAD [BLOCK block_ms] COUNT count STREAMS key <cursor>. */
-static int xread(scan_t *s, int64_t count, int64_t block_ms, redisReply **rep) {
-  char idbuf[DG_REDIS_XID_BUFSZ], cnt[24], blk[24];
-  dg_redis_xid_format(s->cursor, idbuf, sizeof idbuf);
-  snprintf(cnt, sizeof cnt, "%lld", (long long)count);
-  const char *key = s->r->app->res_stream;
-  if (block_ms <= 0) {
-    const char *argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};
-    return dg_redis_command(s->conn, 6, argv, NULL, rep);
-  }
-  snprintf(blk, sizeof blk, "%lld", (long long)block_ms);
-  const char *argv[] = {"XREAD", "BLOCK", blk, "COUNT", cnt, "STREAMS", key, idbuf};
-  return dg_redis_command_timeout(s->conn, (int)block_ms + BLOCK_MARGIN_MS, 8, argv, NULL, rep);
-}
-
-/* An XREAD reply that is an error (wrong key type) or not shaped like one is a
- * bug or a misconfiguration: DG_EINTERNAL. consume() relies on this check. */
-static int check_reply(const redisReply *rep) {
-  dg_redis_xiter_t it;
-  return dg_redis_xiter_init_xread(&it, rep) == 0 ? 0 : DG_EINTERNAL;
-}
-
-/* The text of an error reply, for the log. */
-static const char *reply_error(const redisReply *rep) {
-  return rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply shape";
-}
-
-/*
- * The read loop, starting with the first batch when the caller already has
- * it (first, may be NULL; freed here):
- *
- *   XREAD (non-blocking) ──▶ consume ──▶ limit reached, or SCAN_MAX ──▶ done
- *        ▲                     │ unfiltered and got some ─────────────▶ done
- *        │ full batch          │ filtered: full batch ──▶ read on
- *        └─────────────────────┤ fewer than a batch or none:
- *                              ▼
- *             matched > 0, wait_ms = 0, time up, or stopping ──▶ done
- *                              │ else
- *                              ▼
- *             XREAD BLOCK min(time left, slice) ──▶ consume ──▶ (as above)
- *
- * Returns 0 (the body holds what was consumed) or a DG_E* code when Redis
- * fails before anything was consumed.
- */
-static int scan(scan_t *s, redisReply *first) {
-  const params_t *p = s->p;
-  int64_t deadline = (dg_mono_us() / 1000) + p->wait_ms;
-  int64_t batch_max = p->filtering ? FILTER_BATCH : p->limit;
-  if (batch_max > REDIS_BATCH) batch_max = REDIS_BATCH;
-  int64_t batch = s->first_batch ? s->first_batch : next_batch(batch_max, 0, 0);
-  redisReply *rep = first;
-  int may_block = 0; /* the stream had nothing more: the next read blocks */
-  for (;;) {
-    if (rep == NULL) {
-      int64_t block = 0;
-      if (may_block) {
-        int64_t left = deadline - (dg_mono_us() / 1000);
-        block = left < BLOCK_SLICE_MS ? left : BLOCK_SLICE_MS;
-        if (block < 1) return 0;
-      }
-      int rc = xread(s, batch, block, &rep);
-      if (rc == 0 && check_reply(rep) != 0) {
-        dg_log_error("get_updates: XREAD %s: %s", s->r->app->res_stream, reply_error(rep));
-        freeReplyObject(rep);
-        rep = NULL;
-        rc = DG_EINTERNAL;
-      }
-      if (rc != 0) return s->scanned > 0 ? 0 : rc; /* keep what was consumed */
-    }
-    size_t seen = consume(s, rep);
-    freeReplyObject(rep);
-    rep = NULL;
-    if (s->stop || s->scanned >= SCAN_MAX) return 0;
-    /* Unfiltered: what came is the answer, unless a full batch says more
-     * may follow right behind (a limit above REDIS_BATCH). */
-    if (seen > 0 && !p->filtering && (int64_t)seen < batch) return 0;
-    if ((int64_t)seen == batch) {
-      may_block = 0; /* filtered: there may be more right behind */
-      batch = next_batch(batch_max, seen, s->batch_bytes);
-      continue;
-    }
-    /* The stream has nothing more now. Wait only for the first update. */
-    if (s->matched > 0 || p->wait_ms == 0 || (dg_mono_us() / 1000) >= deadline ||
-        atomic_load(&s->r->app->stopping))
-      return 0;
-    may_block = 1;
-  }
+/* An update the read service hands on (the Redis path): into the page as
+ * it is; a page past DUCKGRID_PAGE_BYTES ends after it. */
+static int update_written(void *arg, const char *text, size_t len) {
+  scan_t *s = arg;
+  dg_jsonw_raw(&s->w, text, len);
+  return s->body.len >= s->r->app->cfg->page_bytes;
 }
 
 /* The 410 answer for a cursor that is_gone() condemned. */
-static void gone_problem(dg_req_t *r, const params_t *p, const xinfo_t *x) {
+static void gone_problem(dg_req_t *r, const params_t *p, const dg_stream_state_t *x) {
   char idbuf[DG_REDIS_XID_BUFSZ], firstbuf[DG_REDIS_XID_BUFSZ];
   dg_redis_xid_format(p->since, idbuf, sizeof idbuf);
   dg_redis_xid_format(x->length > 0 ? x->first : x->last, firstbuf, sizeof firstbuf);
@@ -472,22 +247,8 @@ static void gone_problem(dg_req_t *r, const params_t *p, const xinfo_t *x) {
 /* The ring path                                                             */
 /* ======================================================================= */
 
-/* XINFO STREAM for dg_hub_shared_run: result is an xinfo_t. */
-static int xinfo_run(void *arg, void *result) {
-  dg_app_t *app = arg;
-  dg_redis_t *conn = dg_redis_pool_get(app->redis);
-  const char *argv[] = {"XINFO", "STREAM", app->res_stream};
-  redisReply *rep = NULL;
-  int rc = dg_redis_command(conn, 3, argv, NULL, &rep);
-  if (rc == 0 && parse_xinfo(rep, result) != 0) {
-    dg_log_error("get_updates: unexpected XINFO reply from %s: %s", app->res_stream,
-                 reply_error(rep));
-    rc = DG_EINTERNAL;
-  }
-  if (rep) freeReplyObject(rep);
-  dg_redis_pool_put(app->redis, conn);
-  return rc;
-}
+/* XINFO STREAM for dg_hub_shared_run: result is a dg_stream_state_t. */
+static int xinfo_run(void *arg, void *result) { return dg_service_stream_state(arg, result); }
 
 /* Is the page complete? The same stopping points as scan(): unfiltered, any
  * entry (one batch is the answer); filtered, the first match or the scan
@@ -525,7 +286,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   rd.table = p->table;
   rd.scope = p->scope;
   rd.limit = (size_t)p->limit;
-  rd.scan_max = p->filtering ? SCAN_MAX : (size_t)p->limit;
+  rd.scan_max = p->filtering ? DG_UPDATES_SCAN_MAX : (size_t)p->limit;
   rd.any_entry = !p->filtering; /* ring_done's rule */
   rd.max_bytes = app->cfg->page_bytes;
   rd.out = s->hits;
@@ -546,7 +307,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
   if (p->since_kind == SINCE_ID && s->r->defer_runs == 0) {
     /* After the ring read, as the Redis path reads XINFO after XREAD (once:
      * a parked poll's later runs carry on from a checked cursor). */
-    xinfo_t x;
+    dg_stream_state_t x;
     *rc = dg_hub_shared_run(app->hub, xinfo_run, app, &x, sizeof x);
     if (*rc == 0 && is_gone(p, &x)) {
       gone_problem(s->r, p, &x);
@@ -701,7 +462,7 @@ static int updates_try(dg_req_t *r, dg_defer_pass_t *pass) {
   rd.table = p.table;
   rd.scope = p.scope;
   rd.limit = (size_t)p.limit;
-  rd.scan_max = p.filtering ? SCAN_MAX : (size_t)p.limit;
+  rd.scan_max = p.filtering ? DG_UPDATES_SCAN_MAX : (size_t)p.limit;
   rd.any_entry = !p.filtering;
   rd.max_bytes = r->app->cfg->page_bytes;
   rd.out = p.limit <= HITS_LOCAL ? hits_local : dg_malloc((size_t)p.limit * sizeof *rd.out);
@@ -763,11 +524,8 @@ static int get_updates(dg_req_t *r) {
   dg_jsonw_init(&s.w, &s.body);
   const dg_event_t *hits_local[HITS_LOCAL];
 
-  char idbuf[DG_REDIS_XID_BUFSZ], cnt[24];
-  const char *key = app->res_stream;
-  const char *xinfo[] = {"XINFO", "STREAM", key};
+  char idbuf[DG_REDIS_XID_BUFSZ];
   int rc = 0;
-  xinfo_t x;
   if (r->defer_runs > 0) {
     /* A parked poll run again: from its cursor (resolved and checked on the
      * first run), for the time left. */
@@ -780,25 +538,21 @@ static int get_updates(dg_req_t *r) {
   }
   if (p.since_kind == SINCE_NOW) {
     /* Resolve `$` to the stream's last id; then as any other cursor. */
-    dg_redis_t *conn = dg_redis_pool_get(app->redis);
-    redisReply *rep = NULL;
-    rc = dg_redis_command(conn, 3, xinfo, NULL, &rep);
-    if (rc == 0 && parse_xinfo(rep, &x) != 0) rc = DG_EINTERNAL;
+    dg_stream_state_t x;
+    rc = dg_service_stream_state(app, &x);
     if (rc == 0) s.cursor = x.last;
-    if (rep) freeReplyObject(rep);
-    dg_redis_pool_put(app->redis, conn);
   } else if (p.since_kind == SINCE_ID) {
     s.cursor = p.since;
   }
 
   /* The ring first; the Redis path when it cannot serve. */
   int path = RING_FALLBACK;
-  params_t rest = p; /* what the Redis path carries on with */
+  int64_t wait_ms = p.wait_ms; /* what the Redis path carries on with */
   if (rc == 0 && p.since_kind != SINCE_OLDEST) {
     int64_t left = 0;
     s.hits = p.limit <= HITS_LOCAL ? hits_local : dg_malloc((size_t)p.limit * sizeof *s.hits);
     path = serve_from_ring(&s, &rc, &left);
-    if (path == RING_CONTINUE) rest.wait_ms = left > 0 ? left : 0;
+    if (path == RING_CONTINUE) wait_ms = left > 0 ? left : 0;
     if (path == RING_DEFERRED) {
       if (s.hits != hits_local) dg_free(s.hits);
       dg_buf_dispose(&s.body);
@@ -813,39 +567,20 @@ static int get_updates(dg_req_t *r) {
     /* What the ring matched before its eviction overtook the cursor comes
      * first (in practice nothing: a wait starts only before the first match). */
     for (size_t i = 0; i < s.nhits; i++) dg_jsonw_raw(&s.w, s.hits[i]->res, s.hits[i]->len);
-    s.conn = dg_redis_pool_get(app->redis);
-    redisReply *first = NULL;
-    if (path == RING_FALLBACK && p.since_kind == SINCE_ID) {
-      /* First round trip: check 410 and read the first batch. */
-      int64_t batch = p.filtering ? FILTER_BATCH : p.limit;
-      if (batch > REDIS_BATCH) batch = REDIS_BATCH;
-      batch = next_batch(batch, 0, 0); /* as scan() reads on */
-      s.first_batch = batch;
-      dg_redis_xid_format(p.since, idbuf, sizeof idbuf);
-      snprintf(cnt, sizeof cnt, "%lld", (long long)batch);
-      const char *xread_argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};
-      /* XREAD first, XINFO second: see "Gone" above for why this order. */
-      dg_redis_cmd_t cmds[2] = {{6, xread_argv, NULL}, {3, xinfo, NULL}};
-      redisReply *reps[2] = {NULL, NULL};
-      rc = dg_redis_pipeline(s.conn, 2, cmds, reps);
-      if (rc == 0 && (check_reply(reps[0]) != 0 || parse_xinfo(reps[1], &x) != 0)) {
-        dg_log_error("get_updates: unexpected reply from %s: %s / %s", key, reply_error(reps[0]),
-                     reply_error(reps[1]));
-        rc = DG_EINTERNAL;
-      }
-      if (rc == 0 && is_gone(&p, &x)) {
-        gone_problem(r, &p, &x);
-        rc = DG_EGONE;
-      }
-      if (rc == 0) first = reps[0];
-      else if (reps[0]) freeReplyObject(reps[0]);
-      if (reps[1]) freeReplyObject(reps[1]);
-    }
-    if (rc == 0) {
-      s.p = &rest;
-      rc = scan(&s, first);
-    }
-    dg_redis_pool_put(app->redis, s.conn);
+    dg_updates_read_t q;
+    memset(&q, 0, sizeof q);
+    q.cursor = s.cursor;
+    q.table = p.table;
+    q.scope = p.scope;
+    q.limit = p.limit;
+    q.wait_ms = wait_ms;
+    /* A cursor the ring did not look at: check 410 with the first batch. */
+    q.check_gone = path == RING_FALLBACK && p.since_kind == SINCE_ID;
+    q.matched = s.matched;
+    q.scanned = s.scanned;
+    rc = dg_service_updates_read(app, &q, update_written, &s);
+    if (rc == DG_EGONE) gone_problem(r, &p, &q.state);
+    s.cursor = q.cursor;
   }
 
   if (rc == 0 && path == RING_ANSWERED) {
@@ -879,6 +614,37 @@ static int get_updates(dg_req_t *r) {
 /* How long it waits for DuckDB to hold the update (it is written behind). */
 #define CHANGES_WAIT_MS 5000
 
+/* One change of the page: {"table","row_id","column","old","new"}. */
+static void change_written(void *arg, const dg_audit_change_t *c) {
+  dg_jsonw_t *w = arg;
+  dg_jsonw_obj(w);
+  dg_jsonw_key(w, "table");
+  dg_jsonw_str(w, c->table);
+  dg_jsonw_key(w, "row_id");
+  dg_jsonw_id(w, c->row_id);
+  dg_jsonw_key(w, "column");
+  dg_jsonw_str(w, c->column);
+  for (int k = 0; k < 2; k++) {
+    dg_jsonw_key(w, k ? "new" : "old");
+    if (k ? c->new_null : c->old_null) dg_jsonw_null(w);
+    else if (c->numeric) dg_jsonw_dec(w, k ? c->new_num : c->old_num, c->scale);
+    else dg_jsonw_str(w, k ? c->new_text : c->old_text);
+  }
+  dg_jsonw_end(w);
+}
+
+/* Counts the changes written (for "next") as it writes them. */
+typedef struct {
+  dg_jsonw_t *w;
+  int64_t n;
+} changes_out_t;
+
+static void change_counted(void *arg, const dg_audit_change_t *c) {
+  changes_out_t *o = arg;
+  change_written(o->w, c);
+  o->n++;
+}
+
 /* The cell changes of one update from the audit log, in (table, row_id,
  * column) order, a page at a time: {"update_id","changes":[…],
  * "changes_total":N,"next":offset|null}. Row records (insert, delete, move)
@@ -902,121 +668,47 @@ static int update_changes(dg_req_t *r) {
     dg_problem(r, 400, NULL, "limit must be an integer from 1 to %d", CHANGES_LIMIT_MAX);
     return 0;
   }
-  dg_redis_xid_t reached;
-  if (app->progress) dg_progress_wait(app->progress, id, CHANGES_WAIT_MS, &reached);
-  duckdb_connection c = dg_db_conn(app->db);
-  if (c == NULL) {
-    dg_problem(r, 503, NULL, "the database is unavailable");
-    return 0;
-  }
-  static const char *const where =
-      " FROM dg.cell_log l JOIN dg.audit_cols c ON c.id = l.col"
-      " WHERE l.ms = $1 AND l.seq = $2 AND c.column_name IS NOT NULL"
-      " AND NOT (l.old_num IS NULL AND l.new_num IS NULL AND coalesce(l.old_text, '') IN ('held', 'free')"
-      " AND coalesce(l.new_text, '') IN ('held', 'free') AND c.scale > 0)";
+  dg_service_await_update(app, id, CHANGES_WAIT_MS); /* not there yet: the answer says so below */
   if (r->who.tables[0] != '\0') {
     /* A scoped key sees an update's changes only when they are all within
      * its tables, as with its events. */
-    char ssql[768];
-    snprintf(ssql, sizeof ssql, "SELECT count(*)%s AND strpos($3, ',' || c.table_name || ',') = 0", where);
-    duckdb_prepared_statement sc = NULL;
-    duckdb_result sres;
-    int64_t outside = -1;
-    if (duckdb_prepare(c, ssql, &sc) == DuckDBSuccess) {
-      duckdb_bind_int64(sc, 1, (int64_t)id.ms);
-      duckdb_bind_int64(sc, 2, (int64_t)id.seq);
-      duckdb_bind_varchar(sc, 3, r->who.tables);
-      if (duckdb_execute_prepared(sc, &sres) == DuckDBSuccess) outside = duckdb_value_int64(&sres, 0, 0);
-      duckdb_destroy_result(&sres);
-    }
-    duckdb_destroy_prepare(&sc);
-    if (outside != 0) {
-      if (outside < 0) dg_problem(r, 503, NULL, "the audit log cannot be read");
+    int in = dg_service_update_in_scope(app, id, r->who.tables);
+    if (in != 1) {
+      if (in == DG_EUNAVAIL) dg_problem(r, 503, NULL, "the database is unavailable");
+      else if (in < 0) dg_problem(r, 503, NULL, "the audit log cannot be read");
       else dg_problem(r, 403, NULL, "update %s also changes tables outside this key's scope", uid);
       return 0;
     }
   }
-  char sql[1024];
-  duckdb_prepared_statement st = NULL, cnt = NULL;
-  duckdb_result res, total;
-  memset(&res, 0, sizeof res);
-  memset(&total, 0, sizeof total);
-  snprintf(sql, sizeof sql,
-           "SELECT c.table_name, l.row_id, c.column_name, l.old_num, l.new_num, l.old_text, l.new_text, c.scale%s"
-           " ORDER BY c.table_name, l.row_id, c.column_name LIMIT $3 OFFSET $4",
-           where);
-  char csql[768];
-  snprintf(csql, sizeof csql, "SELECT count(*)%s", where);
-  int ok = duckdb_prepare(c, sql, &st) == DuckDBSuccess && duckdb_prepare(c, csql, &cnt) == DuckDBSuccess;
-  if (ok) {
-    duckdb_bind_int64(st, 1, (int64_t)id.ms);
-    duckdb_bind_int64(st, 2, (int64_t)id.seq);
-    duckdb_bind_int64(st, 3, limit);
-    duckdb_bind_int64(st, 4, offset);
-    duckdb_bind_int64(cnt, 1, (int64_t)id.ms);
-    duckdb_bind_int64(cnt, 2, (int64_t)id.seq);
-    ok = duckdb_execute_prepared(cnt, &total) == DuckDBSuccess && duckdb_execute_prepared(st, &res) == DuckDBSuccess;
-  }
-  if (!ok) {
+  dg_buf_t buf;
+  dg_buf_init(&buf);
+  dg_jsonw_t w;
+  dg_jsonw_init(&w, &buf);
+  dg_jsonw_obj(&w);
+  dg_jsonw_key(&w, "update_id");
+  dg_jsonw_str(&w, uid);
+  dg_jsonw_key(&w, "changes");
+  dg_jsonw_arr(&w);
+  changes_out_t o = {&w, 0};
+  int64_t n_total = 0;
+  int rc = dg_service_update_changes(app, id, offset, limit, change_counted, &o, &n_total);
+  if (rc == DG_EUNAVAIL) {
+    dg_problem(r, 503, NULL, "the database is unavailable");
+  } else if (rc != 0) {
     dg_problem(r, 503, NULL, "the audit log cannot be read");
+  } else if (n_total == 0) {
+    dg_problem(r, 404, NULL, "update %s has no cell changes on this node", uid);
   } else {
-    int64_t n_total = duckdb_value_int64(&total, 0, 0);
-    idx_t n = duckdb_row_count(&res);
-    if (n_total == 0) {
-      dg_problem(r, 404, NULL, "update %s has no cell changes on this node", uid);
-    } else {
-      dg_buf_t buf;
-      dg_buf_init(&buf);
-      dg_jsonw_t w;
-      dg_jsonw_init(&w, &buf);
-      dg_jsonw_obj(&w);
-      dg_jsonw_key(&w, "update_id");
-      dg_jsonw_str(&w, uid);
-      dg_jsonw_key(&w, "changes");
-      dg_jsonw_arr(&w);
-      for (idx_t i = 0; i < n; i++) {
-        char *tn = duckdb_value_varchar(&res, 0, i), *cn = duckdb_value_varchar(&res, 2, i);
-        int scale = duckdb_value_int32(&res, 7, i);
-        dg_jsonw_obj(&w);
-        dg_jsonw_key(&w, "table");
-        dg_jsonw_str(&w, tn ? tn : "");
-        dg_jsonw_key(&w, "row_id");
-        dg_jsonw_id(&w, duckdb_value_int64(&res, 1, i));
-        dg_jsonw_key(&w, "column");
-        dg_jsonw_str(&w, cn ? cn : "");
-        int numeric = !duckdb_value_is_null(&res, 4, i);
-        for (int k = 0; k < 2; k++) {
-          dg_jsonw_key(&w, k ? "new" : "old");
-          idx_t col = numeric ? (idx_t)(3 + k) : (idx_t)(5 + k);
-          if (duckdb_value_is_null(&res, col, i)) {
-            dg_jsonw_null(&w);
-          } else if (numeric) {
-            dg_jsonw_dec(&w, duckdb_value_int64(&res, col, i), scale);
-          } else {
-            char *t = duckdb_value_varchar(&res, col, i);
-            dg_jsonw_str(&w, t ? t : "");
-            duckdb_free(t);
-          }
-        }
-        dg_jsonw_end(&w);
-        duckdb_free(tn);
-        duckdb_free(cn);
-      }
-      dg_jsonw_end(&w);
-      dg_jsonw_key(&w, "changes_total");
-      dg_jsonw_int(&w, n_total);
-      dg_jsonw_key(&w, "next");
-      if (offset + (int64_t)n < n_total) dg_jsonw_int(&w, offset + (int64_t)n);
-      else dg_jsonw_null(&w);
-      dg_jsonw_end(&w);
-      dg_reply_buf(r, 200, &buf);
-      dg_buf_dispose(&buf);
-    }
+    dg_jsonw_end(&w);
+    dg_jsonw_key(&w, "changes_total");
+    dg_jsonw_int(&w, n_total);
+    dg_jsonw_key(&w, "next");
+    if (offset + o.n < n_total) dg_jsonw_int(&w, offset + o.n);
+    else dg_jsonw_null(&w);
+    dg_jsonw_end(&w);
+    dg_reply_buf(r, 200, &buf);
   }
-  duckdb_destroy_result(&res);
-  duckdb_destroy_result(&total);
-  if (st) duckdb_destroy_prepare(&st);
-  if (cnt) duckdb_destroy_prepare(&cnt);
+  dg_buf_dispose(&buf);
   return 0;
 }
 
