@@ -224,7 +224,7 @@ static int cmd_serve(int argc, char **argv) {
      * is reported below, once. */
     dg_redis_url_t burl;
     dg_redis_opts_t bopts;
-    char berr[256], bstream[sizeof app.req_stream];
+    char berr[256], bstream[sizeof app.streams.req];
     if (redis_opts_from(&cfg, &burl, &bopts, berr, sizeof berr) == 0) {
       snprintf(bstream, sizeof bstream, "%srequest_duck", cfg.stream_prefix);
       int brc = dg_bootstrap(cfg.db_path, &burl, &bopts, bstream, err, sizeof err);
@@ -245,7 +245,7 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "duckgrid: %s\n", err);
     goto done;
   }
-  dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.stream_key);
+  dg_auth_derive(app.auth, DG_ENTRY_KEY_LABEL, app.streams.mac_key);
   app.alive = dg_alive_create(app.db);
   if (dg_alive_start(app.alive) != 0) {
     fprintf(stderr, "duckgrid: cannot start a thread\n");
@@ -292,10 +292,10 @@ static int cmd_serve(int argc, char **argv) {
     code = EXIT_USAGE;
     goto done;
   }
-  snprintf(app.req_stream, sizeof app.req_stream, "%srequest_duck", cfg.stream_prefix);
-  snprintf(app.res_stream, sizeof app.res_stream, "%sresponse_duck", cfg.stream_prefix);
-  snprintf(app.lease_key, sizeof app.lease_key, "%sduckgrid:manager", cfg.stream_prefix);
-  snprintf(app.fence_key, sizeof app.fence_key, "%sduckgrid:fence", cfg.stream_prefix);
+  snprintf(app.streams.req, sizeof app.streams.req, "%srequest_duck", cfg.stream_prefix);
+  snprintf(app.streams.res, sizeof app.streams.res, "%sresponse_duck", cfg.stream_prefix);
+  snprintf(app.streams.lease, sizeof app.streams.lease, "%sduckgrid:manager", cfg.stream_prefix);
+  snprintf(app.streams.fence, sizeof app.streams.fence, "%sduckgrid:fence", cfg.stream_prefix);
   if (dg_redis_pool_create(&url, &opts, 64, &app.redis, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
     code = EXIT_USAGE;
@@ -356,7 +356,7 @@ static int cmd_serve(int argc, char **argv) {
   int sig = 0;
   sigwait(&stop, &sig);
   dg_log_info("received %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  atomic_store(&app.stopping, 1);
+  atomic_store(&app.status.stopping, 1);
   code = EXIT_OK;
 
 done:

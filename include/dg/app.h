@@ -1,7 +1,8 @@
 /*
- * app.h -- the process: configuration, the database, the key checker, the
- * Redis connection pool and the manager's state, created at start-up by
- * main.c and passed explicitly to every request handler.
+ * app.h -- the process: its modules (configuration, the database, the key
+ * checker, the Redis connection pool, the catalog, the hub ...), the names
+ * and key of its streams, what its threads report, and the calls between
+ * the manager and the reader; created at start-up by main.c.
  */
 #ifndef DG_APP_H
 #define DG_APP_H
@@ -33,6 +34,71 @@ typedef enum {
                              replica and hot standby (DUCKGRID_ROLE)    */
 } dg_manager_state_t;
 
+/*
+ * The names this node shares through Redis and the key that signs its
+ * stream entries. Set by main.c (or the restore command) before any thread
+ * starts; read-only after, by every thread.
+ */
+typedef struct {
+  char req[128];                    /* "<prefix>request_duck"            */
+  char res[128];                    /* "<prefix>response_duck"           */
+  char lease[128];                  /* "<prefix>duckgrid:manager"        */
+  char fence[128];                  /* "<prefix>duckgrid:fence" (WAIT)   */
+  unsigned char mac_key[32];        /* HMAC key of stream entries, derived
+                                       from the pepper (entry_mac.h); secret */
+} dg_streams_t;
+
+/*
+ * What the node's threads say about themselves, for GET /health and
+ * /metrics. Each field has one writer, named beside it; any thread reads
+ * (atomics, no lock).
+ */
+typedef struct {
+  atomic_int manager_state;         /* manager: dg_manager_state_t        */
+  atomic_long lag;                  /* manager: requests waiting for it   */
+  atomic_long lag_ms;               /* manager, following: stream time behind the log's top */
+  atomic_int diverged;              /* manager, following: its outcome differed from the leader's */
+  atomic_long log_losses;           /* manager: times it found Redis had lost the log */
+  atomic_int cannot_follow;         /* manager, standby: the log lacks what follows this database */
+  atomic_int manager_broken;        /* manager: DuckDB kept failing, not leading */
+  atomic_long redis_seen_ms;        /* reader: monotonic ms of Redis's last answer */
+  atomic_int redis_failing;         /* reader: its last command failed    */
+  atomic_long redis_reconnects;     /* manager and reader: reconnects     */
+  atomic_long stream_rejected[2];   /* entries refused (no valid MAC): [0]
+                                       request_duck (manager), [1]
+                                       response_duck (reader)              */
+  atomic_long repl_ok;              /* write handlers: answered after WAIT reached its replicas */
+  atomic_long repl_timeout;         /* ... answered when WAIT timed out or failed */
+  atomic_int stopping;              /* main: 1 once SIGTERM/SIGINT arrived */
+} dg_node_status_t;
+
+/*
+ * Calls between the manager and the response reader of one process, each
+ * set by the side that answers before the other side starts.
+ */
+typedef struct {
+  /* Set by the response reader: the manager hands each outcome it has just
+   * published (prev: the entry before it in response_duck) to the reader's
+   * pipeline -- catalog, ring, waiters, live clients -- without the round
+   * trip through Redis; feed_done ends a batch. Called from the manager
+   * thread only. */
+  void (*feed)(void *arg, const char *prev, const char *id, const char *res, size_t len);
+  void (*feed_done)(void *arg);
+  void *feed_arg;
+  /* Set by the manager: the update id of the first request of (caller,
+   * request_id) within the idempotency window, applied in this process
+   * (persisted or not). 1 found (id in out), 0 not. Any thread. */
+  int (*idem_lookup)(void *arg, const char *caller, const char *request_id, char *out, size_t cap);
+  void *idem_arg;
+} dg_links_t;
+
+/*
+ * The process: the modules main.c created, each owning its own state and
+ * locks (the threads and the lock order: the comment atop src/main.c), plus
+ * the three groups above. A handler reaches the modules through the
+ * service layer (service.h); the manager and the reader are given the app
+ * at start.
+ */
 typedef struct dg_app_s {
   const dg_config_t *cfg;           /* immutable after start-up          */
   dg_db_t *db;                      /* DuckDB                           */
@@ -45,45 +111,14 @@ typedef struct dg_app_s {
   struct dg_ratelimit_s *ip_ratelimit; /* per-IP buckets, before auth     */
   struct dg_hub_s *hub;             /* live clients (SSE, WebSocket)     */
   struct dg_metrics_s *metrics;     /* counters for GET /metrics         */
-  atomic_long redis_reconnects;     /* manager + reader reconnects       */
   struct dg_alive_s *alive;         /* revocation checks for open streams */
   struct dg_qguard_s *qguard;       /* view query deadlines and caps      */
-  char req_stream[128];             /* "<prefix>request_duck"            */
-  char res_stream[128];             /* "<prefix>response_duck"           */
-  char lease_key[128];              /* "<prefix>duckgrid:manager"        */
-  atomic_int manager_state;         /* dg_manager_state_t                */
-  atomic_long lag;                  /* requests waiting for the manager  */
-  atomic_long lag_ms;               /* follower: stream time behind the log's top */
-  atomic_int diverged;              /* follower: its outcome differed from the leader's */
-  atomic_long log_losses;           /* times the leader found Redis had lost the log */
-  atomic_int cannot_follow;         /* standby: the log lacks what follows this node's database */
-  atomic_int stopping;              /* 1 once SIGTERM/SIGINT arrived     */
   struct dg_progress_s *progress;   /* published / persisted update ids  */
-  atomic_int manager_broken;        /* DuckDB kept failing: not leading  */
-  atomic_long redis_seen_ms;        /* reader: monotonic ms of Redis's last answer */
-  atomic_int redis_failing;         /* reader: its last command failed    */
-  /* Set by the response reader before the manager starts: the manager
-   * hands each outcome it has just published (prev: the entry before it
-   * in response_duck) to the reader's pipeline -- catalog, ring, waiters,
-   * live clients -- without the round trip through Redis; feed_done ends
-   * a batch. Called from the manager thread only. */
-  void (*feed)(void *arg, const char *prev, const char *id, const char *res, size_t len);
-  void (*feed_done)(void *arg);
-  void *feed_arg;
-  /* Set by the manager: the update id of the first request of (caller,
-   * request_id) within the idempotency window, applied in this process
-   * (persisted or not). 1 found (id in out), 0 not. Any thread. */
-  int (*idem_lookup)(void *arg, const char *caller, const char *request_id, char *out, size_t cap);
-  void *idem_arg;
-  unsigned char stream_key[32];     /* HMAC key of stream entries, derived
-                                       from the pepper (entry_mac.h); secret */
-  atomic_long stream_rejected[2];   /* entries refused: [0] request_duck,
-                                       [1] response_duck (no valid MAC)     */
-  char fence_key[128];              /* "<prefix>duckgrid:fence" (WAIT)   */
-  atomic_long repl_ok;              /* writes answered after WAIT reached its replicas */
-  atomic_long repl_timeout;         /* ... answered when WAIT timed out or failed */
   struct dg_snapshots_s *snapshots; /* POST /admin/snapshots (snapshot.h) */
   struct dg_archive_s *archive;     /* request_duck archive, or NULL (archive.h) */
+  dg_streams_t streams;             /* names and signing key, read-only  */
+  dg_node_status_t status;          /* what the threads report           */
+  dg_links_t links;                 /* manager <-> reader calls          */
 } dg_app_t;
 
 /**

@@ -13,7 +13,7 @@
  * answers and on which its long polls wait; see updates.c.
  *
  * The manager of this process feeds its own outcomes straight into the
- * same pipeline (app->feed) as soon as they are in Redis, when the reader
+ * same pipeline (app->links.feed) as soon as they are in Redis, when the reader
  * has handled everything before them; the reader then skips them. So a
  * synchronous write is answered without the round trip through XREAD, and
  * still after the catalog and the ring have it.
@@ -298,7 +298,7 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
       dg_ring_append(app->hub, xid, res, len, tables, nt);
     } else {
       dg_log_warn("response reader: entry %s of %s has no valid 'res'; get_updates skips it", id,
-                  app->res_stream);
+                  app->streams.res);
       dg_ring_append(app->hub, xid, NULL, 0, NULL, 0);
     }
   }
@@ -319,7 +319,7 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
 }
 
 static int position(dg_reader_t *rd) {
-  const char *argv[] = {"XREVRANGE", rd->app->res_stream, "+", "-", "COUNT", "1"};
+  const char *argv[] = {"XREVRANGE", rd->app->streams.res, "+", "-", "COUNT", "1"};
   redisReply *rep;
   int rc = dg_redis_command(rd->conn, 6, argv, NULL, &rep);
   if (rc != 0) return rc;
@@ -391,30 +391,30 @@ static void *run(void *arg) {
   while (!atomic_load(&rd->stop)) {
     if (!rd->positioned) {
       if (position(rd) != 0) {
-        atomic_store(&rd->app->redis_failing, 1);
+        atomic_store(&rd->app->status.redis_failing, 1);
         usleep(100 * 1000);
         continue;
       }
-      atomic_store(&rd->app->redis_seen_ms, dg_mono_us() / 1000);
-      atomic_store(&rd->app->redis_failing, 0);
+      atomic_store(&rd->app->status.redis_seen_ms, dg_mono_us() / 1000);
+      atomic_store(&rd->app->status.redis_failing, 0);
     }
     const char *argv[] = {"XREAD", "COUNT", "1000", "BLOCK", "500", "STREAMS",
-                          rd->app->res_stream, rd->last_id};
+                          rd->app->streams.res, rd->last_id};
     redisReply *rep;
     int rc = dg_redis_command_timeout(rd->conn, BLOCK_MS + 2000, 8, argv, NULL, &rep);
     dg_redis_status_t st;
     dg_redis_status(rd->conn, &st);
     if (rd->connects_seen > 0 && st.connects > rd->connects_seen)
-      atomic_fetch_add(&rd->app->redis_reconnects, (long)(st.connects - rd->connects_seen));
+      atomic_fetch_add(&rd->app->status.redis_reconnects, (long)(st.connects - rd->connects_seen));
     if (st.connects > rd->connects_seen) rd->connects_seen = st.connects;
     if (rc != 0) {
-      atomic_store(&rd->app->redis_failing, 1);
+      atomic_store(&rd->app->status.redis_failing, 1);
       usleep(50 * 1000); /* the connection's own backoff paces reconnects */
       continue;
     }
     /* What GET /health says of Redis, without a PING per request. */
-    atomic_store(&rd->app->redis_seen_ms, dg_mono_us() / 1000);
-    atomic_store(&rd->app->redis_failing, 0);
+    atomic_store(&rd->app->status.redis_seen_ms, dg_mono_us() / 1000);
+    atomic_store(&rd->app->status.redis_failing, 0);
     dg_redis_xiter_t it;
     if (dg_redis_xiter_init_xread(&it, rep) == 0) {
       dg_redis_xentry_t e;
@@ -429,7 +429,7 @@ static void *run(void *arg) {
          * a read that arrives after one of them (a sync write answered
          * here, an event seen) waits until this node has applied and
          * persisted it (consistency.c). The leader's manager raised it. */
-        if (atomic_load(&rd->app->manager_state) == DG_MANAGER_FOLLOWER && rd->app->progress)
+        if (atomic_load(&rd->app->status.manager_state) == DG_MANAGER_FOLLOWER && rd->app->progress)
           dg_progress_published(rd->app->progress, xid);
         pthread_mutex_lock(&rd->feed_lock);
         /* The manager may have handed it over already. */
@@ -453,7 +453,7 @@ static void *run(void *arg) {
   return NULL;
 }
 
-/* From the manager (app->feed): an outcome it has just published. It goes
+/* From the manager (app->links.feed): an outcome it has just published. It goes
  * through the pipeline now if it is the entry right after the last one
  * handled; otherwise this thread has not read that far and will handle it
  * from Redis in its turn. */
@@ -492,9 +492,9 @@ int dg_reader_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opt
   }
   (void)READ_COUNT;
   pthread_mutex_init(&rd->feed_lock, NULL);
-  app->feed = feed;
-  app->feed_done = feed_done;
-  app->feed_arg = rd;
+  app->links.feed = feed;
+  app->links.feed_done = feed_done;
+  app->links.feed_arg = rd;
   if (pthread_create(&rd->thread, NULL, run, rd) != 0) {
     dg_redis_destroy(rd->conn);
     dg_free(rd);
@@ -508,8 +508,8 @@ void dg_reader_stop(dg_reader_t *rd) {
   if (rd == NULL) return;
   atomic_store(&rd->stop, 1);
   pthread_join(rd->thread, NULL);
-  rd->app->feed = NULL;
-  rd->app->feed_done = NULL;
+  rd->app->links.feed = NULL;
+  rd->app->links.feed_done = NULL;
   pthread_mutex_destroy(&rd->feed_lock);
   dg_redis_destroy(rd->conn);
   dg_free(rd);

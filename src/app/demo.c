@@ -89,7 +89,7 @@ void dg_demo_enqueue(dg_app_t *app) {
     char *text = json_dumps(reqs[i], JSON_COMPACT);
     char t[24], mac[DG_ENTRY_MAC_HEX + 1];
     dg_entry_sign_req(app, text, strlen(text), t, mac);
-    const char *argv[] = {"XADD", app->req_stream, "*", "req", text, "t", t, "mac", mac};
+    const char *argv[] = {"XADD", app->streams.req, "*", "req", text, "t", t, "mac", mac};
     redisReply *rep;
     if (dg_redis_command(c, 9, argv, NULL, &rep) == 0) {
       queued += rep->type == REDIS_REPLY_STRING;

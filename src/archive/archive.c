@@ -353,7 +353,7 @@ static int write_segment(dg_archive_t *a, redisReply **reps, size_t nreps, const
 /* Where the archive starts when it is empty: the stream's start (prev
  * 0-0) if Redis never removed an entry from it, else unknown (NULL). */
 static int stream_whole(dg_archive_t *a) {
-  const char *argv[] = {"XINFO", "STREAM", a->app->req_stream};
+  const char *argv[] = {"XINFO", "STREAM", a->app->streams.req};
   redisReply *rep = NULL;
   if (dg_redis_command(a->redis, 3, argv, NULL, &rep) != 0) return -1;
   long long length = -1, added = -2;
@@ -369,7 +369,7 @@ static int stream_whole(dg_archive_t *a) {
 }
 
 static void update_lag(dg_archive_t *a, dg_redis_xid_t last, int have_last) {
-  const char *argv[] = {"XREVRANGE", a->app->req_stream, "+", "-", "COUNT", "1"};
+  const char *argv[] = {"XREVRANGE", a->app->streams.req, "+", "-", "COUNT", "1"};
   redisReply *rep = NULL;
   if (dg_redis_command(a->redis, 6, argv, NULL, &rep) != 0) return;
   dg_redis_xiter_t it;
@@ -410,7 +410,7 @@ static void round_once(dg_archive_t *a) {
    * old (stream time): a cheap probe of one entry each round. */
   int64_t now = wall_ms();
   {
-    const char *argv[] = {"XRANGE", a->app->req_stream, cursor, "+", "COUNT", "1"};
+    const char *argv[] = {"XRANGE", a->app->streams.req, cursor, "+", "COUNT", "1"};
     redisReply *rep = NULL;
     if (dg_redis_command(a->redis, 6, argv, NULL, &rep) != 0) return;
     dg_redis_xiter_t it;
@@ -427,7 +427,7 @@ static void round_once(dg_archive_t *a) {
   while (total < ARCHIVE_SEGMENT_MAX) {
     char page[16];
     snprintf(page, sizeof page, "%d", ARCHIVE_PAGE);
-    const char *argv[] = {"XRANGE", a->app->req_stream, cursor, "+", "COUNT", page};
+    const char *argv[] = {"XRANGE", a->app->streams.req, cursor, "+", "COUNT", page};
     redisReply *rep = NULL;
     if (dg_redis_command(a->redis, 6, argv, NULL, &rep) != 0) {
       failed = 1;

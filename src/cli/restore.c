@@ -481,8 +481,8 @@ int dg_cli_restore(int argc, char **argv) {
   }
   dg_app_t app;
   memset(&app, 0, sizeof app);
-  dg_auth_derive(auth, DG_ENTRY_KEY_LABEL, app.stream_key);
-  snprintf(app.req_stream, sizeof app.req_stream, "%s", req_stream);
+  dg_auth_derive(auth, DG_ENTRY_KEY_LABEL, app.streams.mac_key);
+  snprintf(app.streams.req, sizeof app.streams.req, "%s", req_stream);
   if (dg_replay_open(db, &rp, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid restore: cannot load the snapshot: %s\n", err);
     goto done;

@@ -140,11 +140,11 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
   dg_buf_printf(out,
                 "# HELP duckgrid_request_duck_lag Requests in request_duck not yet applied "
                 "(read or waiting).\n# TYPE duckgrid_request_duck_lag gauge\nduckgrid_request_duck_lag %ld\n",
-                atomic_load(&app->lag));
+                atomic_load(&app->status.lag));
   dg_buf_printf(out,
                 "# HELP duckgrid_manager_leader 1 when this process's manager holds the lease.\n"
                 "# TYPE duckgrid_manager_leader gauge\nduckgrid_manager_leader %d\n",
-                atomic_load(&app->manager_state) == DG_MANAGER_LEADER);
+                atomic_load(&app->status.manager_state) == DG_MANAGER_LEADER);
   dg_buf_printf(out,
                 "# HELP duckgrid_manager_follower 1 when this process follows the leader (a read replica).\n"
                 "# TYPE duckgrid_manager_follower gauge\nduckgrid_manager_follower %d\n"
@@ -156,8 +156,8 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "# HELP duckgrid_redis_log_losses_total Times this node, leading, found that Redis had lost "
                 "the request log (and went on from its database and the archive).\n"
                 "# TYPE duckgrid_redis_log_losses_total counter\nduckgrid_redis_log_losses_total %ld\n",
-                atomic_load(&app->manager_state) == DG_MANAGER_FOLLOWER, atomic_load(&app->lag_ms),
-                atomic_load(&app->diverged), atomic_load(&app->log_losses));
+                atomic_load(&app->status.manager_state) == DG_MANAGER_FOLLOWER, atomic_load(&app->status.lag_ms),
+                atomic_load(&app->status.diverged), atomic_load(&app->status.log_losses));
   dg_buf_puts(out, "# HELP duckgrid_batch_size Requests applied per DuckDB transaction.\n"
                    "# TYPE duckgrid_batch_size histogram\n");
   unsigned long long cum = 0;
@@ -185,14 +185,14 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "# HELP duckgrid_redis_reconnects_total Reconnects of the manager's and the reader's "
                 "Redis connections.\n# TYPE duckgrid_redis_reconnects_total counter\n"
                 "duckgrid_redis_reconnects_total %ld\n",
-                atomic_load(&app->redis_reconnects));
+                atomic_load(&app->status.redis_reconnects));
   dg_buf_printf(out,
                 "# HELP duckgrid_stream_entries_rejected_total Stream entries refused for want of a valid "
                 "MAC (forged, damaged or replayed).\n"
                 "# TYPE duckgrid_stream_entries_rejected_total counter\n"
                 "duckgrid_stream_entries_rejected_total{stream=\"request_duck\"} %ld\n"
                 "duckgrid_stream_entries_rejected_total{stream=\"response_duck\"} %ld\n",
-                atomic_load(&app->stream_rejected[0]), atomic_load(&app->stream_rejected[1]));
+                atomic_load(&app->status.stream_rejected[0]), atomic_load(&app->status.stream_rejected[1]));
   if (app->auth)
     dg_buf_printf(out,
                   "# HELP duckgrid_auth_unknown_key_cache_hits_total Requests with an unknown key refused "
@@ -205,6 +205,6 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "# TYPE duckgrid_redis_replication_total counter\n"
                 "duckgrid_redis_replication_total{result=\"ok\"} %ld\n"
                 "duckgrid_redis_replication_total{result=\"timeout\"} %ld\n",
-                atomic_load(&app->repl_ok), atomic_load(&app->repl_timeout));
+                atomic_load(&app->status.repl_ok), atomic_load(&app->status.repl_timeout));
   dg_archive_metrics(app->archive, out);
 }

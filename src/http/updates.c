@@ -1,6 +1,6 @@
 /*
  * updates.c -- GET /get_updates: the seed's notification flow, read from the
- * response stream (app->res_stream, "response_duck").
+ * response stream (app->streams.res, "response_duck").
  *
  *   GET /get_updates?since=<update id>|0|$&limit=100&wait_ms=0&table=
  *     -> {"updates":[update…],"next":"<update id>"}

@@ -149,7 +149,7 @@ static int hooks_post(dg_req_t *r) {
   }
   /* The newest update id: the hook gets what comes after it. A stream
    * not yet created answers an error: then from the start. */
-  const char *xi[] = {"XINFO", "STREAM", r->app->res_stream};
+  const char *xi[] = {"XINFO", "STREAM", r->app->streams.res};
   if (dg_redis_command(c, 3, xi, NULL, &rep) != 0) {
     dg_problem(r, 503, NULL, "redis is unavailable");
     goto out;

@@ -123,7 +123,7 @@ static void caller_of(const dg_req_t *r, char *out, size_t cap) {
 static void caller_tag_of(const dg_req_t *r, char tag[DG_CALLER_TAG_LEN + 1]) {
   char caller[96];
   caller_of(r, caller, sizeof caller);
-  dg_entry_caller_tag(r->app->stream_key, caller, tag);
+  dg_entry_caller_tag(r->app->streams.mac_key, caller, tag);
 }
 
 static json_t *base_request(dg_req_t *r, const char *op) {

@@ -188,7 +188,7 @@ static int lease_acquire(dg_manager_t *m) {
   char ms[24], ekey[160];
   snprintf(ms, sizeof ms, "%lld", (long long)m->lease_ms);
   /* Cheap check first: a follower polls this every FOLLOW_BLOCK_MS. */
-  const char *get[] = {"GET", m->app->lease_key};
+  const char *get[] = {"GET", m->app->streams.lease};
   redisReply *cur = cmd(m, 2, get);
   if (cur == NULL) return 0;
   int held = cur->type == REDIS_REPLY_STRING;
@@ -200,7 +200,7 @@ static int lease_acquire(dg_manager_t *m) {
     return 1;
   }
   if (held) return 0;
-  snprintf(ekey, sizeof ekey, "%s:epoch", m->app->lease_key);
+  snprintf(ekey, sizeof ekey, "%s:epoch", m->app->streams.lease);
   const char *incr[] = {"INCR", ekey};
   redisReply *e = cmd(m, 2, incr);
   if (e == NULL) return 0;
@@ -208,7 +208,7 @@ static int lease_acquire(dg_manager_t *m) {
   freeReplyObject(e);
   char value[sizeof m->lease_value];
   snprintf(value, sizeof value, "e%lld:%s", epoch, m->lease_base);
-  const char *argv[] = {"SET", m->app->lease_key, value, "NX", "PX", ms};
+  const char *argv[] = {"SET", m->app->streams.lease, value, "NX", "PX", ms};
   redisReply *rep = cmd(m, 6, argv);
   int ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0;
   if (rep) freeReplyObject(rep);
@@ -226,7 +226,7 @@ static int lease_acquire(dg_manager_t *m) {
 static int lease_renew(dg_manager_t *m, dg_redis_t *conn, const char *value) {
   char ms[24];
   snprintf(ms, sizeof ms, "%lld", (long long)m->lease_ms);
-  const char *argv[] = {"EVAL", RENEW_LUA, "1", m->app->lease_key, value, ms};
+  const char *argv[] = {"EVAL", RENEW_LUA, "1", m->app->streams.lease, value, ms};
   redisReply *rep = NULL;
   if (dg_redis_command(conn, 6, argv, NULL, &rep) != 0) return -1;
   int ok = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
@@ -236,7 +236,7 @@ static int lease_renew(dg_manager_t *m, dg_redis_t *conn, const char *value) {
 
 static void lease_release(dg_manager_t *m) {
   atomic_store(&m->holding, 0);
-  const char *argv[] = {"EVAL", RELEASE_LUA, "1", m->app->lease_key, m->lease_value};
+  const char *argv[] = {"EVAL", RELEASE_LUA, "1", m->app->streams.lease, m->lease_value};
   redisReply *rep = cmd(m, 5, argv);
   if (rep) freeReplyObject(rep);
 }
@@ -354,7 +354,7 @@ static void xack(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_BUFSZ]
     size_t k = n - at < XACK_CHUNK ? n - at : XACK_CHUNK;
     const char **argv = dg_malloc((k + 3) * sizeof *argv);
     argv[0] = "XACK";
-    argv[1] = m->app->req_stream;
+    argv[1] = m->app->streams.req;
     argv[2] = GROUP;
     for (size_t i = 0; i < k; i++) argv[3 + i] = ids[at + i];
     redisReply *rep = NULL;
@@ -481,7 +481,7 @@ static void step_down(dg_manager_t *m, const char *why) {
   m->leader = 0;
   atomic_store(&m->following, 0);
   atomic_store(&m->holding, 0);
-  atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
+  atomic_store(&m->app->status.manager_state, DG_MANAGER_STANDBY);
   pthread_mutex_lock(&m->conn_lock); /* waits out a persist under way */
   pthread_mutex_lock(&m->state_lock);
   dg__mgr_pend_drop(m);
@@ -578,8 +578,8 @@ static int publish(dg_manager_t *m) {
   argv[k] = "EVAL", lens[k++] = 4;
   argv[k] = PUBLISH_LUA, lens[k++] = strlen(PUBLISH_LUA);
   argv[k] = "2", lens[k++] = 1;
-  argv[k] = app->lease_key, lens[k++] = strlen(app->lease_key);
-  argv[k] = app->res_stream, lens[k++] = strlen(app->res_stream);
+  argv[k] = app->streams.lease, lens[k++] = strlen(app->streams.lease);
+  argv[k] = app->streams.res, lens[k++] = strlen(app->streams.res);
   argv[k] = value, lens[k++] = strlen(value);
   argv[k] = maxlen_arg, lens[k++] = strlen(maxlen_arg);
   size_t j = 0;
@@ -587,7 +587,7 @@ static int publish(dg_manager_t *m) {
     mreq_t *r = &m->reqs[i];
     if (r->duplicate || r->res == NULL) continue;
     /* signed under its stream id: entry_mac.h */
-    dg_entry_mac_res(app->stream_key, r->stream_id, strlen(r->stream_id), r->res, r->res_len, macs[j]);
+    dg_entry_mac_res(app->streams.mac_key, r->stream_id, strlen(r->stream_id), r->res, r->res_len, macs[j]);
     argv[k] = r->stream_id, lens[k++] = strlen(r->stream_id);
     argv[k] = r->res, lens[k++] = r->res_len;
     argv[k] = macs[j], lens[k++] = DG_ENTRY_MAC_HEX;
@@ -666,13 +666,13 @@ static void feed(dg_manager_t *m) {
     rejected += r->rejected;
     char prev[DG_REDIS_XID_BUFSZ] = "";
     if (m->res_top_known) dg_redis_xid_format(m->res_top, prev, sizeof prev);
-    if (app->feed) app->feed(app->feed_arg, prev, r->stream_id, r->res, r->res_len);
+    if (app->links.feed) app->links.feed(app->links.feed_arg, prev, r->stream_id, r->res, r->res_len);
     m->res_top = x;
     m->res_top_known = 1;
   }
   (void)any;
   (void)top;
-  if (applied + rejected && app->feed_done) app->feed_done(app->feed_arg);
+  if (applied + rejected && app->links.feed_done) app->links.feed_done(app->links.feed_arg);
   dg_metrics_outcomes(app->metrics, applied, rejected);
 }
 
@@ -957,7 +957,7 @@ static void delivery_counts(dg_manager_t *m, char (*ids)[DG_REDIS_XID_BUFSZ], si
   if (n == 0) return;
   char count[24];
   snprintf(count, sizeof count, "%zu", n);
-  const char *argv[] = {"XPENDING", m->app->req_stream, GROUP, ids[0], ids[n - 1], count};
+  const char *argv[] = {"XPENDING", m->app->streams.req, GROUP, ids[0], ids[n - 1], count};
   redisReply *rep = cmd(m, 6, argv);
   if (rep == NULL) return;
   size_t k = 0;
@@ -1030,7 +1030,7 @@ static int run_suspect(dg_manager_t *m, const entry_t *e0) {
 /* The consumer group's last-delivered-id: how far any leader has claimed
  * request_duck. 0, or DG_EUNAVAIL. */
 static int group_delivered(dg_manager_t *m, char *out, size_t cap) {
-  const char *argv[] = {"XINFO", "GROUPS", m->app->req_stream};
+  const char *argv[] = {"XINFO", "GROUPS", m->app->streams.req};
   redisReply *rep = cmd(m, 3, argv);
   if (rep == NULL) return DG_EUNAVAIL;
   snprintf(out, cap, "0-0");
@@ -1069,7 +1069,7 @@ static int recover(dg_manager_t *m) {
   while (!xid_le(until, m->fpos)) {
     char from[DG_REDIS_XID_BUFSZ + 1];
     snprintf(from, sizeof from, "(%s", m->fpos);
-    const char *argv[] = {"XRANGE", m->app->req_stream, from, until, "COUNT", "1000"};
+    const char *argv[] = {"XRANGE", m->app->streams.req, from, until, "COUNT", "1000"};
     redisReply *rep = cmd(m, 6, argv);
     if (rep == NULL) return DG_EUNAVAIL;
     entry_t *e;
@@ -1087,7 +1087,7 @@ static int recover(dg_manager_t *m) {
      * as a re-read of the pending list would. */
     size_t np = 0;
     const char **cargv = dg_malloc((n + 5) * sizeof *cargv);
-    cargv[0] = "XCLAIM", cargv[1] = m->app->req_stream, cargv[2] = GROUP, cargv[3] = CONSUMER, cargv[4] = "0";
+    cargv[0] = "XCLAIM", cargv[1] = m->app->streams.req, cargv[2] = GROUP, cargv[3] = CONSUMER, cargv[4] = "0";
     for (size_t i = 0; i < n; i++)
       if (deliveries[i] > 0) cargv[5 + np++] = ids[i], deliveries[i]++;
     if (np) {
@@ -1111,7 +1111,7 @@ static int recover(dg_manager_t *m) {
   }
   /* Pending entries this node's DuckDB holds: acknowledged. */
   for (int round = 0; round < 10000; round++) {
-    const char *argv[] = {"XPENDING", m->app->req_stream, GROUP, "-", persisted_id, "1000"};
+    const char *argv[] = {"XPENDING", m->app->streams.req, GROUP, "-", persisted_id, "1000"};
     redisReply *rep = cmd(m, 6, argv);
     if (rep == NULL) break;
     size_t n = 0;
@@ -1136,7 +1136,7 @@ static int recover(dg_manager_t *m) {
 /* The newest entry of response_duck, so the manager's own outcomes can go
  * to the reader directly once it has read up to there. */
 static void res_top_read(dg_manager_t *m) {
-  const char *argv[] = {"XREVRANGE", m->app->res_stream, "+", "-", "COUNT", "1"};
+  const char *argv[] = {"XREVRANGE", m->app->streams.res, "+", "-", "COUNT", "1"};
   redisReply *rep = cmd(m, 6, argv);
   m->res_top_known = 0;
   if (rep == NULL) return;
@@ -1174,7 +1174,7 @@ static int load_state(dg_manager_t *m) {
 static int log_gap(dg_manager_t *m, const char *pos, char *why, size_t cap) {
   dg_redis_xid_t x;
   if (dg_redis_xid_parse(pos, strlen(pos), &x) != 0) return 0;
-  return dg_streamlog_covers(m->redis, m->app->req_stream, x, why, cap) == DG_EGONE;
+  return dg_streamlog_covers(m->redis, m->app->streams.req, x, why, cap) == DG_EGONE;
 }
 
 /* ---- Redis lost its data ------------------------------------------------------------
@@ -1233,7 +1233,7 @@ static int stream_info(dg_manager_t *m, const char *key, stream_info_t *out) {
 static int log_wiped(dg_manager_t *m) {
   if (strcmp(m->fpos, "0-0") == 0) return 0;
   stream_info_t si;
-  if (stream_info(m, m->app->req_stream, &si) != 0) return 0;
+  if (stream_info(m, m->app->streams.req, &si) != 0) return 0;
   if (!xid_le(m->fpos, si.last)) return 1; /* its ids begin below ours */
   /* Ids above ours (clients queued after the loss) and nothing ever
    * trimmed, yet the entry we applied last is not there. */
@@ -1246,7 +1246,7 @@ static void step_down_keeping(dg_manager_t *m, const char *why) {
   if (m->leader && !atomic_load(&m->following) && log_wiped(m)) {
     dg_log_error("manager: %s no longer holds the requests this node applied (up to %s): Redis lost its data; "
                  "persisting the %zu requests applied in memory before leading again",
-                 m->app->req_stream, m->fpos, (size_t)atomic_load(&m->npend_atomic));
+                 m->app->streams.req, m->fpos, (size_t)atomic_load(&m->npend_atomic));
     if (drain(m) != 0) dg_log_error("manager: persisting them failed; they are lost");
   }
   step_down(m, why);
@@ -1360,12 +1360,12 @@ static int after_loss(dg_manager_t *m) {
   char was[DG_REDIS_XID_BUFSZ];
   memcpy(was, m->fpos, sizeof was);
   dg_log_error("manager: %s does not hold the log this node's database holds (up to %s): Redis lost its data; "
-               "going on from the database%s", m->app->req_stream, was, dg_archive_dir() ? " and the archive" : "");
-  stream_floor(m, m->app->res_stream, was, was);
+               "going on from the database%s", m->app->streams.req, was, dg_archive_dir() ? " and the archive" : "");
+  stream_floor(m, m->app->streams.res, was, was);
   int rc = archive_catch_up(m);
   if (rc != 0) return rc;
-  stream_floor(m, m->app->req_stream, m->fpos, m->fpos);
-  atomic_fetch_add(&m->app->log_losses, 1);
+  stream_floor(m, m->app->streams.req, m->fpos, m->fpos);
+  atomic_fetch_add(&m->app->status.log_losses, 1);
   return 0;
 }
 
@@ -1378,8 +1378,8 @@ static int become_leader(dg_manager_t *m) {
   m->vq_n = m->lq_n = 0;
   if (!from_follower && load_state(m) != 0) return DG_EIO;
   atomic_store(&m->broken, 0);
-  atomic_store(&m->app->manager_broken, 0);
-  const char *argv[] = {"XGROUP", "CREATE", m->app->req_stream, GROUP, m->fpos, "MKSTREAM"};
+  atomic_store(&m->app->status.manager_broken, 0);
+  const char *argv[] = {"XGROUP", "CREATE", m->app->streams.req, GROUP, m->fpos, "MKSTREAM"};
   redisReply *rep = cmd(m, 6, argv);
   if (rep == NULL) return DG_EUNAVAIL;
   if (rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "BUSYGROUP") == NULL) {
@@ -1405,7 +1405,7 @@ static int become_leader(dg_manager_t *m) {
     }
     step_down(m, "this node's database is older than the log");
     lease_release(m);
-    atomic_store(&m->app->cannot_follow, 1);
+    atomic_store(&m->app->status.cannot_follow, 1);
     return DG_EGONE;
   }
   res_top_read(m);
@@ -1414,9 +1414,9 @@ static int become_leader(dg_manager_t *m) {
     if (m->leader) step_down(m, "recovery failed");
     return rc;
   }
-  atomic_store(&m->app->lag_ms, 0);
-  atomic_store(&m->app->cannot_follow, 0);
-  atomic_store(&m->app->manager_state, DG_MANAGER_LEADER);
+  atomic_store(&m->app->status.lag_ms, 0);
+  atomic_store(&m->app->status.cannot_follow, 0);
+  atomic_store(&m->app->status.manager_state, DG_MANAGER_LEADER);
   dg_log_info("manager: leader%s (applied %s, %u tables, caught up in %lld ms)",
               from_follower ? ", was a follower" : "", m->fpos, m->ntables, (long long)(dg_mono_us() - t0) / 1000);
   return 0;
@@ -1450,8 +1450,8 @@ static int become_follower(dg_manager_t *m) {
                    "(duckgrid restore) or a copy of the leader's database", why);
       m->gap_logged_ms = now_ms();
     }
-    atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
-    atomic_store(&m->app->cannot_follow, 1);
+    atomic_store(&m->app->status.manager_state, DG_MANAGER_STANDBY);
+    atomic_store(&m->app->status.cannot_follow, 1);
     return DG_EGONE;
   }
   m->vq_n = m->lq_n = 0;
@@ -1462,8 +1462,8 @@ static int become_follower(dg_manager_t *m) {
   res_top_read(m);
   if (m->res_top_known) dg_progress_published(m->app->progress, m->res_top);
   atomic_store(&m->following, 1);
-  atomic_store(&m->app->cannot_follow, 0);
-  atomic_store(&m->app->manager_state, DG_MANAGER_FOLLOWER);
+  atomic_store(&m->app->status.cannot_follow, 0);
+  atomic_store(&m->app->status.manager_state, DG_MANAGER_FOLLOWER);
   dg_log_info("manager: following from %s (%u tables)", m->fpos, m->ntables);
   return 0;
 }
@@ -1495,22 +1495,22 @@ diverged:;
                "(%s). It stops applying and will not lead; rebuild its database from the leader's "
                "(a copy or a snapshot) and restart it.",
                id, m->vq[m->vq_head].duplicate ? "none here, one there" : "different bytes");
-  atomic_store(&m->app->diverged, 1);
-  atomic_store(&m->app->manager_state, DG_MANAGER_STANDBY);
+  atomic_store(&m->app->status.diverged, 1);
+  atomic_store(&m->app->status.manager_state, DG_MANAGER_STANDBY);
 }
 
 /* One step of following: read the leader's new outcomes, apply the
  * requests up to the newest of them, compare. */
 static void follow_step(dg_manager_t *m, const char *bmax) {
   dg_app_t *app = m->app;
-  if (atomic_load(&app->diverged)) {
+  if (atomic_load(&app->status.diverged)) {
     usleep(FOLLOW_BLOCK_MS * 1000);
     return;
   }
   if (!atomic_load(&m->following) && become_follower(m) != 0) {
     /* A database older than the log stays so: look again now and then
      * (each look reloads it). */
-    nap(m, atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS : 1000);
+    nap(m, atomic_load(&app->status.cannot_follow) ? STUCK_RETRY_MS : 1000);
     return;
   }
   if (atomic_load(&m->npend_atomic) >= m->tail_max) {
@@ -1520,8 +1520,8 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
   }
   /* Block for new outcomes only when every request they cover is applied. */
   int behind = !xid_le(m->rtop, m->fpos);
-  const char *rargv[] = {"XREAD", "COUNT", "1000", "BLOCK", "200", "STREAMS", app->res_stream, m->rtop};
-  const char *nargv[] = {"XREAD", "COUNT", "1000", "STREAMS", app->res_stream, m->rtop};
+  const char *rargv[] = {"XREAD", "COUNT", "1000", "BLOCK", "200", "STREAMS", app->streams.res, m->rtop};
+  const char *nargv[] = {"XREAD", "COUNT", "1000", "STREAMS", app->streams.res, m->rtop};
   redisReply *rep = NULL;
   int rc = behind ? dg_redis_command(m->redis, 6, nargv, NULL, &rep)
                   : dg_redis_command_timeout(m->redis, FOLLOW_BLOCK_MS + 2000, 8, rargv, NULL, &rep);
@@ -1551,7 +1551,7 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
   int from_start = strcmp(m->fpos, "0-0") == 0;
   char from[DG_REDIS_XID_BUFSZ + 1];
   snprintf(from, sizeof from, "%s%s", from_start ? "(" : "", m->fpos);
-  const char *argv[] = {"XRANGE", app->req_stream, from, m->rtop, "COUNT", bmax};
+  const char *argv[] = {"XRANGE", app->streams.req, from, m->rtop, "COUNT", bmax};
   rep = cmd(m, 6, argv);
   if (rep == NULL) return;
   entry_t *e;
@@ -1568,7 +1568,7 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
       dg_free(e);
       freeReplyObject(rep);
       step_down(m, "the log lost entries this node had not applied");
-      atomic_store(&app->cannot_follow, 1);
+      atomic_store(&app->status.cannot_follow, 1);
       return;
     }
   }
@@ -1585,7 +1585,7 @@ static const char *COUNT_AFTER_LUA =
     "return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])";
 
 static void follower_lag(dg_manager_t *m) {
-  const char *argv[] = {"XINFO", "STREAM", m->app->req_stream};
+  const char *argv[] = {"XINFO", "STREAM", m->app->streams.req};
   redisReply *rep = cmd(m, 3, argv);
   if (rep == NULL) return;
   char top[DG_REDIS_XID_BUFSZ] = "0-0";
@@ -1596,18 +1596,18 @@ static void follower_lag(dg_manager_t *m) {
   }
   freeReplyObject(rep);
   if (xid_le(top, m->fpos)) {
-    atomic_store(&m->app->lag, 0);
-    atomic_store(&m->app->lag_ms, 0);
+    atomic_store(&m->app->status.lag, 0);
+    atomic_store(&m->app->status.lag_ms, 0);
     return;
   }
   dg_redis_xid_t a, b;
   if (dg_redis_xid_parse(top, strlen(top), &a) == 0 && dg_redis_xid_parse(m->fpos, strlen(m->fpos), &b) == 0)
-    atomic_store(&m->app->lag_ms, (long)(a.ms - b.ms));
+    atomic_store(&m->app->status.lag_ms, (long)(a.ms - b.ms));
   char from[DG_REDIS_XID_BUFSZ + 1];
   snprintf(from, sizeof from, "(%s", m->fpos);
-  const char *cargv[] = {"EVAL", COUNT_AFTER_LUA, "1", m->app->req_stream, from, "100000"};
+  const char *cargv[] = {"EVAL", COUNT_AFTER_LUA, "1", m->app->streams.req, from, "100000"};
   rep = cmd(m, 6, cargv);
-  if (rep && rep->type == REDIS_REPLY_INTEGER) atomic_store(&m->app->lag, (long)rep->integer);
+  if (rep && rep->type == REDIS_REPLY_INTEGER) atomic_store(&m->app->status.lag, (long)rep->integer);
   if (rep) freeReplyObject(rep);
 }
 
@@ -1618,9 +1618,9 @@ static void update_lag(dg_manager_t *m) {
   dg_redis_status(m->redis, &st);
   /* Every connect after the first is a reconnect. */
   if (m->connects_seen > 0 && st.connects > m->connects_seen)
-    atomic_fetch_add(&m->app->redis_reconnects, (long)(st.connects - m->connects_seen));
+    atomic_fetch_add(&m->app->status.redis_reconnects, (long)(st.connects - m->connects_seen));
   if (st.connects > m->connects_seen) m->connects_seen = st.connects;
-  const char *argv[] = {"XINFO", "GROUPS", m->app->req_stream};
+  const char *argv[] = {"XINFO", "GROUPS", m->app->streams.req};
   redisReply *rep = cmd(m, 3, argv);
   if (rep == NULL) return;
   if (rep->type == REDIS_REPLY_ARRAY) {
@@ -1636,7 +1636,7 @@ static void update_lag(dg_manager_t *m) {
         if (strcmp(key->str, "lag") == 0 && val->type == REDIS_REPLY_INTEGER) lag = val->integer;
         if (strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER) pending = val->integer;
       }
-      if (ours) atomic_store(&m->app->lag, (long)((lag > 0 ? lag : 0) + pending));
+      if (ours) atomic_store(&m->app->status.lag, (long)((lag > 0 ? lag : 0) + pending));
     }
   }
   freeReplyObject(rep);
@@ -1654,7 +1654,7 @@ static void trim_requests(dg_manager_t *m) {
   if (keep_from > applied.ms) keep_from = applied.ms; /* never beyond what is persisted */
   char minid[32];
   snprintf(minid, sizeof minid, "%" PRIu64 "-0", keep_from);
-  const char *argv[] = {"XTRIM", m->app->req_stream, "MINID", "~", minid};
+  const char *argv[] = {"XTRIM", m->app->streams.req, "MINID", "~", minid};
   redisReply *rep = cmd(m, 5, argv);
   if (rep) freeReplyObject(rep);
 }
@@ -1685,7 +1685,7 @@ static void trim_requests_count(dg_manager_t *m) {
   if (strcmp(last, "0-0") == 0) return;
   snprintf(maxlen, sizeof maxlen, "%ld", m->request_maxlen);
   snprintf(step, sizeof step, "%d", TRIM_COUNT_STEP);
-  const char *argv[] = {"EVAL", TRIM_COUNT_LUA, "1", m->app->req_stream, maxlen, last, step};
+  const char *argv[] = {"EVAL", TRIM_COUNT_LUA, "1", m->app->streams.req, maxlen, last, step};
   redisReply *rep = cmd(m, 7, argv);
   if (rep && rep->type == REDIS_REPLY_ERROR) dg_log_warn("manager: trimming request_duck by count: %s", rep->str);
   if (rep) freeReplyObject(rep);
@@ -1726,7 +1726,7 @@ static void trim_idem(dg_manager_t *m) {
 
 static int idem_lookup(void *arg, const char *caller, const char *request_id, char *out, size_t cap) {
   dg_manager_t *m = arg;
-  int st = atomic_load(&m->app->manager_state);
+  int st = atomic_load(&m->app->status.manager_state);
   if (st != DG_MANAGER_LEADER && st != DG_MANAGER_FOLLOWER) return 0;
   if (st == DG_MANAGER_FOLLOWER && m->app->progress) {
     /* A retry on a follower: its map holds what it has applied, which may
@@ -1753,7 +1753,7 @@ static void *run(void *arg) {
   char bmax[16];
   snprintf(bmax, sizeof bmax, "%d", app->cfg->batch_max);
   snprintf(maxlen_arg, sizeof maxlen_arg, "%ld", app->cfg->response_maxlen);
-  atomic_store(&app->manager_state, DG_MANAGER_STANDBY);
+  atomic_store(&app->status.manager_state, DG_MANAGER_STANDBY);
   /* Test hook, honoured only with DUCKGRID_TEST_HOOKS=1: the manager starts
    * late, as on a loaded machine or before a long recovery, while HTTP
    * already answers (tests/api/test_writebehind.py::test_reads_right_after_a_restart). */
@@ -1765,7 +1765,7 @@ static void *run(void *arg) {
     if (atomic_load(&m->broken)) {
       /* DuckDB kept failing: let another node lead, say so in /health,
        * and try again after a pause. */
-      atomic_store(&app->manager_broken, 1);
+      atomic_store(&app->status.manager_broken, 1);
       if (m->leader) {
         step_down(m, "DuckDB keeps failing to persist");
         lease_release(m);
@@ -1779,7 +1779,7 @@ static void *run(void *arg) {
         continue;
       }
       /* Lead when the lease is free (DUCKGRID_ROLE=auto), else follow. */
-      int may_lead = !m->role_follower && !atomic_load(&app->diverged);
+      int may_lead = !m->role_follower && !atomic_load(&app->status.diverged);
       if (!may_lead || !lease_acquire(m)) {
         follow_step(m, bmax);
         int64_t t = now_ms();
@@ -1790,7 +1790,7 @@ static void *run(void *arg) {
         continue;
       }
       if (become_leader(m) != 0) {
-        nap(m, atomic_load(&app->cannot_follow) ? STUCK_RETRY_MS : 300);
+        nap(m, atomic_load(&app->status.cannot_follow) ? STUCK_RETRY_MS : 300);
         continue;
       }
       broken_at = 0;
@@ -1837,7 +1837,7 @@ static void *run(void *arg) {
     if (claim_delay_ms > 0) usleep((useconds_t)claim_delay_ms * 1000);
     char value[sizeof m->lease_value];
     memcpy(value, m->lease_value, sizeof value);
-    const char *argv[] = {"EVAL", CLAIM_LUA, "2", app->lease_key, app->req_stream, value, GROUP, CONSUMER, bmax};
+    const char *argv[] = {"EVAL", CLAIM_LUA, "2", app->streams.lease, app->streams.req, value, GROUP, CONSUMER, bmax};
     redisReply *rep = NULL;
     int64_t claim_t0 = dg_mono_us();
     int rc = dg_redis_command(m->redis, 9, argv, NULL, &rep);
@@ -1858,7 +1858,7 @@ static void *run(void *arg) {
     }
     if (rep->type == REDIS_REPLY_NIL) {
       freeReplyObject(rep);
-      const char *wargv[] = {"XREAD", "COUNT", "1", "BLOCK", "500", "STREAMS", app->req_stream, m->fpos};
+      const char *wargv[] = {"XREAD", "COUNT", "1", "BLOCK", "500", "STREAMS", app->streams.req, m->fpos};
       redisReply *w = NULL;
       if (dg_redis_command_timeout(m->redis, BLOCK_MS + 2000, 8, wargv, NULL, &w) != 0) {
         usleep(50 * 1000);
@@ -1905,7 +1905,7 @@ static void *run(void *arg) {
     drain(m);
     if (m->leader) lease_release(m);
   }
-  atomic_store(&app->manager_state, DG_MANAGER_OFF);
+  atomic_store(&app->status.manager_state, DG_MANAGER_OFF);
   return NULL;
 }
 
@@ -1952,8 +1952,8 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   dg__mgr_apply_settings(m);
   m->request_maxlen = env_long("DUCKGRID_REQUEST_MAXLEN", 1000000, 1, 1000000000);
   m->poison_attempts = env_long("DUCKGRID_POISON_ATTEMPTS", 3, 1, 1000);
-  snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->req_stream);
-  snprintf(m->poisoned_key, sizeof m->poisoned_key, "%s" DG_POISONED_SUFFIX, app->req_stream);
+  snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->streams.req);
+  snprintf(m->poisoned_key, sizeof m->poisoned_key, "%s" DG_POISONED_SUFFIX, app->streams.req);
   /* Test-only (documented as such in the README): abort while applying the
    * request with this request_id, to test poison handling. Never set it in
    * a deployment; without DUCKGRID_TEST_HOOKS=1 it is ignored. */
@@ -1976,8 +1976,8 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   pthread_cond_init(&m->pcond, &attr);
   pthread_cond_init(&m->dcond, &attr);
   pthread_condattr_destroy(&attr);
-  app->idem_lookup = idem_lookup;
-  app->idem_arg = m;
+  app->links.idem_lookup = idem_lookup;
+  app->links.idem_arg = m;
   dg_progress_set_kick(app->progress, persister_kick, m);
   if (pthread_create(&m->pthread, NULL, persister_run, m) != 0) {
     dg_changes_destroy(m->changes);
@@ -2022,7 +2022,7 @@ void dg_manager_stop(dg_manager_t *m) {
   dg_free(m->lq);
   pthread_mutex_destroy(&m->lease_lock);
   dg_progress_set_kick(m->app->progress, NULL, NULL);
-  m->app->idem_lookup = NULL;
+  m->app->links.idem_lookup = NULL;
   pthread_mutex_lock(&m->plock);
   m->pstop = 1;
   pthread_cond_signal(&m->pcond);

@@ -39,8 +39,8 @@
 #define CATCH_UP_MAX_MS 10000
 
 void dg_service_health(dg_app_t *app, int deep, dg_health_t *h) {
-  int64_t seen = atomic_load(&app->redis_seen_ms);
-  h->redis_ok = seen > 0 && !atomic_load(&app->redis_failing) && dg_mono_us() / 1000 - seen < REDIS_SILENT_MS;
+  int64_t seen = atomic_load(&app->status.redis_seen_ms);
+  h->redis_ok = seen > 0 && !atomic_load(&app->status.redis_failing) && dg_mono_us() / 1000 - seen < REDIS_SILENT_MS;
   h->duck_ok = 1;
   if (deep) {
     dg_redis_t *c = dg_redis_pool_get(app->redis);
@@ -49,12 +49,12 @@ void dg_service_health(dg_app_t *app, int deep, dg_health_t *h) {
     h->duck_ok = dg_db_ping(app->db) == 0;
   }
   /* DuckDB answers but keeps failing to persist: the manager stood down. */
-  if (atomic_load(&app->manager_broken)) h->duck_ok = 0;
-  h->diverged = atomic_load(&app->diverged);
-  h->stopping = atomic_load(&app->stopping);
-  h->manager_state = atomic_load(&app->manager_state);
-  h->lag = atomic_load(&app->lag);
-  h->lag_ms = atomic_load(&app->lag_ms);
+  if (atomic_load(&app->status.manager_broken)) h->duck_ok = 0;
+  h->diverged = atomic_load(&app->status.diverged);
+  h->stopping = atomic_load(&app->status.stopping);
+  h->manager_state = atomic_load(&app->status.manager_state);
+  h->lag = atomic_load(&app->status.lag);
+  h->lag_ms = atomic_load(&app->status.lag_ms);
   h->has_progress = app->progress != NULL;
   if (h->has_progress) {
     dg_redis_xid_t pub, per;
@@ -71,7 +71,7 @@ int dg_service_await_applied(dg_app_t *app, const dg_redis_xid_t *min, int wait_
   }
   /* A node that cannot catch up (the log lacks what follows its database,
    * or it diverged) answers from what it has at once. */
-  int stuck = atomic_load(&app->cannot_follow) || atomic_load(&app->diverged);
+  int stuck = atomic_load(&app->status.cannot_follow) || atomic_load(&app->status.diverged);
   dg_redis_xid_t want = dg_progress_read_mark(app->progress), reached = {0, 0};
   if (min && dg_redis_xid_cmp(*min, want) > 0) want = *min;
   int rc = dg_progress_wait(app->progress, want, min ? wait_ms : stuck ? 0 : CATCH_UP_MAX_MS, &reached);

@@ -22,8 +22,8 @@ int dg_service_queue(dg_app_t *app, const char *text, size_t len, int replicas, 
                      int *replicated) {
   char t[24], mac[DG_ENTRY_MAC_HEX + 1];
   dg_entry_sign_req(app, text, len, t, mac);
-  const char *argv[] = {"XADD", app->req_stream, "*", "req", text, "t", t, "mac", mac};
-  size_t argvlen[] = {4, strlen(app->req_stream), 1, 3, len, 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
+  const char *argv[] = {"XADD", app->streams.req, "*", "req", text, "t", t, "mac", mac};
+  size_t argvlen[] = {4, strlen(app->streams.req), 1, 3, len, 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep = NULL;
   int rc = dg_redis_command(c, 9, argv, argvlen, &rep);
@@ -35,11 +35,11 @@ int dg_service_queue(dg_app_t *app, const char *text, size_t len, int replicas, 
       /* The request this connection just queued: WAIT on it. */
       int acked = 0;
       int ok = dg_redis_wait_replicas(c, want, app->cfg->redis_wait_ms, &acked) == 0 && acked >= want;
-      atomic_fetch_add(ok ? &app->repl_ok : &app->repl_timeout, 1);
+      atomic_fetch_add(ok ? &app->status.repl_ok : &app->status.repl_timeout, 1);
       if (replicated) *replicated = ok;
     }
   } else {
-    if (rc == 0) dg_log_error("XADD %s: %s", app->req_stream, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+    if (rc == 0) dg_log_error("XADD %s: %s", app->streams.req, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
     rc = DG_EUNAVAIL;
   }
   dg_redis_pool_put(app->redis, c);
@@ -58,17 +58,17 @@ int dg_service_replicate(dg_app_t *app) {
   if (want <= 0) return -1;
   int acked = 0;
   dg_redis_t *f = dg_redis_pool_get(app->redis);
-  int rc = dg_redis_replicate_fence(f, app->fence_key, want, app->cfg->redis_wait_ms, &acked);
+  int rc = dg_redis_replicate_fence(f, app->streams.fence, want, app->cfg->redis_wait_ms, &acked);
   dg_redis_pool_put(app->redis, f);
   int ok = rc == 0 && acked >= want;
-  atomic_fetch_add(ok ? &app->repl_ok : &app->repl_timeout, 1);
+  atomic_fetch_add(ok ? &app->status.repl_ok : &app->status.repl_timeout, 1);
   return ok;
 }
 
 int dg_service_first_update(dg_app_t *app, const char *caller, const char *request_id, char *out, size_t cap,
                             int *from_manager) {
   *from_manager = 0;
-  if (app->idem_lookup && app->idem_lookup(app->idem_arg, caller, request_id, out, cap)) {
+  if (app->links.idem_lookup && app->links.idem_lookup(app->links.idem_arg, caller, request_id, out, cap)) {
     *from_manager = 1;
     return 1;
   }
@@ -105,7 +105,7 @@ char *dg_service_outcome(dg_app_t *app, const char *uid, size_t *len) {
   }
   dg_ring_release(ev, rd.matched);
   if (res) return res;
-  const char *argv[] = {"XRANGE", app->res_stream, uid, uid};
+  const char *argv[] = {"XRANGE", app->streams.res, uid, uid};
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep = NULL;
   if (dg_redis_command(c, 4, argv, NULL, &rep) == 0) {

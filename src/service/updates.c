@@ -117,11 +117,11 @@ static const char *reply_error(const redisReply *rep) {
 
 int dg_service_stream_state(dg_app_t *app, dg_stream_state_t *out) {
   dg_redis_t *conn = dg_redis_pool_get(app->redis);
-  const char *argv[] = {"XINFO", "STREAM", app->res_stream};
+  const char *argv[] = {"XINFO", "STREAM", app->streams.res};
   redisReply *rep = NULL;
   int rc = dg_redis_command(conn, 3, argv, NULL, &rep);
   if (rc == 0 && parse_xinfo(rep, out) != 0) {
-    dg_log_error("get_updates: unexpected XINFO reply from %s: %s", app->res_stream, reply_error(rep));
+    dg_log_error("get_updates: unexpected XINFO reply from %s: %s", app->streams.res, reply_error(rep));
     rc = DG_EINTERNAL;
   }
   if (rep) freeReplyObject(rep);
@@ -204,7 +204,7 @@ static size_t consume(scan_t *s, const redisReply *rep) {
     dg_redis_str_t res;
     if (dg_entry_open_res(s->app, &e, &res) != 0 || !looks_like_object(res.ptr, res.len)) {
       dg_log_warn("get_updates: entry %.*s of %s has no valid 'res'; skipped", (int)e.id.len, e.id.ptr,
-                  s->app->res_stream);
+                  s->app->streams.res);
       continue;
     }
     if (q->table && !matches_table(res.ptr, res.len, q->table)) continue;
@@ -232,7 +232,7 @@ static int xread(scan_t *s, int64_t count, int64_t block_ms, redisReply **rep) {
   char idbuf[DG_REDIS_XID_BUFSZ], cnt[24], blk[24];
   dg_redis_xid_format(s->q->cursor, idbuf, sizeof idbuf);
   snprintf(cnt, sizeof cnt, "%lld", (long long)count);
-  const char *key = s->app->res_stream;
+  const char *key = s->app->streams.res;
   if (block_ms <= 0) {
     const char *argv[] = {"XREAD", "COUNT", cnt, "STREAMS", key, idbuf};
     return dg_redis_command(s->conn, 6, argv, NULL, rep);
@@ -271,7 +271,7 @@ static int scan(scan_t *s, redisReply *first, int64_t first_batch) {
       }
       int rc = xread(s, batch, block, &rep);
       if (rc == 0 && check_reply(rep) != 0) {
-        dg_log_error("get_updates: XREAD %s: %s", s->app->res_stream, reply_error(rep));
+        dg_log_error("get_updates: XREAD %s: %s", s->app->streams.res, reply_error(rep));
         freeReplyObject(rep);
         rep = NULL;
         rc = DG_EINTERNAL;
@@ -291,7 +291,7 @@ static int scan(scan_t *s, redisReply *first, int64_t first_batch) {
       continue;
     }
     /* The stream has nothing more now. Wait only for the first update. */
-    if (q->matched > 0 || q->wait_ms == 0 || (dg_mono_us() / 1000) >= deadline || atomic_load(&s->app->stopping))
+    if (q->matched > 0 || q->wait_ms == 0 || (dg_mono_us() / 1000) >= deadline || atomic_load(&s->app->status.stopping))
       return 0;
     may_block = 1;
   }
@@ -306,7 +306,7 @@ int dg_service_updates_read(dg_app_t *app, dg_updates_read_t *q, dg_update_fn fn
   s.arg = arg;
   s.filtering = q->table != NULL || q->scope != NULL;
   s.conn = dg_redis_pool_get(app->redis);
-  const char *key = app->res_stream;
+  const char *key = app->streams.res;
   redisReply *first = NULL;
   int64_t first_batch = 0;
   int rc = 0;
@@ -352,7 +352,7 @@ int dg_service_updates_read(dg_app_t *app, dg_updates_read_t *q, dg_update_fn fn
  * is not a gap (the replay then finds what is there). */
 int dg_service_replay_gone(dg_app_t *app, dg_redis_xid_t after, int *gone) {
   dg_redis_t *c = dg_redis_pool_get(app->redis);
-  const char *argv[] = {"XINFO", "STREAM", app->res_stream};
+  const char *argv[] = {"XINFO", "STREAM", app->streams.res};
   redisReply *rep;
   if (dg_redis_command(c, 3, argv, NULL, &rep) != 0) {
     dg_redis_pool_put(app->redis, c);
@@ -381,7 +381,7 @@ int dg_service_replay_page(dg_app_t *app, dg_redis_xid_t after, size_t count, dg
   dg_redis_xid_format(after, cursor + 1, sizeof cursor - 1);
   char cnt[24];
   snprintf(cnt, sizeof cnt, "%zu", count);
-  const char *argv[] = {"XRANGE", app->res_stream, cursor, "+", "COUNT", cnt};
+  const char *argv[] = {"XRANGE", app->streams.res, cursor, "+", "COUNT", cnt};
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   redisReply *rep;
   int rc = dg_redis_command(c, 6, argv, NULL, &rep);
@@ -404,7 +404,7 @@ int dg_service_replay_page(dg_app_t *app, dg_redis_xid_t after, size_t count, dg
 
 int dg_service_stream_newest(dg_app_t *app, dg_redis_xid_t *last) {
   dg_redis_t *c = dg_redis_pool_get(app->redis);
-  const char *argv[] = {"XREVRANGE", app->res_stream, "+", "-", "COUNT", "1"};
+  const char *argv[] = {"XREVRANGE", app->streams.res, "+", "-", "COUNT", "1"};
   redisReply *rep;
   if (dg_redis_command(c, 6, argv, NULL, &rep) != 0) {
     dg_redis_pool_put(app->redis, c);

@@ -199,15 +199,15 @@ dg_entry_verdict_t dg_entry_check_res(const unsigned char key[DG_ENTRY_KEY_LEN],
 /* Logs a refused entry: the first few, then one in a thousand, so a flood
  * of forged entries cannot flood the log (the counter has them all). */
 static void refused(struct dg_app_s *app, int which, const dg_redis_xentry_t *x, dg_entry_verdict_t v) {
-  long n = atomic_fetch_add(&app->stream_rejected[which], 1) + 1;
+  long n = atomic_fetch_add(&app->status.stream_rejected[which], 1) + 1;
   if (n <= 10 || n % 1000 == 0)
     dg_log_warn("%s: entry %.*s refused: %s (%ld refused so far); it is not applied", 
-                which ? app->res_stream : app->req_stream, (int)(x->id.len < 41 ? x->id.len : 41), x->id.ptr,
+                which ? app->streams.res : app->streams.req, (int)(x->id.len < 41 ? x->id.len : 41), x->id.ptr,
                 dg_entry_verdict_name(v), n);
 }
 
 int dg_entry_open_req(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis_str_t *req) {
-  dg_entry_verdict_t v = dg_entry_check_req(app->stream_key, x, req);
+  dg_entry_verdict_t v = dg_entry_check_req(app->streams.mac_key, x, req);
   if (v == DG_ENTRY_OK) return 0;
   if (v == DG_ENTRY_NO_PAYLOAD) return DG_ENOTFOUND;
   refused(app, 0, x, v);
@@ -216,7 +216,7 @@ int dg_entry_open_req(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis
 }
 
 int dg_entry_open_res(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis_str_t *res) {
-  dg_entry_verdict_t v = dg_entry_check_res(app->stream_key, x, res);
+  dg_entry_verdict_t v = dg_entry_check_res(app->streams.mac_key, x, res);
   if (v == DG_ENTRY_OK) return 0;
   if (v != DG_ENTRY_NO_PAYLOAD) refused(app, 1, x, v);
   return DG_ENOTFOUND;
@@ -227,5 +227,5 @@ void dg_entry_sign_req(const struct dg_app_s *app, const char *req, size_t len, 
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   int n = snprintf(t, 24, "%" PRId64, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-  dg_entry_mac_req(app->stream_key, t, (size_t)n, req, len, hex);
+  dg_entry_mac_req(app->streams.mac_key, t, (size_t)n, req, len, hex);
 }

@@ -11,7 +11,7 @@
  *                                     {"update_id","attempt","status","error","outcome","ts"}
  *
  * The thread. One per process, idle unless this process's manager leads
- * (app->manager_state), so one node delivers at a time. Each pass reads
+ * (app->status.manager_state), so one node delivers at a time. Each pass reads
  * the hooks and, for each, response_duck after its cursor (XRANGE with an
  * exclusive start, MAC-checked like every reader of the stream), and POSTs
  * the matching updates one at a time, in stream order. The cursor moves
@@ -675,7 +675,7 @@ static void check_gap(dg_webhook_t *w, dg_redis_t *r, hookstate_t *h, const char
   if (strcmp(cursor, "0-0") == 0 || strcmp(h->gap_at, cursor) == 0) return;
   dg_redis_xid_t c, f;
   if (dg_redis_xid_parse(cursor, strlen(cursor), &c) != 0) return;
-  const char *a[] = {"XRANGE", w->app->res_stream, "-", "+", "COUNT", "1"};
+  const char *a[] = {"XRANGE", w->app->streams.res, "-", "+", "COUNT", "1"};
   redisReply *rep = cmd(r, 6, a, NULL);
   if (rep == NULL) return;
   dg_redis_xiter_t it;
@@ -686,7 +686,7 @@ static void check_gap(dg_webhook_t *w, dg_redis_t *r, hookstate_t *h, const char
     before = 1;
   freeReplyObject(rep);
   if (!before) return;
-  const char *b[] = {"XINFO", "STREAM", w->app->res_stream};
+  const char *b[] = {"XINFO", "STREAM", w->app->streams.res};
   rep = cmd(r, 3, b, NULL);
   long long added, length;
   xinfo_fields(rep, NULL, 0, &added, &length);
@@ -724,7 +724,7 @@ static int run_hook(dg_webhook_t *w, dg_redis_t *r, const char *id, const char *
   snprintf(from, sizeof from, "(%s", cursor);
   char count[16];
   snprintf(count, sizeof count, "%d", BATCH);
-  const char *x[] = {"XRANGE", w->app->res_stream, strcmp(cursor, "0-0") == 0 ? "-" : from, "+", "COUNT", count};
+  const char *x[] = {"XRANGE", w->app->streams.res, strcmp(cursor, "0-0") == 0 ? "-" : from, "+", "COUNT", count};
   rep = cmd(r, 6, x, NULL);
   dg_redis_xiter_t it;
   dg_redis_xentry_t e;
@@ -789,7 +789,7 @@ static int pass(dg_webhook_t *w) {
   dg_webhook_key(w->app, NULL, NULL, key, sizeof key);
   /* The newest entry before anything is read: the idle wait then ends at
    * once for an entry published during the pass. */
-  const char *t[] = {"XREVRANGE", w->app->res_stream, "+", "-", "COUNT", "1"};
+  const char *t[] = {"XREVRANGE", w->app->streams.res, "+", "-", "COUNT", "1"};
   redisReply *rep = cmd(r, 6, t, NULL);
   dg_redis_xiter_t it;
   dg_redis_xentry_t e;
@@ -828,7 +828,7 @@ static int pass(dg_webhook_t *w) {
 static int wait_for_entry(dg_webhook_t *w) {
   char block[16];
   snprintf(block, sizeof block, "%d", POLL_MS);
-  const char *a[] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS", w->app->res_stream, w->top};
+  const char *a[] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS", w->app->streams.res, w->top};
   dg_redis_t *r = dg_redis_pool_get(w->app->redis);
   redisReply *rep = NULL;
   int rc = dg_redis_command_timeout(r, POLL_MS + 2000, 8, a, NULL, &rep);
@@ -842,12 +842,12 @@ static void *loop(void *arg) {
   dg_webhook_t *w = arg;
   while (!atomic_load(&w->stop)) {
     int more = 0;
-    if (atomic_load(&w->app->manager_state) == DG_MANAGER_LEADER) more = pass(w);
+    if (atomic_load(&w->app->status.manager_state) == DG_MANAGER_LEADER) more = pass(w);
     else w->nhooks = 0; /* a new term starts without backoff */
     if (more) continue;
     /* With no hook, no wait on response_duck: it would wake at every
      * batch under load and cost Redis two reads each time for nothing. */
-    if (atomic_load(&w->app->manager_state) == DG_MANAGER_LEADER && w->nhooks > 0 && wait_for_entry(w) == 0)
+    if (atomic_load(&w->app->status.manager_state) == DG_MANAGER_LEADER && w->nhooks > 0 && wait_for_entry(w) == 0)
       continue;
     pthread_mutex_lock(&w->lock);
     struct timespec until;

@@ -143,7 +143,7 @@ int dg_redis_command(dg_redis_t *r, int argc, const char **argv, const size_t *a
             strcmp(argv[7], "mac") == 0,
         "not a signed XADD");
   char want[DG_ENTRY_MAC_HEX + 1]; /* the entry is signed over its t and req (entry_mac.h) */
-  dg_entry_mac_req(APP.stream_key, argv[6], argvlen[6], argv[4], argvlen[4], want);
+  dg_entry_mac_req(APP.streams.mac_key, argv[6], argvlen[6], argv[4], argvlen[4], want);
   CHECK(argvlen[8] == DG_ENTRY_MAC_HEX && memcmp(argv[8], want, DG_ENTRY_MAC_HEX) == 0, "request entry MAC wrong");
   CHECK(W.queued == NULL, "two XADDs for one request");
   W.queued = strndup(argv[4], argvlen[4]);
@@ -269,7 +269,7 @@ static void world_init(void) {
   CFG.sync_timeout_ms = 10;
   APP.cfg = &CFG;
   APP.catalog = CAT;
-  snprintf(APP.req_stream, sizeof APP.req_stream, "request_duck");
+  snprintf(APP.streams.req, sizeof APP.streams.req, "request_duck");
 }
 
 /* ---- reference checks ---------------------------------------------------------- */

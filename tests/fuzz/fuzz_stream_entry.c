@@ -41,9 +41,9 @@ static dg_app_t APP;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
-  for (int i = 0; i < DG_ENTRY_KEY_LEN; i++) APP.stream_key[i] = (unsigned char)(i * 7 + 1);
-  snprintf(APP.req_stream, sizeof APP.req_stream, "request_duck");
-  snprintf(APP.res_stream, sizeof APP.res_stream, "response_duck");
+  for (int i = 0; i < DG_ENTRY_KEY_LEN; i++) APP.streams.mac_key[i] = (unsigned char)(i * 7 + 1);
+  snprintf(APP.streams.req, sizeof APP.streams.req, "request_duck");
+  snprintf(APP.streams.res, sizeof APP.streams.res, "response_duck");
   dg_log_setup(DG_LOG_ERROR, 0); /* refusals log at warn: keep the run quiet */
   return 0;
 }
@@ -97,8 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int is_res = flags & 4, sign = flags & 1, omit = flags & 8;
 
   char mac[DG_ENTRY_MAC_HEX + 1], truth[DG_ENTRY_MAC_HEX + 1];
-  if (is_res) dg_entry_mac_res(APP.stream_key, (const char *)id, idlen, payload, plen, truth);
-  else dg_entry_mac_req(APP.stream_key, (const char *)t, tlen, payload, plen, truth);
+  if (is_res) dg_entry_mac_res(APP.streams.mac_key, (const char *)id, idlen, payload, plen, truth);
+  else dg_entry_mac_req(APP.streams.mac_key, (const char *)t, tlen, payload, plen, truth);
   if (sign) {
     memcpy(mac, truth, sizeof mac);
     if (flags & 2) {
@@ -141,9 +141,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   dg_redis_xid_t xid;
   int id_ok = dg_redis_xid_parse((const char *)id, idlen, &xid) == 0;
   dg_redis_str_t got = {NULL, 0};
-  long refused_before = atomic_load(&APP.stream_rejected[is_res ? 1 : 0]);
+  long refused_before = atomic_load(&APP.status.stream_rejected[is_res ? 1 : 0]);
   if (is_res) {
-    dg_entry_verdict_t v = dg_entry_check_res(APP.stream_key, &x, &got);
+    dg_entry_verdict_t v = dg_entry_check_res(APP.streams.mac_key, &x, &got);
     CHECK((v == DG_ENTRY_OK) == true_mac, "outcome verdict %s, true MAC %d", dg_entry_verdict_name(v), true_mac);
     if (v == DG_ENTRY_OK) {
       CHECK(got.ptr == payload && got.len == plen, "accepted outcome is not the entry's bytes");
@@ -152,13 +152,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dg_redis_str_t o = {NULL, 0};
     int rc = dg_entry_open_res(&APP, &x, &o);
     CHECK((rc == 0) == (v == DG_ENTRY_OK), "open_res %d against verdict %s", rc, dg_entry_verdict_name(v));
-    CHECK(atomic_load(&APP.stream_rejected[1]) == refused_before + (v != DG_ENTRY_OK), "refusal not counted");
+    CHECK(atomic_load(&APP.status.stream_rejected[1]) == refused_before + (v != DG_ENTRY_OK), "refusal not counted");
   } else {
     uint64_t tms;
     int fresh = 0;
     if (plain_ms((const char *)t, tlen, &tms) && id_ok)
       fresh = (xid.ms > tms ? xid.ms - tms : tms - xid.ms) <= DG_ENTRY_MAX_SKEW_MS;
-    dg_entry_verdict_t v = dg_entry_check_req(APP.stream_key, &x, &got);
+    dg_entry_verdict_t v = dg_entry_check_req(APP.streams.mac_key, &x, &got);
     CHECK((v == DG_ENTRY_OK) == (true_mac && fresh), "request verdict %s, true MAC %d, fresh %d",
           dg_entry_verdict_name(v), true_mac, fresh);
     if (true_mac && !fresh) CHECK(v == DG_ENTRY_STALE || !id_ok || !plain_ms((const char *)t, tlen, &tms), "verdict %s", dg_entry_verdict_name(v));
@@ -169,7 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (v == DG_ENTRY_OK) CHECK(o.ptr == payload, "open_req changed an authentic request");
     else CHECK(o.len == strlen(DG_ENTRY_REJECT_REQ) && memcmp(o.ptr, DG_ENTRY_REJECT_REQ, o.len) == 0,
                "a refused request was not replaced by the rejection marker");
-    CHECK(atomic_load(&APP.stream_rejected[0]) == refused_before + (v != DG_ENTRY_OK), "refusal not counted");
+    CHECK(atomic_load(&APP.status.stream_rejected[0]) == refused_before + (v != DG_ENTRY_OK), "refusal not counted");
   }
   return 0;
 }
