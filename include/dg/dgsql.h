@@ -7,11 +7,6 @@
  * builder function instead of a constant. The schema itself (the migrations
  * dg_db_open runs) is in dgsql.c too.
  *
- * Not here yet: the dg.* statements of src/http/keys.c (dg.admin_audit,
- * dg.api_keys, dg.revoked_tokens), src/http/views.c (dg.views),
- * src/http/read.c (dg.holds, dg.cell_history) and src/http/updates.c
- * (dg.cell_log), which still hold their own text.
- *
  * THE TABLES (migration that made each in brackets)
  *
  *   schema_version [0]  one row: the number of migrations applied. Written by
@@ -247,5 +242,35 @@ extern const char dg_sql_rebuild_exists[];
 extern const char dg_sql_rebuild_steps[];
 /** Drops dg.snapshot_rebuild. */
 extern const char dg_sql_rebuild_drop[];
+
+/* ---- the read side and the admin tables (src/service/) ------------------ */
+
+/** $1 actor, $2 action, $3 detail: one admin action, its id from
+ *  dg.admin_audit_seq. */
+extern const char dg_sql_admin_audit_insert[];
+/** $1 limit -> id, done_at (ISO text), actor, action, detail; newest first. */
+extern const char dg_sql_admin_audit_list[];
+/** Every key (no parameter) -> id, name, role, prefix, created_at,
+ *  last_used_at (ISO text), tables, expires (ISO text; both NULL without a
+ *  dg.key_scopes row). */
+extern const char dg_sql_key_list[];
+/** $1 jti, $2 revoked_by; a second revocation of a jti changes nothing. */
+extern const char dg_sql_token_revoke[];
+/** $1 table -> row_id, column_name of each held cell, in that order. */
+extern const char dg_sql_holds_of_table[];
+/** A row's audit log page, newest first: $1 table, $2 row_id, $3 column or
+ *  NULL (all), $4/$5 the (ms, seq) cursor (before it), $6 updates per page +
+ *  1 -> ms, seq, stream_id, request_id, user, ts, column_name, old, new. */
+extern const char dg_sql_row_history[];
+/** $1 name -> the view's SQL text. */
+extern const char dg_sql_view_sql[];
+/** Every view (no parameter) -> name, sql, by name. */
+extern const char dg_sql_view_list[];
+/** $1 name -> count(*) (0 or 1). */
+extern const char dg_sql_view_exists[];
+/** A fragment, not a statement: " FROM ... WHERE ..." over the cell changes
+ *  of update ($1 ms, $2 seq), row records and holds left out as in outcomes;
+ *  its callers put their SELECT list before it. */
+extern const char dg_sql_update_changes_from[];
 
 #endif

@@ -5,6 +5,7 @@
  * this API process directly: they are not grid data, and a secret must
  * never travel through request_duck.
  */
+#include "dg/dgsql.h"
 #include "dg/service_admin.h"
 
 #include <duckdb.h>
@@ -18,8 +19,7 @@ void dg_service_audit_write(dg_app_t *app, const char *actor, const char *action
   duckdb_connection c = dg_db_conn(app->db);
   duckdb_prepared_statement st;
   if (c == NULL) return;
-  if (duckdb_prepare(c, "INSERT INTO dg.admin_audit(id, actor, action, detail) "
-                        "VALUES (nextval('dg.admin_audit_seq'), $1, $2, $3)", &st) == DuckDBSuccess) {
+  if (duckdb_prepare(c, dg_sql_admin_audit_insert, &st) == DuckDBSuccess) {
     duckdb_bind_varchar(st, 1, actor);
     duckdb_bind_varchar(st, 2, action);
     duckdb_bind_varchar(st, 3, detail);
@@ -35,8 +35,7 @@ int dg_service_audit_list(dg_app_t *app, int64_t limit, dg_audit_entry_fn fn, vo
   duckdb_connection c = dg_db_conn(app->db);
   duckdb_prepared_statement st;
   duckdb_result res;
-  if (c == NULL || duckdb_prepare(c, "SELECT id, strftime(done_at, '%Y-%m-%dT%H:%M:%S.%gZ'), actor, action, detail "
-                                     "FROM dg.admin_audit ORDER BY id DESC LIMIT $1", &st) == DuckDBError) {
+  if (c == NULL || duckdb_prepare(c, dg_sql_admin_audit_list, &st) == DuckDBError) {
     if (c) duckdb_destroy_prepare(&st);
     return DG_EUNAVAIL;
   }
@@ -64,10 +63,7 @@ int dg_service_keys_list(dg_app_t *app, dg_key_info_fn fn, void *arg) {
   duckdb_result res;
   if (c == NULL ||
       duckdb_query(c,
-                   "SELECT k.id, k.name, k.role, k.prefix, strftime(k.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'), "
-                   "strftime(k.last_used_at, '%Y-%m-%dT%H:%M:%S.%gZ'), s.tables, "
-                   "strftime(make_timestamp(s.expires_s * 1000000), '%Y-%m-%dT%H:%M:%SZ') "
-                   "FROM dg.api_keys k LEFT JOIN dg.key_scopes s ON s.key_id = k.id ORDER BY k.id",
+                   dg_sql_key_list,
                    &res) == DuckDBError) {
     if (c) duckdb_destroy_result(&res);
     return DG_EUNAVAIL;
@@ -88,7 +84,7 @@ int dg_service_token_revoke(dg_app_t *app, const char *jti, const char *by) {
   duckdb_connection c = dg_db_conn(app->db);
   duckdb_prepared_statement st;
   int ok = 0;
-  if (c && duckdb_prepare(c, "INSERT INTO dg.revoked_tokens(jti, revoked_by) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+  if (c && duckdb_prepare(c, dg_sql_token_revoke,
                           &st) == DuckDBSuccess) {
     duckdb_bind_varchar(st, 1, jti);
     duckdb_bind_varchar(st, 2, by);

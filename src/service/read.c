@@ -16,6 +16,7 @@
  * "more" is set exactly when another row follows, and a row inserted or
  * deleted between pages never shifts the ones the client has yet to see.
  */
+#include "dg/dgsql.h"
 #include "dg/service_read.h"
 
 #include <duckdb.h>
@@ -451,8 +452,7 @@ int dg_service_holds(dg_app_t *app, const dg_tabledef_t *t, dg_hold_fn fn, void 
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_prepared_statement st = NULL;
   int rc = prepare(app, c, t,
-                   "SELECT row_id, column_name FROM dg.holds WHERE table_name = $1"
-                   " ORDER BY row_id, column_name",
+                   dg_sql_holds_of_table,
                    &st);
   if (rc != 0) return rc;
   duckdb_bind_varchar(st, 1, t->name);
@@ -483,16 +483,7 @@ int dg_service_history(dg_app_t *app, const dg_tabledef_t *t, const dg_history_q
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_prepared_statement st = NULL;
   int rc = prepare(app, c, t,
-                   "WITH h AS (SELECT CAST(split_part(stream_id, '-', 1) AS BIGINT) AS ms,"
-                   "  CAST(split_part(stream_id, '-', 2) AS BIGINT) AS seq, stream_id, request_id,"
-                   "  \"user\", strftime(ts, '%Y-%m-%dT%H:%M:%S.%gZ') AS ts, column_name, old, new"
-                   "  FROM dg.cell_history WHERE table_name = $1 AND row_id = $2"
-                   "  AND ($3::VARCHAR IS NULL OR column_name = $3)),"
-                   " p AS (SELECT * FROM h WHERE ms < $4 OR (ms = $4 AND seq < $5)),"
-                   " u AS (SELECT DISTINCT ms, seq FROM p ORDER BY ms DESC, seq DESC LIMIT $6)"
-                   " SELECT p.ms, p.seq, stream_id, request_id, \"user\", ts, column_name, old, new"
-                   " FROM p JOIN u ON p.ms = u.ms AND p.seq = u.seq"
-                   " ORDER BY p.ms DESC, p.seq DESC, column_name NULLS FIRST, old NULLS FIRST",
+                   dg_sql_row_history,
                    &st);
   if (rc != 0) return rc;
   duckdb_bind_varchar(st, 1, t->name);

@@ -36,6 +36,7 @@
  * then still advances past everything scanned, so the client never scans
  * the same entries twice.
  */
+#include "dg/dgsql.h"
 #include "dg/service_updates.h"
 
 #include <duckdb.h>
@@ -429,19 +430,11 @@ int dg_service_await_update(dg_app_t *app, dg_redis_xid_t id, int wait_ms) {
   return dg_progress_wait(app->progress, id, wait_ms, &reached);
 }
 
-/* The cell changes of one update: row records (insert, delete, move) and
- * holds are not cell changes and are left out, as in outcomes. */
-static const char *const CHANGES_WHERE =
-    " FROM dg.cell_log l JOIN dg.audit_cols c ON c.id = l.col"
-    " WHERE l.ms = $1 AND l.seq = $2 AND c.column_name IS NOT NULL"
-    " AND NOT (l.old_num IS NULL AND l.new_num IS NULL AND coalesce(l.old_text, '') IN ('held', 'free')"
-    " AND coalesce(l.new_text, '') IN ('held', 'free') AND c.scale > 0)";
-
 int dg_service_update_in_scope(dg_app_t *app, dg_redis_xid_t id, const char *scope) {
   duckdb_connection c = dg_db_conn(app->db);
   if (c == NULL) return DG_EUNAVAIL;
   char ssql[768];
-  snprintf(ssql, sizeof ssql, "SELECT count(*)%s AND strpos($3, ',' || c.table_name || ',') = 0", CHANGES_WHERE);
+  snprintf(ssql, sizeof ssql, "SELECT count(*)%s AND strpos($3, ',' || c.table_name || ',') = 0", dg_sql_update_changes_from);
   duckdb_prepared_statement sc = NULL;
   duckdb_result sres;
   int64_t outside = -1;
@@ -468,9 +461,9 @@ int dg_service_update_changes(dg_app_t *app, dg_redis_xid_t id, int64_t offset, 
   snprintf(sql, sizeof sql,
            "SELECT c.table_name, l.row_id, c.column_name, l.old_num, l.new_num, l.old_text, l.new_text, c.scale%s"
            " ORDER BY c.table_name, l.row_id, c.column_name LIMIT $3 OFFSET $4",
-           CHANGES_WHERE);
+           dg_sql_update_changes_from);
   char csql[768];
-  snprintf(csql, sizeof csql, "SELECT count(*)%s", CHANGES_WHERE);
+  snprintf(csql, sizeof csql, "SELECT count(*)%s", dg_sql_update_changes_from);
   int ok = duckdb_prepare(c, sql, &st) == DuckDBSuccess && duckdb_prepare(c, csql, &cnt) == DuckDBSuccess;
   if (ok) {
     duckdb_bind_int64(st, 1, (int64_t)id.ms);

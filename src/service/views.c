@@ -22,6 +22,7 @@
  * The last group is cast in SQL (positional references, "#3::VARCHAR"), so no
  * column name of the view is ever put into SQL text.
  */
+#include "dg/dgsql.h"
 #include "dg/service_read.h"
 
 #include <duckdb.h>
@@ -51,7 +52,7 @@ static const char *first_line(const char *msg, char *buf, size_t cap) {
 static char *view_sql(duckdb_connection c, const char *name) {
   duckdb_prepared_statement st = NULL;
   char *out = NULL;
-  if (duckdb_prepare(c, "SELECT sql FROM dg.views WHERE name = $1", &st) == DuckDBSuccess) {
+  if (duckdb_prepare(c, dg_sql_view_sql, &st) == DuckDBSuccess) {
     duckdb_bind_varchar(st, 1, name);
     duckdb_result res;
     if (duckdb_execute_prepared(st, &res) == DuckDBSuccess && duckdb_row_count(&res) == 1) {
@@ -93,7 +94,7 @@ int dg_service_views(dg_app_t *app, const dg_principal_t *who, dg_view_fn fn, vo
   duckdb_connection c = dg_db_conn(app->db);
   if (c == NULL) return DG_EUNAVAIL;
   duckdb_result res;
-  if (duckdb_query(c, "SELECT name, sql FROM dg.views ORDER BY name", &res) == DuckDBError) {
+  if (duckdb_query(c, dg_sql_view_list, &res) == DuckDBError) {
     dg_log_error("listing views failed: %s", duckdb_result_error(&res));
     duckdb_destroy_result(&res);
     return DG_EIO;
@@ -123,7 +124,7 @@ int dg_service_views(dg_app_t *app, const dg_principal_t *who, dg_view_fn fn, vo
 static int view_exists(duckdb_connection c, const char *name) {
   duckdb_prepared_statement st = NULL;
   int rc = DG_EIO;
-  if (duckdb_prepare(c, "SELECT count(*) FROM dg.views WHERE name = $1", &st) == DuckDBSuccess) {
+  if (duckdb_prepare(c, dg_sql_view_exists, &st) == DuckDBSuccess) {
     duckdb_bind_varchar(st, 1, name);
     duckdb_result res;
     if (duckdb_execute_prepared(st, &res) == DuckDBSuccess) rc = duckdb_value_int64(&res, 0, 0) > 0;

@@ -310,3 +310,44 @@ int dg_sql_holds_delete_staged(char *buf, size_t cap, const char *table) {
   return snprintf(buf, cap, "DELETE FROM dg.holds WHERE table_name = '%s' AND row_id IN (SELECT id FROM temp.dg_del)",
                   table);
 }
+
+/* ---- the read side and the admin tables (src/service/) ------------------ */
+
+const char dg_sql_admin_audit_insert[] =
+    "INSERT INTO dg.admin_audit(id, actor, action, detail) "
+    "VALUES (nextval('dg.admin_audit_seq'), $1, $2, $3)";
+const char dg_sql_admin_audit_list[] =
+    "SELECT id, strftime(done_at, '%Y-%m-%dT%H:%M:%S.%gZ'), actor, action, detail "
+    "FROM dg.admin_audit ORDER BY id DESC LIMIT $1";
+const char dg_sql_key_list[] =
+    "SELECT k.id, k.name, k.role, k.prefix, strftime(k.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'), "
+    "strftime(k.last_used_at, '%Y-%m-%dT%H:%M:%S.%gZ'), s.tables, "
+    "strftime(make_timestamp(s.expires_s * 1000000), '%Y-%m-%dT%H:%M:%SZ') "
+    "FROM dg.api_keys k LEFT JOIN dg.key_scopes s ON s.key_id = k.id ORDER BY k.id";
+const char dg_sql_token_revoke[] =
+    "INSERT INTO dg.revoked_tokens(jti, revoked_by) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+const char dg_sql_holds_of_table[] =
+    "SELECT row_id, column_name FROM dg.holds WHERE table_name = $1"
+    " ORDER BY row_id, column_name";
+const char dg_sql_row_history[] =
+    "WITH h AS (SELECT CAST(split_part(stream_id, '-', 1) AS BIGINT) AS ms,"
+    "  CAST(split_part(stream_id, '-', 2) AS BIGINT) AS seq, stream_id, request_id,"
+    "  \"user\", strftime(ts, '%Y-%m-%dT%H:%M:%S.%gZ') AS ts, column_name, old, new"
+    "  FROM dg.cell_history WHERE table_name = $1 AND row_id = $2"
+    "  AND ($3::VARCHAR IS NULL OR column_name = $3)),"
+    " p AS (SELECT * FROM h WHERE ms < $4 OR (ms = $4 AND seq < $5)),"
+    " u AS (SELECT DISTINCT ms, seq FROM p ORDER BY ms DESC, seq DESC LIMIT $6)"
+    " SELECT p.ms, p.seq, stream_id, request_id, \"user\", ts, column_name, old, new"
+    " FROM p JOIN u ON p.ms = u.ms AND p.seq = u.seq"
+    " ORDER BY p.ms DESC, p.seq DESC, column_name NULLS FIRST, old NULLS FIRST";
+const char dg_sql_view_sql[] =
+    "SELECT sql FROM dg.views WHERE name = $1";
+const char dg_sql_view_list[] =
+    "SELECT name, sql FROM dg.views ORDER BY name";
+const char dg_sql_view_exists[] =
+    "SELECT count(*) FROM dg.views WHERE name = $1";
+const char dg_sql_update_changes_from[] =
+    " FROM dg.cell_log l JOIN dg.audit_cols c ON c.id = l.col"
+    " WHERE l.ms = $1 AND l.seq = $2 AND c.column_name IS NOT NULL"
+    " AND NOT (l.old_num IS NULL AND l.new_num IS NULL AND coalesce(l.old_text, '') IN ('held', 'free')"
+    " AND coalesce(l.new_text, '') IN ('held', 'free') AND c.scale > 0)";

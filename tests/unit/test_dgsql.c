@@ -86,9 +86,15 @@ static void test_statements_prepare(void **state) {
       dg_sql_applied_write, dg_sql_holds_read, dg_sql_hold_delete, dg_sql_hold_insert,
       dg_sql_idem_since, dg_sql_idem_prune, dg_sql_idem_lookup, dg_sql_audit_cols_read,
       dg_sql_audit_cols_names, dg_sql_audit_col_insert, dg_sql_cell_log_of, dg_sql_revert_cells,
-      dg_sql_revert_images, dg_sql_rebuild_exists,
+      dg_sql_revert_images, dg_sql_rebuild_exists, dg_sql_admin_audit_insert, dg_sql_admin_audit_list,
+      dg_sql_key_list, dg_sql_token_revoke, dg_sql_holds_of_table, dg_sql_row_history, dg_sql_view_sql,
+      dg_sql_view_list, dg_sql_view_exists,
   };
   for (size_t i = 0; i < DG_ARRAY_SIZE(all); i++) prepares(f->c, all[i]);
+  /* The fragment, completed as its callers complete it. */
+  char sql[1024];
+  snprintf(sql, sizeof sql, "SELECT count(*)%s", dg_sql_update_changes_from);
+  prepares(f->c, sql);
 }
 
 static void test_builders(void **state) {
