@@ -13,8 +13,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "api"))
+from helpers import Resp  # noqa: E402  (the tests' RESP client)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -112,50 +116,23 @@ class Redis:
         return out.stdout.strip()
 
     def command(self, *args):
-        """One command on a kept connection (RESP, no process per call: a
-        poll every 10 ms through redis-cli would load the machine it
-        measures). Replies: str, int, None, list; an error raises."""
-        if getattr(self, "_sock", None) is None:
-            self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-            self._rf = self._sock.makefile("rb")
-            self._send("AUTH", self.password)
-            self._read()
-        self._send(*args)
-        return self._read()
+        """One command on a kept connection (the tests' RESP client: a poll
+        every 10 ms through redis-cli would load the machine it measures).
+        Replies: str, int, None, list; an error raises."""
+        if getattr(self, "_resp", None) is None:
+            self._resp = Resp(self)
+        return self._resp.cmd(*args)
 
-    def _send(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            b = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        self._sock.sendall(b"".join(out))
-
-    def _read(self):
-        line = self._rf.readline()
-        if not line.endswith(b"\r\n"):
-            raise RuntimeError("redis: connection closed")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RuntimeError("redis: " + rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self._rf.read(n + 2)
-            return data[:-2].decode()
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise RuntimeError(f"redis: unexpected reply {line!r}")
+    @property
+    def resp(self):
+        """The kept connection itself, for pipelining (send, then _read)."""
+        self.command("PING")
+        return self._resp
 
     def stop(self):
-        if getattr(self, "_sock", None) is not None:
-            self._sock.close()
-            self._sock = None
+        if getattr(self, "_resp", None) is not None:
+            self._resp.close()
+            self._resp = None
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

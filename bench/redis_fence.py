@@ -70,11 +70,11 @@ def main():
         timed("publish_in_lua", "eval", lambda: redis.command("EVAL", PUBLISH, "1", "res", "100000", *batch()))
 
         def pipelined():
-            args = batch()
+            args, c = batch(), redis.resp
             for i in range(0, len(args), 3):
-                redis._send("XADD", "res2", "MAXLEN", "~", "100000", args[i], "res", args[i + 1], "mac", args[i + 2])
+                c.send("XADD", "res2", "MAXLEN", "~", "100000", args[i], "res", args[i + 1], "mac", args[i + 2])
             for _ in range(n):
-                redis._read()
+                c._read()
 
         timed("publish_pipelined", "xadd", pipelined)
         print(json.dumps(out))

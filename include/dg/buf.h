@@ -42,4 +42,7 @@ void dg_time_iso(char *out, size_t cap);
 /** Gives the contents to the caller (free with dg_free); the buffer is empty after. */
 char *dg_buf_steal(dg_buf_t *b);
 
+/** A new formatted string (free with dg_free; aborts on OOM). */
+char *dg_strprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif

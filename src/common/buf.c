@@ -126,6 +126,16 @@ char *dg_buf_steal(dg_buf_t *b) {
   return p;
 }
 
+char *dg_strprintf(const char *fmt, ...) {
+  dg_buf_t b;
+  dg_buf_init(&b);
+  va_list ap;
+  va_start(ap, fmt);
+  dg_buf_vprintf(&b, fmt, ap);
+  va_end(ap);
+  return dg_buf_steal(&b);
+}
+
 char *dg_read_small_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (f == NULL) return NULL;

@@ -1494,17 +1494,6 @@ static void ddl_add(dg_manager_t *m, char *sql) {
   m->ddl[m->nddl++] = sql;
 }
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...) {
-  dg_buf_t b;
-  dg_buf_init(&b);
-  va_list ap;
-  va_start(ap, f);
-  dg_buf_vprintf(&b, f, ap);
-  va_end(ap);
-  return dg_buf_steal(&b);
-}
-
 static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t *f) {
   const char *name = json_string_value(json_object_get(o, "table"));
   json_t *cols = json_object_get(o, "columns");
@@ -1593,13 +1582,13 @@ static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t 
 static int op_delete_table(dg_manager_t *m, const char *name, failure_t *f) {
   mtable_t *t = dg__mgr_table(m, name);
   if (t == NULL) return fail(f, 404, "table '%s' does not exist", name ? name : "");
-  ddl_add(m, fmt("DROP TABLE main.\"%s\"", name));
+  ddl_add(m, dg_strprintf("DROP TABLE main.\"%s\"", name));
   ddl_add(m, dg_sql_table_delete(name));
   ddl_add(m, dg_sql_columns_delete(name));
   ddl_add(m, dg_sql_holds_delete(name));
   if (t->staged) {
-    ddl_add(m, fmt("DROP TABLE IF EXISTS temp.\"dg_upd_%s\"", name));
-    ddl_add(m, fmt("DROP TABLE IF EXISTS temp.\"dg_ins_%s\"", name));
+    ddl_add(m, dg_strprintf("DROP TABLE IF EXISTS temp.\"dg_upd_%s\"", name));
+    ddl_add(m, dg_strprintf("DROP TABLE IF EXISTS temp.\"dg_ins_%s\"", name));
   }
   m->tables[t->tag] = NULL;
   dg__mgr_table_free(t);
@@ -1615,9 +1604,9 @@ static int op_create_view(dg_manager_t *m, const char *name, const char *sql, dg
   char err[400];
   if (dg_view_sql_check(m->conn, sql, err, sizeof err) != 0) return fail(f, 400, "%s", err);
   /* sql passed DuckDB's own parser as exactly one read-only SELECT. */
-  ddl_add(m, fmt("CREATE VIEW main.\"%s\" AS %s", name, sql));
+  ddl_add(m, dg_strprintf("CREATE VIEW main.\"%s\" AS %s", name, sql));
   /* The text goes into dg.views through a bound parameter (persist.c). */
-  ddl_add(m, fmt("\x01%s", name));
+  ddl_add(m, dg_strprintf("\x01%s", name));
   ddl_add(m, dg_strdup(sql));
   m->views = dg_realloc(m->views, (m->nviews + 1) * sizeof *m->views);
   m->views[m->nviews++] = dg_strdup(name);
@@ -1638,7 +1627,7 @@ static int op_delete_view(dg_manager_t *m, const char *name, dg_jsonw_t *w, fail
   for (i = 0; i < m->nviews; i++)
     if (name && strcmp(m->views[i], name) == 0) break;
   if (i == m->nviews) return fail(f, 404, "view '%s' does not exist", name ? name : "");
-  ddl_add(m, fmt("DROP VIEW main.\"%s\"", name));
+  ddl_add(m, dg_strprintf("DROP VIEW main.\"%s\"", name));
   ddl_add(m, dg_sql_view_delete(name));
   dg_jsonw_key(w, "view");
   dg_jsonw_str(w, name);

@@ -281,30 +281,19 @@ const char dg_sql_rebuild_drop[] = "DROP TABLE dg.snapshot_rebuild";
 
 /* ---- builders: DDL from whitelisted names ------------------------------------------ */
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...) {
-  dg_buf_t b;
-  dg_buf_init(&b);
-  va_list ap;
-  va_start(ap, f);
-  dg_buf_vprintf(&b, f, ap);
-  va_end(ap);
-  return dg_buf_steal(&b);
-}
-
-char *dg_sql_table_insert(const char *table) { return fmt("INSERT INTO dg.tables(name) VALUES ('%s')", table); }
+char *dg_sql_table_insert(const char *table) { return dg_strprintf("INSERT INTO dg.tables(name) VALUES ('%s')", table); }
 
 char *dg_sql_column_insert(const char *table, const char *column, int position, const char *type, int scale) {
-  return fmt("INSERT INTO dg.columns VALUES ('%s', '%s', %d, '%s', %d)", table, column, position, type, scale);
+  return dg_strprintf("INSERT INTO dg.columns VALUES ('%s', '%s', %d, '%s', %d)", table, column, position, type, scale);
 }
 
-char *dg_sql_table_delete(const char *table) { return fmt("DELETE FROM dg.tables WHERE name = '%s'", table); }
+char *dg_sql_table_delete(const char *table) { return dg_strprintf("DELETE FROM dg.tables WHERE name = '%s'", table); }
 
-char *dg_sql_columns_delete(const char *table) { return fmt("DELETE FROM dg.columns WHERE table_name = '%s'", table); }
+char *dg_sql_columns_delete(const char *table) { return dg_strprintf("DELETE FROM dg.columns WHERE table_name = '%s'", table); }
 
-char *dg_sql_holds_delete(const char *table) { return fmt("DELETE FROM dg.holds WHERE table_name = '%s'", table); }
+char *dg_sql_holds_delete(const char *table) { return dg_strprintf("DELETE FROM dg.holds WHERE table_name = '%s'", table); }
 
-char *dg_sql_view_delete(const char *view) { return fmt("DELETE FROM dg.views WHERE name = '%s'", view); }
+char *dg_sql_view_delete(const char *view) { return dg_strprintf("DELETE FROM dg.views WHERE name = '%s'", view); }
 
 int dg_sql_holds_delete_staged(char *buf, size_t cap, const char *table) {
   return snprintf(buf, cap, "DELETE FROM dg.holds WHERE table_name = '%s' AND row_id IN (SELECT id FROM temp.dg_del)",

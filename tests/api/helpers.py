@@ -30,12 +30,17 @@ class Resp:
         self.close()
 
     def cmd(self, *args):
+        self.send(*args)
+        return self._read()
+
+    def send(self, *args):
+        """Sends one command without reading its reply (pipelining: read
+        the replies in order with _read)."""
         out = [b"*%d\r\n" % len(args)]
         for a in args:
             b = a if isinstance(a, bytes) else str(a).encode()
             out.append(b"$%d\r\n%s\r\n" % (len(b), b))
         self.sock.sendall(b"".join(out))
-        return self._read()
 
     def _read(self):
         line = self.f.readline()
