@@ -9,6 +9,10 @@
  *   dg_service_replicate      wait until replicas hold what was acknowledged
  *   dg_service_first_update   a (caller, request_id) seen before: its update id
  *   dg_service_outcome        a published outcome, from the ring or Redis
+ *   dg_service_view_check     is a view's SQL one DuckDB accepts (POST /views)
+ *   dg_service_revert_read /  what an update changed, from the audit log, and
+ *   dg_service_revert_images  the rows it deleted (POST /updates/{id}/revert;
+ *                             src/service/revert.c)
  *
  * The outcome itself reaches the handler through the waiters (waiters.h),
  * fed by the response reader; nothing here blocks longer than one Redis or
@@ -18,8 +22,10 @@
 #define DG_SERVICE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dg/app.h"
+#include "dg/redis.h" /* dg_redis_xid_t: update ids */
 
 /**
  * Queues one request (text: a complete JSON object, len bytes) on
@@ -54,5 +60,62 @@ int dg_service_first_update(dg_app_t *app, const char *caller, const char *reque
  * has it.
  */
 char *dg_service_outcome(dg_app_t *app, const char *uid, size_t *len);
+
+/**
+ * Checks a view's SQL on this thread's DuckDB connection (views.h,
+ * dg_view_sql_check): 0 accepted; DG_EINVAL not a view a client may create
+ * (why in err); DG_EUNAVAIL the database is unavailable (err untouched);
+ * another code: DuckDB could not check it (why in err).
+ */
+int dg_service_view_check(dg_app_t *app, const char *sql, char *err, size_t errcap);
+
+/* ---- revert (issue 19) ----------------------------------------------------- */
+
+/** One record of what an update changed (dg.cell_log, dg_sql_revert_cells),
+ *  in the log's order: table, row, column (row records first). The strings
+ *  belong to the list; NULL where the log holds NULL. */
+typedef struct dg_revert_rec_s {
+  char *table;     /* the table; NULL when its audit column is unknown       */
+  int64_t row;     /* the row id                                             */
+  char *column;    /* the column; NULL for a row record (insert, move, delete) */
+  char *old_text;  /* the value before, as text (a row record: its state)    */
+  char *new_text;  /* the value after, as text                               */
+  char *type;      /* the column's type now; NULL when it no longer exists   */
+  int has_new_num; /* 1: new_num holds the record's numeric new value         */
+  int64_t new_num; /* an inserted row's parent (INT64_MIN: the root)         */
+} dg_revert_rec_t;
+
+/**
+ * Reads the records of update x from the audit log into *out (n records,
+ * freed with dg_service_revert_free; *out NULL when n is 0). More than max
+ * records: DG_ETOOBIG with their count in *n and nothing read. Fails with
+ * DG_EUNAVAIL (the database is unavailable) or DG_EIO (DuckDB failed the
+ * read; logged), *out and *n untouched.
+ */
+int dg_service_revert_read(dg_app_t *app, dg_redis_xid_t x, size_t max, dg_revert_rec_t **out, size_t *n);
+
+/** Frees what dg_service_revert_read returned. */
+void dg_service_revert_free(dg_revert_rec_t *recs, size_t n);
+
+/** One row update x deleted, as recorded just before (dg.row_images,
+ *  migration 9). The strings belong to the list. */
+typedef struct dg_revert_image_s {
+  char *table;     /* the table; NULL when its audit column is unknown */
+  int64_t row;     /* the row id                                       */
+  int has_parent;  /* 0: the row was a root                            */
+  int64_t parent;  /* its parent's row id                              */
+  char *cells;     /* its cells, a JSON object's text (or NULL)        */
+} dg_revert_image_t;
+
+/**
+ * Reads the rows update x deleted into *out (n images, freed with
+ * dg_service_revert_images_free), every parent before its children (depth
+ * within the deleted set, then the order they were recorded in). Fails with
+ * DG_EUNAVAIL or DG_EIO (logged), *out and *n untouched.
+ */
+int dg_service_revert_images(dg_app_t *app, dg_redis_xid_t x, dg_revert_image_t **out, size_t *n);
+
+/** Frees what dg_service_revert_images returned. */
+void dg_service_revert_images_free(dg_revert_image_t *imgs, size_t n);
 
 #endif

@@ -8,15 +8,20 @@
  *   dg_service_audit_list     its newest entries
  *   dg_service_keys_list      the API keys, without secrets or hashes
  *   dg_service_token_revoke   a JWT id onto dg.revoked_tokens
+ *   dg_service_webhook_*      the webhooks of /admin/webhooks (webhooks.c),
+ *                             stored in Redis (layout: src/webhook/webhook.c)
  *
  * Creating and deleting keys is the key store's (auth.h). Implemented in
  * src/service/admin.c; every call runs on the calling thread's DuckDB
  * connection and fails with DG_EUNAVAIL when there is none or DuckDB
- * refuses.
+ * refuses. The webhook calls are src/service/webhooks.c; they run on a
+ * Redis pool connection and fail with DG_EUNAVAIL when Redis fails or
+ * answers an error.
  */
 #ifndef DG_SERVICE_ADMIN_H
 #define DG_SERVICE_ADMIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dg/app.h"
@@ -63,5 +68,31 @@ int dg_service_keys_list(dg_app_t *app, dg_key_info_fn fn, void *arg);
 /** Records JWT id jti as revoked by `by` (a second time is a no-op). 0 or
  *  DG_EUNAVAIL. */
 int dg_service_token_revoke(dg_app_t *app, const char *jti, const char *by);
+
+/* ---- webhooks ------------------------------------------------------------- */
+
+/** Receives one stored text (len bytes, borrowed for the call). */
+typedef void (*dg_webhook_text_fn)(void *arg, const char *text, size_t len);
+
+/**
+ * Registers hook id with its stored JSON text (secret included), its cursor
+ * set first to response_duck's last-generated-id ("0-0" when the stream
+ * does not exist yet), so the delivery thread never sees a hook without a
+ * cursor. DG_ECONFLICT: DG_WEBHOOK_MAX hooks exist already (nothing
+ * written); DG_EUNAVAIL.
+ */
+int dg_service_webhook_create(dg_app_t *app, const char *id, const char *text);
+
+/** Calls fn with every hook's stored text (secret included, in Redis's
+ *  order). 0 or DG_EUNAVAIL (fn not called). */
+int dg_service_webhooks_list(dg_app_t *app, dg_webhook_text_fn fn, void *arg);
+
+/** Deletes hook id, its cursor and its deliveries. DG_ENOTFOUND: no such
+ *  hook; DG_EUNAVAIL (the hook may be gone when the second step failed). */
+int dg_service_webhook_delete(dg_app_t *app, const char *id);
+
+/** Calls fn with each of hook id's last DG_WEBHOOK_KEEP delivery records,
+ *  newest first. DG_ENOTFOUND: no such hook; DG_EUNAVAIL (fn not called). */
+int dg_service_webhook_deliveries(dg_app_t *app, const char *id, dg_webhook_text_fn fn, void *arg);
 
 #endif

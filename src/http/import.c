@@ -35,30 +35,26 @@
  * its column names standing for the header; rows are numbered from 1 and
  * errors name a "row" instead of a "line".
  *
- * DuckDB parses (external access is off: the body goes to a scratch file of
- * the server's making in the one directory SQL may read, and is removed at
- * once); line numbers come from a scan of the body here that follows the
- * same quoting, checked against DuckDB's record count.
+ * DuckDB parses, behind the service seam (service_import.h,
+ * src/service/import.c: the body goes to a scratch file of the server's
+ * making in the one directory SQL may read, and is removed at once); line
+ * numbers come from a scan of the body here that follows the same quoting,
+ * checked against DuckDB's record count.
  */
-#include <duckdb.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "dg/buf.h"
 #include "dg/catalog.h"
 #include "dg/common.h"
-#include "dg/db.h"
 #include "dg/decimal.h"
 #include "dg/http.h"
-#include "dg/iofile.h"
 #include "dg/jsonw.h"
 #include "dg/log.h"
+#include "dg/service_import.h"
 
 /* Rows in one import: as many as one POST /tables/{t}/rows takes. */
 #define MAX_ROWS 1000000
@@ -70,41 +66,26 @@
 enum { FIELD_ID = -1, FIELD_PARENT = -2 };
 enum { PARENT_NONE = 0, PARENT_IN_FILE = 1, PARENT_IN_TABLE = 2 };
 
-/* The file as DuckDB read it: every field VARCHAR, in chunks. */
+/* The file as DuckDB read it (service_import.h), every field VARCHAR. */
 typedef struct {
-  duckdb_data_chunk *chunks;
-  size_t nchunks;
-  idx_t ncols;
+  dg_sheet_t *src;       /* the rows DuckDB read                            */
+  size_t first;          /* the first data row of src (1 after a header)    */
+  size_t ncols;
   size_t nrows;          /* data rows (the header excluded)                */
-  uint32_t *at_chunk;    /* per data row: its chunk and its row in it      */
-  uint16_t *at_off;
   int64_t *line;         /* per data row: the CSV line its record starts on */
   int64_t header_line;   /* the line of the header (0: Parquet, none)       */
   char **names;          /* the header's fields (NULL for an empty one)    */
 } sheet_t;
 
 static void sheet_dispose(sheet_t *s) {
-  for (size_t i = 0; i < s->nchunks; i++) duckdb_destroy_data_chunk(&s->chunks[i]);
-  dg_free(s->chunks);
-  dg_free(s->at_chunk);
-  dg_free(s->at_off);
+  dg_sheet_destroy(s->src);
   dg_free(s->line);
-  for (idx_t k = 0; s->names && k < s->ncols; k++) dg_free(s->names[k]);
+  for (size_t k = 0; s->names && k < s->ncols; k++) dg_free(s->names[k]);
   dg_free(s->names);
 }
 
-/* Field k of chunk row `off` of chunk c: its bytes and length, or NULL. */
-static const char *chunk_cell(duckdb_data_chunk c, idx_t off, idx_t k, size_t *len) {
-  duckdb_vector v = duckdb_data_chunk_get_vector(c, k);
-  uint64_t *valid = duckdb_vector_get_validity(v);
-  if (valid && !duckdb_validity_row_is_valid(valid, off)) return NULL;
-  duckdb_string_t *s = &((duckdb_string_t *)duckdb_vector_get_data(v))[off];
-  *len = duckdb_string_t_length(*s);
-  return duckdb_string_t_data(s);
-}
-
-static const char *cell(const sheet_t *s, size_t row, idx_t k, size_t *len) {
-  return chunk_cell(s->chunks[s->at_chunk[row]], s->at_off[row], k, len);
+static const char *cell(const sheet_t *s, size_t row, size_t k, size_t *len) {
+  return dg_sheet_cell(s->src, s->first + row, k, len);
 }
 
 /* ---- the CSV scan: where each record starts ------------------------------------ */
@@ -156,24 +137,7 @@ static int64_t *record_lines(const char *p, size_t len, size_t *n, size_t *field
   return lines;
 }
 
-/* ---- reading with DuckDB ---------------------------------------------------------- */
-
-/* Writes len bytes to a new file at path (mode 0600). 0 or DG_EIO. */
-static int write_file(const char *path, const char *p, size_t len) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return DG_EIO;
-  while (len > 0) {
-    ssize_t w = write(fd, p, len);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      close(fd);
-      return DG_EIO;
-    }
-    p += w;
-    len -= (size_t)w;
-  }
-  return close(fd) == 0 ? 0 : DG_EIO;
-}
+/* ---- reading with DuckDB (service_import.h) ---------------------------------------- */
 
 /* A JSON string of text that should be UTF-8; where it is not (a value cut
  * short inside a character), its bytes beyond ASCII become '?'. */
@@ -188,46 +152,10 @@ static json_t *json_text(const char *text) {
   return j;
 }
 
-/* DuckDB's message about a bad file, cut to what concerns the client: its
- * first paragraph, without the reader's settings or the scratch path. */
-static void reader_message(const char *msg, const char *path, char *out, size_t cap) {
-  snprintf(out, cap, "%s", msg ? msg : "the file could not be read");
-  char *cut = strstr(out, "\n\n");
-  if (cut) *cut = '\0';
-  cut = strstr(out, "Possible fixes");
-  if (cut) *cut = '\0';
-  cut = strstr(out, path);
-  if (cut) *cut = '\0';
-  for (size_t n = strlen(out); n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == ':' ||
-                                out[n - 1] == '\'' || out[n - 1] == '"'); n--)
-    out[n - 1] = '\0';
-  for (char *q = out; *q; q++)
-    if (*q == '\n') *q = ' ';
-}
-
-/* Runs sql (one parameter: path) and keeps every chunk of the answer in s
- * (ncols set, and names from the result's columns when names_from_columns);
- * rows are numbered in result order. On DuckDB's refusal
- * answers 400 with its message (and the line it names) and returns DG_EINVAL. */
-static int read_into(dg_req_t *r, const char *sql, const char *path, sheet_t *s, int names_from_columns) {
-  duckdb_connection c = dg_db_conn(r->app->db);
-  if (c == NULL) {
-    dg_problem(r, 503, NULL, "the database is unavailable");
-    return DG_EUNAVAIL;
-  }
-  duckdb_prepared_statement st;
-  duckdb_result res;
-  if (duckdb_prepare(c, sql, &st) == DuckDBError) {
-    dg_log_error("import: preparing the reader failed: %s", duckdb_prepare_error(st));
-    duckdb_destroy_prepare(&st);
-    dg_problem(r, 500, NULL, "reading the file failed");
-    return DG_EIO;
-  }
-  duckdb_bind_varchar(st, 1, path);
-  int rc = 0;
-  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
-    char why[400];
-    reader_message(duckdb_result_error(&res), path, why, sizeof why);
+/* Answers a failed read: DuckDB's refusal as a 400 with its message (and
+ * the line it names), the rest as 503 or 500. Returns rc. */
+static int read_problem(dg_req_t *r, int rc, const char *why) {
+  if (rc == DG_EINVAL) {
     json_t *errors = json_array();
     const char *on = strstr(why, "on Line: ");
     json_t *e = json_object();
@@ -236,52 +164,14 @@ static int read_into(dg_req_t *r, const char *sql, const char *path, sheet_t *s,
     json_array_append_new(errors, e);
     dg_problem(r, 400, json_pack("{s:o,s:i}", "errors", errors, "errors_total", 1), "the file cannot be read: %s",
                why);
-    rc = DG_EINVAL;
+  } else if (rc == DG_EUNAVAIL) {
+    dg_problem(r, 503, NULL, "the database is unavailable");
+  } else if (rc == DG_EIO) {
+    dg_problem(r, 500, NULL, "the file could not be stored for reading");
   } else {
-    s->ncols = duckdb_column_count(&res);
-    if (names_from_columns) {
-      s->names = dg_calloc(s->ncols + 1, sizeof *s->names);
-      for (idx_t k = 0; k < s->ncols; k++) {
-        const char *n = duckdb_column_name(&res, k);
-        s->names[k] = n ? dg_strdup(n) : NULL;
-      }
-    }
-    size_t cap = 0;
-    duckdb_data_chunk ch;
-    while ((ch = duckdb_fetch_chunk(res)) != NULL) {
-      if (duckdb_data_chunk_get_size(ch) == 0) {
-        duckdb_destroy_data_chunk(&ch);
-        continue;
-      }
-      if (s->nchunks == cap) {
-        cap = cap ? cap * 2 : 64;
-        s->chunks = dg_realloc(s->chunks, cap * sizeof *s->chunks);
-      }
-      s->chunks[s->nchunks++] = ch;
-    }
+    dg_problem(r, 500, NULL, "reading the file failed");
   }
-  duckdb_destroy_result(&res);
-  duckdb_destroy_prepare(&st);
   return rc;
-}
-
-/* Numbers the rows of s from result row `first` on (the rows before are
- * the header): at_chunk/at_off for each, nrows set. */
-static void index_rows(sheet_t *s, size_t first) {
-  size_t total = 0;
-  for (size_t i = 0; i < s->nchunks; i++) total += duckdb_data_chunk_get_size(s->chunks[i]);
-  s->nrows = total > first ? total - first : 0;
-  s->at_chunk = dg_malloc((s->nrows + 1) * sizeof *s->at_chunk);
-  s->at_off = dg_malloc((s->nrows + 1) * sizeof *s->at_off);
-  size_t row = 0;
-  for (size_t i = 0; i < s->nchunks; i++) {
-    idx_t n = duckdb_data_chunk_get_size(s->chunks[i]);
-    for (idx_t k = 0; k < n; k++, row++) {
-      if (row < first) continue;
-      s->at_chunk[row - first] = (uint32_t)i;
-      s->at_off[row - first] = (uint16_t)k;
-    }
-  }
 }
 
 /* The CSV body into s: names from its first record, lines from the scan.
@@ -305,37 +195,21 @@ static int read_csv_body(dg_req_t *r, sheet_t *s) {
     dg_problem(r, 400, NULL, "the header has %zu fields, more than %d", fields, MAX_FIELDS);
     return DG_EINVAL;
   }
-  char path[DG_IOFILE_PATH_MAX];
-  if (dg_iofile_path(dg_db_path(r->app->db), "import", "csv", path, sizeof path) != 0 ||
-      write_file(path, body, len) != 0) {
-    dg_log_error("import: cannot write a scratch file: %s", strerror(errno));
-    unlink(path);
-    dg_free(lines);
-    dg_problem(r, 500, NULL, "the file could not be stored for reading");
-    return DG_EIO;
-  }
-  /* Every choice spelled out, nothing sniffed: the reader parses exactly
-   * what the scan above counted. The names c0… are ours. */
-  dg_buf_t sql;
-  dg_buf_init(&sql);
-  dg_buf_puts(&sql, "SELECT * FROM read_csv($1, header = false, auto_detect = false, delim = ',', quote = '\"',"
-                    " escape = '\"', allow_quoted_nulls = false, strict_mode = true, null_padding = false,"
-                    " columns = {");
-  for (size_t k = 0; k < fields; k++) dg_buf_printf(&sql, "%s'c%zu': 'VARCHAR'", k ? ", " : "", k);
-  dg_buf_puts(&sql, "})");
-  int rc = read_into(r, sql.data, path, s, 0);
-  unlink(path);
-  dg_buf_dispose(&sql);
+  char why[400];
+  int rc = dg_service_import_csv(r->app, body, len, fields, &s->src, why, sizeof why);
   if (rc != 0) {
     dg_free(lines);
-    return rc;
+    return read_problem(r, rc, why);
   }
-  index_rows(s, 1);
-  if (s->nchunks == 0 || s->nrows + 1 != nrec) {
-    dg_log_error("import: DuckDB read %zu records where the scan counted %zu", s->nchunks ? s->nrows + 1 : 0, nrec);
+  size_t total = dg_sheet_nrows(s->src);
+  s->ncols = dg_sheet_ncols(s->src);
+  s->first = 1;
+  s->nrows = total > 1 ? total - 1 : 0;
+  if (total == 0 || total != nrec) {
+    dg_log_error("import: DuckDB read %zu records where the scan counted %zu", total, nrec);
     dg_free(lines);
     dg_problem(r, 400, NULL, "the CSV could not be read consistently (%zu records counted, %zu read): "
-               "check its quoting", nrec, s->nchunks ? s->nrows + 1 : 0);
+               "check its quoting", nrec, total);
     return DG_EINVAL;
   }
   s->header_line = lines[0];
@@ -343,9 +217,9 @@ static int read_csv_body(dg_req_t *r, sheet_t *s) {
   memcpy(s->line, lines + 1, s->nrows * sizeof *s->line);
   dg_free(lines);
   s->names = dg_calloc(s->ncols, sizeof *s->names);
-  for (idx_t k = 0; k < s->ncols; k++) {
+  for (size_t k = 0; k < s->ncols; k++) {
     size_t n = 0;
-    const char *v = chunk_cell(s->chunks[0], 0, k, &n);
+    const char *v = dg_sheet_cell(s->src, 0, k, &n);
     s->names[k] = v ? dg_strndup(v, n) : NULL;
   }
   return 0;
@@ -360,23 +234,21 @@ static int read_parquet_body(dg_req_t *r, sheet_t *s) {
     dg_problem(r, 400, NULL, "the body is empty: send the Parquet file");
     return DG_EINVAL;
   }
-  char path[DG_IOFILE_PATH_MAX];
-  if (dg_iofile_path(dg_db_path(r->app->db), "import", "parquet", path, sizeof path) != 0 ||
-      write_file(path, body, len) != 0) {
-    dg_log_error("import: cannot write a scratch file: %s", strerror(errno));
-    unlink(path);
-    dg_problem(r, 500, NULL, "the file could not be stored for reading");
-    return DG_EIO;
+  char why[400];
+  int rc = dg_service_import_parquet(r->app, body, len, &s->src, why, sizeof why);
+  if (rc != 0) return read_problem(r, rc, why);
+  s->ncols = dg_sheet_ncols(s->src);
+  s->names = dg_calloc(s->ncols + 1, sizeof *s->names);
+  for (size_t k = 0; k < s->ncols; k++) {
+    const char *n = dg_sheet_name(s->src, k);
+    s->names[k] = n ? dg_strdup(n) : NULL;
   }
-  /* COLUMNS(*): no name of the file's is ever spliced into SQL. */
-  int rc = read_into(r, "SELECT COLUMNS(*)::VARCHAR FROM read_parquet($1)", path, s, 1);
-  unlink(path);
-  if (rc != 0) return rc;
   if (s->ncols > MAX_FIELDS) {
     dg_problem(r, 400, NULL, "the file has %llu columns, more than %d", (unsigned long long)s->ncols, MAX_FIELDS);
     return DG_EINVAL;
   }
-  index_rows(s, 0);
+  s->first = 0;
+  s->nrows = dg_sheet_nrows(s->src);
   s->header_line = 0;
   s->line = dg_malloc((s->nrows + 1) * sizeof *s->line);
   for (size_t i = 0; i < s->nrows; i++) s->line[i] = (int64_t)i + 1;
@@ -440,7 +312,7 @@ static void plan_dispose(plan_t *p) {
 
 /* The header: fmap[k] is FIELD_ID, FIELD_PARENT or the column's index. */
 static void check_header(const sheet_t *s, const dg_tabledef_t *t, int *fmap, errors_t *e) {
-  for (idx_t k = 0; k < s->ncols; k++) {
+  for (size_t k = 0; k < s->ncols; k++) {
     const char *name = s->names[k];
     fmap[k] = INT32_MIN;
     if (name == NULL || *name == '\0') {
@@ -459,7 +331,7 @@ static void check_header(const sheet_t *s, const dg_tabledef_t *t, int *fmap, er
       }
       fmap[k] = (int)(c - t->cols);
     }
-    for (idx_t j = 0; j < k; j++) {
+    for (size_t j = 0; j < k; j++) {
       if (fmap[j] == fmap[k]) {
         add_error(e, s->header_line, name, 0, "'%.80s' is named twice in the header", name);
         fmap[k] = INT32_MIN;
@@ -482,7 +354,7 @@ static void check_rows(dg_req_t *r, const sheet_t *s, const dg_tabledef_t *t, co
   size_t nids = 0;
   for (size_t i = 0; i < n; i++) {
     int64_t line = s->line[i];
-    for (idx_t k = 0; k < s->ncols; k++) {
+    for (size_t k = 0; k < s->ncols; k++) {
       size_t len = 0;
       const char *v = cell(s, i, k, &len);
       if (fmap[k] == FIELD_ID || fmap[k] == FIELD_PARENT) {
@@ -608,7 +480,7 @@ static void put_int(dg_buf_t *b, int64_t v) {
  * none), of the plan's rows: field k is the ids, the parent ids or a
  * number column; the JSON text goes to raw through w. */
 static void write_int_list(dg_jsonw_t *w, dg_buf_t *tmp, const sheet_t *s, const dg_tabledef_t *t, const int *fmap,
-                           const plan_t *p, idx_t k) {
+                           const plan_t *p, size_t k) {
   dg_buf_reset(tmp);
   dg_buf_reserve(tmp, s->nrows * 12 + 2);
   dg_buf_putc(tmp, '"');
@@ -643,14 +515,14 @@ static void write_columns(dg_buf_t *raw, const sheet_t *s, const dg_tabledef_t *
   dg_jsonw_resume_obj(&w, raw); /* inside the request object, after its first members */
   dg_jsonw_key(&w, "count");
   dg_jsonw_int(&w, (int64_t)s->nrows);
-  for (idx_t k = 0; k < s->ncols; k++) {
+  for (size_t k = 0; k < s->ncols; k++) {
     if (fmap[k] != FIELD_ID && fmap[k] != FIELD_PARENT) continue;
     dg_jsonw_key(&w, fmap[k] == FIELD_ID ? "ids" : "parent_ids");
     write_int_list(&w, &tmp, s, t, fmap, p, k);
   }
   dg_jsonw_key(&w, "columns");
   dg_jsonw_arr(&w);
-  for (idx_t k = 0; k < s->ncols; k++) {
+  for (size_t k = 0; k < s->ncols; k++) {
     if (fmap[k] < 0) continue;
     const dg_coldef_t *c = &t->cols[fmap[k]];
     dg_jsonw_obj(&w);

@@ -23,8 +23,7 @@
 #include "dg/catalog.h"
 #include "dg/common.h"
 #include "dg/http.h"
-#include "dg/redis.h"
-#include "dg/redis_pool.h"
+#include "dg/service_admin.h"
 #include "dg/webhook.h"
 
 /* Bounds of a secret the client chooses: short ones are guessable. */
@@ -33,15 +32,10 @@
 /* Tables one filter names at most. */
 #define TABLES_MAX 64
 
-/* One Redis command on a pool connection; NULL after answering 503. */
-static redisReply *run_or_problem(dg_req_t *r, dg_redis_t *c, int argc, const char **argv) {
-  redisReply *rep = NULL;
-  if (dg_redis_command(c, argc, argv, NULL, &rep) != 0 || rep->type == REDIS_REPLY_ERROR) {
-    if (rep) freeReplyObject(rep);
-    dg_problem(r, 503, NULL, "redis is unavailable");
-    return NULL;
-  }
-  return rep;
+/* Answers a failed webhook call: 404 for DG_ENOTFOUND, else 503. */
+static void fail_problem(dg_req_t *r, int rc) {
+  if (rc == DG_ENOTFOUND) dg_problem(r, 404, NULL, "no such webhook");
+  else dg_problem(r, 503, NULL, "redis is unavailable");
 }
 
 /* A path id: exactly DG_WEBHOOK_ID_LEN lowercase hex digits, else 404. */
@@ -134,44 +128,20 @@ static int hooks_post(dg_req_t *r) {
   json_decref(stored);
   DG_ASSERT(txt != NULL);
 
-  dg_redis_t *c = dg_redis_pool_get(r->app->redis);
-  char hkey[256], ckey[256], cursor[DG_REDIS_XID_BUFSZ] = "0-0";
-  dg_webhook_key(r->app, NULL, NULL, hkey, sizeof hkey);
-  dg_webhook_key(r->app, id, "cursor", ckey, sizeof ckey);
-  redisReply *rep;
-  const char *hl[] = {"HLEN", hkey};
-  if ((rep = run_or_problem(r, c, 2, hl)) == NULL) goto out;
-  long long count = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
-  freeReplyObject(rep);
-  if (count >= DG_WEBHOOK_MAX) {
+  int rc = dg_service_webhook_create(r->app, id, txt);
+  if (rc == DG_ECONFLICT) {
     dg_problem(r, 409, NULL, "at most %d webhooks; delete one first", DG_WEBHOOK_MAX);
     goto out;
   }
-  /* The newest update id: the hook gets what comes after it. A stream
-   * not yet created answers an error: then from the start. */
-  const char *xi[] = {"XINFO", "STREAM", r->app->streams.res};
-  if (dg_redis_command(c, 3, xi, NULL, &rep) != 0) {
-    dg_problem(r, 503, NULL, "redis is unavailable");
+  if (rc != 0) {
+    fail_problem(r, rc);
     goto out;
   }
-  if (rep->type == REDIS_REPLY_ARRAY)
-    for (size_t i = 0; i + 1 < rep->elements; i += 2)
-      if (rep->element[i]->type == REDIS_REPLY_STRING && strcmp(rep->element[i]->str, "last-generated-id") == 0 &&
-          rep->element[i + 1]->type == REDIS_REPLY_STRING && rep->element[i + 1]->len < sizeof cursor)
-        snprintf(cursor, sizeof cursor, "%s", rep->element[i + 1]->str);
-  freeReplyObject(rep);
-  const char *sc[] = {"SET", ckey, cursor};
-  if ((rep = run_or_problem(r, c, 3, sc)) == NULL) goto out;
-  freeReplyObject(rep);
-  const char *hs[] = {"HSET", hkey, id, txt};
-  if ((rep = run_or_problem(r, c, 4, hs)) == NULL) goto out;
-  freeReplyObject(rep);
   dg_audit(r, "webhook.create", "webhook %s to %s", id, url);
   json_object_set_new(hook, "secret", json_string(secret));
   dg_reply_json(r, 201, hook);
   hook = NULL;
 out:
-  dg_redis_pool_put(r->app->redis, c);
   json_decref(hook);
   OPENSSL_cleanse(txt, strlen(txt));
   free(txt);
@@ -191,31 +161,38 @@ static int by_created(const void *a, const void *b) {
   return c ? c : strcmp(member(x, "id"), member(y, "id"));
 }
 
-static int hooks_list(dg_req_t *r) {
-  dg_redis_t *c = dg_redis_pool_get(r->app->redis);
-  char hkey[256];
-  dg_webhook_key(r->app, NULL, NULL, hkey, sizeof hkey);
-  const char *a[] = {"HGETALL", hkey};
-  redisReply *rep = run_or_problem(r, c, 2, a);
-  dg_redis_pool_put(r->app->redis, c);
-  if (rep == NULL) return 0;
-  size_t n = 0;
-  json_t **items = dg_calloc(rep->type == REDIS_REPLY_ARRAY ? rep->elements / 2 + 1 : 1, sizeof *items);
-  for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
-    const redisReply *v = rep->element[i + 1];
-    json_t *h = v->type == REDIS_REPLY_STRING ? json_loadb(v->str, v->len, 0, NULL) : NULL;
-    if (!json_is_object(h)) {
-      json_decref(h);
-      continue;
-    }
-    json_object_del(h, "secret");
-    items[n++] = h;
+/* The hooks as listed: parsed, without their secrets. */
+typedef struct hook_list_s {
+  json_t **items;
+  size_t n, cap;
+} hook_list_t;
+
+static void hook_add(void *arg, const char *text, size_t len) {
+  hook_list_t *l = arg;
+  json_t *h = json_loadb(text, len, 0, NULL);
+  if (!json_is_object(h)) {
+    json_decref(h);
+    return;
   }
-  freeReplyObject(rep);
-  qsort(items, n, sizeof *items, by_created);
+  json_object_del(h, "secret");
+  if (l->n == l->cap) {
+    l->cap = l->cap ? 2 * l->cap : 16;
+    l->items = dg_realloc(l->items, l->cap * sizeof *l->items);
+  }
+  l->items[l->n++] = h;
+}
+
+static int hooks_list(dg_req_t *r) {
+  hook_list_t l = {0};
+  int rc = dg_service_webhooks_list(r->app, hook_add, &l);
+  if (rc != 0) {
+    fail_problem(r, rc);
+    return 0;
+  }
+  if (l.n) qsort(l.items, l.n, sizeof *l.items, by_created);
   json_t *arr = json_array();
-  for (size_t i = 0; i < n; i++) json_array_append_new(arr, items[i]);
-  dg_free(items);
+  for (size_t i = 0; i < l.n; i++) json_array_append_new(arr, l.items[i]);
+  dg_free(l.items);
   dg_reply_json(r, 200, json_pack("{s:o}", "webhooks", arr));
   return 0;
 }
@@ -223,61 +200,33 @@ static int hooks_list(dg_req_t *r) {
 static int hooks_delete(dg_req_t *r) {
   const char *id = r->params[0];
   if (id_ok_or_problem(r, id) != 0) return 0;
-  dg_redis_t *c = dg_redis_pool_get(r->app->redis);
-  char hkey[256], ckey[256], dkey[256];
-  dg_webhook_key(r->app, NULL, NULL, hkey, sizeof hkey);
-  dg_webhook_key(r->app, id, "cursor", ckey, sizeof ckey);
-  dg_webhook_key(r->app, id, "deliveries", dkey, sizeof dkey);
-  const char *a[] = {"HDEL", hkey, id};
-  redisReply *rep = run_or_problem(r, c, 3, a);
-  if (rep != NULL) {
-    int gone = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-    freeReplyObject(rep);
-    if (!gone) {
-      dg_problem(r, 404, NULL, "no such webhook");
-    } else {
-      const char *d[] = {"DEL", ckey, dkey};
-      if ((rep = run_or_problem(r, c, 3, d)) != NULL) {
-        freeReplyObject(rep);
-        dg_audit(r, "webhook.delete", "webhook %s", id);
-        dg_reply_empty(r, 204);
-      }
-    }
+  int rc = dg_service_webhook_delete(r->app, id);
+  if (rc != 0) {
+    fail_problem(r, rc);
+    return 0;
   }
-  dg_redis_pool_put(r->app->redis, c);
+  dg_audit(r, "webhook.delete", "webhook %s", id);
+  dg_reply_empty(r, 204);
   return 0;
+}
+
+static void delivery_add(void *arg, const char *text, size_t len) {
+  json_t *d = json_loadb(text, len, 0, NULL);
+  if (json_is_object(d)) json_array_append_new(arg, d);
+  else json_decref(d);
 }
 
 static int hooks_deliveries(dg_req_t *r) {
   const char *id = r->params[0];
   if (id_ok_or_problem(r, id) != 0) return 0;
-  dg_redis_t *c = dg_redis_pool_get(r->app->redis);
-  char hkey[256], dkey[256], last[16];
-  dg_webhook_key(r->app, NULL, NULL, hkey, sizeof hkey);
-  dg_webhook_key(r->app, id, "deliveries", dkey, sizeof dkey);
-  snprintf(last, sizeof last, "%d", DG_WEBHOOK_KEEP - 1);
-  const char *e[] = {"HEXISTS", hkey, id};
-  redisReply *rep = run_or_problem(r, c, 3, e);
-  if (rep == NULL) goto out;
-  int exists = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-  freeReplyObject(rep);
-  if (!exists) {
-    dg_problem(r, 404, NULL, "no such webhook");
-    goto out;
-  }
-  const char *l[] = {"LRANGE", dkey, "0", last};
-  if ((rep = run_or_problem(r, c, 4, l)) == NULL) goto out;
   json_t *arr = json_array();
-  for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
-    const redisReply *v = rep->element[i];
-    json_t *d = v->type == REDIS_REPLY_STRING ? json_loadb(v->str, v->len, 0, NULL) : NULL;
-    if (json_is_object(d)) json_array_append_new(arr, d);
-    else json_decref(d);
+  int rc = dg_service_webhook_deliveries(r->app, id, delivery_add, arr);
+  if (rc != 0) {
+    json_decref(arr);
+    fail_problem(r, rc);
+    return 0;
   }
-  freeReplyObject(rep);
   dg_reply_json(r, 200, json_pack("{s:s,s:o}", "id", id, "deliveries", arr));
-out:
-  dg_redis_pool_put(r->app->redis, c);
   return 0;
 }
 

@@ -11,7 +11,6 @@
  * column's scale ("1000.00"), so nothing on the way to the manager is a
  * double. The API never writes DuckDB: the manager does.
  */
-#include <duckdb.h>
 #include <inttypes.h>
 #include <math.h>
 #include <openssl/rand.h>
@@ -24,7 +23,6 @@
 #include "dg/common.h"
 #include "dg/entry_mac.h"
 #include "dg/decimal.h"
-#include "dg/dgsql.h"
 #include "dg/http.h"
 #include "dg/idset.h"
 #include "dg/jsonw.h"
@@ -33,7 +31,6 @@
 #include "dg/progress.h"
 #include "dg/redis.h"
 #include "dg/service.h"
-#include "dg/views.h"
 #include "dg/waiters.h"
 
 /* A request_id is an opaque client token; 128 bytes hold any UUID or ULID
@@ -980,12 +977,11 @@ static int create_view(dg_req_t *r) {
   }
   if (name_taken_or_problem(r, name)) return 0;
   char err[512];
-  duckdb_connection c = dg_db_conn(r->app->db);
-  if (c == NULL) {
+  int rc = dg_service_view_check(r->app, sql, err, sizeof err);
+  if (rc == DG_EUNAVAIL) {
     dg_problem(r, 503, NULL, "the database is unavailable");
     return 0;
   }
-  int rc = dg_view_sql_check(c, sql, err, sizeof err);
   if (rc == DG_EINVAL) {
     dg_problem(r, 400, NULL, "%s", err);
     return 0;
@@ -1034,7 +1030,9 @@ static int delete_view(dg_req_t *r) {
  * records with each other was O(k^2): 19 s for the 10,000 roll-ups of a
  * root above a 10,000-row insert). A chain that comes back to its start
  * leaves nothing over: the first old and the last new, which are equal. */
-static void net_change(duckdb_result *res, idx_t from, idx_t to, idx_t *old_at, idx_t *new_at) {
+static int text_eq(const char *a, const char *b) { return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0); }
+
+static void net_change(const dg_revert_rec_t *rec, size_t from, size_t to, size_t *old_at, size_t *new_at) {
   *old_at = from;
   *new_at = to - 1;
   if (to - from == 1) return;
@@ -1042,10 +1040,9 @@ static void net_change(duckdb_result *res, idx_t from, idx_t to, idx_t *old_at, 
   int64_t nulls = 0;             /* the same for null */
   int found_old = 0, found_new = 0;
   for (int pass = 0; pass < 2; pass++) {
-    for (idx_t i = from; i < to; i++) {
+    for (size_t i = from; i < to; i++) {
       for (int side = 0; side < 2; side++) { /* 0: old, 1: new */
-        idx_t col = side == 0 ? 3 : 4;
-        char *v = duckdb_value_is_null(res, col, i) ? NULL : duckdb_value_varchar(res, col, i);
+        const char *v = side == 0 ? rec[i].old_text : rec[i].new_text;
         if (pass == 0) {
           int64_t d = side == 0 ? 1 : -1;
           if (v == NULL) {
@@ -1065,7 +1062,6 @@ static void net_change(duckdb_result *res, idx_t from, idx_t to, idx_t *old_at, 
             found_new = 1;
           }
         }
-        duckdb_free(v);
       }
     }
   }
@@ -1074,26 +1070,15 @@ static void net_change(duckdb_result *res, idx_t from, idx_t to, idx_t *old_at, 
   /* Nothing over: the cell ends as it began; the first record's old and a
    * record whose new is that same value. */
   *old_at = from;
-  char *o = duckdb_value_is_null(res, 3, from) ? NULL : duckdb_value_varchar(res, 3, from);
-  for (idx_t i = from; i < to; i++) {
-    char *n = duckdb_value_is_null(res, 4, i) ? NULL : duckdb_value_varchar(res, 4, i);
-    int same = (o == NULL && n == NULL) || (o && n && strcmp(o, n) == 0);
-    duckdb_free(n);
-    if (same) {
+  for (size_t i = from; i < to; i++) {
+    if (text_eq(rec[from].old_text, rec[i].new_text)) {
       *new_at = i;
       break;
     }
   }
-  duckdb_free(o);
 }
 
-static json_t *value_at(duckdb_result *res, idx_t col, idx_t row) {
-  if (duckdb_value_is_null(res, col, row)) return json_null();
-  char *v = duckdb_value_varchar(res, col, row);
-  json_t *j = json_string(v ? v : "");
-  duckdb_free(v);
-  return j;
-}
+static json_t *value_of(const char *v) { return v ? json_string(v) : json_null(); }
 
 /* A move's row record text: "root" or "parent <id>" (apply.c collect). */
 static int parent_text(const char *s, json_t **out) {
@@ -1112,50 +1097,30 @@ static void row_key(char *k, size_t cap, const char *table, int64_t row) {
   snprintf(k, cap, "%s/%" PRId64, table, row);
 }
 
-/* The rows update (ms, seq) deleted, as recorded just before (dg.row_images,
- * migration 9): a map "table/row" -> undo entry, and the entries in an order
- * that puts every parent before its children (depth within the deleted set,
- * then the order they were recorded in). */
-static int read_images(duckdb_connection c, dg_redis_xid_t x, json_t *list, json_t *by_key) {
-  duckdb_prepared_statement st = NULL;
-  duckdb_result res;
-  memset(&res, 0, sizeof res);
-  int rc = -1;
-  if (duckdb_prepare(c, dg_sql_revert_images, &st) == DuckDBError) {
-    dg_log_error("revert: preparing the row images read failed: %s", duckdb_prepare_error(st));
-    goto out;
-  }
-  duckdb_bind_int64(st, 1, (int64_t)x.ms);
-  duckdb_bind_int64(st, 2, (int64_t)x.seq);
-  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
-    dg_log_error("revert: reading the row images failed: %s", duckdb_result_error(&res));
-    goto out;
-  }
-  for (idx_t i = 0; i < duckdb_row_count(&res); i++) {
-    char *tn = duckdb_value_varchar(&res, 0, i), *cells = duckdb_value_varchar(&res, 3, i);
-    int64_t row = duckdb_value_int64(&res, 1, i);
-    json_t *cj = cells ? json_loads(cells, JSON_REJECT_DUPLICATES, NULL) : NULL;
-    if (tn && json_is_object(cj)) {
-      json_t *u = json_pack("{s:s,s:s,s:I,s:o,s:o}", "undo", "delete", "table", tn, "row_id", (json_int_t)row,
-                            "parent_id",
-                            duckdb_value_is_null(&res, 2, i) ? json_null()
-                                                             : json_integer(duckdb_value_int64(&res, 2, i)),
-                            "cells", cj);
+/* The rows update x deleted, as recorded just before (dg.row_images,
+ * migration 9; dg_service_revert_images): a map "table/row" -> undo entry,
+ * and the entries in an order that puts every parent before its children
+ * (depth within the deleted set, then the order they were recorded in). */
+static int read_images(dg_app_t *app, dg_redis_xid_t x, json_t *list, json_t *by_key) {
+  dg_revert_image_t *img;
+  size_t n;
+  if (dg_service_revert_images(app, x, &img, &n) != 0) return -1;
+  for (size_t i = 0; i < n; i++) {
+    json_t *cj = img[i].cells ? json_loads(img[i].cells, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    if (img[i].table && json_is_object(cj)) {
+      json_t *u = json_pack("{s:s,s:s,s:I,s:o,s:o}", "undo", "delete", "table", img[i].table, "row_id",
+                            (json_int_t)img[i].row, "parent_id",
+                            img[i].has_parent ? json_integer(img[i].parent) : json_null(), "cells", cj);
       char k[160];
-      row_key(k, sizeof k, tn, row);
+      row_key(k, sizeof k, img[i].table, img[i].row);
       json_object_set(by_key, k, u);
       json_array_append_new(list, u);
     } else {
       json_decref(cj);
     }
-    duckdb_free(tn);
-    duckdb_free(cells);
   }
-  rc = 0;
-out:
-  duckdb_destroy_result(&res);
-  duckdb_destroy_prepare(&st);
-  return rc;
+  dg_service_revert_images_free(img, n);
+  return 0;
 }
 
 /* Whether update x can be reverted by the compact form (op_revert_compact
@@ -1247,35 +1212,26 @@ static int revert_update(dg_req_t *r) {
     return 0;
   }
   if (dg_read_consistent_or_problem(r) != 0) return 0;
-  duckdb_connection c = dg_db_conn(r->app->db);
-  if (c == NULL) {
+  dg_revert_rec_t *rec = NULL;
+  size_t n = 0;
+  int rrc = dg_service_revert_read(r->app, x, MAX_REVERT_CELLS, &rec, &n);
+  if (rrc == DG_EUNAVAIL) {
     dg_problem(r, 503, NULL, "the database is unavailable");
     return 0;
   }
-  duckdb_prepared_statement st = NULL;
-  json_t *cells = NULL, *rows = NULL, *deleted = NULL, *images = NULL, *inserted = NULL;
-  if (duckdb_prepare(c, dg_sql_revert_cells, &st) == DuckDBError) {
-    dg_log_error("revert: preparing the audit read failed: %s", duckdb_prepare_error(st));
-    duckdb_destroy_prepare(&st);
+  if (rrc != 0 && rrc != DG_ETOOBIG) {
     dg_problem(r, 500, NULL, "reading the audit log failed");
     return 0;
   }
-  duckdb_bind_int64(st, 1, (int64_t)x.ms);
-  duckdb_bind_int64(st, 2, (int64_t)x.seq);
-  duckdb_result res;
-  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
-    dg_log_error("revert: reading the audit log failed: %s", duckdb_result_error(&res));
-    dg_problem(r, 500, NULL, "reading the audit log failed");
-    goto out;
-  }
-  idx_t n = duckdb_row_count(&res);
+  json_t *cells = NULL, *rows = NULL, *deleted = NULL, *images = NULL, *inserted = NULL;
   if (n == 0) {
     dg_problem(r, 404, NULL, "update %s changed no cells (or does not exist, or was rejected)", uid);
     goto out;
   }
-  if (n > MAX_REVERT_CELLS) {
+  if (rrc == DG_ETOOBIG) {
     dg_problem(r, 400, NULL, "update %s changed %llu cells, more than a revert takes (%d)", uid,
                (unsigned long long)n, MAX_REVERT_CELLS);
+    n = 0; /* nothing was read */
     goto out;
   }
   cells = json_array();
@@ -1286,20 +1242,16 @@ static int revert_update(dg_req_t *r) {
   int images_read = 0;
   char *only_table = NULL;
   int one_table = 1;
-  for (idx_t i = 0; i < n;) {
-    char *tn = duckdb_value_varchar(&res, 0, i), *cn = duckdb_value_varchar(&res, 2, i);
-    int64_t row = duckdb_value_int64(&res, 1, i);
-    idx_t j = i + 1;
+  for (size_t i = 0; i < n;) {
+    const char *tn = rec[i].table, *cn = rec[i].column;
+    int64_t row = rec[i].row;
+    size_t j = i + 1;
     for (; j < n; j++) {
-      char *tj = duckdb_value_varchar(&res, 0, j), *cj = duckdb_value_varchar(&res, 2, j);
-      int same = duckdb_value_int64(&res, 1, j) == row && tj && tn && strcmp(tj, tn) == 0 &&
-                 ((cj == NULL && cn == NULL) || (cj && cn && strcmp(cj, cn) == 0));
-      duckdb_free(tj);
-      duckdb_free(cj);
+      int same = rec[j].row == row && rec[j].table && tn && strcmp(rec[j].table, tn) == 0 &&
+                 text_eq(rec[j].column, cn);
       if (!same) break;
     }
-    char *type = duckdb_value_varchar(&res, 6, i);
-    char *ot = duckdb_value_varchar(&res, 3, i), *nt = duckdb_value_varchar(&res, 4, i);
+    const char *type = rec[i].type, *ot = rec[i].old_text, *nt = rec[i].new_text;
     int is_row = cn == NULL;
     int is_hold = !is_row && type && strcmp(type, "number") == 0 &&
                   ((ot && (strcmp(ot, "free") == 0 || strcmp(ot, "held") == 0)) ||
@@ -1320,7 +1272,7 @@ static int revert_update(dg_req_t *r) {
       why = "changed one row twice (inserted and deleted, or moved twice); it cannot be reverted";
     } else if (is_row && ot && strcmp(ot, "deleted") == 0) {
       if (!images_read) {
-        if (read_images(c, x, deleted, images) != 0) {
+        if (read_images(r->app, x, deleted, images) != 0) {
           dg_problem(r, 500, NULL, "reading the audit log failed");
           goto next_fail;
         }
@@ -1339,8 +1291,8 @@ static int revert_update(dg_req_t *r) {
     } else if (is_row && nt && strcmp(nt, "inserted") == 0) {
       json_t *u = json_pack("{s:s,s:s,s:I,s:o}", "undo", "insert", "table", tn, "row_id", (json_int_t)row,
                             "expected", json_object());
-      if (!duckdb_value_is_null(&res, 7, i)) {
-        int64_t p = duckdb_value_int64(&res, 7, i);
+      if (rec[i].has_new_num) {
+        int64_t p = rec[i].new_num;
         json_object_set_new(u, "parent_id", p == INT64_MIN ? json_null() : json_integer(p));
       }
       json_object_set(inserted, key, u);
@@ -1356,16 +1308,16 @@ static int revert_update(dg_req_t *r) {
                                               (json_int_t)row, "parent_id", from, "expected_parent", to));
       }
     } else {
-      idx_t oa, na;
-      net_change(&res, i, j, &oa, &na);
+      size_t oa, na;
+      net_change(rec, i, j, &oa, &na);
       json_t *ins = json_object_get(inserted, key);
       if (ins) {
         /* A cell of a row the update inserted: what the row must still hold. */
-        json_object_set_new(json_object_get(ins, "expected"), cn, value_at(&res, 4, na));
+        json_object_set_new(json_object_get(ins, "expected"), cn, value_of(rec[na].new_text));
       } else if (json_object_get(images, key) == NULL) {
         json_array_append_new(cells, json_pack("{s:s,s:I,s:s,s:o,s:o}", "table", tn, "row_id", (json_int_t)row,
-                                               "column", cn, "expected", value_at(&res, 4, na), "value",
-                                               value_at(&res, 3, oa)));
+                                               "column", cn, "expected", value_of(rec[na].new_text), "value",
+                                               value_of(rec[oa].old_text)));
       }
     }
     if (why) {
@@ -1376,19 +1328,9 @@ static int revert_update(dg_req_t *r) {
       if (only_table == NULL) only_table = dg_strdup(tn);
       else if (strcmp(only_table, tn) != 0) one_table = 0;
     }
-    duckdb_free(tn);
-    duckdb_free(cn);
-    duckdb_free(type);
-    duckdb_free(ot);
-    duckdb_free(nt);
     i = j;
     continue;
   next_fail:
-    duckdb_free(tn);
-    duckdb_free(cn);
-    duckdb_free(type);
-    duckdb_free(ot);
-    duckdb_free(nt);
     dg_free(only_table);
     goto out;
   }
@@ -1412,8 +1354,7 @@ out:
   json_decref(deleted);
   json_decref(images);
   json_decref(inserted);
-  duckdb_destroy_result(&res);
-  duckdb_destroy_prepare(&st);
+  dg_service_revert_free(rec, n);
   return 0;
 }
 
