@@ -47,7 +47,7 @@ LIB_SRCS=(
   src/engine/changes.c src/engine/engine.c src/engine/journal.c src/engine/lr.c
   src/engine/table.c
   src/stream/redis_url.c src/stream/redis_xstream.c src/stream/entry_mac.c
-  src/catalog/catalog.c
+  src/catalog/catalog.c src/store/dgsql.c
 )
 DUCKDB=third_party/duckdb
 CFLAGS=(-std=gnu11 -g -O1 -D_GNU_SOURCE -DDG_VERSION='"fuzz"' -DDG_ENGINE_CHECK

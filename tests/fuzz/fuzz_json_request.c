@@ -28,6 +28,7 @@
  */
 #include "../../src/http/write.c"
 #include "../../src/service/submit.c"
+#include "../../src/service/revert.c"
 
 #include <stdlib.h>
 
