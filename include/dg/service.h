@@ -62,6 +62,15 @@ int dg_service_first_update(dg_app_t *app, const char *caller, const char *reque
 char *dg_service_outcome(dg_app_t *app, const char *uid, size_t *len);
 
 /**
+ * 1 when this process has not seen update x's outcome yet: the hub's ring
+ * covers the stream up to just before x and holds nothing after it. The
+ * manager moves the published mark before its XADDs, so an outcome this
+ * process applied can be at or below the mark and still on its way to the
+ * ring and to Redis for a moment; its waiters are then woken by it.
+ */
+int dg_service_outcome_unseen(dg_app_t *app, dg_redis_xid_t x);
+
+/**
  * Checks a view's SQL on this thread's DuckDB connection (views.h,
  * dg_view_sql_check): 0 accepted; DG_EINVAL not a view a client may create
  * (why in err); DG_EUNAVAIL the database is unavailable (err untouched);

@@ -313,9 +313,13 @@ static int replay_known(dg_req_t *r, const char *rid, reply_kind_t kind) {
   size_t len = 0;
   char *prior = dg_service_outcome(app, uid, &len);
   if (prior == NULL && from_manager) {
+    /* Applied here and not yet published, or being published: the mark
+     * moves before the XADDs, so an outcome at or below it may not have
+     * reached the ring or Redis yet (dg_service_outcome_unseen). */
     dg_redis_xid_t x, published;
     dg_progress_get(app->progress, &published, NULL);
-    if (dg_redis_xid_parse(uid, strlen(uid), &x) == 0 && dg_redis_xid_cmp(x, published) > 0)
+    if (dg_redis_xid_parse(uid, strlen(uid), &x) == 0 &&
+        (dg_redis_xid_cmp(x, published) > 0 || dg_service_outcome_unseen(app, x)))
       return REPLAY_IN_FLIGHT;
   }
   if (is_async(r) || prior == NULL) {

@@ -568,6 +568,14 @@ static int publish(dg_manager_t *m) {
     if (!m->reqs[i].duplicate && m->reqs[i].res != NULL) sent++;
   }
   if (sent == 0) return 0;
+  /* Test hook, honoured only with DUCKGRID_TEST_HOOKS=1: the manager pauses
+   * here, the mark moved and the outcomes not yet in Redis nor in the ring
+   * (tests/api/test_writebehind.py::test_retry_while_its_first_outcome_is_being_published). */
+  static long prepause_ms = -1; /* only the manager thread publishes */
+  if (prepause_ms < 0)
+    prepause_ms = env_long("DUCKGRID_TEST_HOOKS", 0, 0, 1) == 1
+                      ? env_long("DUCKGRID_TEST_PREPUBLISH_PAUSE_MS", 0, 0, 10000) : 0;
+  if (prepause_ms > 0) usleep((useconds_t)prepause_ms * 1000);
   size_t argc = 7 + 3 * sent; /* EVAL script 2 lease res_stream | value maxlen (id res mac)* */
   const char **argv = dg_malloc(argc * sizeof *argv);
   size_t *lens = dg_malloc(argc * sizeof *lens);

@@ -91,6 +91,16 @@ int dg_service_first_update(dg_app_t *app, const char *caller, const char *reque
   return found;
 }
 
+int dg_service_outcome_unseen(dg_app_t *app, dg_redis_xid_t x) {
+  if (x.ms == 0) return 0;
+  dg_redis_xid_t before = x.seq > 0 ? (dg_redis_xid_t){x.ms, x.seq - 1} : (dg_redis_xid_t){x.ms - 1, UINT64_MAX};
+  const dg_event_t *ev[1];
+  dg_ring_read_t rd = {.cursor = before, .limit = 1, .scan_max = 1, .any_entry = 1, .out = ev};
+  int rc = dg_ring_read(app->hub, &rd, NULL);
+  dg_ring_release(ev, rd.matched);
+  return rc == DG_RING_COVERED && rd.scanned == 0;
+}
+
 char *dg_service_outcome(dg_app_t *app, const char *uid, size_t *len) {
   dg_redis_xid_t x;
   if (dg_redis_xid_parse(uid, strlen(uid), &x) != 0) return NULL;

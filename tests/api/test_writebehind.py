@@ -209,6 +209,22 @@ def test_read_after_write_while_the_manager_is_paused(make_server):
     assert v.status_code == 200, v.text
 
 
+def test_retry_while_its_first_outcome_is_being_published(make_server):
+    """A sync retry of an async write whose outcome the manager is
+    publishing (the published mark moved, the XADD not yet done: a test hook
+    pauses there) gets the first request's outcome, not a bare "duplicate"
+    (CI once answered "duplicate" in test_same_request_id_async_then_sync)."""
+    s = make_server(env={"DUCKGRID_TEST_HOOKS": "1", "DUCKGRID_TEST_PREPUBLISH_PAUSE_MS": "400"}).start()
+    _tree(s)
+    body = {"table": "wb", "row_id": 101, "column": "name", "value": "first", "request_id": "wb-prepub-1"}
+    a = s.post("/update_cell?async=true", body)
+    assert a.status_code == 202, a.text
+    time.sleep(0.15)  # the manager has applied it and sits in the pause
+    r = s.post("/update_cell", body)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "applied" and r.json()["stream_id"] == a.json()["stream_id"], r.text
+
+
 def test_read_after_async_write_while_the_manager_is_slow(make_server):
     """An async write answered 202 is in the next read on the node that
     answered it, though the manager (a test hook) takes new requests only
