@@ -86,24 +86,17 @@ static int count_rows(duckdb_connection c, const char *table, int64_t *out, char
   }
   char sql[DG_NAME_MAX + 64];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM main.\"%s\"", table);
-  duckdb_prepared_statement st;
   duckdb_result res;
   int rc = DG_EIO;
-  if (duckdb_prepare(c, sql, &st) == DuckDBError) {
-    snprintf(err, errcap, "%s", duckdb_prepare_error(st));
-    duckdb_destroy_prepare(&st);
-    return rc;
-  }
-  if (duckdb_execute_prepared(st, &res) == DuckDBError) {
-    snprintf(err, errcap, "%s", duckdb_result_error(&res));
-  } else if (duckdb_row_count(&res) == 1) {
-    *out = duckdb_value_int64(&res, 0, 0);
-    rc = 0;
-  } else {
-    snprintf(err, errcap, "count(*) gave no row");
+  if (dg_db_query_one(c, sql, &res, err, errcap) == DuckDBSuccess) { /* else err says why */
+    if (duckdb_row_count(&res) == 1) {
+      *out = duckdb_value_int64(&res, 0, 0);
+      rc = 0;
+    } else {
+      snprintf(err, errcap, "count(*) gave no row");
+    }
   }
   duckdb_destroy_result(&res);
-  duckdb_destroy_prepare(&st);
   return rc;
 }
 

@@ -91,9 +91,14 @@ int dg_service_first_update(dg_app_t *app, const char *caller, const char *reque
   return found;
 }
 
+/* The id just before x in stream order (x.ms > 0). */
+static dg_redis_xid_t xid_before(dg_redis_xid_t x) {
+  return x.seq > 0 ? (dg_redis_xid_t){x.ms, x.seq - 1} : (dg_redis_xid_t){x.ms - 1, UINT64_MAX};
+}
+
 int dg_service_outcome_unseen(dg_app_t *app, dg_redis_xid_t x) {
   if (x.ms == 0) return 0;
-  dg_redis_xid_t before = x.seq > 0 ? (dg_redis_xid_t){x.ms, x.seq - 1} : (dg_redis_xid_t){x.ms - 1, UINT64_MAX};
+  dg_redis_xid_t before = xid_before(x);
   const dg_event_t *ev[1];
   dg_ring_read_t rd = {.cursor = before, .limit = 1, .scan_max = 1, .any_entry = 1, .out = ev};
   int rc = dg_ring_read(app->hub, &rd, NULL);
@@ -104,7 +109,7 @@ int dg_service_outcome_unseen(dg_app_t *app, dg_redis_xid_t x) {
 char *dg_service_outcome(dg_app_t *app, const char *uid, size_t *len) {
   dg_redis_xid_t x;
   if (dg_redis_xid_parse(uid, strlen(uid), &x) != 0) return NULL;
-  dg_redis_xid_t before = x.seq > 0 ? (dg_redis_xid_t){x.ms, x.seq - 1} : (dg_redis_xid_t){x.ms - 1, UINT64_MAX};
+  dg_redis_xid_t before = xid_before(x);
   const dg_event_t *ev[1];
   dg_ring_read_t rd = {.cursor = before, .limit = 1, .scan_max = 1, .any_entry = 1, .out = ev};
   char *res = NULL;
