@@ -25,6 +25,10 @@ quicker run for the restore figure, e.g. --fanout 10,100,100 --count 100000);
 --restore-runs repeats the restore N times (a new file each time);
 --perf FILE runs the first restore under `perf record -g -o FILE`;
 --idle-snapshots K takes K snapshots of the idle server (each one's figures).
+Environment: PERF_ARGS replaces `-g` in the --perf record (e.g. "--call-graph
+dwarf"); RESTORE_WRAP="cmd args" runs the first restore under a wrapper
+(strace, perf stat, env ...); RESTORE_ALT_ENV=K=V sets K=V for every other
+restore (an A/B on one data set; each run says "alt_env").
 Prints one JSON object.
 """
 import argparse
@@ -173,17 +177,24 @@ def main():
             target = os.path.join(wd.path, f"restored{i}.duckdb")
             cmd = [os.path.join(build, "duckgrid"), "restore", "--snapshot", m["id"], "--db", target]
             if a.perf and i == 0:
-                cmd = ["perf", "record", "-g", "-o", a.perf, "--"] + cmd
+                cmd = ["perf", "record", *os.environ.get("PERF_ARGS", "-g").split(), "-o", a.perf, "--"] + cmd
+            elif os.environ.get("RESTORE_WRAP") and i == 0:
+                cmd = os.environ["RESTORE_WRAP"].split() + cmd
+            env = dict(srv.env)
+            alt = os.environ.get("RESTORE_ALT_ENV")  # K=V set on every other run: an A/B on one data set
+            if alt and i % 2 == 1:
+                env[alt.split("=", 1)[0]] = alt.split("=", 1)[1]
             t0 = time.monotonic()
-            p = subprocess.run(cmd, env=srv.env, capture_output=True, text=True, timeout=1800)
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
             if p.returncode != 0:
                 raise RuntimeError(p.stderr[-2000:])
             rr = json.loads(p.stdout.strip().split("\n")[-1])
-            runs.append({"replayed": rr["replayed"], "replay_s": round(rr["seconds"], 2),
+            runs.append({"alt_env": bool(alt and i % 2 == 1), "replayed": rr["replayed"], "replay_s": round(rr["seconds"], 2),
                          "format": rr.get("snapshot_format", 1), "open_s": rr.get("open_s"),
                          "rebuild_s": rr.get("rebuild_s"), "load1": round(os.getloadavg()[0], 2),
                          "replay_rps": round(rr["replayed"] / max(1e-9, rr["seconds"])),
-                         "total_s": round(time.monotonic() - t0, 1)})
+                         "total_s": round(time.monotonic() - t0, 1),
+                         "profile": {k: round(v, 3) for k, v in rr.get("profile", {}).items()}})
             for f in (target, target + ".pepper"):
                 if i + 1 < a.restore_runs and os.path.exists(f):
                     os.unlink(f)

@@ -287,6 +287,7 @@ static void put_dec(dg_buf_t *b, int64_t v, int scale) {
  * lists none of them (a compact outcome, dg__mgr_apply) -- an import of a
  * million rows would write half a gigabyte of changes to throw away. */
 static int listed(const effects_t *e) {
+  if (e->m->outcomes_off) return 0;
   return e->m->outcome_changes_max == 0 || e->nchanges < e->m->outcome_changes_max;
 }
 
@@ -1700,8 +1701,8 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   uint32_t ri = (uint32_t)(m->npend + (size_t)(req - m->reqs));
   dg_redis_xid_t sxid = {0, 0};
   dg_redis_xid_parse(req->stream_id, strlen(req->stream_id), &sxid);
-  char ts[64];
-  dg__mgr_time_iso(sxid.ms, ts, sizeof ts);
+  char ts[64] = "";
+  if (!m->outcomes_off) dg__mgr_time_iso(sxid.ms, ts, sizeof ts);
   json_error_t jerr;
   json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
   const char *op = o ? json_string_value(json_object_get(o, "op")) : NULL;
@@ -1985,8 +1986,10 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     }
   }
   dg_jsonw_end(&w);
-  req->res = dg_strndup(m->json.data, m->json.len);
-  req->res_len = m->json.len;
+  if (!m->outcomes_off) {
+    req->res = dg_strndup(m->json.data, m->json.len);
+    req->res_len = m->json.len;
+  }
   dg_buf_dispose(&extra);
   dg_buf_dispose(&chg);
   json_decref(e.inserted);
