@@ -19,12 +19,14 @@ is shared.
 
     python3 bench/snapshot.py [--build build] [--fanout 10,1000,1000] [--count 200000] [--rate 2000]
                               [--skip-writes] [--restore-runs N] [--perf FILE]
-                              [--idle-snapshots K]
+                              [--idle-snapshots K] [--from-archive]
 --skip-writes leaves out step 2 (the writes with and without a snapshot: a
 quicker run for the restore figure, e.g. --fanout 10,100,100 --count 100000);
 --restore-runs repeats the restore N times (a new file each time);
 --perf FILE runs the first restore under `perf record -g -o FILE`;
---idle-snapshots K takes K snapshots of the idle server (each one's figures).
+--idle-snapshots K takes K snapshots of the idle server (each one's figures);
+--from-archive empties request_duck before the restores, which then read
+every entry from the archive's segments.
 Environment: PERF_ARGS replaces `-g` in the --perf record (e.g. "--call-graph
 dwarf"); RESTORE_WRAP="cmd args" runs the first restore under a wrapper
 (strace, perf stat, env ...); RESTORE_ALT_ENV=K=V sets K=V for every other
@@ -97,6 +99,7 @@ def main():
     ap.add_argument("--restore-runs", type=int, default=1)
     ap.add_argument("--perf", default=None)
     ap.add_argument("--idle-snapshots", type=int, default=1)
+    ap.add_argument("--from-archive", action="store_true")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     fanout = [int(x) for x in a.fanout.split(",")]
@@ -172,6 +175,8 @@ def main():
                           "write_s": round(w_ms / 1000, 2), "entries_per_s": round(n_arch / max(1e-3, w_ms / 1000)),
                           "bytes_per_entry": round(sum(m["bytes"] for m in ss) / max(1, n_arch), 1)}
         srv.stop()
+        if a.from_archive:  # Redis lost the entries: restore reads them from the archive's segments
+            redis.cli("XTRIM", "request_duck", "MAXLEN", "0")
         runs = []
         for i in range(a.restore_runs):
             target = os.path.join(wd.path, f"restored{i}.duckdb")
@@ -187,7 +192,7 @@ def main():
             t0 = time.monotonic()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
             if p.returncode != 0:
-                raise RuntimeError(p.stderr[-2000:])
+                raise RuntimeError(p.stderr[-4000:])
             rr = json.loads(p.stdout.strip().split("\n")[-1])
             runs.append({"alt_env": bool(alt and i % 2 == 1), "replayed": rr["replayed"], "replay_s": round(rr["seconds"], 2),
                          "format": rr.get("snapshot_format", 1), "open_s": rr.get("open_s"),

@@ -173,48 +173,12 @@ static int archive_plan(const char *dir, dg_redis_xid_t from, dg_redis_xid_t unt
   return 0;
 }
 
-typedef struct {
-  dg_app_t *app;
-  dg_replay_t *rp;
-  dg_redis_xid_t until;
-  dg_redis_xid_t *at;
-  dg_redis_xid_t from, last;
-  int64_t t0;
-  int64_t *shown;
-  int64_t *us_mac;
-  int failed;
-  char err[512];
-} replay_arg_t;
-
 static void progress(size_t n, dg_redis_xid_t at, dg_redis_xid_t first, dg_redis_xid_t last, int64_t t0, int done);
-
-/* One archived entry: applied when it is after what is applied and not
- * after --until; 1 ends the segment early (past --until). */
-static int replay_one(void *arg, const dg_redis_xentry_t *x) {
-  replay_arg_t *ra = arg;
-  dg_redis_xid_t id;
-  if (dg_redis_xid_parse(x->id.ptr, x->id.len, &id) != 0) return 0;
-  if (dg_redis_xid_cmp(id, *ra->at) <= 0) return 0;
-  if (dg_redis_xid_cmp(id, ra->until) > 0) return 1;
-  dg_redis_str_t v;
-  int64_t tm = dg_mono_us();
-  int has = dg_entry_open_req(ra->app, x, &v) == 0;
-  *ra->us_mac += dg_mono_us() - tm;
-  if (dg_replay_apply(ra->rp, x->id.ptr, x->id.len, has ? v.ptr : NULL, has ? v.len : 0, ra->err, sizeof ra->err) != 0) {
-    ra->failed = 1;
-    return DG_EIO;
-  }
-  *ra->at = id;
-  if (dg_mono_us() - *ra->shown >= 500 * 1000) {
-    progress(dg_replay_count(ra->rp), id, ra->from, ra->last, ra->t0, 0);
-    *ra->shown = dg_mono_us();
-  }
-  return 0;
-}
 
 /* ---- reading request_duck ahead ------------------------------------------------- */
 
-/* One XRANGE page, its entries checked (the MAC), borrowing from rep. */
+/* One page of entries, checked (the MAC): an XRANGE page borrowing from
+ * rep, or archived entries copied into own. */
 typedef struct {
   dg_redis_str_t id, req;
   int has;               /* 0: no payload or deleted (applied as "{}")  */
@@ -222,17 +186,29 @@ typedef struct {
 
 typedef struct rpage_s {
   redisReply *rep;
+  char *own;             /* an archive page's ids and requests          */
   rentry_t *e;
   size_t n;
   struct rpage_s *next;
 } rpage_t;
 
-#define AHEAD 2 /* pages read and checked before the applier takes them */
+#define AHEAD 2           /* pages read and checked before the applier takes them */
+#define ARCHIVE_PAGE 4096 /* archived entries a page                              */
 
+/* The reader thread: the archive's segments first (when Redis no longer
+ * holds everything after the snapshot), then request_duck after them, so
+ * that reading, the segments' SHA-256 and the MACs run beside the apply. */
 typedef struct {
   dg_redis_t *redis;     /* the reader's alone while it runs          */
   dg_app_t *app;
   const char *stream;
+  const char *adir;      /* the archive, and its segments to read     */
+  const dg_segment_t *segs;
+  size_t seg_a, seg_b;
+  dg_redis_xid_t until;  /* archived entries after it are not applied */
+  rpage_t *cur;          /* the archive page being filled             */
+  dg_buf_t cur_buf;      /* its bytes (rentry_t hold offsets until it is queued) */
+  int refused;           /* the archive failed (else Redis did)       */
   dg_redis_xid_t at, last; /* read after at, up to last                */
   pthread_mutex_t mu;    /* guards what follows                        */
   pthread_cond_t cv;
@@ -240,17 +216,120 @@ typedef struct {
   size_t queued;
   int done, stop, failed;
   char err[512];
-  int64_t us_read, us_mac;
+  int64_t us_read, us_mac, us_wait; /* us_wait: waiting for the applier      */
+  double cpu_s;          /* the reader thread's CPU                   */
 } reader_t;
+
+static double thread_cpu_s(void);
+static void *reader_run(reader_t *rd);
 
 static void rpage_free(rpage_t *pg) {
   freeReplyObject(pg->rep);
+  dg_free(pg->own);
   dg_free(pg->e);
   dg_free(pg);
 }
 
+/* Queues a page for the applier, waiting while AHEAD are queued; 1 when
+ * the applier asked the reader to stop (the page is then freed). */
+static int page_queue(reader_t *rd, rpage_t *pg) {
+  int64_t t0 = dg_mono_us();
+  pthread_mutex_lock(&rd->mu);
+  while (rd->queued >= AHEAD && !rd->stop) pthread_cond_wait(&rd->cv, &rd->mu);
+  rd->us_wait += dg_mono_us() - t0;
+  int stop = rd->stop;
+  if (!stop) {
+    if (rd->tail) rd->tail->next = pg;
+    else rd->head = pg;
+    rd->tail = pg;
+    rd->queued++;
+    pthread_cond_broadcast(&rd->cv);
+  }
+  pthread_mutex_unlock(&rd->mu);
+  if (stop) rpage_free(pg);
+  return stop;
+}
+
+/* Queues the archive page being filled, its offsets made pointers. */
+static int archive_page_queue(reader_t *rd) {
+  rpage_t *pg = rd->cur;
+  rd->cur = NULL;
+  if (pg == NULL) return 0;
+  pg->own = dg_buf_steal(&rd->cur_buf);
+  for (size_t i = 0; i < pg->n; i++) {
+    pg->e[i].id.ptr = pg->own + (uintptr_t)pg->e[i].id.ptr;
+    pg->e[i].req.ptr = pg->own + (uintptr_t)pg->e[i].req.ptr;
+  }
+  return page_queue(rd, pg);
+}
+
+/* One archived entry (dg_archive_read's callback): copied into the page
+ * when it is after what is read and not after --until; 1 ends the
+ * segment early (past --until), 2 stops the reading (asked to stop). */
+static int archive_entry(void *arg, const dg_redis_xentry_t *x) {
+  reader_t *rd = arg;
+  dg_redis_xid_t id;
+  if (dg_redis_xid_parse(x->id.ptr, x->id.len, &id) != 0) return 0;
+  if (dg_redis_xid_cmp(id, rd->at) <= 0) return 0;
+  if (dg_redis_xid_cmp(id, rd->until) > 0) return 1;
+  int64_t t0 = dg_mono_us();
+  dg_redis_str_t v;
+  int has = dg_entry_open_req(rd->app, x, &v) == 0;
+  rd->us_mac += dg_mono_us() - t0;
+  if (rd->cur == NULL) {
+    rd->cur = dg_calloc(1, sizeof *rd->cur);
+    rd->cur->e = dg_malloc(ARCHIVE_PAGE * sizeof *rd->cur->e);
+    dg_buf_init(&rd->cur_buf);
+  }
+  rentry_t *e = &rd->cur->e[rd->cur->n++];
+  e->id = (dg_redis_str_t){(const char *)(uintptr_t)rd->cur_buf.len, x->id.len};
+  dg_buf_append(&rd->cur_buf, x->id.ptr, x->id.len);
+  e->has = has;
+  e->req = (dg_redis_str_t){(const char *)(uintptr_t)rd->cur_buf.len, has ? v.len : 0};
+  if (has) dg_buf_append(&rd->cur_buf, v.ptr, v.len);
+  rd->at = id;
+  return rd->cur->n == ARCHIVE_PAGE && archive_page_queue(rd) ? 2 : 0;
+}
+
+/* The archive's segments, in order; 0 when the Redis part may follow. */
+static int read_archive(reader_t *rd) {
+  char err[512] = "";
+  int rc = 0;
+  int64_t t0 = dg_mono_us(), w0 = rd->us_wait, m0 = rd->us_mac;
+  for (size_t k = rd->seg_a; k < rd->seg_b && rc == 0; k++)
+    rc = dg_archive_read(rd->adir, &rd->segs[k], archive_entry, rd, err, sizeof err);
+  rd->us_read += dg_mono_us() - t0 - (rd->us_wait - w0) - (rd->us_mac - m0);
+  if (rc == 0 || rc == 1) rc = archive_page_queue(rd) ? 2 : 0; /* past --until: the rest is after it too */
+  if (rc != 0 && rc != 2) {
+    pthread_mutex_lock(&rd->mu);
+    rd->failed = rd->refused = 1;
+    snprintf(rd->err, sizeof rd->err, "%s", err);
+    pthread_mutex_unlock(&rd->mu);
+  }
+  if (rd->cur) {
+    rpage_free(rd->cur);
+    rd->cur = NULL;
+    dg_buf_dispose(&rd->cur_buf);
+  }
+  return rc;
+}
+
 static void *reader_main(void *arg) {
   reader_t *rd = arg;
+  double c0 = thread_cpu_s();
+  void *ret = reader_run(rd);
+  rd->cpu_s = thread_cpu_s() - c0;
+  return ret;
+}
+
+static void *reader_run(reader_t *rd) {
+  if ((rd->seg_a < rd->seg_b && read_archive(rd) != 0) || dg_redis_xid_cmp(rd->at, rd->last) >= 0) {
+    pthread_mutex_lock(&rd->mu);
+    rd->done = 1;
+    pthread_cond_broadcast(&rd->cv);
+    pthread_mutex_unlock(&rd->mu);
+    return NULL;
+  }
   char cursor[DG_REDIS_XID_BUFSZ + 1], endid[DG_REDIS_XID_BUFSZ], atbuf[DG_REDIS_XID_BUFSZ];
   dg_redis_xid_format(rd->last, endid, sizeof endid);
   dg_redis_xid_t at = rd->at;
@@ -537,33 +616,36 @@ int dg_cli_restore(int argc, char **argv) {
   if (seg_b > 0 && dg_redis_xid_cmp(segs[seg_b - 1].last, last) > 0)
     last = dg_redis_xid_cmp(segs[seg_b - 1].last, until) < 0 ? segs[seg_b - 1].last : until;
   int64_t t0 = dg_mono_us(), shown = 0, us_mac = 0, us_read = 0;
+  double reader_cpu_s = 0;
   /* CPU, beside the wall time: what the replay costs whatever else runs. */
   double cpu0 = process_cpu_s(), tcpu0 = thread_cpu_s();
   dg_redis_xid_t at = from;
   int failed = 0;
-  replay_arg_t ra = {&app, rp, until, &at, from, last, t0, &shown, &us_mac, 0, ""};
-  for (size_t k = seg_a; k < seg_b && !failed; k++) {
-    int rc2 = dg_archive_read(adir, &segs[k], replay_one, &ra, err, sizeof err);
-    if (rc2 != 0 && rc2 != 1) {
-      fprintf(stderr, "\nduckgrid restore: refused: %s\n", ra.failed ? ra.err : err);
-      failed = 1;
-    }
-  }
-  if (failed) goto done;
   {
-    /* Redis after the archive: a reader thread fetches and checks the
-     * pages ahead while this one applies. */
+    /* A reader thread reads the archive's segments (if the plan has any),
+     * then request_duck's pages after them, and checks them, ahead of this
+     * thread, which applies. */
     reader_t rd;
     memset(&rd, 0, sizeof rd);
     rd.redis = redis;
     rd.app = &app;
     rd.stream = req_stream;
+    rd.adir = adir;
+    rd.segs = segs;
+    rd.seg_a = seg_a;
+    rd.seg_b = seg_b;
+    rd.until = until;
     rd.at = at;
     rd.last = last;
     pthread_mutex_init(&rd.mu, NULL);
     pthread_cond_init(&rd.cv, NULL);
     pthread_t rth;
-    int started = dg_redis_xid_cmp(at, last) < 0 && pthread_create(&rth, NULL, reader_main, &rd) == 0;
+    int want = seg_a < seg_b || dg_redis_xid_cmp(at, last) < 0;
+    int started = want && pthread_create(&rth, NULL, reader_main, &rd) == 0;
+    if (want && !started) {
+      fprintf(stderr, "\nduckgrid restore: cannot start the reader thread\n");
+      failed = 1;
+    }
     if (!started) rd.done = 1;
     while (!failed) {
       pthread_mutex_lock(&rd.mu);
@@ -603,10 +685,11 @@ int dg_cli_restore(int argc, char **argv) {
       rpage_free(pg);
     }
     if (!failed && rd.failed) {
-      fprintf(stderr, "\nduckgrid restore: redis: %s\n", rd.err);
+      fprintf(stderr, "\nduckgrid restore: %s: %s\n", rd.refused ? "refused" : "redis", rd.err);
       failed = 1;
     }
     us_read = rd.us_read;
+    reader_cpu_s = rd.cpu_s;
     us_mac += rd.us_mac;
     pthread_mutex_destroy(&rd.mu);
     pthread_cond_destroy(&rd.cv);
@@ -652,12 +735,13 @@ int dg_cli_restore(int argc, char **argv) {
     }
   }
   {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:s,s:I,s:f,s:f,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}}", "snapshot", sid,
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:s,s:I,s:f,s:f,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}}", "snapshot", sid,
                           "snapshot_update_id", supd, "update_id", final_at, "replayed", (json_int_t)replayed,
                           "seconds", rate_s, "db", target, "snapshot_format", sformat, "open_s", open_s,
                           "rebuild_s", rebuild_s, "profile", "apply_s", t_apply, "batch_s", t_batch, "persist_s",
-                          t_persist, "persister_s", t_bg, "mac_s", (double)us_mac / 1e6, "redis_s",
-                          (double)us_read / 1e6, "cpu_s", cpu_s, "applier_cpu_s", apply_cpu_s);
+                          t_persist, "persister_s", t_bg, "mac_s", (double)us_mac / 1e6, "read_s",
+                          (double)us_read / 1e6, "cpu_s", cpu_s, "applier_cpu_s", apply_cpu_s,
+                          "reader_cpu_s", reader_cpu_s);
     char *text = json_dumps(o, JSON_SORT_KEYS);
     printf("%s\n", text);
     free(text);

@@ -354,6 +354,19 @@ def test_archive_trim_waits_and_restore_past_the_trim(make_server, tmp_path, red
         assert b["prev_id"] == a["last_id"]
     assert sum(m["count"] for m in segs) >= 72  # table, rows, 70 writes
     assert _metric(s, "duckgrid_archive_entries_total") == sum(m["count"] for m in segs)
+    # Redis trimmed to empty while the archive holds every entry ever added
+    # (its last id is the stream's last-generated-id): restore needs nothing
+    # from Redis, and is not refused for the empty stream.
+    info = redis_server.cli("XINFO", "STREAM", stream).split("\n")
+    assert info[info.index("last-generated-id") + 1] == segs[-1]["last_id"]
+    redis_server.cli("XTRIM", stream, "MAXLEN", "0")
+    after = [m for m in segs if tuple(map(int, m["last_id"].split("-"))) > tuple(map(int, snap["update_id"].split("-")))]
+    out = restore(s, "--snapshot", snap["id"], "--db", str(tmp_path / "e.duckdb"))
+    assert json.loads(out.stdout)["update_id"] == segs[-1]["last_id"]
+    assert json.loads(out.stdout)["replayed"] >= sum(m["count"] for m in after[1:]) > 0
+    # What a leader sets after Redis lost its data (the floor): the entries
+    # written next are known to follow the archive without a hole.
+    redis_server.cli("XSETID", stream, segs[-1]["last_id"], "MAXDELETEDID", segs[-1]["last_id"])
     _writes(s, 5, 10, "r")  # the newest ones only in Redis
     assert s.stop() == 0
     ref = dump(_copy(s.db, str(tmp_path / "ref.duckdb")))
@@ -367,7 +380,7 @@ def test_archive_trim_waits_and_restore_past_the_trim(make_server, tmp_path, red
     env.pop("DUCKGRID_ARCHIVE_DIR")
     out = subprocess.run([BIN, "restore", "--snapshot", snap["id"], "--db", str(tmp_path / "x.duckdb")], env=env,
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and "trimmed" in out.stderr
+    assert out.returncode == 1 and "no longer holds every entry" in out.stderr
     # A corrupt segment: refused, naming it; a missing one: refused. Only
     # segments after the snapshot's update id are needed (a slow machine may
     # seal one holding only the requests before it).
