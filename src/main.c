@@ -28,11 +28,11 @@
  *   archive, snapshots, webhooks, view guard: their own threads, each in
  *                 its module
  *
- * The manager, the reader and the archive are given what they use and
- * nothing more (dg_manager_deps_t in manager.h, dg_reader_deps_t in
- * reader.h, the stream names for the archive): the status fields each
- * writes are listed there. The HTTP side (front, handlers, the service
- * layer) and the webhooks are given the app.
+ * The manager, the reader, the webhooks and the archive are given what
+ * they use and nothing more (dg_manager_deps_t in manager.h,
+ * dg_reader_deps_t in reader.h, dg_webhook_deps_t in webhook.h, the stream
+ * names for the archive), with the status fields each writes. The HTTP
+ * side (front, handlers, the service layer) is given the app.
  *
  * Locks are leaves: no module calls out while holding its lock, except the
  * hub, which calls a subscriber's notify (front.c: a message post, which
@@ -370,7 +370,13 @@ static int cmd_serve(int argc, char **argv) {
       dg_log_info("connected to redis at %s", where);
     dg_redis_pool_put(app.redis, r);
   }
-  webhooks = dg_webhook_start(&app); /* delivers while this process leads */
+  dg_webhook_deps_t wdeps = {
+      .prefix = cfg.stream_prefix,
+      .redis = app.redis,
+      .streams = &app.streams,
+      .status = &app.status,
+  };
+  webhooks = dg_webhook_start(&wdeps); /* delivers while this process leads */
   int hrc = dg_http_start(&app, &http, err, sizeof err);
   if (hrc != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);

@@ -96,9 +96,9 @@ typedef struct {
  * The process: the modules main.c created, each owning its own state and
  * locks (the threads and the lock order: the comment atop src/main.c), plus
  * the three groups above. A handler reaches the modules through the
- * service layer (service.h); the manager, the reader and the archive are
- * given only the parts they use at start (their deps in manager.h,
- * reader.h, archive.h).
+ * service layer (service.h); the manager, the reader, the webhooks and
+ * the archive are given only the parts they use at start (their deps in
+ * manager.h, reader.h, webhook.h, archive.h).
  */
 typedef struct dg_app_s {
   const dg_config_t *cfg;           /* immutable after start-up          */
