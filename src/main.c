@@ -28,6 +28,12 @@
  *   archive, snapshots, webhooks, view guard: their own threads, each in
  *                 its module
  *
+ * The manager, the reader, the webhooks and the archive are given what
+ * they use and nothing more (dg_manager_deps_t in manager.h,
+ * dg_reader_deps_t in reader.h, dg_webhook_deps_t in webhook.h, the stream
+ * names for the archive), with the status fields each writes. The HTTP
+ * side (front, handlers, the service layer) is given the app.
+ *
  * Locks are leaves: no module calls out while holding its lock, except the
  * hub, which calls a subscriber's notify (front.c: a message post, which
  * takes h2o's queue mutex) under its lock. So the order is
@@ -323,9 +329,32 @@ static int cmd_serve(int argc, char **argv) {
     fprintf(stderr, "duckgrid: %s\n", err);
     goto done;
   }
-  app.archive = dg_archive_start(&app, &url, &opts); /* before the manager: it trims up to it */
-  if (dg_reader_start(&app, &url, &opts, &reader) != 0 ||
-      dg_manager_start(&app, &url, &opts, &manager) != 0) {
+  app.archive = dg_archive_start(&app.streams, &url, &opts); /* before the manager: it trims up to it */
+  dg_reader_deps_t rdeps = {
+      .db = app.db,
+      .streams = &app.streams,
+      .status = &app.status,
+      .links = &app.links,
+      .catalog = app.catalog,
+      .waiters = app.waiters,
+      .hub = app.hub,
+      .progress = app.progress,
+  };
+  dg_manager_deps_t mdeps = {
+      .db = app.db,
+      .streams = &app.streams,
+      .status = &app.status,
+      .links = &app.links,
+      .progress = app.progress,
+      .metrics = app.metrics,
+      .archive = app.archive,
+      .batch_max = cfg.batch_max,
+      .response_maxlen = cfg.response_maxlen,
+      .lease_ms = cfg.lease_ms,
+      .role_follower = cfg.role_follower,
+  };
+  if (dg_reader_start(&rdeps, &url, &opts, &reader) != 0 ||
+      dg_manager_start(&mdeps, &url, &opts, &manager) != 0) {
     fprintf(stderr, "duckgrid: cannot start the response reader or the manager\n");
     goto done;
   }
@@ -341,7 +370,13 @@ static int cmd_serve(int argc, char **argv) {
       dg_log_info("connected to redis at %s", where);
     dg_redis_pool_put(app.redis, r);
   }
-  webhooks = dg_webhook_start(&app); /* delivers while this process leads */
+  dg_webhook_deps_t wdeps = {
+      .prefix = cfg.stream_prefix,
+      .redis = app.redis,
+      .streams = &app.streams,
+      .status = &app.status,
+  };
+  webhooks = dg_webhook_start(&wdeps); /* delivers while this process leads */
   int hrc = dg_http_start(&app, &http, err, sizeof err);
   if (hrc != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);

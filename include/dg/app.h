@@ -39,7 +39,7 @@ typedef enum {
  * stream entries. Set by main.c (or the restore command) before any thread
  * starts; read-only after, by every thread.
  */
-typedef struct {
+typedef struct dg_streams_s {
   char req[128];                    /* "<prefix>request_duck"            */
   char res[128];                    /* "<prefix>response_duck"           */
   char lease[128];                  /* "<prefix>duckgrid:manager"        */
@@ -53,7 +53,7 @@ typedef struct {
  * /metrics. Each field has one writer, named beside it; any thread reads
  * (atomics, no lock).
  */
-typedef struct {
+typedef struct dg_node_status_s {
   atomic_int manager_state;         /* manager: dg_manager_state_t        */
   atomic_long lag;                  /* manager: requests waiting for it   */
   atomic_long lag_ms;               /* manager, following: stream time behind the log's top */
@@ -96,8 +96,9 @@ typedef struct {
  * The process: the modules main.c created, each owning its own state and
  * locks (the threads and the lock order: the comment atop src/main.c), plus
  * the three groups above. A handler reaches the modules through the
- * service layer (service.h); the manager and the reader are given the app
- * at start.
+ * service layer (service.h); the manager, the reader, the webhooks and
+ * the archive are given only the parts they use at start (their deps in
+ * manager.h, reader.h, webhook.h, archive.h).
  */
 typedef struct dg_app_s {
   const dg_config_t *cfg;           /* immutable after start-up          */

@@ -18,8 +18,11 @@ typedef struct dg_archive_s dg_archive_t;
 /** The archive directory (DUCKGRID_ARCHIVE_DIR), or NULL: no archive. */
 const char *dg_archive_dir(void);
 
-/** Starts the archiver thread when DUCKGRID_ARCHIVE_DIR is set (else NULL). */
-dg_archive_t *dg_archive_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts);
+/** Starts the archiver thread when DUCKGRID_ARCHIVE_DIR is set (else NULL).
+ *  It reads request_duck, named in streams (borrowed: must outlive
+ *  dg_archive_stop), and touches nothing else of the process. */
+dg_archive_t *dg_archive_start(const dg_streams_t *streams, const dg_redis_url_t *url,
+                               const dg_redis_opts_t *opts);
 void dg_archive_stop(dg_archive_t *a);
 /** Lowers the stream id `id` (text, in place) to the newest archived one:
  *  what may be trimmed. a NULL: unchanged. */

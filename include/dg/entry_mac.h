@@ -23,6 +23,8 @@
 #include "dg/redis.h"
 
 struct dg_app_s;
+struct dg_streams_s;
+struct dg_node_status_s;
 
 /** Bytes of the stream key. */
 #define DG_ENTRY_KEY_LEN 32
@@ -102,6 +104,15 @@ int dg_entry_open_req(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis
  * and returns DG_ENOTFOUND (callers skip it as they skip a damaged one).
  */
 int dg_entry_open_res(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis_str_t *res);
+/**
+ * The same two for a module given the app's groups rather than the app
+ * (app.h): the stream names and key, and the status whose stream_rejected
+ * counts a refused entry. dg_entry_open_req/res are these with the app's.
+ */
+int dg_entry_open_req_with(const struct dg_streams_s *streams, struct dg_node_status_s *status,
+                           const dg_redis_xentry_t *x, dg_redis_str_t *req);
+int dg_entry_open_res_with(const struct dg_streams_s *streams, struct dg_node_status_s *status,
+                           const dg_redis_xentry_t *x, dg_redis_str_t *res);
 
 /** Builds the argv tail "t <ms> mac <hex>" of a request XADD: fills t (at
  *  least 24 bytes) with the current time and hex with the MAC of req. */

@@ -57,8 +57,22 @@ int dg_webhook_allow_valid(char *err, size_t errcap);
  *  "<prefix>webhook:<id>:<what>" (what "cursor" or "deliveries"). */
 void dg_webhook_key(const dg_app_t *app, const char *id, const char *what, char *out, size_t cap);
 
-/** Starts the delivery thread (it delivers only while this process leads). */
-dg_webhook_t *dg_webhook_start(dg_app_t *app);
+/*
+ * What the delivery thread is given, and all of the process it touches.
+ * Borrowed: each must outlive dg_webhook_stop.
+ */
+typedef struct {
+  const char *prefix;               /* of its keys (dg_webhook_key); NULL: none */
+  struct dg_redis_pool_s *redis;    /* connections, taken for each pass     */
+  const dg_streams_t *streams;      /* response_duck, the signing key       */
+  dg_node_status_t *status;         /* it reads manager_state (delivers only
+                                       while this process leads) and writes
+                                       stream_rejected (entry_mac.h)        */
+} dg_webhook_deps_t;
+
+/** Starts the delivery thread (it delivers only while this process leads).
+ *  deps is copied. */
+dg_webhook_t *dg_webhook_start(const dg_webhook_deps_t *deps);
 /** Stops it (waits up to one HTTP timeout for a delivery under way). NULL: no-op. */
 void dg_webhook_stop(dg_webhook_t *w);
 

@@ -42,7 +42,7 @@
 #define READ_COUNT 1000
 
 struct dg_reader_s {
-  dg_app_t *app;
+  dg_reader_deps_t deps; /* what it was given (reader.h) */
   dg_redis_t *conn;
   pthread_t thread;
   atomic_int stop;
@@ -184,7 +184,7 @@ static int64_t id_of(const json_t *v) {
 /* A compact outcome's "<key>_ranges" ([[first,last],…], apply.c
  * write_id_map): every id, added to or removed from the row set a chunk at
  * a time. 1 if the outcome has them. */
-static int rows_update_ranges(dg_app_t *app, const char *res, size_t len, const char *table, int add,
+static int rows_update_ranges(dg_catalog_t *catalog, const char *res, size_t len, const char *table, int add,
                               dg_redis_xid_t at) {
   json_t *ranges = member(res, len, add ? "inserted_ranges" : "deleted_ranges");
   if (ranges == NULL) {
@@ -195,7 +195,7 @@ static int rows_update_ranges(dg_app_t *app, const char *res, size_t len, const 
     size_t rawn;
     if (dg_json_raw_member(res, len, add ? "inserted_truncated" : "deleted_truncated", &raw, &rawn) == 0 &&
         rawn == 4 && memcmp(raw, "true", 4) == 0) {
-      dg_catalog_rows_stale(app->catalog, table, at);
+      dg_catalog_rows_stale(catalog, table, at);
       return 1;
     }
     return 0;
@@ -216,38 +216,38 @@ static int rows_update_ranges(dg_app_t *app, const char *res, size_t len, const 
     for (int64_t id = a; id <= b; id++) {
       ids[k++] = id;
       if (k == CHUNK) {
-        if (add) dg_catalog_rows_add(app->catalog, table, ids, k, at);
-        else dg_catalog_rows_remove(app->catalog, table, ids, k, at);
+        if (add) dg_catalog_rows_add(catalog, table, ids, k, at);
+        else dg_catalog_rows_remove(catalog, table, ids, k, at);
         k = 0;
       }
       if (id == INT64_MAX) break;
     }
   }
-  if (k && add) dg_catalog_rows_add(app->catalog, table, ids, k, at);
-  else if (k) dg_catalog_rows_remove(app->catalog, table, ids, k, at);
+  if (k && add) dg_catalog_rows_add(catalog, table, ids, k, at);
+  else if (k) dg_catalog_rows_remove(catalog, table, ids, k, at);
   dg_free(ids);
   json_decref(ranges);
   return 1;
 }
 
-static void rows_update(dg_app_t *app, const char *res, size_t len, const char *table, int add,
+static void rows_update(dg_catalog_t *catalog, const char *res, size_t len, const char *table, int add,
                         dg_redis_xid_t at) {
   const char *raw;
   size_t rawn, n;
   int64_t *ids;
-  if (rows_update_ranges(app, res, len, table, add, at)) return;
+  if (rows_update_ranges(catalog, res, len, table, add, at)) return;
   if (dg_json_raw_member(res, len, add ? "inserted" : "deleted", &raw, &rawn) == 0 &&
       ids_scan(raw, rawn, &ids, &n) == 0) {
-    if (n && add) dg_catalog_rows_add(app->catalog, table, ids, n, at);
-    else if (n) dg_catalog_rows_remove(app->catalog, table, ids, n, at);
+    if (n && add) dg_catalog_rows_add(catalog, table, ids, n, at);
+    else if (n) dg_catalog_rows_remove(catalog, table, ids, n, at);
     dg_free(ids);
     return;
   }
   json_t *list = member(res, len, add ? "inserted" : "deleted");
   if (json_array_size(list)) {
     ids_of(list, &ids, &n);
-    if (add) dg_catalog_rows_add(app->catalog, table, ids, n, at);
-    else dg_catalog_rows_remove(app->catalog, table, ids, n, at);
+    if (add) dg_catalog_rows_add(catalog, table, ids, n, at);
+    else dg_catalog_rows_remove(catalog, table, ids, n, at);
     dg_free(ids);
   }
   json_decref(list);
@@ -256,7 +256,7 @@ static void rows_update(dg_app_t *app, const char *res, size_t len, const char *
 /* Applies one outcome to the catalog, then wakes its waiters. Only the few
  * members it needs are read (the changes can be megabytes). */
 static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len) {
-  dg_app_t *app = rd->app;
+  const dg_reader_deps_t *d = &rd->deps;
   char op[32] = "", status[16] = "", table[DG_NAME_MAX + 1] = "", rid[256] = "";
   str_member(res, len, "op", op, sizeof op);
   str_member(res, len, "status", status, sizeof status);
@@ -269,22 +269,22 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
     if (strcmp(op, "create_table") == 0) {
       json_t *def = member(res, len, "table_def");
       dg_tabledef_t *t = def ? dg_tabledef_from_json(def) : NULL;
-      if (t) dg_catalog_put_table(app->catalog, t);
+      if (t) dg_catalog_put_table(d->catalog, t);
       json_decref(def);
     } else if (strcmp(op, "delete_table") == 0 && table[0]) {
-      dg_catalog_drop_table(app->catalog, table);
+      dg_catalog_drop_table(d->catalog, table);
     } else if (strcmp(op, "create_view") == 0 || strcmp(op, "delete_view") == 0) {
       char v[DG_NAME_MAX + 1];
       if (str_member(res, len, "view", v, sizeof v) && dg_name_valid(v)) {
-        if (op[0] == 'c') dg_catalog_put_view(app->catalog, v);
-        else dg_catalog_drop_view(app->catalog, v);
+        if (op[0] == 'c') dg_catalog_put_view(d->catalog, v);
+        else dg_catalog_drop_view(d->catalog, v);
       }
     }
     /* A revert may insert and delete rows too (undoing a delete or an insert). */
     if (table[0] && (strcmp(op, "insert_rows") == 0 || strcmp(op, "delete_row") == 0 ||
                      strcmp(op, "update_row") == 0 || strcmp(op, "revert") == 0)) {
-      rows_update(app, res, len, table, 1, at);
-      rows_update(app, res, len, table, 0, at);
+      rows_update(d->catalog, res, len, table, 1, at);
+      rows_update(d->catalog, res, len, table, 0, at);
     }
   }
   /* The ring before the waiter: a client whose synchronous write has been
@@ -295,11 +295,11 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
   dg_redis_xid_t xid;
   if (dg_redis_xid_parse(id, strlen(id), &xid) == 0) {
     if (looks_like_object(res, len)) {
-      dg_ring_append(app->hub, xid, res, len, tables, nt);
+      dg_ring_append(d->hub, xid, res, len, tables, nt);
     } else {
       dg_log_warn("response reader: entry %s of %s has no valid 'res'; get_updates skips it", id,
-                  app->streams.res);
-      dg_ring_append(app->hub, xid, NULL, 0, NULL, 0);
+                  d->streams->res);
+      dg_ring_append(d->hub, xid, NULL, 0, NULL, 0);
     }
   }
   if (str_member(res, len, "request_id", rid, sizeof rid)) {
@@ -310,16 +310,16 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
     char tag[DG_CALLER_TAG_LEN + 2] = "", key[sizeof tag + sizeof rid + 1];
     if (str_member(res, len, "caller_tag", tag, sizeof tag) && strlen(tag) == DG_CALLER_TAG_LEN) {
       dg_waiters_key(key, sizeof key, tag, rid);
-      dg_waiters_deliver(app->waiters, key, res, len);
+      dg_waiters_deliver(d->waiters, key, res, len);
     }
   }
-  if (dg_hub_count(app->hub) > 0) dg_hub_publish(app->hub, id, res, len, tables, nt);
+  if (dg_hub_count(d->hub) > 0) dg_hub_publish(d->hub, id, res, len, tables, nt);
   dg_free(tables);
   json_decref(changes);
 }
 
 static int position(dg_reader_t *rd) {
-  const char *argv[] = {"XREVRANGE", rd->app->streams.res, "+", "-", "COUNT", "1"};
+  const char *argv[] = {"XREVRANGE", rd->deps.streams->res, "+", "-", "COUNT", "1"};
   redisReply *rep;
   int rc = dg_redis_command(rd->conn, 6, argv, NULL, &rep);
   if (rc != 0) return rc;
@@ -335,9 +335,9 @@ static int position(dg_reader_t *rd) {
    * answered, before this process started: a read waits until this node's
    * DuckDB holds it -- also in the moments after a restart, before the
    * manager has led or followed its way there (consistency.c). */
-  if (rd->app->progress) dg_progress_published(rd->app->progress, start);
+  if (rd->deps.progress) dg_progress_published(rd->deps.progress, start);
   char err[256];
-  duckdb_connection c = dg_db_conn(rd->app->db);
+  duckdb_connection c = dg_db_conn(rd->deps.db);
   /* DuckDB is written behind the stream: it holds every outcome up to
    * dg.applied, not up to the stream's top. Start there (read before the
    * catalog, so the catalog holds at least that much) and replay what
@@ -354,14 +354,14 @@ static int position(dg_reader_t *rd) {
     duckdb_free(v);
   }
   if (c != NULL) duckdb_destroy_result(&q);
-  if (c == NULL || dg_catalog_load(rd->app->catalog, c, err, sizeof err) != 0) {
+  if (c == NULL || dg_catalog_load(rd->deps.catalog, c, err, sizeof err) != 0) {
     dg_log_error("response reader: cannot reload the catalog");
     return DG_EIO;
   }
   /* The ring covers the stream from here on: the reader reads every entry
    * after start, in order, and appends each. */
   pthread_mutex_lock(&rd->feed_lock);
-  dg_ring_reset(rd->app->hub, start);
+  dg_ring_reset(rd->deps.hub, start);
   rd->fed = start;
   rd->fed_valid = 1;
   pthread_mutex_unlock(&rd->feed_lock);
@@ -374,13 +374,13 @@ static int position(dg_reader_t *rd) {
  * DuckDB holds that outcome. A node without a persister (no manager)
  * leaves them to the manager's checks. */
 static void refresh(dg_reader_t *rd) {
-  dg_app_t *app = rd->app;
-  if (app->progress == NULL || app->db == NULL) return;
+  const dg_reader_deps_t *d = &rd->deps;
+  if (d->progress == NULL || d->db == NULL) return;
   dg_redis_xid_t persisted;
-  dg_progress_get(app->progress, NULL, &persisted);
-  duckdb_connection c = dg_db_conn(app->db);
+  dg_progress_get(d->progress, NULL, &persisted);
+  duckdb_connection c = dg_db_conn(d->db);
   if (c == NULL) return;
-  int n = dg_catalog_refresh(app->catalog, c, persisted);
+  int n = dg_catalog_refresh(d->catalog, c, persisted);
   if (n > 0) dg_log_info("response reader: reloaded %d row set%s from DuckDB", n, n == 1 ? "" : "s");
   else if (n < 0) dg_log_warn("response reader: cannot reload a row set from DuckDB; will try again");
 }
@@ -391,30 +391,30 @@ static void *run(void *arg) {
   while (!atomic_load(&rd->stop)) {
     if (!rd->positioned) {
       if (position(rd) != 0) {
-        atomic_store(&rd->app->status.redis_failing, 1);
+        atomic_store(&rd->deps.status->redis_failing, 1);
         usleep(100 * 1000);
         continue;
       }
-      atomic_store(&rd->app->status.redis_seen_ms, dg_mono_us() / 1000);
-      atomic_store(&rd->app->status.redis_failing, 0);
+      atomic_store(&rd->deps.status->redis_seen_ms, dg_mono_us() / 1000);
+      atomic_store(&rd->deps.status->redis_failing, 0);
     }
     const char *argv[] = {"XREAD", "COUNT", "1000", "BLOCK", "500", "STREAMS",
-                          rd->app->streams.res, rd->last_id};
+                          rd->deps.streams->res, rd->last_id};
     redisReply *rep;
     int rc = dg_redis_command_timeout(rd->conn, BLOCK_MS + 2000, 8, argv, NULL, &rep);
     dg_redis_status_t st;
     dg_redis_status(rd->conn, &st);
     if (rd->connects_seen > 0 && st.connects > rd->connects_seen)
-      atomic_fetch_add(&rd->app->status.redis_reconnects, (long)(st.connects - rd->connects_seen));
+      atomic_fetch_add(&rd->deps.status->redis_reconnects, (long)(st.connects - rd->connects_seen));
     if (st.connects > rd->connects_seen) rd->connects_seen = st.connects;
     if (rc != 0) {
-      atomic_store(&rd->app->status.redis_failing, 1);
+      atomic_store(&rd->deps.status->redis_failing, 1);
       usleep(50 * 1000); /* the connection's own backoff paces reconnects */
       continue;
     }
     /* What GET /health says of Redis, without a PING per request. */
-    atomic_store(&rd->app->status.redis_seen_ms, dg_mono_us() / 1000);
-    atomic_store(&rd->app->status.redis_failing, 0);
+    atomic_store(&rd->deps.status->redis_seen_ms, dg_mono_us() / 1000);
+    atomic_store(&rd->deps.status->redis_failing, 0);
     dg_redis_xiter_t it;
     if (dg_redis_xiter_init_xread(&it, rep) == 0) {
       dg_redis_xentry_t e;
@@ -429,20 +429,21 @@ static void *run(void *arg) {
          * a read that arrives after one of them (a sync write answered
          * here, an event seen) waits until this node has applied and
          * persisted it (consistency.c). The leader's manager raised it. */
-        if (atomic_load(&rd->app->status.manager_state) == DG_MANAGER_FOLLOWER && rd->app->progress)
-          dg_progress_published(rd->app->progress, xid);
+        if (atomic_load(&rd->deps.status->manager_state) == DG_MANAGER_FOLLOWER && rd->deps.progress)
+          dg_progress_published(rd->deps.progress, xid);
         pthread_mutex_lock(&rd->feed_lock);
         /* The manager may have handed it over already. */
         if (!rd->fed_valid || dg_redis_xid_cmp(xid, rd->fed) > 0) {
-          if (dg_entry_open_res(rd->app, &e, &v) == 0) handle(rd, rd->last_id, v.ptr, v.len);
-          else dg_ring_append(rd->app->hub, xid, NULL, 0, NULL, 0); /* a bad MAC or no outcome: kept so cursors move past it */
+          if (dg_entry_open_res_with(rd->deps.streams, rd->deps.status, &e, &v) == 0)
+            handle(rd, rd->last_id, v.ptr, v.len);
+          else dg_ring_append(rd->deps.hub, xid, NULL, 0, NULL, 0); /* a bad MAC or no outcome: kept so cursors move past it */
           rd->fed = xid;
           rd->fed_valid = 1;
         }
         pthread_mutex_unlock(&rd->feed_lock);
       }
       /* One wake-up per batch for every waiting long poll. */
-      if (got > 0) dg_ring_notify(rd->app->hub);
+      if (got > 0) dg_ring_notify(rd->deps.hub);
     } else if (rep->type == REDIS_REPLY_ERROR) {
       dg_log_warn("response reader: %s", rep->str);
       usleep(100 * 1000);
@@ -477,13 +478,13 @@ static void feed_done(void *arg) {
   size_t n = rd->fed_by_manager;
   rd->fed_by_manager = 0;
   pthread_mutex_unlock(&rd->feed_lock);
-  if (n) dg_ring_notify(rd->app->hub);
+  if (n) dg_ring_notify(rd->deps.hub);
 }
 
-int dg_reader_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
+int dg_reader_start(const dg_reader_deps_t *deps, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
                     dg_reader_t **out) {
   dg_reader_t *rd = dg_calloc(1, sizeof *rd);
-  rd->app = app;
+  rd->deps = *deps;
   char err[200];
   int rc = dg_redis_create(url, opts, &rd->conn, err, sizeof err);
   if (rc != 0) {
@@ -492,9 +493,9 @@ int dg_reader_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opt
   }
   (void)READ_COUNT;
   pthread_mutex_init(&rd->feed_lock, NULL);
-  app->links.feed = feed;
-  app->links.feed_done = feed_done;
-  app->links.feed_arg = rd;
+  deps->links->feed = feed;
+  deps->links->feed_done = feed_done;
+  deps->links->feed_arg = rd;
   if (pthread_create(&rd->thread, NULL, run, rd) != 0) {
     dg_redis_destroy(rd->conn);
     dg_free(rd);
@@ -508,8 +509,8 @@ void dg_reader_stop(dg_reader_t *rd) {
   if (rd == NULL) return;
   atomic_store(&rd->stop, 1);
   pthread_join(rd->thread, NULL);
-  rd->app->links.feed = NULL;
-  rd->app->links.feed_done = NULL;
+  rd->deps.links->feed = NULL;
+  rd->deps.links->feed_done = NULL;
   pthread_mutex_destroy(&rd->feed_lock);
   dg_redis_destroy(rd->conn);
   dg_free(rd);

@@ -60,7 +60,7 @@ const char *dg_archive_dir(void) {
 }
 
 struct dg_archive_s {
-  dg_app_t *app;
+  const dg_streams_t *streams;     /* request_duck (its name), borrowed */
   char dir[PATH_MAX];
   dg_redis_t *redis;
   pthread_t thread;
@@ -399,7 +399,7 @@ static int write_segment(dg_archive_t *a, redisReply **reps, size_t nreps, const
 /* Where the archive starts when it is empty: the stream's start (prev
  * 0-0) if Redis never removed an entry from it, else unknown (NULL). */
 static int stream_whole(dg_archive_t *a) {
-  const char *argv[] = {"XINFO", "STREAM", a->app->streams.req};
+  const char *argv[] = {"XINFO", "STREAM", a->streams->req};
   redisReply *rep = NULL;
   if (dg_redis_command(a->redis, 3, argv, NULL, &rep) != 0) return -1;
   long long length = -1, added = -2;
@@ -415,7 +415,7 @@ static int stream_whole(dg_archive_t *a) {
 }
 
 static void update_lag(dg_archive_t *a, dg_redis_xid_t last, int have_last) {
-  const char *argv[] = {"XREVRANGE", a->app->streams.req, "+", "-", "COUNT", "1"};
+  const char *argv[] = {"XREVRANGE", a->streams->req, "+", "-", "COUNT", "1"};
   redisReply *rep = NULL;
   if (dg_redis_command(a->redis, 6, argv, NULL, &rep) != 0) return;
   dg_redis_xiter_t it;
@@ -456,7 +456,7 @@ static void round_once(dg_archive_t *a) {
    * old (stream time): a cheap probe of one entry each round. */
   int64_t now = wall_ms();
   {
-    const char *argv[] = {"XRANGE", a->app->streams.req, cursor, "+", "COUNT", "1"};
+    const char *argv[] = {"XRANGE", a->streams->req, cursor, "+", "COUNT", "1"};
     redisReply *rep = NULL;
     if (dg_redis_command(a->redis, 6, argv, NULL, &rep) != 0) return;
     dg_redis_xiter_t it;
@@ -473,7 +473,7 @@ static void round_once(dg_archive_t *a) {
   while (total < ARCHIVE_SEGMENT_MAX) {
     char page[16];
     snprintf(page, sizeof page, "%d", ARCHIVE_PAGE);
-    const char *argv[] = {"XRANGE", a->app->streams.req, cursor, "+", "COUNT", page};
+    const char *argv[] = {"XRANGE", a->streams->req, cursor, "+", "COUNT", page};
     redisReply *rep = NULL;
     if (dg_redis_command(a->redis, 6, argv, NULL, &rep) != 0) {
       failed = 1;
@@ -536,11 +536,12 @@ static void *run(void *arg) {
   return NULL;
 }
 
-dg_archive_t *dg_archive_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts) {
+dg_archive_t *dg_archive_start(const dg_streams_t *streams, const dg_redis_url_t *url,
+                               const dg_redis_opts_t *opts) {
   const char *dir = dg_archive_dir();
   if (dir == NULL) return NULL;
   dg_archive_t *a = dg_calloc(1, sizeof *a);
-  a->app = app;
+  a->streams = streams;
   snprintf(a->dir, sizeof a->dir, "%s", dir);
   const char *iv = getenv("DUCKGRID_ARCHIVE_INTERVAL_MS");
   a->interval_ms = iv && *iv ? strtoll(iv, NULL, 10) : 10000;

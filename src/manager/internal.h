@@ -149,7 +149,7 @@ typedef struct mundo_s {
 } mundo_t;
 
 struct dg_manager_s {
-  dg_app_t *app;
+  dg_manager_deps_t deps;        /* what it was given (manager.h)             */
   pthread_t thread;
   atomic_int stop;
 

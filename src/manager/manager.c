@@ -188,7 +188,7 @@ static int lease_acquire(dg_manager_t *m) {
   char ms[24], ekey[160];
   snprintf(ms, sizeof ms, "%lld", (long long)m->lease_ms);
   /* Cheap check first: a follower polls this every FOLLOW_BLOCK_MS. */
-  const char *get[] = {"GET", m->app->streams.lease};
+  const char *get[] = {"GET", m->deps.streams->lease};
   redisReply *cur = cmd(m, 2, get);
   if (cur == NULL) return 0;
   int held = cur->type == REDIS_REPLY_STRING;
@@ -200,7 +200,7 @@ static int lease_acquire(dg_manager_t *m) {
     return 1;
   }
   if (held) return 0;
-  snprintf(ekey, sizeof ekey, "%s:epoch", m->app->streams.lease);
+  snprintf(ekey, sizeof ekey, "%s:epoch", m->deps.streams->lease);
   const char *incr[] = {"INCR", ekey};
   redisReply *e = cmd(m, 2, incr);
   if (e == NULL) return 0;
@@ -208,7 +208,7 @@ static int lease_acquire(dg_manager_t *m) {
   freeReplyObject(e);
   char value[sizeof m->lease_value];
   snprintf(value, sizeof value, "e%lld:%s", epoch, m->lease_base);
-  const char *argv[] = {"SET", m->app->streams.lease, value, "NX", "PX", ms};
+  const char *argv[] = {"SET", m->deps.streams->lease, value, "NX", "PX", ms};
   redisReply *rep = cmd(m, 6, argv);
   int ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0;
   if (rep) freeReplyObject(rep);
@@ -226,7 +226,7 @@ static int lease_acquire(dg_manager_t *m) {
 static int lease_renew(dg_manager_t *m, dg_redis_t *conn, const char *value) {
   char ms[24];
   snprintf(ms, sizeof ms, "%lld", (long long)m->lease_ms);
-  const char *argv[] = {"EVAL", RENEW_LUA, "1", m->app->streams.lease, value, ms};
+  const char *argv[] = {"EVAL", RENEW_LUA, "1", m->deps.streams->lease, value, ms};
   redisReply *rep = NULL;
   if (dg_redis_command(conn, 6, argv, NULL, &rep) != 0) return -1;
   int ok = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
@@ -236,7 +236,7 @@ static int lease_renew(dg_manager_t *m, dg_redis_t *conn, const char *value) {
 
 static void lease_release(dg_manager_t *m) {
   atomic_store(&m->holding, 0);
-  const char *argv[] = {"EVAL", RELEASE_LUA, "1", m->app->streams.lease, m->lease_value};
+  const char *argv[] = {"EVAL", RELEASE_LUA, "1", m->deps.streams->lease, m->lease_value};
   redisReply *rep = cmd(m, 5, argv);
   if (rep) freeReplyObject(rep);
 }
@@ -354,7 +354,7 @@ static void xack(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_BUFSZ]
     size_t k = n - at < XACK_CHUNK ? n - at : XACK_CHUNK;
     const char **argv = dg_malloc((k + 3) * sizeof *argv);
     argv[0] = "XACK";
-    argv[1] = m->app->streams.req;
+    argv[1] = m->deps.streams->req;
     argv[2] = GROUP;
     for (size_t i = 0; i < k; i++) argv[3 + i] = ids[at + i];
     redisReply *rep = NULL;
@@ -371,8 +371,8 @@ static void persisted(dg_manager_t *m, dg_redis_t *r, char (*ids)[DG_REDIS_XID_B
    * is the leader's unpersisted tail. */
   if (!atomic_load(&m->following)) xack(m, r, ids, n);
   dg_redis_xid_t last;
-  if (dg_redis_xid_parse(ids[n - 1], strlen(ids[n - 1]), &last) == 0) dg_progress_persisted(m->app->progress, last);
-  dg_metrics_batch(m->app->metrics, n, took_us);
+  if (dg_redis_xid_parse(ids[n - 1], strlen(ids[n - 1]), &last) == 0) dg_progress_persisted(m->deps.progress, last);
+  dg_metrics_batch(m->deps.metrics, n, took_us);
   if (took_us >= 500 * 1000) {
     const double *st = m->persist_ms;
     dg_log_warn("persister: slow persist: %zu requests, %lld ms (rows %.0f, audit %.0f, idem %.0f, commit %.0f; "
@@ -481,7 +481,7 @@ static void step_down(dg_manager_t *m, const char *why) {
   m->leader = 0;
   atomic_store(&m->following, 0);
   atomic_store(&m->holding, 0);
-  atomic_store(&m->app->status.manager_state, DG_MANAGER_STANDBY);
+  atomic_store(&m->deps.status->manager_state, DG_MANAGER_STANDBY);
   pthread_mutex_lock(&m->conn_lock); /* waits out a persist under way */
   pthread_mutex_lock(&m->state_lock);
   dg__mgr_pend_drop(m);
@@ -539,7 +539,7 @@ static void verify_push(dg_manager_t *m, const mreq_t *r) {
  * Redis failed, DG_EAUTH when the lease is no longer ours. A follower
  * publishes nothing: it queues its outcomes for comparison. */
 static int publish(dg_manager_t *m) {
-  dg_app_t *app = m->app;
+  const dg_manager_deps_t *d = &m->deps;
   if (atomic_load(&m->following)) {
     for (size_t i = 0; i < m->nreqs; i++) {
       mreq_t *r = &m->reqs[i];
@@ -559,7 +559,7 @@ static int publish(dg_manager_t *m) {
     dg_redis_xid_t x;
     if (m->reqs[i].duplicate || m->reqs[i].res == NULL) continue;
     if (dg_redis_xid_parse(m->reqs[i].stream_id, strlen(m->reqs[i].stream_id), &x) == 0)
-      dg_progress_published(app->progress, x);
+      dg_progress_published(d->progress, x);
     break;
   }
   size_t sent = 0;
@@ -586,8 +586,8 @@ static int publish(dg_manager_t *m) {
   argv[k] = "EVAL", lens[k++] = 4;
   argv[k] = PUBLISH_LUA, lens[k++] = strlen(PUBLISH_LUA);
   argv[k] = "2", lens[k++] = 1;
-  argv[k] = app->streams.lease, lens[k++] = strlen(app->streams.lease);
-  argv[k] = app->streams.res, lens[k++] = strlen(app->streams.res);
+  argv[k] = d->streams->lease, lens[k++] = strlen(d->streams->lease);
+  argv[k] = d->streams->res, lens[k++] = strlen(d->streams->res);
   argv[k] = value, lens[k++] = strlen(value);
   argv[k] = maxlen_arg, lens[k++] = strlen(maxlen_arg);
   size_t j = 0;
@@ -595,7 +595,7 @@ static int publish(dg_manager_t *m) {
     mreq_t *r = &m->reqs[i];
     if (r->duplicate || r->res == NULL) continue;
     /* signed under its stream id: entry_mac.h */
-    dg_entry_mac_res(app->streams.mac_key, r->stream_id, strlen(r->stream_id), r->res, r->res_len, macs[j]);
+    dg_entry_mac_res(d->streams->mac_key, r->stream_id, strlen(r->stream_id), r->res, r->res_len, macs[j]);
     argv[k] = r->stream_id, lens[k++] = strlen(r->stream_id);
     argv[k] = r->res, lens[k++] = r->res_len;
     argv[k] = macs[j], lens[k++] = DG_ENTRY_MAC_HEX;
@@ -648,7 +648,7 @@ static void published_mark(dg_manager_t *m) {
   for (size_t i = m->nreqs; i-- > 0;) {
     dg_redis_xid_t x;
     if (m->reqs[i].published && dg_redis_xid_parse(m->reqs[i].stream_id, strlen(m->reqs[i].stream_id), &x) == 0) {
-      dg_progress_published(m->app->progress, x);
+      dg_progress_published(m->deps.progress, x);
       return;
     }
   }
@@ -657,7 +657,7 @@ static void published_mark(dg_manager_t *m) {
 /* Hands the batch's fresh outcomes to this process's reader pipeline and
  * moves the published mark. Outside state_lock. */
 static void feed(dg_manager_t *m) {
-  dg_app_t *app = m->app;
+  const dg_manager_deps_t *d = &m->deps;
   if (atomic_load(&m->following)) return; /* the reader reads the leader's outcomes */
   size_t applied = 0, rejected = 0;
   dg_redis_xid_t top = {0, 0};
@@ -674,14 +674,14 @@ static void feed(dg_manager_t *m) {
     rejected += r->rejected;
     char prev[DG_REDIS_XID_BUFSZ] = "";
     if (m->res_top_known) dg_redis_xid_format(m->res_top, prev, sizeof prev);
-    if (app->links.feed) app->links.feed(app->links.feed_arg, prev, r->stream_id, r->res, r->res_len);
+    if (d->links->feed) d->links->feed(d->links->feed_arg, prev, r->stream_id, r->res, r->res_len);
     m->res_top = x;
     m->res_top_known = 1;
   }
   (void)any;
   (void)top;
-  if (applied + rejected && app->links.feed_done) app->links.feed_done(app->links.feed_arg);
-  dg_metrics_outcomes(app->metrics, applied, rejected);
+  if (applied + rejected && d->links->feed_done) d->links->feed_done(d->links->feed_arg);
+  dg_metrics_outcomes(d->metrics, applied, rejected);
 }
 
 /* ---- running batches --------------------------------------------------------------- */
@@ -934,7 +934,8 @@ static size_t entries_of(dg_manager_t *m, redisReply *rep, entry_t **out, int xr
       e = dg_realloc(e, cap * sizeof *e);
     }
     dg_redis_str_t v;
-    int has = !x.deleted && dg_entry_open_req(m->app, &x, &v) == 0; /* MAC checked: entry_mac.h */
+    int has = !x.deleted &&
+              dg_entry_open_req_with(m->deps.streams, m->deps.status, &x, &v) == 0; /* MAC checked: entry_mac.h */
     e[n] = (entry_t){x.id.ptr, x.id.len, has ? v.ptr : NULL, has ? v.len : 0, 0, 0, 0, {0, 0}};
     e[n].ddl = has && dg__mgr_is_ddl(v.ptr, v.len);
     e[n].revert = has && dg__mgr_revert_target(v.ptr, v.len, &e[n].reverts);
@@ -965,7 +966,7 @@ static void delivery_counts(dg_manager_t *m, char (*ids)[DG_REDIS_XID_BUFSZ], si
   if (n == 0) return;
   char count[24];
   snprintf(count, sizeof count, "%zu", n);
-  const char *argv[] = {"XPENDING", m->app->streams.req, GROUP, ids[0], ids[n - 1], count};
+  const char *argv[] = {"XPENDING", m->deps.streams->req, GROUP, ids[0], ids[n - 1], count};
   redisReply *rep = cmd(m, 6, argv);
   if (rep == NULL) return;
   size_t k = 0;
@@ -1038,7 +1039,7 @@ static int run_suspect(dg_manager_t *m, const entry_t *e0) {
 /* The consumer group's last-delivered-id: how far any leader has claimed
  * request_duck. 0, or DG_EUNAVAIL. */
 static int group_delivered(dg_manager_t *m, char *out, size_t cap) {
-  const char *argv[] = {"XINFO", "GROUPS", m->app->streams.req};
+  const char *argv[] = {"XINFO", "GROUPS", m->deps.streams->req};
   redisReply *rep = cmd(m, 3, argv);
   if (rep == NULL) return DG_EUNAVAIL;
   snprintf(out, cap, "0-0");
@@ -1077,7 +1078,7 @@ static int recover(dg_manager_t *m) {
   while (!xid_le(until, m->fpos)) {
     char from[DG_REDIS_XID_BUFSZ + 1];
     snprintf(from, sizeof from, "(%s", m->fpos);
-    const char *argv[] = {"XRANGE", m->app->streams.req, from, until, "COUNT", "1000"};
+    const char *argv[] = {"XRANGE", m->deps.streams->req, from, until, "COUNT", "1000"};
     redisReply *rep = cmd(m, 6, argv);
     if (rep == NULL) return DG_EUNAVAIL;
     entry_t *e;
@@ -1095,7 +1096,7 @@ static int recover(dg_manager_t *m) {
      * as a re-read of the pending list would. */
     size_t np = 0;
     const char **cargv = dg_malloc((n + 5) * sizeof *cargv);
-    cargv[0] = "XCLAIM", cargv[1] = m->app->streams.req, cargv[2] = GROUP, cargv[3] = CONSUMER, cargv[4] = "0";
+    cargv[0] = "XCLAIM", cargv[1] = m->deps.streams->req, cargv[2] = GROUP, cargv[3] = CONSUMER, cargv[4] = "0";
     for (size_t i = 0; i < n; i++)
       if (deliveries[i] > 0) cargv[5 + np++] = ids[i], deliveries[i]++;
     if (np) {
@@ -1119,7 +1120,7 @@ static int recover(dg_manager_t *m) {
   }
   /* Pending entries this node's DuckDB holds: acknowledged. */
   for (int round = 0; round < 10000; round++) {
-    const char *argv[] = {"XPENDING", m->app->streams.req, GROUP, "-", persisted_id, "1000"};
+    const char *argv[] = {"XPENDING", m->deps.streams->req, GROUP, "-", persisted_id, "1000"};
     redisReply *rep = cmd(m, 6, argv);
     if (rep == NULL) break;
     size_t n = 0;
@@ -1144,7 +1145,7 @@ static int recover(dg_manager_t *m) {
 /* The newest entry of response_duck, so the manager's own outcomes can go
  * to the reader directly once it has read up to there. */
 static void res_top_read(dg_manager_t *m) {
-  const char *argv[] = {"XREVRANGE", m->app->streams.res, "+", "-", "COUNT", "1"};
+  const char *argv[] = {"XREVRANGE", m->deps.streams->res, "+", "-", "COUNT", "1"};
   redisReply *rep = cmd(m, 6, argv);
   m->res_top_known = 0;
   if (rep == NULL) return;
@@ -1172,7 +1173,7 @@ static int load_state(dg_manager_t *m) {
     return DG_EIO;
   }
   dg_redis_xid_t applied;
-  if (dg_redis_xid_parse(m->fpos, strlen(m->fpos), &applied) == 0) dg_progress_persisted(m->app->progress, applied);
+  if (dg_redis_xid_parse(m->fpos, strlen(m->fpos), &applied) == 0) dg_progress_persisted(m->deps.progress, applied);
   return 0;
 }
 
@@ -1182,7 +1183,7 @@ static int load_state(dg_manager_t *m) {
 static int log_gap(dg_manager_t *m, const char *pos, char *why, size_t cap) {
   dg_redis_xid_t x;
   if (dg_redis_xid_parse(pos, strlen(pos), &x) != 0) return 0;
-  return dg_streamlog_covers(m->redis, m->app->streams.req, x, why, cap) == DG_EGONE;
+  return dg_streamlog_covers(m->redis, m->deps.streams->req, x, why, cap) == DG_EGONE;
 }
 
 /* ---- Redis lost its data ------------------------------------------------------------
@@ -1241,7 +1242,7 @@ static int stream_info(dg_manager_t *m, const char *key, stream_info_t *out) {
 static int log_wiped(dg_manager_t *m) {
   if (strcmp(m->fpos, "0-0") == 0) return 0;
   stream_info_t si;
-  if (stream_info(m, m->app->streams.req, &si) != 0) return 0;
+  if (stream_info(m, m->deps.streams->req, &si) != 0) return 0;
   if (!xid_le(m->fpos, si.last)) return 1; /* its ids begin below ours */
   /* Ids above ours (clients queued after the loss) and nothing ever
    * trimmed, yet the entry we applied last is not there. */
@@ -1254,7 +1255,7 @@ static void step_down_keeping(dg_manager_t *m, const char *why) {
   if (m->leader && !atomic_load(&m->following) && log_wiped(m)) {
     dg_log_error("manager: %s no longer holds the requests this node applied (up to %s): Redis lost its data; "
                  "persisting the %zu requests applied in memory before leading again",
-                 m->app->streams.req, m->fpos, (size_t)atomic_load(&m->npend_atomic));
+                 m->deps.streams->req, m->fpos, (size_t)atomic_load(&m->npend_atomic));
     if (drain(m) != 0) dg_log_error("manager: persisting them failed; they are lost");
   }
   step_down(m, why);
@@ -1297,7 +1298,8 @@ static int arch_entry(void *arg, const dg_redis_xentry_t *x) {
     a->lens = dg_realloc(a->lens, a->cap * sizeof *a->lens);
   }
   dg_redis_str_t v;
-  int has = dg_entry_open_req(a->m->app, x, &v) == 0; /* the MAC, as for a live entry */
+  /* The MAC checked, as for a live entry. */
+  int has = dg_entry_open_req_with(a->m->deps.streams, a->m->deps.status, x, &v) == 0;
   if (!has) a->bad++;
   memcpy(a->ids[a->n], id, sizeof id);
   a->reqs[a->n] = has ? dg_strndup(v.ptr, v.len) : NULL;
@@ -1368,12 +1370,12 @@ static int after_loss(dg_manager_t *m) {
   char was[DG_REDIS_XID_BUFSZ];
   memcpy(was, m->fpos, sizeof was);
   dg_log_error("manager: %s does not hold the log this node's database holds (up to %s): Redis lost its data; "
-               "going on from the database%s", m->app->streams.req, was, dg_archive_dir() ? " and the archive" : "");
-  stream_floor(m, m->app->streams.res, was, was);
+               "going on from the database%s", m->deps.streams->req, was, dg_archive_dir() ? " and the archive" : "");
+  stream_floor(m, m->deps.streams->res, was, was);
   int rc = archive_catch_up(m);
   if (rc != 0) return rc;
-  stream_floor(m, m->app->streams.req, m->fpos, m->fpos);
-  atomic_fetch_add(&m->app->status.log_losses, 1);
+  stream_floor(m, m->deps.streams->req, m->fpos, m->fpos);
+  atomic_fetch_add(&m->deps.status->log_losses, 1);
   return 0;
 }
 
@@ -1386,8 +1388,8 @@ static int become_leader(dg_manager_t *m) {
   m->vq_n = m->lq_n = 0;
   if (!from_follower && load_state(m) != 0) return DG_EIO;
   atomic_store(&m->broken, 0);
-  atomic_store(&m->app->status.manager_broken, 0);
-  const char *argv[] = {"XGROUP", "CREATE", m->app->streams.req, GROUP, m->fpos, "MKSTREAM"};
+  atomic_store(&m->deps.status->manager_broken, 0);
+  const char *argv[] = {"XGROUP", "CREATE", m->deps.streams->req, GROUP, m->fpos, "MKSTREAM"};
   redisReply *rep = cmd(m, 6, argv);
   if (rep == NULL) return DG_EUNAVAIL;
   if (rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "BUSYGROUP") == NULL) {
@@ -1413,7 +1415,7 @@ static int become_leader(dg_manager_t *m) {
     }
     step_down(m, "this node's database is older than the log");
     lease_release(m);
-    atomic_store(&m->app->status.cannot_follow, 1);
+    atomic_store(&m->deps.status->cannot_follow, 1);
     return DG_EGONE;
   }
   res_top_read(m);
@@ -1422,9 +1424,9 @@ static int become_leader(dg_manager_t *m) {
     if (m->leader) step_down(m, "recovery failed");
     return rc;
   }
-  atomic_store(&m->app->status.lag_ms, 0);
-  atomic_store(&m->app->status.cannot_follow, 0);
-  atomic_store(&m->app->status.manager_state, DG_MANAGER_LEADER);
+  atomic_store(&m->deps.status->lag_ms, 0);
+  atomic_store(&m->deps.status->cannot_follow, 0);
+  atomic_store(&m->deps.status->manager_state, DG_MANAGER_LEADER);
   dg_log_info("manager: leader%s (applied %s, %u tables, caught up in %lld ms)",
               from_follower ? ", was a follower" : "", m->fpos, m->ntables, (long long)(dg_mono_us() - t0) / 1000);
   return 0;
@@ -1458,8 +1460,8 @@ static int become_follower(dg_manager_t *m) {
                    "(duckgrid restore) or a copy of the leader's database", why);
       m->gap_logged_ms = now_ms();
     }
-    atomic_store(&m->app->status.manager_state, DG_MANAGER_STANDBY);
-    atomic_store(&m->app->status.cannot_follow, 1);
+    atomic_store(&m->deps.status->manager_state, DG_MANAGER_STANDBY);
+    atomic_store(&m->deps.status->cannot_follow, 1);
     return DG_EGONE;
   }
   m->vq_n = m->lq_n = 0;
@@ -1468,10 +1470,10 @@ static int become_follower(dg_manager_t *m) {
    * published when it started following (the reader raises the mark from
    * here on). */
   res_top_read(m);
-  if (m->res_top_known) dg_progress_published(m->app->progress, m->res_top);
+  if (m->res_top_known) dg_progress_published(m->deps.progress, m->res_top);
   atomic_store(&m->following, 1);
-  atomic_store(&m->app->status.cannot_follow, 0);
-  atomic_store(&m->app->status.manager_state, DG_MANAGER_FOLLOWER);
+  atomic_store(&m->deps.status->cannot_follow, 0);
+  atomic_store(&m->deps.status->manager_state, DG_MANAGER_FOLLOWER);
   dg_log_info("manager: following from %s (%u tables)", m->fpos, m->ntables);
   return 0;
 }
@@ -1503,22 +1505,22 @@ diverged:;
                "(%s). It stops applying and will not lead; rebuild its database from the leader's "
                "(a copy or a snapshot) and restart it.",
                id, m->vq[m->vq_head].duplicate ? "none here, one there" : "different bytes");
-  atomic_store(&m->app->status.diverged, 1);
-  atomic_store(&m->app->status.manager_state, DG_MANAGER_STANDBY);
+  atomic_store(&m->deps.status->diverged, 1);
+  atomic_store(&m->deps.status->manager_state, DG_MANAGER_STANDBY);
 }
 
 /* One step of following: read the leader's new outcomes, apply the
  * requests up to the newest of them, compare. */
 static void follow_step(dg_manager_t *m, const char *bmax) {
-  dg_app_t *app = m->app;
-  if (atomic_load(&app->status.diverged)) {
+  const dg_manager_deps_t *d = &m->deps;
+  if (atomic_load(&d->status->diverged)) {
     usleep(FOLLOW_BLOCK_MS * 1000);
     return;
   }
   if (!atomic_load(&m->following) && become_follower(m) != 0) {
     /* A database older than the log stays so: look again now and then
      * (each look reloads it). */
-    nap(m, atomic_load(&app->status.cannot_follow) ? STUCK_RETRY_MS : 1000);
+    nap(m, atomic_load(&d->status->cannot_follow) ? STUCK_RETRY_MS : 1000);
     return;
   }
   if (atomic_load(&m->npend_atomic) >= m->tail_max) {
@@ -1528,8 +1530,8 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
   }
   /* Block for new outcomes only when every request they cover is applied. */
   int behind = !xid_le(m->rtop, m->fpos);
-  const char *rargv[] = {"XREAD", "COUNT", "1000", "BLOCK", "200", "STREAMS", app->streams.res, m->rtop};
-  const char *nargv[] = {"XREAD", "COUNT", "1000", "STREAMS", app->streams.res, m->rtop};
+  const char *rargv[] = {"XREAD", "COUNT", "1000", "BLOCK", "200", "STREAMS", d->streams->res, m->rtop};
+  const char *nargv[] = {"XREAD", "COUNT", "1000", "STREAMS", d->streams->res, m->rtop};
   redisReply *rep = NULL;
   int rc = behind ? dg_redis_command(m->redis, 6, nargv, NULL, &rep)
                   : dg_redis_command_timeout(m->redis, FOLLOW_BLOCK_MS + 2000, 8, rargv, NULL, &rep);
@@ -1545,7 +1547,7 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
       dg_redis_str_t v;
       if (dg_redis_xid_parse(x.id.ptr, x.id.len, &id) != 0) continue;
       snprintf(m->rtop, sizeof m->rtop, "%.*s", (int)x.id.len, x.id.ptr);
-      if (dg_entry_open_res(app, &x, &v) == 0)
+      if (dg_entry_open_res_with(d->streams, d->status, &x, &v) == 0)
         vq_push(&m->lq, &m->lq_head, &m->lq_n, &m->lq_cap, id, v.ptr, v.len);
     }
   }
@@ -1559,7 +1561,7 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
   int from_start = strcmp(m->fpos, "0-0") == 0;
   char from[DG_REDIS_XID_BUFSZ + 1];
   snprintf(from, sizeof from, "%s%s", from_start ? "(" : "", m->fpos);
-  const char *argv[] = {"XRANGE", app->streams.req, from, m->rtop, "COUNT", bmax};
+  const char *argv[] = {"XRANGE", d->streams->req, from, m->rtop, "COUNT", bmax};
   rep = cmd(m, 6, argv);
   if (rep == NULL) return;
   entry_t *e;
@@ -1576,7 +1578,7 @@ static void follow_step(dg_manager_t *m, const char *bmax) {
       dg_free(e);
       freeReplyObject(rep);
       step_down(m, "the log lost entries this node had not applied");
-      atomic_store(&app->status.cannot_follow, 1);
+      atomic_store(&d->status->cannot_follow, 1);
       return;
     }
   }
@@ -1593,7 +1595,7 @@ static const char *COUNT_AFTER_LUA =
     "return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])";
 
 static void follower_lag(dg_manager_t *m) {
-  const char *argv[] = {"XINFO", "STREAM", m->app->streams.req};
+  const char *argv[] = {"XINFO", "STREAM", m->deps.streams->req};
   redisReply *rep = cmd(m, 3, argv);
   if (rep == NULL) return;
   char top[DG_REDIS_XID_BUFSZ] = "0-0";
@@ -1604,18 +1606,18 @@ static void follower_lag(dg_manager_t *m) {
   }
   freeReplyObject(rep);
   if (xid_le(top, m->fpos)) {
-    atomic_store(&m->app->status.lag, 0);
-    atomic_store(&m->app->status.lag_ms, 0);
+    atomic_store(&m->deps.status->lag, 0);
+    atomic_store(&m->deps.status->lag_ms, 0);
     return;
   }
   dg_redis_xid_t a, b;
   if (dg_redis_xid_parse(top, strlen(top), &a) == 0 && dg_redis_xid_parse(m->fpos, strlen(m->fpos), &b) == 0)
-    atomic_store(&m->app->status.lag_ms, (long)(a.ms - b.ms));
+    atomic_store(&m->deps.status->lag_ms, (long)(a.ms - b.ms));
   char from[DG_REDIS_XID_BUFSZ + 1];
   snprintf(from, sizeof from, "(%s", m->fpos);
-  const char *cargv[] = {"EVAL", COUNT_AFTER_LUA, "1", m->app->streams.req, from, "100000"};
+  const char *cargv[] = {"EVAL", COUNT_AFTER_LUA, "1", m->deps.streams->req, from, "100000"};
   rep = cmd(m, 6, cargv);
-  if (rep && rep->type == REDIS_REPLY_INTEGER) atomic_store(&m->app->status.lag, (long)rep->integer);
+  if (rep && rep->type == REDIS_REPLY_INTEGER) atomic_store(&m->deps.status->lag, (long)rep->integer);
   if (rep) freeReplyObject(rep);
 }
 
@@ -1626,9 +1628,9 @@ static void update_lag(dg_manager_t *m) {
   dg_redis_status(m->redis, &st);
   /* Every connect after the first is a reconnect. */
   if (m->connects_seen > 0 && st.connects > m->connects_seen)
-    atomic_fetch_add(&m->app->status.redis_reconnects, (long)(st.connects - m->connects_seen));
+    atomic_fetch_add(&m->deps.status->redis_reconnects, (long)(st.connects - m->connects_seen));
   if (st.connects > m->connects_seen) m->connects_seen = st.connects;
-  const char *argv[] = {"XINFO", "GROUPS", m->app->streams.req};
+  const char *argv[] = {"XINFO", "GROUPS", m->deps.streams->req};
   redisReply *rep = cmd(m, 3, argv);
   if (rep == NULL) return;
   if (rep->type == REDIS_REPLY_ARRAY) {
@@ -1644,7 +1646,7 @@ static void update_lag(dg_manager_t *m) {
         if (strcmp(key->str, "lag") == 0 && val->type == REDIS_REPLY_INTEGER) lag = val->integer;
         if (strcmp(key->str, "pending") == 0 && val->type == REDIS_REPLY_INTEGER) pending = val->integer;
       }
-      if (ours) atomic_store(&m->app->status.lag, (long)((lag > 0 ? lag : 0) + pending));
+      if (ours) atomic_store(&m->deps.status->lag, (long)((lag > 0 ? lag : 0) + pending));
     }
   }
   freeReplyObject(rep);
@@ -1655,14 +1657,14 @@ static void trim_requests(dg_manager_t *m) {
   pthread_mutex_lock(&m->state_lock);
   memcpy(last, m->last_applied, sizeof last);
   pthread_mutex_unlock(&m->state_lock);
-  dg_archive_clamp(m->app->archive, last, sizeof last); /* trim only what is archived */
+  dg_archive_clamp(m->deps.archive, last, sizeof last); /* trim only what is archived */
   dg_redis_xid_t applied;
   if (dg_redis_xid_parse(last, strlen(last), &applied) != 0) return;
   uint64_t keep_from = (uint64_t)(now_ms() - REQUEST_RETENTION_MS);
   if (keep_from > applied.ms) keep_from = applied.ms; /* never beyond what is persisted */
   char minid[32];
   snprintf(minid, sizeof minid, "%" PRIu64 "-0", keep_from);
-  const char *argv[] = {"XTRIM", m->app->streams.req, "MINID", "~", minid};
+  const char *argv[] = {"XTRIM", m->deps.streams->req, "MINID", "~", minid};
   redisReply *rep = cmd(m, 5, argv);
   if (rep) freeReplyObject(rep);
 }
@@ -1689,11 +1691,11 @@ static void trim_requests_count(dg_manager_t *m) {
   pthread_mutex_lock(&m->state_lock);
   memcpy(last, m->last_applied, sizeof last);
   pthread_mutex_unlock(&m->state_lock);
-  dg_archive_clamp(m->app->archive, last, sizeof last); /* trim only what is archived */
+  dg_archive_clamp(m->deps.archive, last, sizeof last); /* trim only what is archived */
   if (strcmp(last, "0-0") == 0) return;
   snprintf(maxlen, sizeof maxlen, "%ld", m->request_maxlen);
   snprintf(step, sizeof step, "%d", TRIM_COUNT_STEP);
-  const char *argv[] = {"EVAL", TRIM_COUNT_LUA, "1", m->app->streams.req, maxlen, last, step};
+  const char *argv[] = {"EVAL", TRIM_COUNT_LUA, "1", m->deps.streams->req, maxlen, last, step};
   redisReply *rep = cmd(m, 7, argv);
   if (rep && rep->type == REDIS_REPLY_ERROR) dg_log_warn("manager: trimming request_duck by count: %s", rep->str);
   if (rep) freeReplyObject(rep);
@@ -1734,15 +1736,15 @@ static void trim_idem(dg_manager_t *m) {
 
 static int idem_lookup(void *arg, const char *caller, const char *request_id, char *out, size_t cap) {
   dg_manager_t *m = arg;
-  int st = atomic_load(&m->app->status.manager_state);
+  int st = atomic_load(&m->deps.status->manager_state);
   if (st != DG_MANAGER_LEADER && st != DG_MANAGER_FOLLOWER) return 0;
-  if (st == DG_MANAGER_FOLLOWER && m->app->progress) {
+  if (st == DG_MANAGER_FOLLOWER && m->deps.progress) {
     /* A retry on a follower: its map holds what it has applied, which may
      * be behind the outcome the first try was answered with. Catch up
      * with what this node has seen published first (bounded). */
     dg_redis_xid_t pub, reached;
-    dg_progress_get(m->app->progress, &pub, NULL);
-    dg_progress_wait(m->app->progress, pub, 5000, &reached);
+    dg_progress_get(m->deps.progress, &pub, NULL);
+    dg_progress_wait(m->deps.progress, pub, 5000, &reached);
   }
   dg_redis_xid_t id;
   pthread_mutex_lock(&m->idem_lock);
@@ -1757,11 +1759,11 @@ static int idem_lookup(void *arg, const char *caller, const char *request_id, ch
 static void *run(void *arg) {
   dg_manager_t *m = arg;
   pthread_setname_np(pthread_self(), "dg-manager"); /* for top -H and perf --comm */
-  dg_app_t *app = m->app;
+  const dg_manager_deps_t *d = &m->deps;
   char bmax[16];
-  snprintf(bmax, sizeof bmax, "%d", app->cfg->batch_max);
-  snprintf(maxlen_arg, sizeof maxlen_arg, "%ld", app->cfg->response_maxlen);
-  atomic_store(&app->status.manager_state, DG_MANAGER_STANDBY);
+  snprintf(bmax, sizeof bmax, "%d", d->batch_max);
+  snprintf(maxlen_arg, sizeof maxlen_arg, "%ld", d->response_maxlen);
+  atomic_store(&d->status->manager_state, DG_MANAGER_STANDBY);
   /* Test hook, honoured only with DUCKGRID_TEST_HOOKS=1: the manager starts
    * late, as on a loaded machine or before a long recovery, while HTTP
    * already answers (tests/api/test_writebehind.py::test_reads_right_after_a_restart). */
@@ -1773,7 +1775,7 @@ static void *run(void *arg) {
     if (atomic_load(&m->broken)) {
       /* DuckDB kept failing: let another node lead, say so in /health,
        * and try again after a pause. */
-      atomic_store(&app->status.manager_broken, 1);
+      atomic_store(&d->status->manager_broken, 1);
       if (m->leader) {
         step_down(m, "DuckDB keeps failing to persist");
         lease_release(m);
@@ -1787,7 +1789,7 @@ static void *run(void *arg) {
         continue;
       }
       /* Lead when the lease is free (DUCKGRID_ROLE=auto), else follow. */
-      int may_lead = !m->role_follower && !atomic_load(&app->status.diverged);
+      int may_lead = !m->role_follower && !atomic_load(&d->status->diverged);
       if (!may_lead || !lease_acquire(m)) {
         follow_step(m, bmax);
         int64_t t = now_ms();
@@ -1798,7 +1800,7 @@ static void *run(void *arg) {
         continue;
       }
       if (become_leader(m) != 0) {
-        nap(m, atomic_load(&app->status.cannot_follow) ? STUCK_RETRY_MS : 300);
+        nap(m, atomic_load(&d->status->cannot_follow) ? STUCK_RETRY_MS : 300);
         continue;
       }
       broken_at = 0;
@@ -1845,7 +1847,7 @@ static void *run(void *arg) {
     if (claim_delay_ms > 0) usleep((useconds_t)claim_delay_ms * 1000);
     char value[sizeof m->lease_value];
     memcpy(value, m->lease_value, sizeof value);
-    const char *argv[] = {"EVAL", CLAIM_LUA, "2", app->streams.lease, app->streams.req, value, GROUP, CONSUMER, bmax};
+    const char *argv[] = {"EVAL", CLAIM_LUA, "2", d->streams->lease, d->streams->req, value, GROUP, CONSUMER, bmax};
     redisReply *rep = NULL;
     int64_t claim_t0 = dg_mono_us();
     int rc = dg_redis_command(m->redis, 9, argv, NULL, &rep);
@@ -1866,7 +1868,7 @@ static void *run(void *arg) {
     }
     if (rep->type == REDIS_REPLY_NIL) {
       freeReplyObject(rep);
-      const char *wargv[] = {"XREAD", "COUNT", "1", "BLOCK", "500", "STREAMS", app->streams.req, m->fpos};
+      const char *wargv[] = {"XREAD", "COUNT", "1", "BLOCK", "500", "STREAMS", d->streams->req, m->fpos};
       redisReply *w = NULL;
       if (dg_redis_command_timeout(m->redis, BLOCK_MS + 2000, 8, wargv, NULL, &w) != 0) {
         usleep(50 * 1000);
@@ -1898,7 +1900,7 @@ static void *run(void *arg) {
     size_t skip = 0;
     if (n) {
       dg_redis_xid_t pub, per, x;
-      dg_progress_get(app->progress, &pub, &per);
+      dg_progress_get(d->progress, &pub, &per);
       while (skip < n && dg_redis_xid_parse(e[skip].id, e[skip].id_len, &x) == 0 && dg_redis_xid_cmp(x, pub) <= 0)
         skip++;
       if (skip) dg_log_warn("manager: %zu entries delivered again (Redis failover?) skipped: applied already", skip);
@@ -1913,7 +1915,7 @@ static void *run(void *arg) {
     drain(m);
     if (m->leader) lease_release(m);
   }
-  atomic_store(&app->status.manager_state, DG_MANAGER_OFF);
+  atomic_store(&d->status->manager_state, DG_MANAGER_OFF);
   return NULL;
 }
 
@@ -1930,14 +1932,14 @@ void dg__mgr_apply_settings(dg_manager_t *m) {
   dg__mgr_undo_settings(m);
 }
 
-int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
+int dg_manager_start(const dg_manager_deps_t *deps, const dg_redis_url_t *url, const dg_redis_opts_t *opts,
                      dg_manager_t **out) {
   dg_manager_t *m = dg_calloc(1, sizeof *m);
-  m->app = app;
+  m->deps = *deps;
   char err[200];
   if (dg_redis_create(url, opts, &m->redis, err, sizeof err) != 0 ||
       dg_redis_create(url, opts, &m->predis, err, sizeof err) != 0 ||
-      dg_redis_create(url, opts, &m->lredis, err, sizeof err) != 0 || dg_db_connect(app->db, &m->conn) != 0) {
+      dg_redis_create(url, opts, &m->lredis, err, sizeof err) != 0 || dg_db_connect(deps->db, &m->conn) != 0) {
     dg_redis_destroy(m->redis);
     dg_redis_destroy(m->predis);
     dg_redis_destroy(m->lredis);
@@ -1950,8 +1952,8 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   snprintf(m->lease_value, sizeof m->lease_value, "e0:%s", m->lease_base);
   snprintf(m->fpos, sizeof m->fpos, "0-0");
   snprintf(m->rtop, sizeof m->rtop, "0-0");
-  m->lease_ms = app->cfg->lease_ms > 0 ? app->cfg->lease_ms : LEASE_MS_DEFAULT;
-  m->role_follower = app->cfg->role_follower;
+  m->lease_ms = deps->lease_ms > 0 ? deps->lease_ms : LEASE_MS_DEFAULT;
+  m->role_follower = deps->role_follower;
   snprintf(m->consumer, sizeof m->consumer, CONSUMER);
   snprintf(m->last_applied, sizeof m->last_applied, "0-0");
   m->persist_interval_us = env_long("DUCKGRID_PERSIST_INTERVAL_MS", PERSIST_INTERVAL_MS_DEFAULT, 1, 60000) * 1000;
@@ -1960,8 +1962,8 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   dg__mgr_apply_settings(m);
   m->request_maxlen = env_long("DUCKGRID_REQUEST_MAXLEN", 1000000, 1, 1000000000);
   m->poison_attempts = env_long("DUCKGRID_POISON_ATTEMPTS", 3, 1, 1000);
-  snprintf(m->poison_key, sizeof m->poison_key, "%spoison", app->streams.req);
-  snprintf(m->poisoned_key, sizeof m->poisoned_key, "%s" DG_POISONED_SUFFIX, app->streams.req);
+  snprintf(m->poison_key, sizeof m->poison_key, "%spoison", deps->streams->req);
+  snprintf(m->poisoned_key, sizeof m->poisoned_key, "%s" DG_POISONED_SUFFIX, deps->streams->req);
   /* Test-only (documented as such in the README): abort while applying the
    * request with this request_id, to test poison handling. Never set it in
    * a deployment; without DUCKGRID_TEST_HOOKS=1 it is ignored. */
@@ -1984,9 +1986,9 @@ int dg_manager_start(dg_app_t *app, const dg_redis_url_t *url, const dg_redis_op
   pthread_cond_init(&m->pcond, &attr);
   pthread_cond_init(&m->dcond, &attr);
   pthread_condattr_destroy(&attr);
-  app->links.idem_lookup = idem_lookup;
-  app->links.idem_arg = m;
-  dg_progress_set_kick(app->progress, persister_kick, m);
+  deps->links->idem_lookup = idem_lookup;
+  deps->links->idem_arg = m;
+  dg_progress_set_kick(deps->progress, persister_kick, m);
   if (pthread_create(&m->pthread, NULL, persister_run, m) != 0) {
     dg_changes_destroy(m->changes);
     dg_db_disconnect(&m->conn);
@@ -2029,8 +2031,8 @@ void dg_manager_stop(dg_manager_t *m) {
   dg_free(m->vq);
   dg_free(m->lq);
   pthread_mutex_destroy(&m->lease_lock);
-  dg_progress_set_kick(m->app->progress, NULL, NULL);
-  m->app->links.idem_lookup = NULL;
+  dg_progress_set_kick(m->deps.progress, NULL, NULL);
+  m->deps.links->idem_lookup = NULL;
   pthread_mutex_lock(&m->plock);
   m->pstop = 1;
   pthread_cond_signal(&m->pcond);

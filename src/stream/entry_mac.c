@@ -198,28 +198,39 @@ dg_entry_verdict_t dg_entry_check_res(const unsigned char key[DG_ENTRY_KEY_LEN],
 
 /* Logs a refused entry: the first few, then one in a thousand, so a flood
  * of forged entries cannot flood the log (the counter has them all). */
-static void refused(struct dg_app_s *app, int which, const dg_redis_xentry_t *x, dg_entry_verdict_t v) {
-  long n = atomic_fetch_add(&app->status.stream_rejected[which], 1) + 1;
+static void refused(const dg_streams_t *streams, dg_node_status_t *status, int which, const dg_redis_xentry_t *x,
+                    dg_entry_verdict_t v) {
+  long n = atomic_fetch_add(&status->stream_rejected[which], 1) + 1;
   if (n <= 10 || n % 1000 == 0)
     dg_log_warn("%s: entry %.*s refused: %s (%ld refused so far); it is not applied", 
-                which ? app->streams.res : app->streams.req, (int)(x->id.len < 41 ? x->id.len : 41), x->id.ptr,
+                which ? streams->res : streams->req, (int)(x->id.len < 41 ? x->id.len : 41), x->id.ptr,
                 dg_entry_verdict_name(v), n);
 }
 
-int dg_entry_open_req(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis_str_t *req) {
-  dg_entry_verdict_t v = dg_entry_check_req(app->streams.mac_key, x, req);
+int dg_entry_open_req_with(const dg_streams_t *streams, dg_node_status_t *status, const dg_redis_xentry_t *x,
+                           dg_redis_str_t *req) {
+  dg_entry_verdict_t v = dg_entry_check_req(streams->mac_key, x, req);
   if (v == DG_ENTRY_OK) return 0;
   if (v == DG_ENTRY_NO_PAYLOAD) return DG_ENOTFOUND;
-  refused(app, 0, x, v);
+  refused(streams, status, 0, x, v);
   *req = (dg_redis_str_t){DG_ENTRY_REJECT_REQ, sizeof DG_ENTRY_REJECT_REQ - 1};
   return 0;
 }
 
-int dg_entry_open_res(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis_str_t *res) {
-  dg_entry_verdict_t v = dg_entry_check_res(app->streams.mac_key, x, res);
+int dg_entry_open_res_with(const dg_streams_t *streams, dg_node_status_t *status, const dg_redis_xentry_t *x,
+                           dg_redis_str_t *res) {
+  dg_entry_verdict_t v = dg_entry_check_res(streams->mac_key, x, res);
   if (v == DG_ENTRY_OK) return 0;
-  if (v != DG_ENTRY_NO_PAYLOAD) refused(app, 1, x, v);
+  if (v != DG_ENTRY_NO_PAYLOAD) refused(streams, status, 1, x, v);
   return DG_ENOTFOUND;
+}
+
+int dg_entry_open_req(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis_str_t *req) {
+  return dg_entry_open_req_with(&app->streams, &app->status, x, req);
+}
+
+int dg_entry_open_res(struct dg_app_s *app, const dg_redis_xentry_t *x, dg_redis_str_t *res) {
+  return dg_entry_open_res_with(&app->streams, &app->status, x, res);
 }
 
 void dg_entry_sign_req(const struct dg_app_s *app, const char *req, size_t len, char t[24],

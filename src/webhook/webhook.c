@@ -11,7 +11,7 @@
  *                                     {"update_id","attempt","status","error","outcome","ts"}
  *
  * The thread. One per process, idle unless this process's manager leads
- * (app->status.manager_state), so one node delivers at a time. Each pass reads
+ * (status->manager_state), so one node delivers at a time. Each pass reads
  * the hooks and, for each, response_duck after its cursor (XRANGE with an
  * exclusive start, MAC-checked like every reader of the stream), and POSTs
  * the matching updates one at a time, in stream order. The cursor moves
@@ -380,10 +380,15 @@ int dg_webhook_addr_check(const char *url, const struct sockaddr *sa, char *err,
   return dest_addr_check(&d, sa, err, errcap);
 }
 
-void dg_webhook_key(const dg_app_t *app, const char *id, const char *what, char *out, size_t cap) {
-  const char *prefix = app->cfg && app->cfg->stream_prefix ? app->cfg->stream_prefix : "";
+/* dg_webhook_key under a given prefix (NULL: none). */
+static void key_of(const char *prefix, const char *id, const char *what, char *out, size_t cap) {
+  if (prefix == NULL) prefix = "";
   if (id == NULL) snprintf(out, cap, "%swebhooks", prefix);
   else snprintf(out, cap, "%swebhook:%s:%s", prefix, id, what);
+}
+
+void dg_webhook_key(const dg_app_t *app, const char *id, const char *what, char *out, size_t cap) {
+  key_of(app->cfg ? app->cfg->stream_prefix : NULL, id, what, out, cap);
 }
 
 /* ======================================================================= */
@@ -402,7 +407,7 @@ typedef struct {
 } hookstate_t;
 
 struct dg_webhook_s {
-  dg_app_t *app;
+  dg_webhook_deps_t deps; /* what it was given (webhook.h) */
   pthread_t thread;
   atomic_int stop;
   pthread_mutex_t lock;
@@ -469,7 +474,7 @@ static redisReply *cmd(dg_redis_t *r, int argc, const char **argv, const size_t 
 static void record(dg_webhook_t *w, dg_redis_t *r, const char *id, const char *update, int attempt, int status,
                    const char *error, const char *outcome) {
   char key[256], ts[64];
-  dg_webhook_key(w->app, id, "deliveries", key, sizeof key);
+  key_of(w->deps.prefix, id, "deliveries", key, sizeof key);
   iso_now(ts);
   json_t *j = json_pack("{s:s?,s:i,s:o,s:s?,s:s,s:s}", "update_id", update, "attempt", attempt, "status",
                         status > 0 ? json_integer(status) : json_null(), "error", error, "outcome", outcome, "ts", ts);
@@ -490,7 +495,7 @@ static void record(dg_webhook_t *w, dg_redis_t *r, const char *id, const char *u
 /* Moves the cursor unless the hook was deleted meanwhile. */
 static void cursor_set(dg_webhook_t *w, dg_redis_t *r, const char *id, const char *update) {
   char key[256];
-  dg_webhook_key(w->app, id, "cursor", key, sizeof key);
+  key_of(w->deps.prefix, id, "cursor", key, sizeof key);
   const char *a[] = {"SET", key, update, "XX"};
   redisReply *rep = cmd(r, 4, a, NULL);
   if (rep) freeReplyObject(rep);
@@ -498,7 +503,7 @@ static void cursor_set(dg_webhook_t *w, dg_redis_t *r, const char *id, const cha
 
 static int hook_exists(dg_webhook_t *w, dg_redis_t *r, const char *id) {
   char key[256];
-  dg_webhook_key(w->app, NULL, NULL, key, sizeof key);
+  key_of(w->deps.prefix, NULL, NULL, key, sizeof key);
   const char *a[] = {"HEXISTS", key, id};
   redisReply *rep = cmd(r, 3, a, NULL);
   int yes = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
@@ -675,7 +680,7 @@ static void check_gap(dg_webhook_t *w, dg_redis_t *r, hookstate_t *h, const char
   if (strcmp(cursor, "0-0") == 0 || strcmp(h->gap_at, cursor) == 0) return;
   dg_redis_xid_t c, f;
   if (dg_redis_xid_parse(cursor, strlen(cursor), &c) != 0) return;
-  const char *a[] = {"XRANGE", w->app->streams.res, "-", "+", "COUNT", "1"};
+  const char *a[] = {"XRANGE", w->deps.streams->res, "-", "+", "COUNT", "1"};
   redisReply *rep = cmd(r, 6, a, NULL);
   if (rep == NULL) return;
   dg_redis_xiter_t it;
@@ -686,7 +691,7 @@ static void check_gap(dg_webhook_t *w, dg_redis_t *r, hookstate_t *h, const char
     before = 1;
   freeReplyObject(rep);
   if (!before) return;
-  const char *b[] = {"XINFO", "STREAM", w->app->streams.res};
+  const char *b[] = {"XINFO", "STREAM", w->deps.streams->res};
   rep = cmd(r, 3, b, NULL);
   long long added, length;
   xinfo_fields(rep, NULL, 0, &added, &length);
@@ -712,7 +717,7 @@ static int run_hook(dg_webhook_t *w, dg_redis_t *r, const char *id, const char *
   redisReply *rep = NULL;
   if (url == NULL || secret == NULL) goto out;
   char key[256], cursor[DG_REDIS_XID_BUFSZ];
-  dg_webhook_key(w->app, id, "cursor", key, sizeof key);
+  key_of(w->deps.prefix, id, "cursor", key, sizeof key);
   const char *g[] = {"GET", key};
   rep = cmd(r, 2, g, NULL);
   if (rep == NULL || rep->type != REDIS_REPLY_STRING || rep->len >= sizeof cursor) goto out;
@@ -724,7 +729,7 @@ static int run_hook(dg_webhook_t *w, dg_redis_t *r, const char *id, const char *
   snprintf(from, sizeof from, "(%s", cursor);
   char count[16];
   snprintf(count, sizeof count, "%d", BATCH);
-  const char *x[] = {"XRANGE", w->app->streams.res, strcmp(cursor, "0-0") == 0 ? "-" : from, "+", "COUNT", count};
+  const char *x[] = {"XRANGE", w->deps.streams->res, strcmp(cursor, "0-0") == 0 ? "-" : from, "+", "COUNT", count};
   rep = cmd(r, 6, x, NULL);
   dg_redis_xiter_t it;
   dg_redis_xentry_t e;
@@ -737,7 +742,7 @@ static int run_hook(dg_webhook_t *w, dg_redis_t *r, const char *id, const char *
     memcpy(uid, e.id.ptr, e.id.len);
     uid[e.id.len] = '\0';
     dg_redis_str_t res;
-    if (dg_entry_open_res(w->app, &e, &res) != 0 || !wanted(tables, res.ptr, res.len)) {
+    if (dg_entry_open_res_with(w->deps.streams, w->deps.status, &e, &res) != 0 || !wanted(tables, res.ptr, res.len)) {
       cursor_set(w, r, id, uid);
       continue;
     }
@@ -784,12 +789,12 @@ out:
 
 /* One pass over every hook. 1 when some hook has more to deliver at once. */
 static int pass(dg_webhook_t *w) {
-  dg_redis_t *r = dg_redis_pool_get(w->app->redis);
+  dg_redis_t *r = dg_redis_pool_get(w->deps.redis);
   char key[256];
-  dg_webhook_key(w->app, NULL, NULL, key, sizeof key);
+  key_of(w->deps.prefix, NULL, NULL, key, sizeof key);
   /* The newest entry before anything is read: the idle wait then ends at
    * once for an entry published during the pass. */
-  const char *t[] = {"XREVRANGE", w->app->streams.res, "+", "-", "COUNT", "1"};
+  const char *t[] = {"XREVRANGE", w->deps.streams->res, "+", "-", "COUNT", "1"};
   redisReply *rep = cmd(r, 6, t, NULL);
   dg_redis_xiter_t it;
   dg_redis_xentry_t e;
@@ -816,7 +821,7 @@ static int pass(dg_webhook_t *w) {
     w->nhooks = j;
   }
   if (rep) freeReplyObject(rep);
-  dg_redis_pool_put(w->app->redis, r);
+  dg_redis_pool_put(w->deps.redis, r);
   return more;
 }
 
@@ -828,13 +833,13 @@ static int pass(dg_webhook_t *w) {
 static int wait_for_entry(dg_webhook_t *w) {
   char block[16];
   snprintf(block, sizeof block, "%d", POLL_MS);
-  const char *a[] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS", w->app->streams.res, w->top};
-  dg_redis_t *r = dg_redis_pool_get(w->app->redis);
+  const char *a[] = {"XREAD", "COUNT", "1", "BLOCK", block, "STREAMS", w->deps.streams->res, w->top};
+  dg_redis_t *r = dg_redis_pool_get(w->deps.redis);
   redisReply *rep = NULL;
   int rc = dg_redis_command_timeout(r, POLL_MS + 2000, 8, a, NULL, &rep);
   if (rc == 0 && rep->type == REDIS_REPLY_ERROR) rc = DG_EIO;
   if (rep) freeReplyObject(rep);
-  dg_redis_pool_put(w->app->redis, r);
+  dg_redis_pool_put(w->deps.redis, r);
   return rc;
 }
 
@@ -842,12 +847,12 @@ static void *loop(void *arg) {
   dg_webhook_t *w = arg;
   while (!atomic_load(&w->stop)) {
     int more = 0;
-    if (atomic_load(&w->app->status.manager_state) == DG_MANAGER_LEADER) more = pass(w);
+    if (atomic_load(&w->deps.status->manager_state) == DG_MANAGER_LEADER) more = pass(w);
     else w->nhooks = 0; /* a new term starts without backoff */
     if (more) continue;
     /* With no hook, no wait on response_duck: it would wake at every
      * batch under load and cost Redis two reads each time for nothing. */
-    if (atomic_load(&w->app->status.manager_state) == DG_MANAGER_LEADER && w->nhooks > 0 && wait_for_entry(w) == 0)
+    if (atomic_load(&w->deps.status->manager_state) == DG_MANAGER_LEADER && w->nhooks > 0 && wait_for_entry(w) == 0)
       continue;
     pthread_mutex_lock(&w->lock);
     struct timespec until;
@@ -858,7 +863,7 @@ static void *loop(void *arg) {
   return NULL;
 }
 
-dg_webhook_t *dg_webhook_start(dg_app_t *app) {
+dg_webhook_t *dg_webhook_start(const dg_webhook_deps_t *deps) {
   /* Before the thread: curl_global_init is reference counted but must not
    * race a first curl_easy_init. */
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -866,7 +871,7 @@ dg_webhook_t *dg_webhook_start(dg_app_t *app) {
     return NULL;
   }
   dg_webhook_t *w = dg_calloc(1, sizeof *w);
-  w->app = app;
+  w->deps = *deps;
   w->backoff_ms = env_ms("DUCKGRID_WEBHOOK_BACKOFF_MS", 1000, 1, BACKOFF_CAP_MS);
   w->giveup_ms = env_ms("DUCKGRID_WEBHOOK_GIVEUP_MS", GIVEUP_DEFAULT_MS, 1, 30LL * 24 * 3600 * 1000);
   w->timeout_s = (unsigned long)env_ms("DUCKGRID_WEBHOOK_TIMEOUT_S", 10, 1, 300);
