@@ -200,7 +200,8 @@ typedef struct rpage_s {
  * that reading, the segments' SHA-256 and the MACs run beside the apply. */
 typedef struct {
   dg_redis_t *redis;     /* the reader's alone while it runs          */
-  dg_app_t *app;
+  const dg_streams_t *streams; /* the stream key, for the MACs      */
+  dg_node_status_t *status;    /* counts a refused entry            */
   const char *stream;
   const char *adir;      /* the archive, and its segments to read     */
   const dg_segment_t *segs;
@@ -274,7 +275,7 @@ static int archive_entry(void *arg, const dg_redis_xentry_t *x) {
   if (dg_redis_xid_cmp(id, rd->until) > 0) return 1;
   int64_t t0 = dg_mono_us();
   dg_redis_str_t v;
-  int has = dg_entry_open_req(rd->app, x, &v) == 0;
+  int has = dg_entry_open_req_with(rd->streams, rd->status, x, &v) == 0;
   rd->us_mac += dg_mono_us() - t0;
   if (rd->cur == NULL) {
     rd->cur = dg_calloc(1, sizeof *rd->cur);
@@ -357,7 +358,7 @@ static void *reader_run(reader_t *rd) {
       while (pg->n < cap && dg_redis_xiter_next(&it, &x)) {
         rentry_t *e = &pg->e[pg->n++];
         e->id = x.id;
-        e->has = !x.deleted && dg_entry_open_req(rd->app, &x, &e->req) == 0;
+        e->has = !x.deleted && dg_entry_open_req_with(rd->streams, rd->status, &x, &e->req) == 0;
       }
       rd->us_mac += dg_mono_us() - t1;
       if (pg->n > 0 && dg_redis_xid_parse(pg->e[pg->n - 1].id.ptr, pg->e[pg->n - 1].id.len, &at) != 0)
@@ -572,10 +573,13 @@ int dg_cli_restore(int argc, char **argv) {
     fprintf(stderr, "duckgrid restore: %s\n", err);
     goto done;
   }
-  dg_app_t app;
-  memset(&app, 0, sizeof app);
-  dg_auth_derive(auth, DG_ENTRY_KEY_LABEL, app.streams.mac_key);
-  snprintf(app.streams.req, sizeof app.streams.req, "%s", req_stream);
+  /* The entries' MACs are checked as the manager checks them. */
+  dg_streams_t streams;
+  dg_node_status_t status;
+  memset(&streams, 0, sizeof streams);
+  memset(&status, 0, sizeof status);
+  dg_auth_derive(auth, DG_ENTRY_KEY_LABEL, streams.mac_key);
+  snprintf(streams.req, sizeof streams.req, "%s", req_stream);
   if (dg_replay_open(db, &rp, err, sizeof err) != 0) {
     fprintf(stderr, "duckgrid restore: cannot load the snapshot: %s\n", err);
     goto done;
@@ -628,7 +632,8 @@ int dg_cli_restore(int argc, char **argv) {
     reader_t rd;
     memset(&rd, 0, sizeof rd);
     rd.redis = redis;
-    rd.app = &app;
+    rd.streams = &streams;
+    rd.status = &status;
     rd.stream = req_stream;
     rd.adir = adir;
     rd.segs = segs;
