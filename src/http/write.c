@@ -9,7 +9,8 @@
  *
  * Normalised requests carry number values as exact decimal strings at the
  * column's scale ("1000.00"), so nothing on the way to the manager is a
- * double. The API never writes DuckDB: the manager does.
+ * double. The API never writes DuckDB: the manager does. A request's
+ * envelope and the outcome's members are the wire format's (wire.h).
  */
 #include <inttypes.h>
 #include <math.h>
