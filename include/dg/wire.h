@@ -50,19 +50,20 @@
  *   op                  the request's ("unknown" when it had none; null in a
  *                       reject_with). reader.c (catalog), write.c (revert)
  *   table               the request's, or null. reader.c, hub.c, events.c,
- *                       service/updates.c (filters), write.c (import)
+ *                       service/updates.c, webhook.c (filters), write.c
  *   status              "applied" | "rejected". reader.c, write.c
  *   error               null | {"status":int,"code","title","detail"
  *                       [,"conflicts":[…] of a rejected revert]}. write.c
  *   ts                  ISO-8601 time of the entry id
  *   changes             [{"table","row_id","column","old","new"},…], last.
- *                       hub.c, events.c, service/updates.c (table filters)
+ *                       hub.c, events.c, service/updates.c, webhook.c
+ *                       (table filters: each change's "table")
  * and, only when applied:
  *   inserted, deleted   [row ids] of the request's table (when any). reader.c
  *   <x>_total           count, when the list was cut (DUCKGRID_OUTCOME_IDS_MAX)
  *   <x>_truncated       true, when the list was cut. reader.c
  *   <x>_ranges          [[first,last],…], when cut and the runs are few. reader.c
- *   moved               [{"table","row_id","from","to"}], when any
+ *   moved               [{"table","row_id"}] of the rows a request re-parented
  *   reverts             a revert's target update id
  *   rows                insert_rows' rows (unless "echo_rows": false). write.c
  *   rows_inserted       the count instead (an import). write.c
