@@ -43,7 +43,7 @@ bash scripts/fuzz-deps.sh
 # DuckDB functions that are never called here; libduckdb is linked for them.
 LIB_SRCS=(
   src/common/alloc.c src/common/errors.c src/common/buf.c src/common/decimal.c src/common/idset.c src/common/rowset.c
-  src/common/jsonw.c src/common/log.c src/common/hash.c
+  src/common/jsonw.c src/common/log.c src/common/hash.c src/common/wire.c
   src/engine/changes.c src/engine/engine.c src/engine/journal.c src/engine/lr.c
   src/engine/table.c
   src/stream/redis_url.c src/stream/redis_xstream.c src/stream/entry_mac.c

@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "dg/common.h"
+#include "dg/wire.h"
 
 /* Entries the ring holds at most: at 1,000 outcomes/s about 16 s of
  * history, far more than a long-poll client falls behind between two polls,
@@ -271,19 +272,24 @@ int dg_event_within(const dg_event_t *ev, const char *scope) {
   return 1;
 }
 
+typedef struct {
+  const char *scope;
+  int any; /* some table named */
+  int ok;  /* every table named is in scope */
+} within_t;
+
+static int within_each(const char *table, void *arg) {
+  within_t *w = arg;
+  w->any = 1;
+  w->ok = in_list(w->scope, table);
+  return !w->ok;
+}
+
 int dg_update_within(const char *res, size_t len, const char *scope) {
   if (scope == NULL || *scope == '\0') return 1;
-  json_t *o = json_loadb(res, len, 0, NULL);
-  const char *t = json_string_value(json_object_get(o, "table"));
-  int any = t != NULL, ok = t == NULL || in_list(scope, t);
-  json_t *ch = json_object_get(o, "changes");
-  for (size_t i = 0; ok && i < json_array_size(ch); i++) {
-    const char *ct = json_string_value(json_object_get(json_array_get(ch, i), "table"));
-    if (ct) any = 1;
-    ok = ct == NULL || in_list(scope, ct);
-  }
-  json_decref(o);
-  return ok && any;
+  within_t w = {scope, 0, 1};
+  (void)dg_wire_out_tables(res, len, within_each, &w);
+  return w.ok && w.any;
 }
 
 static int wants(const dg_sub_t *s, const dg_event_t *ev) {

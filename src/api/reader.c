@@ -35,6 +35,7 @@
 #include "dg/log.h"
 #include "dg/progress.h"
 #include "dg/waiters.h"
+#include "dg/wire.h"
 
 /* How long one XREAD blocks: bounds how long dg_reader_stop waits. */
 #define BLOCK_MS 500
@@ -68,33 +69,6 @@ static void ids_of(json_t *arr, int64_t **ids, size_t *n) {
   }
 }
 
-/* A top-level string member of an outcome, found by scanning (no DOM):
- * 1 and out filled, or 0 when absent, null, not a string, or too long. */
-static int str_member(const char *res, size_t len, const char *key, char *out, size_t cap) {
-  const char *v;
-  size_t n;
-  if (dg_json_raw_member(res, len, key, &v, &n) != 0 || n < 2 || v[0] != '"') return 0;
-  if (memchr(v, '\\', n) == NULL) {
-    if (n - 2 >= cap) return 0;
-    memcpy(out, v + 1, n - 2);
-    out[n - 2] = '\0';
-    return 1;
-  }
-  json_t *j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
-  int ok = json_is_string(j) && json_string_length(j) < cap;
-  if (ok) memcpy(out, json_string_value(j), json_string_length(j) + 1);
-  json_decref(j);
-  return ok;
-}
-
-/* A top-level member decoded on its own (small arrays, objects), or NULL. */
-static json_t *member(const char *res, size_t len, const char *key) {
-  const char *v;
-  size_t n;
-  if (dg_json_raw_member(res, len, key, &v, &n) != 0) return NULL;
-  return json_loadb(v, n, JSON_DECODE_ANY, NULL);
-}
-
 /* The tables an outcome concerns, for the table filters of the ring and of
  * the live clients: its top-level "table", or when it has none (update_cells
  * across tables, the one op whose changes may span tables) the tables of
@@ -112,11 +86,11 @@ static size_t tables_of(const char *res, size_t len, const char *table, json_t *
     *out = t;
     return 1;
   }
-  *changes = member(res, len, "changes");
+  *changes = dg_wire_out_get(res, len, DG_WIRE_O_CHANGES);
   size_t cap = json_array_size(*changes), n = 0;
   const char **t = dg_malloc((cap ? cap : 1) * sizeof *t);
   for (size_t i = 0; i < cap; i++) {
-    const char *ct = json_string_value(json_object_get(json_array_get(*changes, i), "table"));
+    const char *ct = json_string_value(json_object_get(json_array_get(*changes, i), DG_WIRE_TABLE));
     int seen = ct == NULL;
     for (size_t k = 0; k < n && !seen; k++) seen = strcmp(t[k], ct) == 0;
     if (!seen) t[n++] = ct;
@@ -186,15 +160,12 @@ static int64_t id_of(const json_t *v) {
  * a time. 1 if the outcome has them. */
 static int rows_update_ranges(dg_catalog_t *catalog, const char *res, size_t len, const char *table, int add,
                               dg_redis_xid_t at) {
-  json_t *ranges = member(res, len, add ? "inserted_ranges" : "deleted_ranges");
+  json_t *ranges = dg_wire_out_get(res, len, dg_wire_out_ids_ranges(add));
   if (ranges == NULL) {
     /* Truncated without ranges: too many scattered ids to list (apply.c
      * write_id_map). The row set is reloaded from DuckDB once it holds
      * this outcome (refresh, below); the manager checks rows meanwhile. */
-    const char *raw;
-    size_t rawn;
-    if (dg_json_raw_member(res, len, add ? "inserted_truncated" : "deleted_truncated", &raw, &rawn) == 0 &&
-        rawn == 4 && memcmp(raw, "true", 4) == 0) {
+    if (dg_wire_out_true(res, len, dg_wire_out_ids_truncated(add))) {
       dg_catalog_rows_stale(catalog, table, at);
       return 1;
     }
@@ -236,14 +207,14 @@ static void rows_update(dg_catalog_t *catalog, const char *res, size_t len, cons
   size_t rawn, n;
   int64_t *ids;
   if (rows_update_ranges(catalog, res, len, table, add, at)) return;
-  if (dg_json_raw_member(res, len, add ? "inserted" : "deleted", &raw, &rawn) == 0 &&
+  if (dg_wire_out_raw(res, len, dg_wire_out_ids(add), &raw, &rawn) == 0 &&
       ids_scan(raw, rawn, &ids, &n) == 0) {
     if (n && add) dg_catalog_rows_add(catalog, table, ids, n, at);
     else if (n) dg_catalog_rows_remove(catalog, table, ids, n, at);
     dg_free(ids);
     return;
   }
-  json_t *list = member(res, len, add ? "inserted" : "deleted");
+  json_t *list = dg_wire_out_get(res, len, dg_wire_out_ids(add));
   if (json_array_size(list)) {
     ids_of(list, &ids, &n);
     if (add) dg_catalog_rows_add(catalog, table, ids, n, at);
@@ -258,16 +229,16 @@ static void rows_update(dg_catalog_t *catalog, const char *res, size_t len, cons
 static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len) {
   const dg_reader_deps_t *d = &rd->deps;
   char op[32] = "", status[16] = "", table[DG_NAME_MAX + 1] = "", rid[256] = "";
-  str_member(res, len, "op", op, sizeof op);
-  str_member(res, len, "status", status, sizeof status);
+  dg_wire_out_str(res, len, DG_WIRE_O_OP, op, sizeof op);
+  dg_wire_out_str(res, len, DG_WIRE_O_STATUS, status, sizeof status);
   /* A name that fails the whitelist is not used at all (the outcome still
    * reaches the ring and its waiter: it was signed by our manager). */
-  if (str_member(res, len, "table", table, sizeof table) && !dg_name_valid(table)) table[0] = '\0';
+  if (dg_wire_out_str(res, len, DG_WIRE_O_TABLE, table, sizeof table) && !dg_name_valid(table)) table[0] = '\0';
   dg_redis_xid_t at = {0, 0};
   (void)dg_redis_xid_parse(id, strlen(id), &at);
-  if (strcmp(status, "applied") == 0) {
+  if (strcmp(status, DG_WIRE_APPLIED) == 0) {
     if (strcmp(op, "create_table") == 0) {
-      json_t *def = member(res, len, "table_def");
+      json_t *def = dg_wire_out_get(res, len, DG_WIRE_O_TABLE_DEF);
       dg_tabledef_t *t = def ? dg_tabledef_from_json(def) : NULL;
       if (t) dg_catalog_put_table(d->catalog, t);
       json_decref(def);
@@ -275,7 +246,7 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
       dg_catalog_drop_table(d->catalog, table);
     } else if (strcmp(op, "create_view") == 0 || strcmp(op, "delete_view") == 0) {
       char v[DG_NAME_MAX + 1];
-      if (str_member(res, len, "view", v, sizeof v) && dg_name_valid(v)) {
+      if (dg_wire_out_str(res, len, DG_WIRE_O_VIEW, v, sizeof v) && dg_name_valid(v)) {
         if (op[0] == 'c') dg_catalog_put_view(d->catalog, v);
         else dg_catalog_drop_view(d->catalog, v);
       }
@@ -302,13 +273,13 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
       dg_ring_append(d->hub, xid, NULL, 0, NULL, 0);
     }
   }
-  if (str_member(res, len, "request_id", rid, sizeof rid)) {
+  if (dg_wire_out_str(res, len, DG_WIRE_O_REQUEST_ID, rid, sizeof rid)) {
     /* Waiters wait under (caller tag, request_id): a request_id is scoped
      * to its caller (API v1.1), and two callers may share a user name
      * (entry_mac.h). An outcome without a tag (queued by an older version)
      * is for nobody waiting now. */
     char tag[DG_CALLER_TAG_LEN + 2] = "", key[sizeof tag + sizeof rid + 1];
-    if (str_member(res, len, "caller_tag", tag, sizeof tag) && strlen(tag) == DG_CALLER_TAG_LEN) {
+    if (dg_wire_out_str(res, len, DG_WIRE_O_CALLER_TAG, tag, sizeof tag) && strlen(tag) == DG_CALLER_TAG_LEN) {
       dg_waiters_key(key, sizeof key, tag, rid);
       dg_waiters_deliver(d->waiters, key, res, len);
     }

@@ -32,6 +32,7 @@
 #include "dg/common.h"
 #include "dg/http.h"
 #include "dg/hub.h"
+#include "dg/wire.h"
 #include "dg/redis.h" /* dg_redis_xid_*: the update-id format, no connection */
 #include "dg/service_updates.h"
 
@@ -83,19 +84,23 @@ static void sse_event(sse_t *s, const char *id, const char *res, size_t len) {
   dg_buf_puts(&s->out, "\n\n");
 }
 
+typedef struct {
+  const char *table;
+  int yes;
+} match_t;
+
+static int match_each(const char *t, void *arg) {
+  match_t *m = arg;
+  m->yes = strcmp(t, m->table) == 0;
+  return m->yes;
+}
+
+/* Does the update concern table? Its own "table" or any change's. */
 static int table_matches(const char *table, const char *res, size_t len) {
   if (table[0] == '\0') return 1;
-  json_t *o = json_loadb(res, len, 0, NULL);
-  int yes = 0;
-  const char *t = json_string_value(json_object_get(o, "table"));
-  if (t && strcmp(t, table) == 0) yes = 1;
-  json_t *ch = json_object_get(o, "changes");
-  for (size_t i = 0; !yes && i < json_array_size(ch); i++) {
-    const char *ct = json_string_value(json_object_get(json_array_get(ch, i), "table"));
-    yes = ct && strcmp(ct, table) == 0;
-  }
-  json_decref(o);
-  return yes;
+  match_t m = {table, 0};
+  (void)dg_wire_out_tables(res, len, match_each, &m);
+  return m.yes;
 }
 
 /* Pulled by the event loop (can_block 0), or once on a worker (can_block

@@ -9,7 +9,8 @@
  *
  * Normalised requests carry number values as exact decimal strings at the
  * column's scale ("1000.00"), so nothing on the way to the manager is a
- * double. The API never writes DuckDB: the manager does.
+ * double. The API never writes DuckDB: the manager does. A request's
+ * envelope and the outcome's members are the wire format's (wire.h).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -32,10 +33,10 @@
 #include "dg/redis.h"
 #include "dg/service.h"
 #include "dg/waiters.h"
+#include "dg/wire.h"
 
-/* A request_id is an opaque client token; 128 bytes hold any UUID or ULID
- * with room for a prefix, and keep the waiter table's keys small. */
-#define MAX_REQUEST_ID 128
+/* A request_id's longest (wire.h). */
+#define MAX_REQUEST_ID DG_WIRE_REQUEST_ID_MAX
 /* Rows in one insert: the 100,000-row bulk load with room to spare; the body
  * limit is the real bound. */
 #define MAX_ROWS 1000000
@@ -123,11 +124,14 @@ static void caller_tag_of(const dg_req_t *r, char tag[DG_CALLER_TAG_LEN + 1]) {
   dg_entry_caller_tag(r->app->streams.mac_key, caller, tag);
 }
 
-static json_t *base_request(dg_req_t *r, const char *op) {
+/* A request's envelope (wire.h) on table (NULL: none); the handler adds
+ * the op's members. */
+static json_t *base_request(dg_req_t *r, const char *op, const char *table) {
   char caller[96], tag[DG_CALLER_TAG_LEN + 1];
   caller_of(r, caller, sizeof caller);
   caller_tag_of(r, tag);
-  return json_pack("{s:s,s:s,s:s,s:s}", "op", op, "user", r->who.user, "caller", caller, "caller_tag", tag);
+  dg_wire_req_t env = {.op = op, .user = r->who.user, .caller = caller, .caller_tag = tag, .table = table};
+  return dg_wire_req_new(&env);
 }
 
 /* Finds or makes the request_id: the body's "request_id", else the query's
@@ -145,9 +149,7 @@ static int request_id_of(dg_req_t *r, char out[MAX_REQUEST_ID + 1], int *client_
     n = strlen(s);
   }
   if (s) {
-    if (n == 0 || n > MAX_REQUEST_ID) return DG_EINVAL;
-    for (size_t i = 0; i < n; i++)
-      if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) return DG_EINVAL;
+    if (!dg_wire_request_id_valid(s, n)) return DG_EINVAL;
     memcpy(out, s, n);
     out[n] = '\0';
     *client_given = 1;
@@ -182,15 +184,6 @@ typedef enum {
   REPLY_EMPTY,   /* 204                                        */
   REPLY_IMPORT,  /* 201, {"table","imported","update_id","request_id"} */
 } reply_kind_t;
-
-/* A top-level member of the outcome decoded on its own (no DOM of the
- * whole outcome, whose changes can be megabytes), or NULL. */
-static json_t *outcome_member(const char *res, size_t len, const char *key) {
-  const char *v;
-  size_t n;
-  if (dg_json_raw_member(res, len, key, &v, &n) != 0) return NULL;
-  return json_loadb(v, n, JSON_DECODE_ANY, NULL);
-}
 
 /* The count of the elements of the raw JSON array a[0..n) (strings skipped
  * whole, so no comma inside one counts). */
@@ -227,17 +220,20 @@ static void reply_import(dg_req_t *r, const char *res, size_t len) {
   const char *v;
   size_t vn;
   json_t *out = json_object();
-  static const char *const ids[] = {"table", "update_id", "request_id"};
+  static const struct {
+    const char *key;    /* in the answer */
+    dg_wire_out_t from; /* in the outcome */
+  } ids[] = {{"table", DG_WIRE_O_TABLE}, {"update_id", DG_WIRE_O_UPDATE_ID}, {"request_id", DG_WIRE_O_REQUEST_ID}};
   for (size_t i = 0; i < DG_ARRAY_SIZE(ids); i++) {
-    json_t *m = outcome_member(res, len, ids[i]);
-    json_object_set_new(out, ids[i], m ? m : json_null());
+    json_t *m = dg_wire_out_get(res, len, ids[i].from);
+    json_object_set_new(out, ids[i].key, m ? m : json_null());
   }
   /* An import's outcome counts its rows ("echo_rows": false); an outcome
    * with the rows themselves (replayed from before) is counted here. */
-  json_t *count = outcome_member(res, len, "rows_inserted");
+  json_t *count = dg_wire_out_get(res, len, DG_WIRE_O_ROWS_INSERTED);
   size_t n = json_is_integer(count) ? (size_t)json_integer_value(count)
-             : dg_json_raw_member(res, len, "rows", &v, &vn) == 0 ? raw_array_count(v, vn)
-                                                                 : 0;
+             : dg_wire_out_raw(res, len, DG_WIRE_O_ROWS, &v, &vn) == 0 ? raw_array_count(v, vn)
+                                                                       : 0;
   json_decref(count);
   json_object_set_new(out, "imported", json_integer((json_int_t)n));
   json_object_set_new(out, "status", json_string("applied"));
@@ -245,20 +241,21 @@ static void reply_import(dg_req_t *r, const char *res, size_t len) {
 }
 
 static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t kind) {
-  json_t *st = outcome_member(res, len, "status");
-  int applied = json_is_string(st) && strcmp(json_string_value(st), "applied") == 0;
-  json_decref(st);
-  if (!applied) {
-    json_t *err = outcome_member(res, len, "error");
-    int code = (int)json_integer_value(json_object_get(err, "status"));
-    const char *detail = json_string_value(json_object_get(err, "detail"));
+  if (!dg_wire_out_applied(res, len)) {
+    json_t *err = dg_wire_out_get(res, len, DG_WIRE_O_ERROR);
+    int code = (int)json_integer_value(json_object_get(err, DG_WIRE_ERR_STATUS));
+    const char *detail = json_string_value(json_object_get(err, DG_WIRE_ERR_DETAIL));
     json_t *extra = json_object();
-    static const char *const ids[] = {"request_id", "stream_id", "update_id"};
+    static const struct {
+      const char *key;    /* in the answer */
+      dg_wire_out_t from; /* in the outcome */
+    } ids[] = {{"request_id", DG_WIRE_O_REQUEST_ID}, {"stream_id", DG_WIRE_O_STREAM_ID},
+               {"update_id", DG_WIRE_O_UPDATE_ID}};
     for (size_t i = 0; i < DG_ARRAY_SIZE(ids); i++) {
-      json_t *v = outcome_member(res, len, ids[i]);
-      if (v) json_object_set_new(extra, ids[i], v);
+      json_t *v = dg_wire_out_get(res, len, ids[i].from);
+      if (v) json_object_set_new(extra, ids[i].key, v);
     }
-    json_t *conflicts = json_object_get(err, "conflicts"); /* a rejected revert's */
+    json_t *conflicts = json_object_get(err, DG_WIRE_ERR_CONFLICTS); /* a rejected revert's */
     if (conflicts) json_object_set(extra, "conflicts", conflicts);
     dg_problem(r, code >= 400 && code < 600 ? code : 500, extra, "%s",
                detail ? detail : "the request was rejected");
@@ -269,11 +266,10 @@ static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t
     reply_import(r, res, len);
     return;
   }
-  const char *key = kind == REPLY_TABLE ? "table_def"
-                    : kind == REPLY_ROWS ? "rows"
-                    : kind == REPLY_ROW  ? "row"
-                    : kind == REPLY_VIEW ? "view_def"
-                                         : NULL;
+  dg_wire_out_t member = kind == REPLY_TABLE ? DG_WIRE_O_TABLE_DEF
+                         : kind == REPLY_ROWS  ? DG_WIRE_O_ROWS
+                         : kind == REPLY_ROW   ? DG_WIRE_O_ROW
+                                               : DG_WIRE_O_VIEW_DEF;
   dg_buf_t out;
   dg_buf_init(&out);
   const char *v;
@@ -285,8 +281,8 @@ static void reply_outcome(dg_req_t *r, const char *res, size_t len, reply_kind_t
       dg_reply_buf(r, 200, &out);
       break;
     default:
-      if (dg_json_raw_member(res, len, key, &v, &vn) != 0) {
-        dg_problem(r, 500, NULL, "the outcome lacks '%s'", key);
+      if (dg_wire_out_raw(res, len, member, &v, &vn) != 0) {
+        dg_problem(r, 500, NULL, "the outcome lacks '%s'", dg_wire_out_name(member));
         break;
       }
       if (kind == REPLY_ROWS) dg_buf_puts(&out, "{\"rows\":");
@@ -400,15 +396,8 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
     dg_problem(r, 400, NULL, "request_id must be 1..%d printable ASCII characters", MAX_REQUEST_ID);
     return;
   }
-  if (req) {
-    json_object_set_new(req, "request_id", json_string(rid));
-  } else {
-    dg_jsonw_t jw;
-    dg_jsonw_resume_obj(&jw, raw); /* inside the request object, after its other members */
-    dg_jsonw_key(&jw, "request_id");
-    dg_jsonw_str(&jw, rid);
-    dg_jsonw_end(&jw);
-  }
+  if (req) dg_wire_req_finish(req, rid);
+  else dg_wire_req_close(raw, rid);
   int async = is_async(r);
   /* A sync write on the front end parks its request on the loop while the
    * manager works, instead of holding this worker (issue 13); with
@@ -642,7 +631,7 @@ static int update_cell(dg_req_t *r) {
   if (replayed(r, REPLY_UPDATE)) return 0;
   json_t *u = cell_update_or_problem(r, r->body, "update_cell");
   if (u == NULL) return 0;
-  json_t *req = base_request(r, "update_cell");
+  json_t *req = base_request(r, "update_cell", NULL);
   json_object_update(req, u);
   json_decref(u);
   submit(r, req, REPLY_UPDATE);
@@ -667,7 +656,7 @@ static int update_cells(dg_req_t *r) {
     }
     json_array_append_new(list, u);
   }
-  json_t *req = base_request(r, "update_cells");
+  json_t *req = base_request(r, "update_cells", NULL);
   json_object_set_new(req, "updates", list);
   submit(r, req, REPLY_UPDATE);
   return 0;
@@ -713,8 +702,7 @@ static int create_table(dg_req_t *r) {
     int scale = strcmp(ty, "number") == 0 ? (sc && json_is_integer(sc) ? (int)json_integer_value(sc) : 2) : 0;
     json_array_append_new(norm, json_pack("{s:s,s:s,s:i}", "name", cn, "type", ty, "scale", scale));
   }
-  json_t *req = base_request(r, "create_table");
-  json_object_set_new(req, "table", json_string(name));
+  json_t *req = base_request(r, "create_table", name);
   json_object_set_new(req, "columns", norm);
   submit(r, req, REPLY_TABLE);
   return 0;
@@ -724,8 +712,7 @@ static int delete_table(dg_req_t *r) {
   if (replayed(r, REPLY_EMPTY)) return 0;
   dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
-  json_t *req = base_request(r, "delete_table");
-  json_object_set_new(req, "table", json_string(t->name));
+  json_t *req = base_request(r, "delete_table", t->name);
   dg_tabledef_unref(t);
   submit(r, req, REPLY_EMPTY);
   return 0;
@@ -839,8 +826,7 @@ static int insert_rows(dg_req_t *r) {
     json_array_append_new(norm, o);
   }
   {
-    json_t *req = base_request(r, "insert_rows");
-    json_object_set_new(req, "table", json_string(t->name));
+    json_t *req = base_request(r, "insert_rows", t->name);
     json_object_set_new(req, "rows", norm);
     norm = NULL;
     submit(r, req, REPLY_ROWS);
@@ -887,8 +873,7 @@ static int update_row(dg_req_t *r) {
     }
     if (ok && mode && mode_ok_or_problem(r, t, mode) != 0) ok = 0;
     if (ok) {
-      json_t *req = base_request(r, "update_row");
-      json_object_set_new(req, "table", json_string(t->name));
+      json_t *req = base_request(r, "update_row", t->name);
       json_object_set_new(req, "row_id", json_integer(id));
       json_object_set_new(req, "cells", cells);
       cells = NULL;
@@ -911,8 +896,7 @@ static int delete_row(dg_req_t *r) {
   if (cascade && strcmp(cascade, "true") != 0 && strcmp(cascade, "false") != 0) {
     dg_problem(r, 400, NULL, "cascade must be true or false");
   } else if (row_param_or_problem(r, t, &id) == 0) {
-    json_t *req = base_request(r, "delete_row");
-    json_object_set_new(req, "table", json_string(t->name));
+    json_t *req = base_request(r, "delete_row", t->name);
     json_object_set_new(req, "row_id", json_integer(id));
     json_object_set_new(req, "cascade", json_boolean(cascade && strcmp(cascade, "true") == 0));
     submit(r, req, REPLY_EMPTY);
@@ -951,8 +935,7 @@ static int holds(dg_req_t *r, const char *op) {
     }
     json_array_append_new(norm, json_pack("{s:I,s:s}", "row_id", (json_int_t)id, "column", cn));
   }
-  json_t *req = base_request(r, op);
-  json_object_set_new(req, "table", json_string(t->name));
+  json_t *req = base_request(r, op, t->name);
   json_object_set_new(req, "holds", norm);
   norm = NULL;
   submit(r, req, REPLY_UPDATE);
@@ -994,7 +977,7 @@ static int create_view(dg_req_t *r) {
     dg_problem(r, 503, NULL, "the database could not check the view: %s", err);
     return 0;
   }
-  json_t *req = base_request(r, "create_view");
+  json_t *req = base_request(r, "create_view", NULL);
   json_object_set_new(req, "view", json_string(name));
   json_object_set_new(req, "sql", json_string(sql));
   submit(r, req, REPLY_VIEW);
@@ -1012,7 +995,7 @@ static int delete_view(dg_req_t *r) {
     dg_problem(r, 404, NULL, "view '%s' does not exist", name);
     return 0;
   }
-  json_t *req = base_request(r, "delete_view");
+  json_t *req = base_request(r, "delete_view", NULL);
   json_object_set_new(req, "view", json_string(name));
   submit(r, req, REPLY_EMPTY);
   return 0;
@@ -1158,14 +1141,14 @@ static int compact_revertible(dg_req_t *r, dg_redis_xid_t x, char *table, size_t
   dg_redis_xid_format(x, want, sizeof want);
   int ok = 0;
   json_t *o = strcmp(hit->id, want) == 0 ? json_loadb(hit->res, hit->len, 0, NULL) : NULL;
-  const char *op = json_string_value(json_object_get(o, "op"));
-  const char *status = json_string_value(json_object_get(o, "status"));
-  if (op && status && strcmp(status, "applied") == 0 && dg_update_within(hit->res, hit->len, r->who.tables) &&
+  const char *op = json_string_value(json_object_get(o, DG_WIRE_OP));
+  const char *status = json_string_value(json_object_get(o, DG_WIRE_STATUS));
+  if (op && status && strcmp(status, DG_WIRE_APPLIED) == 0 && dg_update_within(hit->res, hit->len, r->who.tables) &&
       (strcmp(op, "update_cell") == 0 || strcmp(op, "update_cells") == 0 ||
-       (strcmp(op, "revert") == 0 && json_is_string(json_object_get(o, "table")) &&
-        json_object_get(o, "inserted") == NULL &&
-        json_object_get(o, "deleted") == NULL && json_object_get(o, "moved") == NULL))) {
-    const char *t = json_string_value(json_object_get(o, "table"));
+       (strcmp(op, "revert") == 0 && json_is_string(json_object_get(o, DG_WIRE_TABLE)) &&
+        json_object_get(o, DG_WIRE_INSERTED) == NULL && json_object_get(o, DG_WIRE_DELETED) == NULL &&
+        json_object_get(o, DG_WIRE_MOVED) == NULL))) {
+    const char *t = json_string_value(json_object_get(o, DG_WIRE_TABLE));
     snprintf(table, tcap, "%s", t && strlen(t) < tcap ? t : "");
     ok = 1;
   }
@@ -1207,8 +1190,7 @@ static int revert_update(dg_req_t *r) {
   if (compact_revertible(r, x, table, sizeof table)) {
     /* The manager reads the cells (its cache of recent writes, or the
      * audit log): nothing to read here, nothing to wait for. */
-    json_t *req = base_request(r, "revert");
-    if (table[0]) json_object_set_new(req, "table", json_string(table));
+    json_t *req = base_request(r, "revert", table[0] ? table : NULL);
     json_object_set_new(req, "reverts", json_string(uid));
     json_object_set_new(req, "force", json_boolean(json_is_true(force)));
     json_object_set_new(req, "compact", json_true());
@@ -1340,8 +1322,7 @@ static int revert_update(dg_req_t *r) {
   }
   /* Deletes last, in the order read_images gave (parents first). */
   for (size_t i = 0; i < json_array_size(deleted); i++) json_array_append(rows, json_array_get(deleted, i));
-  json_t *req = base_request(r, "revert");
-  if (one_table && only_table) json_object_set_new(req, "table", json_string(only_table));
+  json_t *req = base_request(r, "revert", one_table && only_table ? only_table : NULL);
   dg_free(only_table);
   json_object_set_new(req, "reverts", json_string(uid));
   json_object_set_new(req, "force", json_boolean(json_is_true(force)));
@@ -1385,23 +1366,12 @@ int dg_write_update_cell(dg_req_t *r) { return update_cell(r); }
 int dg_write_import_replayed(dg_req_t *r) { return replayed(r, REPLY_IMPORT); }
 
 void dg_write_import_begin(dg_req_t *r, dg_buf_t *raw, const char *table) {
-  char caller[96];
+  char caller[96], tag[DG_CALLER_TAG_LEN + 1];
   caller_of(r, caller, sizeof caller);
-  dg_jsonw_t w;
-  dg_jsonw_init(&w, raw);
-  dg_jsonw_obj(&w);
-  dg_jsonw_key(&w, "op");
-  dg_jsonw_str(&w, "insert_rows");
-  dg_jsonw_key(&w, "user");
-  dg_jsonw_str(&w, r->who.user);
-  dg_jsonw_key(&w, "caller");
-  dg_jsonw_str(&w, caller);
-  char tag[DG_CALLER_TAG_LEN + 1];
   caller_tag_of(r, tag);
-  dg_jsonw_key(&w, "caller_tag");
-  dg_jsonw_str(&w, tag);
-  dg_jsonw_key(&w, "table");
-  dg_jsonw_str(&w, table);
+  dg_wire_req_t env = {.op = "insert_rows", .user = r->who.user, .caller = caller, .caller_tag = tag, .table = table};
+  dg_jsonw_t w;
+  dg_wire_req_open(&w, raw, &env);
   dg_jsonw_key(&w, "echo_rows"); /* the outcome counts the rows (apply.c) */
   dg_jsonw_bool(&w, 0);
 }

@@ -20,6 +20,7 @@
 #include "dg/decimal.h"
 #include "dg/hash.h"
 #include "dg/jsonw.h"
+#include "dg/wire.h"
 #include "dg/log.h"
 #include "dg/catalog.h"
 #include "dg/views.h"
@@ -207,17 +208,6 @@ typedef struct {
   json_t *moved;        /* [{"table","row_id","from","to"}] */
   size_t nchanges;      /* cell changes (written to w while listed()) */
 } effects_t;
-
-/* The request's caller tag (entry_mac.h), copied into its outcome when it
- * is one (16 lowercase hex characters): a sync write waits under it. */
-void dg__mgr_put_caller_tag(dg_jsonw_t *w, const json_t *req) {
-  const char *tag = json_string_value(json_object_get(req, "caller_tag"));
-  if (tag == NULL || strlen(tag) != DG_CALLER_TAG_LEN) return;
-  for (const char *p = tag; *p; p++)
-    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return;
-  dg_jsonw_key(w, "caller_tag");
-  dg_jsonw_str(w, tag);
-}
 
 static void hist_add_kind(dg_manager_t *m, uint8_t kind, uint32_t req, uint32_t tag, int64_t row,
                           int32_t col, char *old_text, char *new_text) {
@@ -1479,11 +1469,11 @@ int dg__mgr_is_ddl(const char *json, size_t len) {
   }
   /* Else decoded exactly as dg__mgr_apply decodes it, so both agree on "op"
    * whatever escapes or repeated keys the text holds. */
-  json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
-  const char *op = json_string_value(json_object_get(o, "op"));
+  dg_wire_req_t rq;
+  (void)dg_wire_req_decode(json, len, 0, &rq);
   int yes = 0;
-  for (size_t i = 0; op && i < DG_ARRAY_SIZE(ddl_ops); i++) yes |= strcmp(op, ddl_ops[i]) == 0;
-  json_decref(o);
+  for (size_t i = 0; rq.op && i < DG_ARRAY_SIZE(ddl_ops); i++) yes |= strcmp(rq.op, ddl_ops[i]) == 0;
+  dg_wire_req_dispose(&rq);
   return yes;
 }
 
@@ -1496,7 +1486,7 @@ static void ddl_add(dg_manager_t *m, char *sql) {
 }
 
 static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t *f) {
-  const char *name = json_string_value(json_object_get(o, "table"));
+  const char *name = json_string_value(json_object_get(o, DG_WIRE_TABLE));
   json_t *cols = json_object_get(o, "columns");
   if (!dg_name_valid(name)) return fail(f, 400, "invalid table name");
   if (dg__mgr_table(m, name)) return fail(f, 409, "table '%s' exists already", name);
@@ -1555,7 +1545,7 @@ static int op_create_table(dg_manager_t *m, json_t *o, dg_jsonw_t *w, failure_t 
   dg_idset_init(&t->fresh);
   m->tables = dg_realloc(m->tables, (m->ntables + 1) * sizeof *m->tables);
   m->tables[m->ntables++] = t;
-  dg_jsonw_key(w, "table_def");
+  dg_jsonw_key(w, DG_WIRE_TABLE_DEF);
   dg_jsonw_obj(w);
   dg_jsonw_key(w, "name");
   dg_jsonw_str(w, name);
@@ -1611,9 +1601,9 @@ static int op_create_view(dg_manager_t *m, const char *name, const char *sql, dg
   ddl_add(m, dg_strdup(sql));
   m->views = dg_realloc(m->views, (m->nviews + 1) * sizeof *m->views);
   m->views[m->nviews++] = dg_strdup(name);
-  dg_jsonw_key(w, "view");
+  dg_jsonw_key(w, DG_WIRE_VIEW);
   dg_jsonw_str(w, name);
-  dg_jsonw_key(w, "view_def");
+  dg_jsonw_key(w, DG_WIRE_VIEW_DEF);
   dg_jsonw_obj(w);
   dg_jsonw_key(w, "name");
   dg_jsonw_str(w, name);
@@ -1630,7 +1620,7 @@ static int op_delete_view(dg_manager_t *m, const char *name, dg_jsonw_t *w, fail
   if (i == m->nviews) return fail(f, 404, "view '%s' does not exist", name ? name : "");
   ddl_add(m, dg_strprintf("DROP VIEW main.\"%s\"", name));
   ddl_add(m, dg_sql_view_delete(name));
-  dg_jsonw_key(w, "view");
+  dg_jsonw_key(w, DG_WIRE_VIEW);
   dg_jsonw_str(w, name);
   dg_free(m->views[i]);
   m->views[i] = m->views[--m->nviews];
@@ -1649,11 +1639,11 @@ static int cmp_i64(const void *a, const void *b) {
  * of consecutive ids (an import's million new ids are one pair, not 8 MB
  * of list). The API's row set reads the ranges (reader.c). Above max runs
  * (scattered ids) there are no ranges either. */
-static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char *table, size_t max) {
+static void write_id_map(dg_jsonw_t *w, int add, json_t *map, const char *table, size_t max) {
   json_t *a = table ? json_object_get(map, table) : NULL;
   if (a == NULL) return;
   size_t n = json_array_size(a);
-  dg_jsonw_key(w, key);
+  dg_jsonw_key(w, dg_wire_out_name(dg_wire_out_ids(add)));
   dg_jsonw_arr(w);
   if (max == 0 || n <= max) {
     for (size_t i = 0; i < n; i++) dg_jsonw_id(w, json_integer_value(json_array_get(a, i)));
@@ -1664,12 +1654,9 @@ static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char
   int64_t *ids = dg_malloc(n * sizeof *ids);
   for (size_t i = 0; i < n; i++) ids[i] = json_integer_value(json_array_get(a, i));
   qsort(ids, n, sizeof *ids, cmp_i64);
-  char k[48];
-  snprintf(k, sizeof k, "%s_total", key);
-  dg_jsonw_key(w, k);
+  dg_jsonw_key(w, dg_wire_out_name(add ? DG_WIRE_O_INSERTED_TOTAL : DG_WIRE_O_DELETED_TOTAL));
   dg_jsonw_int(w, (int64_t)n);
-  snprintf(k, sizeof k, "%s_truncated", key);
-  dg_jsonw_key(w, k);
+  dg_jsonw_key(w, dg_wire_out_name(dg_wire_out_ids_truncated(add)));
   dg_jsonw_raw(w, "true", 4);
   /* Scattered ids make as many runs as ids: above max runs the ranges are
    * left out too, so the outcome stays small whatever was deleted. A
@@ -1679,8 +1666,7 @@ static void write_id_map(dg_jsonw_t *w, const char *key, json_t *map, const char
   for (size_t i = 0; i < n; i++)
     if (i == 0 || (ids[i] != ids[i - 1] && ids[i] != ids[i - 1] + 1)) runs++;
   if (runs <= max) {
-    snprintf(k, sizeof k, "%s_ranges", key);
-    dg_jsonw_key(w, k);
+    dg_jsonw_key(w, dg_wire_out_name(dg_wire_out_ids_ranges(add)));
     dg_jsonw_arr(w);
     for (size_t i = 0; i < n;) {
       size_t j = i;
@@ -1703,18 +1689,13 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   dg_redis_xid_parse(req->stream_id, strlen(req->stream_id), &sxid);
   char ts[64] = "";
   if (!m->outcomes_off) dg__mgr_time_iso(sxid.ms, ts, sizeof ts);
-  json_error_t jerr;
-  json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-  const char *op = o ? json_string_value(json_object_get(o, "op")) : NULL;
-  const char *rid = o ? json_string_value(json_object_get(o, "request_id")) : NULL;
-  const char *user = o ? json_string_value(json_object_get(o, "user")) : NULL;
-  const char *table = o ? json_string_value(json_object_get(o, "table")) : NULL;
-  const char *caller = o ? json_string_value(json_object_get(o, "caller")) : NULL;
-  /* A request_id is 1..128 printable ASCII characters (the API checks the
-   * same); anything else is answered under the stream id, never cut. */
-  int rid_ok = rid != NULL && strlen(rid) >= 1 && strlen(rid) <= 128;
-  for (const char *p = rid; rid_ok && *p; p++) rid_ok = (unsigned char)*p >= 0x21 && (unsigned char)*p <= 0x7e;
-  if (!rid_ok) rid = NULL;
+  /* The envelope borrows from the request's DOM (wire.h). A request_id
+   * that is not 1..128 printable ASCII characters (the API checks the
+   * same) comes back NULL: it is answered under the stream id, never cut. */
+  dg_wire_req_t rq;
+  (void)dg_wire_req_decode(text, len, 0, &rq);
+  json_t *o = rq.body;
+  const char *op = rq.op, *rid = rq.request_id, *user = rq.user, *table = rq.table, *caller = rq.caller;
   snprintf(req->request_id, sizeof req->request_id, "%s", rid ? rid : req->stream_id);
   snprintf(req->user, sizeof req->user, "%s", user ? user : "");
   snprintf(req->table_name, sizeof req->table_name, "%s", table ? table : "");
@@ -1730,7 +1711,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     if (dg__mgr_idem_find(&m->idem, key, sxid.ms, m->idem_window_ms, &first)) {
       req->duplicate = 1; /* the first outcome stands; nothing is applied again */
       req->first = first;
-      json_decref(o);
+      dg_wire_req_dispose(&rq);
       return;
     }
     req->idem = 1;
@@ -1743,21 +1724,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   size_t ddl_mark = m->nddl;
   dg_buf_reset(&m->json);
   dg_jsonw_t w;
-  dg_jsonw_init(&w, &m->json);
-  dg_jsonw_obj(&w);
-  dg_jsonw_key(&w, "update_id");
-  dg_jsonw_str(&w, req->stream_id);
-  dg_jsonw_key(&w, "stream_id");
-  dg_jsonw_str(&w, req->stream_id);
-  dg_jsonw_key(&w, "request_id");
-  dg_jsonw_str(&w, req->request_id);
-  dg_jsonw_key(&w, "user");
-  dg_jsonw_str(&w, user);
-  dg__mgr_put_caller_tag(&w, o);
-  dg_jsonw_key(&w, "op");
-  dg_jsonw_str(&w, op ? op : "unknown");
-  dg_jsonw_key(&w, "table");
-  dg_jsonw_str(&w, table);
+  dg_wire_out_open(&w, &m->json, req->stream_id, req->request_id, user, rq.caller_tag, op ? op : "unknown", table);
   /* The changes go to their own buffer and come last in the outcome, after
    * the small members (status, error, ids, ts), so readers that only need
    * those stop scanning early even when a spread lists a million cells. */
@@ -1804,7 +1771,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     if (json_is_true(json_object_get(o, "compact"))) rc = op_revert_compact(&e, o, &mk, &conflicts, &f);
     else rc = op_revert(&e, o, &mk, &conflicts, &f);
     if (rc == 0) {
-      dg_jsonw_key(&xw, "reverts");
+      dg_jsonw_key(&xw, DG_WIRE_REVERTS);
       dg_jsonw_str(&xw, json_string_value(json_object_get(o, "reverts")));
     }
   } else if (strcmp(op, "create_table") == 0) {
@@ -1826,7 +1793,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
      * million-row file would be an outcome of a hundred megabytes. */
     int echo = !json_is_false(json_object_get(o, "echo_rows"));
     if (echo) {
-      dg_jsonw_key(&xw, "rows");
+      dg_jsonw_key(&xw, DG_WIRE_ROWS);
       dg_jsonw_arr(&xw);
     }
     /* By column (an import): "count" instead of "rows"; never echoed. */
@@ -1841,7 +1808,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     if (echo) {
       dg_jsonw_end(&xw);
     } else if (rc == 0) {
-      dg_jsonw_key(&xw, "rows_inserted");
+      dg_jsonw_key(&xw, DG_WIRE_ROWS_INSERTED);
       dg_jsonw_int(&xw, (int64_t)inserted);
     }
     if (rc == 0) m->next_row_id = next;
@@ -1869,7 +1836,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
       else rc = write_cell(&e, t, id, c, v, json_string_value(json_object_get(o, "mode")), NULL, &f);
     }
     if (rc == 0) {
-      dg_jsonw_key(&xw, "row");
+      dg_jsonw_key(&xw, DG_WIRE_ROW);
       render_row(&xw, t, id);
     }
   } else if (strcmp(op, "delete_row") == 0) {
@@ -1926,41 +1893,21 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     m->nhist = hist_mark;
     for (size_t i = ddl_mark; i < m->nddl; i++) dg_free(m->ddl[i]);
     m->nddl = ddl_mark;
-    dg_jsonw_key(&w, "status");
-    dg_jsonw_str(&w, "rejected");
-    dg_jsonw_key(&w, "error");
-    dg_jsonw_obj(&w);
-    dg_jsonw_key(&w, "status");
-    dg_jsonw_int(&w, f.status);
-    dg_jsonw_key(&w, "code");
-    dg_jsonw_str(&w, dg_status_code(f.status));
-    dg_jsonw_key(&w, "title");
-    dg_jsonw_str(&w, dg_status_reason(f.status));
-    dg_jsonw_key(&w, "detail");
-    dg_jsonw_str(&w, f.detail);
-    if (conflicts) {
-      char *cj = json_dumps(conflicts, JSON_COMPACT);
-      dg_jsonw_key(&w, "conflicts");
-      dg_jsonw_raw(&w, cj, strlen(cj));
-      free(cj);
-    }
-    dg_jsonw_end(&w);
-    dg_jsonw_key(&w, "ts");
-    dg_jsonw_str(&w, ts);
-    dg_jsonw_key(&w, "changes");
-    dg_jsonw_raw(&w, "[]", 2);
+    char *cj = conflicts ? json_dumps(conflicts, JSON_COMPACT) : NULL;
+    dg_wire_out_rejected(&w, f.status, f.detail, cj, ts);
+    free(cj);
   } else {
-    dg_jsonw_key(&w, "status");
-    dg_jsonw_str(&w, "applied");
-    dg_jsonw_key(&w, "error");
+    dg_jsonw_key(&w, DG_WIRE_STATUS);
+    dg_jsonw_str(&w, DG_WIRE_APPLIED);
+    dg_jsonw_key(&w, DG_WIRE_ERROR);
     dg_jsonw_null(&w);
-    dg_jsonw_key(&w, "ts");
+    dg_jsonw_key(&w, DG_WIRE_TS);
     dg_jsonw_str(&w, ts);
-    write_id_map(&w, "inserted", e.inserted, table, m->outcome_ids_max);
-    write_id_map(&w, "deleted", e.deleted, table, m->outcome_ids_max);
+    write_id_map(&w, 1, e.inserted, table, m->outcome_ids_max);
+    write_id_map(&w, 0, e.deleted, table, m->outcome_ids_max);
     if (json_array_size(e.moved)) {
       char *mv = json_dumps(e.moved, JSON_COMPACT);
-      dg_jsonw_key(&w, "moved");
+      dg_jsonw_key(&w, DG_WIRE_MOVED);
       dg_jsonw_raw(&w, mv, strlen(mv));
       free(mv);
     }
@@ -1972,14 +1919,14 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     if (m->outcome_changes_max > 0 && e.nchanges > m->outcome_changes_max) {
       /* A compact outcome (API v1.1): the full list is paged from the
        * audit log, GET /updates/{update_id}/changes. */
-      dg_jsonw_key(&w, "changes_total");
+      dg_jsonw_key(&w, DG_WIRE_CHANGES_TOTAL);
       dg_jsonw_int(&w, (int64_t)e.nchanges);
-      dg_jsonw_key(&w, "changes_truncated");
+      dg_jsonw_key(&w, DG_WIRE_CHANGES_TRUNCATED);
       dg_jsonw_raw(&w, "true", 4);
-      dg_jsonw_key(&w, "changes");
+      dg_jsonw_key(&w, DG_WIRE_CHANGES);
       dg_jsonw_raw(&w, "[]", 2);
     } else {
-      dg_jsonw_key(&w, "changes");
+      dg_jsonw_key(&w, DG_WIRE_CHANGES);
       dg_buf_putc(&m->json, '[');
       if (chg.len) dg_buf_append(&m->json, chg.data, chg.len);
       dg_buf_putc(&m->json, ']');
@@ -1996,5 +1943,5 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   json_decref(e.deleted);
   json_decref(e.moved);
   json_decref(conflicts);
-  json_decref(o);
+  dg_wire_req_dispose(&rq);
 }

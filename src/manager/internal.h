@@ -351,7 +351,4 @@ void dg__mgr_persist_dispose(dg_manager_t *m);
  *  holds state_lock. Used when leadership ends: the tail is replayed. */
 void dg__mgr_pend_drop(dg_manager_t *m);
 
-/* Writes the request's "caller_tag" member into its outcome (apply.c). */
-void dg__mgr_put_caller_tag(dg_jsonw_t *w, const json_t *req);
-
 #endif

@@ -89,6 +89,7 @@
 #include "dg/entry_mac.h"
 #include "dg/hash.h"
 #include "dg/jsonw.h"
+#include "dg/wire.h"
 #include "dg/log.h"
 #include "dg/metrics.h"
 #include "dg/progress.h"
@@ -743,44 +744,17 @@ static void reject_with(mreq_t *r, const entry_t *e, const char *why) {
   dg_redis_xid_parse(r->stream_id, strlen(r->stream_id), &x);
   dg_buf_t b;
   dg_buf_init(&b);
+  /* Read leniently (repeated members allowed): whatever user and op the
+   * text names go into the rejection. */
+  dg_wire_req_t rq;
+  (void)dg_wire_req_decode(e->req, e->req_len, DG_WIRE_DUPLICATES_OK, &rq);
   dg_jsonw_t w;
-  dg_jsonw_init(&w, &b);
-  json_t *o = e->req ? json_loadb(e->req, e->req_len, 0, NULL) : NULL;
-  dg_jsonw_obj(&w);
-  dg_jsonw_key(&w, "update_id");
-  dg_jsonw_str(&w, r->stream_id);
-  dg_jsonw_key(&w, "stream_id");
-  dg_jsonw_str(&w, r->stream_id);
-  dg_jsonw_key(&w, "request_id");
-  dg_jsonw_str(&w, r->request_id);
-  dg_jsonw_key(&w, "user");
-  dg_jsonw_str(&w, json_string_value(json_object_get(o, "user")));
-  dg__mgr_put_caller_tag(&w, o);
-  dg_jsonw_key(&w, "op");
-  dg_jsonw_str(&w, json_string_value(json_object_get(o, "op")));
-  dg_jsonw_key(&w, "table");
-  dg_jsonw_str(&w, json_string_value(json_object_get(o, "table")));
-  dg_jsonw_key(&w, "status");
-  dg_jsonw_str(&w, "rejected");
-  dg_jsonw_key(&w, "error");
-  dg_jsonw_obj(&w);
-  dg_jsonw_key(&w, "status");
-  dg_jsonw_int(&w, 500);
-  dg_jsonw_key(&w, "code");
-  dg_jsonw_str(&w, "internal");
-  dg_jsonw_key(&w, "title");
-  dg_jsonw_str(&w, "Internal Server Error");
-  dg_jsonw_key(&w, "detail");
-  dg_jsonw_str(&w, why);
-  dg_jsonw_end(&w);
+  dg_wire_out_open(&w, &b, r->stream_id, r->request_id, rq.user, rq.caller_tag, rq.op, rq.table);
   char ts[64];
   dg__mgr_time_iso(x.ms, ts, sizeof ts);
-  dg_jsonw_key(&w, "ts");
-  dg_jsonw_str(&w, ts);
-  dg_jsonw_key(&w, "changes");
-  dg_jsonw_raw(&w, "[]", 2);
+  dg_wire_out_rejected(&w, 500, why, NULL, ts);
   dg_jsonw_end(&w);
-  json_decref(o);
+  dg_wire_req_dispose(&rq);
   dg_free(r->res);
   r->res_len = b.len;
   r->res = dg_buf_steal(&b);

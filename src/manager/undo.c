@@ -24,6 +24,7 @@
 
 #include "dg/common.h"
 #include "dg/log.h"
+#include "dg/wire.h"
 #include "internal.h"
 
 #define UNDO_CACHE_MB_DEFAULT 64
@@ -138,11 +139,11 @@ int dg__mgr_revert_target(const char *json, size_t len, dg_redis_xid_t *u) {
   }
   static const char needle[] = "\"compact\"";
   if (len < sizeof needle || memmem(json, len, needle, sizeof needle - 1) == NULL) return 0;
-  json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
-  const char *op = json_string_value(json_object_get(o, "op"));
-  const char *uid = json_string_value(json_object_get(o, "reverts"));
-  int yes = op && strcmp(op, "revert") == 0 && json_is_true(json_object_get(o, "compact")) && uid &&
+  dg_wire_req_t rq;
+  (void)dg_wire_req_decode(json, len, 0, &rq);
+  const char *uid = json_string_value(json_object_get(rq.body, "reverts"));
+  int yes = rq.op && strcmp(rq.op, "revert") == 0 && json_is_true(json_object_get(rq.body, "compact")) && uid &&
             dg_redis_xid_parse(uid, strlen(uid), u) == 0;
-  json_decref(o);
+  dg_wire_req_dispose(&rq);
   return yes;
 }

@@ -52,6 +52,7 @@
 #include "dg/log.h"
 #include "dg/progress.h"
 #include "dg/redis_pool.h"
+#include "dg/wire.h"
 
 /* One XREAD BLOCK at most this long, so shutdown waits at most this for a
  * long poll; 30 round trips per idle 30 s poll cost Redis nothing. */
@@ -163,21 +164,21 @@ static int looks_like_object(const char *s, size_t n) {
 }
 
 /* Does the update concern table? Its own "table" or any change's "table". */
+typedef struct {
+  const char *table;
+  int yes;
+} match_t;
+
+static int match_each(const char *t, void *arg) {
+  match_t *m = arg;
+  m->yes = strcmp(t, m->table) == 0;
+  return m->yes;
+}
+
 static int matches_table(const char *text, size_t n, const char *table) {
-  json_t *u = json_loadb(text, n, 0, NULL);
-  if (u == NULL) return 0;
-  const char *t = json_string_value(json_object_get(u, "table"));
-  int yes = t && strcmp(t, table) == 0;
-  json_t *changes = json_object_get(u, "changes");
-  size_t i;
-  json_t *c;
-  json_array_foreach(changes, i, c) {
-    if (yes) break;
-    const char *ct = json_string_value(json_object_get(c, "table"));
-    yes = ct && strcmp(ct, table) == 0;
-  }
-  json_decref(u);
-  return yes;
+  match_t m = {table, 0};
+  (void)dg_wire_out_tables(text, n, match_each, &m);
+  return m.yes;
 }
 
 /* Consumes the entries of an XREAD reply (checked by check_reply); returns
