@@ -75,6 +75,7 @@ static struct {
   uint64_t seed;
   const char *label;
   int rss_pid;       /* the server: its RSS before and after the watchers connect */
+  int idle;          /* connections that send half a request header and stay */
 } O = {.port = 0, .key = "", .target = T_UPDATE, .conns = 64, .duration = 10, .warmup = 1,
        .table = "bench", .mid_pct = 10, .drain = 60, .seed = 42, .label = ""};
 
@@ -331,6 +332,52 @@ static void conn_open(conn_t *c) {
   c->want_out = 0;
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) die("epoll_ctl: %s", strerror(errno));
+}
+
+/* ---- idle connections (slowloris) ------------------------------------------------ */
+
+static int *idle_fds;
+static int nidle_fds;
+
+/* Opens n connections that each send half a request header, then nothing:
+ * what a slowloris client does. They come from 200 a source address
+ * (127.1.x.y: the whole 127/8 is loopback), below the server's per-IP cap
+ * (DUCKGRID_IP_CONNECTIONS, 256), as from many clients; the measured load
+ * comes from 127.0.0.1. Returns how many connected. */
+static int idle_open(int n) {
+  static const char half[] = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ";
+  idle_fds = xmalloc(((size_t)n + 1) * sizeof *idle_fds);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)O.port)};
+  a.sin_addr.s_addr = htonl(0x7f000001);
+  for (int i = 0; i < n; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+      fprintf(stderr, "bench_load: idle connection %d: socket: %s\n", i, strerror(errno));
+      break;
+    }
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+    src.sin_addr.s_addr = htonl(0x7f010000u | (uint32_t)(i / 200 / 250) << 8 | (uint32_t)(i / 200 % 250 + 1));
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        send(fd, half, sizeof half - 1, MSG_NOSIGNAL) < 0) {
+      fprintf(stderr, "bench_load: idle connection %d: %s\n", i, strerror(errno));
+      close(fd);
+      break;
+    }
+    idle_fds[nidle_fds++] = fd;
+  }
+  return nidle_fds;
+}
+
+/* How many of them the server has closed (a read sees the end, or an error). */
+static int idle_closed(void) {
+  int k = 0;
+  for (int i = 0; i < nidle_fds; i++) {
+    char b[64];
+    ssize_t r = recv(idle_fds[i], b, sizeof b, MSG_DONTWAIT | MSG_PEEK);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) k++;
+    else if (r > 0) k++; /* it answered (an error status): no longer waiting */
+  }
+  return k;
 }
 
 static void conn_reset_parse(conn_t *c) {
@@ -886,7 +933,7 @@ static void usage(void) {
           "                  [--rate R (0=closed loop)] [--duration S] [--warmup S] [--count N]\n"
           "                  [--table T] [--leaf FIRST:COUNT] [--mid FIRST:COUNT] [--mid-pct P]\n"
           "                  [--pollers N] [--sse N] [--redis URL --res-stream KEY] [--drain S]\n"
-          "                  [--seed N] [--label S] [--rss-pid PID]\n");
+          "                  [--seed N] [--label S] [--rss-pid PID] [--idle N]\n");
   exit(2);
 }
 
@@ -920,6 +967,7 @@ int main(int argc, char **argv) {
     else if (ARG("--seed")) O.seed = strtoull(v, NULL, 10);
     else if (ARG("--label")) O.label = v;
     else if (ARG("--rss-pid")) O.rss_pid = atoi(v);
+    else if (ARG("--idle")) O.idle = atoi(v);
     else usage();
 #undef ARG
   }
@@ -948,6 +996,10 @@ int main(int argc, char **argv) {
   }
 
   long rss_before = O.rss_pid > 0 ? rss_kb(O.rss_pid) : -1, rss_watching = -1;
+  /* 0. The idle connections first: the load is measured while they hang. */
+  uint64_t t_idle = now_ns();
+  int idle_opened = O.idle > 0 ? idle_open(O.idle) : 0;
+  double idle_open_s = (double)(now_ns() - t_idle) / 1e9;
   ep = epoll_create1(0);
   nconns = O.conns + O.pollers + O.sse;
   conns = calloc((size_t)nconns, sizeof *conns);
@@ -1067,6 +1119,9 @@ int main(int argc, char **argv) {
   double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
                (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
   fprintf(f, ",\"loadgen_cpu_s\":%.3f,\"write_phase_s\":%.3f", cpu, (double)(t_writes_done - t_start) / 1e9);
+  if (O.idle > 0)
+    fprintf(f, ",\"idle\":{\"asked\":%d,\"opened\":%d,\"open_s\":%.2f,\"closed_by_server_at_end\":%d}", O.idle,
+            idle_opened, idle_open_s, idle_closed());
   (void)t_end_sched;
   if (O.pollers + O.sse > 0) {
     samples_t vis = {0}, e2e = {0};

@@ -49,7 +49,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dgbench as B  # noqa: E402
 
-ALL = ["engine", "duckdb", "ceiling", "sync", "async", "visible", "fanout", "spread", "scale"]
+ALL = ["engine", "duckdb", "ceiling", "sync", "async", "visible", "fanout", "slowloris", "spread", "scale"]
 RESULTS = os.path.join(B.ROOT, "bench", "results")
 TARGETS = {
     "sync_ratio": 0.50, "sync_p99_ms": 20.0, "async_ratio": 0.60, "visible_p99_ms": 5.0,
@@ -270,12 +270,18 @@ def sc_ceiling(ctx):
     m = Meter(ctx)
     h = ctx.loadgen("--target", "health", "--conns", 64, "--warmup", 1, "--duration", ctx.dur(8, 3))
     hu = m.done()
+    # An authenticated read of a row (issue 13: >= 25,000/s at 64 connections).
+    ctx.wait_idle()
+    m = Meter(ctx)
+    rr = ctx.loadgen("--target", "row", "--conns", 64, "--warmup", 1, "--duration", ctx.dur(8, 3))
+    ru = m.done()
     m = Meter(ctx)
     x = xadd_rate(ctx, ctx.dur(200000, 50000))
     xu = m.done()
-    res = {"health": {**h, "cpu": hu}, "xadd": {**x, "cpu": xu},
-           "health_rps": h["throughput_rps"], "xadd_rps": x["rps"]}
+    res = {"health": {**h, "cpu": hu}, "row": {**rr, "cpu": ru}, "xadd": {**x, "cpu": xu},
+           "health_rps": h["throughput_rps"], "row_rps": rr["throughput_rps"], "xadd_rps": x["rps"]}
     result_line("ceiling", {"health_rps": h["throughput_rps"], "health_p99_ms": h["latency"]["p99_ms"],
+                            "row_rps": rr["throughput_rps"], "row_p99_ms": rr["latency"]["p99_ms"],
                             "xadd_rps": x["rps"], "xadd_p99_ms": x["p99_ms"],
                             "machine_busy_pct": hu["machine_busy_pct"], "other_cpu_s": hu["other_cpu_s"]})
     return res
@@ -727,9 +733,32 @@ def sc_followers(ctx):
         return json.load(f)
 
 
+def sc_slowloris(ctx):
+    """Issue 13: idle TCP connections that each sent half a request header
+    (SLOW_IDLE of them, default 19,000: the machine's 20,000 descriptors a
+    process bound both sides), from 200 a source address (127.1.x.y, below the
+    per-IP cap), while GET /health runs closed-loop on 64 connections and then
+    sync writes at 1,000/s open-loop: their p99 with the idle ones hanging."""
+    n = int(os.environ.get("SLOW_IDLE", "19000"))
+    out = {"idle": n}
+    for name, args in (("health", ("--target", "health", "--conns", 64)),
+                       ("writes", ("--target", "update", "--conns", 64, "--rate", 1000))):
+        ctx.wait_idle()
+        m = Meter(ctx)
+        r = ctx.loadgen(*args, "--idle", n, "--warmup", 1, "--duration", ctx.dur(8, 3))
+        r["cpu"] = m.done()
+        out[name] = {"rps": r["throughput_rps"], "p50_ms": r["latency"]["p50_ms"], "p99_ms": r["latency"]["p99_ms"],
+                     "status": r["status"], "idle": r.get("idle"), "cpu": r["cpu"]}
+        log(f"slowloris {name}: {r['throughput_rps']:.0f}/s p99 {r['latency']['p99_ms']:.1f} ms with "
+            f"{r.get('idle')} idle half-header connections")
+    result_line("slowloris", {"idle": n, "health_p99_ms": out["health"]["p99_ms"], "health_rps": out["health"]["rps"],
+                              "writes_p99_ms": out["writes"]["p99_ms"], "writes_rps": out["writes"]["rps"]})
+    return out
+
+
 SCEN = {"engine": sc_engine, "duckdb": sc_duckdb, "ceiling": sc_ceiling, "sync": sc_sync, "async": sc_async,
         "visible": sc_visible, "fanout": sc_fanout, "spread": sc_spread, "scale": sc_scale,
-        "profile": sc_profile, "cluster": sc_cluster, "followers": sc_followers}
+        "profile": sc_profile, "cluster": sc_cluster, "followers": sc_followers, "slowloris": sc_slowloris}
 
 
 # ---- output ----------------------------------------------------------------------
@@ -760,6 +789,7 @@ def summary_rows(out):
     c = sc.get("ceiling")
     if c:
         rows.append(("ceiling", "reference", f"GET /health {fmt(c['health_rps'], 0)}/s; "
+                     f"GET /tables/bench/rows/{{id}} {fmt(c.get('row_rps'), 0)}/s; "
                      f"redis-benchmark XADD (50 clients, unpipelined) {fmt(c['xadd_rps'], 0)}/s", ""))
     d = sc.get("duckdb")
     if d and d.get("batches"):
