@@ -261,6 +261,9 @@ dg_wire_out_t dg_wire_out_ids_ranges(int add);
  * 0, or DG_EINVAL when res is not valid JSON (each is then never called).
  */
 int dg_wire_out_tables(const char *res, size_t len, int (*each)(const char *table, void *arg), void *arg);
+/** Whether the outcome concerns table: its own "table" or any change's
+ *  (dg_wire_out_tables). */
+int dg_wire_out_concerns(const char *res, size_t len, const char *table);
 
 /* ---- outcomes: writing ---------------------------------------------------- */
 

@@ -241,3 +241,20 @@ void dg_wire_out_rejected(dg_jsonw_t *w, int status, const char *detail, const c
   dg_jsonw_key(w, DG_WIRE_CHANGES);
   dg_jsonw_raw(w, "[]", 2);
 }
+
+typedef struct {
+  const char *table;
+  int yes;
+} concerns_t;
+
+static int concerns_each(const char *t, void *arg) {
+  concerns_t *c = arg;
+  c->yes = strcmp(t, c->table) == 0;
+  return c->yes;
+}
+
+int dg_wire_out_concerns(const char *res, size_t len, const char *table) {
+  concerns_t c = {table, 0};
+  (void)dg_wire_out_tables(res, len, concerns_each, &c);
+  return c.yes;
+}

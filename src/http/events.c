@@ -84,23 +84,10 @@ static void sse_event(sse_t *s, const char *id, const char *res, size_t len) {
   dg_buf_puts(&s->out, "\n\n");
 }
 
-typedef struct {
-  const char *table;
-  int yes;
-} match_t;
-
-static int match_each(const char *t, void *arg) {
-  match_t *m = arg;
-  m->yes = strcmp(t, m->table) == 0;
-  return m->yes;
-}
-
 /* Does the update concern table? Its own "table" or any change's. */
 static int table_matches(const char *table, const char *res, size_t len) {
   if (table[0] == '\0') return 1;
-  match_t m = {table, 0};
-  (void)dg_wire_out_tables(res, len, match_each, &m);
-  return m.yes;
+  return dg_wire_out_concerns(res, len, table);
 }
 
 /* Pulled by the event loop (can_block 0), or once on a worker (can_block

@@ -163,22 +163,8 @@ static int looks_like_object(const char *s, size_t n) {
   return n >= 2 && s[0] == '{' && s[n - 1] == '}';
 }
 
-/* Does the update concern table? Its own "table" or any change's "table". */
-typedef struct {
-  const char *table;
-  int yes;
-} match_t;
-
-static int match_each(const char *t, void *arg) {
-  match_t *m = arg;
-  m->yes = strcmp(t, m->table) == 0;
-  return m->yes;
-}
-
 static int matches_table(const char *text, size_t n, const char *table) {
-  match_t m = {table, 0};
-  (void)dg_wire_out_tables(text, n, match_each, &m);
-  return m.yes;
+  return dg_wire_out_concerns(text, n, table);
 }
 
 /* Consumes the entries of an XREAD reply (checked by check_reply); returns
