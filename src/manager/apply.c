@@ -277,7 +277,6 @@ static void put_dec(dg_buf_t *b, int64_t v, int scale) {
  * lists none of them (a compact outcome, dg__mgr_apply) -- an import of a
  * million rows would write half a gigabyte of changes to throw away. */
 static int listed(const effects_t *e) {
-  if (e->m->outcomes_off) return 0;
   return e->m->outcome_changes_max == 0 || e->nchanges < e->m->outcome_changes_max;
 }
 
@@ -1687,8 +1686,8 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   uint32_t ri = (uint32_t)(m->npend + (size_t)(req - m->reqs));
   dg_redis_xid_t sxid = {0, 0};
   dg_redis_xid_parse(req->stream_id, strlen(req->stream_id), &sxid);
-  char ts[64] = "";
-  if (!m->outcomes_off) dg__mgr_time_iso(sxid.ms, ts, sizeof ts);
+  char ts[64];
+  dg__mgr_time_iso(sxid.ms, ts, sizeof ts);
   /* The envelope borrows from the request's DOM (wire.h). A request_id
    * that is not 1..128 printable ASCII characters (the API checks the
    * same) comes back NULL: it is answered under the stream id, never cut. */
@@ -1933,10 +1932,8 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     }
   }
   dg_jsonw_end(&w);
-  if (!m->outcomes_off) {
-    req->res = dg_strndup(m->json.data, m->json.len);
-    req->res_len = m->json.len;
-  }
+  req->res = dg_strndup(m->json.data, m->json.len);
+  req->res_len = m->json.len;
   dg_buf_dispose(&extra);
   dg_buf_dispose(&chg);
   json_decref(e.inserted);

@@ -175,8 +175,6 @@ struct dg_manager_s {
   int64_t idem_window_ms;        /* a request_id repeats within this stream time */
   size_t outcome_changes_max;    /* an outcome lists at most this many changes */
   size_t outcome_ids_max;        /* and this many inserted / deleted ids (0: all) */
-  int outcomes_off;              /* replay: no outcome is built (req->res stays
-                                    NULL); the state and audit rows are the same */
   size_t request_changes_max;    /* a request changing more cells is 400       */
   long request_maxlen;           /* persisted entries kept in request_duck     */
   long poison_attempts;          /* careful applies before a 500 rejection     */

@@ -125,11 +125,6 @@ int dg_replay_open(dg_db_t *db, dg_replay_t **out, char *err, size_t errcap) {
     return DG_EIO;
   }
   dg__mgr_apply_settings(m);
-  /* Nothing is published: the outcomes (the changes' JSON, the time, the
-   * copy) are not built. They were ~15% of the applying thread's CPU in
-   * bench/snapshot.py's restore (1.19-1.25 s against 1.33-1.50 s per 100k
-   * requests, alternated runs). */
-  m->outcomes_off = 1;
   m->changes = dg_changes_create();
   dg_buf_init(&m->json);
   pthread_mutex_init(&m->state_lock, NULL);
