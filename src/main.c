@@ -13,7 +13,11 @@
  *   main          start-up, sigwait, shutdown (this file)
  *   http loops    DUCKGRID_HTTP_THREADS h2o event loops (src/http/front.c):
  *                 sockets, parsing, sending, SSE streams, WebSockets; they
- *                 never block and own nothing shared but their queues
+ *                 never block and own nothing shared but their queues.
+ *                 What needs no wait they answer themselves (a route's
+ *                 on_loop: /health, a row read from the manager's memory
+ *                 with the key in the cache), trying the manager's
+ *                 state lock, never waiting for it
  *   http workers  run handlers (DuckDB reads, Redis writes, long polls whose
  *                 cursor the ring lacks); a sync write waits for its outcome
  *                 parked on its loop, not here; 8 kept, more on demand
@@ -36,8 +40,10 @@
  *
  * Locks are leaves: no module calls out while holding its lock, except the
  * hub, which calls a subscriber's notify (front.c: a message post, which
- * takes h2o's queue mutex) under its lock. So the order is
- * hub -> h2o queue, and nothing takes the hub's lock under another.
+ * takes h2o's queue mutex) under its lock, and the manager's row read
+ * (src/manager/rows.c), which hands the row to the reader's callback under
+ * its state lock (the callback only copies it into a buffer). So the order
+ * is hub -> h2o queue, and nothing takes the hub's lock under another.
  */
 #include <signal.h>
 #include <sys/resource.h>

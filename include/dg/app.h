@@ -14,6 +14,9 @@
 #include "dg/db.h"
 
 struct dg_redis_pool_s;
+struct dg_redis_xid_s; /* redis.h: an update id */
+struct dg_row_s;       /* row.h */
+struct dg_tabledef_s;  /* catalog.h */
 struct dg_catalog_s;
 struct dg_waiters_s;
 struct dg_jwt_s;
@@ -90,6 +93,28 @@ typedef struct {
    * (persisted or not). 1 found (id in out), 0 not. Any thread. */
   int (*idem_lookup)(void *arg, const char *caller, const char *request_id, char *out, size_t cap);
   void *idem_arg;
+  /* Set by the manager: row id of table t (the catalog's definition) from
+   * the state in memory, when that state reflects every update up to
+   * *want and holds t with the same columns (src/manager/rows.c). fn is
+   * called under the manager's state lock, with cells borrowed from it:
+   * it must only copy them out. 1: fn was called; 0: there is no such row;
+   * *at (either way) is the newest update the state reflects. DG_EUNAVAIL:
+   * the state in memory cannot answer (not loaded, behind *want, a DDL
+   * request under way, t unknown to it; with nowait, the lock taken):
+   * ask DuckDB. Any thread; without nowait it may wait for the manager to
+   * finish a batch (milliseconds). */
+  int (*row_read)(void *arg, const struct dg_tabledef_s *t, int64_t id, const struct dg_redis_xid_s *want,
+                  int nowait, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
+                  struct dg_redis_xid_s *at);
+  /* Set by the manager, as row_read: at most limit children of parent
+   * (INT64_MIN: the roots) with ids above after (INT64_MIN: from the
+   * first), in id order; *more is 1 when another follows. 0, or
+   * DG_EUNAVAIL as row_read. Uses row_arg. */
+  int (*rows_read)(void *arg, const struct dg_tabledef_s *t, int64_t parent, int64_t after, size_t limit,
+                   const struct dg_redis_xid_s *want, int nowait,
+                   void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg, int *more,
+                   struct dg_redis_xid_s *at);
+  void *row_arg;
 } dg_links_t;
 
 /*

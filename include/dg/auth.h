@@ -80,6 +80,15 @@ int dg_auth_bootstrap(dg_auth_t *a, const char *admin_key, const char *key_file,
 int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out);
 
 /**
+ * dg_auth_check from the cache alone, for a thread that must not block (an
+ * HTTP loop): 0 and *out filled when the key is in the cache, fresh, and
+ * valid; DG_EUNAVAIL for anything else (unknown here, stale, refused):
+ * then dg_auth_check decides, on a thread that may query DuckDB. Never
+ * queries, never changes the cache.
+ */
+int dg_auth_peek(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out);
+
+/**
  * Creates a key: writes the secret (DG_KEY_LEN chars + NUL) into key_out and
  * its id into *id_out. DG_EINVAL for a bad name, DG_EIO on database errors.
  */

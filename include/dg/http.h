@@ -64,6 +64,7 @@ typedef struct dg_req_s {
   dg_front_req_t *front;       /* private                                  */
   /* Parking instead of waiting (long polls, dg_req_defer). */
   const struct dg_route_s *route; /* the route matched                      */
+  int limits_taken;            /* the loop took the rate limits' tokens    */
   int64_t t0_us;               /* when dispatch began (the access log)     */
   int can_defer;               /* the front end can park this request      */
   int deferred;                /* set by dg_req_defer                       */
@@ -161,9 +162,23 @@ typedef struct dg_route_s {
   dg_role_t role;              /* DG_ROLE_NONE: open without a key        */
   dg_handler_fn fn;
   int json_body;               /* 1: the body must be a JSON object        */
+  /* Optional: the handler's run on an HTTP loop, for a request it can
+   * answer without blocking (dg_http_dispatch_loop). 1: answered; 0: it
+   * answered nothing and fn runs on a worker instead. */
+  int (*on_loop)(struct dg_req_s *r);
 } dg_route_t;
 
 typedef struct dg_http_s dg_http_t;
+
+/**
+ * The pipeline's fast way, on an HTTP loop (front.c, before a worker is
+ * asked): for a route with an on_loop handler, a request without a body
+ * whose key the cache knows (dg_auth_peek), the same checks in the same
+ * order as dg_http_dispatch, then on_loop. 1: answered (the access log and
+ * metrics taken); 0: nothing answered, the request goes to a worker as
+ * before (the rate-limit tokens taken here are not taken twice).
+ */
+int dg_http_dispatch_loop(dg_req_t *r);
 
 /**
  * The request pipeline (server.c): routes, authenticates, parses the body
@@ -326,6 +341,15 @@ void dg_write_import_submit(dg_req_t *r, struct dg_buf_s *raw);
 /** Appends to the admin audit log (dg.admin_audit, GET /admin/audit, and the
  *  log): who (r->who) did action ("key.create", "admin.denied" ...), detail. */
 void dg_audit(dg_req_t *r, const char *action, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/**
+ * The consistency parameters alone (consistency.c): ?min_update= into *min
+ * (*has_min 1 when given) and ?wait_ms= (into *wait_ms when not NULL)
+ * checked. 0, or nonzero with 400 answered. For a read that may be
+ * answered without waiting (from memory: dg_service_row_memory).
+ */
+struct dg_redis_xid_s;
+int dg_read_params_or_problem(dg_req_t *r, struct dg_redis_xid_s *min, int *has_min, int *wait_ms);
 
 /**
  * For every read from DuckDB (consistency.c): waits until the read reflects

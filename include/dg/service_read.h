@@ -10,6 +10,8 @@
  *   dg_service_table_count    one table's row count
  *   dg_service_rows           a page of rows (keyset by id)    ─┐
  *   dg_service_row            one row and its child count      ├─ rows decoded
+ *   dg_service_row_memory     the same, from the manager's memory│
+ *   dg_service_rows_memory    a parent's page, from memory     │
  *   dg_service_export_rows    every row in id order            ─┘  into dg_row_t
  *   dg_service_export_parquet DuckDB's own Parquet file, opened and unlinked
  *   dg_service_holds          a table's held cells
@@ -45,29 +47,11 @@
 #include "dg/app.h"
 #include "dg/catalog.h"
 #include "dg/redis.h" /* dg_redis_xid_t: update ids */
+#include "dg/row.h"
 
 /* ---- rows ---------------------------------------------------------------- */
 
-/** One cell of a decoded row, valid during the callback only. */
-typedef struct dg_cell_s {
-  int null;           /* 1: the cell is NULL (the rest is unset)          */
-  int64_t num;        /* number: the raw scaled integer DuckDB stores      */
-  int scale;          /* number: its decimals (the result's DECIMAL scale) */
-  const char *str;    /* text: its bytes, not NUL-terminated (borrowed)    */
-  size_t len;         /* text: bytes at str                                */
-} dg_cell_t;
-
-/** A decoded row, valid during the callback only. */
-typedef struct dg_row_s {
-  int64_t id;
-  int64_t parent_id;      /* when has_parent                               */
-  int has_parent;         /* 0: a root (parent_id NULL)                    */
-  const dg_cell_t *cells; /* the table's columns in declared order (ncols) */
-  int64_t children;       /* child count, when the query asked for it      */
-} dg_row_t;
-
-/** Receives each row in id order. */
-typedef void (*dg_row_fn)(void *arg, const dg_row_t *row);
+/* dg_cell_t, dg_row_t and dg_row_fn: dg/row.h. */
 
 /** What a page of rows asks for (GET /tables/{table}/rows). */
 typedef struct dg_rows_query_s {
@@ -94,6 +78,34 @@ int dg_service_rows(dg_app_t *app, const dg_tabledef_t *t, const dg_rows_query_t
  * has no such row (0 either way). Fails as dg_service_rows does.
  */
 int dg_service_row(dg_app_t *app, const dg_tabledef_t *t, int64_t id, dg_row_fn fn, void *arg);
+
+/**
+ * dg_service_row from the manager's state in memory (this process runs
+ * the manager, leading or following): no DuckDB statement and no wait for
+ * the persister, when that state already reflects what a consistent read
+ * must -- every write answered when the read arrived, this process's async
+ * writes, and *min when given (consistency.c). 1: fn was called; 0: no such
+ * row; either way applied holds the newest update reflected (the read's
+ * X-Duckgrid-Applied). fn runs under the manager's state lock: it only
+ * copies the row out. DG_EUNAVAIL: the memory cannot answer (no manager
+ * here, not loaded, behind, a DDL request under way; with nowait, the
+ * manager's lock taken -- for a thread that must not block): wait and read
+ * DuckDB (dg_read_consistent_or_problem, dg_service_row).
+ */
+int dg_service_row_memory(dg_app_t *app, const dg_tabledef_t *t, int64_t id, const dg_redis_xid_t *min, int nowait,
+                          dg_row_fn fn, void *arg, char *applied, size_t cap);
+
+/**
+ * dg_service_rows from the manager's state in memory, as
+ * dg_service_row_memory, for the pages the engine keeps in order: the
+ * roots (q->roots) and one parent's children (q->by_parent), with or
+ * without q->after. 0 (rows given, *more set, applied as there), or
+ * DG_EUNAVAIL for a page it cannot give (a page of every row) and as
+ * dg_service_row_memory.
+ */
+int dg_service_rows_memory(dg_app_t *app, const dg_tabledef_t *t, const dg_rows_query_t *q,
+                           const dg_redis_xid_t *min, int nowait, dg_row_fn fn, void *arg, int *more, char *applied,
+                           size_t cap);
 
 /**
  * Calls fn for every row of t in id order (no child counts), from one

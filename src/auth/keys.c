@@ -304,6 +304,32 @@ static void touch_last_used(dg_auth_t *a, int64_t id) {
  * dg_alive_check compares the same expires_s). */
 static int expired(int64_t expires_s) { return expires_s > 0 && (int64_t)time(NULL) >= expires_s; }
 
+int dg_auth_peek(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out) {
+  if (key == NULL || len == 0 || len > 512) return DG_EUNAVAIL;
+  unsigned char d[32];
+  keyed_hash(a, key, len, d);
+  int64_t now = dg_mono_us() / 1000;
+  int found = -1;
+  pthread_mutex_lock(&a->lock);
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    /* As dg_auth_check compares: every slot, in constant time. Only a
+     * fresh entry answers; a stale one is dg_auth_check's to refresh. */
+    int hit = a->cache[i].key_id != 0 && CRYPTO_memcmp(a->cache[i].digest, d, 32) == 0;
+    if (hit && now - a->cache[i].fetched_ms < CACHE_TTL_MS) found = i;
+  }
+  if (found >= 0) {
+    out->key_id = a->cache[found].key_id;
+    out->role = a->cache[found].role;
+    out->expires_s = a->cache[found].expires_s;
+    out->jti[0] = '\0';
+    memcpy(out->user, a->cache[found].user, sizeof out->user);
+    memcpy(out->tables, a->cache[found].tables, sizeof out->tables);
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (found < 0 || out->role == DG_ROLE_NONE || expired(out->expires_s)) return DG_EUNAVAIL;
+  return 0;
+}
+
 int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out) {
   if (key == NULL || len == 0 || len > 512) return DG_EAUTH;
   unsigned char d[32];

@@ -47,6 +47,7 @@ struct dg_metrics_s {
   atomic_ullong batch_sum, batch_count;
   hist_t tx;
   atomic_ullong applied, rejected;
+  atomic_ullong row_reads[2][2]; /* [0] one-row reads, [1] pages; [.][0] DuckDB, [.][1] memory */
 };
 
 dg_metrics_t *dg_metrics_create(const dg_route_t *const *routes, size_t nroutes) {
@@ -90,6 +91,11 @@ void dg_metrics_outcomes(dg_metrics_t *m, size_t applied, size_t rejected) {
   if (m == NULL) return;
   atomic_fetch_add_explicit(&m->applied, applied, memory_order_relaxed);
   atomic_fetch_add_explicit(&m->rejected, rejected, memory_order_relaxed);
+}
+
+void dg_metrics_row_read(dg_metrics_t *m, int page, int from_memory) {
+  if (m == NULL) return;
+  atomic_fetch_add_explicit(&m->row_reads[page != 0][from_memory != 0], 1, memory_order_relaxed);
 }
 
 static void route_labels(dg_metrics_t *m, size_t r, dg_buf_t *out) {
@@ -177,6 +183,19 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "duckgrid_outcomes_total{status=\"applied\"} %llu\n"
                 "duckgrid_outcomes_total{status=\"rejected\"} %llu\n",
                 (unsigned long long)atomic_load(&m->applied), (unsigned long long)atomic_load(&m->rejected));
+  dg_buf_printf(out,
+                "# HELP duckgrid_row_reads_total One-row reads (GET /tables/{table}/rows/{id}) by where "
+                "they were answered from: the manager's state in memory, or DuckDB.\n"
+                "# TYPE duckgrid_row_reads_total counter\n"
+                "duckgrid_row_reads_total{source=\"memory\"} %llu\n"
+                "duckgrid_row_reads_total{source=\"duckdb\"} %llu\n"
+                "# HELP duckgrid_row_pages_total Pages of rows (GET /tables/{table}/rows) by where they were "
+                "answered from: a parent's children or the roots from memory, any page from DuckDB.\n"
+                "# TYPE duckgrid_row_pages_total counter\n"
+                "duckgrid_row_pages_total{source=\"memory\"} %llu\n"
+                "duckgrid_row_pages_total{source=\"duckdb\"} %llu\n",
+                (unsigned long long)atomic_load(&m->row_reads[0][1]), (unsigned long long)atomic_load(&m->row_reads[0][0]),
+                (unsigned long long)atomic_load(&m->row_reads[1][1]), (unsigned long long)atomic_load(&m->row_reads[1][0]));
   dg_buf_printf(out,
                 "# HELP duckgrid_live_clients Connected live clients (SSE streams and WebSockets).\n"
                 "# TYPE duckgrid_live_clients gauge\nduckgrid_live_clients %zu\n",

@@ -11,6 +11,7 @@
  * answers the problems.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dg/common.h"
@@ -23,17 +24,17 @@
 /* The longest wait a client may ask for, as GET /get_updates allows. */
 #define WAIT_MAX_MS 30000
 
-int dg_read_consistent_or_problem(dg_req_t *r) {
-  dg_redis_xid_t min = {0, 0};
+int dg_read_params_or_problem(dg_req_t *r, dg_redis_xid_t *min, int *has_min, int *wait_ms_out) {
   const char *mu = dg_query(r, "min_update");
-  int has_min = mu != NULL && *mu != '\0';
-  if (has_min && dg_redis_xid_parse(mu, strlen(mu), &min) != 0) {
+  *has_min = mu != NULL && *mu != '\0';
+  *min = (dg_redis_xid_t){0, 0};
+  if (*has_min && dg_redis_xid_parse(mu, strlen(mu), min) != 0) {
     dg_problem(r, 400, NULL, "min_update must be an update id like \"1732870000000-0\"; got '%.60s'", mu);
     return DG_EINVAL;
   }
   int wait_ms = MIN_UPDATE_WAIT_DEFAULT_MS;
   const char *ws = dg_query(r, "wait_ms");
-  if (ws && has_min) {
+  if (ws && *has_min) {
     char *end;
     long v = strtol(ws, &end, 10);
     if (*ws == '\0' || *end != '\0' || v < 0 || v > WAIT_MAX_MS) {
@@ -42,6 +43,15 @@ int dg_read_consistent_or_problem(dg_req_t *r) {
     }
     wait_ms = (int)v;
   }
+  if (wait_ms_out) *wait_ms_out = wait_ms;
+  return 0;
+}
+
+int dg_read_consistent_or_problem(dg_req_t *r) {
+  dg_redis_xid_t min;
+  int has_min, wait_ms;
+  if (dg_read_params_or_problem(r, &min, &has_min, &wait_ms) != 0) return DG_EINVAL;
+  const char *mu = dg_query(r, "min_update");
   char applied[DG_REDIS_XID_BUFSZ];
   int rc = dg_service_await_applied(r->app, has_min ? &min : NULL, wait_ms, applied, sizeof applied);
   if (applied[0] == '\0') return 0; /* no progress marks kept: nothing to say */

@@ -352,10 +352,10 @@ static int web_file(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_docs[] = {
-    {"GET", "/openapi.json", DG_ROLE_NONE, openapi_get, 0},
-    {"GET", "/docs", DG_ROLE_NONE, docs_page, 0},
-    {"GET", "/docs/:file", DG_ROLE_NONE, docs_file, 0},
-    {"GET", "/", DG_ROLE_NONE, web_page, 0},
-    {"GET", "/app/:file", DG_ROLE_NONE, web_file, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"GET", "/openapi.json", DG_ROLE_NONE, openapi_get, 0, NULL},
+    {"GET", "/docs", DG_ROLE_NONE, docs_page, 0, NULL},
+    {"GET", "/docs/:file", DG_ROLE_NONE, docs_file, 0, NULL},
+    {"GET", "/", DG_ROLE_NONE, web_page, 0, NULL},
+    {"GET", "/app/:file", DG_ROLE_NONE, web_file, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

@@ -315,6 +315,6 @@ static int events_get(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_events[] = {
-    {"GET", "/events", DG_ROLE_READ, events_get, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"GET", "/events", DG_ROLE_READ, events_get, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

@@ -3,8 +3,10 @@
  *
  *   loop threads (DUCKGRID_HTTP_THREADS, default: the cores)
  *     accept, TLS, HTTP/1.1 and HTTP/2 parsing, limits, sending answers,
- *     SSE streams and WebSockets: nothing here blocks
- *         │ a whole request (copied: method, target, headers, body)
+ *     SSE streams and WebSockets: nothing here blocks. A request a route
+ *     can answer without blocking (dg_http_dispatch_loop: /health, a row
+ *     from the manager's memory, the key in the cache) is answered here
+ *         │ else the whole request (copied: method, target, headers, body)
  *         ▼
  *   worker pool (grows with the load, up to DUCKGRID_HTTP_WORKERS)
  *     dg_http_dispatch: routing, auth, the handler (DuckDB, Redis, waits)
@@ -1048,6 +1050,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&r->peer);
   fr->slot = h2o_mem_alloc_shared(&req->pool, sizeof *fr->slot, on_req_dispose);
   *fr->slot = fr;
+  /* What can be answered without blocking is answered here, without a
+   * worker's hand-off both ways (dg_http_dispatch_loop). */
+  if (dg_http_dispatch_loop(r)) {
+    answer(fr);
+    return 0;
+  }
   fr->job.run = dispatch_job;
   fr->job.quick = 0;
   pool_submit(&f->pool, &fr->job);

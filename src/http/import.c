@@ -624,6 +624,6 @@ out:
 }
 
 const dg_route_t dg_routes_import[] = {
-    {"POST", "/tables/:table/import", DG_ROLE_WRITE, table_import, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"POST", "/tables/:table/import", DG_ROLE_WRITE, table_import, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

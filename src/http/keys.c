@@ -225,10 +225,10 @@ static int tokens_revoke(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_keys[] = {
-    {"POST", "/admin/tokens/revoke", DG_ROLE_ADMIN, tokens_revoke, 1},
-    {"POST", "/admin/keys", DG_ROLE_ADMIN, keys_create, 1},
-    {"GET", "/admin/keys", DG_ROLE_ADMIN, keys_list, 0},
-    {"DELETE", "/admin/keys/:id", DG_ROLE_ADMIN, keys_delete, 0},
-    {"GET", "/admin/audit", DG_ROLE_ADMIN, audit_list, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"POST", "/admin/tokens/revoke", DG_ROLE_ADMIN, tokens_revoke, 1, NULL},
+    {"POST", "/admin/keys", DG_ROLE_ADMIN, keys_create, 1, NULL},
+    {"GET", "/admin/keys", DG_ROLE_ADMIN, keys_list, 0, NULL},
+    {"DELETE", "/admin/keys/:id", DG_ROLE_ADMIN, keys_delete, 0, NULL},
+    {"GET", "/admin/audit", DG_ROLE_ADMIN, audit_list, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

@@ -23,6 +23,6 @@ static int metrics_get(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_metrics[] = {
-    {"GET", "/metrics", DG_ROLE_READ, metrics_get, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"GET", "/metrics", DG_ROLE_READ, metrics_get, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

@@ -227,37 +227,94 @@ static void row_written(void *arg, const dg_row_t *row) {
   o->n++;
 }
 
-static int rows_list(dg_req_t *r) {
-  if (dg_read_consistent_or_problem(r) != 0) return 0;
+/* A page written on an HTTP loop holds the manager's lock while it is
+ * written: up to this many rows; a longer one goes to a worker. */
+#define LOOP_PAGE_MAX 1000
+
+/* The table a read from memory may use: r's table when the name is valid,
+ * the key may see it and the catalog has it (a counted reference); else
+ * NULL, nothing answered (the DuckDB way answers the problem, in its
+ * order). */
+static dg_tabledef_t *memory_table(dg_req_t *r) {
+  const char *name = r->params[0];
+  if (!dg_name_valid(name) || !dg_principal_can(&r->who, name)) return NULL;
+  return dg_catalog_table(r->app->catalog, name);
+}
+
+/* Ends a page: "next", the object, the answer. */
+static void page_reply(dg_req_t *r, dg_jsonw_t *w, dg_buf_t *body, int more, int64_t last) {
+  dg_jsonw_end(w);
+  dg_jsonw_key(w, "next");
+  if (more) dg_jsonw_id(w, last);
+  else dg_jsonw_null(w);
+  dg_jsonw_end(w);
+  dg_reply_buf(r, 200, body);
+}
+
+/* GET /tables/{table}/rows. A page of one parent's children or of the
+ * roots comes from the manager's memory when it can (dg_service_rows_memory:
+ * no statement, no wait for the persister); anything else, and whatever
+ * the memory cannot answer, from DuckDB after the consistency wait. On a
+ * loop (on_loop 1) only the memory is tried: 0 sends the request to a
+ * worker, nothing answered. */
+static int rows_list_run(dg_req_t *r, int on_loop) {
+  dg_redis_xid_t min;
+  int has_min;
+  if (dg_read_params_or_problem(r, &min, &has_min, NULL) != 0) return 1;
   const char *parent_s = dg_query(r, "parent_id");
   const char *after_s = dg_query(r, "after");
   const char *children_s = dg_query(r, "children");
   dg_rows_query_t q = {0};
   /* Parameters first: a malformed request is 400 whatever the table. */
-  if (limit_or_problem(r, &q.limit) != 0) return 0;
+  if (limit_or_problem(r, &q.limit) != 0) return 1;
   if (children_s) {
     q.children = strcmp(children_s, "true") == 0;
     if (!q.children && strcmp(children_s, "false") != 0) {
       dg_problem(r, 400, NULL, "children must be true or false");
-      return 0;
+      return 1;
     }
   }
   if (parent_s) {
     q.roots = strcmp(parent_s, "null") == 0;
     if (!q.roots && parse_i64(parent_s, &q.parent) != 0) {
       dg_problem(r, 400, NULL, "parent_id must be a 64-bit integer or null");
-      return 0;
+      return 1;
     }
     q.by_parent = !q.roots;
   }
   if (after_s && parse_i64(after_s, &q.after) != 0) {
     dg_problem(r, 400, NULL, "after must be a 64-bit integer row id");
-    return 0;
+    return 1;
   }
   q.has_after = after_s != NULL;
-  dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
-  if (t == NULL) return 0;
 
+  dg_tabledef_t *t = NULL;
+  if ((q.roots || q.by_parent) && (!on_loop || q.limit <= LOOP_PAGE_MAX) && (t = memory_table(r)) != NULL) {
+    dg_buf_t body;
+    dg_buf_init(&body);
+    dg_jsonw_t w;
+    dg_jsonw_init(&w, &body);
+    dg_jsonw_obj(&w);
+    dg_jsonw_key(&w, "rows");
+    dg_jsonw_arr(&w);
+    rows_out_t o = {&w, t, q.children, 0, 0};
+    int more = 0;
+    char applied[DG_REDIS_XID_BUFSZ];
+    int rc = dg_service_rows_memory(r->app, t, &q, has_min ? &min : NULL, on_loop, row_written, &o, &more, applied,
+                                    sizeof applied);
+    if (rc == 0) {
+      dg_set_header(r, "X-Duckgrid-Applied", applied);
+      page_reply(r, &w, &body, more, o.last);
+    }
+    dg_buf_dispose(&body);
+    dg_tabledef_unref(t);
+    if (rc == 0) return 1;
+  }
+  if (on_loop) return 0;
+
+  if (dg_read_consistent_or_problem(r) != 0) return 1;
+  t = dg_table_or_problem(r, r->params[0]);
+  if (t == NULL) return 1;
   dg_buf_t body;
   dg_buf_init(&body);
   dg_jsonw_t w;
@@ -268,22 +325,62 @@ static int rows_list(dg_req_t *r) {
   rows_out_t o = {&w, t, q.children, 0, 0};
   int more = 0;
   int rc = dg_service_rows(r->app, t, &q, row_written, &o, &more);
-  if (rc != 0) {
-    read_failed(r, t->name, rc);
-  } else {
-    dg_jsonw_end(&w);
-    dg_jsonw_key(&w, "next");
-    if (more) dg_jsonw_id(&w, o.last);
-    else dg_jsonw_null(&w);
-    dg_jsonw_end(&w);
-    dg_reply_buf(r, 200, &body);
-  }
+  if (rc != 0) read_failed(r, t->name, rc);
+  else page_reply(r, &w, &body, more, o.last);
   dg_buf_dispose(&body);
   dg_tabledef_unref(t);
+  return 1;
+}
+
+static int rows_list(dg_req_t *r) {
+  rows_list_run(r, 0);
   return 0;
 }
 
+static int rows_list_loop(dg_req_t *r) { return rows_list_run(r, 1); }
+
+/* GET /tables/{table}/rows/{id} from the manager's state in memory, when
+ * this process runs the manager and its state reflects what the read must
+ * (dg_service_row_memory): no DuckDB statement, no wait for the persister.
+ * 1 answered; 0 when the memory cannot answer or the request is not a
+ * plain good one (its problem is for the DuckDB way to answer, in the
+ * order it always has). */
+static int row_get_memory(dg_req_t *r, const dg_redis_xid_t *min, int nowait) {
+  int64_t id;
+  if (parse_i64(r->params[1], &id) != 0) return 0;
+  dg_tabledef_t *t = memory_table(r);
+  if (t == NULL) return 0;
+  dg_buf_t body;
+  dg_buf_init(&body);
+  dg_jsonw_t w;
+  dg_jsonw_init(&w, &body);
+  rows_out_t o = {&w, t, 1, 0, 0};
+  char applied[DG_REDIS_XID_BUFSZ];
+  int rc = dg_service_row_memory(r->app, t, id, min, nowait, row_written, &o, applied, sizeof applied);
+  if (rc >= 0) {
+    dg_set_header(r, "X-Duckgrid-Applied", applied);
+    if (o.n == 0) dg_problem(r, 404, NULL, "row %" PRId64 " does not exist in table '%s'", id, t->name);
+    else dg_reply_buf(r, 200, &body);
+  }
+  dg_buf_dispose(&body);
+  dg_tabledef_unref(t);
+  return rc >= 0;
+}
+
+/* row_get's run on an HTTP loop (dg_route_t.on_loop): from memory when
+ * the manager's lock is free, else (0) row_get on a worker. */
+static int row_get_loop(dg_req_t *r) {
+  dg_redis_xid_t min;
+  int has_min;
+  if (dg_read_params_or_problem(r, &min, &has_min, NULL) != 0) return 1;
+  return row_get_memory(r, has_min ? &min : NULL, 1);
+}
+
 static int row_get(dg_req_t *r) {
+  dg_redis_xid_t min;
+  int has_min;
+  if (dg_read_params_or_problem(r, &min, &has_min, NULL) != 0) return 0;
+  if (row_get_memory(r, has_min ? &min : NULL, 0)) return 0;
   if (dg_read_consistent_or_problem(r) != 0) return 0;
   int64_t id;
   dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
@@ -653,12 +750,12 @@ static int table_export(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_read[] = {
-    {"GET", "/tables", DG_ROLE_READ, tables_list, 0},
-    {"GET", "/tables/:table", DG_ROLE_READ, table_get, 0},
-    {"GET", "/tables/:table/rows", DG_ROLE_READ, rows_list, 0},
-    {"GET", "/tables/:table/rows/:id", DG_ROLE_READ, row_get, 0},
-    {"GET", "/tables/:table/holds", DG_ROLE_READ, holds_list, 0},
-    {"GET", "/tables/:table/rows/:id/history", DG_ROLE_READ, row_history, 0},
-    {"GET", "/tables/:table/export", DG_ROLE_READ, table_export, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"GET", "/tables", DG_ROLE_READ, tables_list, 0, NULL},
+    {"GET", "/tables/:table", DG_ROLE_READ, table_get, 0, NULL},
+    {"GET", "/tables/:table/rows", DG_ROLE_READ, rows_list, 0, rows_list_loop},
+    {"GET", "/tables/:table/rows/:id", DG_ROLE_READ, row_get, 0, row_get_loop},
+    {"GET", "/tables/:table/holds", DG_ROLE_READ, holds_list, 0, NULL},
+    {"GET", "/tables/:table/rows/:id/history", DG_ROLE_READ, row_history, 0, NULL},
+    {"GET", "/tables/:table/export", DG_ROLE_READ, table_export, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

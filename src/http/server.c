@@ -350,7 +350,7 @@ static void run_route(dg_req_t *r, const dg_route_t *route) {
     }
     char caller[80];
     dg_principal_id(&r->who, caller, sizeof caller);
-    int wait = dg_ratelimit_take(app->ratelimit, caller);
+    int wait = r->limits_taken ? 0 : dg_ratelimit_take(app->ratelimit, caller);
     if (wait > 0) {
       char ra[16];
       snprintf(ra, sizeof ra, "%d", wait);
@@ -479,6 +479,79 @@ void dg_http_resume(dg_req_t *r) {
   access_log(r, route_index(r->route));
 }
 
+/* The route of r's method and path, or NULL (then the worker answers the
+ * 404/405/400 as ever); its index into *index. */
+static const dg_route_t *route_of(dg_req_t *r, char params[][MAX_PATH + 1], int *index) {
+  path_t path;
+  if (strlen(r->path) > MAX_PATH || split_path(r->path, &path) != 0) return NULL;
+  int i = 0;
+  for (size_t t = 0; t < DG_ARRAY_SIZE(route_tables); t++)
+    for (const dg_route_t *rt = route_tables[t]; rt->method; rt++, i++) {
+      size_t np = 0;
+      if (strcmp(rt->method, r->method) != 0 || !match(rt->pattern, &path, NULL, &np)) continue;
+      match(rt->pattern, &path, params, &r->nparams);
+      *index = i;
+      return rt;
+    }
+  return NULL;
+}
+
+int dg_http_dispatch_loop(dg_req_t *r) {
+  dg_app_t *app = r->app;
+  if (r->raw_body_len != 0 || r->limits_taken) return 0;
+  char params[DG_HTTP_MAX_PARAMS][MAX_PATH + 1];
+  int index = -1;
+  const dg_route_t *hit = route_of(r, params, &index);
+  /* Only a request dg_http_dispatch would hand its handler: anything it
+   * answers with a problem on the way is left to it. */
+  if (hit == NULL || hit->on_loop == NULL || !target_ok(r->target)) {
+    r->nparams = 0;
+    return 0;
+  }
+  if (hit->role != DG_ROLE_NONE) {
+    const char *key = presented_key(r);
+    if (key == NULL || (app->jwt && dg_jwt_looks_like(key)) ||
+        dg_auth_peek(app->auth, key, strlen(key), &r->who) != 0 || r->who.role < hit->role) {
+      r->nparams = 0;
+      return 0;
+    }
+  }
+  r->t0_us = dg_mono_us();
+  for (size_t i = 0; i < r->nparams; i++) r->params[i] = dg_strdup(params[i]);
+  r->route = hit;
+  r->limits_taken = 1;
+  if (ip_limited(r)) {
+    access_log(r, index);
+    return 1;
+  }
+  if (hit->role != DG_ROLE_NONE) {
+    r->who.seen_us = dg_mono_us();
+    char caller[80];
+    dg_principal_id(&r->who, caller, sizeof caller);
+    int wait = dg_ratelimit_take(app->ratelimit, caller);
+    if (wait > 0) {
+      char ra[16];
+      snprintf(ra, sizeof ra, "%d", wait);
+      dg_set_header(r, "Retry-After", ra);
+      dg_problem(r, 429, NULL, "rate limit of %.0f requests/s exceeded; retry in %d s", app->cfg->rate_limit, wait);
+      access_log(r, index);
+      return 1;
+    }
+  }
+  if (hit->on_loop(r)) {
+    access_log(r, index);
+    return 1;
+  }
+  /* To a worker, which routes it again. */
+  for (size_t i = 0; i < r->nparams; i++) {
+    dg_free((char *)r->params[i]);
+    r->params[i] = NULL;
+  }
+  r->nparams = 0;
+  r->route = NULL;
+  return 0;
+}
+
 void dg_http_dispatch(dg_req_t *r) {
   dg_app_t *app = r->app;
   r->t0_us = dg_mono_us();
@@ -514,7 +587,7 @@ void dg_http_dispatch(dg_req_t *r) {
   r->route = hit;
   if (!target_ok(r->target)) {
     dg_problem(r, 400, NULL, "the request target has a NUL byte or is not valid UTF-8 once decoded");
-  } else if (ip_limited(r)) {
+  } else if (!r->limits_taken && ip_limited(r)) {
     /* answered: 429, before any key is looked at */
   } else if (r->raw_body_len > app->cfg->body_limit) {
     /* Checked first, for every route: the limit protects the whole server. */

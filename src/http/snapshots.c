@@ -69,7 +69,7 @@ static int snapshots_get(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_snapshots[] = {
-    {"POST", "/admin/snapshots", DG_ROLE_ADMIN, snapshots_post, 0},
-    {"GET", "/admin/snapshots", DG_ROLE_ADMIN, snapshots_get, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"POST", "/admin/snapshots", DG_ROLE_ADMIN, snapshots_post, 0, NULL},
+    {"GET", "/admin/snapshots", DG_ROLE_ADMIN, snapshots_get, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

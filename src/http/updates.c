@@ -713,7 +713,7 @@ static int update_changes(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_updates[] = {
-    {"GET", "/get_updates", DG_ROLE_READ, get_updates, 0},
-    {"GET", "/updates/:update_id/changes", DG_ROLE_READ, update_changes, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"GET", "/get_updates", DG_ROLE_READ, get_updates, 0, NULL},
+    {"GET", "/updates/:update_id/changes", DG_ROLE_READ, update_changes, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

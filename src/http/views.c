@@ -312,7 +312,7 @@ static int view_get(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_views[] = {
-    {"GET", "/views", DG_ROLE_READ, views_list, 0},
-    {"GET", "/views/:name", DG_ROLE_READ, view_get, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"GET", "/views", DG_ROLE_READ, views_list, 0, NULL},
+    {"GET", "/views/:name", DG_ROLE_READ, view_get, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

@@ -231,9 +231,9 @@ static int hooks_deliveries(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_webhooks[] = {
-    {"POST", "/admin/webhooks", DG_ROLE_ADMIN, hooks_post, 1},
-    {"GET", "/admin/webhooks", DG_ROLE_ADMIN, hooks_list, 0},
-    {"DELETE", "/admin/webhooks/:id", DG_ROLE_ADMIN, hooks_delete, 0},
-    {"GET", "/admin/webhooks/:id/deliveries", DG_ROLE_ADMIN, hooks_deliveries, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"POST", "/admin/webhooks", DG_ROLE_ADMIN, hooks_post, 1, NULL},
+    {"GET", "/admin/webhooks", DG_ROLE_ADMIN, hooks_list, 0, NULL},
+    {"DELETE", "/admin/webhooks/:id", DG_ROLE_ADMIN, hooks_delete, 0, NULL},
+    {"GET", "/admin/webhooks/:id/deliveries", DG_ROLE_ADMIN, hooks_deliveries, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

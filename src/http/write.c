@@ -1344,19 +1344,19 @@ out:
 }
 
 const dg_route_t dg_routes_write[] = {
-    {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1},
-    {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1},
-    {"POST", "/tables", DG_ROLE_ADMIN, create_table, 1},
-    {"DELETE", "/tables/:table", DG_ROLE_ADMIN, delete_table, 0},
-    {"POST", "/tables/:table/rows", DG_ROLE_WRITE, insert_rows, 1},
-    {"PATCH", "/tables/:table/rows/:id", DG_ROLE_WRITE, update_row, 1},
-    {"DELETE", "/tables/:table/rows/:id", DG_ROLE_WRITE, delete_row, 0},
-    {"PUT", "/tables/:table/holds", DG_ROLE_WRITE, hold_put, 1},
-    {"DELETE", "/tables/:table/holds", DG_ROLE_WRITE, hold_delete, 1},
-    {"POST", "/views", DG_ROLE_ADMIN, create_view, 1},
-    {"DELETE", "/views/:name", DG_ROLE_ADMIN, delete_view, 0},
-    {"POST", "/updates/:update_id/revert", DG_ROLE_WRITE, revert_update, 1},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1, NULL},
+    {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1, NULL},
+    {"POST", "/tables", DG_ROLE_ADMIN, create_table, 1, NULL},
+    {"DELETE", "/tables/:table", DG_ROLE_ADMIN, delete_table, 0, NULL},
+    {"POST", "/tables/:table/rows", DG_ROLE_WRITE, insert_rows, 1, NULL},
+    {"PATCH", "/tables/:table/rows/:id", DG_ROLE_WRITE, update_row, 1, NULL},
+    {"DELETE", "/tables/:table/rows/:id", DG_ROLE_WRITE, delete_row, 0, NULL},
+    {"PUT", "/tables/:table/holds", DG_ROLE_WRITE, hold_put, 1, NULL},
+    {"DELETE", "/tables/:table/holds", DG_ROLE_WRITE, hold_delete, 1, NULL},
+    {"POST", "/views", DG_ROLE_ADMIN, create_view, 1, NULL},
+    {"DELETE", "/views/:name", DG_ROLE_ADMIN, delete_view, 0, NULL},
+    {"POST", "/updates/:update_id/revert", DG_ROLE_WRITE, revert_update, 1, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };
 
 /* ---- for other front ends ------------------------------------------------------ */

@@ -372,6 +372,6 @@ static int ws_get(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_ws[] = {
-    {"GET", "/ws", DG_ROLE_READ, ws_get, 0},
-    {NULL, NULL, DG_ROLE_NONE, NULL, 0},
+    {"GET", "/ws", DG_ROLE_READ, ws_get, 0, NULL},
+    {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

@@ -10,7 +10,7 @@
  *   ─────────────────────────────────────────     ─────────────────────────
  *   tables (engine rows, touched/fresh sets),     state_lock
  *   views, pend, hist, ddl, next_row_id,
- *   last_applied
+ *   last_applied, rd_ok, rd_at
  *   conn (the DuckDB connection), staging         conn_lock
  *   tables, audit_cols, applied_st
  *   reqs, json, changes, redis, idem writes       the manager thread alone
@@ -229,6 +229,12 @@ struct dg_manager_s {
   int64_t checkpointed_ms;       /* when the manager last checkpointed          */
   char last_applied[DG_REDIS_XID_BUFSZ]; /* newest request applied in DuckDB */
 
+  /* Reads from memory (rows.c, any thread, state_lock): rd_ok is 1 while
+   * the engine holds exactly the log up to rd_at and every outcome in it is
+   * published -- set after a batch's hand-over and after a load, 0 from a
+   * DDL request's apply to its commit and once the state is dropped. */
+  int rd_ok;
+  dg_redis_xid_t rd_at;
   mtable_t **tables;             /* by tag; NULL where a table was dropped    */
   uint32_t ntables;
   char **views;                  /* view names                                */
@@ -315,6 +321,15 @@ int dg__mgr_revert_target(const char *json, size_t len, dg_redis_xid_t *u);
 mreq_t *dg__mgr_req_add(dg_manager_t *m, const char *sid, size_t len);
 /** The batch joins the unpersisted tail (state_lock held). */
 void dg__mgr_hand_over(dg_manager_t *m);
+/* rows.c: dg_links_t.row_read and rows_read (app.h). */
+struct dg_row_s;
+int dg__mgr_row_read(void *arg, const struct dg_tabledef_s *def, int64_t id, const struct dg_redis_xid_s *want,
+                     int nowait, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
+                     struct dg_redis_xid_s *at);
+int dg__mgr_rows_read(void *arg, const struct dg_tabledef_s *def, int64_t parent, int64_t after, size_t limit,
+                      const struct dg_redis_xid_s *want, int nowait,
+                      void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg, int *more,
+                      struct dg_redis_xid_s *at);
 /** Frees the state, batch, tail, DuckDB connection and locks. */
 void dg__mgr_release(dg_manager_t *m);
 /** Reads the settings apply depends on (idempotency window, change caps). */

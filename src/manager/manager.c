@@ -337,6 +337,14 @@ void dg__mgr_hand_over(dg_manager_t *m) {
   atomic_store(&m->npend_atomic, m->npend);
 }
 
+/* Reads from memory (rows.c) may answer from the state as it is now: the
+ * log up to stream id sid, every outcome published (state_lock held). */
+static void readable_at(dg_manager_t *m, const char *sid) {
+  dg_redis_xid_t x;
+  m->rd_ok = dg_redis_xid_parse(sid, strlen(sid), &x) == 0;
+  if (m->rd_ok) m->rd_at = x;
+}
+
 /* ---- the persister ------------------------------------------------------------------ */
 
 static void persister_kick(void *arg) {
@@ -486,6 +494,7 @@ static void step_down(dg_manager_t *m, const char *why) {
   pthread_mutex_lock(&m->conn_lock); /* waits out a persist under way */
   pthread_mutex_lock(&m->state_lock);
   dg__mgr_pend_drop(m);
+  m->rd_ok = 0; /* ahead of DuckDB, maybe of what was published */
   pthread_mutex_unlock(&m->state_lock);
   pthread_mutex_unlock(&m->conn_lock);
   dg__mgr_batch_clear(m);
@@ -717,6 +726,7 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
   int64_t applied = dg_mono_us();
   int rc = publish(m);
   if (rc != 0) {
+    m->rd_ok = 0;
     pthread_mutex_unlock(&m->state_lock);
     /* Some outcomes may be missing from Redis while the engine holds
      * their effects: start again from DuckDB and the log. */
@@ -725,6 +735,7 @@ static int run_batch(dg_manager_t *m, const entry_t *e, size_t n) {
   }
   published_mark(m);
   dg__mgr_hand_over(m);
+  if (m->nreqs > 0) readable_at(m, m->reqs[m->nreqs - 1].stream_id);
   pthread_mutex_unlock(&m->state_lock);
   int64_t published = dg_mono_us();
   feed(m);
@@ -777,6 +788,7 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
   }
   pthread_mutex_lock(&m->conn_lock);
   pthread_mutex_lock(&m->state_lock);
+  m->rd_ok = 0; /* until the request is committed (or rejected) */
   apply_entry(m, e);
   dg__mgr_batch_end(m, 1);
   mreq_t *r = &m->reqs[0];
@@ -809,6 +821,7 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
     if (rc == 0) {
       published_mark(m);
       dg__mgr_hand_over(m);
+      readable_at(m, r->stream_id);
     }
     pthread_mutex_unlock(&m->state_lock);
     pthread_mutex_unlock(&m->conn_lock);
@@ -839,6 +852,9 @@ static int run_ddl_entry(dg_manager_t *m, const entry_t *e) {
   }
   persisted(m, m->redis, acked, nacked, dg_mono_us() - t0);
   dg_free(acked);
+  pthread_mutex_lock(&m->state_lock);
+  readable_at(m, r->stream_id);
+  pthread_mutex_unlock(&m->state_lock);
   feed(m);
   dg__mgr_batch_clear(m);
   return 0;
@@ -1140,6 +1156,8 @@ static int load_state(dg_manager_t *m) {
   dg__mgr_pend_drop(m);
   int rc = dg__mgr_load(m, err, sizeof err);
   memcpy(m->fpos, m->last_applied, sizeof m->fpos);
+  m->rd_ok = 0;
+  if (rc == 0) readable_at(m, m->last_applied); /* the state is DuckDB's */
   pthread_mutex_unlock(&m->state_lock);
   pthread_mutex_unlock(&m->conn_lock);
   if (rc != 0) {
@@ -1962,6 +1980,9 @@ int dg_manager_start(const dg_manager_deps_t *deps, const dg_redis_url_t *url, c
   pthread_condattr_destroy(&attr);
   deps->links->idem_lookup = idem_lookup;
   deps->links->idem_arg = m;
+  deps->links->row_read = dg__mgr_row_read;
+  deps->links->rows_read = dg__mgr_rows_read;
+  deps->links->row_arg = m;
   dg_progress_set_kick(deps->progress, persister_kick, m);
   if (pthread_create(&m->pthread, NULL, persister_run, m) != 0) {
     dg_changes_destroy(m->changes);
@@ -2007,6 +2028,8 @@ void dg_manager_stop(dg_manager_t *m) {
   pthread_mutex_destroy(&m->lease_lock);
   dg_progress_set_kick(m->deps.progress, NULL, NULL);
   m->deps.links->idem_lookup = NULL;
+  m->deps.links->row_read = NULL;
+  m->deps.links->rows_read = NULL;
   pthread_mutex_lock(&m->plock);
   m->pstop = 1;
   pthread_cond_signal(&m->pcond);

@@ -31,6 +31,8 @@
 #include "dg/db.h"
 #include "dg/iofile.h"
 #include "dg/log.h"
+#include "dg/metrics.h"
+#include "dg/progress.h"
 
 /* ======================================================================= */
 /* Statements                                                                */
@@ -318,6 +320,7 @@ int dg_service_rows(dg_app_t *app, const dg_tabledef_t *t, const dg_rows_query_t
   if (q->by_parent && !q->roots) duckdb_bind_int64(st, p++, q->parent);
   if (q->has_after) duckdb_bind_int64(st, p++, q->after);
   duckdb_bind_int64(st, p, q->limit + 1); /* one more tells whether "more" is due */
+  dg_metrics_row_read(app->metrics, 1, 0);
 
   duckdb_result res;
   if (duckdb_execute_prepared(st, &res) == DuckDBError) {
@@ -352,6 +355,7 @@ int dg_service_row(dg_app_t *app, const dg_tabledef_t *t, int64_t id, dg_row_fn 
   dg_buf_dispose(&sql);
   if (rc != 0) return rc;
   duckdb_bind_int64(st, 1, id);
+  dg_metrics_row_read(app->metrics, 0, 0);
   duckdb_result res;
   if (duckdb_execute_prepared(st, &res) == DuckDBError) {
     rc = failed(app, t->name, "reading a row", duckdb_result_error(&res));
@@ -367,6 +371,38 @@ int dg_service_row(dg_app_t *app, const dg_tabledef_t *t, int64_t id, dg_row_fn 
   duckdb_destroy_result(&res);
   duckdb_destroy_prepare(&st);
   return rc;
+}
+
+int dg_service_row_memory(dg_app_t *app, const dg_tabledef_t *t, int64_t id, const dg_redis_xid_t *min, int nowait,
+                          dg_row_fn fn, void *arg, char *applied, size_t cap) {
+  if (app->links.row_read == NULL || app->progress == NULL) return DG_EUNAVAIL;
+  /* What a consistent read must reflect (dg_service_await_applied's want). */
+  dg_redis_xid_t want = dg_progress_read_mark(app->progress), at = {0, 0};
+  if (min && dg_redis_xid_cmp(*min, want) > 0) want = *min;
+  int rc = app->links.row_read(app->links.row_arg, t, id, &want, nowait, fn, arg, &at);
+  if (rc < 0) return rc;
+  dg_redis_xid_format(at, applied, cap);
+  dg_metrics_row_read(app->metrics, 0, 1);
+  return rc;
+}
+
+int dg_service_rows_memory(dg_app_t *app, const dg_tabledef_t *t, const dg_rows_query_t *q,
+                           const dg_redis_xid_t *min, int nowait, dg_row_fn fn, void *arg, int *more, char *applied,
+                           size_t cap) {
+  if (app->links.rows_read == NULL || app->progress == NULL) return DG_EUNAVAIL;
+  /* The engine keeps children by parent; a page of the whole table in id
+   * order is DuckDB's. INT64_MIN is the engine's "no parent": as a
+   * parent_id it is a row id no row has, for DuckDB to say so. */
+  if (!q->roots && (!q->by_parent || q->parent == INT64_MIN)) return DG_EUNAVAIL;
+  dg_redis_xid_t want = dg_progress_read_mark(app->progress), at = {0, 0};
+  if (min && dg_redis_xid_cmp(*min, want) > 0) want = *min;
+  int rc = app->links.rows_read(app->links.row_arg, t, q->roots ? INT64_MIN : q->parent,
+                                q->has_after ? q->after : INT64_MIN, (size_t)q->limit, &want, nowait, fn, arg, more,
+                                &at);
+  if (rc < 0) return rc;
+  dg_redis_xid_format(at, applied, cap);
+  dg_metrics_row_read(app->metrics, 1, 1);
+  return 0;
 }
 
 /* ======================================================================= */

@@ -30,9 +30,16 @@ def test_metrics_move_with_traffic(server):
         assert server.post("/update_cell", {"table": "mt", "row_id": 2, "column": "v", "value": i}).status_code == 200
     r = server.post("/update_cell", {"table": "mt", "row_id": 2, "column": "v", "value": 1, "expected": 99})
     assert r.status_code == 409
-    # DuckDB is written behind (the persister); a read flushes it first.
-    assert server.get("/tables/mt/rows/2").status_code == 200
+    # A one-row read is answered from the manager's memory: it needs no
+    # flush, and the counter says where it came from.
+    got = server.get("/tables/mt/rows/2")
+    assert got.status_code == 200 and got.json()["v"] == 4
+    # DuckDB is written behind (the persister); a page of rows, read from
+    # DuckDB, flushes it first.
+    assert server.get("/tables/mt/rows?limit=5").status_code == 200
     text, v = scrape(server)
+    assert v['duckgrid_row_reads_total{source="memory"}'] - v0['duckgrid_row_reads_total{source="memory"}'] == 1
+    assert v['duckgrid_row_reads_total{source="duckdb"}'] == v0['duckgrid_row_reads_total{source="duckdb"}']
     key = 'duckgrid_http_requests_total{method="POST",route="/update_cell",status="200"}'
     assert v[key] - v0.get(key, 0) == 5
     assert v['duckgrid_http_requests_total{method="POST",route="/update_cell",status="409"}'] >= 1
