@@ -55,7 +55,7 @@
 
 /* ---- options ------------------------------------------------------------------ */
 
-enum { T_HEALTH, T_UPDATE, T_ASYNC, T_ROW };
+enum { T_HEALTH, T_UPDATE, T_ASYNC, T_ROW, T_PAGE };
 
 static struct {
   int port;
@@ -448,6 +448,13 @@ static void send_write(conn_t *c, uint64_t t_sched) {
     char path[160];
     snprintf(path, sizeof path, "/tables/%s/rows/%" PRId64, O.table,
              O.leaf_first + (int64_t)(rnd() % (uint64_t)O.leaf_count));
+    send_request(c, "GET", path, NULL, 0);
+    return;
+  }
+  if (O.target == T_PAGE) { /* a tree grid opening a node: a mid's leaves with their child counts */
+    char path[200];
+    snprintf(path, sizeof path, "/tables/%s/rows?parent_id=%" PRId64 "&limit=100&children=true", O.table,
+             O.mid_first + (int64_t)(rnd() % (uint64_t)O.mid_count));
     send_request(c, "GET", path, NULL, 0);
     return;
   }
@@ -929,7 +936,7 @@ static long rss_kb(int pid) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: bench_load --port N --key KEY [--target health|update|async|row] [--conns N]\n"
+          "usage: bench_load --port N --key KEY [--target health|update|async|row|page] [--conns N]\n"
           "                  [--rate R (0=closed loop)] [--duration S] [--warmup S] [--count N]\n"
           "                  [--table T] [--leaf FIRST:COUNT] [--mid FIRST:COUNT] [--mid-pct P]\n"
           "                  [--pollers N] [--sse N] [--redis URL --res-stream KEY] [--drain S]\n"
@@ -949,7 +956,7 @@ int main(int argc, char **argv) {
     if (ARG("--port")) O.port = atoi(v);
     else if (ARG("--key")) O.key = v;
     else if (ARG("--target"))
-      O.target = strcmp(v, "health") == 0 ? T_HEALTH : strcmp(v, "async") == 0 ? T_ASYNC : strcmp(v, "row") == 0 ? T_ROW : T_UPDATE;
+      O.target = strcmp(v, "health") == 0 ? T_HEALTH : strcmp(v, "async") == 0 ? T_ASYNC : strcmp(v, "row") == 0 ? T_ROW : strcmp(v, "page") == 0 ? T_PAGE : T_UPDATE;
     else if (ARG("--conns")) O.conns = atoi(v);
     else if (ARG("--rate")) O.rate = atof(v);
     else if (ARG("--duration")) O.duration = atof(v);
@@ -971,7 +978,8 @@ int main(int argc, char **argv) {
     else usage();
 #undef ARG
   }
-  if (O.port <= 0 || O.conns < 0 || (O.target != T_HEALTH && O.leaf_count <= 0 && O.mid_count <= 0)) usage();
+  if (O.port <= 0 || O.conns < 0 || (O.target != T_HEALTH && O.leaf_count <= 0 && O.mid_count <= 0) ||
+      (O.target == T_PAGE && O.mid_count <= 0)) usage();
   if (O.leaf_count <= 0) O.mid_pct = 100;
   rng ^= O.seed * 0x2545F4914F6CDD1Dull;
   if (!rng) rng = 1;
@@ -1095,7 +1103,7 @@ int main(int argc, char **argv) {
   if (O.rate > 0) meas_s = O.duration;
   else if (O.count > 0) meas_s = (double)(t_last_resp - t_start) / 1e9;
   else meas_s = O.duration;
-  const char *tn = O.target == T_HEALTH ? "health" : O.target == T_ASYNC ? "async" : O.target == T_ROW ? "row" : "update";
+  const char *tn = O.target == T_HEALTH ? "health" : O.target == T_ASYNC ? "async" : O.target == T_ROW ? "row" : O.target == T_PAGE ? "page" : "update";
   fprintf(f, "{\"label\":\"%s\",\"target\":\"%s\",\"mode\":\"%s\",\"conns\":%d,\"rate\":%.1f,"
              "\"duration_s\":%.3f,\"warmup_s\":%.3f",
           O.label, tn, O.rate > 0 ? "open" : "closed", O.conns, O.rate, meas_s, O.warmup);

@@ -275,13 +275,20 @@ def sc_ceiling(ctx):
     m = Meter(ctx)
     rr = ctx.loadgen("--target", "row", "--conns", 64, "--warmup", 1, "--duration", ctx.dur(8, 3))
     ru = m.done()
+    # A page: a mid's 100 leaves with their child counts (a tree grid opening a node).
+    ctx.wait_idle()
+    m = Meter(ctx)
+    pg = ctx.loadgen("--target", "page", "--conns", 64, "--warmup", 1, "--duration", ctx.dur(8, 3))
+    pu = m.done()
     m = Meter(ctx)
     x = xadd_rate(ctx, ctx.dur(200000, 50000))
     xu = m.done()
-    res = {"health": {**h, "cpu": hu}, "row": {**rr, "cpu": ru}, "xadd": {**x, "cpu": xu},
-           "health_rps": h["throughput_rps"], "row_rps": rr["throughput_rps"], "xadd_rps": x["rps"]}
+    res = {"health": {**h, "cpu": hu}, "row": {**rr, "cpu": ru}, "page": {**pg, "cpu": pu}, "xadd": {**x, "cpu": xu},
+           "health_rps": h["throughput_rps"], "row_rps": rr["throughput_rps"], "page_rps": pg["throughput_rps"],
+           "xadd_rps": x["rps"]}
     result_line("ceiling", {"health_rps": h["throughput_rps"], "health_p99_ms": h["latency"]["p99_ms"],
                             "row_rps": rr["throughput_rps"], "row_p99_ms": rr["latency"]["p99_ms"],
+                            "page_rps": pg["throughput_rps"], "page_p99_ms": pg["latency"]["p99_ms"],
                             "xadd_rps": x["rps"], "xadd_p99_ms": x["p99_ms"],
                             "machine_busy_pct": hu["machine_busy_pct"], "other_cpu_s": hu["other_cpu_s"]})
     return res
@@ -790,6 +797,7 @@ def summary_rows(out):
     if c:
         rows.append(("ceiling", "reference", f"GET /health {fmt(c['health_rps'], 0)}/s; "
                      f"GET /tables/bench/rows/{{id}} {fmt(c.get('row_rps'), 0)}/s; "
+                     f"a page of 100 children {fmt(c.get('page_rps'), 0)}/s; "
                      f"redis-benchmark XADD (50 clients, unpipelined) {fmt(c['xadd_rps'], 0)}/s", ""))
     d = sc.get("duckdb")
     if d and d.get("batches"):

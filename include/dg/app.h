@@ -100,18 +100,19 @@ typedef struct {
    * it must only copy them out. 1: fn was called; 0: there is no such row;
    * *at (either way) is the newest update the state reflects. DG_EUNAVAIL:
    * the state in memory cannot answer (not loaded, behind *want, a DDL
-   * request under way, t unknown to it; with nowait, the lock taken):
-   * ask DuckDB. Any thread; without nowait it may wait for the manager to
-   * finish a batch (milliseconds). */
+   * request under way, t unknown to it; with DG_ROWREAD_TRY, the lock
+   * taken): ask DuckDB. mode: dg_rowread_mode_t (row.h). Any thread; but
+   * for DG_ROWREAD_TRY it may wait for the manager to finish a batch
+   * (milliseconds), DG_ROWREAD_CATCH up to a second more. */
   int (*row_read)(void *arg, const struct dg_tabledef_s *t, int64_t id, const struct dg_redis_xid_s *want,
-                  int nowait, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
+                  int mode, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
                   struct dg_redis_xid_s *at);
   /* Set by the manager, as row_read: at most limit children of parent
    * (INT64_MIN: the roots) with ids above after (INT64_MIN: from the
    * first), in id order; *more is 1 when another follows. 0, or
    * DG_EUNAVAIL as row_read. Uses row_arg. */
   int (*rows_read)(void *arg, const struct dg_tabledef_s *t, int64_t parent, int64_t after, size_t limit,
-                   const struct dg_redis_xid_s *want, int nowait,
+                   const struct dg_redis_xid_s *want, int mode,
                    void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg, int *more,
                    struct dg_redis_xid_s *at);
   void *row_arg;

@@ -28,6 +28,14 @@ typedef struct dg_row_s {
   int64_t children;       /* child count, when the query asked for it      */
 } dg_row_t;
 
+/** How a read from the manager's memory may wait (dg_links_t.row_read). */
+typedef enum dg_rowread_mode_e {
+  DG_ROWREAD_TRY = 0,   /* only try its lock (an HTTP loop, never waits)      */
+  DG_ROWREAD_LOCK = 1,  /* take its lock, answer from the state as it is      */
+  DG_ROWREAD_CATCH = 2, /* take its lock and, when the state is behind want,
+                           wait up to a second for it to catch up             */
+} dg_rowread_mode_t;
+
 /** Receives each row in id order. */
 typedef void (*dg_row_fn)(void *arg, const dg_row_t *row);
 

@@ -235,6 +235,7 @@ struct dg_manager_s {
    * DDL request's apply to its commit and once the state is dropped. */
   int rd_ok;
   dg_redis_xid_t rd_at;
+  pthread_cond_t rd_cond;        /* state_lock: rd_at moved, or rd_ok fell    */
   mtable_t **tables;             /* by tag; NULL where a table was dropped    */
   uint32_t ntables;
   char **views;                  /* view names                                */
@@ -324,10 +325,10 @@ void dg__mgr_hand_over(dg_manager_t *m);
 /* rows.c: dg_links_t.row_read and rows_read (app.h). */
 struct dg_row_s;
 int dg__mgr_row_read(void *arg, const struct dg_tabledef_s *def, int64_t id, const struct dg_redis_xid_s *want,
-                     int nowait, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
+                     int mode, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
                      struct dg_redis_xid_s *at);
 int dg__mgr_rows_read(void *arg, const struct dg_tabledef_s *def, int64_t parent, int64_t after, size_t limit,
-                      const struct dg_redis_xid_s *want, int nowait,
+                      const struct dg_redis_xid_s *want, int mode,
                       void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg, int *more,
                       struct dg_redis_xid_s *at);
 /** Frees the state, batch, tail, DuckDB connection and locks. */

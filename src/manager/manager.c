@@ -343,6 +343,7 @@ static void readable_at(dg_manager_t *m, const char *sid) {
   dg_redis_xid_t x;
   m->rd_ok = dg_redis_xid_parse(sid, strlen(sid), &x) == 0;
   if (m->rd_ok) m->rd_at = x;
+  pthread_cond_broadcast(&m->rd_cond); /* reads waiting for it (rows.c) */
 }
 
 /* ---- the persister ------------------------------------------------------------------ */
@@ -495,6 +496,7 @@ static void step_down(dg_manager_t *m, const char *why) {
   pthread_mutex_lock(&m->state_lock);
   dg__mgr_pend_drop(m);
   m->rd_ok = 0; /* ahead of DuckDB, maybe of what was published */
+  pthread_cond_broadcast(&m->rd_cond);
   pthread_mutex_unlock(&m->state_lock);
   pthread_mutex_unlock(&m->conn_lock);
   dg__mgr_batch_clear(m);
@@ -1968,6 +1970,7 @@ int dg_manager_start(const dg_manager_deps_t *deps, const dg_redis_url_t *url, c
   m->changes = dg_changes_create();
   dg_buf_init(&m->json);
   pthread_mutex_init(&m->state_lock, NULL);
+  pthread_cond_init(&m->rd_cond, NULL);
   pthread_mutex_init(&m->conn_lock, NULL);
   pthread_mutex_init(&m->idem_lock, NULL);
   pthread_mutex_init(&m->plock, NULL);
@@ -2069,4 +2072,5 @@ void dg__mgr_release(dg_manager_t *m) {
   pthread_mutex_destroy(&m->idem_lock);
   pthread_mutex_destroy(&m->conn_lock);
   pthread_mutex_destroy(&m->state_lock);
+  pthread_cond_destroy(&m->rd_cond);
 }

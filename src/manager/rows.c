@@ -20,10 +20,11 @@
  *
  * Lock: state_lock, for the look-up and the callback. The manager holds it
  * for a batch's apply and publish (milliseconds); the persister for the
- * copy of a tail's rows. An HTTP loop only tries it (nowait): a loop that
- * finds it taken hands the read to a worker, which waits.
+ * copy of a tail's rows. An HTTP loop only tries it (DG_ROWREAD_TRY): a
+ * loop that finds it taken hands the read to a worker, which waits.
  */
 #include <string.h>
+#include <time.h>
 
 #include "dg/catalog.h"
 #include "dg/engine.h"
@@ -33,6 +34,9 @@
 /* The callers' cells on the stack up to this many columns, beyond it on
  * the heap (DG_MAX_COLUMNS is 256). */
 #define CELLS_ON_STACK 32
+/* The longest a read waits for the state to reach what it must reflect
+ * before it goes the DuckDB way (which waits again, for the persister). */
+#define CATCH_UP_MS 1000
 
 /* 1 when the manager's definition of a table is the caller's: the same
  * columns in the same order. Definitions are immutable, so a table dropped
@@ -141,31 +145,43 @@ static int page_locked(const dg_manager_t *m, const dg_tabledef_t *def, int64_t 
   return 0;
 }
 
-/* Takes state_lock (or only tries, with nowait). */
-static int lock(dg_manager_t *m, int nowait) {
-  if (!nowait) {
-    pthread_mutex_lock(&m->state_lock);
-    return 0;
-  }
-  return pthread_mutex_trylock(&m->state_lock) == 0 ? 0 : DG_EUNAVAIL; /* a batch, a persist's copy */
+/* Takes state_lock as mode says (row.h). With DG_ROWREAD_CATCH, when the
+ * state is readable but behind want -- a write this node answered 202 that
+ * the manager has not applied yet, or an outcome this node's reader saw
+ * before the manager handed its batch over -- waits for it up to
+ * CATCH_UP_MS: the next batch is usually milliseconds away, and DuckDB,
+ * the other way, would have to be flushed and then read. */
+static int lock(dg_manager_t *m, int mode, const dg_redis_xid_t *want) {
+  if (mode == DG_ROWREAD_TRY)
+    return pthread_mutex_trylock(&m->state_lock) == 0 ? 0 : DG_EUNAVAIL; /* a batch, a persist's copy */
+  pthread_mutex_lock(&m->state_lock);
+  if (mode != DG_ROWREAD_CATCH || want == NULL || !m->rd_ok || dg_redis_xid_cmp(*want, m->rd_at) <= 0) return 0;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_nsec += (long)CATCH_UP_MS * 1000000L;
+  until.tv_sec += until.tv_nsec / 1000000000L;
+  until.tv_nsec %= 1000000000L;
+  while (m->rd_ok && dg_redis_xid_cmp(*want, m->rd_at) > 0)
+    if (pthread_cond_timedwait(&m->rd_cond, &m->state_lock, &until) != 0) break;
+  return 0;
 }
 
 int dg__mgr_rows_read(void *arg, const struct dg_tabledef_s *def, int64_t parent, int64_t after, size_t limit,
-                      const struct dg_redis_xid_s *want, int nowait,
+                      const struct dg_redis_xid_s *want, int mode,
                       void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg, int *more,
                       struct dg_redis_xid_s *at) {
   dg_manager_t *m = arg;
-  if (lock(m, nowait) != 0) return DG_EUNAVAIL;
+  if (lock(m, mode, want) != 0) return DG_EUNAVAIL;
   int rc = page_locked(m, def, parent, after, limit, want, fn, fnarg, more, at);
   pthread_mutex_unlock(&m->state_lock);
   return rc;
 }
 
 int dg__mgr_row_read(void *arg, const struct dg_tabledef_s *def, int64_t id, const struct dg_redis_xid_s *want,
-                     int nowait, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
+                     int mode, void (*fn)(void *fnarg, const struct dg_row_s *row), void *fnarg,
                      struct dg_redis_xid_s *at) {
   dg_manager_t *m = arg;
-  if (lock(m, nowait) != 0) return DG_EUNAVAIL;
+  if (lock(m, mode, want) != 0) return DG_EUNAVAIL;
   int rc = read_locked(m, def, id, want, fn, fnarg, at);
   pthread_mutex_unlock(&m->state_lock);
   return rc;

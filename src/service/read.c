@@ -373,13 +373,25 @@ int dg_service_row(dg_app_t *app, const dg_tabledef_t *t, int64_t id, dg_row_fn 
   return rc;
 }
 
+/* What a consistent read must reflect (dg_service_await_applied's want)
+ * into *want, and how the manager's memory may wait for it: a loop never
+ * waits; a ?min_update ahead of what this node has seen published is the
+ * client's own wait (wait_ms, then 504: the DuckDB way keeps it), any
+ * other want is reached within a batch or two. */
+static int want_of(dg_app_t *app, const dg_redis_xid_t *min, int nowait, dg_redis_xid_t *want) {
+  *want = dg_progress_read_mark(app->progress);
+  int ahead = min && dg_redis_xid_cmp(*min, *want) > 0;
+  if (ahead) *want = *min;
+  return nowait ? DG_ROWREAD_TRY : ahead ? DG_ROWREAD_LOCK : DG_ROWREAD_CATCH;
+}
+
 int dg_service_row_memory(dg_app_t *app, const dg_tabledef_t *t, int64_t id, const dg_redis_xid_t *min, int nowait,
                           dg_row_fn fn, void *arg, char *applied, size_t cap) {
   if (app->links.row_read == NULL || app->progress == NULL) return DG_EUNAVAIL;
   /* What a consistent read must reflect (dg_service_await_applied's want). */
-  dg_redis_xid_t want = dg_progress_read_mark(app->progress), at = {0, 0};
-  if (min && dg_redis_xid_cmp(*min, want) > 0) want = *min;
-  int rc = app->links.row_read(app->links.row_arg, t, id, &want, nowait, fn, arg, &at);
+  dg_redis_xid_t want, at = {0, 0};
+  int mode = want_of(app, min, nowait, &want);
+  int rc = app->links.row_read(app->links.row_arg, t, id, &want, mode, fn, arg, &at);
   if (rc < 0) return rc;
   dg_redis_xid_format(at, applied, cap);
   dg_metrics_row_read(app->metrics, 0, 1);
@@ -394,10 +406,10 @@ int dg_service_rows_memory(dg_app_t *app, const dg_tabledef_t *t, const dg_rows_
    * order is DuckDB's. INT64_MIN is the engine's "no parent": as a
    * parent_id it is a row id no row has, for DuckDB to say so. */
   if (!q->roots && (!q->by_parent || q->parent == INT64_MIN)) return DG_EUNAVAIL;
-  dg_redis_xid_t want = dg_progress_read_mark(app->progress), at = {0, 0};
-  if (min && dg_redis_xid_cmp(*min, want) > 0) want = *min;
+  dg_redis_xid_t want, at = {0, 0};
+  int mode = want_of(app, min, nowait, &want);
   int rc = app->links.rows_read(app->links.row_arg, t, q->roots ? INT64_MIN : q->parent,
-                                q->has_after ? q->after : INT64_MIN, (size_t)q->limit, &want, nowait, fn, arg, more,
+                                q->has_after ? q->after : INT64_MIN, (size_t)q->limit, &want, mode, fn, arg, more,
                                 &at);
   if (rc < 0) return rc;
   dg_redis_xid_format(at, applied, cap);

@@ -245,3 +245,58 @@ def test_keys_and_limits_on_the_loop(make_server):
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["manager"] == "leader"
     d = s.get("/health?deep=1")
     assert d.status_code == 200 and d.json()["redis"] == "ok" and d.json()["duckdb"] == "ok"
+
+
+def test_concurrent_reads_while_writing(make_server):
+    """Readers on the loops and workers while a writer runs (the TSan run
+    has this one): every read answers, and what a reader sees never goes
+    back in time (each answer is one state of the log, taken under the
+    manager's lock)."""
+    import threading
+    s = make_server().start()
+    assert s.post("/tables", {"name": "cc", "columns": [{"name": "v", "type": "number", "scale": 0}]}).status_code == 201
+    rows = [{"id": 1}] + [{"id": 10 + k, "parent_id": 1, "v": 0} for k in range(5)]
+    assert s.post("/tables/cc/rows", {"rows": rows}).status_code == 201
+    stop = threading.Event()
+    errors = []
+
+    def reader(k):
+        sess = requests.Session()
+        last_v, last_total = -1, -1
+        n = 0
+        while not stop.is_set() and n < 2000:
+            n += 1
+            if k % 2:
+                r = sess.get(f"{s.base}/tables/cc/rows/10", headers=s.headers(), timeout=15)
+                v = r.json()["v"] if r.status_code == 200 else None
+                if v is None or v < last_v:
+                    errors.append(("row", r.status_code, r.text, last_v))
+                    return
+                last_v = v
+            else:
+                r = sess.get(f"{s.base}/tables/cc/rows?parent_id=1&limit=10", headers=s.headers(), timeout=15)
+                if r.status_code != 200:
+                    errors.append(("page", r.status_code, r.text))
+                    return
+                total = sum(x["v"] for x in r.json()["rows"])
+                if total < last_total:
+                    errors.append(("page", total, last_total))
+                    return
+                last_total = total
+
+    ths = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+    for th in ths:
+        th.start()
+    try:
+        sess = requests.Session()
+        for i in range(1, 61):
+            r = sess.post(f"{s.base}/update_cell", json={"table": "cc", "row_id": 10 + i % 5, "column": "v", "value": i},
+                          headers=s.headers(), timeout=15)
+            assert r.status_code == 200, r.text
+    finally:
+        stop.set()
+        for th in ths:
+            th.join(60)
+    assert not errors, errors[:3]
+    parent = s.get("/tables/cc/rows/1").json()
+    assert parent["v"] == sum(range(56, 61)) and parent["children"] == 5
