@@ -85,6 +85,25 @@
 #include "dg/buf.h"
 #include "dg/jsonw.h"
 
+/* ---- ops ------------------------------------------------------------------ */
+
+/* What a request's "op" names: written by write.c (and demo.c, undo.c's
+ * compact revert, import's text opening), dispatched by apply.c, read by
+ * reader.c (the catalog) and webhook.c. The HTTP API's own names (a
+ * WebSocket message's "type", the routes) are the API's, not these. */
+#define DG_OP_UPDATE_CELL "update_cell"
+#define DG_OP_UPDATE_CELLS "update_cells"
+#define DG_OP_UPDATE_ROW "update_row"
+#define DG_OP_INSERT_ROWS "insert_rows"
+#define DG_OP_DELETE_ROW "delete_row"
+#define DG_OP_CREATE_TABLE "create_table"
+#define DG_OP_DELETE_TABLE "delete_table"
+#define DG_OP_CREATE_VIEW "create_view"
+#define DG_OP_DELETE_VIEW "delete_view"
+#define DG_OP_HOLD "hold"
+#define DG_OP_RELEASE "release"
+#define DG_OP_REVERT "revert"
+
 /* ---- member names --------------------------------------------------------- */
 
 /* Request envelope. */
@@ -154,7 +173,8 @@ typedef struct {
 } dg_wire_req_t;
 
 /** A new request object with the envelope's members in wire order (op,
- *  user, caller, caller_tag, then table if set). The caller adds the
+ *  user, caller, caller_tag, table; each of the last three left out when
+ *  NULL: the server's own requests have no caller). The caller adds the
  *  op-specific members, then dg_wire_req_finish. json_decref frees it. */
 json_t *dg_wire_req_new(const dg_wire_req_t *env);
 

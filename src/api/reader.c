@@ -237,14 +237,14 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
   dg_redis_xid_t at = {0, 0};
   (void)dg_redis_xid_parse(id, strlen(id), &at);
   if (strcmp(status, DG_WIRE_APPLIED) == 0) {
-    if (strcmp(op, "create_table") == 0) {
+    if (strcmp(op, DG_OP_CREATE_TABLE) == 0) {
       json_t *def = dg_wire_out_get(res, len, DG_WIRE_O_TABLE_DEF);
       dg_tabledef_t *t = def ? dg_tabledef_from_json(def) : NULL;
       if (t) dg_catalog_put_table(d->catalog, t);
       json_decref(def);
-    } else if (strcmp(op, "delete_table") == 0 && table[0]) {
+    } else if (strcmp(op, DG_OP_DELETE_TABLE) == 0 && table[0]) {
       dg_catalog_drop_table(d->catalog, table);
-    } else if (strcmp(op, "create_view") == 0 || strcmp(op, "delete_view") == 0) {
+    } else if (strcmp(op, DG_OP_CREATE_VIEW) == 0 || strcmp(op, DG_OP_DELETE_VIEW) == 0) {
       char v[DG_NAME_MAX + 1];
       if (dg_wire_out_str(res, len, DG_WIRE_O_VIEW, v, sizeof v) && dg_name_valid(v)) {
         if (op[0] == 'c') dg_catalog_put_view(d->catalog, v);
@@ -252,8 +252,8 @@ static void handle(dg_reader_t *rd, const char *id, const char *res, size_t len)
       }
     }
     /* A revert may insert and delete rows too (undoing a delete or an insert). */
-    if (table[0] && (strcmp(op, "insert_rows") == 0 || strcmp(op, "delete_row") == 0 ||
-                     strcmp(op, "update_row") == 0 || strcmp(op, "revert") == 0)) {
+    if (table[0] && (strcmp(op, DG_OP_INSERT_ROWS) == 0 || strcmp(op, DG_OP_DELETE_ROW) == 0 ||
+                     strcmp(op, DG_OP_UPDATE_ROW) == 0 || strcmp(op, DG_OP_REVERT) == 0)) {
       rows_update(d->catalog, res, len, table, 1, at);
       rows_update(d->catalog, res, len, table, 0, at);
     }

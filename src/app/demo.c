@@ -16,6 +16,7 @@
 #include "dg/entry_mac.h"
 #include "dg/log.h"
 #include "dg/redis_pool.h"
+#include "dg/wire.h"
 
 typedef struct {
   int id, parent;
@@ -61,12 +62,16 @@ void dg_demo_enqueue(dg_app_t *app) {
   dg_catalog_names_free(names, n);
   if (n > 0) return;
 
+  /* Requests in the wire format's envelope (wire.h), as the API writes
+   * them, from the user "demo" (no key: no caller, no tag). */
   json_t *reqs[3];
-  reqs[0] = json_pack(
-      "{s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:i},{s:s,s:s,s:i},{s:s,s:s,s:i},{s:s,s:s,s:i}]}", "op",
-      "create_table", "request_id", "demo-create-sales", "user", "demo", "table", "sales", "columns",
-      "name", "name", "type", "text", "scale", 0, "name", "product_family", "type", "text", "scale", 0,
-      "name", "sales", "type", "number", "scale", 2, "name", "units", "type", "number", "scale", 0);
+  reqs[0] = dg_wire_req_new(&(dg_wire_req_t){.op = DG_OP_CREATE_TABLE, .user = "demo", .table = "sales"});
+  json_object_set_new(reqs[0], "columns",
+                      json_pack("[{s:s,s:s,s:i},{s:s,s:s,s:i},{s:s,s:s,s:i},{s:s,s:s,s:i}]", "name", "name",
+                                "type", "text", "scale", 0, "name", "product_family", "type", "text", "scale", 0,
+                                "name", "sales", "type", "number", "scale", 2, "name", "units", "type", "number",
+                                "scale", 0));
+  dg_wire_req_finish(reqs[0], "demo-create-sales");
   json_t *list = json_array();
   for (size_t i = 0; i < DG_ARRAY_SIZE(rows); i++) {
     /* Parents' values are the sums of their children: insert them as 0. */
@@ -78,10 +83,13 @@ void dg_demo_enqueue(dg_app_t *app) {
     if (rows[i].parent) json_object_set_new(r, "parent_id", json_integer(rows[i].parent));
     json_array_append_new(list, r);
   }
-  reqs[1] = json_pack("{s:s,s:s,s:s,s:s,s:o}", "op", "insert_rows", "request_id", "demo-rows", "user",
-                      "demo", "table", "sales", "rows", list);
-  reqs[2] = json_pack("{s:s,s:s,s:s,s:s,s:s}", "op", "create_view", "request_id", "demo-view", "user",
-                      "demo", "view", "sales_summary_by_product_family", "sql", view_sql);
+  reqs[1] = dg_wire_req_new(&(dg_wire_req_t){.op = DG_OP_INSERT_ROWS, .user = "demo", .table = "sales"});
+  json_object_set_new(reqs[1], "rows", list);
+  dg_wire_req_finish(reqs[1], "demo-rows");
+  reqs[2] = dg_wire_req_new(&(dg_wire_req_t){.op = DG_OP_CREATE_VIEW, .user = "demo"});
+  json_object_set_new(reqs[2], "view", json_string("sales_summary_by_product_family"));
+  json_object_set_new(reqs[2], "sql", json_string(view_sql));
+  dg_wire_req_finish(reqs[2], "demo-view");
 
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   int queued = 0;

@@ -31,9 +31,12 @@ static int caller_tag_valid(const char *tag) {
 /* ---- requests ------------------------------------------------------------------ */
 
 json_t *dg_wire_req_new(const dg_wire_req_t *env) {
-  json_t *req = json_pack("{s:s,s:s,s:s,s:s}", DG_WIRE_OP, env->op, DG_WIRE_USER, env->user, DG_WIRE_CALLER,
-                          env->caller, DG_WIRE_CALLER_TAG, env->caller_tag);
-  if (req && env->table) json_object_set_new(req, DG_WIRE_TABLE, json_string(env->table));
+  json_t *req = json_pack("{s:s,s:s}", DG_WIRE_OP, env->op, DG_WIRE_USER, env->user);
+  if (req == NULL) return NULL;
+  /* No caller (the server's own requests: the demo data): no scope, no tag. */
+  if (env->caller) json_object_set_new(req, DG_WIRE_CALLER, json_string(env->caller));
+  if (env->caller_tag) json_object_set_new(req, DG_WIRE_CALLER_TAG, json_string(env->caller_tag));
+  if (env->table) json_object_set_new(req, DG_WIRE_TABLE, json_string(env->table));
   return req;
 }
 

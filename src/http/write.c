@@ -631,7 +631,7 @@ static int update_cell(dg_req_t *r) {
   if (replayed(r, REPLY_UPDATE)) return 0;
   json_t *u = cell_update_or_problem(r, r->body, "update_cell");
   if (u == NULL) return 0;
-  json_t *req = base_request(r, "update_cell", NULL);
+  json_t *req = base_request(r, DG_OP_UPDATE_CELL, NULL);
   json_object_update(req, u);
   json_decref(u);
   submit(r, req, REPLY_UPDATE);
@@ -656,7 +656,7 @@ static int update_cells(dg_req_t *r) {
     }
     json_array_append_new(list, u);
   }
-  json_t *req = base_request(r, "update_cells", NULL);
+  json_t *req = base_request(r, DG_OP_UPDATE_CELLS, NULL);
   json_object_set_new(req, "updates", list);
   submit(r, req, REPLY_UPDATE);
   return 0;
@@ -702,7 +702,7 @@ static int create_table(dg_req_t *r) {
     int scale = strcmp(ty, "number") == 0 ? (sc && json_is_integer(sc) ? (int)json_integer_value(sc) : 2) : 0;
     json_array_append_new(norm, json_pack("{s:s,s:s,s:i}", "name", cn, "type", ty, "scale", scale));
   }
-  json_t *req = base_request(r, "create_table", name);
+  json_t *req = base_request(r, DG_OP_CREATE_TABLE, name);
   json_object_set_new(req, "columns", norm);
   submit(r, req, REPLY_TABLE);
   return 0;
@@ -712,7 +712,7 @@ static int delete_table(dg_req_t *r) {
   if (replayed(r, REPLY_EMPTY)) return 0;
   dg_tabledef_t *t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 0;
-  json_t *req = base_request(r, "delete_table", t->name);
+  json_t *req = base_request(r, DG_OP_DELETE_TABLE, t->name);
   dg_tabledef_unref(t);
   submit(r, req, REPLY_EMPTY);
   return 0;
@@ -826,7 +826,7 @@ static int insert_rows(dg_req_t *r) {
     json_array_append_new(norm, o);
   }
   {
-    json_t *req = base_request(r, "insert_rows", t->name);
+    json_t *req = base_request(r, DG_OP_INSERT_ROWS, t->name);
     json_object_set_new(req, "rows", norm);
     norm = NULL;
     submit(r, req, REPLY_ROWS);
@@ -873,7 +873,7 @@ static int update_row(dg_req_t *r) {
     }
     if (ok && mode && mode_ok_or_problem(r, t, mode) != 0) ok = 0;
     if (ok) {
-      json_t *req = base_request(r, "update_row", t->name);
+      json_t *req = base_request(r, DG_OP_UPDATE_ROW, t->name);
       json_object_set_new(req, "row_id", json_integer(id));
       json_object_set_new(req, "cells", cells);
       cells = NULL;
@@ -896,7 +896,7 @@ static int delete_row(dg_req_t *r) {
   if (cascade && strcmp(cascade, "true") != 0 && strcmp(cascade, "false") != 0) {
     dg_problem(r, 400, NULL, "cascade must be true or false");
   } else if (row_param_or_problem(r, t, &id) == 0) {
-    json_t *req = base_request(r, "delete_row", t->name);
+    json_t *req = base_request(r, DG_OP_DELETE_ROW, t->name);
     json_object_set_new(req, "row_id", json_integer(id));
     json_object_set_new(req, "cascade", json_boolean(cascade && strcmp(cascade, "true") == 0));
     submit(r, req, REPLY_EMPTY);
@@ -945,8 +945,8 @@ done:
   return 0;
 }
 
-static int hold_put(dg_req_t *r) { return holds(r, "hold"); }
-static int hold_delete(dg_req_t *r) { return holds(r, "release"); }
+static int hold_put(dg_req_t *r) { return holds(r, DG_OP_HOLD); }
+static int hold_delete(dg_req_t *r) { return holds(r, DG_OP_RELEASE); }
 
 /* ---- routes: views ------------------------------------------------------------------ */
 
@@ -977,7 +977,7 @@ static int create_view(dg_req_t *r) {
     dg_problem(r, 503, NULL, "the database could not check the view: %s", err);
     return 0;
   }
-  json_t *req = base_request(r, "create_view", NULL);
+  json_t *req = base_request(r, DG_OP_CREATE_VIEW, NULL);
   json_object_set_new(req, "view", json_string(name));
   json_object_set_new(req, "sql", json_string(sql));
   submit(r, req, REPLY_VIEW);
@@ -995,7 +995,7 @@ static int delete_view(dg_req_t *r) {
     dg_problem(r, 404, NULL, "view '%s' does not exist", name);
     return 0;
   }
-  json_t *req = base_request(r, "delete_view", NULL);
+  json_t *req = base_request(r, DG_OP_DELETE_VIEW, NULL);
   json_object_set_new(req, "view", json_string(name));
   submit(r, req, REPLY_EMPTY);
   return 0;
@@ -1144,8 +1144,8 @@ static int compact_revertible(dg_req_t *r, dg_redis_xid_t x, char *table, size_t
   const char *op = json_string_value(json_object_get(o, DG_WIRE_OP));
   const char *status = json_string_value(json_object_get(o, DG_WIRE_STATUS));
   if (op && status && strcmp(status, DG_WIRE_APPLIED) == 0 && dg_update_within(hit->res, hit->len, r->who.tables) &&
-      (strcmp(op, "update_cell") == 0 || strcmp(op, "update_cells") == 0 ||
-       (strcmp(op, "revert") == 0 && json_is_string(json_object_get(o, DG_WIRE_TABLE)) &&
+      (strcmp(op, DG_OP_UPDATE_CELL) == 0 || strcmp(op, DG_OP_UPDATE_CELLS) == 0 ||
+       (strcmp(op, DG_OP_REVERT) == 0 && json_is_string(json_object_get(o, DG_WIRE_TABLE)) &&
         json_object_get(o, DG_WIRE_INSERTED) == NULL && json_object_get(o, DG_WIRE_DELETED) == NULL &&
         json_object_get(o, DG_WIRE_MOVED) == NULL))) {
     const char *t = json_string_value(json_object_get(o, DG_WIRE_TABLE));
@@ -1190,7 +1190,7 @@ static int revert_update(dg_req_t *r) {
   if (compact_revertible(r, x, table, sizeof table)) {
     /* The manager reads the cells (its cache of recent writes, or the
      * audit log): nothing to read here, nothing to wait for. */
-    json_t *req = base_request(r, "revert", table[0] ? table : NULL);
+    json_t *req = base_request(r, DG_OP_REVERT, table[0] ? table : NULL);
     json_object_set_new(req, "reverts", json_string(uid));
     json_object_set_new(req, "force", json_boolean(json_is_true(force)));
     json_object_set_new(req, "compact", json_true());
@@ -1322,7 +1322,7 @@ static int revert_update(dg_req_t *r) {
   }
   /* Deletes last, in the order read_images gave (parents first). */
   for (size_t i = 0; i < json_array_size(deleted); i++) json_array_append(rows, json_array_get(deleted, i));
-  json_t *req = base_request(r, "revert", one_table && only_table ? only_table : NULL);
+  json_t *req = base_request(r, DG_OP_REVERT, one_table && only_table ? only_table : NULL);
   dg_free(only_table);
   json_object_set_new(req, "reverts", json_string(uid));
   json_object_set_new(req, "force", json_boolean(json_is_true(force)));
@@ -1369,7 +1369,7 @@ void dg_write_import_begin(dg_req_t *r, dg_buf_t *raw, const char *table) {
   char caller[96], tag[DG_CALLER_TAG_LEN + 1];
   caller_of(r, caller, sizeof caller);
   caller_tag_of(r, tag);
-  dg_wire_req_t env = {.op = "insert_rows", .user = r->who.user, .caller = caller, .caller_tag = tag, .table = table};
+  dg_wire_req_t env = {.op = DG_OP_INSERT_ROWS, .user = r->who.user, .caller = caller, .caller_tag = tag, .table = table};
   dg_jsonw_t w;
   dg_wire_req_open(&w, raw, &env);
   dg_jsonw_key(&w, "echo_rows"); /* the outcome counts the rows (apply.c) */

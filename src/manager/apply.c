@@ -1446,7 +1446,7 @@ static int op_insert_columns(effects_t *e, mtable_t *t, json_t *o, int64_t *next
 
 /* ---- the entry point ------------------------------------------------------------- */
 
-static const char *const ddl_ops[] = {"create_table", "delete_table", "create_view", "delete_view"};
+static const char *const ddl_ops[] = {DG_OP_CREATE_TABLE, DG_OP_DELETE_TABLE, DG_OP_CREATE_VIEW, DG_OP_DELETE_VIEW};
 
 int dg__mgr_is_ddl(const char *json, size_t len) {
   /* Without decoding when the text begins {"op":"<name>" and that name,
@@ -1759,32 +1759,32 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
               req->poison);
   } else if (o == NULL || op == NULL) {
     rc = fail(&f, 400, "the request is not valid JSON");
-  } else if (strcmp(op, "update_cell") == 0) {
+  } else if (strcmp(op, DG_OP_UPDATE_CELL) == 0) {
     json_t *list = json_array();
     json_array_append(list, o);
     rc = op_update_cells(&e, list, &mk, &f);
     json_decref(list);
-  } else if (strcmp(op, "update_cells") == 0) {
+  } else if (strcmp(op, DG_OP_UPDATE_CELLS) == 0) {
     rc = op_update_cells(&e, json_object_get(o, "updates"), &mk, &f);
-  } else if (strcmp(op, "revert") == 0) {
+  } else if (strcmp(op, DG_OP_REVERT) == 0) {
     if (json_is_true(json_object_get(o, "compact"))) rc = op_revert_compact(&e, o, &mk, &conflicts, &f);
     else rc = op_revert(&e, o, &mk, &conflicts, &f);
     if (rc == 0) {
       dg_jsonw_key(&xw, DG_WIRE_REVERTS);
       dg_jsonw_str(&xw, json_string_value(json_object_get(o, "reverts")));
     }
-  } else if (strcmp(op, "create_table") == 0) {
+  } else if (strcmp(op, DG_OP_CREATE_TABLE) == 0) {
     rc = op_create_table(m, o, &xw, &f);
-  } else if (strcmp(op, "delete_table") == 0) {
+  } else if (strcmp(op, DG_OP_DELETE_TABLE) == 0) {
     rc = op_delete_table(m, table, &f);
-  } else if (strcmp(op, "create_view") == 0) {
+  } else if (strcmp(op, DG_OP_CREATE_VIEW) == 0) {
     rc = op_create_view(m, json_string_value(json_object_get(o, "view")),
                         json_string_value(json_object_get(o, "sql")), &xw, &f);
-  } else if (strcmp(op, "delete_view") == 0) {
+  } else if (strcmp(op, DG_OP_DELETE_VIEW) == 0) {
     rc = op_delete_view(m, json_string_value(json_object_get(o, "view")), &xw, &f);
   } else if (t == NULL) {
     rc = fail(&f, 404, "table '%s' does not exist", table ? table : "");
-  } else if (strcmp(op, "insert_rows") == 0) {
+  } else if (strcmp(op, DG_OP_INSERT_ROWS) == 0) {
     mark_table(&mk, t);
     int64_t next = m->next_row_id;
     /* "echo_rows": false (an import, src/http/import.c): the outcome counts
@@ -1811,7 +1811,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
       dg_jsonw_int(&xw, (int64_t)inserted);
     }
     if (rc == 0) m->next_row_id = next;
-  } else if (strcmp(op, "update_row") == 0) {
+  } else if (strcmp(op, DG_OP_UPDATE_ROW) == 0) {
     mark_table(&mk, t);
     int64_t id = json_integer_value(json_object_get(o, "row_id"));
     json_t *pj = json_object_get(o, "parent_id");
@@ -1838,7 +1838,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
       dg_jsonw_key(&xw, DG_WIRE_ROW);
       render_row(&xw, t, id);
     }
-  } else if (strcmp(op, "delete_row") == 0) {
+  } else if (strcmp(op, DG_OP_DELETE_ROW) == 0) {
     mark_table(&mk, t);
     int64_t id = json_integer_value(json_object_get(o, "row_id"));
     size_t from = dg_changes_count(m->changes);
@@ -1851,7 +1851,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
     if (erc == DG_ECONFLICT) rc = fail(&f, 409, "row %" PRId64 " has children: delete with cascade=true", id);
     else if (erc != 0) rc = engine_fail(&f, erc, t->def->name, id, NULL);
     else collect(&e, t, from, INT64_MIN);
-  } else if (strcmp(op, "hold") == 0 || strcmp(op, "release") == 0) {
+  } else if (strcmp(op, DG_OP_HOLD) == 0 || strcmp(op, DG_OP_RELEASE) == 0) {
     mark_table(&mk, t);
     json_t *list = json_object_get(o, "holds");
     for (size_t i = 0; i < json_array_size(list) && rc == 0; i++) {
@@ -1863,7 +1863,7 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
         rc = fail(&f, 400, "holds[%zu]: not a number column", i);
         break;
       }
-      int erc = dg_etable_hold(t->et, id, (uint32_t)c->slot, strcmp(op, "hold") == 0, m->changes);
+      int erc = dg_etable_hold(t->et, id, (uint32_t)c->slot, strcmp(op, DG_OP_HOLD) == 0, m->changes);
       if (erc != 0) rc = engine_fail(&f, erc, t->def->name, id, c->name);
       else collect(&e, t, from, INT64_MIN);
     }
@@ -1877,10 +1877,10 @@ void dg__mgr_apply(dg_manager_t *m, mreq_t *req, const char *text, size_t len) {
   marks_end(&mk, rc == 0);
   req->rejected = rc != 0;
   if (rc == 0 && op) {
-    if (strcmp(op, "update_cell") == 0 || strcmp(op, "update_cells") == 0 || strcmp(op, "revert") == 0)
+    if (strcmp(op, DG_OP_UPDATE_CELL) == 0 || strcmp(op, DG_OP_UPDATE_CELLS) == 0 || strcmp(op, DG_OP_REVERT) == 0)
       dg__mgr_undo_keep(m, sxid, hist_mark, m->nhist); /* what a compact revert of it reads */
-    else if (strcmp(op, "create_table") == 0 || strcmp(op, "delete_table") == 0 || strcmp(op, "create_view") == 0 ||
-             strcmp(op, "delete_view") == 0)
+    else if (strcmp(op, DG_OP_CREATE_TABLE) == 0 || strcmp(op, DG_OP_DELETE_TABLE) == 0 || strcmp(op, DG_OP_CREATE_VIEW) == 0 ||
+             strcmp(op, DG_OP_DELETE_VIEW) == 0)
       dg__mgr_undo_clear(m); /* names and tags may change: reverts read the audit log */
   }
   if (rc != 0) {

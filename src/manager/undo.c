@@ -142,7 +142,7 @@ int dg__mgr_revert_target(const char *json, size_t len, dg_redis_xid_t *u) {
   dg_wire_req_t rq;
   (void)dg_wire_req_decode(json, len, 0, &rq);
   const char *uid = json_string_value(json_object_get(rq.body, "reverts"));
-  int yes = rq.op && strcmp(rq.op, "revert") == 0 && json_is_true(json_object_get(rq.body, "compact")) && uid &&
+  int yes = rq.op && strcmp(rq.op, DG_OP_REVERT) == 0 && json_is_true(json_object_get(rq.body, "compact")) && uid &&
             dg_redis_xid_parse(uid, strlen(uid), u) == 0;
   dg_wire_req_dispose(&rq);
   return yes;

@@ -70,6 +70,7 @@
 #include "dg/log.h"
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
+#include "dg/wire.h"
 
 /* Longest wait between attempts for one update. */
 #define BACKOFF_CAP_MS (5 * 60 * 1000)
@@ -511,28 +512,31 @@ static int hook_exists(dg_webhook_t *w, dg_redis_t *r, const char *id) {
   return yes;
 }
 
-/* 1 when the update concerns one of tables (an array of names), by its
- * "table" or a change's "table"; NULL tables: every update. */
-static int wanted(const json_t *tables, const char *res, size_t len) {
-  if (!json_is_array(tables)) return 1;
-  json_t *u = json_loadb(res, len, 0, NULL);
-  int yes = 0;
+typedef struct {
+  const json_t *tables; /* an array of names */
+  int yes;
+} want_t;
+
+/* dg_wire_out_tables's callback: stops (1) at a table among the names. */
+static int want_each(const char *table, void *arg) {
+  want_t *w = arg;
   size_t i;
   json_t *t;
-  json_array_foreach(tables, i, t) {
+  json_array_foreach(w->tables, i, t) {
     const char *name = json_string_value(t);
-    const char *top = json_string_value(json_object_get(u, "table"));
-    if (name && top && strcmp(name, top) == 0) yes = 1;
-    size_t k;
-    json_t *c;
-    json_array_foreach(json_object_get(u, "changes"), k, c) {
-      const char *ct = json_string_value(json_object_get(c, "table"));
-      if (name && ct && strcmp(name, ct) == 0) yes = 1;
-    }
-    if (yes) break;
+    if (name && strcmp(name, table) == 0) return w->yes = 1;
   }
-  json_decref(u);
-  return yes;
+  return 0;
+}
+
+/* 1 when the update concerns one of tables (an array of names), by its
+ * "table" or a change's "table" (the wire module reads them); NULL
+ * tables: every update. */
+static int wanted(const json_t *tables, const char *res, size_t len) {
+  if (!json_is_array(tables)) return 1;
+  want_t w = {tables, 0};
+  if (dg_wire_out_tables(res, len, want_each, &w) != 0) return 0;
+  return w.yes;
 }
 
 /* ----------------------------------------------------------------------- */

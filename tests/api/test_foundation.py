@@ -238,3 +238,24 @@ def test_stop_is_prompt_with_a_long_lease(make_server):
         s.proc.wait()
         raise AssertionError("SIGTERM with a 60 s lease: still running after 8 s")
     assert rc == 0
+
+
+def test_demo_data_loads_into_an_empty_database(make_server):
+    """DUCKGRID_DEMO=1 (make run) queues the demo table, rows and view as
+    requests in the wire format: the parents are the exact sums, the view
+    answers, and a restart does not queue them again."""
+    s = make_server(env={"DUCKGRID_DEMO": "1"}).start()
+    assert wait_until(lambda: s.get("/tables/sales/rows/1").status_code == 200, timeout=20)
+    assert wait_until(lambda: s.get("/views/sales_summary_by_product_family").status_code == 200, timeout=20)
+    brand = s.get("/tables/sales/rows/1").json()
+    assert brand["name"] == "Brand X" and brand["sales"] == 1426.80 and brand["units"] == 392
+    assert brand["children"] == 3
+    assert s.get("/tables/sales/rows/10").json()["sales"] == 510.00
+    assert s.get("/tables/sales/rows/20").json()["sales"] == 916.80
+    view = s.get("/views/sales_summary_by_product_family").json()
+    assert len(view["rows"]) == 3, view
+    s.stop()
+    s.start()
+    assert wait_until(lambda: s.get("/tables/sales/rows/1").status_code == 200, timeout=20)
+    r = s.get("/tables/sales/rows?limit=100")
+    assert r.status_code == 200 and len(r.json()["rows"]) == 24, r.text
