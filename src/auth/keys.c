@@ -304,6 +304,16 @@ static void touch_last_used(dg_auth_t *a, int64_t id) {
  * dg_alive_check compares the same expires_s). */
 static int expired(int64_t expires_s) { return expires_s > 0 && (int64_t)time(NULL) >= expires_s; }
 
+/* The principal a cache entry names (the lock held). */
+static void principal_of(const cache_entry_t *e, dg_principal_t *out) {
+  out->key_id = e->key_id;
+  out->role = e->role;
+  out->expires_s = e->expires_s;
+  out->jti[0] = '\0';
+  memcpy(out->user, e->user, sizeof out->user);
+  memcpy(out->tables, e->tables, sizeof out->tables);
+}
+
 int dg_auth_peek(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out) {
   if (key == NULL || len == 0 || len > 512) return DG_EUNAVAIL;
   unsigned char d[32];
@@ -317,14 +327,7 @@ int dg_auth_peek(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out)
     int hit = a->cache[i].key_id != 0 && CRYPTO_memcmp(a->cache[i].digest, d, 32) == 0;
     if (hit && now - a->cache[i].fetched_ms < CACHE_TTL_MS) found = i;
   }
-  if (found >= 0) {
-    out->key_id = a->cache[found].key_id;
-    out->role = a->cache[found].role;
-    out->expires_s = a->cache[found].expires_s;
-    out->jti[0] = '\0';
-    memcpy(out->user, a->cache[found].user, sizeof out->user);
-    memcpy(out->tables, a->cache[found].tables, sizeof out->tables);
-  }
+  if (found >= 0) principal_of(&a->cache[found], out);
   pthread_mutex_unlock(&a->lock);
   if (found < 0 || out->role == DG_ROLE_NONE || expired(out->expires_s)) return DG_EUNAVAIL;
   return 0;
@@ -348,14 +351,7 @@ int dg_auth_check(dg_auth_t *a, const char *key, size_t len, dg_principal_t *out
     if (age < CACHE_TTL_MS || (a->cache[i].refreshing && age < CACHE_TTL_MS + 250)) found = i;
     else a->cache[i].refreshing = 1;
   }
-  if (found >= 0) {
-    out->key_id = a->cache[found].key_id;
-    out->role = a->cache[found].role;
-    out->expires_s = a->cache[found].expires_s;
-    out->jti[0] = '\0';
-    memcpy(out->user, a->cache[found].user, sizeof out->user);
-    memcpy(out->tables, a->cache[found].tables, sizeof out->tables);
-  }
+  if (found >= 0) principal_of(&a->cache[found], out);
   pthread_mutex_unlock(&a->lock);
   if (found >= 0) return out->role == DG_ROLE_NONE || expired(out->expires_s) ? DG_EAUTH : 0;
   size_t ns = ((size_t)d[0] << 8 | d[1]) % NEG_SLOTS;

@@ -241,6 +241,15 @@ static dg_tabledef_t *memory_table(dg_req_t *r) {
   return dg_catalog_table(r->app->catalog, name);
 }
 
+/* Opens a page's body: {"rows":[ */
+static void page_open(dg_jsonw_t *w, dg_buf_t *body) {
+  dg_buf_init(body);
+  dg_jsonw_init(w, body);
+  dg_jsonw_obj(w);
+  dg_jsonw_key(w, "rows");
+  dg_jsonw_arr(w);
+}
+
 /* Ends a page: "next", the object, the answer. */
 static void page_reply(dg_req_t *r, dg_jsonw_t *w, dg_buf_t *body, int more, int64_t last) {
   dg_jsonw_end(w);
@@ -291,12 +300,8 @@ static int rows_list_run(dg_req_t *r, int on_loop) {
   dg_tabledef_t *t = NULL;
   if ((q.roots || q.by_parent) && (!on_loop || q.limit <= LOOP_PAGE_MAX) && (t = memory_table(r)) != NULL) {
     dg_buf_t body;
-    dg_buf_init(&body);
     dg_jsonw_t w;
-    dg_jsonw_init(&w, &body);
-    dg_jsonw_obj(&w);
-    dg_jsonw_key(&w, "rows");
-    dg_jsonw_arr(&w);
+    page_open(&w, &body);
     rows_out_t o = {&w, t, q.children, 0, 0};
     int more = 0;
     char applied[DG_REDIS_XID_BUFSZ];
@@ -316,12 +321,8 @@ static int rows_list_run(dg_req_t *r, int on_loop) {
   t = dg_table_or_problem(r, r->params[0]);
   if (t == NULL) return 1;
   dg_buf_t body;
-  dg_buf_init(&body);
   dg_jsonw_t w;
-  dg_jsonw_init(&w, &body);
-  dg_jsonw_obj(&w);
-  dg_jsonw_key(&w, "rows");
-  dg_jsonw_arr(&w);
+  page_open(&w, &body);
   rows_out_t o = {&w, t, q.children, 0, 0};
   int more = 0;
   int rc = dg_service_rows(r->app, t, &q, row_written, &o, &more);
