@@ -1,5 +1,5 @@
 /*
- * rows.c -- a row read from the manager's state in memory (issue 13: an
+ * rows.c -- rows read from the manager's state in memory (issue 13: an
  * authenticated GET /tables/{t}/rows/{id} without a DuckDB statement).
  *
  * The engine holds every row of every table; DuckDB is written behind it.
@@ -13,10 +13,12 @@
  * When the state in memory cannot answer -- the manager is not leading or
  * following (nothing loaded, or the state was dropped), a DDL request is
  * between its apply and its commit, the state is behind what the read
- * must reflect (a ?min_update above it, an async write not applied yet),
- * or its table differs from the caller's definition (dropped and made
- * again meanwhile) -- the answer is DG_EUNAVAIL and the caller reads
- * DuckDB as before.
+ * must reflect (a ?min_update above it; an async write not applied yet
+ * after up to a second's wait, DG_ROWREAD_CATCH), or its table differs
+ * from the caller's definition (dropped and made again meanwhile) -- the
+ * answer is DG_EUNAVAIL and the caller reads DuckDB as before. The same
+ * goes for a page of one parent's children or of the roots, which the
+ * engine keeps in id order.
  *
  * Lock: state_lock, for the look-up and the callback. The manager holds it
  * for a batch's apply and publish (milliseconds); the persister for the
