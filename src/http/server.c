@@ -498,7 +498,7 @@ static const dg_route_t *route_of(dg_req_t *r, char params[][MAX_PATH + 1], int 
 
 int dg_http_dispatch_loop(dg_req_t *r) {
   dg_app_t *app = r->app;
-  if (r->raw_body_len != 0 || r->limits_taken) return 0;
+  if (r->raw_body_len != 0) return 0;
   char params[DG_HTTP_MAX_PARAMS][MAX_PATH + 1];
   int index = -1;
   const dg_route_t *hit = route_of(r, params, &index);

@@ -388,7 +388,6 @@ static int want_of(dg_app_t *app, const dg_redis_xid_t *min, int nowait, dg_redi
 int dg_service_row_memory(dg_app_t *app, const dg_tabledef_t *t, int64_t id, const dg_redis_xid_t *min, int nowait,
                           dg_row_fn fn, void *arg, char *applied, size_t cap) {
   if (app->links.row_read == NULL || app->progress == NULL) return DG_EUNAVAIL;
-  /* What a consistent read must reflect (dg_service_await_applied's want). */
   dg_redis_xid_t want, at = {0, 0};
   int mode = want_of(app, min, nowait, &want);
   int rc = app->links.row_read(app->links.row_arg, t, id, &want, mode, fn, arg, &at);

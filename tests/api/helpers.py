@@ -4,6 +4,7 @@ table's rows and checking the hierarchy invariant with exact decimals."""
 import json
 import re
 import socket
+import time
 from decimal import Decimal
 
 
@@ -110,6 +111,18 @@ def requests_in(redis, s):
 def outcomes_in(redis, s):
     """[(update id, outcome JSON)] of response_duck."""
     return xrange_json(redis, s.prefix + "response_duck", "res")
+
+
+def new_key(s, role, tables=None, expires_at=None):
+    """A new API key made through POST /admin/keys (its JSON, with "key")."""
+    body = {"name": f"ks-{role}-{time.monotonic_ns()}", "role": role}
+    if tables is not None:
+        body["tables"] = tables
+    if expires_at is not None:
+        body["expires_at"] = expires_at
+    r = s.post("/admin/keys", body)
+    assert r.status_code == 201, r.text
+    return r.json()
 
 
 def problem(r, status, code=None):

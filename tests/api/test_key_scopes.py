@@ -17,6 +17,7 @@ import pytest
 import requests
 import websocket
 
+from helpers import new_key
 from test_events import SSE
 
 
@@ -41,17 +42,6 @@ def ks(redis_server):
         assert r.status_code == 201, r.text
     yield s
     s.cleanup()
-
-
-def new_key(s, role, tables=None, expires_at=None):
-    body = {"name": f"ks-{role}-{time.monotonic_ns()}", "role": role}
-    if tables is not None:
-        body["tables"] = tables
-    if expires_at is not None:
-        body["expires_at"] = expires_at
-    r = s.post("/admin/keys", body)
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def rfc3339(seconds_from_now):

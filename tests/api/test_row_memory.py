@@ -14,6 +14,7 @@ import time
 import requests
 
 from conftest import wait_until
+from helpers import new_key
 
 
 def scrape(s):
@@ -200,15 +201,6 @@ def test_what_the_memory_cannot_answer_is_answered_as_before(server):
     assert wait_until(lambda: s.get("/tables/rb/rows/1").status_code == 200)
 
 
-def _new_key(s, role, tables=None):
-    body = {"name": f"rm-{role}-{random.random()}", "role": role}
-    if tables is not None:
-        body["tables"] = tables
-    r = s.post("/admin/keys", body)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
 def test_keys_and_limits_on_the_loop(make_server):
     """A row read and /health are answered on the HTTP loop when the key is
     in the cache: a deleted key stops at once, a scoped key is still 403,
@@ -217,14 +209,14 @@ def test_keys_and_limits_on_the_loop(make_server):
     assert s.post("/tables", {"name": "lp", "columns": [{"name": "v", "type": "number"}]}).status_code == 201
     assert s.post("/tables", {"name": "other", "columns": [{"name": "v", "type": "number"}]}).status_code == 201
     assert s.post("/tables/lp/rows", {"rows": [{"id": 1, "v": 3}]}).status_code == 201
-    reader = _new_key(s, "read")
+    reader = new_key(s, "read")
     assert s.get("/tables/lp/rows/1", reader["key"]).status_code == 200  # the key is cached now
     assert s.get("/tables/lp/rows/1", reader["key"]).json()["v"] == 3
     r = requests.delete(f"{s.base}/admin/keys/{reader['id']}", headers=s.headers(), timeout=10)
     assert r.status_code == 204
     r = s.get("/tables/lp/rows/1", reader["key"])
     assert r.status_code == 401 and r.headers["Content-Type"].startswith("application/problem+json"), r.text
-    scoped = _new_key(s, "read", ["other"])
+    scoped = new_key(s, "read", ["other"])
     for _ in range(2):
         r = s.get("/tables/lp/rows/1", scoped["key"])
         assert r.status_code == 403, r.text
@@ -232,7 +224,7 @@ def test_keys_and_limits_on_the_loop(make_server):
     # 1 a second after a burst of 20 (slow enough for a sanitizer build):
     # of 60 reads in a row the first 20 pass, then refusals, each a 429
     # with Retry-After; at most burst + rate * elapsed pass in all.
-    k = _new_key(s, "read")["key"]
+    k = new_key(s, "read")["key"]
     sess = requests.Session()
     codes = []
     t0 = time.monotonic()
@@ -304,3 +296,22 @@ def test_concurrent_reads_while_writing(make_server):
     assert not errors, errors[:3]
     parent = s.get("/tables/cc/rows/1").json()
     assert parent["v"] == sum(range(56, 61)) and parent["children"] == 5
+
+
+def test_ip_rate_on_the_loop(make_server):
+    """/health is answered on the loop, after the per-IP rate (checked
+    before any key): over it, a 429 problem with Retry-After."""
+    s = make_server(env={"DUCKGRID_IP_RATE": "5", "DUCKGRID_IP_BURST": "5"}).start()
+    time.sleep(1.5)  # the bucket refilled after the start-up's probes
+    sess = requests.Session()
+    codes = []
+    t0 = time.monotonic()
+    for _ in range(30):
+        r = sess.get(f"{s.base}/health", timeout=10)
+        codes.append(r.status_code)
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert r.headers["Content-Type"].startswith("application/problem+json")
+    elapsed = time.monotonic() - t0
+    assert set(codes) <= {200, 429} and codes[:5] == [200] * 5, codes
+    assert codes.count(429) > 0 and codes.count(200) <= 5 + int(5 * elapsed) + 1, (codes, elapsed)
