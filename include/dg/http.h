@@ -163,8 +163,9 @@ typedef struct dg_route_s {
   dg_handler_fn fn;
   int json_body;               /* 1: the body must be a JSON object        */
   /* Optional: the handler's run on an HTTP loop, for a request it can
-   * answer without blocking (dg_http_dispatch_loop). 1: answered; 0: it
-   * answered nothing and fn runs on a worker instead. */
+   * answer without blocking (dg_http_dispatch_loop). 1: answered, or
+   * parked (dg_req_defer with a defer_try); 0: it answered nothing and fn
+   * runs on a worker instead. */
   int (*on_loop)(struct dg_req_s *r);
 } dg_route_t;
 
@@ -179,6 +180,13 @@ typedef struct dg_http_s dg_http_t;
  * before (the rate-limit tokens taken here are not taken twice).
  */
 int dg_http_dispatch_loop(dg_req_t *r);
+
+/**
+ * Runs fn(arg) on a worker of the pool (it may block); only from an HTTP
+ * loop's thread, for work an on_loop handler hands off without a request
+ * (a long poll's shared XINFO).
+ */
+void dg_http_submit(void (*fn)(void *arg), void *arg);
 
 /**
  * The request pipeline (server.c): routes, authenticates, parses the body

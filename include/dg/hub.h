@@ -172,6 +172,9 @@ enum { DG_RING_COVERED = 0, DG_RING_NOT_COVERED = -1, DG_RING_CLOSED = -2 };
  * Whatever it returns, rd->out[0 .. rd->matched) must be released.
  */
 int dg_ring_read(dg_hub_t *h, dg_ring_read_t *rd, const struct timespec *until);
+/** 1 when the ring holds every entry after cursor (dg_ring_read would
+ * answer DG_RING_COVERED), else 0. */
+int dg_ring_covers(dg_hub_t *h, dg_redis_xid_t cursor);
 /** Drops the references dg_ring_read took on evs[0 .. n). */
 void dg_ring_release(const dg_event_t *const *evs, size_t n);
 
@@ -184,5 +187,19 @@ void dg_ring_release(const dg_event_t *const *evs, size_t n);
  */
 int dg_hub_shared_run(dg_hub_t *h, int (*fn)(void *arg, void *result), void *arg, void *result,
                       size_t size);
+
+/**
+ * The same single flight without waiting, for a caller that must not block
+ * (an HTTP loop). dg_hub_shared_ask returns the ticket of a run that begins
+ * after the call; *serve is set to 1 when no one is serving the asks yet,
+ * and the caller must then have dg_hub_shared_serve run on a thread that
+ * may block (once). dg_hub_shared_serve runs fn until every ticket asked is
+ * done, and calls the ring's hook after each run, so the parked requests
+ * look again. dg_hub_shared_result: 1 and the result (as dg_hub_shared_run
+ * gives it) once the ticket's run is done, else 0.
+ */
+uint64_t dg_hub_shared_ask(dg_hub_t *h, int *serve);
+void dg_hub_shared_serve(dg_hub_t *h, int (*fn)(void *arg, void *result), void *arg, size_t size);
+int dg_hub_shared_result(dg_hub_t *h, uint64_t ticket, int *rc, void *result, size_t size);
 
 #endif

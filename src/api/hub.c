@@ -72,6 +72,8 @@ typedef struct flight_s {
   uint64_t started;       /* runs begun                                 */
   uint64_t done;          /* number of the last run finished            */
   int running;
+  uint64_t asked;         /* the highest ticket dg_hub_shared_ask gave  */
+  int serving;            /* dg_hub_shared_serve is asked for or runs   */
   int rc;                 /* the last run's return value                */
   unsigned char result[FLIGHT_RESULT_MAX];
 } flight_t;
@@ -505,6 +507,13 @@ static int covered_locked(const ring_t *r, dg_redis_xid_t cursor) {
   return r->ready && dg_redis_xid_cmp(cursor, r->floor) >= 0;
 }
 
+int dg_ring_covers(dg_hub_t *h, dg_redis_xid_t cursor) {
+  pthread_mutex_lock(&h->ring.lock);
+  int yes = covered_locked(&h->ring, cursor);
+  pthread_mutex_unlock(&h->ring.lock);
+  return yes;
+}
+
 /* Index of the first held entry after cursor (n when none). */
 static size_t first_after_locked(ring_t *r, dg_redis_xid_t cursor) {
   size_t lo = 0, hi = r->n;
@@ -602,4 +611,63 @@ int dg_hub_shared_run(dg_hub_t *h, int (*fn)(void *arg, void *result), void *arg
   memcpy(result, f->result, size);
   pthread_mutex_unlock(&f->lock);
   return rc;
+}
+
+uint64_t dg_hub_shared_ask(dg_hub_t *h, int *serve) {
+  flight_t *f = &h->flight;
+  pthread_mutex_lock(&f->lock);
+  uint64_t need = f->started + 1; /* as dg_hub_shared_run */
+  if (need > f->asked) f->asked = need;
+  *serve = !f->serving;
+  f->serving = 1;
+  pthread_mutex_unlock(&f->lock);
+  return need;
+}
+
+void dg_hub_shared_serve(dg_hub_t *h, int (*fn)(void *arg, void *result), void *arg, size_t size) {
+  DG_ASSERT(size <= FLIGHT_RESULT_MAX);
+  flight_t *f = &h->flight;
+  uint64_t told = 0; /* f->done when the hook last ran */
+  pthread_mutex_lock(&f->lock);
+  while (f->done < f->asked) {
+    if (f->running) { /* a dg_hub_shared_run: its run may serve the asks */
+      pthread_cond_wait(&f->cond, &f->lock);
+      continue;
+    }
+    f->running = 1;
+    uint64_t mine = ++f->started;
+    pthread_mutex_unlock(&f->lock);
+    unsigned char buf[FLIGHT_RESULT_MAX];
+    memset(buf, 0, sizeof buf);
+    int rc = fn(arg, buf);
+    pthread_mutex_lock(&f->lock);
+    f->rc = rc;
+    memcpy(f->result, buf, size);
+    f->done = mine;
+    f->running = 0;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    run_ring_hook(h); /* without the lock: the hook posts to the loops */
+    told = mine;
+    pthread_mutex_lock(&f->lock);
+  }
+  /* In the same hold as the last look at asked: an ask after this starts
+   * another serve. */
+  f->serving = 0;
+  uint64_t done = f->done;
+  pthread_mutex_unlock(&f->lock);
+  if (done != told) run_ring_hook(h); /* the last tickets were a dg_hub_shared_run's */
+}
+
+int dg_hub_shared_result(dg_hub_t *h, uint64_t ticket, int *rc, void *result, size_t size) {
+  DG_ASSERT(size <= FLIGHT_RESULT_MAX);
+  flight_t *f = &h->flight;
+  pthread_mutex_lock(&f->lock);
+  int ready = f->done >= ticket;
+  if (ready) {
+    *rc = f->rc;
+    memcpy(result, f->result, size);
+  }
+  pthread_mutex_unlock(&f->lock);
+  return ready;
 }

@@ -48,6 +48,7 @@ struct dg_metrics_s {
   hist_t tx;
   atomic_ullong applied, rejected;
   atomic_ullong row_reads[2][2]; /* [0] one-row reads, [1] pages; [.][0] DuckDB, [.][1] memory */
+  atomic_ullong long_polls[2];   /* [0] begun on a worker, [1] on a loop */
 };
 
 dg_metrics_t *dg_metrics_create(const dg_route_t *const *routes, size_t nroutes) {
@@ -91,6 +92,11 @@ void dg_metrics_outcomes(dg_metrics_t *m, size_t applied, size_t rejected) {
   if (m == NULL) return;
   atomic_fetch_add_explicit(&m->applied, applied, memory_order_relaxed);
   atomic_fetch_add_explicit(&m->rejected, rejected, memory_order_relaxed);
+}
+
+void dg_metrics_long_poll(dg_metrics_t *m, int on_loop) {
+  if (m == NULL) return;
+  atomic_fetch_add_explicit(&m->long_polls[on_loop != 0], 1, memory_order_relaxed);
 }
 
 void dg_metrics_row_read(dg_metrics_t *m, int page, int from_memory) {
@@ -196,6 +202,14 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "duckgrid_row_pages_total{source=\"duckdb\"} %llu\n",
                 (unsigned long long)atomic_load(&m->row_reads[0][1]), (unsigned long long)atomic_load(&m->row_reads[0][0]),
                 (unsigned long long)atomic_load(&m->row_reads[1][1]), (unsigned long long)atomic_load(&m->row_reads[1][0]));
+  dg_buf_printf(out,
+                "# HELP duckgrid_long_polls_total Long polls (GET /get_updates with wait_ms) by where they "
+                "began: parked by an HTTP loop (a cursor the ring covers, one shared retention check), or "
+                "run on a worker.\n"
+                "# TYPE duckgrid_long_polls_total counter\n"
+                "duckgrid_long_polls_total{started=\"loop\"} %llu\n"
+                "duckgrid_long_polls_total{started=\"worker\"} %llu\n",
+                (unsigned long long)atomic_load(&m->long_polls[1]), (unsigned long long)atomic_load(&m->long_polls[0]));
   dg_buf_printf(out,
                 "# HELP duckgrid_live_clients Connected live clients (SSE streams and WebSockets).\n"
                 "# TYPE duckgrid_live_clients gauge\nduckgrid_live_clients %zu\n",

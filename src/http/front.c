@@ -999,6 +999,28 @@ static void on_req_dispose(void *p) {
   fr_free(fr); /* answered, or parked (fr_free unlinks it) */
 }
 
+typedef struct {
+  job_t job;
+  void (*fn)(void *arg);
+  void *arg;
+} fnjob_t;
+
+static void fn_job_run(job_t *j) {
+  fnjob_t *w = (fnjob_t *)j;
+  w->fn(w->arg);
+  dg_free(w);
+}
+
+void dg_http_submit(void (*fn)(void *arg), void *arg) {
+  loop_t *l = this_loop;
+  DG_ASSERT(l != NULL);
+  fnjob_t *w = dg_calloc(1, sizeof *w);
+  w->job.run = fn_job_run;
+  w->fn = fn;
+  w->arg = arg;
+  pool_submit(&l->f->pool, &w->job);
+}
+
 static void dispatch_job(job_t *j) {
   fr_t *fr = (fr_t *)((char *)j - offsetof(fr_t, job));
   dg_http_dispatch(&fr->r);
@@ -1053,7 +1075,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   /* What can be answered without blocking is answered here, without a
    * worker's hand-off both ways (dg_http_dispatch_loop). */
   if (dg_http_dispatch_loop(r)) {
-    answer(fr);
+    if (r->deferred) park(fr); /* a long poll parked from the loop */
+    else answer(fr);
     return 0;
   }
   fr->job.run = dispatch_job;

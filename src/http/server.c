@@ -539,7 +539,7 @@ int dg_http_dispatch_loop(dg_req_t *r) {
     }
   }
   if (hit->on_loop(r)) {
-    access_log(r, index);
+    if (!r->deferred) access_log(r, index); /* else when it is answered */
     return 1;
   }
   /* To a worker, which routes it again. */

@@ -109,6 +109,7 @@
 #include "dg/http.h"
 #include "dg/hub.h"
 #include "dg/jsonw.h"
+#include "dg/metrics.h"
 #include "dg/redis.h" /* dg_redis_xid_*: the update-id format, no connection */
 #include "dg/service_updates.h"
 
@@ -221,6 +222,7 @@ typedef struct {
   const dg_event_t **hits; /* the ring's matches, referenced (room for
                             * limit); dg_ring_release them              */
   size_t nhits;
+  int need_check;         /* the retention check is still to be made     */
 } scan_t;
 
 /* An update the read service hands on (the Redis path): into the page as
@@ -265,6 +267,8 @@ static int updates_try(dg_req_t *r, dg_defer_pass_t *pass);
 /* What a parked long poll keeps across its runs (r->defer_state). */
 typedef struct {
   dg_redis_xid_t cursor;  /* resolved: `$` or the id, moved past what was scanned */
+  uint64_t ticket;        /* !checked: the shared XINFO it waits for          */
+  int checked;            /* the retention check passed (or was not needed)   */
 } parked_t;
 
 /*
@@ -304,7 +308,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
     return RING_FALLBACK;
   }
   s->nhits = rd.matched;
-  if (p->since_kind == SINCE_ID && s->r->defer_runs == 0) {
+  if (s->need_check) {
     /* After the ring read, as the Redis path reads XINFO after XREAD (once:
      * a parked poll's later runs carry on from a checked cursor). */
     dg_stream_state_t x;
@@ -321,7 +325,7 @@ static int serve_from_ring(scan_t *s, int *rc, int64_t *wait_left) {
      * runs again after the reader's next batch or at the deadline. Only
      * non-matching entries were scanned, so nothing is held. */
     DG_ASSERT(rd.matched == 0);
-    parked_t k = {rd.cursor};
+    parked_t k = {rd.cursor, 0, 1};
     memcpy(s->r->defer_state, &k, sizeof k);
     dg_req_defer(s->r, deadline);
     s->r->defer_try = updates_try;
@@ -444,6 +448,21 @@ static int updates_try(dg_req_t *r, dg_defer_pass_t *pass) {
   if (params_or_problem(r, &p) != 0) return DG_TRY_ANSWERED; /* passed at the first run */
   parked_t k;
   memcpy(&k, r->defer_state, sizeof k);
+  if (!k.checked) {
+    /* Parked by the loop (get_updates_loop) until the shared XINFO that
+     * began after it arrived: the retention check, then the look below. */
+    r->defer_gen = dg_req_wake_gen(); /* before the look: the serve's hook runs after the result */
+    dg_stream_state_t x;
+    int rc = 0;
+    if (!dg_hub_shared_result(r->app->hub, k.ticket, &rc, &x, sizeof x)) return DG_TRY_PARKED;
+    if (rc != 0) return DG_TRY_WORKER; /* its run checks again, and answers the 503 */
+    if (is_gone(&p, &x)) {
+      gone_problem(r, &p, &x);
+      return DG_TRY_ANSWERED;
+    }
+    k.checked = 1;
+    memcpy(r->defer_state, &k, sizeof k);
+  }
   pass_pages_t *pp = pass->items;
   if (pp) {
     for (size_t i = 0; i < pp->n; i++) {
@@ -526,11 +545,15 @@ static int get_updates(dg_req_t *r) {
 
   char idbuf[DG_REDIS_XID_BUFSZ];
   int rc = 0;
+  s.need_check = p.since_kind == SINCE_ID;
+  if (r->defer_runs == 0 && p.wait_ms > 0) dg_metrics_long_poll(app->metrics, 0);
   if (r->defer_runs > 0) {
     /* A parked poll run again: from its cursor (resolved and checked on the
-     * first run), for the time left. */
+     * first run, unless the loop parked it before its check), for the time
+     * left. */
     parked_t k;
     memcpy(&k, r->defer_state, sizeof k);
+    s.need_check = !k.checked;
     p.since = k.cursor;
     p.since_kind = SINCE_ID;
     int64_t left = r->defer_deadline_ms - dg_mono_us() / 1000;
@@ -603,6 +626,42 @@ static int get_updates(dg_req_t *r) {
   return 0;
 }
 
+
+/* The shared XINFO the loop's polls wait for, on a worker. */
+static void xinfo_serve(void *arg) {
+  dg_app_t *app = arg;
+  dg_hub_shared_serve(app->hub, xinfo_run, app, sizeof(dg_stream_state_t));
+}
+
+/*
+ * A new long poll on its loop (dg_http_dispatch_loop), the common case of a
+ * client that polls again with the `next` it was given: a cursor the ring
+ * covers, wait_ms > 0. It needs the retention check (an XINFO that begins
+ * after it arrived) before anything is answered, which blocks; instead of a
+ * worker each, the polls of a moment ask for one shared XINFO
+ * (dg_hub_shared_ask), which one worker runs, and wait parked on the loop.
+ * The serve's hook wakes the loops; updates_try then makes the check and
+ * looks at the ring as for any parked poll. Whatever else (since=0 or $, a
+ * cursor the ring does not cover, wait_ms=0) goes to a worker as before.
+ * After the check a poll is answered from the ring as a parked poll is: the
+ * same rule as get_updates, whose check is made once and whose later
+ * looks carry on from the checked cursor.
+ */
+static int get_updates_loop(dg_req_t *r) {
+  params_t p;
+  if (params_or_problem(r, &p) != 0) return 1; /* its 400 or 403 answered */
+  if (p.since_kind != SINCE_ID || p.wait_ms == 0 || !r->can_defer) return 0;
+  if (!dg_ring_covers(r->app->hub, p.since)) return 0;
+  r->defer_gen = dg_req_wake_gen(); /* before the ask: the serve's hook moves it */
+  int serve = 0;
+  parked_t k = {p.since, dg_hub_shared_ask(r->app->hub, &serve), 0};
+  if (serve) dg_http_submit(xinfo_serve, r->app);
+  memcpy(r->defer_state, &k, sizeof k);
+  dg_req_defer(r, dg_mono_us() / 1000 + p.wait_ms);
+  r->defer_try = updates_try;
+  dg_metrics_long_poll(r->app->metrics, 1);
+  return 1;
+}
 
 /* ======================================================================= */
 /* GET /updates/{update_id}/changes: a compact outcome's full list           */
@@ -713,7 +772,7 @@ static int update_changes(dg_req_t *r) {
 }
 
 const dg_route_t dg_routes_updates[] = {
-    {"GET", "/get_updates", DG_ROLE_READ, get_updates, 0, NULL},
+    {"GET", "/get_updates", DG_ROLE_READ, get_updates, 0, get_updates_loop},
     {"GET", "/updates/:update_id/changes", DG_ROLE_READ, update_changes, 0, NULL},
     {NULL, NULL, DG_ROLE_NONE, NULL, 0, NULL},
 };

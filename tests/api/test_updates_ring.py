@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from conftest import Redis, Server
+from helpers import problem
 
 
 @pytest.fixture
@@ -345,6 +346,88 @@ def test_one_wake_up_answers_each_poll_its_own_page(own):
         want = "a" if "table=a" in extra else "b" if ("table=b" in extra or key) else None
         if want:
             assert all(u["table"] == want for u in ups), (extra, key is not None, ups)
+
+
+def long_polls(s, where):
+    """duckgrid_long_polls_total{started=where}."""
+    want = f'duckgrid_long_polls_total{{started="{where}"}} '
+    for line in s.get("/metrics").text.splitlines():
+        if line.startswith(want):
+            return int(line.split()[1])
+    raise AssertionError(f"no {want} in /metrics")
+
+
+def wait_for(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_new_long_polls_park_on_their_loop(own):
+    """A poll again with the `next` it was given (a cursor the ring covers,
+    wait_ms > 0, a key the cache knows) is parked by its HTTP loop: no
+    worker, one XINFO shared by the polls of a moment for the 410 check.
+    Each still gets the write, and a cursor trimmed away is still 410."""
+    redis, s = own
+    make_table(s, "a")
+    start = updates(s)["next"]  # the key is in the cache from here on
+    loop0, worker0 = long_polls(s, "loop"), long_polls(s, "worker")
+    xinfo0 = calls(redis, "xinfo|stream") or calls(redis, "xinfo")
+    n = 40
+    got, errors = {}, []
+
+    def poll(i):
+        try:
+            r = requests.get(f"{s.base}/get_updates?since={start}&wait_ms=15000", headers=s.headers(),
+                             timeout=30)
+            assert r.status_code == 200, r.text
+            got[i] = r.json()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=poll, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: long_polls(s, "loop") >= loop0 + n), (long_polls(s, "loop"), loop0)
+    assert long_polls(s, "worker") == worker0
+    xinfos = (calls(redis, "xinfo|stream") or calls(redis, "xinfo")) - xinfo0
+    assert 1 <= xinfos <= n, xinfos
+    time.sleep(0.3)
+    assert not got and not errors, (got, errors)  # parked: nothing to answer yet
+    insert(s, "a", 1)
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:5]
+    want = [u["update_id"] for u in updates(s, f"?since={start}")["updates"]]
+    assert len(want) == 1
+    assert all([u["update_id"] for u in b["updates"]] == want and b["next"] == want[0] for b in got.values())
+    assert len(got) == n
+    # Trimmed by hand past the cursor: the loop's check answers 410.
+    insert(s, "a", 2)
+    assert redis.cli("XTRIM", s.prefix + "response_duck", "MAXLEN", "1") == "2"
+    loop1 = long_polls(s, "loop")
+    problem(s.get(f"/get_updates?since={start}&wait_ms=5000"), 410, "gone")
+    assert long_polls(s, "loop") == loop1 + 1
+    # A poll at the newest id is parked, then answered empty at its deadline.
+    last = updates(s, "?since=0")["next"]
+    t0 = time.monotonic()
+    assert updates(s, f"?since={last}&wait_ms=300") == {"updates": [], "next": last}
+    assert 0.25 < time.monotonic() - t0 < 5
+    assert long_polls(s, "loop") == loop1 + 2
+
+
+def test_long_poll_parked_on_the_loop_when_redis_is_gone(own):
+    """The loop's retention check cannot be made: 503, as on a worker."""
+    redis, s = own
+    make_table(s, "a")
+    start = updates(s)["next"]
+    loop0 = long_polls(s, "loop")
+    redis.stop()
+    problem(s.get(f"/get_updates?since={start}&wait_ms=3000"), 503, "unavailable")
+    assert long_polls(s, "loop") == loop0 + 1
 
 
 def test_shutdown_is_not_held_up_by_long_polls(own):
