@@ -16,7 +16,6 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,6 +27,7 @@
 
 #include "dg/common.h"
 #include "dg/dgsql.h"
+#include "dg/hmac.h"
 #include "dg/log.h"
 
 /* A deleted key must stop working within a second across processes. */
@@ -73,9 +73,10 @@ struct dg_auth_s {
 };
 
 
+/* On the thread's kept context: every request checks its key (hmac.h). */
+_Static_assert(sizeof ((dg_auth_t *)0)->pepper == DG_HMAC_KEY_LEN, "the pepper is an HMAC key");
 static void keyed_hash(const dg_auth_t *a, const char *key, size_t len, unsigned char out[32]) {
-  unsigned int n = 32;
-  HMAC(EVP_sha256(), a->pepper, sizeof a->pepper, (const unsigned char *)key, len, out, &n);
+  dg_hmac_sha256(a->pepper, key, len, out);
 }
 
 unsigned long long dg_auth_negative_hits(dg_auth_t *a) { return atomic_load(&a->neg_hits); }
