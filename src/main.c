@@ -74,6 +74,7 @@
 #include "dg/reader.h"
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
+#include "dg/service.h"
 #include "dg/waiters.h"
 #include "dg/archive.h"
 #include "dg/webhook.h"
@@ -383,6 +384,9 @@ static int cmd_serve(int argc, char **argv) {
       .status = &app.status,
   };
   webhooks = dg_webhook_start(&wdeps); /* delivers while this process leads */
+  /* Writes queued from the HTTP loops (service.h); without it they go to
+   * a worker each. */
+  app.submitter = dg_submitter_start(&app);
   int hrc = dg_http_start(&app, &http, err, sizeof err);
   if (hrc != 0) {
     fprintf(stderr, "duckgrid: %s\n", err);
@@ -407,6 +411,7 @@ done:
   if (app.progress) dg_progress_close(app.progress); /* reads waiting for a flush answer now */
   dg_qguard_stop(app.qguard); /* running view queries are interrupted */
   dg_http_stop(http);
+  dg_submitter_stop(app.submitter); /* what it holds is sent, and its news dropped */
   dg_snapshots_destroy(app.snapshots); /* waits for one under way */
   dg_webhook_stop(webhooks);
   dg_manager_stop(manager);

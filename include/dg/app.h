@@ -131,6 +131,7 @@ typedef struct dg_app_s {
   dg_db_t *db;                      /* DuckDB                           */
   dg_auth_t *auth;                  /* API key checker                  */
   struct dg_redis_pool_s *redis;    /* connections for API threads       */
+  struct dg_submitter_s *submitter; /* XADDs queued from the loops, or NULL */
   struct dg_catalog_s *catalog;     /* tables/rows/views, for validation */
   struct dg_waiters_s *waiters;     /* synchronous writes awaiting outcomes */
   struct dg_jwt_s *jwt;             /* bearer JWT verifier, or NULL      */

@@ -67,6 +67,8 @@ typedef struct dg_req_s {
   int limits_taken;            /* the loop took the rate limits' tokens    */
   int64_t t0_us;               /* when dispatch began (the access log)     */
   int can_defer;               /* the front end can park this request      */
+  int on_loop;                 /* the handler runs on an HTTP loop (on_loop):
+                                * nothing it calls may block               */
   int deferred;                /* set by dg_req_defer                       */
   int defer_runs;              /* times the handler ran again               */
   int defer_expired;           /* this run is at the deadline: answer       */

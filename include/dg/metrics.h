@@ -32,6 +32,8 @@ void dg_metrics_outcomes(dg_metrics_t *m, size_t applied, size_t rejected);
 void dg_metrics_row_read(dg_metrics_t *m, int page, int from_memory);
 /** A long poll began: parked by its loop (on_loop 1) or on a worker (0). */
 void dg_metrics_long_poll(dg_metrics_t *m, int on_loop);
+/** A write request was queued (its XADD sent or tried): from a loop (1) or a worker (0). */
+void dg_metrics_write_queued(dg_metrics_t *m, int on_loop);
 /** Renders every metric in Prometheus text format 0.0.4. */
 void dg_metrics_render(dg_metrics_t *m, struct dg_app_s *app, struct dg_buf_s *out);
 

@@ -6,6 +6,7 @@
  *      │ validate, normalise the request (JSON), register its waiter
  *      ▼
  *   dg_service_queue          sign (entry_mac.h) and XADD to request_duck
+ *   dg_service_queue_async    the same on the submitter's thread, pipelined
  *   dg_service_replicate      wait until replicas hold what was acknowledged
  *   dg_service_first_update   a (caller, request_id) seen before: its update id
  *   dg_service_outcome        a published outcome, from the ring or Redis
@@ -37,6 +38,30 @@
  */
 int dg_service_queue(dg_app_t *app, const char *text, size_t len, int replicas, char *sid, size_t sidcap,
                      int *replicated);
+
+/**
+ * The same without blocking: queued on the submitter, a thread that sends
+ * what has queued since its last batch as one pipeline of signed XADDs
+ * (one write, one read, a connection of the pool), then calls q->done on
+ * its own thread with 0 and the stream id, or DG_EUNAVAIL (nothing was
+ * queued, or no reply came: as dg_service_queue). The caller fills text,
+ * len and done; q is the caller's until done runs, and done frees it.
+ * For callers that must not block (an HTTP loop); not with
+ * DUCKGRID_REDIS_WAIT_REPLICAS (the WAIT is per connection).
+ */
+typedef struct dg_queued_s {
+  char *text;                 /* the request, freed by the submitter after done */
+  size_t len;
+  void (*done)(struct dg_queued_s *q, int rc, const char *sid);
+  struct dg_queued_s *next;   /* private */
+} dg_queued_t;
+typedef struct dg_submitter_s dg_submitter_t;
+/** The submitter's thread, for app (NULL when it cannot start). */
+dg_submitter_t *dg_submitter_start(dg_app_t *app);
+/** Sends what is queued, calls every done, and ends the thread. */
+void dg_submitter_stop(dg_submitter_t *s);
+/** Queues q (never blocks but for a short lock). */
+void dg_service_queue_async(dg_submitter_t *s, dg_queued_t *q);
 
 /**
  * After a sync write's outcome: waits until DUCKGRID_REDIS_WAIT_REPLICAS

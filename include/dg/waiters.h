@@ -25,6 +25,7 @@ typedef struct dg_waiter_s {
    * lock -- it must only hand the news on (front.c posts to its loop). */
   void (*notify)(void *arg);
   void *notify_arg;
+  unsigned long long serial;  /* unique per registration (dg_waiters_visit) */
   struct dg_waiter_s *next;   /* private: bucket chain                       */
 } dg_waiter_t;
 
@@ -44,6 +45,15 @@ char *dg_waiters_take(dg_waiters_t *ws, dg_waiter_t *w, size_t *len);
 int dg_waiters_wait(dg_waiters_t *ws, dg_waiter_t *w, int timeout_ms);
 /** Unregisters w and frees what was delivered to it. Always call once. */
 void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w);
+/**
+ * Calls fn(w, arg) under the table's lock if w is still registered under
+ * request_id with this serial (read from w->serial when it was added):
+ * news for one waiter from a thread that does not own it (the submitter's
+ * XADD went through or failed), safe against its owner taking it away
+ * meanwhile. fn may call w->notify. 1 when fn ran, else 0.
+ */
+int dg_waiters_visit(dg_waiters_t *ws, const char *request_id, dg_waiter_t *w, unsigned long long serial,
+                     void (*fn)(dg_waiter_t *w, void *arg), void *arg);
 /** Hands a copy of res to every waiter of request_id; returns how many. */
 int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res, size_t len);
 /** The key a request waits under: its caller's tag (entry_mac.h) and its

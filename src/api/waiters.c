@@ -6,6 +6,7 @@
 #include "dg/waiters.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,10 +40,13 @@ void dg_waiters_destroy(dg_waiters_t *ws) {
   dg_free(ws);
 }
 
+static atomic_ullong serials;
+
 static void add(dg_waiters_t *ws, dg_waiter_t *w, const char *request_id, void (*notify)(void *), void *arg) {
   memset(w, 0, sizeof *w);
   w->notify = notify;
   w->notify_arg = arg;
+  w->serial = atomic_fetch_add(&serials, 1) + 1;
   size_t n = strlen(request_id);
   if (n >= sizeof w->request_id) n = sizeof w->request_id - 1;
   memcpy(w->request_id, request_id, n);
@@ -108,6 +112,21 @@ void dg_waiters_remove(dg_waiters_t *ws, dg_waiter_t *w) {
   pthread_cond_destroy(&w->cond);
   dg_free(w->res);
   w->res = NULL;
+}
+
+int dg_waiters_visit(dg_waiters_t *ws, const char *request_id, dg_waiter_t *w, unsigned long long serial,
+                     void (*fn)(dg_waiter_t *w, void *arg), void *arg) {
+  char key[sizeof w->request_id]; /* cut as add() cuts it */
+  snprintf(key, sizeof key, "%s", request_id);
+  size_t b = bucket_of(key);
+  int found = 0;
+  pthread_mutex_lock(&ws->lock);
+  /* Compared as a pointer before it is read: a waiter taken away may be
+   * freed memory, and one made since at the same address has its own serial. */
+  for (dg_waiter_t *x = ws->buckets[b]; x && !found; x = x->next) found = x == w && x->serial == serial;
+  if (found) fn(w, arg);
+  pthread_mutex_unlock(&ws->lock);
+  return found;
 }
 
 int dg_waiters_deliver(dg_waiters_t *ws, const char *request_id, const char *res, size_t len) {

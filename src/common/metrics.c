@@ -49,6 +49,7 @@ struct dg_metrics_s {
   atomic_ullong applied, rejected;
   atomic_ullong row_reads[2][2]; /* [0] one-row reads, [1] pages; [.][0] DuckDB, [.][1] memory */
   atomic_ullong long_polls[2];   /* [0] begun on a worker, [1] on a loop */
+  atomic_ullong writes_queued[2]; /* [0] XADD on a worker, [1] queued from a loop */
 };
 
 dg_metrics_t *dg_metrics_create(const dg_route_t *const *routes, size_t nroutes) {
@@ -92,6 +93,11 @@ void dg_metrics_outcomes(dg_metrics_t *m, size_t applied, size_t rejected) {
   if (m == NULL) return;
   atomic_fetch_add_explicit(&m->applied, applied, memory_order_relaxed);
   atomic_fetch_add_explicit(&m->rejected, rejected, memory_order_relaxed);
+}
+
+void dg_metrics_write_queued(dg_metrics_t *m, int on_loop) {
+  if (m == NULL) return;
+  atomic_fetch_add_explicit(&m->writes_queued[on_loop != 0], 1, memory_order_relaxed);
 }
 
 void dg_metrics_long_poll(dg_metrics_t *m, int on_loop) {
@@ -210,6 +216,15 @@ void dg_metrics_render(dg_metrics_t *m, dg_app_t *app, dg_buf_t *out) {
                 "duckgrid_long_polls_total{started=\"loop\"} %llu\n"
                 "duckgrid_long_polls_total{started=\"worker\"} %llu\n",
                 (unsigned long long)atomic_load(&m->long_polls[1]), (unsigned long long)atomic_load(&m->long_polls[0]));
+  dg_buf_printf(out,
+                "# HELP duckgrid_writes_queued_total Write requests put on request_duck by where: queued "
+                "from an HTTP loop and sent by the submitter's pipeline, or an XADD of their own on a "
+                "worker.\n"
+                "# TYPE duckgrid_writes_queued_total counter\n"
+                "duckgrid_writes_queued_total{from=\"loop\"} %llu\n"
+                "duckgrid_writes_queued_total{from=\"worker\"} %llu\n",
+                (unsigned long long)atomic_load(&m->writes_queued[1]),
+                (unsigned long long)atomic_load(&m->writes_queued[0]));
   dg_buf_printf(out,
                 "# HELP duckgrid_live_clients Connected live clients (SSE streams and WebSockets).\n"
                 "# TYPE duckgrid_live_clients gauge\nduckgrid_live_clients %zu\n",

@@ -337,6 +337,29 @@ static int authenticate(dg_req_t *r) {
 }
 
 
+/* A route's JSON object body into r->body: 0, or -1 and a 400 answered. */
+static int body_or_problem(dg_req_t *r) {
+  json_error_t jerr;
+  if (r->raw_body_len == 0) {
+    dg_problem(r, 400, NULL, "a JSON object body is required");
+    return -1;
+  }
+  if (json_depth_over(r->raw_body, r->raw_body_len, MAX_JSON_DEPTH)) {
+    dg_problem(r, 400, NULL, "the JSON body nests deeper than %d levels", MAX_JSON_DEPTH);
+    return -1;
+  }
+  r->body = json_loadb(r->raw_body, r->raw_body_len, JSON_REJECT_DUPLICATES, &jerr);
+  if (r->body == NULL) {
+    dg_problem(r, 400, NULL, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+    return -1;
+  }
+  if (!json_is_object(r->body)) {
+    dg_problem(r, 400, NULL, "the body must be a JSON object");
+    return -1;
+  }
+  return 0;
+}
+
 static void run_route(dg_req_t *r, const dg_route_t *route) {
   dg_app_t *app = r->app;
   if (route->role != DG_ROLE_NONE) {
@@ -360,28 +383,7 @@ static void run_route(dg_req_t *r, const dg_route_t *route) {
       return;
     }
   }
-  if (route->json_body) {
-    json_error_t jerr;
-    if (r->raw_body_len == 0) {
-      dg_problem(r, 400, NULL, "a JSON object body is required");
-      return;
-    }
-    if (json_depth_over(r->raw_body, r->raw_body_len, MAX_JSON_DEPTH)) {
-      dg_problem(r, 400, NULL, "the JSON body nests deeper than %d levels", MAX_JSON_DEPTH);
-      return;
-    }
-    r->body = json_loadb(r->raw_body, r->raw_body_len,
-                         JSON_REJECT_DUPLICATES, &jerr);
-    if (r->body == NULL) {
-      dg_problem(r, 400, NULL, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
-                 jerr.text);
-      return;
-    }
-    if (!json_is_object(r->body)) {
-      dg_problem(r, 400, NULL, "the body must be a JSON object");
-      return;
-    }
-  }
+  if (route->json_body && body_or_problem(r) != 0) return;
   route->fn(r);
 }
 
@@ -498,13 +500,13 @@ static const dg_route_t *route_of(dg_req_t *r, char params[][MAX_PATH + 1], int 
 
 int dg_http_dispatch_loop(dg_req_t *r) {
   dg_app_t *app = r->app;
-  if (r->raw_body_len != 0) return 0;
+  if (r->raw_body_len > app->cfg->body_limit) return 0; /* the worker's 413 */
   char params[DG_HTTP_MAX_PARAMS][MAX_PATH + 1];
   int index = -1;
   const dg_route_t *hit = route_of(r, params, &index);
   /* Only a request dg_http_dispatch would hand its handler: anything it
    * answers with a problem on the way is left to it. */
-  if (hit == NULL || hit->on_loop == NULL || !target_ok(r->target)) {
+  if (hit == NULL || hit->on_loop == NULL || !target_ok(r->target) || (r->raw_body_len != 0 && !hit->json_body)) {
     r->nparams = 0;
     return 0;
   }
@@ -538,11 +540,20 @@ int dg_http_dispatch_loop(dg_req_t *r) {
       return 1;
     }
   }
-  if (hit->on_loop(r)) {
+  if (hit->json_body && body_or_problem(r) != 0) {
+    access_log(r, index);
+    return 1;
+  }
+  r->on_loop = 1;
+  int answered = hit->on_loop(r);
+  r->on_loop = 0;
+  if (answered) {
     if (!r->deferred) access_log(r, index); /* else when it is answered */
     return 1;
   }
-  /* To a worker, which routes it again. */
+  /* To a worker, which routes (and parses) it again. */
+  json_decref(r->body);
+  r->body = NULL;
   for (size_t i = 0; i < r->nparams; i++) {
     dg_free((char *)r->params[i]);
     r->params[i] = NULL;

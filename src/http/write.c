@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <openssl/rand.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -29,6 +30,7 @@
 #include "dg/jsonw.h"
 #include "dg/hub.h"
 #include "dg/log.h"
+#include "dg/metrics.h"
 #include "dg/progress.h"
 #include "dg/redis.h"
 #include "dg/service.h"
@@ -368,6 +370,9 @@ typedef struct {
   reply_kind_t kind;
   char rid[MAX_REQUEST_ID + 1];
   char sid[DG_REDIS_XID_BUFSZ];
+  /* Queued from the loop (submit_on_loop): set by the submitter's thread
+   * under the waiters' lock (dg_waiters_visit), read after the take. */
+  int queued;    /* 0 not yet known, 1 in request_duck, -1 not queued */
 } sync_wait_t;
 
 /* The continuation, on the loop: the outcome came, or the deadline. */
@@ -378,6 +383,9 @@ static void sync_answer(dg_req_t *r) {
   char *res = dg_waiters_take(r->app->waiters, &sw->w, &len);
   if (res) {
     reply_outcome(r, res, len, sw->kind);
+  } else if (sw->queued < 0) {
+    dg_problem(r, 503, json_pack("{s:s}", "request_id", sw->rid),
+               "the request queue (Redis) is unavailable; nothing was queued");
   } else {
     dg_problem(r, 504, json_pack("{s:s,s:s}", "request_id", sw->rid, "stream_id", sw->sid),
                "no outcome within %d ms; the request is queued: look for request_id '%s' in get_updates",
@@ -385,6 +393,112 @@ static void sync_answer(dg_req_t *r) {
   }
   dg_free(res);
   dg_free(sw);
+}
+
+/* ---- queued from the loop ---------------------------------------------------- */
+
+/* A write queued from its HTTP loop (submit_on_loop): no worker, and no
+ * thread waits for the XADD; the submitter (service.h) sends it with the
+ * others of the moment as one pipeline, and tells the request's waiter. */
+typedef struct {
+  dg_queued_t q;                  /* first: the submitter's item */
+  dg_app_t *app;
+  dg_waiter_t *w;                 /* the request's waiter, if still there */
+  unsigned long long serial;
+  int async;
+  char key[sizeof ((dg_waiter_t *)0)->request_id];
+} loop_queued_t;
+
+typedef struct {
+  int rc;
+  const char *sid;
+  int async;
+} queued_news_t;
+
+/* Under the waiters' lock, the request still waiting (dg_waiters_visit). */
+static void queued_visit(dg_waiter_t *w, void *arg) {
+  const queued_news_t *n = arg;
+  sync_wait_t *sw = (sync_wait_t *)w;
+  sw->queued = n->rc == 0 ? 1 : -1;
+  snprintf(sw->sid, sizeof sw->sid, "%s", n->sid);
+  /* A sync write waits on for its outcome; an async one is answered now,
+   * and a failed one at once (its outcome will never come). */
+  if ((n->async || n->rc != 0) && !w->done && w->notify) w->notify(w->notify_arg);
+}
+
+/* The submitter's thread: the XADD went through (sid) or not. */
+static void queued_done(dg_queued_t *q, int rc, const char *sid) {
+  loop_queued_t *lq = (loop_queued_t *)q;
+  dg_redis_xid_t x;
+  /* Before the 202 can go out: a read this process answers after it
+   * reflects the request (API.md). */
+  if (rc == 0 && lq->async && lq->app->progress && dg_redis_xid_parse(sid, strlen(sid), &x) == 0)
+    dg_progress_submitted(lq->app->progress, x);
+  queued_news_t n = {rc, sid, lq->async};
+  dg_waiters_visit(lq->app->waiters, lq->key, lq->w, lq->serial, queued_visit, &n);
+  dg_free(lq);
+}
+
+/* An async write's continuation, on the loop: queued, refused, or no news
+ * from Redis within the sync timeout. */
+static void queued_answer(dg_req_t *r) {
+  sync_wait_t *sw = (sync_wait_t *)r->await_w;
+  r->await_w = NULL;
+  dg_free(dg_waiters_take(r->app->waiters, &sw->w, NULL)); /* nothing is delivered under its key */
+  if (sw->queued > 0) {
+    dg_reply_json(r, 202, json_pack("{s:s,s:s,s:s}", "request_id", sw->rid, "stream_id", sw->sid, "status", "queued"));
+  } else if (sw->queued < 0) {
+    dg_problem(r, 503, json_pack("{s:s}", "request_id", sw->rid),
+               "the request queue (Redis) is unavailable; nothing was queued");
+  } else {
+    dg_problem(r, 503, json_pack("{s:s}", "request_id", sw->rid),
+               "the request queue (Redis) did not answer within %d ms; the request may have been queued: "
+               "look for request_id '%s' in get_updates",
+               r->app->cfg->sync_timeout_ms, sw->rid);
+  }
+  dg_free(sw);
+}
+
+/*
+ * submit_any's way on an HTTP loop, for a request whose request_id the
+ * server made (nothing to look up): the waiter first, as ever (an async
+ * request's under a key of its own, which no outcome names), then the
+ * request to the submitter, and the request parked until its waiter hears:
+ * the outcome (sync), the XADD (async), a failure, or the deadline.
+ */
+static void submit_on_loop(dg_req_t *r, json_t *req, const char *rid, const char *key, int async,
+                           reply_kind_t kind) {
+  static atomic_ullong unique;
+  dg_app_t *app = r->app;
+  sync_wait_t *sw = dg_calloc(1, sizeof *sw);
+  sw->kind = kind;
+  snprintf(sw->rid, sizeof sw->rid, "%s", rid);
+  loop_queued_t *lq = dg_calloc(1, sizeof *lq);
+  if (async) snprintf(lq->key, sizeof lq->key, "\x1e" "async %llu", atomic_fetch_add(&unique, 1));
+  else snprintf(lq->key, sizeof lq->key, "%s", key);
+  dg_waiters_add_notify(app->waiters, &sw->w, lq->key, dg_req_await_notify, r);
+  lq->app = app;
+  lq->w = &sw->w;
+  lq->serial = sw->w.serial;
+  lq->async = async;
+  lq->q.text = json_dumps(req, JSON_COMPACT);
+  lq->q.len = strlen(lq->q.text);
+  lq->q.done = queued_done;
+  json_decref(req);
+  dg_req_await(r, app->waiters, &sw->w, dg_mono_us() / 1000 + app->cfg->sync_timeout_ms,
+               async ? queued_answer : sync_answer);
+  dg_service_queue_async(app->submitter, &lq->q);
+  dg_metrics_write_queued(app->metrics, 1);
+}
+
+/* Can this write be queued from the loop? A request_id the client gave
+ * may need a look at DuckDB (replay_known): a worker's. */
+static int loop_submit_ok(dg_req_t *r) {
+  dg_app_t *app = r->app;
+  if (app->submitter == NULL || app->cfg->redis_wait_replicas > 0 || !r->can_defer) return 0;
+  json_t *v = r->body ? json_object_get(r->body, "request_id") : NULL;
+  return (v == NULL || json_is_null(v)) && dg_query(r, "request_id") == NULL &&
+         dg_header(r, "Idempotency-Key") == NULL;
 }
 
 static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kind) {
@@ -399,6 +513,16 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   if (req) dg_wire_req_finish(req, rid);
   else dg_wire_req_close(raw, rid);
   int async = is_async(r);
+  if (r->on_loop) {
+    /* Only update_cell(s) run here, after loop_submit_ok: no request_id
+     * was given, so there is nothing to replay. */
+    DG_ASSERT(req != NULL && !given);
+    char key[sizeof ((dg_waiter_t *)0)->request_id], tag[DG_CALLER_TAG_LEN + 1];
+    caller_tag_of(r, tag);
+    dg_waiters_key(key, sizeof key, tag, rid);
+    submit_on_loop(r, req, rid, key, async, kind);
+    return;
+  }
   /* A sync write on the front end parks its request on the loop while the
    * manager works, instead of holding this worker (issue 13); with
    * DUCKGRID_REDIS_WAIT_REPLICAS the answer waits for a WAIT, which blocks,
@@ -446,6 +570,7 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   int64_t t_xadd = dg_mono_us();
   int repl = -1;
   int rc = dg_service_queue(app, text, tlen, async, sid, sizeof sid, &repl);
+  dg_metrics_write_queued(app->metrics, 0);
   if (raw) /* an import: a request of megabytes */
     dg_log_info("import request %s: %zu bytes queued (XADD) in %.0f ms", rid, tlen,
                 (double)(dg_mono_us() - t_xadd) / 1000.0);
@@ -638,6 +763,13 @@ static int update_cell(dg_req_t *r) {
   return 0;
 }
 
+/* On the loop (dg_http_dispatch_loop): what loop_submit_ok allows. */
+static int update_cell_loop(dg_req_t *r) {
+  if (!loop_submit_ok(r)) return 0;
+  update_cell(r);
+  return 1;
+}
+
 static int update_cells(dg_req_t *r) {
   if (replayed(r, REPLY_UPDATE)) return 0;
   json_t *ups = json_object_get(r->body, "updates");
@@ -660,6 +792,12 @@ static int update_cells(dg_req_t *r) {
   json_object_set_new(req, "updates", list);
   submit(r, req, REPLY_UPDATE);
   return 0;
+}
+
+static int update_cells_loop(dg_req_t *r) {
+  if (!loop_submit_ok(r)) return 0;
+  update_cells(r);
+  return 1;
 }
 
 /* ---- routes: tables ------------------------------------------------------------- */
@@ -1344,8 +1482,8 @@ out:
 }
 
 const dg_route_t dg_routes_write[] = {
-    {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1, NULL},
-    {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1, NULL},
+    {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1, update_cell_loop},
+    {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1, update_cells_loop},
     {"POST", "/tables", DG_ROLE_ADMIN, create_table, 1, NULL},
     {"DELETE", "/tables/:table", DG_ROLE_ADMIN, delete_table, 0, NULL},
     {"POST", "/tables/:table/rows", DG_ROLE_WRITE, insert_rows, 1, NULL},

@@ -6,6 +6,8 @@
 #include "dg/service.h"
 
 #include <duckdb.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +47,126 @@ int dg_service_queue(dg_app_t *app, const char *text, size_t len, int replicas, 
   dg_redis_pool_put(app->redis, c);
   if (rep) freeReplyObject(rep);
   return rc;
+}
+
+/* ---- the submitter ------------------------------------------------------------ */
+
+/* Requests one batch holds at most: a pipeline of this many XADDs is one
+ * write of some hundred KiB and one read. */
+#define SUBMIT_BATCH_MAX 512
+
+struct dg_submitter_s {
+  dg_app_t *app;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;        /* something queued, or stopping */
+  dg_queued_t *head, *tail;
+  int stopping;
+  pthread_t thread;
+};
+
+/* One batch: every XADD appended, then every reply read, then every done
+ * called (after the connection went back to the pool). */
+static void submit_batch(dg_submitter_t *s, dg_queued_t *list, size_t n) {
+  dg_app_t *app = s->app;
+  dg_queued_t *items[SUBMIT_BATCH_MAX];
+  int rcs[SUBMIT_BATCH_MAX];
+  char sids[SUBMIT_BATCH_MAX][DG_REDIS_XID_BUFSZ];
+  size_t i = 0;
+  for (dg_queued_t *q = list; q; q = q->next) items[i++] = q;
+  DG_ASSERT(i == n);
+  dg_redis_t *c = dg_redis_pool_get(app->redis);
+  size_t appended = 0;
+  int rc = 0;
+  for (; appended < n; appended++) {
+    dg_queued_t *q = items[appended];
+    char t[24], mac[DG_ENTRY_MAC_HEX + 1];
+    dg_entry_sign_req(app, q->text, q->len, t, mac);
+    const char *argv[] = {"XADD", app->streams.req, "*", "req", q->text, "t", t, "mac", mac};
+    size_t argvlen[] = {4, strlen(app->streams.req), 1, 3, q->len, 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
+    if ((rc = dg_redis_append(c, 9, argv, argvlen)) != 0) break;
+  }
+  for (i = 0; i < n; i++) {
+    rcs[i] = DG_EUNAVAIL;
+    sids[i][0] = '\0';
+    if (i >= appended) continue;
+    redisReply *rep = NULL;
+    if (dg_redis_get_reply(c, &rep) != 0) continue;
+    if (rep->type == REDIS_REPLY_STRING && rep->len < DG_REDIS_XID_BUFSZ) {
+      memcpy(sids[i], rep->str, rep->len);
+      sids[i][rep->len] = '\0';
+      rcs[i] = 0;
+    } else {
+      dg_log_error("XADD %s: %s", app->streams.req, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+    }
+    freeReplyObject(rep);
+  }
+  if (rc != 0 || appended < n) dg_log_error("XADD %s: %s", app->streams.req, dg_redis_last_error(c));
+  dg_redis_pool_put(app->redis, c);
+  for (i = 0; i < n; i++) {
+    char *text = items[i]->text;
+    items[i]->done(items[i], rcs[i], sids[i]);
+    free(text); /* json_dumps' */
+  }
+}
+
+static void *submitter_main(void *arg) {
+  dg_submitter_t *s = arg;
+  pthread_setname_np(pthread_self(), "dg-submit");
+  pthread_mutex_lock(&s->lock);
+  for (;;) {
+    while (s->head == NULL && !s->stopping) pthread_cond_wait(&s->cond, &s->lock);
+    if (s->head == NULL) break; /* stopping, and everything sent */
+    dg_queued_t *list = s->head, *last = list;
+    size_t n = 1;
+    while (last->next && n < SUBMIT_BATCH_MAX) {
+      last = last->next;
+      n++;
+    }
+    s->head = last->next;
+    if (s->head == NULL) s->tail = NULL;
+    last->next = NULL;
+    pthread_mutex_unlock(&s->lock);
+    submit_batch(s, list, n);
+    pthread_mutex_lock(&s->lock);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+dg_submitter_t *dg_submitter_start(dg_app_t *app) {
+  dg_submitter_t *s = dg_calloc(1, sizeof *s);
+  s->app = app;
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->cond, NULL);
+  if (pthread_create(&s->thread, NULL, submitter_main, s) != 0) {
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    dg_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+void dg_submitter_stop(dg_submitter_t *s) {
+  if (s == NULL) return;
+  pthread_mutex_lock(&s->lock);
+  s->stopping = 1;
+  pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
+  pthread_join(s->thread, NULL);
+  pthread_cond_destroy(&s->cond);
+  pthread_mutex_destroy(&s->lock);
+  dg_free(s);
+}
+
+void dg_service_queue_async(dg_submitter_t *s, dg_queued_t *q) {
+  q->next = NULL;
+  pthread_mutex_lock(&s->lock);
+  if (s->tail) s->tail->next = q;
+  else s->head = q;
+  s->tail = q;
+  pthread_cond_signal(&s->cond);
+  pthread_mutex_unlock(&s->lock);
 }
 
 /*
