@@ -18,7 +18,8 @@ TSAN_OPTS="halt_on_error=0:exitcode=66:second_deadlock_stack=1:suppressions=$PWD
 # polls on the ring (woken by writes), SSE and WebSocket fan-out, sync
 # writes of one request_id from 8 threads, key deletion while the key is in
 # use, the seed's two concurrent clients, readers of the manager's memory on
-# the loops and workers while a writer runs. (test_write_path's
+# the loops and workers while a writer runs, writes queued from the loops
+# to the submitter's thread. (test_write_path's
 # test_long_poll_wakes_up_on_a_write is left out: it asserts a wake-up within
 # 1 s, which TSan's slowdown breaks; test_updates_ring covers the same path.)
 TSAN_API_TESTS=(
@@ -37,6 +38,7 @@ TSAN_API_TESTS=(
   tests/api/test_manager.py::test_follower_takes_over_after_a_crash
   tests/api/test_revert_compact.py::test_compact_revert_from_the_audit_log_is_the_same
   tests/api/test_row_memory.py::test_concurrent_reads_while_writing
+  tests/api/test_write_loop.py
 )
 
 echo "== unit tests (release build)"
