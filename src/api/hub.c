@@ -581,6 +581,24 @@ void dg_ring_release(const dg_event_t *const *evs, size_t n) {
 /* Single flight                                                             */
 /* ======================================================================= */
 
+/* One run of fn, begun and recorded under f->lock (held on entry and on
+ * return, let go while fn runs); its number. */
+static uint64_t flight_run_locked(flight_t *f, int (*fn)(void *arg, void *result), void *arg, size_t size) {
+  f->running = 1;
+  uint64_t mine = ++f->started;
+  pthread_mutex_unlock(&f->lock);
+  unsigned char buf[FLIGHT_RESULT_MAX];
+  memset(buf, 0, sizeof buf);
+  int rc = fn(arg, buf);
+  pthread_mutex_lock(&f->lock);
+  f->rc = rc;
+  memcpy(f->result, buf, size);
+  f->done = mine;
+  f->running = 0;
+  pthread_cond_broadcast(&f->cond);
+  return mine;
+}
+
 int dg_hub_shared_run(dg_hub_t *h, int (*fn)(void *arg, void *result), void *arg, void *result,
                       size_t size) {
   DG_ASSERT(size <= FLIGHT_RESULT_MAX);
@@ -594,18 +612,7 @@ int dg_hub_shared_run(dg_hub_t *h, int (*fn)(void *arg, void *result), void *arg
       pthread_cond_wait(&f->cond, &f->lock);
       continue;
     }
-    f->running = 1;
-    uint64_t mine = ++f->started;
-    pthread_mutex_unlock(&f->lock);
-    unsigned char buf[FLIGHT_RESULT_MAX];
-    memset(buf, 0, sizeof buf);
-    int rc = fn(arg, buf);
-    pthread_mutex_lock(&f->lock);
-    f->rc = rc;
-    memcpy(f->result, buf, size);
-    f->done = mine;
-    f->running = 0;
-    pthread_cond_broadcast(&f->cond);
+    flight_run_locked(f, fn, arg, size);
   }
   int rc = f->rc;
   memcpy(result, f->result, size);
@@ -634,18 +641,7 @@ void dg_hub_shared_serve(dg_hub_t *h, int (*fn)(void *arg, void *result), void *
       pthread_cond_wait(&f->cond, &f->lock);
       continue;
     }
-    f->running = 1;
-    uint64_t mine = ++f->started;
-    pthread_mutex_unlock(&f->lock);
-    unsigned char buf[FLIGHT_RESULT_MAX];
-    memset(buf, 0, sizeof buf);
-    int rc = fn(arg, buf);
-    pthread_mutex_lock(&f->lock);
-    f->rc = rc;
-    memcpy(f->result, buf, size);
-    f->done = mine;
-    f->running = 0;
-    pthread_cond_broadcast(&f->cond);
+    uint64_t mine = flight_run_locked(f, fn, arg, size);
     pthread_mutex_unlock(&f->lock);
     run_ring_hook(h); /* without the lock: the hook posts to the loops */
     told = mine;

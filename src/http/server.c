@@ -498,9 +498,14 @@ static const dg_route_t *route_of(dg_req_t *r, char params[][MAX_PATH + 1], int 
   return NULL;
 }
 
+/* Largest request body parsed on a loop (dg_http_dispatch_loop). */
+#define LOOP_BODY_MAX (64 * 1024)
+
 int dg_http_dispatch_loop(dg_req_t *r) {
   dg_app_t *app = r->app;
-  if (r->raw_body_len > app->cfg->body_limit) return 0; /* the worker's 413 */
+  /* A body parsed here is small (a cell, a few rows): a big one would hold
+   * the loop's other clients for the time of its parse. */
+  if (r->raw_body_len > LOOP_BODY_MAX) return 0;
   char params[DG_HTTP_MAX_PARAMS][MAX_PATH + 1];
   int index = -1;
   const dg_route_t *hit = route_of(r, params, &index);

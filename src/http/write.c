@@ -501,6 +501,18 @@ static int loop_submit_ok(dg_req_t *r) {
          dg_header(r, "Idempotency-Key") == NULL;
 }
 
+/*
+ * A write route's run on its loop (dg_http_dispatch_loop): the cell, row
+ * and hold writes validate against the catalog in memory and submit(), so
+ * with loop_submit_ok nothing they do blocks. The DDL and the revert stay
+ * on workers.
+ */
+static int write_loop(dg_req_t *r) {
+  if (!loop_submit_ok(r)) return 0;
+  r->route->fn(r);
+  return 1;
+}
+
 static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kind) {
   dg_app_t *app = r->app;
   char rid[MAX_REQUEST_ID + 1];
@@ -514,8 +526,8 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   else dg_wire_req_close(raw, rid);
   int async = is_async(r);
   if (r->on_loop) {
-    /* Only update_cell(s) run here, after loop_submit_ok: no request_id
-     * was given, so there is nothing to replay. */
+    /* Only after loop_submit_ok (write_loop): no request_id was given, so
+     * there is nothing to replay. */
     DG_ASSERT(req != NULL && !given);
     char key[sizeof ((dg_waiter_t *)0)->request_id], tag[DG_CALLER_TAG_LEN + 1];
     caller_tag_of(r, tag);
@@ -763,13 +775,6 @@ static int update_cell(dg_req_t *r) {
   return 0;
 }
 
-/* On the loop (dg_http_dispatch_loop): what loop_submit_ok allows. */
-static int update_cell_loop(dg_req_t *r) {
-  if (!loop_submit_ok(r)) return 0;
-  update_cell(r);
-  return 1;
-}
-
 static int update_cells(dg_req_t *r) {
   if (replayed(r, REPLY_UPDATE)) return 0;
   json_t *ups = json_object_get(r->body, "updates");
@@ -792,12 +797,6 @@ static int update_cells(dg_req_t *r) {
   json_object_set_new(req, "updates", list);
   submit(r, req, REPLY_UPDATE);
   return 0;
-}
-
-static int update_cells_loop(dg_req_t *r) {
-  if (!loop_submit_ok(r)) return 0;
-  update_cells(r);
-  return 1;
 }
 
 /* ---- routes: tables ------------------------------------------------------------- */
@@ -1482,15 +1481,15 @@ out:
 }
 
 const dg_route_t dg_routes_write[] = {
-    {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1, update_cell_loop},
-    {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1, update_cells_loop},
+    {"POST", "/update_cell", DG_ROLE_WRITE, update_cell, 1, write_loop},
+    {"POST", "/update_cells", DG_ROLE_WRITE, update_cells, 1, write_loop},
     {"POST", "/tables", DG_ROLE_ADMIN, create_table, 1, NULL},
     {"DELETE", "/tables/:table", DG_ROLE_ADMIN, delete_table, 0, NULL},
-    {"POST", "/tables/:table/rows", DG_ROLE_WRITE, insert_rows, 1, NULL},
-    {"PATCH", "/tables/:table/rows/:id", DG_ROLE_WRITE, update_row, 1, NULL},
-    {"DELETE", "/tables/:table/rows/:id", DG_ROLE_WRITE, delete_row, 0, NULL},
-    {"PUT", "/tables/:table/holds", DG_ROLE_WRITE, hold_put, 1, NULL},
-    {"DELETE", "/tables/:table/holds", DG_ROLE_WRITE, hold_delete, 1, NULL},
+    {"POST", "/tables/:table/rows", DG_ROLE_WRITE, insert_rows, 1, write_loop},
+    {"PATCH", "/tables/:table/rows/:id", DG_ROLE_WRITE, update_row, 1, write_loop},
+    {"DELETE", "/tables/:table/rows/:id", DG_ROLE_WRITE, delete_row, 0, write_loop},
+    {"PUT", "/tables/:table/holds", DG_ROLE_WRITE, hold_put, 1, write_loop},
+    {"DELETE", "/tables/:table/holds", DG_ROLE_WRITE, hold_delete, 1, write_loop},
     {"POST", "/views", DG_ROLE_ADMIN, create_view, 1, NULL},
     {"DELETE", "/views/:name", DG_ROLE_ADMIN, delete_view, 0, NULL},
     {"POST", "/updates/:update_id/revert", DG_ROLE_WRITE, revert_update, 1, NULL},

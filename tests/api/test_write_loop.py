@@ -40,6 +40,10 @@ def tree(s):
     assert r.status_code == 201, r.text
 
 
+def call(s, method, path, body=None):
+    return requests.request(method, s.base + path, json=body, headers=s.headers(), timeout=30)
+
+
 def value(s, row):
     r = s.get(f"/tables/t/rows/{row}")
     assert r.status_code == 200, r.text
@@ -155,3 +159,28 @@ def test_clients_that_leave_while_their_write_is_queued(own):
     assert float(value(s, 4)) == n
     r = s.post("/update_cell", {"table": "t", "row_id": 5, "column": "v", "value": "7"})
     assert r.status_code == 200, r.text
+
+
+def test_row_and_hold_writes_queued_from_the_loop(own):
+    """Insert, update and delete rows and hold cells: each queued from the
+    loop, each with its usual answer."""
+    _, s = own
+    tree(s)
+    loop0 = queued(s, "loop")
+    r = s.post("/tables/t/rows", {"rows": [{"id": 20, "parent_id": 1, "v": "5.00"}]})
+    assert r.status_code == 201, r.text
+    r = call(s, "PATCH", "/tables/t/rows/20", {"v": "6.00"})
+    assert r.status_code == 200, r.text
+    r = call(s, "PUT", "/tables/t/holds", {"holds": [{"row_id": 2, "column": "v"}]})
+    assert r.status_code == 200, r.text
+    r = call(s, "DELETE", "/tables/t/holds", {"holds": [{"row_id": 2, "column": "v"}]})
+    assert r.status_code == 200, r.text
+    r = call(s, "DELETE", "/tables/t/rows/20")
+    assert r.status_code == 204, r.text
+    assert queued(s, "loop") - loop0 == 5
+    assert s.get("/tables/t/rows/20").status_code == 404
+    assert float(value(s, 1)) == 0
+    # Refused on the loop as on a worker: nothing queued.
+    problem(s.post("/tables/t/rows", {"rows": [{"id": 2, "v": "1"}]}), 409)
+    problem(call(s, "DELETE", "/tables/t/rows/999"), 404)
+    assert queued(s, "loop") - loop0 == 5

@@ -430,8 +430,51 @@ static void test_threads_shared_run(void **state) {
   dg_hub_destroy(h);
 }
 
+static void count_hook(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+/* The single flight without waiting (an HTTP loop's asks): tickets of runs
+ * that begin after the ask, one serve for the asks of a moment, the result
+ * once the ticket's run is done, and the ring's hook after each run. */
+static void test_shared_ask_serve(void **state) {
+  (void)state;
+  dg_hub_t *h = dg_hub_create();
+  atomic_int hooks = 0;
+  dg_ring_set_hook(h, count_hook, &hooks);
+  flight_state_t f = {0};
+  int serve = 0, rc = 0, got = 0;
+  uint64_t t1 = dg_hub_shared_ask(h, &serve);
+  assert_int_equal(t1, 1);
+  assert_int_equal(serve, 1); /* the first ask starts the serve */
+  uint64_t t1b = dg_hub_shared_ask(h, &serve);
+  assert_int_equal(t1b, 1);   /* no run began since: the same ticket */
+  assert_int_equal(serve, 0); /* and one serve is enough */
+  assert_int_equal(dg_hub_shared_result(h, t1, &rc, &got, sizeof got), 0);
+  dg_hub_shared_serve(h, flight_fn, &f, sizeof got);
+  assert_int_equal(atomic_load(&f.started), 1);
+  assert_int_equal(atomic_load(&hooks), 1);
+  assert_int_equal(dg_hub_shared_result(h, t1, &rc, &got, sizeof got), 1);
+  assert_int_equal(rc, 1);
+  assert_int_equal(got, 1);
+  /* An ask after that run wants a new one. */
+  uint64_t t2 = dg_hub_shared_ask(h, &serve);
+  assert_int_equal(t2, 2);
+  assert_int_equal(serve, 1);
+  assert_int_equal(dg_hub_shared_result(h, t2, &rc, &got, sizeof got), 0);
+  /* A blocking caller's run, begun after the ask, serves it too; the serve
+   * then has nothing to run but still wakes the loops once. */
+  assert_int_equal(dg_hub_shared_run(h, flight_fn, &f, &got, sizeof got), 2);
+  assert_int_equal(dg_hub_shared_result(h, t2, &rc, &got, sizeof got), 1);
+  assert_int_equal(got, 2);
+  dg_hub_shared_serve(h, flight_fn, &f, sizeof got);
+  assert_int_equal(atomic_load(&f.started), 2);
+  assert_int_equal(atomic_load(&hooks), 2);
+  dg_ring_set_hook(h, NULL, NULL);
+  dg_hub_destroy(h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_shared_ask_serve),
       cmocka_unit_test(test_subscribe_filter),
       cmocka_unit_test(test_slow_subscriber_dropped),
       cmocka_unit_test(test_threads_fanout),
