@@ -100,6 +100,10 @@ def test_forged_outcome_with_sql_in_a_table_name_is_ignored(grid, redis_server):
            "table_def": {"name": INJECT, "columns": [{"name": "v", "type": "number", "scale": 0}]}}
     with Resp(redis_server) as r:
         r.cmd("XADD", s.prefix + "response_duck", "*", "res", json.dumps(res))
+    # A request queued within the forged entry's millisecond (or before it:
+    # the signed one's id is a millisecond ahead) would get an id not above
+    # it, and its outcome could not be published after it.
+    time.sleep(0.01)
     sync_write(s)  # its outcome follows the forged one: the reader has seen both
     r = s.get("/tables", key=reader)
     assert r.status_code == 200, r.text
@@ -255,6 +259,10 @@ def test_signed_outcome_with_sql_in_a_column_name_is_not_used(grid, redis_server
     sid = "%d-0" % (int(time.time() * 1000) + 1)
     with Resp(redis_server) as r:
         r.cmd("XADD", s.prefix + "response_duck", sid, "res", res, "mac", mac_res(key, sid, res))
+    # A request queued within the forged entry's millisecond (or before it:
+    # the signed one's id is a millisecond ahead) would get an id not above
+    # it, and its outcome could not be published after it.
+    time.sleep(0.01)
     sync_write(s)  # its outcome follows the forged one: the reader has seen both
     assert "forged_cols" not in [t["name"] for t in s.get("/tables", key=reader).json()["tables"]]
     for path in ("/tables/forged_cols", "/tables/forged_cols/rows", "/tables/forged_cols/export?format=csv",
