@@ -46,7 +46,7 @@ LIB_SRCS=(
   src/common/jsonw.c src/common/log.c src/common/hash.c src/common/wire.c
   src/engine/changes.c src/engine/engine.c src/engine/journal.c src/engine/lr.c
   src/engine/table.c
-  src/stream/redis_url.c src/stream/redis_xstream.c src/stream/entry_mac.c
+  src/stream/redis_url.c src/stream/redis_xstream.c src/stream/entry_mac.c src/common/hmac.c
   src/catalog/catalog.c src/store/dgsql.c
 )
 DUCKDB=third_party/duckdb

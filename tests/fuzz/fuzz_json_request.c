@@ -201,6 +201,27 @@ void dg_req_await(dg_req_t *r, dg_waiters_t *ws, dg_waiter_t *w, int64_t deadlin
 }
 void dg_req_await_notify(void *arg) { (void)arg; }
 
+/* Writes queued from a front end's loop (r->on_loop is never set here, and
+ * APP.submitter is NULL): linked only. */
+int dg_waiters_visit(dg_waiters_t *ws, const char *request_id, dg_waiter_t *w, unsigned long long serial,
+                     void (*fn)(dg_waiter_t *w, void *arg), void *arg) {
+  (void)ws, (void)request_id, (void)w, (void)serial, (void)fn, (void)arg;
+  abort();
+}
+int dg_redis_append(dg_redis_t *r, int argc, const char **argv, const size_t *argvlen) {
+  (void)r, (void)argc, (void)argv, (void)argvlen;
+  abort();
+}
+int dg_redis_get_reply(dg_redis_t *r, redisReply **reply) {
+  (void)r, (void)reply;
+  abort();
+}
+const char *dg_redis_last_error(const dg_redis_t *r) {
+  (void)r;
+  abort();
+}
+void dg_metrics_write_queued(dg_metrics_t *m, int on_loop) { (void)m, (void)on_loop; }
+
 /* The waiters' key: (caller, request_id), as src/api/waiters.c builds it. */
 void dg_waiters_key(char *out, size_t cap, const char *user, const char *request_id) {
   snprintf(out, cap, "%s\x1f%s", user ? user : "", request_id ? request_id : "");
