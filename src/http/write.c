@@ -375,6 +375,12 @@ typedef struct {
   int queued;    /* 0 not yet known, 1 in request_duck, -1 not queued */
 } sync_wait_t;
 
+/* The 503 of a write Redis did not take. */
+static void not_queued(dg_req_t *r, const char *rid) {
+  dg_problem(r, 503, json_pack("{s:s}", "request_id", rid),
+             "the request queue (Redis) is unavailable; nothing was queued");
+}
+
 /* The continuation, on the loop: the outcome came, or the deadline. */
 static void sync_answer(dg_req_t *r) {
   sync_wait_t *sw = (sync_wait_t *)r->await_w;
@@ -384,8 +390,7 @@ static void sync_answer(dg_req_t *r) {
   if (res) {
     reply_outcome(r, res, len, sw->kind);
   } else if (sw->queued < 0) {
-    dg_problem(r, 503, json_pack("{s:s}", "request_id", sw->rid),
-               "the request queue (Redis) is unavailable; nothing was queued");
+    not_queued(r, sw->rid);
   } else {
     dg_problem(r, 504, json_pack("{s:s,s:s}", "request_id", sw->rid, "stream_id", sw->sid),
                "no outcome within %d ms; the request is queued: look for request_id '%s' in get_updates",
@@ -448,8 +453,7 @@ static void queued_answer(dg_req_t *r) {
   if (sw->queued > 0) {
     dg_reply_json(r, 202, json_pack("{s:s,s:s,s:s}", "request_id", sw->rid, "stream_id", sw->sid, "status", "queued"));
   } else if (sw->queued < 0) {
-    dg_problem(r, 503, json_pack("{s:s}", "request_id", sw->rid),
-               "the request queue (Redis) is unavailable; nothing was queued");
+    not_queued(r, sw->rid);
   } else {
     dg_problem(r, 503, json_pack("{s:s}", "request_id", sw->rid),
                "the request queue (Redis) did not answer within %d ms; the request may have been queued: "
@@ -592,8 +596,7 @@ static void submit_any(dg_req_t *r, json_t *req, dg_buf_t *raw, reply_kind_t kin
   if (rc != 0) {
     if (!async) dg_waiters_remove(app->waiters, wp);
     dg_free(sw);
-    dg_problem(r, 503, json_pack("{s:s}", "request_id", rid),
-               "the request queue (Redis) is unavailable; nothing was queued");
+    not_queued(r, rid);
     return;
   }
   if (async) {

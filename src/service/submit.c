@@ -20,29 +20,50 @@
 #include "dg/redis.h"
 #include "dg/redis_pool.h"
 
-int dg_service_queue(dg_app_t *app, const char *text, size_t len, int replicas, char *sid, size_t sidcap,
-                     int *replicated) {
-  char t[24], mac[DG_ENTRY_MAC_HEX + 1];
-  dg_entry_sign_req(app, text, len, t, mac);
-  const char *argv[] = {"XADD", app->streams.req, "*", "req", text, "t", t, "mac", mac};
-  size_t argvlen[] = {4, strlen(app->streams.req), 1, 3, len, 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
-  dg_redis_t *c = dg_redis_pool_get(app->redis);
-  redisReply *rep = NULL;
-  int rc = dg_redis_command(c, 9, argv, argvlen, &rep);
-  if (rc == 0 && rep->type == REDIS_REPLY_STRING && rep->len < sidcap) {
+/* A request's signed XADD to request_duck: the arguments point into x and
+ * text, which must outlive the call. */
+typedef struct {
+  const char *argv[9];
+  size_t argvlen[9];
+  char t[24];
+  char mac[DG_ENTRY_MAC_HEX + 1];
+} xadd_t;
+
+static void xadd_signed(dg_app_t *app, const char *text, size_t len, xadd_t *x) {
+  dg_entry_sign_req(app, text, len, x->t, x->mac);
+  const char *argv[] = {"XADD", app->streams.req, "*", "req", text, "t", x->t, "mac", x->mac};
+  size_t argvlen[] = {4, strlen(app->streams.req), 1, 3, len, 1, strlen(x->t), 3, DG_ENTRY_MAC_HEX};
+  memcpy(x->argv, argv, sizeof argv);
+  memcpy(x->argvlen, argvlen, sizeof argvlen);
+}
+
+/* The stream id an XADD answered into sid: 0, or DG_EUNAVAIL (logged). */
+static int xadd_sid(dg_app_t *app, const redisReply *rep, char *sid, size_t sidcap) {
+  if (rep->type == REDIS_REPLY_STRING && rep->len < sidcap) {
     memcpy(sid, rep->str, rep->len);
     sid[rep->len] = '\0';
-    int want = app->cfg->redis_wait_replicas;
-    if (replicas && want > 0) {
-      /* The request this connection just queued: WAIT on it. */
-      int acked = 0;
-      int ok = dg_redis_wait_replicas(c, want, app->cfg->redis_wait_ms, &acked) == 0 && acked >= want;
-      atomic_fetch_add(ok ? &app->status.repl_ok : &app->status.repl_timeout, 1);
-      if (replicated) *replicated = ok;
-    }
-  } else {
-    if (rc == 0) dg_log_error("XADD %s: %s", app->streams.req, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
-    rc = DG_EUNAVAIL;
+    return 0;
+  }
+  dg_log_error("XADD %s: %s", app->streams.req, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+  return DG_EUNAVAIL;
+}
+
+int dg_service_queue(dg_app_t *app, const char *text, size_t len, int replicas, char *sid, size_t sidcap,
+                     int *replicated) {
+  xadd_t x;
+  xadd_signed(app, text, len, &x);
+  dg_redis_t *c = dg_redis_pool_get(app->redis);
+  redisReply *rep = NULL;
+  int rc = dg_redis_command(c, 9, x.argv, x.argvlen, &rep);
+  if (rc == 0) rc = xadd_sid(app, rep, sid, sidcap);
+  else rc = DG_EUNAVAIL;
+  int want = app->cfg->redis_wait_replicas;
+  if (rc == 0 && replicas && want > 0) {
+    /* The request this connection just queued: WAIT on it. */
+    int acked = 0;
+    int ok = dg_redis_wait_replicas(c, want, app->cfg->redis_wait_ms, &acked) == 0 && acked >= want;
+    atomic_fetch_add(ok ? &app->status.repl_ok : &app->status.repl_timeout, 1);
+    if (replicated) *replicated = ok;
   }
   dg_redis_pool_put(app->redis, c);
   if (rep) freeReplyObject(rep);
@@ -76,31 +97,26 @@ static void submit_batch(dg_submitter_t *s, dg_queued_t *list, size_t n) {
   DG_ASSERT(i == n);
   dg_redis_t *c = dg_redis_pool_get(app->redis);
   size_t appended = 0;
-  int rc = 0;
   for (; appended < n; appended++) {
-    dg_queued_t *q = items[appended];
-    char t[24], mac[DG_ENTRY_MAC_HEX + 1];
-    dg_entry_sign_req(app, q->text, q->len, t, mac);
-    const char *argv[] = {"XADD", app->streams.req, "*", "req", q->text, "t", t, "mac", mac};
-    size_t argvlen[] = {4, strlen(app->streams.req), 1, 3, q->len, 1, strlen(t), 3, DG_ENTRY_MAC_HEX};
-    if ((rc = dg_redis_append(c, 9, argv, argvlen)) != 0) break;
+    xadd_t x;
+    xadd_signed(app, items[appended]->text, items[appended]->len, &x);
+    if (dg_redis_append(c, 9, x.argv, x.argvlen) != 0) break;
   }
+  size_t lost = n - appended;
   for (i = 0; i < n; i++) {
     rcs[i] = DG_EUNAVAIL;
     sids[i][0] = '\0';
     if (i >= appended) continue;
     redisReply *rep = NULL;
-    if (dg_redis_get_reply(c, &rep) != 0) continue;
-    if (rep->type == REDIS_REPLY_STRING && rep->len < DG_REDIS_XID_BUFSZ) {
-      memcpy(sids[i], rep->str, rep->len);
-      sids[i][rep->len] = '\0';
-      rcs[i] = 0;
-    } else {
-      dg_log_error("XADD %s: %s", app->streams.req, rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+    if (dg_redis_get_reply(c, &rep) != 0) {
+      lost++;
+      continue;
     }
+    rcs[i] = xadd_sid(app, rep, sids[i], sizeof sids[i]);
     freeReplyObject(rep);
   }
-  if (rc != 0 || appended < n) dg_log_error("XADD %s: %s", app->streams.req, dg_redis_last_error(c));
+  if (lost > 0)
+    dg_log_error("XADD %s: %zu of %zu requests not queued: %s", app->streams.req, lost, n, dg_redis_last_error(c));
   dg_redis_pool_put(app->redis, c);
   for (i = 0; i < n; i++) {
     char *text = items[i]->text;

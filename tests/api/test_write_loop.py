@@ -4,6 +4,7 @@ sends the XADDs of a moment as one pipeline; the request waits parked (no
 worker) for its outcome (sync) or its XADD (async). A client request_id
 still goes to a worker (a replay may read DuckDB). Each test has its own
 redis-server."""
+import json
 import socket
 import threading
 import time
@@ -184,3 +185,20 @@ def test_row_and_hold_writes_queued_from_the_loop(own):
     problem(s.post("/tables/t/rows", {"rows": [{"id": 2, "v": "1"}]}), 409)
     problem(call(s, "DELETE", "/tables/t/rows/999"), 404)
     assert queued(s, "loop") - loop0 == 5
+
+
+def test_a_large_body_is_parsed_on_a_worker(own):
+    """A body over 64 KiB is not parsed on a loop (its parse would hold the
+    loop's other clients): the same write, queued by a worker."""
+    _, s = own
+    tree(s)
+    loop0, worker0 = queued(s, "loop"), queued(s, "worker")
+    rows = [{"id": 1000 + i, "parent_id": 1, "v": "0.01"} for i in range(2000)]
+    assert len(json.dumps({"rows": rows})) > 64 * 1024
+    r = s.post("/tables/t/rows", {"rows": rows})
+    assert r.status_code == 201, r.text
+    small = s.post("/tables/t/rows", {"rows": [{"id": 5000, "parent_id": 1, "v": "0.01"}]})
+    assert small.status_code == 201, small.text
+    assert queued(s, "worker") == worker0 + 1
+    assert queued(s, "loop") == loop0 + 1
+    assert float(value(s, 1)) == pytest.approx(20.01)

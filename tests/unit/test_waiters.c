@@ -276,6 +276,42 @@ static void test_notify_and_take(void **state) {
   dg_waiters_destroy(ws);
 }
 
+static void mark_visited(dg_waiter_t *w, void *arg) {
+  (void)w;
+  (*(int *)arg)++;
+}
+
+/* News for one waiter from another thread (the submitter's): only while it
+ * is registered under that key with that serial; a key longer than a
+ * waiter holds is found as add() cut it. */
+static void test_visit(void **state) {
+  (void)state;
+  dg_waiters_t *ws = dg_waiters_create();
+  dg_waiter_t a, b;
+  char longkey[400];
+  memset(longkey, 'k', sizeof longkey - 1);
+  longkey[sizeof longkey - 1] = '\0';
+  dg_waiters_add(ws, &a, "tag\x1fr-1");
+  dg_waiters_add(ws, &b, longkey);
+  assert_int_not_equal(a.serial, b.serial);
+  int visits = 0;
+  assert_int_equal(dg_waiters_visit(ws, "tag\x1fr-1", &a, a.serial, mark_visited, &visits), 1);
+  assert_int_equal(dg_waiters_visit(ws, longkey, &b, b.serial, mark_visited, &visits), 1);
+  assert_int_equal(visits, 2);
+  /* Another serial (a waiter made since at the same address), another
+   * key, another waiter: not visited. */
+  assert_int_equal(dg_waiters_visit(ws, "tag\x1fr-1", &a, a.serial + 1000, mark_visited, &visits), 0);
+  assert_int_equal(dg_waiters_visit(ws, "tag\x1fr-2", &a, a.serial, mark_visited, &visits), 0);
+  assert_int_equal(dg_waiters_visit(ws, "tag\x1fr-1", &b, b.serial, mark_visited, &visits), 0);
+  /* Taken away by its owner: no more news. */
+  dg_free(dg_waiters_take(ws, &a, NULL));
+  assert_int_equal(dg_waiters_visit(ws, "tag\x1fr-1", &a, a.serial, mark_visited, &visits), 0);
+  dg_waiters_remove(ws, &b);
+  assert_int_equal(dg_waiters_visit(ws, longkey, &b, b.serial, mark_visited, &visits), 0);
+  assert_int_equal(visits, 2);
+  dg_waiters_destroy(ws);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_deliver_then_wait),
@@ -285,6 +321,7 @@ int main(void) {
       cmocka_unit_test(test_same_id_many_threads),
       cmocka_unit_test(test_wake_all),
       cmocka_unit_test(test_notify_and_take),
+      cmocka_unit_test(test_visit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
